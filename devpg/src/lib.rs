@@ -1,0 +1,315 @@
+//! A throwaway PostgreSQL server built from the server binaries installed on
+//! the machine (`initdb`, `postgres`), for `jobctl dev` and for tests.
+//!
+//! initdb refuses to run as root, so when we are root the server runs as the
+//! unprivileged `postgres` user with a data dir it owns. The server listens on
+//! loopback TCP only (no unix socket, so no socket-path length limits), and is
+//! started with a parent-death signal so a crashed parent leaves no orphan.
+
+pub mod testing;
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{Gid, Pid, Uid, User};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The superuser our clusters are created with.
+pub const SUPERUSER: &str = "borg";
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// fsync and synchronous commit: on for a cell that should survive a host crash,
+    /// off for test servers where speed matters more.
+    pub durable: bool,
+    pub max_connections: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durable: true,
+            max_connections: 200,
+        }
+    }
+}
+
+/// A running server. Dropping it stops the server (fast shutdown).
+pub struct PgServer {
+    port: u16,
+    pid: Pid,
+    exited: std::sync::Mutex<mpsc::Receiver<std::io::Result<std::process::ExitStatus>>>,
+    stopped: bool,
+}
+
+/// Where the server binaries are: `initdb` on PATH, else the highest
+/// version under `/usr/lib/postgresql/*/bin`.
+pub fn find_bin_dir() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("initdb").is_file() && dir.join("postgres").is_file() {
+                return Ok(dir);
+            }
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    match versions.pop() {
+        Some((_, bin)) => Ok(bin),
+        None => bail!(
+            "no PostgreSQL server binaries found (initdb, postgres): install them, e.g. `apt-get install postgresql`, or set DATABASE_URL"
+        ),
+    }
+}
+
+/// Who runs the server: ourselves, or `postgres` when we are root.
+fn server_user() -> Result<Option<User>> {
+    if !Uid::effective().is_root() {
+        return Ok(None);
+    }
+    let user = User::from_name("postgres")
+        .context("looking up the postgres user")?
+        .context("running as root, and there is no `postgres` user to run the server as (initdb refuses root)")?;
+    Ok(Some(user))
+}
+
+fn run_as(cmd: &mut Command, user: &Option<User>) {
+    if let Some(user) = user {
+        let (uid, gid): (Uid, Gid) = (user.uid, user.gid);
+        // SAFETY: only async-signal-safe syscalls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::unistd::setgroups(&[gid])?;
+                nix::unistd::setgid(gid)?;
+                nix::unistd::setuid(uid)?;
+                Ok(())
+            });
+        }
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+impl PgServer {
+    /// Start a server on `data_dir`, creating the cluster first if the directory
+    /// holds none. An existing cluster is reused: that is how a dev cell resumes.
+    pub fn start(data_dir: &Path, opts: &Options) -> Result<PgServer> {
+        let bin = find_bin_dir()?;
+        let user = server_user()?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        if let Some(user) = &user {
+            nix::unistd::chown(data_dir, Some(user.uid), Some(user.gid))
+                .with_context(|| format!("giving {} to the postgres user", data_dir.display()))?;
+        }
+        // Postgres insists on a private data dir.
+        std::fs::set_permissions(data_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+
+        if !data_dir.join("PG_VERSION").exists() {
+            let mut cmd = Command::new(bin.join("initdb"));
+            cmd.arg("-D")
+                .arg(data_dir)
+                .args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-sync"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            run_as(&mut cmd, &user);
+            let out = cmd.output().context("running initdb")?;
+            if !out.status.success() {
+                bail!(
+                    "initdb failed for {} (is the directory readable by the postgres user?): {}",
+                    data_dir.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        // A cluster left behind by a killed parent still holds its pid file; stop it first.
+        stop_stale(data_dir);
+
+        let mut last_err = None;
+        for _ in 0..5 {
+            match Self::launch(&bin, data_dir, opts, &user) {
+                Ok(server) => return Ok(server),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.expect("at least one launch attempt"))
+    }
+
+    fn launch(bin: &Path, data_dir: &Path, opts: &Options, user: &Option<User>) -> Result<PgServer> {
+        let port = free_port()?;
+        let log = std::fs::File::create(data_dir.join("server.log"))
+            .or_else(|_| std::fs::File::create(std::env::temp_dir().join(format!("devpg-{port}.log"))))
+            .context("creating the server log")?;
+        let mut cmd = Command::new(bin.join("postgres"));
+        cmd.arg("-D").arg(data_dir).arg("-p").arg(port.to_string());
+        let durable = if opts.durable { "on" } else { "off" };
+        for setting in [
+            "listen_addresses=127.0.0.1".to_string(),
+            "unix_socket_directories=".to_string(),
+            format!("max_connections={}", opts.max_connections),
+            format!("fsync={durable}"),
+            format!("synchronous_commit={durable}"),
+            format!("full_page_writes={durable}"),
+        ] {
+            cmd.arg("-c").arg(setting);
+        }
+        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        run_as(&mut cmd, user);
+        // SAFETY: prctl is async-signal-safe. Set after the uid change, which clears it.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+
+        // The parent-death signal fires when the *thread* that forked exits, so the
+        // child is spawned and awaited by a thread that lives exactly as long as it.
+        let (pid_tx, pid_rx) = mpsc::channel();
+        let (exit_tx, exit_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("postgres-{port}"))
+            .spawn(move || match cmd.spawn() {
+                Ok(mut child) => {
+                    let _ = pid_tx.send(Ok(child.id()));
+                    let _ = exit_tx.send(child.wait());
+                }
+                Err(e) => {
+                    let _ = pid_tx.send(Err(e));
+                }
+            })?;
+        let pid = pid_rx.recv()?.context("starting postgres")?;
+        let server = PgServer {
+            port,
+            pid: Pid::from_raw(pid as i32),
+            exited: std::sync::Mutex::new(exit_rx),
+            stopped: false,
+        };
+        server.wait_ready(data_dir)?;
+        Ok(server)
+    }
+
+    fn wait_ready(&self, data_dir: &Path) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        loop {
+            if let Ok(status) = self.exited_rx().try_recv() {
+                let log = std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default();
+                bail!(
+                    "postgres exited during start-up ({status:?}): {}",
+                    log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+                );
+            }
+            // Accepting TCP is not enough: wait until the server takes queries.
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                && pg_isready(self.port)
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("postgres did not become ready within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn exited_rx(&self) -> std::sync::MutexGuard<'_, mpsc::Receiver<std::io::Result<std::process::ExitStatus>>> {
+        self.exited.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A connection URL for `database` on this server.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Fast shutdown: disconnect clients, checkpoint, exit. Waits up to 30 s.
+    pub fn stop(mut self) -> Result<()> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<()> {
+        if self.stopped {
+            return Ok(());
+        }
+        self.stopped = true;
+        let _ = kill(self.pid, Signal::SIGINT);
+        match self.exited_rx().recv_timeout(Duration::from_secs(30)) {
+            Ok(_) | Err(mpsc::RecvTimeoutError::Disconnected) => Ok(()),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Immediate shutdown: the next start runs crash recovery, nothing committed is lost.
+                let _ = kill(self.pid, Signal::SIGQUIT);
+                let _ = self.exited_rx().recv_timeout(Duration::from_secs(10));
+                bail!("postgres took more than 30 s to stop; sent SIGQUIT")
+            }
+        }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_inner() {
+            tracing::warn!(error = %e, "stopping postgres");
+        }
+    }
+}
+
+/// Ready when a startup packet gets an answer: use `pg_isready` if installed.
+fn pg_isready(port: u16) -> bool {
+    let Ok(bin) = find_bin_dir() else { return true };
+    let tool = bin.join("pg_isready");
+    if !tool.is_file() {
+        return true;
+    }
+    Command::new(tool)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", SUPERUSER, "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// If `postmaster.pid` names a live postgres, ask it to stop and wait for it.
+fn stop_stale(data_dir: &Path) {
+    let Ok(text) = std::fs::read_to_string(data_dir.join("postmaster.pid")) else {
+        return;
+    };
+    let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else {
+        return;
+    };
+    let pid = Pid::from_raw(pid);
+    let is_postgres = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim() == "postgres")
+        .unwrap_or(false);
+    if !is_postgres {
+        return;
+    }
+    tracing::warn!(%pid, "stopping a postgres left running on {}", data_dir.display());
+    let _ = kill(pid, Signal::SIGINT);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while kill(pid, None).is_ok() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,103 @@
+//! One throwaway server per test binary, one fresh database per test.
+//!
+//! The first call starts the server and builds a template database with every
+//! migration applied; each test then gets `CREATE DATABASE ... TEMPLATE`, which
+//! takes milliseconds. `DATABASE_URL` set means: use that server instead.
+
+use crate::{Options, PgServer};
+use anyhow::{Context, Result};
+use sqlx::migrate::Migrator;
+use sqlx::{Connection, Executor, PgConnection};
+use std::sync::OnceLock;
+
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+const TEMPLATE: &str = "borg_template";
+
+struct Shared {
+    /// URL of the maintenance database; the server lives until the process exits.
+    admin_url: String,
+    _server: Option<PgServer>,
+}
+
+static SHARED: OnceLock<Shared> = OnceLock::new();
+static TEMPLATE_READY: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+fn shared() -> &'static Shared {
+    SHARED.get_or_init(|| {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            return Shared {
+                admin_url: url,
+                _server: None,
+            };
+        }
+        let dir = std::env::temp_dir().join(format!("devpg-test-{}", uuid::Uuid::new_v4().simple()));
+        let opts = Options {
+            durable: false,
+            max_connections: 300,
+        };
+        let server = PgServer::start(&dir, &opts)
+            .unwrap_or_else(|e| panic!("starting the test postgres: {e:#}"));
+        Shared {
+            admin_url: server.url("postgres"),
+            _server: Some(server),
+        }
+    })
+}
+
+/// A fresh, migrated database for one test; returns its URL.
+pub async fn fresh_database() -> Result<String> {
+    let admin_url = tokio::task::spawn_blocking(|| shared().admin_url.clone()).await?;
+    TEMPLATE_READY
+        .get_or_try_init(|| async {
+            let mut admin = PgConnection::connect(&admin_url).await?;
+            admin
+                .execute(format!("DROP DATABASE IF EXISTS {TEMPLATE}").as_str())
+                .await?;
+            admin
+                .execute(format!("CREATE DATABASE {TEMPLATE}").as_str())
+                .await?;
+            let mut tpl = PgConnection::connect(&with_db(&admin_url, TEMPLATE)).await?;
+            MIGRATOR.run(&mut tpl).await.context("migrating the template")?;
+            tpl.close().await?;
+            admin.close().await?;
+            anyhow::Ok(())
+        })
+        .await?;
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&admin_url).await?;
+    admin
+        .execute(format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}").as_str())
+        .await
+        .context("creating a test database")?;
+    admin.close().await?;
+    Ok(with_db(&admin_url, &name))
+}
+
+/// Replace the database part of a postgres URL.
+pub fn with_db(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let base = match base.rfind('/') {
+        Some(i) if base[..i].contains("://") && i > base.find("://").unwrap_or(0) + 2 => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_db;
+
+    #[test]
+    fn replaces_database() {
+        assert_eq!(with_db("postgres://u@h:1/postgres", "x"), "postgres://u@h:1/x");
+        assert_eq!(with_db("postgres://u@h:1", "x"), "postgres://u@h:1/x");
+        assert_eq!(with_db("postgres://u@h:1/a?sslmode=disable", "x"), "postgres://u@h:1/x?sslmode=disable");
+    }
+}

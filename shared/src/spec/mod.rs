@@ -1,0 +1,492 @@
+//! The job spec as users write it (YAML or JSON) and its validation.
+//!
+//! Parsing and validation both report the offending field's path
+//! (`task.resources.cpu`) so the API can answer 422 naming it. Resource and
+//! duration fields are typed at parse time, and serialize back to the same
+//! human form, so a stored spec reads like the submitted one.
+
+use crate::resources::{Bytes, MilliCpu, Quantity};
+use crate::states::JobKind;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub const MAX_REPLICAS: i64 = 10_000;
+pub const MAX_PRIORITY: i64 = 1000;
+/// `>= PRODUCTION_PRIORITY` is the production band.
+pub const PRODUCTION_PRIORITY: i64 = 200;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub name: String,
+    #[serde(default)]
+    pub kind: JobKind,
+    #[serde(default = "default_owner")]
+    pub owner: String,
+    #[serde(default = "default_priority")]
+    pub priority: i64,
+    #[serde(default = "default_replicas")]
+    pub replicas: i64,
+    pub task: TaskTemplate,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<Spread>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdatePolicy>,
+}
+
+fn default_owner() -> String {
+    "default".to_string()
+}
+fn default_priority() -> i64 {
+    100
+}
+fn default_replicas() -> i64 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskTemplate {
+    /// argv; never run through a shell.
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
+    /// SIGTERM, then SIGKILL after this long.
+    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub kill_grace: Option<Duration>,
+    /// Stop the task when no master has synced for this long (at-most-once semantics).
+    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub fence_after: Option<Duration>,
+}
+
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_BATCH_MAX_ATTEMPTS: u32 = 3;
+
+impl TaskTemplate {
+    pub fn kill_grace(&self) -> Duration {
+        self.kill_grace.unwrap_or(DEFAULT_KILL_GRACE)
+    }
+
+    /// Runs a batch task may take in total, across attempts.
+    pub fn max_attempts(&self) -> u32 {
+        self.restart
+            .as_ref()
+            .and_then(|r| r.max_attempts)
+            .unwrap_or(DEFAULT_BATCH_MAX_ATTEMPTS)
+    }
+}
+
+/// What one task asks for. Defaults are small so `hello` needs no resources block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default = "default_cpu", with = "cpu_qty")]
+    pub cpu: MilliCpu,
+    #[serde(default = "default_memory", with = "size_qty")]
+    pub memory: Bytes,
+    #[serde(default, with = "size_qty")]
+    pub disk: Bytes,
+    #[serde(default)]
+    pub ports: u16,
+    /// Hard cpu cap (cgroup quota); by default a task may burst.
+    #[serde(default, with = "opt_cpu_qty", skip_serializing_if = "Option::is_none")]
+    pub cpu_limit: Option<MilliCpu>,
+}
+
+fn default_cpu() -> MilliCpu {
+    MilliCpu(100)
+}
+fn default_memory() -> Bytes {
+    Bytes(64 << 20)
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources {
+            cpu: default_cpu(),
+            memory: default_memory(),
+            disk: Bytes(0),
+            ports: 0,
+            cpu_limit: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpProbe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpProbe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecProbe>,
+    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbe {
+    pub path: String,
+    /// Index into the task's requested ports.
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpProbe {
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecProbe {
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConstraintOp {
+    #[serde(rename = "=")]
+    Eq,
+    #[serde(rename = "!=")]
+    Ne,
+    #[serde(rename = "in")]
+    In,
+    #[serde(rename = "not_in")]
+    NotIn,
+    #[serde(rename = "exists")]
+    Exists,
+}
+
+impl std::fmt::Display for ConstraintOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConstraintOp::Eq => "=",
+            ConstraintOp::Ne => "!=",
+            ConstraintOp::In => "in",
+            ConstraintOp::NotIn => "not_in",
+            ConstraintOp::Exists => "exists",
+        })
+    }
+}
+
+/// A label constraint on machines. `value` for `=`/`!=`, `values` for `in`/`not_in`;
+/// a comma-separated `value` is also accepted for `in`/`not_in`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Constraint {
+    pub label: String,
+    pub op: ConstraintOp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+impl Constraint {
+    fn set(&self) -> Vec<&str> {
+        let mut set: Vec<&str> = self.values.iter().map(String::as_str).collect();
+        if let Some(v) = &self.value {
+            set.extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()));
+        }
+        set
+    }
+
+    /// Does a machine with these labels satisfy the constraint?
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        let have = labels.get(&self.label).map(String::as_str);
+        match self.op {
+            ConstraintOp::Exists => have.is_some(),
+            ConstraintOp::Eq => have.is_some() && have == self.value.as_deref(),
+            ConstraintOp::Ne => have != self.value.as_deref(),
+            ConstraintOp::In => have.is_some_and(|h| self.set().contains(&h)),
+            ConstraintOp::NotIn => !have.is_some_and(|h| self.set().contains(&h)),
+        }
+    }
+}
+
+impl std::fmt::Display for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.op {
+            ConstraintOp::Exists => write!(f, "{} exists", self.label),
+            _ => write!(f, "{} {} {}", self.label, self.op, self.set().join(",")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spread {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_machine: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<u32>,
+    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub min_healthy: Option<Duration>,
+}
+
+/// Why a spec was refused. `Malformed` is not JSON/YAML at all (HTTP 400);
+/// `Invalid` is well-formed but wrong (HTTP 422).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("malformed document: {message}")]
+    Malformed { message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+impl SpecError {
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        SpecError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            SpecError::Malformed { .. } => None,
+            SpecError::Invalid { field, .. } => Some(field),
+        }
+    }
+}
+
+fn from_path_error<E: std::fmt::Display>(
+    err: serde_path_to_error::Error<E>,
+    syntax: bool,
+) -> SpecError {
+    let path = err.path().to_string();
+    let message = err.inner().to_string();
+    if syntax {
+        SpecError::Malformed { message }
+    } else {
+        let field = path;
+        SpecError::Invalid { field, message }
+    }
+}
+
+impl JobSpec {
+    /// Parse and validate a JSON document (the API's input).
+    pub fn from_json(bytes: &[u8]) -> Result<JobSpec, SpecError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let spec: JobSpec = serde_path_to_error::deserialize(de).map_err(|e| {
+            let syntax = matches!(
+                e.inner().classify(),
+                serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+            );
+            from_path_error(e, syntax)
+        })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Parse and validate a YAML document (what users keep in files).
+    pub fn from_yaml(text: &str) -> Result<JobSpec, SpecError> {
+        let value: serde_json::Value = yaml_to_json(text)?;
+        let spec: JobSpec =
+            serde_path_to_error::deserialize(value).map_err(|e| from_path_error(e, false))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Semantic checks beyond the shape serde already enforced.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        validate_name(&self.name).map_err(|m| SpecError::invalid("name", m))?;
+        if self.owner.is_empty() || self.owner.len() > 63 {
+            return Err(SpecError::invalid("owner", "must be 1 to 63 characters"));
+        }
+        if !(0..=MAX_PRIORITY).contains(&self.priority) {
+            return Err(SpecError::invalid(
+                "priority",
+                format!("must be between 0 and {MAX_PRIORITY}, got {}", self.priority),
+            ));
+        }
+        if !(1..=MAX_REPLICAS).contains(&self.replicas) {
+            return Err(SpecError::invalid(
+                "replicas",
+                format!("must be between 1 and {MAX_REPLICAS}, got {}", self.replicas),
+            ));
+        }
+        let task = &self.task;
+        match task.command.first() {
+            None => return Err(SpecError::invalid("task.command", "must not be empty")),
+            Some(argv0) if argv0.trim().is_empty() => {
+                return Err(SpecError::invalid(
+                    "task.command[0]",
+                    "the program must not be empty",
+                ))
+            }
+            _ => {}
+        }
+        if let Some(i) = task.command.iter().position(|a| a.contains('\0')) {
+            return Err(SpecError::invalid(
+                format!("task.command[{i}]"),
+                "must not contain NUL bytes",
+            ));
+        }
+        for (k, v) in &task.env {
+            let bad_key = k.is_empty() || k.contains('=') || k.contains('\0');
+            if bad_key || v.contains('\0') {
+                return Err(SpecError::invalid(
+                    format!("task.env.{k}"),
+                    "names must be non-empty without '=' or NUL; values without NUL",
+                ));
+            }
+            if k.starts_with("BORG_") {
+                return Err(SpecError::invalid(
+                    format!("task.env.{k}"),
+                    "BORG_* variables are set by the borglet",
+                ));
+            }
+        }
+        if task.resources.cpu.0 == 0 {
+            return Err(SpecError::invalid(
+                "task.resources.cpu",
+                "must be more than 0 (e.g. 0.1 or 100m)",
+            ));
+        }
+        if let Some(r) = &task.restart {
+            if r.max_attempts == Some(0) {
+                return Err(SpecError::invalid(
+                    "task.restart.max_attempts",
+                    "must be at least 1",
+                ));
+            }
+        }
+        for (i, c) in self.constraints.iter().enumerate() {
+            let field = format!("constraints[{i}]");
+            if c.label.is_empty() {
+                return Err(SpecError::invalid(format!("{field}.label"), "must not be empty"));
+            }
+            let needs_value = !matches!(c.op, ConstraintOp::Exists);
+            if needs_value && c.set().is_empty() {
+                return Err(SpecError::invalid(
+                    format!("{field}.value"),
+                    format!("operator {} needs a value", c.op),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a JobSpec always serializes")
+    }
+}
+
+/// Convert a YAML document into JSON, reporting YAML syntax errors as malformed.
+pub fn yaml_to_json(text: &str) -> Result<serde_json::Value, SpecError> {
+    serde_yaml_ng::from_str::<serde_json::Value>(text).map_err(|e| SpecError::Malformed {
+        message: e.to_string(),
+    })
+}
+
+/// `[a-z0-9][a-z0-9-]{0,62}`
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok_first = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let ok_rest = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if name.is_empty() || name.len() > 63 || !ok_first || !ok_rest {
+        return Err(format!(
+            "`{name}` is not a valid name: use 1 to 63 lowercase letters, digits or '-', starting with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+fn de_quantity<'de, D: Deserializer<'de>, T>(
+    d: D,
+    parse: fn(&Quantity) -> Result<T, crate::resources::UnitError>,
+) -> Result<T, D::Error> {
+    let q = Quantity::deserialize(d)?;
+    parse(&q).map_err(serde::de::Error::custom)
+}
+
+mod cpu_qty {
+    use super::*;
+    pub fn serialize<S: Serializer>(v: &MilliCpu, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MilliCpu, D::Error> {
+        de_quantity(d, MilliCpu::parse)
+    }
+}
+
+mod opt_cpu_qty {
+    use super::*;
+    pub fn serialize<S: Serializer>(v: &Option<MilliCpu>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_str(&v.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MilliCpu>, D::Error> {
+        de_quantity(d, MilliCpu::parse).map(Some)
+    }
+}
+
+mod size_qty {
+    use super::*;
+    pub fn serialize<S: Serializer>(v: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.exact())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        de_quantity(d, Bytes::parse)
+    }
+}
+
+/// Durations as humans write them: `10s`, `1m30s`, `500ms`.
+pub mod opt_duration {
+    use super::*;
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_str(&humantime::format_duration(*v).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim())
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration ({e}); write e.g. 10s or 1m30s")))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+use super::*;
+use serde_json::json;
+
+fn parse(v: serde_json::Value) -> Result<JobSpec, SpecError> {
+    JobSpec::from_json(v.to_string().as_bytes())
+}
+
+fn hello() -> serde_json::Value {
+    json!({
+        "name": "hello",
+        "replicas": 3,
+        "task": {"command": ["/bin/echo", "hi"], "resources": {"cpu": 0.25, "memory": "64Mi"}}
+    })
+}
+
+fn field_of(r: Result<JobSpec, SpecError>) -> String {
+    match r {
+        Err(SpecError::Invalid { field, .. }) => field,
+        other => panic!("expected an invalid-spec error, got {other:?}"),
+    }
+}
+
+#[test]
+fn minimal_spec_gets_defaults() {
+    let spec = parse(hello()).unwrap();
+    assert_eq!(spec.kind, JobKind::Batch);
+    assert_eq!(spec.priority, 100);
+    assert_eq!(spec.owner, "default");
+    assert_eq!(spec.task.resources.cpu, MilliCpu(250));
+    assert_eq!(spec.task.resources.memory, Bytes(64 << 20));
+    assert_eq!(spec.task.kill_grace(), Duration::from_secs(10));
+}
+
+#[test]
+fn design_md_example_parses_from_yaml() {
+    let yaml = r#"
+name: hello
+kind: batch
+owner: default
+priority: 100
+replicas: 3
+task:
+  command: ["/bin/sh", "-c", "echo hello from task $BORG_TASK_INDEX"]
+  env: {GREETING: hi}
+  resources: {cpu: 0.25, memory: 64Mi, disk: 100Mi, ports: 1}
+  restart: {max_attempts: 3, backoff: 1s}
+  health: {http: {path: /healthz, port: 0}, interval: 5s, timeout: 2s, failures: 3}
+  kill_grace: 10s
+  fence_after: 30s
+constraints:
+  - {label: zone, op: "!=", value: b}
+spread: {label: zone}
+update: {max_unavailable: 1, max_surge: 0, min_healthy: 5s}
+"#;
+    let spec = JobSpec::from_yaml(yaml).unwrap();
+    assert_eq!(spec.task.resources.disk, Bytes(100 << 20));
+    assert_eq!(spec.task.max_attempts(), 3);
+    assert_eq!(spec.constraints[0].op, ConstraintOp::Ne);
+    assert_eq!(spec.task.fence_after, Some(Duration::from_secs(30)));
+}
+
+#[test]
+fn stored_form_round_trips_exactly() {
+    let mut v = hello();
+    v["task"]["resources"]["memory"] = json!(1_000_000_000u64);
+    v["task"]["kill_grace"] = json!("1m30s");
+    let spec = parse(v).unwrap();
+    let again = parse(spec.to_json()).unwrap();
+    assert_eq!(spec, again);
+    assert_eq!(again.task.resources.memory, Bytes(1_000_000_000));
+}
+
+#[test]
+fn bad_inputs_name_their_field() {
+    let cases: Vec<(serde_json::Value, &str)> = vec![
+        (json!({"name": "Bad_Name", "task": {"command": ["x"]}}), "name"),
+        (json!({"name": "", "task": {"command": ["x"]}}), "name"),
+        (json!({"name": "a", "replicas": 0, "task": {"command": ["x"]}}), "replicas"),
+        (json!({"name": "a", "replicas": 10001, "task": {"command": ["x"]}}), "replicas"),
+        (json!({"name": "a", "task": {"command": []}}), "task.command"),
+        (json!({"name": "a", "task": {"command": [""]}}), "task.command[0]"),
+        (json!({"name": "a", "bogus": 1, "task": {"command": ["x"]}}), "bogus"),
+        (json!({"name": "a", "task": {"command": ["x"], "colour": 1}}), "task.colour"),
+        (json!({"name": "a", "task": {"command": ["x"], "resources": {"cpu": "lots"}}}), "task.resources.cpu"),
+        (json!({"name": "a", "task": {"command": ["x"], "resources": {"memory": "-5Mi"}}}), "task.resources.memory"),
+        (json!({"name": "a", "task": {"command": ["x"], "resources": {"cpu": -1}}}), "task.resources.cpu"),
+        (json!({"name": "a", "priority": 1001, "task": {"command": ["x"]}}), "priority"),
+        (json!({"name": "a", "priority": -1, "task": {"command": ["x"]}}), "priority"),
+        (json!({"name": "a", "kind": "cron", "task": {"command": ["x"]}}), "kind"),
+        (json!({"name": "a", "task": {"command": ["x"], "kill_grace": "soon"}}), "task.kill_grace"),
+        (json!({"name": "a", "task": {"command": ["x"], "env": {"BORG_JOB": "x"}}}), "task.env.BORG_JOB"),
+        (json!({"name": "a", "constraints": [{"label": "zone", "op": "="}], "task": {"command": ["x"]}}), "constraints[0].value"),
+        (json!({"name": "a", "constraints": [{"label": "zone", "op": "~"}], "task": {"command": ["x"]}}), "constraints[0].op"),
+        (json!({"name": "a"}), "."),
+    ];
+    for (input, want) in cases {
+        let got = field_of(parse(input.clone()));
+        assert_eq!(got, want, "for {input}");
+    }
+}
+
+#[test]
+fn malformed_json_is_not_a_field_error() {
+    let err = JobSpec::from_json(b"{\"name\": ").unwrap_err();
+    assert!(matches!(err, SpecError::Malformed { .. }), "{err:?}");
+    let err = JobSpec::from_yaml("name: [unclosed").unwrap_err();
+    assert!(matches!(err, SpecError::Malformed { .. }), "{err:?}");
+}
+
+#[test]
+fn constraints_match_labels() {
+    let labels: BTreeMap<String, String> = [("zone".to_string(), "a".to_string())].into();
+    let c = |op, value: Option<&str>| Constraint {
+        label: "zone".into(),
+        op,
+        value: value.map(str::to_string),
+        values: vec![],
+    };
+    assert!(c(ConstraintOp::Eq, Some("a")).matches(&labels));
+    assert!(!c(ConstraintOp::Ne, Some("a")).matches(&labels));
+    assert!(c(ConstraintOp::In, Some("b, a")).matches(&labels));
+    assert!(!c(ConstraintOp::NotIn, Some("a,b")).matches(&labels));
+    assert!(c(ConstraintOp::Exists, None).matches(&labels));
+    assert!(!c(ConstraintOp::Exists, None).matches(&BTreeMap::new()));
+    assert!(c(ConstraintOp::Ne, Some("a")).matches(&BTreeMap::new()));
+}

@@ -1,0 +1,218 @@
+//! Wire formats: the REST API's bodies and the master→borglet sync protocol.
+
+use crate::ids::{AttemptId, JobId, MachineId};
+use crate::resources::{Bytes, MilliCpu};
+use crate::spec::JobSpec;
+use crate::states::{JobKind, JobState, MachineState, TaskState};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// cpu, memory and disk together: a machine's capacity or a task's request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Capacity {
+    pub cpu: MilliCpu,
+    pub memory: Bytes,
+    pub disk: Bytes,
+}
+
+// ---------- REST: jobs ----------
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: JobId,
+    pub name: String,
+    pub kind: JobKind,
+    pub state: JobState,
+    pub owner: String,
+    pub priority: i64,
+    pub replicas: i64,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// How many tasks are in each state.
+    pub task_counts: BTreeMap<TaskState, i64>,
+    pub spec: JobSpec,
+    /// Present on `GET /v1/jobs/{name}` and on submit; omitted in lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<TaskView>>,
+    /// Recent state changes of this job's tasks (newest last); only on `GET /v1/jobs/{name}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<EventView>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskView {
+    pub index: i32,
+    pub state: TaskState,
+    /// Why the task is where it is: why pending, why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<AttemptId>,
+    /// Runs so far, across attempts.
+    pub runs: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventView {
+    pub id: i64,
+    pub time: DateTime<Utc>,
+    pub job: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_index: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<AttemptId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<TaskState>,
+    pub to: TaskState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+// ---------- REST: machines ----------
+
+/// `POST /v1/machines`: a borglet announces itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterMachine {
+    pub name: String,
+    /// Base URL the master reaches the borglet at, e.g. `http://127.0.0.1:7701`.
+    pub address: String,
+    pub capacity: Capacity,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MachineView {
+    pub id: MachineId,
+    pub name: String,
+    pub address: String,
+    pub state: MachineState,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: Capacity,
+    /// Sum of the requests of live attempts placed here.
+    pub allocated: Capacity,
+    pub tasks: i64,
+    pub last_heard: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MachineList {
+    pub machines: Vec<MachineView>,
+}
+
+// ---------- master → borglet sync ----------
+
+/// `POST /v1/sync`: the full set of attempts that should run on the machine.
+/// Anything the borglet runs that is not listed gets stopped.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// The sending master's leadership epoch; a borglet refuses an older one than it has seen.
+    pub epoch: i64,
+    /// The machine the master believes it is talking to.
+    pub machine: String,
+    pub attempts: Vec<AttemptSpec>,
+    /// Finished attempts whose final state the master has durably recorded: the borglet may forget them.
+    #[serde(default)]
+    pub ack: Vec<AttemptId>,
+}
+
+/// What the borglet needs to run one attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptSpec {
+    pub id: AttemptId,
+    pub job: String,
+    pub index: i32,
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub resources: Capacity,
+    pub kill_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SyncResponse {
+    pub machine: String,
+    /// Every attempt the borglet knows: running, stopping, or finished and not yet acked.
+    pub attempts: Vec<AttemptReport>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptPhase {
+    Running,
+    /// Asked to stop (SIGTERM sent), not yet exited.
+    Stopping,
+    Exited,
+    /// The process could not be started (no such program, bad sandbox, ...).
+    FailedToStart,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptReport {
+    pub id: AttemptId,
+    pub phase: AttemptPhase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Exit status when `phase` is `exited`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// True when the borglet stopped it because it was no longer wanted.
+    #[serde(default)]
+    pub stopped_by_borglet: bool,
+    /// Human detail, e.g. why it failed to start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Query of the log endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    #[default]
+    Stdout,
+    Stderr,
+}
+
+impl LogStream {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        }
+    }
+}
+
+/// The environment variables every task gets (DESIGN.md).
+pub fn borg_env(spec: &AttemptSpec, machine: &str) -> BTreeMap<String, String> {
+    let mut env = spec.env.clone();
+    env.insert("BORG_JOB".into(), spec.job.clone());
+    env.insert("BORG_TASK_INDEX".into(), spec.index.to_string());
+    env.insert("BORG_ATTEMPT".into(), spec.id.to_string());
+    env.insert("BORG_MACHINE".into(), machine.to_string());
+    env
+}
