@@ -119,7 +119,10 @@ impl PgServer {
                 .with_context(|| format!("giving {} to the postgres user", data_dir.display()))?;
         }
         // Postgres insists on a private data dir.
-        std::fs::set_permissions(data_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        std::fs::set_permissions(
+            data_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )?;
 
         if !data_dir.join("PG_VERSION").exists() {
             let mut cmd = Command::new(bin.join("initdb"));
@@ -151,10 +154,17 @@ impl PgServer {
         Err(last_err.expect("at least one launch attempt"))
     }
 
-    fn launch(bin: &Path, data_dir: &Path, opts: &Options, user: &Option<User>) -> Result<PgServer> {
+    fn launch(
+        bin: &Path,
+        data_dir: &Path,
+        opts: &Options,
+        user: &Option<User>,
+    ) -> Result<PgServer> {
         let port = free_port()?;
         let log = std::fs::File::create(data_dir.join("server.log"))
-            .or_else(|_| std::fs::File::create(std::env::temp_dir().join(format!("devpg-{port}.log"))))
+            .or_else(|_| {
+                std::fs::File::create(std::env::temp_dir().join(format!("devpg-{port}.log")))
+            })
             .context("creating the server log")?;
         let mut cmd = Command::new(bin.join("postgres"));
         cmd.arg("-D").arg(data_dir).arg("-p").arg(port.to_string());
@@ -169,7 +179,9 @@ impl PgServer {
         ] {
             cmd.arg("-c").arg(setting);
         }
-        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
         run_as(&mut cmd, user);
         // SAFETY: prctl is async-signal-safe. Set after the uid change, which clears it.
         unsafe {
@@ -231,7 +243,9 @@ impl PgServer {
         }
     }
 
-    fn exited_rx(&self) -> std::sync::MutexGuard<'_, mpsc::Receiver<std::io::Result<std::process::ExitStatus>>> {
+    fn exited_rx(
+        &self,
+    ) -> std::sync::MutexGuard<'_, mpsc::Receiver<std::io::Result<std::process::ExitStatus>>> {
         self.exited.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -283,7 +297,15 @@ fn pg_isready(port: u16) -> bool {
         return true;
     }
     Command::new(tool)
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", SUPERUSER, "-q"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            SUPERUSER,
+            "-q",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -296,7 +318,11 @@ fn stop_stale(data_dir: &Path) {
     let Ok(text) = std::fs::read_to_string(data_dir.join("postmaster.pid")) else {
         return;
     };
-    let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else {
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
         return;
     };
     let pid = Pid::from_raw(pid);

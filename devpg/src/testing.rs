@@ -31,7 +31,8 @@ fn shared() -> &'static Shared {
                 _server: None,
             };
         }
-        let dir = std::env::temp_dir().join(format!("devpg-test-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("devpg-test-{}", uuid::Uuid::new_v4().simple()));
         let opts = Options {
             durable: false,
             max_connections: 300,
@@ -58,7 +59,10 @@ pub async fn fresh_database() -> Result<String> {
                 .execute(format!("CREATE DATABASE {TEMPLATE}").as_str())
                 .await?;
             let mut tpl = PgConnection::connect(&with_db(&admin_url, TEMPLATE)).await?;
-            MIGRATOR.run(&mut tpl).await.context("migrating the template")?;
+            MIGRATOR
+                .run(&mut tpl)
+                .await
+                .context("migrating the template")?;
             tpl.close().await?;
             admin.close().await?;
             anyhow::Ok(())
@@ -96,8 +100,14 @@ mod tests {
 
     #[test]
     fn replaces_database() {
-        assert_eq!(with_db("postgres://u@h:1/postgres", "x"), "postgres://u@h:1/x");
+        assert_eq!(
+            with_db("postgres://u@h:1/postgres", "x"),
+            "postgres://u@h:1/x"
+        );
         assert_eq!(with_db("postgres://u@h:1", "x"), "postgres://u@h:1/x");
-        assert_eq!(with_db("postgres://u@h:1/a?sslmode=disable", "x"), "postgres://u@h:1/x?sslmode=disable");
+        assert_eq!(
+            with_db("postgres://u@h:1/a?sslmode=disable", "x"),
+            "postgres://u@h:1/x?sslmode=disable"
+        );
     }
 }

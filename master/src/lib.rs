@@ -1,6 +1,75 @@
-//! borgmaster (skeleton: being built).
+//! borgmaster: the REST API, the store of record (Postgres), and the poller
+//! that drives every borglet toward the desired state.
 
+pub mod api;
+pub mod poller;
+pub mod store;
+
+use anyhow::Context;
+use clap::Parser;
 use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "borgmaster",
+    version,
+    about = "The borg cell's master: REST API and borglet poller"
+)]
+pub struct Config {
+    /// Address the REST API listens on.
+    #[arg(long, env = "BORG_LISTEN", default_value = "127.0.0.1:7700")]
+    pub listen: SocketAddr,
+    /// PostgreSQL URL of the cell's store.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// How often every borglet is polled (new work is sent at once regardless).
+    #[arg(long, env = "BORG_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+}
+
+/// Run the master on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = store::Store::connect(&config.database_url)
+        .await
+        .context("connecting to postgres")?;
+    store.migrate().await.context("applying migrations")?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .context("building the HTTP client")?;
+    let machines_changed = Arc::new(Notify::new());
+    let state = api::AppState {
+        store: store.clone(),
+        http: http.clone(),
+        machines_changed: machines_changed.clone(),
+    };
+    let poller = tokio::spawn(poller::run(
+        store,
+        http,
+        poller::PollerConfig {
+            interval: config.poll_interval,
+        },
+        machines_changed,
+        shutdown.clone(),
+    ));
+    tracing::info!(listen = %listener.local_addr()?, "borgmaster serving");
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await?;
+    shutdown.cancel();
+    poller.await?;
+    Ok(())
+}
 
 /// Parse `args` (argv, including the program name) and run until SIGINT/SIGTERM.
 /// The `borgmaster` binary and `jobctl dev` both enter here.
@@ -9,6 +78,47 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let _ = args.into_iter().count();
-    anyhow::bail!("borgmaster is not built yet")
+    let config = match Config::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            e.print()?;
+            return Ok(());
+        }
+        Err(e) => anyhow::bail!("{}", e.render().to_string().trim_end()),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        run(listener, config, shutdown).await
+    })
+}
+
+async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down");
+    token.cancel();
 }

@@ -6,12 +6,16 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// CPU in millicores (1000 = one core).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct MilliCpu(pub u64);
 
 /// A size in bytes (memory, disk).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Bytes(pub u64);
 
@@ -83,7 +87,7 @@ impl MilliCpu {
 
 impl fmt::Display for MilliCpu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 {
+        if self.0.is_multiple_of(1000) {
             write!(f, "{}", self.0 / 1000)
         } else {
             write!(f, "{}m", self.0)
@@ -132,8 +136,13 @@ impl Bytes {
 impl Bytes {
     /// Exact form for storage: a whole binary unit (`64Mi`) or plain bytes.
     pub fn exact(&self) -> String {
-        for (unit, mult) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-            if self.0 >= mult && self.0 % mult == 0 {
+        for (unit, mult) in [
+            ("Ti", 1u64 << 40),
+            ("Gi", 1 << 30),
+            ("Mi", 1 << 20),
+            ("Ki", 1 << 10),
+        ] {
+            if self.0 >= mult && self.0.is_multiple_of(mult) {
                 return format!("{}{}", self.0 / mult, unit);
             }
         }
@@ -144,9 +153,14 @@ impl Bytes {
 impl fmt::Display for Bytes {
     /// Binary units, exact when the value is a whole multiple (`64Mi`), else one decimal (`1.5Gi`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (unit, mult) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+        for (unit, mult) in [
+            ("Ti", 1u64 << 40),
+            ("Gi", 1 << 30),
+            ("Mi", 1 << 20),
+            ("Ki", 1 << 10),
+        ] {
             if self.0 >= mult {
-                return if self.0 % mult == 0 {
+                return if self.0.is_multiple_of(mult) {
                     write!(f, "{}{}", self.0 / mult, unit)
                 } else {
                     write!(f, "{:.1}{}", self.0 as f64 / mult as f64, unit)
@@ -172,11 +186,26 @@ mod tests {
         assert_eq!(MilliCpu::parse(&t("250m")), Ok(MilliCpu(250)));
         assert_eq!(MilliCpu::parse(&t("1.5")), Ok(MilliCpu(1500)));
         assert_eq!(MilliCpu::parse(&t("-1")), Err(UnitError::Negative));
-        assert_eq!(MilliCpu::parse(&Quantity::Number(-0.5)), Err(UnitError::Negative));
-        assert!(matches!(MilliCpu::parse(&t("2 cores")), Err(UnitError::UnknownCpuUnit(_))));
-        assert!(matches!(MilliCpu::parse(&t("abc")), Err(UnitError::NotANumber(_))));
-        assert!(matches!(MilliCpu::parse(&t("")), Err(UnitError::NotANumber(_))));
-        assert_eq!(MilliCpu::parse(&Quantity::Number(1e12)), Err(UnitError::TooLarge));
+        assert_eq!(
+            MilliCpu::parse(&Quantity::Number(-0.5)),
+            Err(UnitError::Negative)
+        );
+        assert!(matches!(
+            MilliCpu::parse(&t("2 cores")),
+            Err(UnitError::UnknownCpuUnit(_))
+        ));
+        assert!(matches!(
+            MilliCpu::parse(&t("abc")),
+            Err(UnitError::NotANumber(_))
+        ));
+        assert!(matches!(
+            MilliCpu::parse(&t("")),
+            Err(UnitError::NotANumber(_))
+        ));
+        assert_eq!(
+            MilliCpu::parse(&Quantity::Number(1e12)),
+            Err(UnitError::TooLarge)
+        );
     }
 
     #[test]
@@ -188,8 +217,14 @@ mod tests {
         assert_eq!(Bytes::parse(&t("100")), Ok(Bytes(100)));
         assert_eq!(Bytes::parse(&Quantity::Number(4096.0)), Ok(Bytes(4096)));
         assert_eq!(Bytes::parse(&t("-5Mi")), Err(UnitError::Negative));
-        assert!(matches!(Bytes::parse(&t("5Xi")), Err(UnitError::UnknownSizeUnit(_))));
-        assert!(matches!(Bytes::parse(&t("Mi")), Err(UnitError::NotANumber(_))));
+        assert!(matches!(
+            Bytes::parse(&t("5Xi")),
+            Err(UnitError::UnknownSizeUnit(_))
+        ));
+        assert!(matches!(
+            Bytes::parse(&t("Mi")),
+            Err(UnitError::NotANumber(_))
+        ));
         assert_eq!(Bytes::parse(&t("9999999Ti")), Err(UnitError::TooLarge));
     }
 

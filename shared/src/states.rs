@@ -53,6 +53,7 @@ pg_enum!(
     JobKind, "job_kind" { Batch => "batch", Service => "service" }
 );
 
+#[allow(clippy::derivable_impls)] // the enum comes from a macro that cannot carry #[default]
 impl Default for JobKind {
     fn default() -> Self {
         JobKind::Batch
@@ -71,7 +72,10 @@ pg_enum!(
 
 impl JobState {
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Killed)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Killed
+        )
     }
 }
 
@@ -109,14 +113,17 @@ impl TaskState {
     /// `pending` for a new attempt; everything else moves forward.
     pub fn can_move_to(self, to: TaskState) -> bool {
         use TaskState::*;
-        match (self, to) {
-            (Pending, Assigned | Killed) => true,
-            (Assigned, Starting | Running | Succeeded | Failed | Killed | Lost) => true,
-            (Starting, Running | Succeeded | Failed | Killed | Lost) => true,
-            (Running, Succeeded | Failed | Killed | Lost) => true,
-            (Failed | Lost, Pending) => true,
-            _ => false,
-        }
+        matches!(
+            (self, to),
+            (Pending, Assigned | Killed)
+                | (
+                    Assigned,
+                    Starting | Running | Succeeded | Failed | Killed | Lost
+                )
+                | (Starting, Running | Succeeded | Failed | Killed | Lost)
+                | (Running, Succeeded | Failed | Killed | Lost)
+                | (Failed | Lost, Pending)
+        )
     }
 }
 

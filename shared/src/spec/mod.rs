@@ -61,10 +61,18 @@ pub struct TaskTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
     /// SIGTERM, then SIGKILL after this long.
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kill_grace: Option<Duration>,
     /// Stop the task when no master has synced for this long (at-most-once semantics).
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fence_after: Option<Duration>,
 }
 
@@ -126,7 +134,11 @@ impl Default for Resources {
 pub struct RestartPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub backoff: Option<Duration>,
 }
 
@@ -139,9 +151,17 @@ pub struct HealthCheck {
     pub tcp: Option<TcpProbe>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecProbe>,
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub interval: Option<Duration>,
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<u32>,
@@ -253,7 +273,11 @@ pub struct UpdatePolicy {
     pub max_unavailable: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_surge: Option<u32>,
-    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub min_healthy: Option<Duration>,
 }
 
@@ -330,13 +354,19 @@ impl JobSpec {
         if !(0..=MAX_PRIORITY).contains(&self.priority) {
             return Err(SpecError::invalid(
                 "priority",
-                format!("must be between 0 and {MAX_PRIORITY}, got {}", self.priority),
+                format!(
+                    "must be between 0 and {MAX_PRIORITY}, got {}",
+                    self.priority
+                ),
             ));
         }
         if !(1..=MAX_REPLICAS).contains(&self.replicas) {
             return Err(SpecError::invalid(
                 "replicas",
-                format!("must be between 1 and {MAX_REPLICAS}, got {}", self.replicas),
+                format!(
+                    "must be between 1 and {MAX_REPLICAS}, got {}",
+                    self.replicas
+                ),
             ));
         }
         let task = &self.task;
@@ -388,7 +418,10 @@ impl JobSpec {
         for (i, c) in self.constraints.iter().enumerate() {
             let field = format!("constraints[{i}]");
             if c.label.is_empty() {
-                return Err(SpecError::invalid(format!("{field}.label"), "must not be empty"));
+                return Err(SpecError::invalid(
+                    format!("{field}.label"),
+                    "must not be empty",
+                ));
             }
             let needs_value = !matches!(c.op, ConstraintOp::Exists);
             if needs_value && c.set().is_empty() {
@@ -484,7 +517,11 @@ pub mod opt_duration {
         let text = String::deserialize(d)?;
         humantime::parse_duration(text.trim())
             .map(Some)
-            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration ({e}); write e.g. 10s or 1m30s")))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not a duration ({e}); write e.g. 10s or 1m30s"
+                ))
+            })
     }
 }
 

@@ -73,24 +73,75 @@ fn stored_form_round_trips_exactly() {
 #[test]
 fn bad_inputs_name_their_field() {
     let cases: Vec<(serde_json::Value, &str)> = vec![
-        (json!({"name": "Bad_Name", "task": {"command": ["x"]}}), "name"),
+        (
+            json!({"name": "Bad_Name", "task": {"command": ["x"]}}),
+            "name",
+        ),
         (json!({"name": "", "task": {"command": ["x"]}}), "name"),
-        (json!({"name": "a", "replicas": 0, "task": {"command": ["x"]}}), "replicas"),
-        (json!({"name": "a", "replicas": 10001, "task": {"command": ["x"]}}), "replicas"),
-        (json!({"name": "a", "task": {"command": []}}), "task.command"),
-        (json!({"name": "a", "task": {"command": [""]}}), "task.command[0]"),
-        (json!({"name": "a", "bogus": 1, "task": {"command": ["x"]}}), "bogus"),
-        (json!({"name": "a", "task": {"command": ["x"], "colour": 1}}), "task.colour"),
-        (json!({"name": "a", "task": {"command": ["x"], "resources": {"cpu": "lots"}}}), "task.resources.cpu"),
-        (json!({"name": "a", "task": {"command": ["x"], "resources": {"memory": "-5Mi"}}}), "task.resources.memory"),
-        (json!({"name": "a", "task": {"command": ["x"], "resources": {"cpu": -1}}}), "task.resources.cpu"),
-        (json!({"name": "a", "priority": 1001, "task": {"command": ["x"]}}), "priority"),
-        (json!({"name": "a", "priority": -1, "task": {"command": ["x"]}}), "priority"),
-        (json!({"name": "a", "kind": "cron", "task": {"command": ["x"]}}), "kind"),
-        (json!({"name": "a", "task": {"command": ["x"], "kill_grace": "soon"}}), "task.kill_grace"),
-        (json!({"name": "a", "task": {"command": ["x"], "env": {"BORG_JOB": "x"}}}), "task.env.BORG_JOB"),
-        (json!({"name": "a", "constraints": [{"label": "zone", "op": "="}], "task": {"command": ["x"]}}), "constraints[0].value"),
-        (json!({"name": "a", "constraints": [{"label": "zone", "op": "~"}], "task": {"command": ["x"]}}), "constraints[0].op"),
+        (
+            json!({"name": "a", "replicas": 0, "task": {"command": ["x"]}}),
+            "replicas",
+        ),
+        (
+            json!({"name": "a", "replicas": 10001, "task": {"command": ["x"]}}),
+            "replicas",
+        ),
+        (
+            json!({"name": "a", "task": {"command": []}}),
+            "task.command",
+        ),
+        (
+            json!({"name": "a", "task": {"command": [""]}}),
+            "task.command[0]",
+        ),
+        (
+            json!({"name": "a", "bogus": 1, "task": {"command": ["x"]}}),
+            "bogus",
+        ),
+        (
+            json!({"name": "a", "task": {"command": ["x"], "colour": 1}}),
+            "task.colour",
+        ),
+        (
+            json!({"name": "a", "task": {"command": ["x"], "resources": {"cpu": "lots"}}}),
+            "task.resources.cpu",
+        ),
+        (
+            json!({"name": "a", "task": {"command": ["x"], "resources": {"memory": "-5Mi"}}}),
+            "task.resources.memory",
+        ),
+        (
+            json!({"name": "a", "task": {"command": ["x"], "resources": {"cpu": -1}}}),
+            "task.resources.cpu",
+        ),
+        (
+            json!({"name": "a", "priority": 1001, "task": {"command": ["x"]}}),
+            "priority",
+        ),
+        (
+            json!({"name": "a", "priority": -1, "task": {"command": ["x"]}}),
+            "priority",
+        ),
+        (
+            json!({"name": "a", "kind": "cron", "task": {"command": ["x"]}}),
+            "kind",
+        ),
+        (
+            json!({"name": "a", "task": {"command": ["x"], "kill_grace": "soon"}}),
+            "task.kill_grace",
+        ),
+        (
+            json!({"name": "a", "task": {"command": ["x"], "env": {"BORG_JOB": "x"}}}),
+            "task.env.BORG_JOB",
+        ),
+        (
+            json!({"name": "a", "constraints": [{"label": "zone", "op": "="}], "task": {"command": ["x"]}}),
+            "constraints[0].value",
+        ),
+        (
+            json!({"name": "a", "constraints": [{"label": "zone", "op": "~"}], "task": {"command": ["x"]}}),
+            "constraints[0].op",
+        ),
         (json!({"name": "a"}), "."),
     ];
     for (input, want) in cases {

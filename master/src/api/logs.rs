@@ -1,0 +1,81 @@
+//! `/v1/jobs/{name}/tasks/{index}/logs`: proxied from the borglet that ran the
+//! task's newest attempt, streamed through without buffering.
+
+use super::{ApiError, ApiResult, AppState};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use borg_shared::wire::LogStream;
+use serde::Deserialize;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/jobs/{name}/tasks/{index}/logs", get(logs))
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    stream: LogStream,
+    tail: Option<u64>,
+}
+
+async fn logs(
+    State(state): State<AppState>,
+    Path((name, index)): Path<(String, String)>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::Invalid {
+        field: "stream".into(),
+        message: e.body_text(),
+    })?;
+    let index: i32 = index.parse().map_err(|_| ApiError::Invalid {
+        field: "index".into(),
+        message: format!("`{index}` is not a task index"),
+    })?;
+    let loc = state
+        .store
+        .locate_task(&name, index)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no task {name}/{index}")))?;
+    let Some((attempt, address)) = loc.attempt else {
+        let why = loc.reason.map(|r| format!(": {r}")).unwrap_or_default();
+        return Err(ApiError::NotFound(format!(
+            "{name}/{index} has not run yet ({}{why})",
+            loc.state
+        )));
+    };
+    let mut url = format!(
+        "{}/v1/attempts/{attempt}/logs?stream={}",
+        address.trim_end_matches('/'),
+        q.stream.file_name()
+    );
+    if let Some(tail) = q.tail {
+        url.push_str(&format!("&tail={tail}"));
+    }
+    let resp = state.http.get(&url).send().await.map_err(|e| {
+        tracing::warn!(%url, error = %e, "fetching logs from borglet");
+        ApiError::BadGateway(format!("the borglet at {address} did not answer"))
+    })?;
+    match resp.status() {
+        s if s.is_success() => {}
+        StatusCode::NOT_FOUND => {
+            return Err(ApiError::NotFound(format!(
+                "the borglet at {address} has no logs for {name}/{index}"
+            )))
+        }
+        s => {
+            tracing::warn!(%url, status = %s, "borglet log request failed");
+            return Err(ApiError::BadGateway(format!(
+                "the borglet at {address} answered {s}"
+            )));
+        }
+    }
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from_stream(resp.bytes_stream()))
+        .map_err(|e| ApiError::Internal(e.into()))
+}

@@ -1,0 +1,231 @@
+//! Polls every registered borglet with the declarative set of attempts it
+//! should run (`POST /v1/sync`) and applies what it reports.
+//!
+//! One loop per machine, so syncs to one machine never overlap. A loop wakes
+//! every poll interval, and at once when the scheduler places work there
+//! (NOTIFY on `borg_placed`); NOTIFY is not durable, so the interval is the
+//! safety net.
+
+use crate::store::{Store, CHANNEL_PLACED};
+use anyhow::Context;
+use borg_shared::wire::{SyncRequest, SyncResponse};
+use borg_shared::{AttemptId, MachineId};
+use sqlx::postgres::PgListener;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Leadership epoch sent with every sync. A single master for now; the leader
+/// lease that increments it comes with master replicas.
+const EPOCH: i64 = 1;
+const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct PollerConfig {
+    pub interval: Duration,
+}
+
+/// What a machine loop knows of its machine; refreshed on every rescan.
+struct Slot {
+    name: String,
+    address: Mutex<String>,
+    wake: Notify,
+}
+
+type Slots = Arc<Mutex<HashMap<MachineId, Arc<Slot>>>>;
+
+pub async fn run(
+    store: Store,
+    http: reqwest::Client,
+    config: PollerConfig,
+    machines_changed: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let slots: Slots = Arc::default();
+    let tracker = TaskTracker::new();
+    tracker.spawn(listen(store.clone(), slots.clone(), shutdown.clone()));
+    loop {
+        match store.poll_targets().await {
+            Ok(targets) => {
+                for t in targets {
+                    let mut map = slots.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(slot) = map.get(&t.id) {
+                        *slot.address.lock().unwrap_or_else(|p| p.into_inner()) = t.address;
+                        continue;
+                    }
+                    let slot = Arc::new(Slot {
+                        name: t.name.clone(),
+                        address: Mutex::new(t.address),
+                        wake: Notify::new(),
+                    });
+                    map.insert(t.id, slot.clone());
+                    tracing::info!(machine = %t.name, "polling machine");
+                    tracker.spawn(machine_loop(
+                        store.clone(),
+                        http.clone(),
+                        config.clone(),
+                        t.id,
+                        slot,
+                        shutdown.clone(),
+                    ));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing machines to poll"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = machines_changed.notified() => {}
+            _ = tokio::time::sleep(config.interval) => {}
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Route `borg_placed` notifications to the machine loops.
+async fn listen(store: Store, slots: Slots, shutdown: CancellationToken) {
+    loop {
+        let mut listener = match PgListener::connect_with(store.pool()).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "connecting the notification listener");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL_PLACED).await {
+            tracing::warn!(error = %e, "LISTEN {CHANNEL_PLACED}");
+            continue;
+        }
+        loop {
+            let note = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                n = listener.recv() => n,
+            };
+            match note {
+                Ok(n) => {
+                    let slot = n.payload().parse::<MachineId>().ok().and_then(|id| {
+                        slots
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get(&id)
+                            .cloned()
+                    });
+                    if let Some(slot) = slot {
+                        slot.wake.notify_one();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "notification listener lost; reconnecting");
+                    break;
+                }
+            }
+        }
+        // Notifications may have been missed while reconnecting: sync everyone.
+        for slot in slots.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            slot.wake.notify_one();
+        }
+    }
+}
+
+async fn machine_loop(
+    store: Store,
+    http: reqwest::Client,
+    config: PollerConfig,
+    id: MachineId,
+    slot: Arc<Slot>,
+    shutdown: CancellationToken,
+) {
+    let mut acks: Vec<AttemptId> = Vec::new();
+    let mut failing_since: Option<Instant> = None;
+    let mut last_warn: Option<Instant> = None;
+    loop {
+        match sync_once(&store, &http, id, &slot, &mut acks).await {
+            Ok(()) => {
+                if let Some(since) = failing_since.take() {
+                    tracing::info!(machine = %slot.name, after = ?since.elapsed(), "borglet answers again");
+                }
+            }
+            Err(e) => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                // One warning per 10 s per machine, not one per poll.
+                if last_warn.is_none_or(|w| w.elapsed() > Duration::from_secs(10)) {
+                    tracing::warn!(machine = %slot.name, failing_for = ?since.elapsed(), error = %format!("{e:#}"), "sync failed");
+                    last_warn = Some(Instant::now());
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = slot.wake.notified() => {}
+            _ = tokio::time::sleep(config.interval) => {}
+        }
+    }
+}
+
+async fn sync_once(
+    store: &Store,
+    http: &reqwest::Client,
+    id: MachineId,
+    slot: &Slot,
+    acks: &mut Vec<AttemptId>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (attempts, new) = store.desired_attempts(id).await?;
+    store.mark_starting(&new).await?;
+    let sent: Vec<AttemptId> = attempts.iter().map(|a| a.id).collect();
+    let address = slot
+        .address
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let req = SyncRequest {
+        epoch: EPOCH,
+        machine: slot.name.clone(),
+        attempts,
+        ack: std::mem::take(acks),
+    };
+    let url = format!("{}/v1/sync", address.trim_end_matches('/'));
+    let result = async {
+        let resp = http
+            .post(&url)
+            .timeout(SYNC_TIMEOUT)
+            .json(&req)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            anyhow::bail!("{url} answered {status}: {body}");
+        }
+        resp.json::<SyncResponse>()
+            .await
+            .with_context(|| format!("reading the sync answer of {url}"))
+    }
+    .await;
+    let resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            // Not acknowledged: send them again next time.
+            *acks = req.ack;
+            return Err(e);
+        }
+    };
+    let out = store
+        .apply_report(id, &slot.name, &sent, &resp.attempts)
+        .await
+        .context("applying the borglet's report")?;
+    *acks = out.ack;
+    tracing::debug!(
+        machine = %slot.name, wanted = sent.len(), new = new.len(), reported = resp.attempts.len(),
+        changed = out.changed, requeued = out.requeued, ms = started.elapsed().as_millis() as u64,
+        "synced"
+    );
+    Ok(())
+}

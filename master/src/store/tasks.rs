@@ -1,0 +1,37 @@
+//! Task lookups by address (`job/index`).
+
+use super::Store;
+use borg_shared::{AttemptId, TaskState};
+
+/// Where a task's newest attempt ran or runs.
+pub struct TaskLocation {
+    pub state: TaskState,
+    pub reason: Option<String>,
+    /// The newest attempt and its borglet's address, if it was ever placed.
+    pub attempt: Option<(AttemptId, String)>,
+}
+
+type LocationRow = (TaskState, Option<String>, Option<AttemptId>, Option<String>);
+
+impl Store {
+    pub async fn locate_task(&self, job: &str, index: i32) -> anyhow::Result<Option<TaskLocation>> {
+        let row: Option<LocationRow> = sqlx::query_as(
+            "SELECT t.state, t.reason, a.id, m.address
+             FROM jobs j JOIN tasks t ON t.job_id = j.id AND t.index = $2
+             LEFT JOIN LATERAL (SELECT * FROM attempts WHERE task_id = t.id
+                                ORDER BY created_at DESC LIMIT 1) a ON true
+             LEFT JOIN machines m ON m.id = a.machine_id
+             WHERE j.name = $1
+             ORDER BY (j.state IN ('pending', 'running')) DESC, j.created_at DESC LIMIT 1",
+        )
+        .bind(job)
+        .bind(index)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(state, reason, attempt, address)| TaskLocation {
+            state,
+            reason,
+            attempt: attempt.zip(address),
+        }))
+    }
+}

@@ -1,0 +1,139 @@
+//! The REST API against a real master and a real Postgres.
+
+mod helpers;
+
+use helpers::spawn_app;
+use serde_json::json;
+
+fn hello(replicas: i64) -> serde_json::Value {
+    json!({"name": "hello", "replicas": replicas,
+           "task": {"command": ["/bin/echo", "hi"], "resources": {"cpu": "250m", "memory": "64Mi"}}})
+}
+
+#[tokio::test]
+async fn submit_commits_job_tasks_and_events() {
+    let app = spawn_app().await;
+    let (status, body) = app.post_json("/v1/jobs", hello(3)).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["name"], "hello");
+    assert_eq!(body["state"], "pending");
+    assert_eq!(body["tasks"].as_array().unwrap().len(), 3);
+    assert_eq!(body["task_counts"]["pending"], 3);
+    assert_eq!(app.count("tasks").await, 3);
+    assert_eq!(app.count("events").await, 3);
+
+    // Same spec again: safe retry, nothing new stored.
+    let (status, _) = app.post_json("/v1/jobs", hello(3)).await;
+    assert_eq!(status, 200);
+    assert_eq!(app.count("jobs").await, 1);
+    // Same name, different spec: conflict.
+    let (status, body) = app.post_json("/v1/jobs", hello(4)).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "conflict");
+    assert_eq!(app.count("tasks").await, 3);
+
+    let (status, body) = app.get_json("/v1/jobs/hello").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["events"].as_array().unwrap().len(), 3);
+    let (_, list) = app.get_json("/v1/jobs?state=pending").await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1);
+    let (_, list) = app.get_json("/v1/jobs?state=running").await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn bad_specs_get_422_naming_the_field_and_store_nothing() {
+    let app = spawn_app().await;
+    let cases = [
+        (json!({"name": "Hello", "task": {"command": ["x"]}}), "name"),
+        (
+            json!({"name": "a", "replicas": 0, "task": {"command": ["x"]}}),
+            "replicas",
+        ),
+        (
+            json!({"name": "a", "task": {"command": []}}),
+            "task.command",
+        ),
+        (
+            json!({"name": "a", "extra": true, "task": {"command": ["x"]}}),
+            "extra",
+        ),
+        (
+            json!({"name": "a", "task": {"command": ["x"], "resources": {"memory": "lots"}}}),
+            "task.resources.memory",
+        ),
+        (
+            json!({"name": "a", "priority": 5000, "task": {"command": ["x"]}}),
+            "priority",
+        ),
+    ];
+    for (spec, field) in cases {
+        let (status, body) = app.post_json("/v1/jobs", spec.clone()).await;
+        assert_eq!(status, 422, "{spec} -> {body}");
+        assert_eq!(body["error"]["code"], "invalid_spec");
+        assert_eq!(body["error"]["field"], field, "{spec} -> {body}");
+        assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let resp = app
+        .http
+        .post(format!("{}/v1/jobs", app.url))
+        .body("{\"name\": \"a\", ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "malformed_json");
+    assert_eq!(app.count("jobs").await, 0);
+    assert_eq!(app.count("tasks").await, 0);
+    assert_eq!(app.count("events").await, 0);
+}
+
+#[tokio::test]
+async fn unknown_things_are_404_with_the_error_body() {
+    let app = spawn_app().await;
+    for path in ["/v1/jobs/nope", "/v1/jobs/nope/tasks/0/logs", "/v1/nothing"] {
+        let (status, body) = app.get_json(path).await;
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(body["error"]["code"], "not_found", "{path}");
+    }
+    let (status, _) = app.post_json("/v1/jobs/nope/kill", json!({})).await;
+    assert_eq!(status, 404);
+    let (status, body) = app.get_json("/v1/jobs?state=bogus").await;
+    assert_eq!(status, 422, "{body}");
+}
+
+#[tokio::test]
+async fn kill_ends_pending_tasks_and_refuses_a_second_time() {
+    let app = spawn_app().await;
+    app.post_json("/v1/jobs", hello(2)).await;
+    let (status, body) = app.post_json("/v1/jobs/hello/kill", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "killed");
+    assert_eq!(body["task_counts"]["killed"], 2);
+    let (status, body) = app.post_json("/v1/jobs/hello/kill", json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    // The name is free again once the job is over.
+    let (status, _) = app.post_json("/v1/jobs", hello(1)).await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test]
+async fn machines_register_idempotently_and_validate() {
+    let app = spawn_app().await;
+    let m = json!({"name": "m1", "address": "http://127.0.0.1:1", "labels": {"zone": "a"},
+                   "capacity": {"cpu": 2000, "memory": 1073741824u64, "disk": 0}});
+    let (status, body) = app.post_json("/v1/machines", m.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, again) = app.post_json("/v1/machines", m).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["id"], again["id"]);
+    let (_, list) = app.get_json("/v1/machines").await;
+    assert_eq!(list["machines"][0]["labels"]["zone"], "a");
+    assert_eq!(list["machines"][0]["state"], "up");
+    let (status, body) = app
+        .post_json("/v1/machines", json!({"name": "m2", "address": "nope", "capacity": {"cpu": 1, "memory": 1, "disk": 1}}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "address");
+}

@@ -1,0 +1,88 @@
+#![allow(dead_code)] // each test binary uses a different part
+//! Start the real master on a random port against a fresh database.
+
+use borgmaster::store::Store;
+use borgmaster::Config;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub url: String,
+    pub store: Store,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    let database_url = devpg::testing::fresh_database()
+        .await
+        .expect("test database");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let config = Config {
+        listen: listener.local_addr().unwrap(),
+        database_url: database_url.clone(),
+        poll_interval: Duration::from_millis(200),
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(borgmaster::run(listener, config, shutdown.clone()));
+    let store = Store::connect(&database_url).await.unwrap();
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !http
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "master did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    TestApp {
+        url,
+        store,
+        http,
+        shutdown,
+    }
+}
+
+impl TestApp {
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap()
+    }
+}

@@ -1,0 +1,220 @@
+//! Applying borglet reports: the task lifecycle in the store, against a real
+//! Postgres. Placement is done the way the scheduler commits it.
+
+mod helpers;
+
+use borg_shared::wire::{AttemptPhase, AttemptReport, Capacity, RegisterMachine};
+use borg_shared::{AttemptId, Bytes, JobSpec, MachineId, MilliCpu};
+use borgmaster::store::{Store, SubmitOutcome};
+use chrono::Utc;
+use helpers::spawn_app;
+
+async fn machine(store: &Store) -> MachineId {
+    let (m, _) = store
+        .register_machine(&RegisterMachine {
+            name: "m1".into(),
+            address: "http://127.0.0.1:1".into(),
+            capacity: Capacity {
+                cpu: MilliCpu(4000),
+                memory: Bytes(8 << 30),
+                disk: Bytes(0),
+            },
+            labels: Default::default(),
+        })
+        .await
+        .unwrap();
+    m.id
+}
+
+async fn submit(store: &Store, json: &str) {
+    let spec = JobSpec::from_json(json.as_bytes()).unwrap();
+    assert!(matches!(
+        store.submit(&spec).await.unwrap(),
+        SubmitOutcome::Created(_)
+    ));
+}
+
+/// Place every pending task on the machine, as the scheduler's commit does.
+async fn place_all(store: &Store, m: MachineId) {
+    sqlx::query(
+        "WITH p AS (SELECT id, gen_random_uuid() AS aid FROM tasks WHERE state = 'pending'),
+              a AS (INSERT INTO attempts (id, task_id, machine_id, state, cpu_milli, memory, disk)
+                    SELECT p.aid, t.id, $1, 'assigned', t.cpu_milli, t.memory, t.disk
+                    FROM p JOIN tasks t ON t.id = p.id)
+         UPDATE tasks SET state = 'assigned', attempt_id = p.aid, runs = runs + 1, not_before = NULL
+         FROM p WHERE tasks.id = p.id",
+    )
+    .bind(m)
+    .execute(store.pool())
+    .await
+    .unwrap();
+}
+
+fn report(id: AttemptId, phase: AttemptPhase, code: Option<i32>) -> AttemptReport {
+    AttemptReport {
+        id,
+        phase,
+        pid: Some(4242),
+        started_at: Some(Utc::now()),
+        finished_at: (phase == AttemptPhase::Exited).then(Utc::now),
+        exit_code: code,
+        signal: None,
+        stopped_by_borglet: false,
+        message: None,
+    }
+}
+
+async fn job_state(store: &Store) -> (String, Vec<String>) {
+    let job: String = sqlx::query_scalar("SELECT state::text FROM jobs")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let tasks: Vec<String> = sqlx::query_scalar("SELECT state::text FROM tasks ORDER BY index")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    (job, tasks)
+}
+
+#[tokio::test]
+async fn batch_task_runs_to_success_and_is_acked() {
+    let app = spawn_app().await;
+    let store = &app.store;
+    let m = machine(store).await;
+    submit(
+        store,
+        r#"{"name": "b", "task": {"command": ["/bin/true"]}}"#,
+    )
+    .await;
+    place_all(store, m).await;
+
+    let (wanted, new) = store.desired_attempts(m).await.unwrap();
+    assert_eq!(wanted.len(), 1);
+    assert_eq!(new, vec![wanted[0].id]);
+    assert_eq!(wanted[0].command, vec!["/bin/true"]);
+    store.mark_starting(&new).await.unwrap();
+    assert_eq!(job_state(store).await.1, vec!["starting"]);
+
+    let id = wanted[0].id;
+    let out = store
+        .apply_report(m, "m1", &[id], &[report(id, AttemptPhase::Running, None)])
+        .await
+        .unwrap();
+    assert!(out.ack.is_empty());
+    assert_eq!(
+        job_state(store).await,
+        ("running".into(), vec!["running".into()])
+    );
+
+    let out = store
+        .apply_report(m, "m1", &[id], &[report(id, AttemptPhase::Exited, Some(0))])
+        .await
+        .unwrap();
+    assert_eq!(out.ack, vec![id]);
+    assert_eq!(
+        job_state(store).await,
+        ("succeeded".into(), vec!["succeeded".into()])
+    );
+    // Applying the same report twice changes nothing and still acks.
+    let out = store
+        .apply_report(m, "m1", &[], &[report(id, AttemptPhase::Exited, Some(0))])
+        .await
+        .unwrap();
+    assert_eq!((out.ack, out.changed), (vec![id], 0));
+
+    let moves: Vec<(Option<String>, String)> =
+        sqlx::query_as("SELECT from_state::text, to_state::text FROM events ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    let moves: Vec<String> = moves
+        .into_iter()
+        .map(|(f, t)| format!("{}>{t}", f.unwrap_or_default()))
+        .collect();
+    // place_all() stands in for the scheduler, which writes its own pending>assigned event.
+    assert_eq!(
+        moves,
+        [
+            ">pending",
+            "assigned>starting",
+            "starting>running",
+            "running>succeeded"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn failed_batch_task_retries_within_budget_then_fails_the_job() {
+    let app = spawn_app().await;
+    let store = &app.store;
+    let m = machine(store).await;
+    submit(store, r#"{"name": "f", "task": {"command": ["/bin/false"], "restart": {"max_attempts": 2, "backoff": "1ms"}}}"#).await;
+    for run in 1..=2 {
+        place_all(store, m).await;
+        let (wanted, _) = store.desired_attempts(m).await.unwrap();
+        assert_eq!(wanted.len(), 1, "run {run}");
+        let id = wanted[0].id;
+        store
+            .apply_report(m, "m1", &[id], &[report(id, AttemptPhase::Exited, Some(3))])
+            .await
+            .unwrap();
+        let (job, tasks) = job_state(store).await;
+        if run == 1 {
+            assert_eq!((job.as_str(), tasks[0].as_str()), ("pending", "pending"));
+            let reason: String = sqlx::query_scalar("SELECT reason FROM tasks")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            assert!(
+                reason.contains("run 2 of 2") && reason.contains("exited with code 3"),
+                "{reason}"
+            );
+        } else {
+            assert_eq!((job.as_str(), tasks[0].as_str()), ("failed", "failed"));
+        }
+    }
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(attempts, 2);
+}
+
+#[tokio::test]
+async fn killed_job_stops_its_attempts_through_the_sync() {
+    let app = spawn_app().await;
+    let store = &app.store;
+    let m = machine(store).await;
+    submit(store, r#"{"name": "s", "kind": "service", "replicas": 2, "task": {"command": ["/bin/sleep", "100"]}}"#).await;
+    place_all(store, m).await;
+    let (wanted, _) = store.desired_attempts(m).await.unwrap();
+    let ids: Vec<AttemptId> = wanted.iter().map(|a| a.id).collect();
+    let running: Vec<_> = ids
+        .iter()
+        .map(|id| report(*id, AttemptPhase::Running, None))
+        .collect();
+    store.apply_report(m, "m1", &ids, &running).await.unwrap();
+    assert_eq!(job_state(store).await.0, "running");
+
+    store.kill_job("s", "user").await.unwrap();
+    // Killed attempts are no longer wanted: the borglet will stop them.
+    assert!(store.desired_attempts(m).await.unwrap().0.is_empty());
+    // One has exited after SIGTERM; the other the borglet no longer knows.
+    let mut gone = report(ids[0], AttemptPhase::Exited, None);
+    gone.signal = Some(15);
+    gone.stopped_by_borglet = true;
+    let out = store.apply_report(m, "m1", &[], &[gone]).await.unwrap();
+    assert_eq!(out.ack, vec![ids[0]]);
+    assert_eq!(
+        job_state(store).await,
+        ("killed".into(), vec!["killed".into(), "killed".into()])
+    );
+    let reasons: Vec<String> = sqlx::query_scalar("SELECT reason FROM attempts ORDER BY reason")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert!(
+        reasons.iter().all(|r| r.starts_with("killed by user")),
+        "{reasons:?}"
+    );
+}
