@@ -70,10 +70,23 @@ pub async fn fresh_database() -> Result<String> {
         .await?;
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&admin_url).await?;
-    admin
-        .execute(format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}").as_str())
-        .await
-        .context("creating a test database")?;
+    // The template's own migration session may still be closing on the server
+    // side ("source database is being accessed by other users"): retry briefly.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let res = admin
+            .execute(format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}").as_str())
+            .await;
+        match res {
+            Ok(_) => break,
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("55006") && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("creating a test database")),
+        }
+    }
     admin.close().await?;
     Ok(with_db(&admin_url, &name))
 }
