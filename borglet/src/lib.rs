@@ -1,6 +1,23 @@
-//! borglet (skeleton: being built).
+//! The borglet: the agent on each machine. It serves the API the master polls
+//! (`POST /v1/sync`), starts and stops task processes to match the master's desired
+//! set, reports what runs, and keeps tasks running while no master talks to it.
 
+pub mod api;
+pub mod config;
+pub mod logs;
+pub mod register;
+pub mod state;
+pub mod supervisor;
+
+pub use config::{Config, Label, OnExit};
+
+use anyhow::Context;
+use borg_shared::wire::RegisterMachine;
+use clap::Parser;
 use std::ffi::OsString;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// Parse `args` (argv, including the program name) and run until SIGINT/SIGTERM.
 /// The `borglet` binary and `jobctl dev` both enter here.
@@ -9,6 +26,132 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let _ = args.into_iter().count();
-    anyhow::bail!("borglet is not built yet")
+    let config = match Config::try_parse_from(args) {
+        Ok(config) => config,
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            e.print().context("printing help")?;
+            return Ok(());
+        }
+        Err(e) => anyhow::bail!("{}", e.render().to_string().trim_end()),
+    };
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("borglet")
+        .build()
+        .context("building the tokio runtime")?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let shutdown = CancellationToken::new();
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            match wait_for_signal().await {
+                Ok(sig) => tracing::info!(signal = sig, "shutting down"),
+                Err(e) => tracing::error!(error = %e, "cannot listen for signals; shutting down"),
+            }
+            on_signal.cancel();
+        });
+        run(listener, config, shutdown).await
+    })
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // try_init: `jobctl dev` may already have installed a subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter)
+        .try_init();
+}
+
+async fn wait_for_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT"),
+        _ = term.recv() => Ok("SIGTERM"),
+    }
+}
+
+/// Serve on `listener` until `shutdown` is cancelled, registering with the master in
+/// the background. On shutdown, tasks keep running or are stopped per `config.on_exit`.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let bound = listener.local_addr().context("reading the bound address")?;
+    std::fs::create_dir_all(supervisor::sandboxes_dir(&config.data_dir))
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    // Absolute, because it becomes the tasks' working directory and HOME.
+    let data_dir = std::fs::canonicalize(&config.data_dir)
+        .with_context(|| format!("resolving data dir {}", config.data_dir.display()))?;
+    let capacity = config.capacity(&data_dir)?;
+    let advertise = config.advertise_url(bound);
+
+    let table = Arc::new(state::AttemptTable::default());
+    let supervisor = Arc::new(supervisor::Supervisor::new(
+        table,
+        config.name.clone(),
+        &data_dir,
+    ));
+    let contact = Arc::new(register::Contact::default());
+    let registrar = register::Registrar::new(
+        &config.master,
+        RegisterMachine {
+            name: config.name.clone(),
+            address: advertise.clone(),
+            capacity,
+            labels: config.labels_map(),
+        },
+        Arc::clone(&contact),
+        config.reregister_after,
+    )?;
+    let stop_registering = shutdown.child_token();
+    let registering = tokio::spawn(registrar.run(stop_registering.clone()));
+
+    let state = api::AppState {
+        name: config.name.as_str().into(),
+        data_dir: Arc::new(data_dir.clone()),
+        supervisor: Arc::clone(&supervisor),
+        sync_gate: Default::default(),
+        contact,
+    };
+    tracing::info!(listen = %bound, name = %config.name, advertise = %advertise,
+        master = %config.master, data_dir = %data_dir.display(),
+        cpu = %capacity.cpu, memory = %capacity.memory, disk = %capacity.disk,
+        on_exit = ?config.on_exit, "borglet serving");
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+
+    stop_registering.cancel();
+    if let Err(e) = registering.await {
+        tracing::error!(error = %e, "registration task failed");
+    }
+    match config.on_exit {
+        OnExit::Stop => {
+            tracing::info!(
+                tasks = supervisor.table().len(),
+                "stopping every task before exit"
+            );
+            supervisor.stop_all().await;
+        }
+        OnExit::Keep => {
+            tracing::info!(
+                tasks = supervisor.table().len(),
+                "leaving tasks running for the next borglet to re-adopt"
+            );
+        }
+    }
+    served.context("serving the borglet API")
 }

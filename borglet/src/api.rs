@@ -1,0 +1,157 @@
+//! The borglet's HTTP API: the router, the sync handler the master polls, the health
+//! check, and the one error type every handler answers with.
+
+use crate::logs;
+use crate::register::Contact;
+use crate::supervisor::Supervisor;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use borg_shared::wire::{SyncRequest, SyncResponse};
+use borg_shared::{ApiError, AttemptId, ErrorBody};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub name: Arc<str>,
+    /// Absolute.
+    pub data_dir: Arc<PathBuf>,
+    pub supervisor: Arc<Supervisor>,
+    /// Serialises syncs (so one attempt is never started by two concurrent polls)
+    /// and holds the highest leadership epoch seen.
+    pub sync_gate: Arc<tokio::sync::Mutex<SyncGate>>,
+    pub contact: Arc<Contact>,
+}
+
+#[derive(Debug, Default)]
+pub struct SyncGate {
+    highest_epoch: Option<i64>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/sync", post(sync))
+        .route("/v1/attempts/{id}/logs", get(logs::get_logs))
+        .route("/healthz", get(healthz))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn healthz(State(app): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok", "name": &*app.name}))
+}
+
+/// Reconcile with the master's desired set and report every attempt we know.
+async fn sync(
+    State(app): State<AppState>,
+    body: Result<Json<SyncRequest>, JsonRejection>,
+) -> Result<Json<SyncResponse>, Error> {
+    let Json(req) = body?;
+    if req.machine != *app.name {
+        return Err(Error::WrongMachine {
+            ours: app.name.to_string(),
+            theirs: req.machine,
+        });
+    }
+    let mut gate = app.sync_gate.lock().await;
+    if let Some(seen) = gate.highest_epoch.filter(|seen| req.epoch < *seen) {
+        return Err(Error::StaleEpoch {
+            seen,
+            got: req.epoch,
+        });
+    }
+    gate.highest_epoch = Some(req.epoch.max(gate.highest_epoch.unwrap_or(req.epoch)));
+    app.contact.synced();
+
+    let sup = &app.supervisor;
+    let table = sup.table();
+    let forgotten = table.forget(&req.ack);
+    let wanted: HashSet<AttemptId> = req.attempts.iter().map(|a| a.id).collect();
+    let mut started = 0usize;
+    for spec in req.attempts {
+        // Known, or finished and acknowledged: never a second start.
+        if !table.seen(spec.id) {
+            sup.start(spec);
+            started += 1;
+        }
+    }
+    sup.stop_unwanted(&wanted);
+    let attempts = table.reports();
+    drop(gate);
+    tracing::debug!(
+        epoch = req.epoch,
+        wanted = wanted.len(),
+        started,
+        forgotten,
+        known = attempts.len(),
+        "sync"
+    );
+    Ok(Json(SyncResponse {
+        machine: app.name.to_string(),
+        attempts,
+    }))
+}
+
+/// Every failure an endpoint can answer with, mapped to a status and the
+/// `{"error":{"code","message","field"}}` body in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("this is machine `{ours}`, not `{theirs}`")]
+    WrongMachine { ours: String, theirs: String },
+    #[error("epoch {got} is older than epoch {seen} already seen")]
+    StaleEpoch { seen: i64, got: i64 },
+    #[error("{message}")]
+    MalformedJson { status: StatusCode, message: String },
+    #[error("{message}")]
+    BadRequest {
+        code: &'static str,
+        message: String,
+        field: Option<&'static str>,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<JsonRejection> for Error {
+    fn from(r: JsonRejection) -> Self {
+        Error::MalformedJson {
+            status: r.status(),
+            message: r.body_text(),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code, field) = match &self {
+            Error::WrongMachine { .. } => (StatusCode::CONFLICT, "wrong_machine", Some("machine")),
+            Error::StaleEpoch { .. } => (StatusCode::CONFLICT, "stale_epoch", Some("epoch")),
+            Error::MalformedJson { status, .. } => (*status, "malformed_json", None),
+            Error::BadRequest { code, field, .. } => (StatusCode::BAD_REQUEST, *code, *field),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+        };
+        let message = match &self {
+            Error::Internal(e) => {
+                tracing::error!(error = %format!("{e:#}"), "internal error");
+                "internal error".to_string()
+            }
+            other => other.to_string(),
+        };
+        let body = ErrorBody {
+            error: ApiError {
+                code: code.to_string(),
+                message,
+                field: field.map(str::to_string),
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,243 @@
+//! The borglet's configuration: every flag, each also readable from an environment
+//! variable, plus the machine capacity detection used when no override is given.
+
+use anyhow::Context;
+use borg_shared::resources::Quantity;
+use borg_shared::wire::Capacity;
+use borg_shared::{Bytes, MilliCpu};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// What the borglet does with its task processes when it shuts down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OnExit {
+    /// Leave them running so a restarted borglet can re-adopt them.
+    #[default]
+    Keep,
+    /// Stop every task (SIGTERM, SIGKILL after its grace) and wait: no orphans.
+    Stop,
+}
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "borglet",
+    version,
+    about = "The borg machine agent: runs the task processes the master asks for"
+)]
+pub struct Config {
+    /// Address to serve the borglet API on.
+    #[arg(long, env = "BORGLET_LISTEN", default_value = "0.0.0.0:7701")]
+    pub listen: SocketAddr,
+
+    /// This machine's name, as registered with the master.
+    #[arg(long, env = "BORGLET_NAME", default_value_t = default_name())]
+    pub name: String,
+
+    /// Base URL of the master API.
+    #[arg(long, env = "BORG_MASTER", default_value = "http://127.0.0.1:7700")]
+    pub master: String,
+
+    /// Base URL the master should use to reach this borglet
+    /// [default: http://127.0.0.1:<bound port>].
+    #[arg(long, env = "BORGLET_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// Directory holding the per-attempt sandboxes and their logs.
+    #[arg(long, env = "BORGLET_DATA_DIR", default_value = "./.borglet")]
+    pub data_dir: PathBuf,
+
+    /// A machine label `key=value` (repeatable; the env var is comma-separated).
+    #[arg(long = "label", env = "BORGLET_LABELS", value_delimiter = ',')]
+    pub labels: Vec<Label>,
+
+    /// CPU capacity offered (`4`, `3500m`) [default: detected cores].
+    #[arg(long, env = "BORGLET_CPU", value_parser = parse_cpu)]
+    pub cpu: Option<MilliCpu>,
+
+    /// Memory capacity offered (`8Gi`) [default: MemTotal].
+    #[arg(long, env = "BORGLET_MEMORY", value_parser = parse_bytes)]
+    pub memory: Option<Bytes>,
+
+    /// Disk capacity offered (`100Gi`) [default: free space of the data dir].
+    #[arg(long, env = "BORGLET_DISK", value_parser = parse_bytes)]
+    pub disk: Option<Bytes>,
+
+    /// What happens to running tasks when the borglet shuts down.
+    #[arg(long, env = "BORGLET_ON_EXIT", value_enum, default_value_t = OnExit::Keep)]
+    pub on_exit: OnExit,
+
+    /// Register again when no sync has arrived for this long (the master may have lost us).
+    #[arg(long, env = "BORGLET_REREGISTER_AFTER", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub reregister_after: Duration,
+}
+
+/// One `key=value` machine label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("label `{0}` must look like key=value with a non-empty key")]
+pub struct LabelError(String);
+
+impl FromStr for Label {
+    type Err = LabelError;
+    /// A blank entry (an empty `BORGLET_LABELS`, a trailing comma) parses to an
+    /// empty label, which `labels_map` skips.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() {
+            return Ok(Label {
+                key: String::new(),
+                value: String::new(),
+            });
+        }
+        match s.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => Ok(Label {
+                key: key.trim().to_string(),
+                value: value.trim().to_string(),
+            }),
+            _ => Err(LabelError(s.to_string())),
+        }
+    }
+}
+
+fn parse_cpu(s: &str) -> Result<MilliCpu, String> {
+    MilliCpu::parse(&Quantity::Text(s.to_string())).map_err(|e| format!("cpu `{s}` {e}"))
+}
+
+fn parse_bytes(s: &str) -> Result<Bytes, String> {
+    Bytes::parse(&Quantity::Text(s.to_string())).map_err(|e| format!("size `{s}` {e}"))
+}
+
+fn default_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+impl Config {
+    pub fn labels_map(&self) -> BTreeMap<String, String> {
+        self.labels
+            .iter()
+            .filter(|l| !l.key.is_empty())
+            .map(|l| (l.key.clone(), l.value.clone()))
+            .collect()
+    }
+
+    /// The advertised base URL, defaulting to loopback on the port actually bound
+    /// (the listener may have been bound to port 0).
+    pub fn advertise_url(&self, bound: SocketAddr) -> String {
+        match &self.advertise {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://127.0.0.1:{}", bound.port()),
+        }
+    }
+
+    /// Capacity offered to the master: the overrides, else what this machine has.
+    pub fn capacity(&self, data_dir: &Path) -> anyhow::Result<Capacity> {
+        let cpu = match self.cpu {
+            Some(cpu) => cpu,
+            None => detect_cpu(),
+        };
+        let memory = match self.memory {
+            Some(m) => m,
+            None => detect_memory().context("reading MemTotal from /proc/meminfo")?,
+        };
+        let disk = match self.disk {
+            Some(d) => d,
+            None => detect_disk(data_dir)
+                .with_context(|| format!("statvfs of {}", data_dir.display()))?,
+        };
+        Ok(Capacity { cpu, memory, disk })
+    }
+}
+
+fn detect_cpu() -> MilliCpu {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    MilliCpu(cpus as u64 * 1000)
+}
+
+fn detect_memory() -> anyhow::Result<Bytes> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo")?;
+    parse_meminfo_total(&meminfo).context("no MemTotal line")
+}
+
+/// `MemTotal:       16318480 kB` → bytes.
+fn parse_meminfo_total(meminfo: &str) -> Option<Bytes> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Bytes(kib.saturating_mul(1024)))
+}
+
+fn detect_disk(dir: &Path) -> anyhow::Result<Bytes> {
+    let st = nix::sys::statvfs::statvfs(dir)?;
+    #[allow(clippy::unnecessary_cast)] // the field widths differ between targets
+    let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
+    Ok(Bytes(free))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn meminfo_total_is_read_in_bytes() {
+        let text = "MemTotal:       16318480 kB\nMemFree:         1000 kB\n";
+        assert_eq!(parse_meminfo_total(text), Some(Bytes(16318480 * 1024)));
+        assert_eq!(parse_meminfo_total("MemFree: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn flags_parse() {
+        let c = Config::try_parse_from([
+            "borglet",
+            "--name",
+            "m1",
+            "--label",
+            "zone=a",
+            "--label",
+            "ssd=",
+            "--cpu",
+            "1500m",
+            "--memory",
+            "2Gi",
+            "--on-exit",
+            "stop",
+            "--reregister-after",
+            "250ms",
+        ])
+        .unwrap();
+        assert_eq!(c.name, "m1");
+        assert_eq!(c.cpu, Some(MilliCpu(1500)));
+        assert_eq!(c.memory, Some(Bytes(2 << 30)));
+        assert_eq!(c.on_exit, OnExit::Stop);
+        assert_eq!(c.reregister_after, Duration::from_millis(250));
+        let labels = c.labels_map();
+        assert_eq!(labels.get("zone").map(String::as_str), Some("a"));
+        assert_eq!(labels.get("ssd").map(String::as_str), Some(""));
+        let c = Config::try_parse_from(["borglet", "--label", "a=1,,b=2,"]).unwrap();
+        assert_eq!(c.labels_map().len(), 2);
+    }
+
+    #[test]
+    fn bad_flags_are_errors() {
+        assert!(Config::try_parse_from(["borglet", "--label", "novalue"]).is_err());
+        assert!(Config::try_parse_from(["borglet", "--cpu", "lots"]).is_err());
+        assert!(Config::try_parse_from(["borglet", "--on-exit", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn advertise_defaults_to_the_bound_port() {
+        let c = Config::try_parse_from(["borglet"]).unwrap();
+        let bound: SocketAddr = "0.0.0.0:4321".parse().unwrap();
+        assert_eq!(c.advertise_url(bound), "http://127.0.0.1:4321");
+    }
+}

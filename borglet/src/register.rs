@@ -1,0 +1,152 @@
+//! Registration with the master: announce this machine at start, and again whenever
+//! no sync has arrived for a while (the master may have lost us or restarted).
+//! Runs in the background; serving never waits for it.
+
+use borg_shared::wire::RegisterMachine;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// While the master stays unreachable, warn at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(30);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// When the master last showed it knows us: a successful registration or a sync.
+#[derive(Debug)]
+pub struct Contact {
+    last: Mutex<Instant>,
+    synced: Mutex<bool>,
+}
+
+impl Default for Contact {
+    fn default() -> Self {
+        Contact {
+            last: Mutex::new(Instant::now()),
+            synced: Mutex::new(false),
+        }
+    }
+}
+
+impl Contact {
+    pub fn synced(&self) {
+        self.touch();
+        *self.synced.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    }
+
+    fn touch(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn last(&self) -> Instant {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a sync arrived since the last call; resets the flag.
+    fn take_synced(&self) -> bool {
+        std::mem::take(&mut *self.synced.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+pub struct Registrar {
+    pub client: reqwest::Client,
+    pub url: String,
+    pub body: RegisterMachine,
+    pub contact: std::sync::Arc<Contact>,
+    /// Register again after this long without a sync.
+    pub silence: Duration,
+}
+
+impl Registrar {
+    pub fn new(
+        master: &str,
+        body: RegisterMachine,
+        contact: std::sync::Arc<Contact>,
+        silence: Duration,
+    ) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()?;
+        Ok(Registrar {
+            client,
+            url: format!("{}/v1/machines", master.trim_end_matches('/')),
+            body,
+            contact,
+            silence,
+        })
+    }
+
+    /// Register, then re-register after every silence, until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut first = true;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.register_until_ok(first) => {}
+            }
+            first = false;
+            self.contact.touch();
+            self.contact.take_synced();
+            loop {
+                let deadline = self.contact.last() + self.silence;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
+                if self.contact.last().elapsed() >= self.silence {
+                    break;
+                }
+            }
+            // Say it once per silence that follows real syncs, not every few
+            // seconds while a master that has us registered simply never polls.
+            if self.contact.take_synced() {
+                tracing::info!(silence = ?self.silence, "no sync from the master lately: registering again");
+            } else {
+                tracing::debug!(silence = ?self.silence, "still no sync: registering again");
+            }
+        }
+    }
+
+    async fn register_until_ok(&self, first: bool) {
+        let mut backoff = BACKOFF_START;
+        let mut failures: u64 = 0;
+        let mut last_warn: Option<Instant> = None;
+        loop {
+            match self.register_once().await {
+                Ok(()) => {
+                    if first || failures > 0 {
+                        tracing::info!(master = %self.url, name = %self.body.name,
+                            address = %self.body.address, failures, "registered with the master");
+                    } else {
+                        tracing::debug!(master = %self.url, "registered again");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                        tracing::warn!(master = %self.url, failures, error = %format!("{e:#}"),
+                            "cannot register with the master; retrying");
+                        last_warn = Some(Instant::now());
+                    } else {
+                        tracing::debug!(master = %self.url, failures, error = %format!("{e:#}"), "registration failed");
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn register_once(&self) -> anyhow::Result<()> {
+        let resp = self.client.post(&self.url).json(&self.body).send().await?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = resp.text().await.unwrap_or_default();
+        anyhow::bail!("master answered {status}: {}", body.trim())
+    }
+}

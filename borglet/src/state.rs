@@ -1,0 +1,417 @@
+//! The attempt table: every attempt this borglet knows, what phase it is in, and the
+//! only function that moves an attempt between phases (`Phase::transition`).
+//! Everything the borglet knows about its tasks lives here, in one place, so that
+//! re-adoption after a restart has a single table to rebuild.
+
+use borg_shared::wire::{AttemptPhase, AttemptReport, AttemptSpec};
+use borg_shared::AttemptId;
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How many acknowledged attempt ids are remembered so that a delayed duplicate poll
+/// still naming one cannot start it a second time.
+const TOMBSTONES: usize = 16_384;
+
+/// How an exited process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    /// Waiting for the process failed; its status is unknown.
+    Unknown(String),
+}
+
+/// The phase of one attempt, carrying what is known in that phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    Running {
+        pid: i32,
+        started_at: DateTime<Utc>,
+    },
+    /// SIGTERM sent because the attempt is no longer wanted; not yet exited.
+    Stopping {
+        pid: i32,
+        started_at: DateTime<Utc>,
+        since: DateTime<Utc>,
+    },
+    Exited {
+        pid: i32,
+        started_at: DateTime<Utc>,
+        finished_at: DateTime<Utc>,
+        exit: Exit,
+        stopped_by_borglet: bool,
+    },
+    FailedToStart {
+        at: DateTime<Utc>,
+        message: String,
+    },
+}
+
+/// What can happen to a started attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    StopRequested { at: DateTime<Utc> },
+    ProcessExited { at: DateTime<Utc>, exit: Exit },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("attempt in phase {phase:?} cannot take event {event:?}")]
+pub struct InvalidTransition {
+    pub phase: AttemptPhase,
+    pub event: Event,
+}
+
+impl Phase {
+    /// The allowed moves, in one screen. Anything else is a race lost to the
+    /// process (e.g. a stop requested just after it exited) and is refused.
+    pub fn transition(&self, event: Event) -> Result<Phase, InvalidTransition> {
+        match (self, event) {
+            (Phase::Running { pid, started_at }, Event::StopRequested { at }) => {
+                Ok(Phase::Stopping {
+                    pid: *pid,
+                    started_at: *started_at,
+                    since: at,
+                })
+            }
+            (Phase::Running { pid, started_at }, Event::ProcessExited { at, exit }) => {
+                Ok(Phase::Exited {
+                    pid: *pid,
+                    started_at: *started_at,
+                    finished_at: at,
+                    exit,
+                    stopped_by_borglet: false,
+                })
+            }
+            (
+                Phase::Stopping {
+                    pid, started_at, ..
+                },
+                Event::ProcessExited { at, exit },
+            ) => Ok(Phase::Exited {
+                pid: *pid,
+                started_at: *started_at,
+                finished_at: at,
+                exit,
+                stopped_by_borglet: true,
+            }),
+            (phase, event) => Err(InvalidTransition {
+                phase: phase.wire(),
+                event,
+            }),
+        }
+    }
+
+    pub fn wire(&self) -> AttemptPhase {
+        match self {
+            Phase::Running { .. } => AttemptPhase::Running,
+            Phase::Stopping { .. } => AttemptPhase::Stopping,
+            Phase::Exited { .. } => AttemptPhase::Exited,
+            Phase::FailedToStart { .. } => AttemptPhase::FailedToStart,
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        matches!(self, Phase::Exited { .. } | Phase::FailedToStart { .. })
+    }
+}
+
+/// One attempt: what the master asked for and where it is now.
+#[derive(Debug)]
+pub struct Attempt {
+    pub spec: AttemptSpec,
+    pub phase: Phase,
+    /// Cancelled once the process has exited and been reaped (at once for a
+    /// failed start), so a stopper can wait for the exit instead of polling.
+    pub exited: CancellationToken,
+}
+
+impl Attempt {
+    pub fn report(&self) -> AttemptReport {
+        let mut r = AttemptReport {
+            id: self.spec.id,
+            phase: self.phase.wire(),
+            pid: None,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            signal: None,
+            stopped_by_borglet: false,
+            message: None,
+        };
+        match &self.phase {
+            Phase::Running { pid, started_at } => {
+                r.pid = Some(*pid);
+                r.started_at = Some(*started_at);
+            }
+            Phase::Stopping {
+                pid, started_at, ..
+            } => {
+                r.pid = Some(*pid);
+                r.started_at = Some(*started_at);
+                r.stopped_by_borglet = true;
+            }
+            Phase::Exited {
+                pid,
+                started_at,
+                finished_at,
+                exit,
+                stopped_by_borglet,
+            } => {
+                r.pid = Some(*pid);
+                r.started_at = Some(*started_at);
+                r.finished_at = Some(*finished_at);
+                r.stopped_by_borglet = *stopped_by_borglet;
+                match exit {
+                    Exit::Code(c) => r.exit_code = Some(*c),
+                    Exit::Signal(s) => r.signal = Some(*s),
+                    Exit::Unknown(why) => r.message = Some(why.clone()),
+                }
+            }
+            Phase::FailedToStart { at, message } => {
+                r.finished_at = Some(*at);
+                r.message = Some(message.clone());
+            }
+        }
+        r
+    }
+}
+
+/// What a stopper needs to stop one attempt's process group.
+#[derive(Debug, Clone)]
+pub struct StopTicket {
+    pub id: AttemptId,
+    pub job: String,
+    pub index: i32,
+    pub pid: i32,
+    pub grace: Duration,
+    pub exited: CancellationToken,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    attempts: BTreeMap<AttemptId, Attempt>,
+    forgotten: HashSet<AttemptId>,
+    forgotten_order: VecDeque<AttemptId>,
+}
+
+/// The table, behind a plain mutex: every critical section is a few map operations,
+/// never I/O, so it is never held across an await.
+#[derive(Debug, Default)]
+pub struct AttemptTable {
+    inner: Mutex<Inner>,
+}
+
+impl AttemptTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Known now, or acknowledged and forgotten: either way it must not be started.
+    pub fn seen(&self, id: AttemptId) -> bool {
+        let inner = self.lock();
+        inner.attempts.contains_key(&id) || inner.forgotten.contains(&id)
+    }
+
+    pub fn insert(&self, attempt: Attempt) {
+        self.lock().attempts.insert(attempt.spec.id, attempt);
+    }
+
+    /// Drop finished attempts the master has recorded. Acks of attempts still
+    /// running are ignored: the master cannot have recorded an end that has not happened.
+    pub fn forget(&self, ids: &[AttemptId]) -> usize {
+        let mut inner = self.lock();
+        let mut n = 0;
+        for id in ids {
+            let finished = inner
+                .attempts
+                .get(id)
+                .is_some_and(|a| a.phase.is_finished());
+            if !finished {
+                continue;
+            }
+            inner.attempts.remove(id);
+            n += 1;
+            if inner.forgotten.insert(*id) {
+                inner.forgotten_order.push_back(*id);
+            }
+            while inner.forgotten_order.len() > TOMBSTONES {
+                if let Some(old) = inner.forgotten_order.pop_front() {
+                    inner.forgotten.remove(&old);
+                }
+            }
+        }
+        n
+    }
+
+    /// Apply `event` to attempt `id`; returns the new phase.
+    pub fn apply(&self, id: AttemptId, event: Event) -> Result<Phase, ApplyError> {
+        let mut inner = self.lock();
+        let attempt = inner.attempts.get_mut(&id).ok_or(ApplyError::Unknown(id))?;
+        let next = attempt.phase.transition(event)?;
+        attempt.phase = next.clone();
+        Ok(next)
+    }
+
+    /// Move the running attempt `id` to `Stopping`; `None` if it is not running
+    /// (already stopping, exited, or unknown), so a stop is begun only once.
+    pub fn begin_stop(&self, id: AttemptId) -> Option<StopTicket> {
+        let mut inner = self.lock();
+        let attempt = inner.attempts.get_mut(&id)?;
+        if !matches!(attempt.phase, Phase::Running { .. }) {
+            return None;
+        }
+        let next = attempt
+            .phase
+            .transition(Event::StopRequested { at: Utc::now() })
+            .ok()?;
+        let Phase::Stopping { pid, .. } = next else {
+            return None;
+        };
+        attempt.phase = next;
+        Some(StopTicket {
+            id,
+            job: attempt.spec.job.clone(),
+            index: attempt.spec.index,
+            pid,
+            grace: Duration::from_millis(attempt.spec.kill_grace_ms),
+            exited: attempt.exited.clone(),
+        })
+    }
+
+    /// Running attempts whose id `keep` rejects.
+    pub fn running_ids_except(&self, keep: impl Fn(&AttemptId) -> bool) -> Vec<AttemptId> {
+        self.lock()
+            .attempts
+            .values()
+            .filter(|a| matches!(a.phase, Phase::Running { .. }) && !keep(&a.spec.id))
+            .map(|a| a.spec.id)
+            .collect()
+    }
+
+    /// Exit tokens of every attempt whose process has not been reaped yet.
+    pub fn live_exit_tokens(&self) -> Vec<CancellationToken> {
+        self.lock()
+            .attempts
+            .values()
+            .filter(|a| matches!(a.phase, Phase::Running { .. } | Phase::Stopping { .. }))
+            .map(|a| a.exited.clone())
+            .collect()
+    }
+
+    pub fn reports(&self) -> Vec<AttemptReport> {
+        self.lock().attempts.values().map(Attempt::report).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().attempts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("unknown attempt {0}")]
+    Unknown(AttemptId),
+    #[error(transparent)]
+    Invalid(#[from] InvalidTransition),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use borg_shared::wire::Capacity;
+
+    fn spec() -> AttemptSpec {
+        AttemptSpec {
+            id: AttemptId::new(),
+            job: "j".into(),
+            index: 0,
+            command: vec!["true".into()],
+            env: Default::default(),
+            resources: Capacity::default(),
+            kill_grace_ms: 100,
+        }
+    }
+
+    fn running(table: &AttemptTable) -> AttemptId {
+        let s = spec();
+        let id = s.id;
+        table.insert(Attempt {
+            spec: s,
+            phase: Phase::Running {
+                pid: 42,
+                started_at: Utc::now(),
+            },
+            exited: CancellationToken::new(),
+        });
+        id
+    }
+
+    #[test]
+    fn stop_then_exit_is_stopped_by_borglet() {
+        let t = AttemptTable::default();
+        let id = running(&t);
+        let ticket = t.begin_stop(id).expect("running attempt can stop");
+        assert_eq!(ticket.pid, 42);
+        assert!(t.begin_stop(id).is_none(), "a stop is begun once");
+        let exit = Event::ProcessExited {
+            at: Utc::now(),
+            exit: Exit::Signal(15),
+        };
+        let phase = t.apply(id, exit).unwrap();
+        assert!(matches!(
+            phase,
+            Phase::Exited {
+                stopped_by_borglet: true,
+                ..
+            }
+        ));
+        let r = &t.reports()[0];
+        assert_eq!(r.phase, AttemptPhase::Exited);
+        assert_eq!(r.signal, Some(15));
+        assert!(r.stopped_by_borglet);
+    }
+
+    #[test]
+    fn finished_attempts_take_no_events() {
+        let t = AttemptTable::default();
+        let id = running(&t);
+        let exit = Event::ProcessExited {
+            at: Utc::now(),
+            exit: Exit::Code(0),
+        };
+        t.apply(id, exit.clone()).unwrap();
+        assert!(matches!(
+            t.apply(id, exit),
+            Err(ApplyError::Invalid(InvalidTransition {
+                phase: AttemptPhase::Exited,
+                ..
+            }))
+        ));
+        assert!(t.begin_stop(id).is_none());
+    }
+
+    #[test]
+    fn ack_forgets_only_finished_and_remembers_them() {
+        let t = AttemptTable::default();
+        let live = running(&t);
+        let done = running(&t);
+        let exit = Event::ProcessExited {
+            at: Utc::now(),
+            exit: Exit::Code(1),
+        };
+        t.apply(done, exit).unwrap();
+        assert_eq!(t.forget(&[live, done]), 1);
+        assert_eq!(t.len(), 1);
+        assert!(t.seen(done), "a forgotten attempt is never started again");
+        assert!(t.seen(live));
+        assert!(!t.seen(AttemptId::new()));
+    }
+}

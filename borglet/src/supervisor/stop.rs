@@ -1,0 +1,59 @@
+//! Stopping an attempt: SIGTERM to its process group, SIGKILL to the group once
+//! the attempt's grace is over. The reaper (`start.rs`) records the exit and kills
+//! whatever is left in the group after the leader is gone.
+
+use super::Supervisor;
+use crate::state::StopTicket;
+use borg_shared::AttemptId;
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use std::time::Duration;
+
+/// After SIGKILL the leader should be reaped at once; warn if it takes longer.
+const AFTER_KILL_PATIENCE: Duration = Duration::from_secs(10);
+
+impl Supervisor {
+    /// Begin stopping attempt `id` if it is running; the stop proceeds in a task.
+    pub fn stop(&self, id: AttemptId) {
+        if let Some(ticket) = self.table.begin_stop(id) {
+            self.stops.spawn(stop_group(ticket));
+        }
+    }
+}
+
+async fn stop_group(t: StopTicket) {
+    tracing::info!(attempt = %t.id, job = %t.job, index = t.index, pid = t.pid,
+        grace_ms = t.grace.as_millis() as u64, "stopping attempt: SIGTERM");
+    if let Err(e) = signal_group(t.pid, Signal::SIGTERM) {
+        tracing::warn!(attempt = %t.id, pid = t.pid, error = %e, "SIGTERM failed");
+    }
+    let exited_in_grace = tokio::time::timeout(t.grace, t.exited.cancelled())
+        .await
+        .is_ok();
+    if exited_in_grace {
+        return;
+    }
+    tracing::info!(attempt = %t.id, pid = t.pid, "grace over: SIGKILL");
+    if let Err(e) = signal_group(t.pid, Signal::SIGKILL) {
+        tracing::warn!(attempt = %t.id, pid = t.pid, error = %e, "SIGKILL failed");
+    }
+    if tokio::time::timeout(AFTER_KILL_PATIENCE, t.exited.cancelled())
+        .await
+        .is_err()
+    {
+        tracing::warn!(attempt = %t.id, pid = t.pid, "process not reaped after SIGKILL");
+    }
+}
+
+/// Signal the process group led by `pgid`. A group that is already gone (ESRCH) is
+/// success. Refuses pgid 0 and 1: those would hit the borglet's own group or init.
+pub fn signal_group(pgid: i32, signal: Signal) -> nix::Result<()> {
+    if pgid <= 1 {
+        return Err(Errno::EINVAL);
+    }
+    match killpg(Pid::from_raw(pgid), signal) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,351 @@
+//! Test harness: a real borglet on 127.0.0.1:0 with its own temp data dir, a tiny
+//! master stub that records registrations, and helpers that poll a condition with
+//! a deadline instead of sleeping.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use axum::routing::post;
+use axum::{Json, Router};
+use borg_shared::wire::{AttemptPhase, AttemptReport, AttemptSpec, Capacity, RegisterMachine};
+use borg_shared::wire::{SyncRequest, SyncResponse};
+use borg_shared::AttemptId;
+use borglet::Config;
+use clap::Parser;
+use std::collections::HashSet;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Poll `check` until it yields `Some`, failing the test after `DEADLINE`.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------- master stub ----------
+
+pub struct MasterStub {
+    pub url: String,
+    pub registrations: Arc<Mutex<Vec<RegisterMachine>>>,
+    stop: CancellationToken,
+}
+
+impl MasterStub {
+    pub async fn spawn() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener)
+    }
+
+    pub fn serve(listener: TcpListener) -> Self {
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let registrations: Arc<Mutex<Vec<RegisterMachine>>> = Default::default();
+        let seen = Arc::clone(&registrations);
+        let app = Router::new().route(
+            "/v1/machines",
+            post(move |Json(body): Json<RegisterMachine>| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    seen.lock().unwrap().push(body);
+                    (axum::http::StatusCode::CREATED, Json(serde_json::json!({})))
+                }
+            }),
+        );
+        let stop = CancellationToken::new();
+        let until = stop.clone().cancelled_owned();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(until)
+                .await
+                .unwrap()
+        });
+        MasterStub {
+            url,
+            registrations,
+            stop,
+        }
+    }
+
+    /// A master URL nothing listens on (yet).
+    pub fn not_listening(url: String) -> Self {
+        MasterStub {
+            url,
+            registrations: Default::default(),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.registrations.lock().unwrap().len()
+    }
+
+    pub async fn first_registration(&self) -> RegisterMachine {
+        eventually("a registration at the master stub", || async {
+            self.registrations.lock().unwrap().first().cloned()
+        })
+        .await
+    }
+}
+
+impl Drop for MasterStub {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+// ---------- borglet ----------
+
+pub struct TestBorglet {
+    pub url: String,
+    pub name: String,
+    pub client: reqwest::Client,
+    pub data_dir: tempfile::TempDir,
+    pub master: MasterStub,
+    pub epoch: i64,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Pids last reported running or stopping: killed (as groups) when the test
+    /// ends, so a failing test leaves no `sleep 1000` behind.
+    pids: Mutex<HashSet<i32>>,
+}
+
+impl TestBorglet {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    /// Start a borglet with extra flags (`--on-exit stop` unless given).
+    pub async fn spawn_with(extra: &[&str]) -> Self {
+        let master = MasterStub::spawn().await;
+        Self::spawn_against(master, extra).await
+    }
+
+    pub async fn spawn_against(master: MasterStub, extra: &[&str]) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let name = format!("m-{}", &AttemptId::new().to_string()[..8]);
+        let mut args: Vec<String> = vec![
+            "borglet".into(),
+            "--name".into(),
+            name.clone(),
+            "--master".into(),
+            master.url.clone(),
+            "--data-dir".into(),
+            data_dir.path().display().to_string(),
+        ];
+        if !extra.contains(&"--on-exit") {
+            args.extend(["--on-exit".into(), "stop".into()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let config = Config::try_parse_from(args).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(borglet::run(listener, config, shutdown.clone()));
+        TestBorglet {
+            url,
+            name,
+            client: reqwest::Client::new(),
+            data_dir,
+            master,
+            epoch: 1,
+            shutdown,
+            handle: Some(handle),
+            pids: Default::default(),
+        }
+    }
+
+    pub fn request(&self, attempts: &[AttemptSpec], ack: &[AttemptId]) -> SyncRequest {
+        SyncRequest {
+            epoch: self.epoch,
+            machine: self.name.clone(),
+            attempts: attempts.to_vec(),
+            ack: ack.to_vec(),
+        }
+    }
+
+    pub async fn post_sync(&self, req: &SyncRequest) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/sync", self.url))
+            .json(req)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// One sync that must succeed.
+    pub async fn sync(&self, attempts: &[AttemptSpec], ack: &[AttemptId]) -> SyncResponse {
+        let resp = self.post_sync(&self.request(attempts, ack)).await;
+        assert_eq!(
+            resp.status(),
+            200,
+            "sync failed: {}",
+            resp.text().await.unwrap()
+        );
+        let body: SyncResponse = resp.json().await.unwrap();
+        assert_eq!(body.machine, self.name);
+        let mut pids = self.pids.lock().unwrap();
+        for a in &body.attempts {
+            match (a.phase, a.pid) {
+                (AttemptPhase::Running | AttemptPhase::Stopping, Some(pid)) => pids.insert(pid),
+                (_, Some(pid)) => pids.remove(&pid),
+                _ => false,
+            };
+        }
+        body
+    }
+
+    /// Sync repeatedly until the report of `id` satisfies `cond`.
+    pub async fn sync_until(
+        &self,
+        attempts: &[AttemptSpec],
+        id: AttemptId,
+        what: &str,
+        cond: impl Fn(&AttemptReport) -> bool,
+    ) -> AttemptReport {
+        eventually(what, || async {
+            let resp = self.sync(attempts, &[]).await;
+            find(&resp, id).filter(|r| cond(r)).cloned()
+        })
+        .await
+    }
+
+    pub fn sandbox(&self, id: AttemptId) -> PathBuf {
+        self.data_dir.path().join("attempts").join(id.to_string())
+    }
+
+    pub async fn logs(&self, id: &str, query: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}/v1/attempts/{id}/logs{query}", self.url))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Cancel the shutdown token and wait for `run` to return.
+    pub async fn shutdown(&mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.handle.take() {
+            Some(h) => tokio::time::timeout(DEADLINE, h)
+                .await
+                .expect("borglet did not shut down in time")
+                .expect("borglet task panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestBorglet {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        for pid in self.pids.lock().unwrap().iter() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+pub fn find(resp: &SyncResponse, id: AttemptId) -> Option<&AttemptReport> {
+    resp.attempts.iter().find(|a| a.id == id)
+}
+
+pub fn phase_of(resp: &SyncResponse, id: AttemptId) -> Option<AttemptPhase> {
+    find(resp, id).map(|a| a.phase)
+}
+
+// ---------- builders ----------
+
+pub struct AttemptBuilder(AttemptSpec);
+
+impl AttemptBuilder {
+    pub fn new(command: &[&str]) -> Self {
+        AttemptBuilder(AttemptSpec {
+            id: AttemptId::new(),
+            job: "test".into(),
+            index: 0,
+            command: command.iter().map(|s| s.to_string()).collect(),
+            env: Default::default(),
+            resources: Capacity::default(),
+            kill_grace_ms: 5_000,
+        })
+    }
+
+    pub fn sh(script: &str) -> Self {
+        Self::new(&["/bin/sh", "-c", script])
+    }
+
+    pub fn job(mut self, job: &str, index: i32) -> Self {
+        self.0.job = job.into();
+        self.0.index = index;
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.0.env.insert(k.into(), v.into());
+        self
+    }
+
+    pub fn grace_ms(mut self, ms: u64) -> Self {
+        self.0.kill_grace_ms = ms;
+        self
+    }
+
+    pub fn build(self) -> AttemptSpec {
+        self.0
+    }
+}
+
+// ---------- process checks ----------
+
+/// (state, pgrp) of a process from /proc, or None if there is no such process.
+fn proc_stat(pid: i32) -> Option<(char, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+/// A zombie has finished running; only its parent's reaping is left.
+pub fn pid_running(pid: i32) -> bool {
+    proc_stat(pid).is_some_and(|(state, _)| state != 'Z')
+}
+
+/// Whether any live (non-zombie) process is in process group `pgid`.
+pub fn group_running(pgid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(proc_stat)
+        .any(|(state, pgrp)| pgrp == pgid && state != 'Z')
+}
+
+/// `kill(pid, 0)`: ESRCH means the pid no longer exists at all.
+pub fn pid_exists(pid: i32) -> bool {
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
