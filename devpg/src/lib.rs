@@ -230,9 +230,10 @@ impl PgServer {
                     log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
                 );
             }
-            // Accepting TCP is not enough: wait until the server takes queries.
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-                && pg_isready(self.port)
+            // Accepting TCP is not enough (another server may hold the port if ours
+            // lost the race for it): wait until *our* postmaster says it is ready.
+            if self.pid_file_says_ready(data_dir)
+                && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
             {
                 return Ok(());
             }
@@ -247,6 +248,19 @@ impl PgServer {
         &self,
     ) -> std::sync::MutexGuard<'_, mpsc::Receiver<std::io::Result<std::process::ExitStatus>>> {
         self.exited.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `postmaster.pid` holds our pid on line 1, our port on line 4 and the
+    /// server's status on line 8 (`ready` once it accepts queries).
+    fn pid_file_says_ready(&self, data_dir: &Path) -> bool {
+        let Ok(text) = std::fs::read_to_string(data_dir.join("postmaster.pid")) else {
+            return false;
+        };
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        lines.len() >= 8
+            && lines[0] == self.pid.as_raw().to_string()
+            && lines[3] == self.port.to_string()
+            && lines[7] == "ready"
     }
 
     pub fn port(&self) -> u16 {
@@ -287,30 +301,6 @@ impl Drop for PgServer {
             tracing::warn!(error = %e, "stopping postgres");
         }
     }
-}
-
-/// Ready when a startup packet gets an answer: use `pg_isready` if installed.
-fn pg_isready(port: u16) -> bool {
-    let Ok(bin) = find_bin_dir() else { return true };
-    let tool = bin.join("pg_isready");
-    if !tool.is_file() {
-        return true;
-    }
-    Command::new(tool)
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            SUPERUSER,
-            "-q",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
 }
 
 /// If `postmaster.pid` names a live postgres, ask it to stop and wait for it.

@@ -1,14 +1,83 @@
-//! borgscheduler (skeleton: being built).
+//! borgscheduler: reads pending tasks and machine capacity from Postgres,
+//! places them with a pure core (`place`), and commits each batch in one
+//! transaction that re-checks capacity, so any number of schedulers can run
+//! side by side (Omega's shared-state design). It never talks to the master.
 
+mod commit;
+mod config;
+mod place;
+mod run;
+mod score;
+mod snapshot;
+
+pub use commit::{Committed, Placed, PLACED_CHANNEL};
+pub use config::Config;
+pub use place::{place, Decision};
+pub use run::{run, PassStats, PENDING_CHANNEL};
+pub use score::score;
+pub use snapshot::{Machine, PendingTask, Snapshot};
+
+use anyhow::Context;
+use clap::error::ErrorKind;
+use clap::Parser;
 use std::ffi::OsString;
+use tokio_util::sync::CancellationToken;
 
 /// Parse `args` (argv, including the program name) and run until SIGINT/SIGTERM.
-/// The `borgscheduler` binary and `jobctl dev` both enter here.
+/// The `borgscheduler` binary and `jobctl dev` both enter here. It builds its own
+/// runtime, so it must not be called from inside one.
 pub fn run_cli<I, T>(args: I) -> anyhow::Result<()>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let _ = args.into_iter().count();
-    anyhow::bail!("borgscheduler is not built yet")
+    let config = match Config::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            // Nothing useful to do if stdout is gone (`--help | head`).
+            let _ = e.print();
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+
+    // Someone else (jobctl dev) may have installed a subscriber already; keep theirs.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+
+    anyhow::ensure!(
+        tokio::runtime::Handle::try_current().is_err(),
+        "run_cli builds its own runtime; call borgscheduler::run from async code instead"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("borgscheduler")
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            match wait_for_signal().await {
+                Ok(()) => tracing::info!("signal received, shutting down"),
+                Err(e) => tracing::error!("cannot wait for signals, shutting down: {e:#}"),
+            }
+            on_signal.cancel();
+        });
+        run(config, shutdown).await
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT"),
+        _ = term.recv() => Ok(()),
+    }
 }

@@ -1,0 +1,171 @@
+//! The commit's re-checks, each provoked deterministically against a real
+//! Postgres: a stale snapshot, a task already claimed, a machine no longer up,
+//! a task row held by another transaction.
+
+use super::*;
+use crate::snapshot::{read_pending, PendingTask};
+use sqlx::postgres::PgPoolOptions;
+use std::time::Duration;
+
+async fn setup() -> PgPool {
+    // devpg may report "the database system is starting up" on its first call.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let url = loop {
+        match devpg::testing::fresh_database().await {
+            Ok(url) => break url,
+            Err(e)
+                if std::time::Instant::now() < deadline
+                    && format!("{e:#}").contains("starting up") =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("a fresh database: {e:#}"),
+        }
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&url)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO machines (id, name, address, cpu_milli, memory, disk) VALUES
+             ('00000000-0000-0000-0000-0000000000a1', 'm1', 'x', 1000, 1073741824, 0),
+             ('00000000-0000-0000-0000-0000000000a2', 'm2', 'x', 1000, 1073741824, 0);
+         INSERT INTO jobs (id, name, kind, owner, priority, replicas, spec) VALUES
+             ('00000000-0000-0000-0000-0000000000b1', 'j', 'batch', 't', 100, 3,
+              '{\"name\": \"j\", \"task\": {\"command\": [\"true\"]}}');
+         INSERT INTO tasks (id, job_id, index, priority, cpu_milli, memory, disk, max_runs)
+         SELECT ('00000000-0000-0000-0000-0000000000c' || i)::uuid,
+                '00000000-0000-0000-0000-0000000000b1', i, 100, 600, 1048576, 0, 1
+         FROM generate_series(1, 3) AS i;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool
+}
+
+fn m(n: u8) -> MachineId {
+    format!("00000000-0000-0000-0000-0000000000a{n}")
+        .parse()
+        .unwrap()
+}
+
+fn t(n: u8) -> TaskId {
+    format!("00000000-0000-0000-0000-0000000000c{n}")
+        .parse()
+        .unwrap()
+}
+
+async fn pending(pool: &PgPool) -> Vec<PendingTask> {
+    read_pending(pool, None, 100).await.unwrap().tasks
+}
+
+async fn go(pool: &PgPool, tasks: &[PendingTask], placements: &[(TaskId, MachineId)]) -> Committed {
+    let by_id: HashMap<TaskId, &PendingTask> = tasks.iter().map(|t| (t.id, t)).collect();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        commit(pool, "test", &by_id, placements),
+    )
+    .await
+    .expect("commit blocked")
+    .unwrap()
+}
+
+async fn live_on(pool: &PgPool, machine: MachineId) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM attempts WHERE machine_id = $1 AND state IN ('assigned', 'starting', 'running')",
+    )
+    .bind(machine)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_stale_snapshot_cannot_over_commit() {
+    let pool = setup().await;
+    // Both read while m1 was empty; each 600m task alone fits its 1000m.
+    let stale = pending(&pool).await;
+    let first = go(&pool, &stale, &[(t(1), m(1))]).await;
+    assert_eq!(first.placed.len(), 1);
+    assert_eq!(first.lost_races, 0);
+
+    let second = go(&pool, &stale, &[(t(2), m(1))]).await;
+    assert!(second.placed.is_empty());
+    assert_eq!(second.lost_races, 1);
+    assert_eq!(live_on(&pool, m(1)).await, 1);
+    let (state, attempt): (String, Option<AttemptId>) =
+        sqlx::query_as("SELECT state::text, attempt_id FROM tasks WHERE id = $1")
+            .bind(t(2))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), attempt), ("pending", None));
+
+    // Within one batch too: the second of two no longer fits once the first is in.
+    let fresh = pending(&pool).await;
+    let batch = go(&pool, &fresh, &[(t(2), m(2)), (t(3), m(2))]).await;
+    assert_eq!(batch.placed.len(), 1);
+    assert_eq!(batch.lost_races, 1);
+    assert_eq!(batch.placed[0].task, t(2));
+}
+
+#[tokio::test]
+async fn a_task_is_claimed_once() {
+    let pool = setup().await;
+    let stale = pending(&pool).await;
+    assert_eq!(go(&pool, &stale, &[(t(1), m(1))]).await.placed.len(), 1);
+    let again = go(&pool, &stale, &[(t(1), m(2))]).await;
+    assert_eq!((again.placed.len(), again.lost_races), (0, 1));
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts WHERE task_id = $1")
+        .bind(t(1))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 1);
+}
+
+#[tokio::test]
+async fn a_machine_that_left_up_gets_nothing() {
+    let pool = setup().await;
+    let stale = pending(&pool).await;
+    sqlx::query("UPDATE machines SET state = 'draining' WHERE id = $1")
+        .bind(m(1))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let r = go(&pool, &stale, &[(t(1), m(1)), (t(2), m(2))]).await;
+    assert_eq!((r.placed.len(), r.lost_races), (1, 1));
+    assert_eq!(r.placed[0].machine, m(2));
+    assert_eq!(live_on(&pool, m(1)).await, 0);
+}
+
+#[tokio::test]
+async fn a_task_held_by_another_transaction_is_skipped_not_waited_for() {
+    let pool = setup().await;
+    let stale = pending(&pool).await;
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE")
+        .bind(t(1))
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    // `go` fails the test if the commit blocks on the held row.
+    let r = go(&pool, &stale, &[(t(1), m(1)), (t(2), m(2))]).await;
+    assert_eq!((r.placed.len(), r.lost_races), (1, 1));
+    assert_eq!(r.placed[0].task, t(2));
+    other.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_job_killed_meanwhile_is_not_placed() {
+    let pool = setup().await;
+    let stale = pending(&pool).await;
+    sqlx::query("UPDATE jobs SET state = 'killed'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let r = go(&pool, &stale, &[(t(1), m(1))]).await;
+    assert_eq!((r.placed.len(), r.lost_races), (0, 1));
+}

@@ -1,0 +1,527 @@
+use super::*;
+use borg_shared::spec::ConstraintOp;
+use chrono::{DateTime, TimeZone, Utc};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+const GI: u64 = 1 << 30;
+const MI: u64 = 1 << 20;
+
+fn cap(cpu: u64, memory: u64, disk: u64) -> Capacity {
+    Capacity {
+        cpu: MilliCpu(cpu),
+        memory: Bytes(memory),
+        disk: Bytes(disk),
+    }
+}
+
+fn uuid(n: u128) -> Uuid {
+    Uuid::from_u128(n)
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+}
+
+struct MachineBuilder(Machine);
+
+impl MachineBuilder {
+    fn new(n: u128, name: &str) -> Self {
+        MachineBuilder(Machine {
+            id: MachineId(uuid(1000 + n)),
+            name: name.to_string(),
+            labels: BTreeMap::new(),
+            capacity: cap(4000, 8 * GI, 100 * GI),
+            used: cap(0, 0, 0),
+        })
+    }
+    fn cap(mut self, cpu: u64, memory: u64) -> Self {
+        self.0.capacity.cpu = MilliCpu(cpu);
+        self.0.capacity.memory = Bytes(memory);
+        self
+    }
+    fn disk(mut self, disk: u64) -> Self {
+        self.0.capacity.disk = Bytes(disk);
+        self
+    }
+    fn used(mut self, cpu: u64, memory: u64) -> Self {
+        self.0.used.cpu = MilliCpu(cpu);
+        self.0.used.memory = Bytes(memory);
+        self
+    }
+    fn label(mut self, k: &str, v: &str) -> Self {
+        self.0.labels.insert(k.to_string(), v.to_string());
+        self
+    }
+    fn build(self) -> Machine {
+        self.0
+    }
+}
+
+struct TaskBuilder(PendingTask);
+
+impl TaskBuilder {
+    fn new(n: u128) -> Self {
+        TaskBuilder(PendingTask {
+            id: TaskId(uuid(n)),
+            job_id: JobId(uuid(500_000 + n)),
+            priority: 100,
+            created_at: t0(),
+            request: cap(100, 64 * MI, 0),
+            constraints: Arc::from(Vec::new()),
+        })
+    }
+    fn job(mut self, n: u128) -> Self {
+        self.0.job_id = JobId(uuid(500_000 + n));
+        self
+    }
+    fn priority(mut self, p: i32) -> Self {
+        self.0.priority = p;
+        self
+    }
+    fn age(mut self, secs: i64) -> Self {
+        self.0.created_at = t0() - chrono::Duration::seconds(secs);
+        self
+    }
+    fn cpu(mut self, m: u64) -> Self {
+        self.0.request.cpu = MilliCpu(m);
+        self
+    }
+    fn mem(mut self, b: u64) -> Self {
+        self.0.request.memory = Bytes(b);
+        self
+    }
+    fn disk(mut self, b: u64) -> Self {
+        self.0.request.disk = Bytes(b);
+        self
+    }
+    fn constraint(mut self, label: &str, op: ConstraintOp, value: &str) -> Self {
+        let mut v = self.0.constraints.to_vec();
+        v.push(Constraint {
+            label: label.to_string(),
+            op,
+            value: (!value.is_empty()).then(|| value.to_string()),
+            values: vec![],
+        });
+        self.0.constraints = Arc::from(v);
+        self
+    }
+    fn build(self) -> PendingTask {
+        self.0
+    }
+}
+
+fn snap(machines: Vec<Machine>) -> Snapshot {
+    Snapshot { machines }
+}
+
+fn reason_of(d: &[Decision], task: &PendingTask) -> String {
+    match d.iter().find(|d| d.task() == task.id) {
+        Some(Decision::Unplaceable { reason, .. }) => reason.clone(),
+        other => panic!("expected unplaceable, got {other:?}"),
+    }
+}
+
+fn machine_of(d: &[Decision], task: &PendingTask) -> MachineId {
+    match d.iter().find(|d| d.task() == task.id) {
+        Some(Decision::Place { machine, .. }) => *machine,
+        other => panic!("expected a placement, got {other:?}"),
+    }
+}
+
+// ---------- reasons ----------
+
+#[test]
+fn no_machines_are_up() {
+    let t = TaskBuilder::new(1).build();
+    let d = place(&snap(vec![]), std::slice::from_ref(&t));
+    assert_eq!(reason_of(&d, &t), "no machines are up");
+}
+
+#[test]
+fn no_up_machine_matches_the_constraint() {
+    let ms = vec![
+        MachineBuilder::new(1, "m1").label("zone", "b").build(),
+        MachineBuilder::new(2, "m2").build(),
+    ];
+    let t = TaskBuilder::new(1)
+        .constraint("zone", ConstraintOp::Ne, "b")
+        .constraint("zone", ConstraintOp::Exists, "")
+        .build();
+    let d = place(&snap(ms), std::slice::from_ref(&t));
+    // Each constraint alone matches a machine; together none.
+    assert_eq!(
+        reason_of(&d, &t),
+        "no up machine matches zone != b and zone exists"
+    );
+}
+
+#[test]
+fn names_only_the_constraint_that_excludes_everything() {
+    let ms = vec![MachineBuilder::new(1, "m1").label("zone", "b").build()];
+    let t = TaskBuilder::new(1)
+        .constraint("zone", ConstraintOp::Exists, "")
+        .constraint("zone", ConstraintOp::Ne, "b")
+        .build();
+    let d = place(&snap(ms), std::slice::from_ref(&t));
+    assert_eq!(reason_of(&d, &t), "no up machine matches zone != b");
+}
+
+#[test]
+fn no_machine_has_the_memory_names_the_most_free() {
+    let ms = vec![
+        MachineBuilder::new(1, "m1").cap(8000, 4 * GI).build(),
+        MachineBuilder::new(2, "m2")
+            .cap(8000, 8 * GI)
+            .used(0, GI / 2)
+            .build(),
+    ];
+    let t = TaskBuilder::new(1).cpu(1000).mem(64 * GI).build();
+    let d = place(&snap(ms), std::slice::from_ref(&t));
+    assert_eq!(
+        reason_of(&d, &t),
+        "no machine has 64Gi free memory (most free: 7.5Gi on m2)"
+    );
+}
+
+#[test]
+fn cpu_is_named_before_memory() {
+    let ms = vec![MachineBuilder::new(1, "m1").cap(1000, GI).build()];
+    let t = TaskBuilder::new(1).cpu(2500).mem(2 * GI).build();
+    let d = place(&snap(ms), std::slice::from_ref(&t));
+    assert_eq!(
+        reason_of(&d, &t),
+        "no machine has 2500m free cpu (most free: 1 on m1)"
+    );
+}
+
+#[test]
+fn disk_reason() {
+    let ms = vec![MachineBuilder::new(1, "m1").disk(10 * GI).build()];
+    let t = TaskBuilder::new(1).disk(20 * GI).build();
+    let d = place(&snap(ms), std::slice::from_ref(&t));
+    assert_eq!(
+        reason_of(&d, &t),
+        "no machine has 20Gi free disk (most free: 10Gi on m1)"
+    );
+}
+
+#[test]
+fn resources_reason_mentions_the_constraints_that_narrowed_the_field() {
+    let ms = vec![
+        MachineBuilder::new(1, "m1")
+            .cap(1000, GI)
+            .label("zone", "a")
+            .build(),
+        MachineBuilder::new(2, "m2")
+            .cap(8000, 8 * GI)
+            .label("zone", "b")
+            .build(),
+    ];
+    let t = TaskBuilder::new(1)
+        .cpu(2000)
+        .constraint("zone", ConstraintOp::Eq, "a")
+        .build();
+    let d = place(&snap(ms), std::slice::from_ref(&t));
+    assert_eq!(
+        reason_of(&d, &t),
+        "no machine matching zone = a has 2 free cpu (most free: 1 on m1)"
+    );
+}
+
+#[test]
+fn no_single_machine_has_everything() {
+    let ms = vec![
+        MachineBuilder::new(1, "m1").cap(4000, GI).build(),
+        MachineBuilder::new(2, "m2").cap(1000, 8 * GI).build(),
+    ];
+    let t = TaskBuilder::new(1).cpu(2000).mem(2 * GI).build();
+    let d = place(&snap(ms), std::slice::from_ref(&t));
+    assert_eq!(
+        reason_of(&d, &t),
+        "no machine has 2 cpu and 2Gi memory free at once"
+    );
+}
+
+#[test]
+fn reason_accounts_for_earlier_placements_in_the_batch() {
+    let ms = vec![MachineBuilder::new(1, "m1").cap(1000, 8 * GI).build()];
+    let big = TaskBuilder::new(1).priority(200).cpu(800).build();
+    let small = TaskBuilder::new(2).priority(100).cpu(300).build();
+    let d = place(&snap(ms), &[small.clone(), big.clone()]);
+    machine_of(&d, &big);
+    assert_eq!(
+        reason_of(&d, &small),
+        "no machine has 300m free cpu (most free: 200m on m1)"
+    );
+}
+
+// ---------- constraints and choice ----------
+
+#[test]
+fn constraints_pick_the_matching_machine() {
+    let ms = vec![
+        MachineBuilder::new(1, "m1").label("zone", "a").build(),
+        MachineBuilder::new(2, "m2").label("zone", "b").build(),
+        MachineBuilder::new(3, "m3").build(),
+    ];
+    let eq_b = TaskBuilder::new(1)
+        .constraint("zone", ConstraintOp::Eq, "b")
+        .build();
+    let in_a = TaskBuilder::new(2)
+        .constraint("zone", ConstraintOp::In, "a,c")
+        .build();
+    let unlabelled = TaskBuilder::new(3)
+        .constraint("zone", ConstraintOp::NotIn, "a,b")
+        .build();
+    let d = place(
+        &snap(ms.clone()),
+        &[eq_b.clone(), in_a.clone(), unlabelled.clone()],
+    );
+    assert_eq!(machine_of(&d, &eq_b), ms[1].id);
+    assert_eq!(machine_of(&d, &in_a), ms[0].id);
+    assert_eq!(machine_of(&d, &unlabelled), ms[2].id);
+}
+
+#[test]
+fn spreads_to_the_emptiest_machine_and_breaks_ties_by_name() {
+    let ms = vec![
+        MachineBuilder::new(1, "m-b").build(),
+        MachineBuilder::new(2, "m-a").build(),
+        MachineBuilder::new(3, "m-c").used(2000, 4 * GI).build(),
+    ];
+    let first = TaskBuilder::new(1).age(3).build();
+    let second = TaskBuilder::new(2).age(2).build();
+    let d = place(&snap(ms.clone()), &[second.clone(), first.clone()]);
+    // Equal free space on m-a and m-b: the name decides, then the next task
+    // goes to the now emptier m-b.
+    assert_eq!(machine_of(&d, &first), ms[1].id);
+    assert_eq!(machine_of(&d, &second), ms[0].id);
+}
+
+#[test]
+fn higher_priority_wins_the_last_slot_whatever_the_input_order() {
+    let ms = vec![MachineBuilder::new(1, "m1").cap(1000, 8 * GI).build()];
+    let low = TaskBuilder::new(1).priority(10).age(100).cpu(1000).build();
+    let high = TaskBuilder::new(2).priority(500).cpu(1000).build();
+    let d = place(&snap(ms), &[low.clone(), high.clone()]);
+    assert_eq!(d[0].task(), high.id, "decisions come in queue order");
+    machine_of(&d, &high);
+    reason_of(&d, &low);
+}
+
+#[test]
+fn older_first_within_a_priority() {
+    let ms = vec![MachineBuilder::new(1, "m1").cap(1000, 8 * GI).build()];
+    let young = TaskBuilder::new(1).age(1).cpu(1000).build();
+    let old = TaskBuilder::new(2).age(60).cpu(1000).build();
+    let d = place(&snap(ms), &[young.clone(), old.clone()]);
+    machine_of(&d, &old);
+    reason_of(&d, &young);
+}
+
+#[test]
+fn a_task_given_twice_is_decided_once() {
+    let ms = vec![MachineBuilder::new(1, "m1").build()];
+    let t = TaskBuilder::new(1).build();
+    let d = place(&snap(ms), &[t.clone(), t.clone()]);
+    assert_eq!(d.len(), 1);
+}
+
+#[test]
+fn mixed_constraints_within_one_job_are_not_confused_by_the_cache() {
+    let ms = vec![
+        MachineBuilder::new(1, "m1").label("zone", "a").build(),
+        MachineBuilder::new(2, "m2").label("zone", "b").build(),
+    ];
+    let a = TaskBuilder::new(1)
+        .job(7)
+        .constraint("zone", ConstraintOp::Eq, "a")
+        .build();
+    let b = TaskBuilder::new(2)
+        .job(7)
+        .constraint("zone", ConstraintOp::Eq, "b")
+        .build();
+    let d = place(&snap(ms.clone()), &[a.clone(), b.clone()]);
+    assert_eq!(machine_of(&d, &a), ms[0].id);
+    assert_eq!(machine_of(&d, &b), ms[1].id);
+}
+
+#[test]
+fn over_used_machine_counts_as_full() {
+    let ms = vec![MachineBuilder::new(1, "m1")
+        .cap(1000, GI)
+        .used(1500, 0)
+        .build()];
+    let t = TaskBuilder::new(1).cpu(1).build();
+    let d = place(&snap(ms), std::slice::from_ref(&t));
+    assert_eq!(
+        reason_of(&d, &t),
+        "no machine has 1m free cpu (most free: 0 on m1)"
+    );
+}
+
+// ---------- properties ----------
+
+const ZONES: [&str; 3] = ["a", "b", "c"];
+
+fn arb_machine(i: usize) -> impl Strategy<Value = Machine> {
+    (
+        0u64..=4000,
+        0u64..=4096,
+        0u64..=2048,
+        0u64..=4000,
+        0u64..=4096,
+        proptest::option::of(0usize..3),
+    )
+        .prop_map(move |(cpu, mem_mi, disk_mi, ucpu, umem_mi, zone)| {
+            let mut m = MachineBuilder::new(i as u128, &format!("m{i:02}"))
+                .cap(cpu, mem_mi * MI)
+                .disk(disk_mi * MI)
+                .used(ucpu.min(cpu), umem_mi.min(mem_mi) * MI);
+            if let Some(z) = zone {
+                m = m.label("zone", ZONES[z]);
+            }
+            m.build()
+        })
+}
+
+fn arb_constraints() -> impl Strategy<Value = Vec<Constraint>> {
+    let one = (0usize..3, 0usize..5).prop_map(|(z, op)| {
+        let (op, value) = match op {
+            0 => (ConstraintOp::Eq, Some(ZONES[z].to_string())),
+            1 => (ConstraintOp::Ne, Some(ZONES[z].to_string())),
+            2 => (
+                ConstraintOp::In,
+                Some(format!("{},{}", ZONES[z], ZONES[(z + 1) % 3])),
+            ),
+            3 => (ConstraintOp::NotIn, Some(ZONES[z].to_string())),
+            _ => (ConstraintOp::Exists, None),
+        };
+        Constraint {
+            label: "zone".to_string(),
+            op,
+            value,
+            values: vec![],
+        }
+    });
+    proptest::collection::vec(one, 0..3)
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    machines: Vec<Machine>,
+    /// In the (shuffled) order handed to place().
+    tasks: Vec<PendingTask>,
+}
+
+fn arb_case() -> impl Strategy<Value = Case> {
+    let machines = (0usize..8).prop_flat_map(|n| (0..n).map(arb_machine).collect::<Vec<_>>());
+    // A handful of jobs, each with its constraints; tasks pick a job.
+    let jobs = proptest::collection::vec((0i32..4, arb_constraints()), 1..5);
+    (machines, jobs)
+        .prop_flat_map(|(machines, jobs)| {
+            let njobs = jobs.len();
+            let task = (0..njobs, 0i64..5, 0u64..=1500, 0u64..=1500, 0u64..=256);
+            (
+                Just(machines),
+                Just(jobs),
+                proptest::collection::vec(task, 0..40),
+            )
+        })
+        .prop_flat_map(|(machines, jobs, raw)| {
+            let jobs: Vec<(i32, Arc<[Constraint]>)> =
+                jobs.into_iter().map(|(p, c)| (p, Arc::from(c))).collect();
+            let tasks: Vec<PendingTask> = raw
+                .into_iter()
+                .enumerate()
+                .map(|(n, (job, age, cpu, mem_mi, disk_mi))| PendingTask {
+                    id: TaskId(uuid(n as u128 + 1)),
+                    job_id: JobId(uuid(900 + job as u128)),
+                    priority: jobs[job].0,
+                    created_at: t0() - chrono::Duration::seconds(age),
+                    request: cap(cpu, mem_mi * MI, disk_mi * MI),
+                    constraints: jobs[job].1.clone(),
+                })
+                .collect();
+            (Just(machines), Just(tasks).prop_shuffle())
+        })
+        .prop_map(|(machines, tasks)| Case { machines, tasks })
+}
+
+fn matches_all(t: &PendingTask, m: &Machine) -> bool {
+    t.constraints.iter().all(|c| c.matches(&m.labels))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn placement_invariants(case in arb_case()) {
+        let snapshot = snap(case.machines.clone());
+        let decisions = place(&snapshot, &case.tasks);
+        let by_id: HashMap<TaskId, &PendingTask> = case.tasks.iter().map(|t| (t.id, t)).collect();
+        let index: HashMap<MachineId, usize> =
+            case.machines.iter().enumerate().map(|(i, m)| (m.id, i)).collect();
+
+        // Every task decided exactly once.
+        let mut decided = HashSet::new();
+        for d in &decisions {
+            prop_assert!(decided.insert(d.task()), "task decided twice: {:?}", d);
+        }
+        prop_assert_eq!(decided.len(), case.tasks.len());
+
+        let mut placed_on: HashMap<TaskId, usize> = HashMap::new();
+        let mut used: Vec<Capacity> = case.machines.iter().map(|m| m.used).collect();
+        for d in &decisions {
+            match d {
+                Decision::Place { task, machine } => {
+                    let t = by_id[task];
+                    let i = index[machine];
+                    prop_assert!(matches_all(t, &case.machines[i]), "constraints broken: {:?}", d);
+                    used[i] = crate::snapshot::add(&used[i], &t.request);
+                    placed_on.insert(*task, i);
+                }
+                Decision::Unplaceable { reason, .. } => {
+                    prop_assert!(!reason.trim().is_empty());
+                }
+            }
+        }
+        // Never over-commit: what was already there plus the batch fits the capacity
+        // (machines generated with used <= capacity).
+        for (i, m) in case.machines.iter().enumerate() {
+            prop_assert!(fits(&used[i], &m.capacity), "{} over-committed: {:?} > {:?}", m.name, used[i], m.capacity);
+        }
+
+        // Priority order: an unplaceable task did not fit even with only the tasks
+        // ahead of it in the queue placed; lower ones never took its room.
+        let mut queue: Vec<&PendingTask> = case.tasks.iter().collect();
+        queue.sort_by(|a, b| a.queue_cmp(b));
+        let mut free: Vec<Capacity> = case.machines.iter().map(Machine::free).collect();
+        for t in queue {
+            match placed_on.get(&t.id) {
+                Some(&i) => free[i] = sub(&free[i], &t.request),
+                None => {
+                    for (i, m) in case.machines.iter().enumerate() {
+                        prop_assert!(
+                            !(matches_all(t, m) && fits(&t.request, &free[i])),
+                            "task {} left unplaced but fits on {} given only higher-priority placements",
+                            t.id, m.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn input_order_does_not_matter(case in arb_case()) {
+        let snapshot = snap(case.machines.clone());
+        let a = place(&snapshot, &case.tasks);
+        let mut reversed = case.tasks.clone();
+        reversed.reverse();
+        let b = place(&snapshot, &reversed);
+        prop_assert_eq!(a, b);
+    }
+}

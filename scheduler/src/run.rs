@@ -1,0 +1,236 @@
+//! The scheduler loop: wait for `borg_pending` (or the interval), then make a
+//! pass over the pending queue. A pass walks the queue in pages of
+//! `batch_size` (highest priority first), each page being read, placed and
+//! committed on its own against a fresh capacity snapshot, so a head of
+//! unplaceable tasks can neither starve the tasks behind it nor make us spin.
+
+use crate::commit::{commit, write_reasons};
+use crate::place::{place, Decision};
+use crate::snapshot::{read_machines, read_pending, PendingTask, QueueKey};
+use crate::Config;
+use anyhow::Context;
+use borg_shared::{MachineId, TaskId};
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// The channel the master notifies when tasks become pending or machines register.
+pub const PENDING_CHANNEL: &str = "borg_pending";
+
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(2);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Figures of one pass, logged with it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassStats {
+    /// Pending tasks read (all pages).
+    pub pending: usize,
+    pub placed: usize,
+    pub unplaceable: usize,
+    /// Placements dropped at commit because another writer got there first.
+    pub lost_races: usize,
+    /// Pages (transactions) in the pass.
+    pub batches: usize,
+    /// Pending reasons that changed.
+    pub reasons_written: u64,
+}
+
+/// Run the scheduler until `shutdown` is cancelled. A batch in flight is
+/// finished (or rolled back by Postgres) before returning. Database errors,
+/// including a schema that is not there yet, are logged and retried.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let pool = PgPoolOptions::new()
+        .max_connections(3)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(&config.database_url)
+        .context("--database-url is not a usable postgres URL")?;
+    tracing::info!(
+        scheduler = %config.name,
+        interval = %humantime::format_duration(config.interval),
+        batch_size = config.batch_size,
+        "scheduler starting"
+    );
+
+    let mut listener: Option<PgListener> = None;
+    let mut pass_no: u64 = 0;
+    let mut healthy = true;
+    while !shutdown.is_cancelled() {
+        // LISTEN before the pass, so nothing notified after the pass read the
+        // queue is missed. While the database is unreachable, don't spend the
+        // pool's acquire timeout on the listener as well: the interval wakes us.
+        if listener.is_none() && healthy {
+            listener = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                l = tokio::time::timeout(LISTEN_TIMEOUT, listen(&pool)) => l.ok().flatten(),
+            };
+        }
+        pass_no += 1;
+        let span = tracing::info_span!("pass", scheduler = %config.name, pass = pass_no);
+        let started = Instant::now();
+        let pass = pass(&pool, &config, &shutdown).instrument(span.clone());
+        tokio::pin!(pass);
+        let result = tokio::select! {
+            r = &mut pass => r,
+            // The pass stops between batches once cancelled; a batch stuck on an
+            // unreachable database is abandoned after a grace period (its
+            // transaction never commits, so nothing is half-written).
+            _ = shutdown.cancelled() => match tokio::time::timeout(SHUTDOWN_GRACE, &mut pass).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(scheduler = %config.name, "pass abandoned at shutdown");
+                    break;
+                }
+            },
+        };
+        healthy = result.is_ok();
+        let ms = started.elapsed().as_millis() as u64;
+        let again = span.in_scope(|| match result {
+            Ok(s) => {
+                log_pass(&config.name, &s, ms);
+                // Lost races with progress made: the losers may fit elsewhere now; retry at once.
+                s.lost_races > 0 && s.placed > 0
+            }
+            Err(e) if is_missing_schema(&e) => {
+                tracing::warn!(
+                    scheduler = %config.name,
+                    "the schema is not there yet (the master runs the migrations): {e:#}; retrying"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!(scheduler = %config.name, "pass failed, retrying: {e:#}");
+                false
+            }
+        });
+        if again {
+            continue;
+        }
+
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(config.interval) => {}
+            woke = notified(&mut listener) => if let Err(e) = woke {
+                tracing::warn!(scheduler = %config.name, "LISTEN {PENDING_CHANNEL} failed, relying on the interval: {e:#}");
+                listener = None;
+            }
+        }
+    }
+    drop(listener);
+    pool.close().await;
+    tracing::info!(scheduler = %config.name, "scheduler stopped");
+    Ok(())
+}
+
+fn log_pass(scheduler: &str, s: &PassStats, ms: u64) {
+    // Quiet passes are the norm every interval; keep them out of the default log.
+    if s.placed > 0 || s.lost_races > 0 || s.reasons_written > 0 {
+        tracing::info!(
+            scheduler,
+            pending = s.pending,
+            placed = s.placed,
+            unplaceable = s.unplaceable,
+            lost_races = s.lost_races,
+            batches = s.batches,
+            reasons_written = s.reasons_written,
+            ms,
+            "pass"
+        );
+    } else {
+        tracing::debug!(
+            scheduler,
+            pending = s.pending,
+            placed = s.placed,
+            unplaceable = s.unplaceable,
+            lost_races = s.lost_races,
+            batches = s.batches,
+            reasons_written = s.reasons_written,
+            ms,
+            "pass"
+        );
+    }
+}
+
+async fn listen(pool: &PgPool) -> Option<PgListener> {
+    let attempt = async {
+        let mut l = PgListener::connect_with(pool).await?;
+        l.listen(PENDING_CHANNEL).await?;
+        Ok::<_, sqlx::Error>(l)
+    };
+    match attempt.await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::debug!("cannot LISTEN {PENDING_CHANNEL} yet: {e}");
+            None
+        }
+    }
+}
+
+/// Resolves on a notification (or a reconnect, after which some may have been
+/// missed); never resolves without a listener, leaving the interval to wake us.
+async fn notified(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
+    match listener {
+        Some(l) => {
+            l.try_recv().await?;
+            // Coalesce a burst: one pass serves them all.
+            while l.next_buffered().is_some() {}
+            Ok(())
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Undefined table / type: the master has not migrated this database yet.
+fn is_missing_schema(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|e| e.as_database_error())
+            .and_then(|d| d.code())
+            .is_some_and(|c| c == "42P01" || c == "42704")
+    })
+}
+
+/// One walk over the pending queue.
+async fn pass(
+    pool: &PgPool,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<PassStats> {
+    let mut stats = PassStats::default();
+    let mut after: Option<QueueKey> = None;
+    loop {
+        let snapshot = read_machines(pool).await?;
+        let page = read_pending(pool, after.as_ref(), config.batch_size).await?;
+        stats.batches += 1;
+        stats.pending += page.rows;
+
+        let decisions = place(&snapshot, &page.tasks);
+        let by_id: HashMap<TaskId, &PendingTask> = page.tasks.iter().map(|t| (t.id, t)).collect();
+        let mut placements: Vec<(TaskId, MachineId)> = Vec::new();
+        let mut reasons: Vec<(TaskId, String)> = page.unreadable.clone();
+        for d in decisions {
+            match d {
+                Decision::Place { task, machine } => placements.push((task, machine)),
+                Decision::Unplaceable { task, reason } => reasons.push((task, reason)),
+            }
+        }
+        stats.unplaceable += reasons.len();
+
+        let committed = commit(pool, &config.name, &by_id, &placements).await?;
+        stats.placed += committed.placed.len();
+        stats.lost_races += committed.lost_races;
+        for p in &committed.placed {
+            tracing::debug!(task = %p.task, job = %p.job, attempt = %p.attempt, machine = %p.machine, "placed");
+        }
+        stats.reasons_written += write_reasons(pool, &reasons).await?;
+
+        let full = page.rows >= config.batch_size as usize;
+        if !full || shutdown.is_cancelled() {
+            return Ok(stats);
+        }
+        after = page.last;
+    }
+}

@@ -1,0 +1,285 @@
+//! What the scheduler knows at the start of a batch: every `up` machine with the
+//! resources its live attempts hold, and a page of the pending queue. Read
+//! without locks; `commit` re-checks everything it relies on.
+
+use anyhow::Context;
+use borg_shared::spec::Constraint;
+use borg_shared::wire::Capacity;
+use borg_shared::{Bytes, JobId, MachineId, MilliCpu, TaskId};
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::PgPool;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// The machines a batch may place on.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Only machines in state `up`.
+    pub machines: Vec<Machine>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub id: MachineId,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: Capacity,
+    /// Sum of the requests of the live attempts (assigned, starting, running) here.
+    pub used: Capacity,
+}
+
+impl Machine {
+    /// What is left; never negative even if the machine shrank under its attempts.
+    pub fn free(&self) -> Capacity {
+        sub(&self.capacity, &self.used)
+    }
+}
+
+/// A task waiting for a machine.
+#[derive(Debug, Clone)]
+pub struct PendingTask {
+    pub id: TaskId,
+    pub job_id: JobId,
+    pub priority: i32,
+    pub created_at: DateTime<Utc>,
+    pub request: Capacity,
+    /// The job's constraints, shared by all of its tasks.
+    pub constraints: Arc<[Constraint]>,
+}
+
+impl PendingTask {
+    /// Queue order: higher priority first, then older, then by id so the order is total.
+    pub fn queue_cmp(&self, other: &PendingTask) -> Ordering {
+        other
+            .priority
+            .cmp(&self.priority)
+            .then(self.created_at.cmp(&other.created_at))
+            .then(self.id.cmp(&other.id))
+    }
+
+    fn key(&self) -> QueueKey {
+        QueueKey {
+            priority: self.priority,
+            created_at: self.created_at,
+            id: self.id,
+        }
+    }
+}
+
+/// Does `free` hold `request` on every dimension?
+pub fn fits(request: &Capacity, free: &Capacity) -> bool {
+    request.cpu <= free.cpu && request.memory <= free.memory && request.disk <= free.disk
+}
+
+/// `a - b` per dimension, floored at zero.
+pub fn sub(a: &Capacity, b: &Capacity) -> Capacity {
+    Capacity {
+        cpu: MilliCpu(a.cpu.0.saturating_sub(b.cpu.0)),
+        memory: Bytes(a.memory.0.saturating_sub(b.memory.0)),
+        disk: Bytes(a.disk.0.saturating_sub(b.disk.0)),
+    }
+}
+
+/// `a + b` per dimension.
+pub fn add(a: &Capacity, b: &Capacity) -> Capacity {
+    Capacity {
+        cpu: MilliCpu(a.cpu.0.saturating_add(b.cpu.0)),
+        memory: Bytes(a.memory.0.saturating_add(b.memory.0)),
+        disk: Bytes(a.disk.0.saturating_add(b.disk.0)),
+    }
+}
+
+/// Columns are BIGINT with `CHECK (>= 0)`; clamp anyway rather than wrap.
+pub(crate) fn capacity_from_db(cpu: i64, memory: i64, disk: i64) -> Capacity {
+    Capacity {
+        cpu: MilliCpu(cpu.max(0) as u64),
+        memory: Bytes(memory.max(0) as u64),
+        disk: Bytes(disk.max(0) as u64),
+    }
+}
+
+// ---------- reading ----------
+
+#[derive(sqlx::FromRow)]
+struct MachineRow {
+    id: MachineId,
+    name: String,
+    labels: Json<serde_json::Value>,
+    cpu_milli: i64,
+    memory: i64,
+    disk: i64,
+    used_cpu: i64,
+    used_memory: i64,
+    used_disk: i64,
+}
+
+/// Every `up` machine with its free capacity, ordered by name.
+pub async fn read_machines(pool: &PgPool) -> anyhow::Result<Snapshot> {
+    let rows: Vec<MachineRow> = sqlx::query_as(
+        "SELECT m.id, m.name, m.labels, m.cpu_milli, m.memory, m.disk,
+                COALESCE(u.cpu_milli, 0)::bigint AS used_cpu,
+                COALESCE(u.memory, 0)::bigint AS used_memory,
+                COALESCE(u.disk, 0)::bigint AS used_disk
+         FROM machines m
+         LEFT JOIN (
+             SELECT machine_id, sum(cpu_milli) AS cpu_milli, sum(memory) AS memory, sum(disk) AS disk
+             FROM attempts
+             WHERE state IN ('assigned', 'starting', 'running')
+             GROUP BY machine_id
+         ) u ON u.machine_id = m.id
+         WHERE m.state = 'up'
+         ORDER BY m.name",
+    )
+    .fetch_all(pool)
+    .await
+    .context("reading machines")?;
+    let machines = rows
+        .into_iter()
+        .map(|r| Machine {
+            id: r.id,
+            labels: labels_from_json(&r.name, r.labels.0),
+            name: r.name,
+            capacity: capacity_from_db(r.cpu_milli, r.memory, r.disk),
+            used: capacity_from_db(r.used_cpu, r.used_memory, r.used_disk),
+        })
+        .collect();
+    Ok(Snapshot { machines })
+}
+
+/// Labels are a JSON object of strings; a number or bool is matched by its text
+/// so `{"rack": 3}` still satisfies `rack = 3`. Anything else is ignored.
+fn labels_from_json(machine: &str, value: serde_json::Value) -> BTreeMap<String, String> {
+    let serde_json::Value::Object(map) = value else {
+        tracing::warn!(
+            machine,
+            "machine labels are not a JSON object; ignoring them"
+        );
+        return BTreeMap::new();
+    };
+    map.into_iter()
+        .filter_map(|(k, v)| match v {
+            serde_json::Value::String(s) => Some((k, s)),
+            serde_json::Value::Number(n) => Some((k, n.to_string())),
+            serde_json::Value::Bool(b) => Some((k, b.to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Where the previous page of the pending queue ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueKey {
+    pub priority: i32,
+    pub created_at: DateTime<Utc>,
+    pub id: TaskId,
+}
+
+/// One page of the pending queue.
+#[derive(Debug, Default)]
+pub struct PendingPage {
+    /// In queue order.
+    pub tasks: Vec<PendingTask>,
+    /// Tasks whose job's constraints could not be read, with the reason to show.
+    pub unreadable: Vec<(TaskId, String)>,
+    /// Rows read (tasks + unreadable): a full page means there may be more.
+    pub rows: usize,
+    /// Key of the last row, to continue from.
+    pub last: Option<QueueKey>,
+}
+
+#[derive(sqlx::FromRow)]
+struct TaskRow {
+    id: TaskId,
+    job_id: JobId,
+    priority: i32,
+    created_at: DateTime<Utc>,
+    cpu_milli: i64,
+    memory: i64,
+    disk: i64,
+}
+
+/// Up to `limit` schedulable pending tasks after `after` in queue order: not
+/// backing off (`not_before`) and of a job that is still live.
+pub async fn read_pending(
+    pool: &PgPool,
+    after: Option<&QueueKey>,
+    limit: u32,
+) -> anyhow::Result<PendingPage> {
+    let rows: Vec<TaskRow> = sqlx::query_as(
+        "SELECT t.id, t.job_id, t.priority, t.created_at, t.cpu_milli, t.memory, t.disk
+         FROM tasks t
+         JOIN jobs j ON j.id = t.job_id
+         WHERE t.state = 'pending'
+           AND (t.not_before IS NULL OR t.not_before <= now())
+           AND j.state IN ('pending', 'running')
+           AND ($1::integer IS NULL
+                OR t.priority < $1
+                OR (t.priority = $1 AND (t.created_at, t.id) > ($2::timestamptz, $3::uuid)))
+         ORDER BY t.priority DESC, t.created_at, t.id
+         LIMIT $4",
+    )
+    .bind(after.map(|k| k.priority))
+    .bind(after.map(|k| k.created_at))
+    .bind(after.map(|k| k.id))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await
+    .context("reading pending tasks")?;
+
+    let mut job_ids: Vec<JobId> = rows.iter().map(|r| r.job_id).collect();
+    job_ids.sort();
+    job_ids.dedup();
+    let constraints = read_constraints(pool, &job_ids).await?;
+
+    let mut page = PendingPage {
+        rows: rows.len(),
+        ..PendingPage::default()
+    };
+    for r in rows {
+        let task = PendingTask {
+            id: r.id,
+            job_id: r.job_id,
+            priority: r.priority,
+            created_at: r.created_at,
+            request: capacity_from_db(r.cpu_milli, r.memory, r.disk),
+            constraints: Arc::from(Vec::new()),
+        };
+        page.last = Some(task.key());
+        match constraints.get(&r.job_id) {
+            Some(Ok(c)) => page.tasks.push(PendingTask {
+                constraints: c.clone(),
+                ..task
+            }),
+            Some(Err(e)) => page.unreadable.push((r.id, e.clone())),
+            // The job vanished between the two reads (deleted): skip; it is gone next pass.
+            None => {}
+        }
+    }
+    Ok(page)
+}
+
+type JobConstraints = HashMap<JobId, Result<Arc<[Constraint]>, String>>;
+
+/// The constraints of each job, read once per job rather than once per task.
+async fn read_constraints(pool: &PgPool, jobs: &[JobId]) -> anyhow::Result<JobConstraints> {
+    let rows: Vec<(JobId, Option<Json<serde_json::Value>>)> =
+        sqlx::query_as("SELECT id, spec->'constraints' FROM jobs WHERE id = ANY($1)")
+            .bind(jobs)
+            .fetch_all(pool)
+            .await
+            .context("reading job constraints")?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, value)| {
+            let parsed = match value.map(|j| j.0) {
+                None | Some(serde_json::Value::Null) => Ok(Arc::from(Vec::new())),
+                Some(v) => serde_json::from_value::<Vec<Constraint>>(v)
+                    .map(Arc::from)
+                    .map_err(|e| format!("cannot read the job's constraints: {e}")),
+            };
+            (id, parsed)
+        })
+        .collect())
+}

@@ -1,0 +1,266 @@
+//! One scheduler against a real Postgres: what a pass writes, what it leaves
+//! alone, and how it wakes.
+
+mod common;
+
+use borg_shared::{MachineId, TaskId};
+use common::*;
+use sqlx::postgres::PgListener;
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_places_what_fits_and_explains_the_rest() {
+    let (url, pool) = fresh_pool().await;
+    let m1 = MachineBuilder::new("m1")
+        .cpu(2000)
+        .mem(4 * GI)
+        .label("zone", "a")
+        .insert(&pool)
+        .await;
+    let m2 = MachineBuilder::new("m2")
+        .cpu(1000)
+        .mem(2 * GI)
+        .label("zone", "b")
+        .insert(&pool)
+        .await;
+    let drained = MachineBuilder::new("m3")
+        .cpu(64_000)
+        .mem(256 * GI)
+        .state("draining")
+        .insert(&pool)
+        .await;
+
+    // Decided first (highest priority). Its reason follows the cluster: after the
+    // placements below, m1 keeps 4Gi - 2 x 512Mi - 64Mi.
+    let (_, big) = JobBuilder::new("big")
+        .priority(300)
+        .mem(64 * GI)
+        .insert(&pool)
+        .await;
+    let (_, web) = JobBuilder::new("web")
+        .replicas(3)
+        .cpu(500)
+        .mem(512 * MI)
+        .insert(&pool)
+        .await;
+    let (_, not_b) = JobBuilder::new("not-b")
+        .cpu(250)
+        .constraint("zone", "!=", Some("b"))
+        .insert(&pool)
+        .await;
+    let (_, nowhere) = JobBuilder::new("nowhere")
+        .constraint("zone", "=", Some("z"))
+        .insert(&pool)
+        .await;
+    let (_, backing_off) = JobBuilder::new("backoff")
+        .not_before(3600)
+        .insert(&pool)
+        .await;
+    let (_, dead_job) = JobBuilder::new("dead").state("killed").insert(&pool).await;
+
+    let s = start(&url, "sched-a", Duration::from_millis(100), 1000);
+    wait_until("the feasible tasks are assigned", DEADLINE, || async {
+        count(&pool, "SELECT count(*) FROM tasks WHERE state = 'assigned'").await == 4
+    })
+    .await;
+    wait_until("the reasons are written", DEADLINE, || async {
+        task_state(&pool, big[0]).await.1.is_some()
+            && task_state(&pool, nowhere[0]).await.1.is_some()
+    })
+    .await;
+    // Two more passes: nothing else may move.
+    let seen = passes("sched-a").len();
+    wait_until("two more passes", DEADLINE, || async {
+        passes("sched-a").len() >= seen + 2
+    })
+    .await;
+    s.stop().await;
+
+    assert_eq!(
+        task_state(&pool, big[0]).await,
+        (
+            "pending".to_string(),
+            Some("no machine has 64Gi free memory (most free: 2.9Gi on m1)".to_string())
+        )
+    );
+    assert_eq!(
+        task_state(&pool, nowhere[0]).await.1.as_deref(),
+        Some("no up machine matches zone = z")
+    );
+    // Backing off and killed-job tasks are left completely alone.
+    for t in [backing_off[0], dead_job[0]] {
+        assert_eq!(task_state(&pool, t).await, ("pending".to_string(), None));
+    }
+
+    // Attempts: one per placed task, copying its request, on an up machine.
+    #[derive(sqlx::FromRow)]
+    struct Placed {
+        task: TaskId,
+        machine: MachineId,
+        state: String,
+        cpu: i64,
+        memory: i64,
+        disk: i64,
+        task_cpu: i64,
+        task_memory: i64,
+        runs: i32,
+        reason: Option<String>,
+    }
+    let rows: Vec<Placed> = sqlx::query_as(
+        "SELECT t.id AS task, a.machine_id AS machine, a.state::text AS state,
+                a.cpu_milli AS cpu, a.memory, a.disk,
+                t.cpu_milli AS task_cpu, t.memory AS task_memory, t.runs, t.reason
+         FROM tasks t JOIN attempts a ON a.id = t.attempt_id AND a.task_id = t.id
+         WHERE t.state = 'assigned'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in &rows {
+        assert_eq!(r.state, "assigned");
+        assert_eq!(
+            (r.cpu, r.memory, r.disk),
+            (r.task_cpu, r.task_memory, 0),
+            "attempt copies the request of {}",
+            r.task
+        );
+        assert_eq!(r.runs, 1);
+        assert_eq!(r.reason, None);
+        assert_ne!(r.machine, drained, "placed on a draining machine");
+    }
+    let machine_of = |t: TaskId| rows.iter().find(|r| r.task == t).map(|r| r.machine);
+    assert_eq!(machine_of(not_b[0]), Some(m1), "zone != b must land on m1");
+    assert!(web.iter().all(|t| machine_of(*t).is_some()));
+    // Spread: m2 (1 cpu) can take one 500m task; worst-fit uses both machines.
+    assert!(web.iter().any(|t| machine_of(*t) == Some(m2)));
+
+    // Events: exactly one pending -> assigned per attempt, saying where and by whom.
+    let events: Vec<(TaskId, String)> = sqlx::query_as(
+        "SELECT e.task_id, e.reason FROM events e
+         JOIN attempts a ON a.id = e.attempt_id AND a.task_id = e.task_id AND a.machine_id = e.machine_id
+         JOIN tasks t ON t.id = e.task_id AND t.job_id = e.job_id
+         WHERE e.from_state = 'pending' AND e.to_state = 'assigned'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(events.len(), 4);
+    assert_eq!(count(&pool, "SELECT count(*) FROM events").await, 4);
+    for (task, reason) in events {
+        let on = if machine_of(task) == Some(m1) {
+            "m1"
+        } else {
+            "m2"
+        };
+        assert_eq!(reason, format!("placed on {on} by sched-a"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wakes_on_borg_pending_and_announces_borg_placed() {
+    let (url, pool) = fresh_pool().await;
+    let mut placed = PgListener::connect_with(&pool).await.unwrap();
+    placed.listen("borg_placed").await.unwrap();
+
+    // An hour between passes: only the notification can wake it in time.
+    let s = start(&url, "sched-wake", Duration::from_secs(3600), 1000);
+    wait_until("the first pass", DEADLINE, || async {
+        !passes("sched-wake").is_empty()
+    })
+    .await;
+
+    let m = MachineBuilder::new("m1").insert(&pool).await;
+    let (_, tasks) = JobBuilder::new("late").replicas(2).insert(&pool).await;
+    sqlx::query("SELECT pg_notify('borg_pending', '')")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let note = tokio::time::timeout(DEADLINE, placed.recv())
+        .await
+        .expect("no borg_placed notification")
+        .unwrap();
+    assert_eq!(note.payload(), m.to_string());
+    for t in tasks {
+        assert_eq!(task_state(&pool, t).await.0, "assigned");
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_for_the_schema_instead_of_crashing() {
+    let (url, pool) = fresh_pool().await;
+    sqlx::raw_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let s = start(&url, "sched-early", Duration::from_millis(50), 1000);
+    wait_until("two passes that find no schema", DEADLINE, || async {
+        logged("sched-early")
+            .iter()
+            .filter(|l| l.message.contains("schema is not there yet"))
+            .count()
+            >= 2
+    })
+    .await;
+    assert!(!s.is_finished(), "run() gave up on a missing schema");
+
+    devpg::testing::MIGRATOR.run(&pool).await.unwrap();
+    MachineBuilder::new("m1").insert(&pool).await;
+    let (_, tasks) = JobBuilder::new("first").insert(&pool).await;
+    wait_until("placed once the schema exists", DEADLINE, || async {
+        task_state(&pool, tasks[0]).await.0 == "assigned"
+    })
+    .await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walks_the_whole_queue_past_an_unplaceable_head() {
+    let (url, pool) = fresh_pool().await;
+    MachineBuilder::new("m1").cpu(1000).insert(&pool).await;
+    // 25 high-priority tasks that never fit, then small ones behind them.
+    JobBuilder::new("huge")
+        .priority(900)
+        .replicas(25)
+        .cpu(5000)
+        .insert(&pool)
+        .await;
+    let (_, small) = JobBuilder::new("small")
+        .priority(10)
+        .replicas(4)
+        .insert(&pool)
+        .await;
+
+    // Pages of 10: the small tasks are on the third page.
+    let s = start(&url, "sched-pages", Duration::from_millis(100), 10);
+    wait_until("the small tasks are placed", DEADLINE, || async {
+        count(&pool, "SELECT count(*) FROM tasks WHERE state = 'assigned'").await == 4
+    })
+    .await;
+    let seen = passes("sched-pages").len();
+    wait_until("two more passes", DEADLINE, || async {
+        passes("sched-pages").len() >= seen + 2
+    })
+    .await;
+    s.stop().await;
+
+    for t in small {
+        assert_eq!(task_state(&pool, t).await.0, "assigned");
+    }
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM tasks WHERE state = 'pending' AND reason LIKE 'no machine has 5 free cpu%'").await,
+        25
+    );
+    let last = passes("sched-pages").pop().unwrap();
+    assert_eq!(
+        last.num("batches"),
+        3,
+        "a quiet pass still reads every page: {last:?}"
+    );
+    assert_eq!(last.num("pending"), 25);
+}
