@@ -218,3 +218,70 @@ async fn killed_job_stops_its_attempts_through_the_sync() {
         "{reasons:?}"
     );
 }
+
+#[tokio::test]
+async fn concurrent_reports_from_two_machines_finish_the_job() {
+    let app = spawn_app().await;
+    let store = &app.store;
+    let m1 = machine(store).await;
+    let (m2, _) = store
+        .register_machine(&RegisterMachine {
+            name: "m2".into(),
+            address: "http://127.0.0.1:1".into(),
+            capacity: Capacity {
+                cpu: MilliCpu(4000),
+                memory: Bytes(8 << 30),
+                disk: Bytes(0),
+            },
+            labels: Default::default(),
+        })
+        .await
+        .unwrap();
+    let m2 = m2.id;
+    // Many rounds: the lost update only shows when the two transactions overlap.
+    for round in 0..15 {
+        let name = format!("pair-{round}");
+        submit(
+            store,
+            &format!(
+                r#"{{"name": "{name}", "replicas": 2, "task": {{"command": ["/bin/true"]}}}}"#
+            ),
+        )
+        .await;
+        // Task 0 on m1, task 1 on m2.
+        for (index, m) in [(0, m1), (1, m2)] {
+            sqlx::query(
+                "WITH p AS (SELECT t.id, gen_random_uuid() AS aid FROM tasks t JOIN jobs j ON j.id = t.job_id
+                            WHERE j.name = $2 AND t.index = $3),
+                      a AS (INSERT INTO attempts (id, task_id, machine_id, state, cpu_milli, memory, disk)
+                            SELECT p.aid, p.id, $1, 'running', 1, 1, 0 FROM p)
+                 UPDATE tasks SET state = 'running', attempt_id = p.aid, runs = 1 FROM p WHERE tasks.id = p.id",
+            )
+            .bind(m)
+            .bind(&name)
+            .bind(index)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+        let (w1, _) = store.desired_attempts(m1).await.unwrap();
+        let (w2, _) = store.desired_attempts(m2).await.unwrap();
+        let (a1, a2) = (w1[0].id, w2[0].id);
+        let (e1, e2) = (
+            [report(a1, AttemptPhase::Exited, Some(0))],
+            [report(a2, AttemptPhase::Exited, Some(0))],
+        );
+        let (r1, r2) = tokio::join!(
+            store.apply_report(m1, "m1", std::slice::from_ref(&a1), &e1),
+            store.apply_report(m2, "m2", std::slice::from_ref(&a2), &e2),
+        );
+        r1.unwrap();
+        r2.unwrap();
+        let state: String = sqlx::query_scalar("SELECT state::text FROM jobs WHERE name = $1")
+            .bind(&name)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(state, "succeeded", "round {round}");
+    }
+}

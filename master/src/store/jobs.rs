@@ -173,7 +173,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let job: Option<(JobId, JobState)> = sqlx::query_as(
             "SELECT id, state FROM jobs WHERE name = $1
-             ORDER BY (state IN ('pending', 'running')) DESC, created_at DESC LIMIT 1 FOR UPDATE",
+             ORDER BY (state IN ('pending', 'running')) DESC, created_at DESC LIMIT 1 FOR NO KEY UPDATE",
         )
         .bind(name)
         .fetch_optional(&mut *tx)
@@ -262,7 +262,7 @@ pub(super) async fn refresh_job_states(
                               count(*) FILTER (WHERE t.state = 'running') AS running
                        FROM tasks t WHERE t.job_id = j.id) c ON true
          WHERE j.id = ANY($1) AND j.state IN ('pending', 'running')
-         ORDER BY j.id FOR UPDATE OF j",
+         ORDER BY j.id FOR NO KEY UPDATE OF j",
     )
     .bind(jobs.iter().map(|j| j.0).collect::<Vec<_>>())
     .fetch_all(&mut **tx)

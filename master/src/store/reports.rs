@@ -120,6 +120,11 @@ impl Store {
     }
 
     /// Apply a borglet's report. `sent` are the attempts the request listed as wanted.
+    ///
+    /// Lock order is job → attempt → task everywhere a job's state may follow,
+    /// so reports from two machines about one job serialize instead of each
+    /// missing the other's change (or deadlocking). Most polls change nothing
+    /// and take no lock at all.
     pub async fn apply_report(
         &self,
         machine: MachineId,
@@ -128,133 +133,193 @@ impl Store {
         reports: &[AttemptReport],
     ) -> anyhow::Result<ApplyOutcome> {
         let mut out = ApplyOutcome::default();
-        let mut tx = self.pool.begin().await?;
-        let reported: Vec<uuid::Uuid> = reports.iter().map(|r| r.id.0).collect();
-        let rows: Vec<AttemptRow> = sqlx::query_as(
-            "SELECT a.id, a.state, a.stop_reason, a.task_id, t.job_id, t.state AS task_state,
-                    t.attempt_id AS task_attempt, t.runs, t.max_runs, j.kind,
-                    j.state IN ('pending', 'running') AS job_live, j.spec
-             FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
-             WHERE a.machine_id = $1
-               AND (a.id = ANY($2) OR a.state IN ('assigned', 'starting', 'running'))
-             ORDER BY t.id
-             FOR UPDATE OF a, t",
-        )
-        .bind(machine)
-        .bind(&reported)
-        .fetch_all(&mut *tx)
-        .await?;
-        let by_id: HashMap<AttemptId, &AttemptRow> = rows.iter().map(|r| (r.id, r)).collect();
         let sent: HashSet<AttemptId> = sent.iter().copied().collect();
-        let mut touched_jobs: Vec<JobId> = Vec::new();
+        let by_report: HashMap<AttemptId, &AttemptReport> =
+            reports.iter().map(|r| (r.id, r)).collect();
+        let reported: Vec<uuid::Uuid> = reports.iter().map(|r| r.id.0).collect();
 
-        for report in reports {
-            let finished = matches!(
-                report.phase,
-                AttemptPhase::Exited | AttemptPhase::FailedToStart
-            );
-            let Some(row) = by_id.get(&report.id) else {
-                // Unknown here (another cell's, or long gone): it is not wanted, so the
-                // borglet stops it; once finished it may be forgotten.
-                if finished {
-                    out.ack.push(report.id);
-                }
-                continue;
-            };
-            if row.state.is_terminal() {
-                if finished {
-                    out.ack.push(report.id);
-                }
-                continue;
-            }
-            if finished {
-                let (to, reason) = final_state(row, report);
-                finish_attempt(&mut tx, row, report, to, &reason).await?;
-                if let Some(requeued) = end_task(&mut tx, row, machine, to, &reason).await? {
-                    out.requeued += usize::from(requeued);
-                }
-                out.ack.push(report.id);
-                out.changed += 1;
-                touched_jobs.push(row.job_id);
-            } else if matches!(row.state, TaskState::Assigned | TaskState::Starting) {
-                sqlx::query(
-                    "UPDATE attempts SET state = 'running', pid = $2, started_at = $3 WHERE id = $1",
+        let rows = read_attempts(&self.pool, machine, &reported, false).await?;
+        // Attempts whose end is on record: already terminal, or ended below.
+        let mut ended: HashSet<AttemptId> = rows
+            .iter()
+            .filter(|r| r.state.is_terminal())
+            .map(|r| r.id)
+            .collect();
+        let mut jobs: Vec<JobId> = rows
+            .iter()
+            .filter(|r| {
+                !matches!(
+                    plan(r, by_report.get(&r.id).copied(), &sent, machine_name),
+                    Action::Nothing
                 )
-                .bind(row.id)
-                .bind(report.pid)
-                .bind(report.started_at.unwrap_or_else(Utc::now))
+            })
+            .map(|r| r.job_id)
+            .collect();
+        jobs.sort();
+        jobs.dedup();
+
+        if !jobs.is_empty() {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+                .bind(jobs.iter().map(|j| j.0).collect::<Vec<_>>())
                 .execute(&mut *tx)
                 .await?;
-                if row.task_attempt == Some(row.id) {
-                    let reason = format!("running on {machine_name}");
-                    move_task(
-                        &mut tx,
-                        TaskMove {
-                            job: row.job_id,
-                            task: row.task_id,
-                            attempt: Some(row.id),
-                            machine: Some(machine),
-                            from: row.task_state,
-                            to: TaskState::Running,
-                            reason: Some(&reason),
-                            backoff: None,
-                        },
-                    )
+            // Re-read under the locks: this statement sees everything committed before them.
+            let locked = read_attempts(&mut *tx, machine, &reported, true).await?;
+            for row in locked
+                .iter()
+                .filter(|r| jobs.binary_search(&r.job_id).is_ok())
+            {
+                let report = by_report.get(&row.id).copied();
+                match plan(row, report, &sent, machine_name) {
+                    Action::Nothing => {}
+                    Action::Running(report) => {
+                        mark_running(&mut tx, row, report, machine, machine_name).await?;
+                        out.changed += 1;
+                    }
+                    Action::End { to, reason, report } => {
+                        finish_attempt(&mut tx, row, report, to, &reason).await?;
+                        if end_task(&mut tx, row, machine, to, &reason).await? == Some(true) {
+                            out.requeued += 1;
+                        }
+                        out.changed += 1;
+                        ended.insert(row.id);
+                    }
+                }
+            }
+            refresh_job_states(&mut tx, &jobs).await?;
+            if out.requeued > 0 {
+                sqlx::query("SELECT pg_notify($1, 'retry')")
+                    .bind(CHANNEL_PENDING)
+                    .execute(&mut *tx)
                     .await?;
-                }
-                out.changed += 1;
-                touched_jobs.push(row.job_id);
             }
+            tx.commit().await?;
         }
 
-        // Live attempts the borglet does not know: it was told to stop them and
-        // they are gone, or it never got them (lost).
-        let known: HashSet<AttemptId> = reports.iter().map(|r| r.id).collect();
-        for row in &rows {
-            if known.contains(&row.id) || row.state.is_terminal() {
-                continue;
-            }
-            let (to, reason) = if let Some(stop) = &row.stop_reason {
-                (TaskState::Killed, stop.clone())
-            } else if sent.contains(&row.id) {
-                (
-                    TaskState::Lost,
-                    format!("the borglet on {machine_name} does not know this attempt"),
-                )
-            } else {
-                continue; // placed after this sync was prepared
-            };
-            sqlx::query(
-                "UPDATE attempts SET state = $2, reason = $3, finished_at = now() WHERE id = $1",
-            )
-            .bind(row.id)
-            .bind(to)
-            .bind(&reason)
-            .execute(&mut *tx)
-            .await?;
-            if let Some(requeued) = end_task(&mut tx, row, machine, to, &reason).await? {
-                out.requeued += usize::from(requeued);
-            }
-            out.changed += 1;
-            touched_jobs.push(row.job_id);
-        }
-
-        touched_jobs.sort();
-        touched_jobs.dedup();
-        refresh_job_states(&mut tx, &touched_jobs).await?;
-        if out.requeued > 0 {
-            sqlx::query("SELECT pg_notify($1, 'retry')")
-                .bind(CHANNEL_PENDING)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("UPDATE machines SET last_heard = now() WHERE id = $1")
-            .bind(machine)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        // Finished attempts whose end is on record (or that we never knew) may be forgotten.
+        let known: HashSet<AttemptId> = rows.iter().map(|r| r.id).collect();
+        out.ack = reports
+            .iter()
+            .filter(|r| matches!(r.phase, AttemptPhase::Exited | AttemptPhase::FailedToStart))
+            .filter(|r| ended.contains(&r.id) || !known.contains(&r.id))
+            .map(|r| r.id)
+            .collect();
+        self.touch_machine(machine).await?;
         Ok(out)
     }
+}
+
+/// What one attempt's report means for the store.
+enum Action<'a> {
+    Nothing,
+    /// Reported alive while we still had it as assigned/starting.
+    Running(&'a AttemptReport),
+    /// It ended: exited, failed to start, stopped on request, or vanished.
+    End {
+        to: TaskState,
+        reason: String,
+        report: Option<&'a AttemptReport>,
+    },
+}
+
+/// Decide, from the stored row and the borglet's report (if any), what changes. Pure.
+fn plan<'a>(
+    row: &AttemptRow,
+    report: Option<&'a AttemptReport>,
+    sent: &HashSet<AttemptId>,
+    machine_name: &str,
+) -> Action<'a> {
+    if row.state.is_terminal() {
+        return Action::Nothing;
+    }
+    match report {
+        Some(r) if matches!(r.phase, AttemptPhase::Exited | AttemptPhase::FailedToStart) => {
+            let (to, reason) = final_state(row, r);
+            Action::End {
+                to,
+                reason,
+                report: Some(r),
+            }
+        }
+        Some(r) if matches!(row.state, TaskState::Assigned | TaskState::Starting) => {
+            Action::Running(r)
+        }
+        Some(_) => Action::Nothing,
+        // Live here but unknown to the borglet: it was told to stop it and it is
+        // gone, or it never got it (lost). Attempts placed after this sync was
+        // prepared are neither.
+        None => match &row.stop_reason {
+            Some(stop) => Action::End {
+                to: TaskState::Killed,
+                reason: stop.clone(),
+                report: None,
+            },
+            None if sent.contains(&row.id) => Action::End {
+                to: TaskState::Lost,
+                reason: format!("the borglet on {machine_name} does not know this attempt"),
+                report: None,
+            },
+            None => Action::Nothing,
+        },
+    }
+}
+
+/// This machine's live attempts plus the reported ones, with their task and job.
+async fn read_attempts<'e, E: sqlx::PgExecutor<'e>>(
+    db: E,
+    machine: MachineId,
+    reported: &[uuid::Uuid],
+    lock: bool,
+) -> anyhow::Result<Vec<AttemptRow>> {
+    let sql = format!(
+        "SELECT a.id, a.state, a.stop_reason, a.task_id, t.job_id, t.state AS task_state,
+                t.attempt_id AS task_attempt, t.runs, t.max_runs, j.kind,
+                j.state IN ('pending', 'running') AS job_live, j.spec
+         FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
+         WHERE a.machine_id = $1
+           AND (a.id = ANY($2) OR a.state IN ('assigned', 'starting', 'running'))
+         ORDER BY a.id {}",
+        if lock { "FOR UPDATE OF a, t" } else { "" }
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(machine)
+        .bind(reported)
+        .fetch_all(db)
+        .await?)
+}
+
+async fn mark_running(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    row: &AttemptRow,
+    report: &AttemptReport,
+    machine: MachineId,
+    machine_name: &str,
+) -> anyhow::Result<()> {
+    sqlx::query("UPDATE attempts SET state = 'running', pid = $2, started_at = $3 WHERE id = $1")
+        .bind(row.id)
+        .bind(report.pid)
+        .bind(report.started_at.unwrap_or_else(Utc::now))
+        .execute(&mut **tx)
+        .await?;
+    if row.task_attempt == Some(row.id) {
+        let reason = format!("running on {machine_name}");
+        move_task(
+            tx,
+            TaskMove {
+                job: row.job_id,
+                task: row.task_id,
+                attempt: Some(row.id),
+                machine: Some(machine),
+                from: row.task_state,
+                to: TaskState::Running,
+                reason: Some(&reason),
+                backoff: None,
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// The attempt's final state and a human reason, from how it ended.
@@ -284,7 +349,7 @@ fn final_state(row: &AttemptRow, report: &AttemptReport) -> (TaskState, String) 
 async fn finish_attempt(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     row: &AttemptRow,
-    report: &AttemptReport,
+    report: Option<&AttemptReport>,
     to: TaskState,
     reason: &str,
 ) -> anyhow::Result<()> {
@@ -296,11 +361,11 @@ async fn finish_attempt(
     .bind(row.id)
     .bind(to)
     .bind(reason)
-    .bind(report.pid)
-    .bind(report.exit_code)
-    .bind(report.signal)
-    .bind(report.started_at)
-    .bind(report.finished_at)
+    .bind(report.and_then(|r| r.pid))
+    .bind(report.and_then(|r| r.exit_code))
+    .bind(report.and_then(|r| r.signal))
+    .bind(report.and_then(|r| r.started_at))
+    .bind(report.and_then(|r| r.finished_at))
     .execute(&mut **tx)
     .await?;
     Ok(())
