@@ -183,9 +183,12 @@ impl PgServer {
             .stdout(log.try_clone()?)
             .stderr(log);
         run_as(&mut cmd, user);
-        // SAFETY: prctl is async-signal-safe. Set after the uid change, which clears it.
+        // SAFETY: setsid and prctl are async-signal-safe. Its own session keeps the
+        // terminal's Ctrl-C away from it: its owner decides when it stops. The death
+        // signal is set after the uid change, which would clear it.
         unsafe {
             cmd.pre_exec(|| {
+                nix::unistd::setsid()?;
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }

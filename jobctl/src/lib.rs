@@ -1,1 +1,118 @@
-//! placeholder
+//! jobctl: the command-line tool of a borg cell. Submits and inspects jobs over
+//! the master's REST API, and `jobctl dev` runs a whole local cell (Postgres,
+//! master, scheduler, borglets) in the foreground.
+//!
+//! `main` stays thin: it parses [`Cli`] and calls [`run`]; every command lives in
+//! its own file under `cmd/`, the HTTP calls in `client`, the rendering in `output`.
+
+pub mod client;
+pub mod cmd;
+pub mod dev;
+pub mod output;
+pub mod spec_file;
+pub mod watch;
+
+use clap::{Parser, Subcommand};
+
+pub const DEFAULT_MASTER: &str = "http://127.0.0.1:7700";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jobctl",
+    version,
+    about = "Submit and inspect jobs on a borg cell, or run a local dev cell",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Base URL of the borgmaster API.
+    #[arg(long, global = true, env = "BORG_MASTER", default_value = DEFAULT_MASTER)]
+    pub master: String,
+
+    /// Bearer token for the API (normally set through BORG_TOKEN).
+    #[arg(
+        long,
+        global = true,
+        env = "BORG_TOKEN",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Submit a job from a YAML or JSON spec file.
+    Run(cmd::run::Args),
+    /// List jobs, a job's tasks, or machines.
+    Get(cmd::get::Args),
+    /// Show a job in detail: its spec, tasks and recent events.
+    Describe(cmd::describe::Args),
+    /// Print a task's output.
+    Logs(cmd::logs::Args),
+    /// Kill a job: stop all its tasks.
+    Kill(cmd::kill::Args),
+    /// Run a whole local cell in the foreground: Postgres, master, scheduler and borglets.
+    Dev(dev::Args),
+    /// Run one component (used by `jobctl dev` for its children).
+    #[command(hide = true)]
+    Component(cmd::component::Args),
+}
+
+/// Run a parsed command line. The component and dev paths manage their own
+/// runtimes (a component builds its own and must not be nested in ours); every
+/// other command is a short-lived client on a current-thread runtime.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let Cli {
+        master,
+        token,
+        command,
+    } = cli;
+    let client = || client::Client::new(&master, token.clone());
+    match command {
+        Command::Component(args) => cmd::component::run(args),
+        Command::Dev(args) => dev::run(args, token.clone()),
+        Command::Run(args) => block_on(async { cmd::run::run(&client()?, args).await }),
+        Command::Get(args) => block_on(async { cmd::get::run(&client()?, args).await }),
+        Command::Describe(args) => block_on(async { cmd::describe::run(&client()?, args).await }),
+        Command::Logs(args) => block_on(async { cmd::logs::run(&client()?, args).await }),
+        Command::Kill(args) => block_on(async { cmd::kill::run(&client()?, args).await }),
+    }
+}
+
+fn block_on(command: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(command)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn master_defaults_and_can_follow_the_subcommand() {
+        let cli = Cli::try_parse_from(["jobctl", "get", "jobs"]).unwrap();
+        // BORG_MASTER may be set in the environment running the tests.
+        if std::env::var_os("BORG_MASTER").is_none() {
+            assert_eq!(cli.master, DEFAULT_MASTER);
+        }
+        let cli = Cli::try_parse_from(["jobctl", "get", "jobs", "--master", "http://h:1"]).unwrap();
+        assert_eq!(cli.master, "http://h:1");
+    }
+
+    #[test]
+    fn unknown_command_is_a_usage_error() {
+        let err = Cli::try_parse_from(["jobctl", "frobnicate"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+}

@@ -2,7 +2,8 @@
 //!
 //! The snapshot `place()` saw may be stale, and another scheduler may be
 //! committing onto the same machines right now. So one transaction per batch:
-//! lock the machine rows (in id order, so schedulers never deadlock), recompute
+//! lock the machine rows (in id order, so schedulers never deadlock; NO KEY
+//! UPDATE, so the master's inserts that merely reference a machine never wait), recompute
 //! their usage from live attempts, keep only what still fits, claim the tasks
 //! that are still pending (`SKIP LOCKED`: a task another scheduler holds is
 //! simply lost this round), then write attempts, events and notifications.
@@ -73,7 +74,7 @@ pub async fn commit(
         "SELECT id, name, cpu_milli, memory, disk FROM machines
          WHERE id = ANY($1) AND state = 'up'
          ORDER BY id
-         FOR UPDATE",
+         FOR NO KEY UPDATE",
     )
     .bind(&machine_ids)
     .fetch_all(&mut *tx)

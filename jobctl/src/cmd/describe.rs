@@ -1,0 +1,218 @@
+//! `jobctl describe job NAME`: everything about one job on one screen, the way
+//! `kubectl describe` reads: header fields, the task table, recent events.
+
+use crate::client::Client;
+use crate::output::{self, age, emit, table, task_name};
+use borg_shared::wire::{EventView, JobView};
+use chrono::{DateTime, Utc};
+use std::fmt::Write;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub what: What,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum What {
+    /// A job, its tasks and their recent events.
+    Job {
+        /// The job's name.
+        name: String,
+    },
+}
+
+pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
+    let What::Job { name } = args.what;
+    let job = client.job(&name).await?;
+    emit(&render(&job, Utc::now()))?;
+    Ok(())
+}
+
+fn when(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    format!(
+        "{} ({} ago)",
+        t.format("%Y-%m-%d %H:%M:%S UTC"),
+        age(t, now)
+    )
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn render(job: &JobView, now: DateTime<Utc>) -> String {
+    let spec = &job.spec;
+    let task = &spec.task;
+    let res = &task.resources;
+    let mut fields: Vec<(&str, String)> = vec![
+        ("Name", job.name.clone()),
+        ("Kind", job.kind.to_string()),
+        ("State", job.state.to_string()),
+        ("Owner", job.owner.clone()),
+        ("Priority", job.priority.to_string()),
+        ("Replicas", job.replicas.to_string()),
+        ("Progress", output::task_summary(job)),
+        ("Created", when(job.created_at, now)),
+    ];
+    if let Some(t) = job.finished_at {
+        fields.push(("Finished", when(t, now)));
+    }
+    fields.push((
+        "Command",
+        serde_json::to_string(&task.command).unwrap_or_default(),
+    ));
+    if !task.env.is_empty() {
+        let env = task.env.iter().map(|(k, v)| format!("{k}={v}"));
+        fields.push(("Env", env.collect::<Vec<_>>().join(" ")));
+    }
+    let mut resources = format!("cpu {}, memory {}", res.cpu, res.memory);
+    if res.disk.0 > 0 {
+        write!(resources, ", disk {}", res.disk).ok();
+    }
+    if res.ports > 0 {
+        write!(resources, ", ports {}", res.ports).ok();
+    }
+    if let Some(limit) = res.cpu_limit {
+        write!(resources, ", cpu limit {limit}").ok();
+    }
+    fields.push(("Resources", resources));
+    if let Some(r) = &task.restart {
+        let mut text = Vec::new();
+        if let Some(n) = r.max_attempts {
+            text.push(format!("max {n} attempts"));
+        }
+        if let Some(b) = r.backoff {
+            text.push(format!("backoff {}", humantime::format_duration(b)));
+        }
+        if !text.is_empty() {
+            fields.push(("Restart", text.join(", ")));
+        }
+    }
+    if !spec.constraints.is_empty() {
+        let c = spec.constraints.iter().map(ToString::to_string);
+        fields.push(("Constraints", c.collect::<Vec<_>>().join("; ")));
+    }
+    if let Some(spread) = &spec.spread {
+        let mut text = Vec::new();
+        if let Some(label) = &spread.label {
+            text.push(format!("by {label}"));
+        }
+        if let Some(n) = spread.max_per_machine {
+            text.push(format!("at most {n} per machine"));
+        }
+        fields.push(("Spread", text.join(", ")));
+    }
+
+    // Key, colon, two spaces.
+    let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 3;
+    let mut out = String::new();
+    for (key, value) in &fields {
+        writeln!(out, "{:<width$}{value}", format!("{key}:")).ok();
+    }
+
+    out.push_str("\nTasks:\n");
+    match job.tasks.as_deref() {
+        Some(tasks) if !tasks.is_empty() => {
+            out.push_str(&indent(&output::tasks_table(&job.name, tasks, now)));
+            out.push('\n');
+        }
+        _ => out.push_str("  <none>\n"),
+    }
+
+    out.push_str("\nEvents:\n");
+    match job.events.as_deref() {
+        Some(events) if !events.is_empty() => {
+            out.push_str(&indent(&events_table(events, now)));
+        }
+        _ => out.push_str("  <none>"),
+    }
+    out
+}
+
+fn events_table(events: &[EventView], now: DateTime<Utc>) -> String {
+    let rows = events
+        .iter()
+        .map(|e| {
+            let task = e
+                .task_index
+                .map(|i| task_name(&e.job, i))
+                .unwrap_or_else(|| e.job.clone());
+            let change = match e.from {
+                Some(from) => format!("{from} -> {}", e.to),
+                None => e.to.to_string(),
+            };
+            vec![
+                format!("{} ({} ago)", e.time.format("%H:%M:%S"), age(e.time, now)),
+                task,
+                change,
+                e.machine.clone().unwrap_or_else(|| "-".into()),
+                e.reason.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(&["TIME (UTC)", "TASK", "CHANGE", "MACHINE", "REASON"], rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::fixtures::*;
+    use borg_shared::{JobKind, JobState, TaskState};
+    use chrono::Duration;
+
+    #[test]
+    fn describe_shows_fields_tasks_and_events() {
+        let mut running = task(0, TaskState::Running);
+        running.machine = Some("m1".into());
+        running.runs = 1;
+        let mut pending = task(1, TaskState::Pending);
+        pending.reason = Some("no machine has 64Gi free memory".into());
+        let mut j = job(
+            "hello",
+            JobKind::Batch,
+            JobState::Running,
+            vec![running, pending],
+        );
+        let mut e = event(7, "hello", 0, Some(TaskState::Assigned), TaskState::Running);
+        e.machine = Some("m1".into());
+        e.time = t0() + Duration::seconds(3);
+        j.events = Some(vec![event(1, "hello", 0, None, TaskState::Pending), e]);
+
+        let out = render(&j, t0() + Duration::minutes(2));
+        let expected = "\
+Name:       hello
+Kind:       batch
+State:      running
+Owner:      default
+Priority:   100
+Replicas:   2
+Progress:   1 pending, 1 running
+Created:    2026-05-01 12:00:00 UTC (2m ago)
+Command:    [\"/bin/sh\",\"-c\",\"echo hi\"]
+Resources:  cpu 250m, memory 64Mi
+
+Tasks:
+  TASK      STATE     MACHINE   RUNS   EXIT   REASON                            AGE
+  hello/0   running   m1        1      -      -                                 2m
+  hello/1   pending   -         0      -      no machine has 64Gi free memory   2m
+
+Events:
+  TIME (UTC)            TASK      CHANGE                MACHINE   REASON
+  12:00:00 (2m ago)     hello/0   pending               -         -
+  12:00:03 (117s ago)   hello/0   assigned -> running   m1        -";
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn describe_without_tasks_or_events() {
+        let mut j = job("empty", JobKind::Service, JobState::Pending, vec![]);
+        j.events = None;
+        let out = render(&j, t0());
+        assert!(out.contains("\nTasks:\n  <none>\n"), "{out}");
+        assert!(out.ends_with("\nEvents:\n  <none>"), "{out}");
+    }
+}

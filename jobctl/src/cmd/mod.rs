@@ -1,0 +1,8 @@
+//! One file per subcommand: its clap arguments and what it does.
+
+pub mod component;
+pub mod describe;
+pub mod get;
+pub mod kill;
+pub mod logs;
+pub mod run;

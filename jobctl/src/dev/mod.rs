@@ -1,0 +1,491 @@
+//! `jobctl dev`: a whole local cell in the foreground, the newcomer's one
+//! command. Postgres (embedded unless DATABASE_URL is set), one master, one
+//! scheduler and N borglets, all children of this process; Ctrl-C stops them
+//! in order (borglets, scheduler, master, Postgres). Restarting with the same
+//! data dir resumes the same cell.
+
+mod child;
+mod db;
+
+use anyhow::{bail, Context};
+use child::{describe_status, Child, Exit, Spawn};
+use nix::sys::signal::Signal;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::signal::unix::{signal, Signal as SignalStream, SignalKind};
+use tokio::sync::mpsc;
+use tokio::time::{sleep, timeout, Instant};
+
+const ZONES: [&str; 3] = ["a", "b", "c"];
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// How many borglets (machines m1..mN) to run.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=200))]
+    pub borglets: u16,
+    /// Where the cell keeps its database, borglet state and logs.
+    #[arg(long, value_name = "DIR", default_value = ".borg-dev")]
+    pub data_dir: PathBuf,
+    /// Address the master's API listens on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7700")]
+    pub listen: SocketAddr,
+    /// Borglet i listens on 127.0.0.1:(P + i - 1).
+    #[arg(long, value_name = "P", default_value_t = 7701)]
+    pub borglet_base_port: u16,
+    /// How long to wait for the master and every borglet to come up.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub startup_timeout: humantime::Duration,
+    /// Do not echo the components' logs on the terminal (they still go to DIR/logs).
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Run the cell until Ctrl-C/SIGTERM (Ok) or until a component dies (Err).
+pub fn run(args: Args, token: Option<String>) -> anyhow::Result<()> {
+    let data_dir = std::path::absolute(&args.data_dir)
+        .with_context(|| format!("resolving {}", args.data_dir.display()))?;
+    let borglet_addrs = borglet_addrs(args.borglet_base_port, args.borglets)?;
+    check_free(args.listen, "--listen")?;
+    for addr in &borglet_addrs {
+        check_free(*addr, "--borglet-base-port")?;
+    }
+    let log_dir = data_dir.join("logs");
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+
+    let (pg, database_url) = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => {
+            println!("using the database at DATABASE_URL");
+            (None, url)
+        }
+        _ => {
+            let pg_dir = data_dir.join("pg");
+            println!("starting postgres in {}...", pg_dir.display());
+            let pg = devpg::PgServer::start(&pg_dir, &devpg::Options::default())
+                .context("starting the embedded postgres")?;
+            let url = pg.url(db::DATABASE);
+            (Some(pg), url)
+        }
+    };
+
+    let cell = Cell {
+        borglets: borglet_addrs,
+        listen: args.listen,
+        data_dir: data_dir.clone(),
+        log_dir,
+        database_url,
+        echo: !args.quiet,
+        startup_timeout: args.startup_timeout.into(),
+        token,
+    };
+    // Current-thread on purpose: children are forked from this (main) thread,
+    // which lives until the end, so their parent-death signal means "jobctl died".
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(cell.run(pg.as_ref().map(|pg| pg.url("postgres"))));
+
+    if let Some(pg) = pg {
+        println!("stopping postgres...");
+        if let Err(e) = pg.stop() {
+            eprintln!("warning: {e:#}");
+        }
+    }
+    result?;
+    println!("cell stopped");
+    Ok(())
+}
+
+/// `127.0.0.1:<base + i - 1>` for i in 1..=n.
+fn borglet_addrs(base: u16, n: u16) -> anyhow::Result<Vec<SocketAddr>> {
+    (0..n)
+        .map(|i| {
+            let port = base.checked_add(i).with_context(|| {
+                format!("--borglet-base-port {base} leaves no room for {n} borglets")
+            })?;
+            Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        })
+        .collect()
+}
+
+/// Fail early, and clearly, when another process holds a port the cell needs.
+fn check_free(addr: SocketAddr, flag: &str) -> anyhow::Result<()> {
+    match TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            bail!("{addr} is in use: is another cell running? use {flag}")
+        }
+        Err(e) => bail!("cannot listen on {addr}: {e}"),
+    }
+}
+
+/// The URL clients use for a listen address (`0.0.0.0` is reached on loopback).
+fn master_url(listen: SocketAddr) -> String {
+    let ip = match listen.ip() {
+        ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, listen.port()))
+}
+
+struct Cell {
+    borglets: Vec<SocketAddr>,
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    log_dir: PathBuf,
+    database_url: String,
+    echo: bool,
+    startup_timeout: Duration,
+    token: Option<String>,
+}
+
+/// Why the cell is stopping.
+enum Stop {
+    Signal,
+    ChildExited(String),
+    Failed(anyhow::Error),
+}
+
+struct Signals {
+    int: SignalStream,
+    term: SignalStream,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("handling SIGINT")?,
+            term: signal(SignalKind::terminate()).context("handling SIGTERM")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
+impl Cell {
+    async fn run(self, admin_url: Option<String>) -> anyhow::Result<()> {
+        let mut signals = Signals::new()?;
+        if let Some(admin_url) = admin_url {
+            db::create_database(&admin_url).await?;
+        }
+        let (exit_tx, mut exits) = mpsc::unbounded_channel::<Exit>();
+        let mut children: Vec<Child> = Vec::new();
+        let started = self.spawn_all(&exit_tx, &mut children);
+
+        let stop = match started {
+            Err(e) => Stop::Failed(e),
+            Ok(()) => {
+                let up = tokio::select! {
+                    r = self.wait_up() => r.map_err(Stop::Failed),
+                    () = signals.recv() => Err(Stop::Signal),
+                    Some(exit) = exits.recv() => Err(self.unexpected(&mut children, exit)),
+                };
+                match up {
+                    Err(stop) => stop,
+                    Ok(()) => {
+                        self.banner();
+                        tokio::select! {
+                            () = signals.recv() => Stop::Signal,
+                            Some(exit) = exits.recv() => self.unexpected(&mut children, exit),
+                        }
+                    }
+                }
+            }
+        };
+        println!("stopping the cell...");
+        stop_all(&mut children, &mut exits, &mut signals).await;
+        match stop {
+            Stop::Signal => Ok(()),
+            Stop::ChildExited(msg) => bail!(msg),
+            Stop::Failed(e) => Err(e),
+        }
+    }
+
+    fn unexpected(&self, children: &mut [Child], (index, status): Exit) -> Stop {
+        let text = describe_status(&status);
+        match children.get_mut(index) {
+            Some(child) => {
+                child.exited = Some(text.clone());
+                Stop::ChildExited(format!(
+                    "{} exited with {text}; see {}",
+                    child.name,
+                    child.log.display()
+                ))
+            }
+            None => Stop::ChildExited(format!("a component exited with {text}")),
+        }
+    }
+
+    fn spawn_all(
+        &self,
+        exits: &mpsc::UnboundedSender<Exit>,
+        children: &mut Vec<Child>,
+    ) -> anyhow::Result<()> {
+        let master = master_url(self.listen);
+        let mut specs: Vec<(String, &'static str, Vec<String>)> = vec![
+            (
+                "borgmaster".into(),
+                "borgmaster",
+                vec![
+                    "--listen".into(),
+                    self.listen.to_string(),
+                    "--database-url".into(),
+                    self.database_url.clone(),
+                ],
+            ),
+            (
+                "borgscheduler".into(),
+                "borgscheduler",
+                vec!["--database-url".into(), self.database_url.clone()],
+            ),
+        ];
+        for (i, addr) in self.borglets.iter().enumerate() {
+            let n = i + 1;
+            let dir = self.data_dir.join(format!("borglet-{n}"));
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            specs.push((
+                format!("borglet-{n}"),
+                "borglet",
+                borglet_args(n, *addr, &master, &dir),
+            ));
+        }
+        for (name, component, args) in specs {
+            let child = Spawn {
+                index: children.len(),
+                name,
+                component,
+                args,
+                log_dir: &self.log_dir,
+                echo: self.echo,
+            }
+            .start(exits.clone())?;
+            children.push(child);
+        }
+        Ok(())
+    }
+
+    /// Wait for the master's health check, then for every borglet to register as up.
+    async fn wait_up(&self) -> anyhow::Result<()> {
+        let master = master_url(self.listen);
+        let client = crate::client::Client::new(&master, self.token.clone())?;
+        let deadline = Instant::now() + self.startup_timeout;
+        let logs = self.log_dir.display();
+        let limit = humantime::format_duration(self.startup_timeout);
+
+        println!("waiting for the master at {master}...");
+        while client.healthz().await.is_err() {
+            if Instant::now() > deadline {
+                bail!("the master did not answer {master}/healthz within {limit}; see {logs}");
+            }
+            sleep(Duration::from_millis(200)).await;
+        }
+
+        let want = self.borglets.len();
+        let names: Vec<String> = (1..=want).map(|i| format!("m{i}")).collect();
+        let mut shown = None;
+        loop {
+            if let Ok(list) = client.machines().await {
+                let up = list
+                    .machines
+                    .iter()
+                    .filter(|m| names.contains(&m.name))
+                    .filter(|m| m.state == borg_shared::MachineState::Up)
+                    .count();
+                if shown != Some(up) {
+                    println!("{up}/{want} borglets registered");
+                    shown = Some(up);
+                }
+                if up >= want {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "only {}/{want} borglets registered within {limit}; see {logs}",
+                    shown.unwrap_or(0)
+                );
+            }
+            sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn banner(&self) {
+        let master = master_url(self.listen);
+        let exe = jobctl_path();
+        let flag = if master == crate::DEFAULT_MASTER {
+            String::new()
+        } else {
+            format!(" --master {master}")
+        };
+        println!(
+            "borg dev cell is up: master {master}, {} borglets, data in {}",
+            self.borglets.len(),
+            self.data_dir.display()
+        );
+        println!("try: {exe}{flag} run -f examples/hello.yaml --wait");
+        println!("Ctrl-C stops the cell.");
+    }
+}
+
+fn borglet_args(n: usize, addr: SocketAddr, master: &str, dir: &Path) -> Vec<String> {
+    let zone = ZONES[(n - 1) % ZONES.len()];
+    [
+        "--listen",
+        &addr.to_string(),
+        "--name",
+        &format!("m{n}"),
+        "--label",
+        &format!("zone={zone}"),
+        "--master",
+        master,
+        "--data-dir",
+        &dir.display().to_string(),
+        "--on-exit",
+        "stop",
+        "--cpu",
+        "2",
+        "--memory",
+        "4Gi",
+        "--disk",
+        "10Gi",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// How to call this binary from the current directory: `target/release/jobctl`.
+fn jobctl_path() -> String {
+    let exe = std::env::current_exe().ok();
+    let cwd = std::env::current_dir().ok();
+    match (exe, cwd) {
+        (Some(exe), Some(cwd)) => match exe.strip_prefix(&cwd) {
+            Ok(rel) => rel.display().to_string(),
+            Err(_) => exe.display().to_string(),
+        },
+        _ => "jobctl".into(),
+    }
+}
+
+/// Borglets first (they stop their tasks), then the scheduler, then the master.
+/// A second Ctrl-C (a second later or more) skips the grace period.
+async fn stop_all(
+    children: &mut [Child],
+    exits: &mut mpsc::UnboundedReceiver<Exit>,
+    signals: &mut Signals,
+) {
+    // (what to call the group, the prefix of its members' names)
+    let groups = [
+        ("borglets", "borglet-"),
+        ("borgscheduler", "borgscheduler"),
+        ("borgmaster", "borgmaster"),
+    ];
+    let began = Instant::now();
+    for (label, prefix) in groups {
+        let group: Vec<usize> = (0..children.len())
+            .filter(|&i| children[i].name.starts_with(prefix) && children[i].running())
+            .collect();
+        if group.is_empty() {
+            continue;
+        }
+        println!("stopping {label}...");
+        for &i in &group {
+            children[i].signal(Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        let mut hurried = false;
+        while group.iter().any(|&i| children[i].running()) {
+            tokio::select! {
+                exit = exits.recv() => match exit {
+                    Some((i, status)) => {
+                        if let Some(c) = children.get_mut(i) {
+                            c.exited = Some(describe_status(&status));
+                        }
+                    }
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline), if !hurried => {
+                    for &i in &group {
+                        if children[i].running() {
+                            eprintln!("{} did not stop within {} s: killing it", children[i].name, STOP_GRACE.as_secs());
+                            children[i].signal(Signal::SIGKILL);
+                        }
+                    }
+                    hurried = true;
+                }
+                () = signals.recv(), if !hurried => {
+                    // The same Ctrl-C often arrives twice (to us and to our process
+                    // group, as `timeout` and some supervisors send it): only a
+                    // later one means "hurry".
+                    if began.elapsed() < Duration::from_secs(1) {
+                        continue;
+                    }
+                    eprintln!("killing {label}");
+                    for &i in &group {
+                        children[i].signal(Signal::SIGKILL);
+                    }
+                    hurried = true;
+                }
+            }
+        }
+    }
+    // Let the last lines of output reach the terminal and the logs.
+    for child in children.iter_mut() {
+        for copier in child.copiers.drain(..) {
+            let _ = timeout(Duration::from_secs(1), copier).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn borglets_get_ports_names_and_zones() {
+        let addrs = borglet_addrs(7701, 4).unwrap();
+        assert_eq!(addrs[3].to_string(), "127.0.0.1:7704");
+        let args = borglet_args(
+            4,
+            addrs[3],
+            "http://127.0.0.1:7700",
+            Path::new("/d/borglet-4"),
+        );
+        assert_eq!(
+            args.join(" "),
+            "--listen 127.0.0.1:7704 --name m4 --label zone=a --master http://127.0.0.1:7700 \
+             --data-dir /d/borglet-4 --on-exit stop --cpu 2 --memory 4Gi --disk 10Gi"
+        );
+        assert!(borglet_args(2, addrs[1], "m", Path::new("/d")).contains(&"zone=b".to_string()));
+        assert!(borglet_addrs(65535, 2).is_err());
+    }
+
+    #[test]
+    fn master_url_of_a_wildcard_listen_is_loopback() {
+        assert_eq!(
+            master_url("0.0.0.0:7700".parse().unwrap()),
+            "http://127.0.0.1:7700"
+        );
+        assert_eq!(
+            master_url("127.0.0.1:8000".parse().unwrap()),
+            "http://127.0.0.1:8000"
+        );
+    }
+
+    #[test]
+    fn a_taken_port_is_refused_with_a_hint() {
+        let held = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        let err = check_free(addr, "--listen").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{addr} is in use: is another cell running? use --listen")
+        );
+    }
+}

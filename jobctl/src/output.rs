@@ -1,0 +1,389 @@
+//! Rendering for people and for scripts: kubectl-like aligned tables (no
+//! borders), `-o json`, ages, and the one-line error. Every function here is
+//! pure (the clock is a parameter) so tests can pin the output.
+
+use borg_shared::wire::{JobView, MachineView, TaskView};
+use borg_shared::TaskState;
+use chrono::{DateTime, Utc};
+use comfy_table::{presets::NOTHING, CellAlignment, ContentArrangement, Table};
+
+/// `-o table` (default) or `-o json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+/// The single line printed after `error: `: the error and its context, joined,
+/// with any embedded newlines folded so the line stays one line.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    text.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Columns separated by three spaces, the first flush left, no trailing blanks.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut t = Table::new();
+    t.load_preset(NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.iter().copied());
+    for row in rows {
+        t.add_row(row);
+    }
+    let last = header.len().saturating_sub(1);
+    for (i, column) in t.column_iter_mut().enumerate() {
+        column.set_padding((0, if i == last { 0 } else { 3 }));
+        column.set_cell_alignment(CellAlignment::Left);
+    }
+    t.lines()
+        .map(|l| l.trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// kubectl-style age: `45s`, `3m`, `5h`, `2d`. A clock behind the server's reads as `0s`.
+pub fn age(since: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (now - since).num_seconds().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 2 * 3600 => format!("{}m", s / 60),
+        s if s < 2 * 86400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+fn or_dash(v: Option<impl ToString>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+/// `3/3 running` when every task is in one state, else the counts by state
+/// (`1 pending, 2 running`) in lifecycle order.
+pub fn task_summary(job: &JobView) -> String {
+    let nonzero: Vec<(TaskState, i64)> = job
+        .task_counts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(s, n)| (*s, *n))
+        .collect();
+    match nonzero.as_slice() {
+        [] => format!("0/{}", job.replicas),
+        [(state, n)] => format!("{n}/{} {state}", job.replicas),
+        many => many
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// How a finished task ended: `0`, `1`, `sig 9`; `-` while it runs.
+pub fn exit_text(task: &TaskView) -> String {
+    match (task.exit_code, task.signal) {
+        (_, Some(sig)) => format!("sig {sig}"),
+        (Some(code), None) => code.to_string(),
+        (None, None) => "-".into(),
+    }
+}
+
+pub fn task_name(job: &str, index: i32) -> String {
+    format!("{job}/{index}")
+}
+
+pub fn jobs_table(jobs: &[JobView], now: DateTime<Utc>) -> String {
+    let rows = jobs
+        .iter()
+        .map(|j| {
+            vec![
+                j.name.clone(),
+                j.kind.to_string(),
+                j.state.to_string(),
+                task_summary(j),
+                j.priority.to_string(),
+                j.owner.clone(),
+                age(j.created_at, now),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "KIND", "STATE", "TASKS", "PRIORITY", "OWNER", "AGE"],
+        rows,
+    )
+}
+
+pub fn tasks_table(job: &str, tasks: &[TaskView], now: DateTime<Utc>) -> String {
+    let rows = tasks
+        .iter()
+        .map(|t| {
+            vec![
+                task_name(job, t.index),
+                t.state.to_string(),
+                or_dash(t.machine.as_ref()),
+                t.runs.to_string(),
+                exit_text(t),
+                or_dash(t.reason.as_ref()),
+                age(t.updated_at, now),
+            ]
+        })
+        .collect();
+    table(
+        &["TASK", "STATE", "MACHINE", "RUNS", "EXIT", "REASON", "AGE"],
+        rows,
+    )
+}
+
+pub fn machines_table(machines: &[MachineView], now: DateTime<Utc>) -> String {
+    let rows = machines
+        .iter()
+        .map(|m| {
+            let labels = m
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            vec![
+                m.name.clone(),
+                m.state.to_string(),
+                m.address.clone(),
+                format!("{}/{}", m.allocated.cpu, m.capacity.cpu),
+                format!("{}/{}", m.allocated.memory, m.capacity.memory),
+                m.tasks.to_string(),
+                if labels.is_empty() {
+                    "-".into()
+                } else {
+                    labels
+                },
+                m.last_heard
+                    .map(|t| format!("{} ago", age(t, now)))
+                    .unwrap_or_else(|| "never".into()),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "STATE",
+            "ADDRESS",
+            "CPU",
+            "MEMORY",
+            "TASKS",
+            "LABELS",
+            "LAST-HEARD",
+        ],
+        rows,
+    )
+}
+
+/// Print `text` and a newline on stdout. A closed pipe (`| head`) ends the
+/// output quietly instead of failing.
+pub fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Pretty JSON for `-o json`.
+pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(value)?)
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! Fixed views for rendering tests.
+    use borg_shared::spec::JobSpec;
+    use borg_shared::wire::{Capacity, EventView, JobView, MachineView, TaskView};
+    use borg_shared::{
+        Bytes, JobId, JobKind, JobState, MachineId, MachineState, MilliCpu, TaskState,
+    };
+    use chrono::{DateTime, TimeZone, Utc};
+    use std::collections::BTreeMap;
+
+    pub fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap()
+    }
+
+    pub fn spec(name: &str, replicas: i64) -> JobSpec {
+        let text = format!(
+            "name: {name}\nreplicas: {replicas}\ntask:\n  command: [\"/bin/sh\", \"-c\", \"echo hi\"]\n  resources: {{cpu: 0.25, memory: 64Mi}}\n"
+        );
+        JobSpec::from_yaml(&text).expect("fixture spec parses")
+    }
+
+    pub fn task(index: i32, state: TaskState) -> TaskView {
+        TaskView {
+            index,
+            state,
+            reason: None,
+            machine: None,
+            attempt: None,
+            runs: 0,
+            pid: None,
+            exit_code: None,
+            signal: None,
+            updated_at: t0(),
+        }
+    }
+
+    pub fn job(name: &str, kind: JobKind, state: JobState, tasks: Vec<TaskView>) -> JobView {
+        let mut counts = BTreeMap::new();
+        for t in &tasks {
+            *counts.entry(t.state).or_insert(0) += 1;
+        }
+        JobView {
+            id: JobId::new(),
+            name: name.into(),
+            kind,
+            state,
+            owner: "default".into(),
+            priority: 100,
+            replicas: tasks.len() as i64,
+            created_at: t0(),
+            finished_at: None,
+            task_counts: counts,
+            spec: spec(name, (tasks.len() as i64).max(1)),
+            tasks: Some(tasks),
+            events: Some(vec![]),
+        }
+    }
+
+    pub fn event(
+        id: i64,
+        job: &str,
+        index: i32,
+        from: Option<TaskState>,
+        to: TaskState,
+    ) -> EventView {
+        EventView {
+            id,
+            time: t0(),
+            job: job.into(),
+            task_index: Some(index),
+            attempt: None,
+            machine: None,
+            from,
+            to,
+            reason: None,
+        }
+    }
+
+    pub fn machine(name: &str, zone: &str) -> MachineView {
+        MachineView {
+            id: MachineId::new(),
+            name: name.into(),
+            address: format!("http://127.0.0.1:770{}", &name[1..]),
+            state: MachineState::Up,
+            labels: [("zone".to_string(), zone.to_string())].into(),
+            capacity: Capacity {
+                cpu: MilliCpu(2000),
+                memory: Bytes(4 << 30),
+                disk: Bytes(10 << 30),
+            },
+            allocated: Capacity {
+                cpu: MilliCpu(250),
+                memory: Bytes(64 << 20),
+                disk: Bytes(0),
+            },
+            tasks: 1,
+            last_heard: Some(t0()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+    use borg_shared::{JobKind, JobState, TaskState};
+    use chrono::Duration;
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        let t = t0();
+        assert_eq!(age(t, t + Duration::seconds(45)), "45s");
+        assert_eq!(age(t, t + Duration::seconds(119)), "119s");
+        assert_eq!(age(t, t + Duration::minutes(3)), "3m");
+        assert_eq!(age(t, t + Duration::hours(5)), "5h");
+        assert_eq!(age(t, t + Duration::days(3)), "3d");
+        assert_eq!(age(t + Duration::seconds(5), t), "0s");
+    }
+
+    #[test]
+    fn jobs_table_is_aligned_without_borders() {
+        let a = job(
+            "hello",
+            JobKind::Batch,
+            JobState::Running,
+            vec![
+                task(0, TaskState::Running),
+                task(1, TaskState::Running),
+                task(2, TaskState::Running),
+            ],
+        );
+        let b = job(
+            "web-frontend",
+            JobKind::Service,
+            JobState::Pending,
+            vec![task(0, TaskState::Pending), task(1, TaskState::Running)],
+        );
+        let out = jobs_table(&[a, b], t0() + Duration::minutes(5));
+        let expected = "\
+NAME           KIND      STATE     TASKS                  PRIORITY   OWNER     AGE
+hello          batch     running   3/3 running            100        default   5m
+web-frontend   service   pending   1 pending, 1 running   100        default   5m";
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn tasks_table_shows_machine_exit_and_reason() {
+        let mut t0_ = task(0, TaskState::Succeeded);
+        t0_.machine = Some("m1".into());
+        t0_.runs = 1;
+        t0_.exit_code = Some(0);
+        let mut t1 = task(1, TaskState::Pending);
+        t1.reason = Some("no machine has 64Gi free memory".into());
+        let mut t2 = task(2, TaskState::Failed);
+        t2.machine = Some("m3".into());
+        t2.runs = 3;
+        t2.signal = Some(9);
+        let out = tasks_table("hello", &[t0_, t1, t2], t0() + Duration::seconds(30));
+        let expected = "\
+TASK      STATE       MACHINE   RUNS   EXIT    REASON                            AGE
+hello/0   succeeded   m1        1      0       -                                 30s
+hello/1   pending     -         0      -       no machine has 64Gi free memory   30s
+hello/2   failed      m3        3      sig 9   -                                 30s";
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn machines_table_shows_alloc_over_capacity() {
+        let out = machines_table(
+            &[machine("m1", "a"), machine("m2", "b")],
+            t0() + Duration::seconds(2),
+        );
+        let expected = "\
+NAME   STATE   ADDRESS                 CPU      MEMORY     TASKS   LABELS   LAST-HEARD
+m1     up      http://127.0.0.1:7701   250m/2   64Mi/4Gi   1       zone=a   2s ago
+m2     up      http://127.0.0.1:7702   250m/2   64Mi/4Gi   1       zone=b   2s ago";
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn summary_of_a_job_with_no_tasks() {
+        let j = job("empty", JobKind::Batch, JobState::Pending, vec![]);
+        assert_eq!(task_summary(&j), "0/0");
+    }
+
+    #[test]
+    fn error_line_is_one_line_with_context() {
+        let e = anyhow::anyhow!("bad thing\nat line 3").context("reading hello.yaml");
+        assert_eq!(error_line(&e), "reading hello.yaml: bad thing at line 3");
+    }
+}

@@ -1,0 +1,290 @@
+//! End to end: the real `jobctl dev` cell (embedded Postgres, borgmaster,
+//! borgscheduler, 3 borglets as separate processes) driven by the real
+//! `jobctl` binary over HTTP, exactly as the README's quick start does.
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const JOBCTL: &str = env!("CARGO_BIN_EXE_jobctl");
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `n` consecutive free ports.
+fn free_port_run(n: u16) -> u16 {
+    loop {
+        let base = free_port();
+        if base.checked_add(n).is_none() {
+            continue;
+        }
+        let held: Vec<_> = (base..base + n)
+            .filter_map(|p| TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == n as usize {
+            return base;
+        }
+    }
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
+}
+
+struct Cell {
+    child: Child,
+    master: String,
+}
+
+fn data_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("borg-e2e-")
+        .tempdir_in("/tmp")
+        .unwrap()
+}
+
+impl Cell {
+    fn start(dir: &Path) -> Cell {
+        let port = free_port();
+        let base = free_port_run(3);
+        let master = format!("http://127.0.0.1:{port}");
+        let child = Command::new(JOBCTL)
+            .args(["dev", "--borglets", "3", "--data-dir"])
+            .arg(dir)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--borglet-base-port",
+                &base.to_string(),
+            ])
+            .env_remove("DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting jobctl dev");
+        let cell = Cell { child, master };
+        wait_for("3 machines up", Duration::from_secs(120), || {
+            let out = cell.jobctl(&["get", "machines", "-o", "json"]);
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let machines = v
+                .get("machines")
+                .and_then(Value::as_array)
+                .or(v.as_array())?;
+            (machines.iter().filter(|m| m["state"] == "up").count() == 3).then_some(())
+        });
+        cell
+    }
+
+    fn jobctl(&self, args: &[&str]) -> Output {
+        Command::new(JOBCTL)
+            .arg("--master")
+            .arg(&self.master)
+            .args(args)
+            .current_dir(repo_root())
+            .output()
+            .expect("running jobctl")
+    }
+
+    fn job(&self, name: &str) -> Value {
+        let out = reqwest::blocking::get(format!("{}/v1/jobs/{name}", self.master)).unwrap();
+        out.json().unwrap()
+    }
+
+    /// SIGINT, as Ctrl-C does; the cell must stop every child and exit 0.
+    fn stop(mut self) {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT).unwrap();
+        let status = wait_for("jobctl dev to exit", Duration::from_secs(60), || {
+            self.child.try_wait().unwrap()
+        });
+        assert!(status.success(), "jobctl dev exited with {status}");
+    }
+}
+
+impl Drop for Cell {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+        }
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn quick_start_hello_runs_to_success_and_kill_leaves_no_process() {
+    let dir = data_dir();
+    let cell = Cell::start(dir.path());
+
+    // The README's quick start, word for word (but for the master URL).
+    let run = cell.jobctl(&["run", "-f", "examples/hello.yaml", "--wait"]);
+    assert!(
+        run.status.success(),
+        "run --wait failed:\n{}\n{}",
+        stdout(&run),
+        stderr(&run)
+    );
+    let job = cell.job("hello");
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let machines: std::collections::BTreeSet<_> = job["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["machine"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!machines.is_empty());
+    let logs = cell.jobctl(&["logs", "hello/2"]);
+    assert!(logs.status.success(), "{}", stderr(&logs));
+    assert!(
+        stdout(&logs).contains("hello from task 2 of hello"),
+        "logs: {}",
+        stdout(&logs)
+    );
+
+    // A service: wait until both tasks run, then kill it and check its processes are gone.
+    let run = cell.jobctl(&["run", "-f", "examples/sleeper.yaml", "--wait"]);
+    assert!(run.status.success(), "{}\n{}", stdout(&run), stderr(&run));
+    let pids: Vec<i32> = wait_for("sleeper pids", Duration::from_secs(30), || {
+        let job = cell.job("sleeper");
+        let pids: Vec<i32> = job["tasks"]
+            .as_array()?
+            .iter()
+            .filter_map(|t| t["pid"].as_i64())
+            .map(|p| p as i32)
+            .collect();
+        (pids.len() == 2).then_some(pids)
+    });
+    assert!(
+        pids.iter().all(|p| alive(*p)),
+        "sleeper processes should run: {pids:?}"
+    );
+    let killed = cell.jobctl(&["kill", "sleeper"]);
+    assert!(killed.status.success(), "{}", stderr(&killed));
+    wait_for("sleeper tasks killed", Duration::from_secs(30), || {
+        let job = cell.job("sleeper");
+        let all_killed = job["tasks"]
+            .as_array()?
+            .iter()
+            .all(|t| t["state"] == "killed");
+        all_killed.then_some(())
+    });
+    for pid in &pids {
+        assert!(!alive(*pid), "pid {pid} of a killed job is still alive");
+    }
+
+    // Too big: stays pending with a human reason.
+    let run = cell.jobctl(&["run", "-f", "examples/too-big.yaml"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let reason = wait_for("a pending reason", Duration::from_secs(30), || {
+        let job = cell.job("too-big");
+        job["tasks"][0]["reason"].as_str().map(str::to_string)
+    });
+    assert!(reason.contains("memory"), "reason: {reason}");
+    assert_eq!(cell.job("too-big")["tasks"][0]["state"], "pending");
+
+    // A bad spec: one clear line, non-zero exit, nothing stored.
+    let bad = repo_root()
+        .join("target")
+        .join(format!("bad-{}.yaml", std::process::id()));
+    std::fs::write(
+        &bad,
+        "name: bad\ntask:\n  command: [\"/bin/true\"]\n  resources: {cpu: lots}\n",
+    )
+    .unwrap();
+    let out = cell.jobctl(&["run", "-f", bad.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&bad);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
+    assert!(err.contains("task.resources.cpu"), "{err}");
+    let status = reqwest::blocking::get(format!("{}/v1/jobs/bad", cell.master))
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 404);
+
+    cell.stop();
+}
+
+#[test]
+fn a_restarted_cell_resumes_its_jobs_and_ctrl_c_leaves_no_task_running() {
+    let dir = data_dir();
+    let cell = Cell::start(dir.path());
+    let run = cell.jobctl(&["run", "-f", "examples/sleeper.yaml", "--wait"]);
+    assert!(run.status.success(), "{}\n{}", stdout(&run), stderr(&run));
+    let pids: Vec<i32> = cell.job("sleeper")["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["pid"].as_i64())
+        .map(|p| p as i32)
+        .collect();
+    assert_eq!(pids.len(), 2);
+    cell.stop();
+    // Ctrl-C stops the borglets, and they stop their tasks: no orphans.
+    for pid in &pids {
+        assert!(!alive(*pid), "task pid {pid} outlived the cell");
+    }
+
+    let again = Cell::start(dir.path());
+    let job = again.job("sleeper");
+    assert_eq!(
+        job["name"], "sleeper",
+        "the job must survive a cell restart: {job}"
+    );
+    // The service comes back on the restarted borglets.
+    wait_for("sleeper running again", Duration::from_secs(60), || {
+        let job = again.job("sleeper");
+        let running = job["tasks"]
+            .as_array()?
+            .iter()
+            .filter(|t| t["state"] == "running")
+            .count();
+        (running == 2).then_some(())
+    });
+    again.stop();
+}

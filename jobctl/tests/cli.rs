@@ -1,0 +1,345 @@
+//! The real `jobctl` binary against an unreachable master and against a tiny
+//! stub of the master's API: exit codes, the one `error:` line, and output.
+
+use axum::extract::Query;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use borg_shared::spec::JobSpec;
+use borg_shared::wire::{JobList, JobView, TaskView};
+use borg_shared::{JobId, JobKind, JobState, TaskState};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn jobctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_jobctl"))
+        .args(args)
+        .env_remove("BORG_MASTER")
+        .env_remove("BORG_TOKEN")
+        .output()
+        .expect("running jobctl")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Exactly one line, starting with `error: `; returns it.
+fn one_error_line(out: &Output) -> String {
+    let err = stderr(out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "stderr should be one line: {err:?}");
+    assert!(lines[0].starts_with("error: "), "{err:?}");
+    lines[0].to_string()
+}
+
+/// Serve `router` on a random port from a background thread; the server lives
+/// as long as the test process.
+fn serve(router: Router) -> String {
+    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, router).await.unwrap();
+        });
+    });
+    format!("http://{}", rx.recv().unwrap())
+}
+
+fn spec_file(name: &str, text: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("jobctl-cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}-{name}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const HELLO: &str = "name: hello\nreplicas: 2\ntask:\n  command: [/bin/echo, hi]\n";
+
+fn hello_view(state: JobState, tasks: Vec<(TaskState, Option<i32>)>) -> JobView {
+    let spec = JobSpec::from_yaml(HELLO).unwrap();
+    let now = chrono::Utc::now();
+    let tasks: Vec<TaskView> = tasks
+        .into_iter()
+        .enumerate()
+        .map(|(i, (state, exit_code))| TaskView {
+            index: i as i32,
+            state,
+            reason: None,
+            machine: Some("m1".into()),
+            attempt: None,
+            runs: 1,
+            pid: None,
+            exit_code,
+            signal: None,
+            updated_at: now,
+        })
+        .collect();
+    let mut counts = BTreeMap::new();
+    for t in &tasks {
+        *counts.entry(t.state).or_insert(0) += 1;
+    }
+    JobView {
+        id: JobId::new(),
+        name: "hello".into(),
+        kind: JobKind::Batch,
+        state,
+        owner: "default".into(),
+        priority: 100,
+        replicas: tasks.len() as i64,
+        created_at: now,
+        finished_at: None,
+        task_counts: counts,
+        spec,
+        tasks: Some(tasks),
+        events: None,
+    }
+}
+
+#[test]
+fn unreachable_master_is_one_clear_line() {
+    let out = jobctl(&["--master", "http://127.0.0.1:1", "get", "jobs"]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = one_error_line(&out);
+    assert_eq!(
+        line,
+        "error: cannot reach the master at http://127.0.0.1:1: is it running? (jobctl dev starts a local cell)"
+    );
+}
+
+#[test]
+fn api_errors_name_the_field() {
+    let router = Router::new().route(
+        "/v1/jobs",
+        post(|| async {
+            let body = serde_json::json!({"error": {
+                "code": "invalid_spec",
+                "message": "`lots` is not a number",
+                "field": "task.resources.cpu"
+            }});
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(body))
+        }),
+    );
+    let master = serve(router);
+    let file = spec_file(
+        "bad-cpu.yaml",
+        "name: hello\ntask:\n  command: [/bin/true]\n  resources: {cpu: lots}\n",
+    );
+    let out = jobctl(&["--master", &master, "run", "-f", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        one_error_line(&out),
+        "error: task.resources.cpu: `lots` is not a number (invalid_spec)"
+    );
+}
+
+#[test]
+fn malformed_spec_fails_before_any_request() {
+    let file = spec_file("broken.yaml", "name: [unclosed\n");
+    let out = jobctl(&[
+        "--master",
+        "http://127.0.0.1:1",
+        "run",
+        "-f",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = one_error_line(&out);
+    assert!(line.contains("broken.yaml: malformed document"), "{line}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = jobctl(&["get", "jobs", "-o", "yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = jobctl(&["logs", "hello"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn submit_then_wait_for_a_batch_job() {
+    // The first poll shows the job running, the second succeeded.
+    let polls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let router = Router::new()
+        .route(
+            "/v1/jobs",
+            post(|Json(spec): Json<serde_json::Value>| async move {
+                assert_eq!(spec["name"], "hello");
+                let view = hello_view(
+                    JobState::Pending,
+                    vec![(TaskState::Pending, None), (TaskState::Pending, None)],
+                );
+                (StatusCode::CREATED, Json(view))
+            }),
+        )
+        .route(
+            "/v1/jobs/hello",
+            get(move || {
+                let n = polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    let view = if n == 0 {
+                        hello_view(
+                            JobState::Running,
+                            vec![(TaskState::Running, None), (TaskState::Pending, None)],
+                        )
+                    } else {
+                        let mut v = hello_view(
+                            JobState::Succeeded,
+                            vec![
+                                (TaskState::Succeeded, Some(0)),
+                                (TaskState::Succeeded, Some(0)),
+                            ],
+                        );
+                        v.tasks.as_mut().unwrap()[1].machine = Some("m2".into());
+                        v
+                    };
+                    Json(view)
+                }
+            }),
+        );
+    let master = serve(router);
+    let file = spec_file("hello.yaml", HELLO);
+    let out = jobctl(&[
+        "--master",
+        &master,
+        "run",
+        "-f",
+        file.to_str().unwrap(),
+        "--wait",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "job/hello submitted (2 tasks)\n\
+         hello/0  pending -> running  on m1\n\
+         hello/0  running -> succeeded  on m1\n\
+         hello/1  pending -> succeeded  on m2\n\
+         job/hello succeeded\n"
+    );
+}
+
+#[test]
+fn a_failed_batch_job_exits_1_naming_the_tasks() {
+    let router = Router::new()
+        .route(
+            "/v1/jobs",
+            post(|| async {
+                let view = hello_view(JobState::Pending, vec![(TaskState::Pending, None)]);
+                // 200: already live with this exact spec.
+                (StatusCode::OK, Json(view))
+            }),
+        )
+        .route(
+            "/v1/jobs/hello",
+            get(|| async {
+                Json(hello_view(
+                    JobState::Failed,
+                    vec![
+                        (TaskState::Succeeded, Some(0)),
+                        (TaskState::Failed, Some(3)),
+                    ],
+                ))
+            }),
+        );
+    let master = serve(router);
+    let file = spec_file("hello-fail.yaml", HELLO);
+    let out = jobctl(&[
+        "--master",
+        &master,
+        "run",
+        "-f",
+        file.to_str().unwrap(),
+        "--wait",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).starts_with("job/hello unchanged (1 task)\n"));
+    assert_eq!(
+        one_error_line(&out),
+        "error: job/hello failed: hello/1 (exit code 3)"
+    );
+}
+
+#[test]
+fn get_jobs_prints_a_table_and_json() {
+    let router = Router::new().route(
+        "/v1/jobs",
+        get(|| async {
+            let mut view = hello_view(
+                JobState::Running,
+                vec![(TaskState::Running, None), (TaskState::Running, None)],
+            );
+            view.tasks = None;
+            Json(JobList { jobs: vec![view] })
+        }),
+    );
+    let master = serve(router);
+    let out = jobctl(&["--master", &master, "get", "jobs"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("NAME    KIND    STATE     TASKS"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("hello   batch   running   2/2 running"),
+        "{text}"
+    );
+
+    let out = jobctl(&["--master", &master, "get", "jobs", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["jobs"][0]["name"], "hello");
+}
+
+#[test]
+fn logs_and_kill() {
+    let router = Router::new()
+        .route(
+            "/v1/jobs/hello/tasks/1/logs",
+            get(|Query(q): Query<HashMap<String, String>>| async move {
+                format!(
+                    "stream={} tail={}\n",
+                    q.get("stream").cloned().unwrap_or_default(),
+                    q.get("tail").cloned().unwrap_or_default()
+                )
+            }),
+        )
+        .route(
+            "/v1/jobs/hello/kill",
+            post(|| async { StatusCode::OK.into_response() }),
+        )
+        .route(
+            "/v1/jobs/nope/kill",
+            post(|| async {
+                let body = serde_json::json!({"error": {"code": "not_found", "message": "no job named nope"}});
+                (StatusCode::NOT_FOUND, Json(body))
+            }),
+        );
+    let master = serve(router);
+    let out = jobctl(&[
+        "--master", &master, "logs", "hello/1", "--stderr", "--tail", "5",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "stream=stderr tail=5\n");
+
+    let out = jobctl(&["--master", &master, "kill", "hello"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "job/hello killed\n");
+
+    let out = jobctl(&["--master", &master, "kill", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(one_error_line(&out), "error: no job named nope (not_found)");
+}
