@@ -2,6 +2,7 @@
 //! that drives every borglet toward the desired state.
 
 pub mod api;
+pub mod metrics;
 pub mod poller;
 pub mod store;
 
@@ -52,6 +53,7 @@ pub async fn run(
         store: store.clone(),
         http: http.clone(),
         machines_changed: machines_changed.clone(),
+        metrics: metrics::install(),
     };
     let poller = tokio::spawn(poller::run(
         store,

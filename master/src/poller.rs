@@ -145,7 +145,12 @@ async fn machine_loop(
     let mut failing_since: Option<Instant> = None;
     let mut last_warn: Option<Instant> = None;
     loop {
-        match sync_once(&store, &http, id, &slot, &mut acks).await {
+        let started = Instant::now();
+        let result = sync_once(&store, &http, id, &slot, &mut acks).await;
+        metrics::histogram!("borg_sync_duration_seconds").record(started.elapsed().as_secs_f64());
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("borg_syncs_total", "result" => outcome).increment(1);
+        match result {
             Ok(()) => {
                 if let Some(since) = failing_since.take() {
                     tracing::info!(machine = %slot.name, after = ?since.elapsed(), "borglet answers again");

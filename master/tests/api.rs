@@ -137,3 +137,21 @@ async fn machines_register_idempotently_and_validate() {
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["field"], "address");
 }
+
+#[tokio::test]
+async fn metrics_show_state_gauges_from_the_store() {
+    let app = spawn_app().await;
+    app.post_json("/v1/jobs", hello(3)).await;
+    let resp = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = resp.text().await.unwrap();
+    // The only test in this binary that scrapes, so the gauges are this app's.
+    assert!(text.contains("borg_tasks{state=\"pending\"} 3"), "{text}");
+    assert!(text.contains("borg_jobs{state=\"pending\"} 1"), "{text}");
+    assert!(text.contains("borg_jobs_submitted_total"), "{text}");
+}

@@ -1,5 +1,6 @@
 //! `/v1/jobs/{name}/tasks/{index}/logs`: proxied from the borglet that ran the
-//! task's newest attempt, streamed through without buffering.
+//! task's newest attempt, streamed through without buffering (so `follow=true`
+//! reaches the client line by line as the task writes).
 
 use super::{ApiError, ApiResult, AppState};
 use axum::body::Body;
@@ -20,6 +21,9 @@ struct LogQuery {
     #[serde(default)]
     stream: LogStream,
     tail: Option<u64>,
+    /// Keep streaming until the attempt ends (the borglet decides when).
+    #[serde(default)]
+    follow: bool,
 }
 
 async fn logs(
@@ -54,6 +58,9 @@ async fn logs(
     );
     if let Some(tail) = q.tail {
         url.push_str(&format!("&tail={tail}"));
+    }
+    if q.follow {
+        url.push_str("&follow=true");
     }
     let resp = state.http.get(&url).send().await.map_err(|e| {
         tracing::warn!(%url, error = %e, "fetching logs from borglet");

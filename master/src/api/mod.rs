@@ -5,6 +5,7 @@ mod health;
 mod jobs;
 mod logs;
 mod machines;
+mod metrics;
 
 pub use error::{ApiError, ApiResult};
 
@@ -21,6 +22,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Wakes the poller to rescan machines (a borglet registered).
     pub machines_changed: Arc<Notify>,
+    /// The process's Prometheus recorder, if this process installed one.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -29,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .merge(machines::router())
         .merge(logs::router())
         .merge(health::router())
+        .merge(metrics::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

@@ -86,6 +86,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        metrics::counter!("borg_jobs_submitted_total").increment(1);
         tracing::info!(job = %spec.name, job_id = %id, replicas = spec.replicas, "job submitted");
         let view = self
             .job_detail(&spec.name)

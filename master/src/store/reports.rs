@@ -102,7 +102,7 @@ impl Store {
             return Ok(());
         }
         let ids: Vec<uuid::Uuid> = attempts.iter().map(|a| a.0).collect();
-        sqlx::query(
+        let res = sqlx::query(
             "WITH s AS (
                 UPDATE attempts SET state = 'starting' WHERE id = ANY($1) AND state = 'assigned'
                 RETURNING id, task_id, machine_id),
@@ -116,6 +116,8 @@ impl Store {
         .bind(&ids)
         .execute(&self.pool)
         .await?;
+        metrics::counter!("borg_task_transitions_total", "from" => "assigned", "to" => "starting")
+            .increment(res.rows_affected());
         Ok(())
     }
 

@@ -65,6 +65,8 @@ pub(super) async fn move_task(
     .bind(mv.reason)
     .execute(&mut **tx)
     .await?;
+    metrics::counter!("borg_task_transitions_total", "from" => mv.from.as_str(), "to" => mv.to.as_str())
+        .increment(1);
     tracing::info!(
         job_id = %mv.job, task_id = %mv.task, attempt = ?mv.attempt.map(|a| a.to_string()),
         from = %mv.from, to = %mv.to, reason = mv.reason.unwrap_or(""), "task state"
