@@ -122,12 +122,24 @@ impl Cell {
     }
 
     /// SIGINT, as Ctrl-C does; the cell must stop every child and exit 0.
+    /// SIGINT, as Ctrl-C does; the cell must stop every child and exit 0,
+    /// leaving none of its processes (Postgres, components, tasks) behind.
     fn stop(mut self) {
+        let family = descendants(self.child.id() as i32);
+        assert!(
+            family.len() >= 6,
+            "expected postgres, master, scheduler, 3 borglets: {family:?}"
+        );
         kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT).unwrap();
         let status = wait_for("jobctl dev to exit", Duration::from_secs(60), || {
             self.child.try_wait().unwrap()
         });
         assert!(status.success(), "jobctl dev exited with {status}");
+        let left: Vec<i32> = family
+            .into_iter()
+            .filter(|p| alive_not_zombie(*p))
+            .collect();
+        assert!(left.is_empty(), "processes left behind: {left:?}");
     }
 }
 
@@ -142,6 +154,47 @@ impl Drop for Cell {
             let _ = self.child.kill();
         }
     }
+}
+
+/// (pid, parent pid, state) of every process.
+fn process_table() -> Vec<(i32, i32, char)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_string_lossy().parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let mut rest = stat.rsplit(')').next()?.split_whitespace();
+            let state = rest.next()?.chars().next()?;
+            let ppid = rest.next()?.parse().ok()?;
+            Some((pid, ppid, state))
+        })
+        .collect()
+}
+
+/// Every live descendant of `root`.
+fn descendants(root: i32) -> Vec<i32> {
+    let table = process_table();
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            table
+                .iter()
+                .filter(|(_, pp, _)| *pp == parent)
+                .map(|(p, _, _)| *p),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+fn alive_not_zombie(pid: i32) -> bool {
+    process_table()
+        .iter()
+        .any(|(p, _, state)| *p == pid && *state != 'Z')
 }
 
 fn stdout(o: &Output) -> String {
