@@ -277,9 +277,7 @@ fn quick_start_hello_runs_to_success_and_kill_leaves_no_process() {
     assert_eq!(cell.job("too-big")["tasks"][0]["state"], "pending");
 
     // A bad spec: one clear line, non-zero exit, nothing stored.
-    let bad = repo_root()
-        .join("target")
-        .join(format!("bad-{}.yaml", std::process::id()));
+    let bad = std::env::temp_dir().join(format!("borg-bad-{}.yaml", std::process::id()));
     std::fs::write(
         &bad,
         "name: bad\ntask:\n  command: [\"/bin/true\"]\n  resources: {cpu: lots}\n",
