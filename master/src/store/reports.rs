@@ -44,6 +44,29 @@ struct AttemptRow {
     spec: Json<JobSpec>,
 }
 
+impl AttemptRow {
+    /// A move of this attempt's task, recorded against this attempt and machine.
+    fn task_move<'a>(
+        &self,
+        machine: MachineId,
+        from: TaskState,
+        to: TaskState,
+        reason: &'a str,
+        backoff: Option<Duration>,
+    ) -> TaskMove<'a> {
+        TaskMove {
+            job: self.job_id,
+            task: self.task_id,
+            attempt: Some(self.id),
+            machine: Some(machine),
+            from,
+            to,
+            reason: Some(reason),
+            backoff,
+        }
+    }
+}
+
 /// What applying one report did.
 #[derive(Debug, Default)]
 pub struct ApplyOutcome {
@@ -308,16 +331,7 @@ async fn mark_running(
         let reason = format!("running on {machine_name}");
         move_task(
             tx,
-            TaskMove {
-                job: row.job_id,
-                task: row.task_id,
-                attempt: Some(row.id),
-                machine: Some(machine),
-                from: row.task_state,
-                to: TaskState::Running,
-                reason: Some(&reason),
-                backoff: None,
-            },
+            row.task_move(machine, row.task_state, TaskState::Running, &reason, None),
         )
         .await?;
     }
@@ -386,20 +400,7 @@ async fn end_task(
     if row.task_attempt != Some(row.id) || row.task_state.is_terminal() {
         return Ok(None);
     }
-    let moved = move_task(
-        tx,
-        TaskMove {
-            job: row.job_id,
-            task: row.task_id,
-            attempt: Some(row.id),
-            machine: Some(machine),
-            from: row.task_state,
-            to,
-            reason: Some(reason),
-            backoff: None,
-        },
-    )
-    .await?;
+    let moved = move_task(tx, row.task_move(machine, row.task_state, to, reason, None)).await?;
     let retry = matches!(to, TaskState::Failed | TaskState::Lost)
         && row.job_live
         && (row.kind == JobKind::Service || row.runs < row.max_runs);
@@ -424,16 +425,7 @@ async fn end_task(
     };
     move_task(
         tx,
-        TaskMove {
-            job: row.job_id,
-            task: row.task_id,
-            attempt: Some(row.id),
-            machine: Some(machine),
-            from: to,
-            to: TaskState::Pending,
-            reason: Some(&why),
-            backoff: Some(backoff),
-        },
+        row.task_move(machine, to, TaskState::Pending, &why, Some(backoff)),
     )
     .await?;
     Ok(Some(true))
