@@ -2,6 +2,7 @@
 //! check, and the one error type every handler answers with.
 
 use crate::logs;
+use crate::metrics::{self, Metrics, SyncResult};
 use crate::register::Contact;
 use crate::supervisor::Supervisor;
 use axum::extract::rejection::JsonRejection;
@@ -15,6 +16,8 @@ use borg_shared::{ApiError, AttemptId, ErrorBody};
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -26,6 +29,10 @@ pub struct AppState {
     /// and holds the highest leadership epoch seen.
     pub sync_gate: Arc<tokio::sync::Mutex<SyncGate>>,
     pub contact: Arc<Contact>,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the borglet shuts down: long-lived responses (log follows)
+    /// end then, or graceful shutdown would wait on them forever.
+    pub shutdown: CancellationToken,
 }
 
 #[derive(Debug, Default)]
@@ -38,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sync", post(sync))
         .route("/v1/attempts/{id}/logs", get(logs::get_logs))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::serve))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -52,6 +60,21 @@ async fn sync(
     body: Result<Json<SyncRequest>, JsonRejection>,
 ) -> Result<Json<SyncResponse>, Error> {
     let Json(req) = body?;
+    let began = Instant::now();
+    let result = reconcile(&app, req).await;
+    let label = match &result {
+        Ok(_) => Some(SyncResult::Ok),
+        Err(Error::StaleEpoch { .. }) => Some(SyncResult::StaleEpoch),
+        Err(Error::WrongMachine { .. }) => Some(SyncResult::WrongMachine),
+        Err(_) => None,
+    };
+    if let Some(label) = label {
+        app.metrics.synced(label, began.elapsed());
+    }
+    result.map(Json)
+}
+
+async fn reconcile(app: &AppState, req: SyncRequest) -> Result<SyncResponse, Error> {
     if req.machine != *app.name {
         return Err(Error::WrongMachine {
             ours: app.name.to_string(),
@@ -91,10 +114,10 @@ async fn sync(
         known = attempts.len(),
         "sync"
     );
-    Ok(Json(SyncResponse {
+    Ok(SyncResponse {
         machine: app.name.to_string(),
         attempts,
-    }))
+    })
 }
 
 /// Every failure an endpoint can answer with, mapped to a status and the

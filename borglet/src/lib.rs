@@ -5,6 +5,7 @@
 pub mod api;
 pub mod config;
 pub mod logs;
+pub mod metrics;
 pub mod register;
 pub mod state;
 pub mod supervisor;
@@ -98,9 +99,11 @@ pub async fn run(
     let capacity = config.capacity(&data_dir)?;
     let advertise = config.advertise_url(bound);
 
-    let table = Arc::new(state::AttemptTable::default());
+    let metrics = Arc::new(metrics::Metrics::new(&config.name));
+    let table = Arc::new(state::AttemptTable::new(metrics.running_gauge()));
     let supervisor = Arc::new(supervisor::Supervisor::new(
         table,
+        Arc::clone(&metrics),
         config.name.clone(),
         &data_dir,
     ));
@@ -125,6 +128,8 @@ pub async fn run(
         supervisor: Arc::clone(&supervisor),
         sync_gate: Default::default(),
         contact,
+        metrics,
+        shutdown: shutdown.clone(),
     };
     tracing::info!(listen = %bound, name = %config.name, advertise = %advertise,
         master = %config.master, data_dir = %data_dir.display(),

@@ -6,6 +6,7 @@
 use borg_shared::wire::{AttemptPhase, AttemptReport, AttemptSpec};
 use borg_shared::AttemptId;
 use chrono::{DateTime, Utc};
+use metrics::Gauge;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -116,6 +117,11 @@ impl Phase {
     pub fn is_finished(&self) -> bool {
         matches!(self, Phase::Exited { .. } | Phase::FailedToStart { .. })
     }
+
+    /// The process exists and has not been reaped.
+    pub fn is_live(&self) -> bool {
+        matches!(self, Phase::Running { .. } | Phase::Stopping { .. })
+    }
 }
 
 /// One attempt: what the master asked for and where it is now.
@@ -199,15 +205,41 @@ struct Inner {
 
 /// The table, behind a plain mutex: every critical section is a few map operations,
 /// never I/O, so it is never held across an await.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AttemptTable {
     inner: Mutex<Inner>,
+    /// Attempts with a live process, set under the lock at every change that can
+    /// move it, so the gauge is exact even between syncs (a reaper runs any time).
+    live: Gauge,
+}
+
+impl Default for AttemptTable {
+    fn default() -> Self {
+        Self::new(Gauge::noop())
+    }
 }
 
 impl AttemptTable {
+    /// `live` is kept equal to the number of attempts whose process has not exited.
+    pub fn new(live: Gauge) -> Self {
+        AttemptTable {
+            inner: Mutex::default(),
+            live,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain data behind; keep serving.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish_live(&self, inner: &Inner) {
+        let live = inner
+            .attempts
+            .values()
+            .filter(|a| a.phase.is_live())
+            .count();
+        self.live.set(live as f64);
     }
 
     /// Known now, or acknowledged and forgotten: either way it must not be started.
@@ -217,7 +249,15 @@ impl AttemptTable {
     }
 
     pub fn insert(&self, attempt: Attempt) {
-        self.lock().attempts.insert(attempt.spec.id, attempt);
+        let mut inner = self.lock();
+        inner.attempts.insert(attempt.spec.id, attempt);
+        self.publish_live(&inner);
+    }
+
+    /// The token cancelled once attempt `id` has finished and its process is
+    /// reaped; `None` if the attempt is not in the table.
+    pub fn exit_token(&self, id: AttemptId) -> Option<CancellationToken> {
+        self.lock().attempts.get(&id).map(|a| a.exited.clone())
     }
 
     /// Drop finished attempts the master has recorded. Acks of attempts still
@@ -253,6 +293,7 @@ impl AttemptTable {
         let attempt = inner.attempts.get_mut(&id).ok_or(ApplyError::Unknown(id))?;
         let next = attempt.phase.transition(event)?;
         attempt.phase = next.clone();
+        self.publish_live(&inner);
         Ok(next)
     }
 
@@ -297,7 +338,7 @@ impl AttemptTable {
         self.lock()
             .attempts
             .values()
-            .filter(|a| matches!(a.phase, Phase::Running { .. } | Phase::Stopping { .. }))
+            .filter(|a| a.phase.is_live())
             .map(|a| a.exited.clone())
             .collect()
     }

@@ -6,6 +6,7 @@
 mod start;
 mod stop;
 
+use crate::metrics::Metrics;
 use crate::state::AttemptTable;
 use borg_shared::AttemptId;
 use std::collections::HashSet;
@@ -25,6 +26,7 @@ const REAP_PATIENCE: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Supervisor {
     table: Arc<AttemptTable>,
+    metrics: Arc<Metrics>,
     machine: String,
     /// `<data-dir>/attempts`
     sandboxes: PathBuf,
@@ -34,13 +36,19 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// `data_dir` should be absolute: it becomes the tasks' working directory and HOME.
-    pub fn new(table: Arc<AttemptTable>, machine: String, data_dir: &Path) -> Self {
+    pub fn new(
+        table: Arc<AttemptTable>,
+        metrics: Arc<Metrics>,
+        machine: String,
+        data_dir: &Path,
+    ) -> Self {
         let path_env = std::env::var("PATH")
             .ok()
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| FALLBACK_PATH.to_string());
         Supervisor {
             table,
+            metrics,
             machine,
             sandboxes: sandboxes_dir(data_dir),
             path_env,
@@ -55,7 +63,9 @@ impl Supervisor {
     /// Stop every running attempt not in `wanted`.
     pub fn stop_unwanted(&self, wanted: &HashSet<AttemptId>) {
         for id in self.table.running_ids_except(|id| wanted.contains(id)) {
-            self.stop(id);
+            if self.stop(id) {
+                self.metrics.stopped();
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //! files, and a reaper task that records how the process ended.
 
 use super::{stop, Supervisor};
+use crate::metrics::Metrics;
 use crate::state::{Attempt, AttemptTable, Event, Exit, Phase};
 use borg_shared::wire::{borg_env, AttemptSpec};
 use borg_shared::AttemptId;
@@ -43,6 +44,7 @@ impl Supervisor {
             Ok((child, pid)) => {
                 let (job, index) = (spec.job.clone(), spec.index);
                 tracing::info!(attempt = %id, job = %job, index, pid, "attempt started");
+                self.metrics.started();
                 // Insert before the reaper runs so its exit always finds the entry.
                 self.table.insert(Attempt {
                     spec,
@@ -52,11 +54,20 @@ impl Supervisor {
                     },
                     exited: exited.clone(),
                 });
-                let table = Arc::clone(&self.table);
-                tokio::spawn(reap(table, id, job, index, pid, child, exited));
+                let reaper = Reaper {
+                    table: Arc::clone(&self.table),
+                    metrics: Arc::clone(&self.metrics),
+                    id,
+                    job,
+                    index,
+                    pid,
+                    exited,
+                };
+                tokio::spawn(reaper.reap(child));
             }
             Err(e) => {
                 tracing::warn!(attempt = %id, job = %spec.job, index = spec.index, error = %e, "attempt failed to start");
+                self.metrics.failed_to_start();
                 exited.cancel();
                 self.table.insert(Attempt {
                     spec,
@@ -122,48 +133,63 @@ fn open_log(sandbox: &Path, name: &str) -> std::io::Result<File> {
         .open(sandbox.join(name))
 }
 
-/// Await the process, clear out what is left of its group, record the exit.
-async fn reap(
+/// What the reaper of one attempt needs once the process is gone.
+struct Reaper {
     table: Arc<AttemptTable>,
+    metrics: Arc<Metrics>,
     id: AttemptId,
     job: String,
     index: i32,
     pid: i32,
-    mut child: Child,
     exited: CancellationToken,
-) {
-    let exit = match child.wait().await {
-        Ok(status) => match (status.code(), status.signal()) {
-            (Some(code), _) => Exit::Code(code),
-            (None, Some(sig)) => Exit::Signal(sig),
-            (None, None) => Exit::Unknown(format!("unrecognised wait status {status}")),
-        },
-        Err(e) => Exit::Unknown(format!("waiting for the process failed: {e}")),
-    };
-    // The attempt ends with its leader: anything it left in its group (background
-    // children) goes too, so no stray process outlives the attempt unaccounted.
-    // The group id cannot have been reused while members remain; once it is
-    // empty this is ESRCH, which counts as success.
-    if let Err(e) = stop::signal_group(pid, Signal::SIGKILL) {
-        tracing::warn!(attempt = %id, pid, error = %e, "could not kill leftovers of the process group");
-    }
-    match &exit {
-        Exit::Code(code) => {
-            tracing::info!(attempt = %id, job = %job, index, pid, exit_code = code, "attempt exited")
+}
+
+impl Reaper {
+    /// Await the process, clear out what is left of its group, record the exit.
+    async fn reap(self, mut child: Child) {
+        let Reaper {
+            table,
+            metrics,
+            id,
+            job,
+            index,
+            pid,
+            exited,
+        } = self;
+        let exit = match child.wait().await {
+            Ok(status) => match (status.code(), status.signal()) {
+                (Some(code), _) => Exit::Code(code),
+                (None, Some(sig)) => Exit::Signal(sig),
+                (None, None) => Exit::Unknown(format!("unrecognised wait status {status}")),
+            },
+            Err(e) => Exit::Unknown(format!("waiting for the process failed: {e}")),
+        };
+        // The attempt ends with its leader: anything it left in its group (background
+        // children) goes too, so no stray process outlives the attempt unaccounted.
+        // The group id cannot have been reused while members remain; once it is
+        // empty this is ESRCH, which counts as success.
+        if let Err(e) = stop::signal_group(pid, Signal::SIGKILL) {
+            tracing::warn!(attempt = %id, pid, error = %e, "could not kill leftovers of the process group");
         }
-        Exit::Signal(sig) => {
-            tracing::info!(attempt = %id, job = %job, index, pid, signal = sig, "attempt killed by signal")
+        match &exit {
+            Exit::Code(code) => {
+                tracing::info!(attempt = %id, job = %job, index, pid, exit_code = code, "attempt exited")
+            }
+            Exit::Signal(sig) => {
+                tracing::info!(attempt = %id, job = %job, index, pid, signal = sig, "attempt killed by signal")
+            }
+            Exit::Unknown(why) => {
+                tracing::warn!(attempt = %id, job = %job, index, pid, why = %why, "attempt ended, status unknown")
+            }
         }
-        Exit::Unknown(why) => {
-            tracing::warn!(attempt = %id, job = %job, index, pid, why = %why, "attempt ended, status unknown")
+        metrics.exited(&exit);
+        let event = Event::ProcessExited {
+            at: Utc::now(),
+            exit,
+        };
+        if let Err(e) = table.apply(id, event) {
+            tracing::error!(attempt = %id, error = %e, "could not record the exit");
         }
+        exited.cancel();
     }
-    let event = Event::ProcessExited {
-        at: Utc::now(),
-        exit,
-    };
-    if let Err(e) = table.apply(id, event) {
-        tracing::error!(attempt = %id, error = %e, "could not record the exit");
-    }
-    exited.cancel();
 }

@@ -15,10 +15,13 @@ const AFTER_KILL_PATIENCE: Duration = Duration::from_secs(10);
 
 impl Supervisor {
     /// Begin stopping attempt `id` if it is running; the stop proceeds in a task.
-    pub fn stop(&self, id: AttemptId) {
-        if let Some(ticket) = self.table.begin_stop(id) {
-            self.stops.spawn(stop_group(ticket));
-        }
+    /// Whether a stop was begun (false if it was not running).
+    pub fn stop(&self, id: AttemptId) -> bool {
+        let Some(ticket) = self.table.begin_stop(id) else {
+            return false;
+        };
+        self.stops.spawn(stop_group(ticket));
+        true
     }
 }
 

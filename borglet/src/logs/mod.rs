@@ -1,5 +1,10 @@
-//! Serving a task's log files from its sandbox: the whole file or its last N lines,
-//! streamed. Sandboxes outlive their attempts, so logs of finished tasks stay readable.
+//! Serving a task's log files from its sandbox: the whole file or its last N lines
+//! (`tail.rs`), streamed, and with `follow=true` kept open for what the task writes
+//! next until it ends (`follow.rs`). Sandboxes outlive their attempts, so logs of
+//! finished tasks stay readable.
+
+mod follow;
+mod tail;
 
 use crate::api::{AppState, Error};
 use crate::supervisor::sandbox_dir;
@@ -12,10 +17,8 @@ use axum::response::{IntoResponse, Response};
 use borg_shared::wire::LogStream;
 use borg_shared::AttemptId;
 use serde::Deserialize;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use tokio_util::io::ReaderStream;
-
-const TAIL_CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +26,9 @@ pub struct LogsQuery {
     #[serde(default)]
     stream: LogStream,
     tail: Option<u64>,
+    /// Keep streaming what the task writes until it has finished.
+    #[serde(default)]
+    follow: bool,
 }
 
 pub async fn get_logs(
@@ -46,7 +52,8 @@ pub async fn get_logs(
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
-                // A sandbox without that file yet: nothing written.
+                // A sandbox without that file: the task never got to write it
+                // (the file is created before the process starts).
                 Ok(text_response(Body::empty()))
             } else {
                 Err(Error::NotFound(format!("no logs for attempt {id}")))
@@ -63,7 +70,7 @@ pub async fn get_logs(
         Some(lines) => {
             let mut std_file = file.into_std().await;
             let std_file = tokio::task::spawn_blocking(move || {
-                let start = tail_offset(&mut std_file, lines)?;
+                let start = tail::tail_offset(&mut std_file, lines)?;
                 std_file.seek(SeekFrom::Start(start))?;
                 Ok::<_, std::io::Error>(std_file)
             })
@@ -73,66 +80,22 @@ pub async fn get_logs(
             tokio::fs::File::from_std(std_file)
         }
     };
-    Ok(text_response(Body::from_stream(ReaderStream::new(file))))
+    // An attempt the table does not know (e.g. from before a borglet restart) has
+    // no exit to wait for: its log is served as it stands.
+    let exited = q
+        .follow
+        .then(|| app.supervisor.table().exit_token(id))
+        .flatten();
+    let body = match exited {
+        Some(exited) => {
+            tracing::debug!(attempt = %id, stream = q.stream.file_name(), "following log");
+            Body::from_stream(follow::follow(file, exited, app.shutdown.clone()))
+        }
+        None => Body::from_stream(ReaderStream::new(file)),
+    };
+    Ok(text_response(body))
 }
 
 fn text_response(body: Body) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
-}
-
-/// Byte offset where the last `lines` lines of `f` begin. A final newline ends the
-/// last line rather than starting an empty one. Reads backwards in chunks, so a
-/// large log costs only as much as its tail.
-fn tail_offset<F: Read + Seek>(f: &mut F, lines: u64) -> std::io::Result<u64> {
-    let len = f.seek(SeekFrom::End(0))?;
-    if lines == 0 {
-        return Ok(len);
-    }
-    let mut buf = vec![0u8; TAIL_CHUNK];
-    let mut pos = len;
-    let mut seen = 0u64;
-    while pos > 0 {
-        let n = usize::try_from(pos).map_or(TAIL_CHUNK, |p| p.min(TAIL_CHUNK));
-        pos -= n as u64;
-        f.seek(SeekFrom::Start(pos))?;
-        f.read_exact(&mut buf[..n])?;
-        for i in (0..n).rev() {
-            let after = pos + i as u64 + 1;
-            if buf[i] == b'\n' && after != len {
-                seen += 1;
-                if seen == lines {
-                    return Ok(after);
-                }
-            }
-        }
-    }
-    Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::tail_offset;
-    use std::io::Cursor;
-
-    fn tail(text: &str, n: u64) -> &str {
-        let off = tail_offset(&mut Cursor::new(text.as_bytes()), n).unwrap();
-        &text[off as usize..]
-    }
-
-    #[test]
-    fn tail_counts_lines_from_the_end() {
-        assert_eq!(tail("a\nb\nc\n", 2), "b\nc\n");
-        assert_eq!(tail("a\nb\nc", 2), "b\nc");
-        assert_eq!(tail("a\nb\nc\n", 10), "a\nb\nc\n");
-        assert_eq!(tail("a\nb\nc\n", 0), "");
-        assert_eq!(tail("", 3), "");
-        assert_eq!(tail("\n\n", 1), "\n");
-    }
-
-    #[test]
-    fn tail_crosses_chunks() {
-        let line = "x".repeat(1000) + "\n";
-        let text = line.repeat(200);
-        assert_eq!(tail(&text, 3), line.repeat(3));
-    }
 }

@@ -1,0 +1,190 @@
+//! The borglet's Prometheus metrics: the process-wide recorder (installed once),
+//! the handles one borglet records into (every series labelled with its machine
+//! name, since tests run several borglets in one process), and `GET /metrics`.
+
+use crate::api::AppState;
+use crate::state::Exit;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use metrics::{Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+const SYNC_DURATION: &str = "borglet_sync_duration_seconds";
+/// A sync is map operations plus fork/exec per started attempt: milliseconds.
+const SYNC_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+/// Without a scrape, histogram samples pile up until drained; drain them this often.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Install the process-wide recorder on first call. `None` when another recorder
+/// was installed first (e.g. by an embedding program): metrics then go there and
+/// this borglet's `/metrics` is empty, which is no reason to refuse to run.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new();
+            // Only fails for an empty bucket list, which SYNC_BUCKETS is not; a
+            // summary instead of a histogram would still be better than nothing.
+            let builder = builder
+                .set_buckets_for_metric(Matcher::Full(SYNC_DURATION.into()), SYNC_BUCKETS)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "sync duration buckets rejected");
+                    PrometheusBuilder::new()
+                });
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+                return None;
+            }
+            describe();
+            spawn_upkeep(handle.clone());
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "borglet_attempts_started_total",
+        "Attempts whose process was started"
+    );
+    describe_counter!(
+        "borglet_attempts_failed_to_start_total",
+        "Attempts that could not be started (bad command, sandbox error)"
+    );
+    describe_counter!(
+        "borglet_attempts_exited_total",
+        "Attempt processes reaped, by how they ended (exited, signaled, unknown)"
+    );
+    describe_counter!(
+        "borglet_attempts_stopped_total",
+        "Stops begun because the master no longer wants the attempt"
+    );
+    describe_gauge!(
+        "borglet_attempts_running",
+        "Attempts whose process has not exited yet (running or stopping)"
+    );
+    describe_counter!(
+        "borglet_syncs_total",
+        "Sync requests from the master, by result (ok, stale_epoch, wrong_machine)"
+    );
+    describe_histogram!(
+        SYNC_DURATION,
+        Unit::Seconds,
+        "Time to handle one sync request from the master"
+    );
+}
+
+/// The exporter's own `install_recorder` runs upkeep on a thread; `build_recorder`
+/// leaves it to us.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start metrics upkeep; histograms drain only on scrape");
+    }
+}
+
+/// How a sync request ended, as the `result` label.
+#[derive(Debug, Clone, Copy)]
+pub enum SyncResult {
+    Ok,
+    StaleEpoch,
+    WrongMachine,
+}
+
+/// One borglet's metric handles, registered once with its `machine` label.
+#[derive(Debug)]
+pub struct Metrics {
+    handle: Option<PrometheusHandle>,
+    started: Counter,
+    failed_to_start: Counter,
+    exited: Counter,
+    signaled: Counter,
+    exit_unknown: Counter,
+    stopped: Counter,
+    running: Gauge,
+    syncs_ok: Counter,
+    syncs_stale_epoch: Counter,
+    syncs_wrong_machine: Counter,
+    sync_duration: Histogram,
+}
+
+impl Metrics {
+    /// Installs the recorder if needed: handles taken before it exists would be no-ops.
+    pub fn new(machine: &str) -> Self {
+        let handle = install();
+        let m = || ("machine", machine.to_string());
+        let how = |how: &'static str| [m(), ("how", how.to_string())];
+        let result = |r: &'static str| [m(), ("result", r.to_string())];
+        Metrics {
+            handle,
+            started: metrics::counter!("borglet_attempts_started_total", &[m()]),
+            failed_to_start: metrics::counter!("borglet_attempts_failed_to_start_total", &[m()]),
+            exited: metrics::counter!("borglet_attempts_exited_total", &how("exited")),
+            signaled: metrics::counter!("borglet_attempts_exited_total", &how("signaled")),
+            exit_unknown: metrics::counter!("borglet_attempts_exited_total", &how("unknown")),
+            stopped: metrics::counter!("borglet_attempts_stopped_total", &[m()]),
+            running: metrics::gauge!("borglet_attempts_running", &[m()]),
+            syncs_ok: metrics::counter!("borglet_syncs_total", &result("ok")),
+            syncs_stale_epoch: metrics::counter!("borglet_syncs_total", &result("stale_epoch")),
+            syncs_wrong_machine: metrics::counter!("borglet_syncs_total", &result("wrong_machine")),
+            sync_duration: metrics::histogram!(SYNC_DURATION, &[m()]),
+        }
+    }
+
+    pub fn started(&self) {
+        self.started.increment(1);
+    }
+
+    pub fn failed_to_start(&self) {
+        self.failed_to_start.increment(1);
+    }
+
+    pub fn exited(&self, exit: &Exit) {
+        match exit {
+            Exit::Code(_) => self.exited.increment(1),
+            Exit::Signal(_) => self.signaled.increment(1),
+            Exit::Unknown(_) => self.exit_unknown.increment(1),
+        }
+    }
+
+    pub fn stopped(&self) {
+        self.stopped.increment(1);
+    }
+
+    /// The gauge handle the attempt table keeps exact.
+    pub fn running_gauge(&self) -> Gauge {
+        self.running.clone()
+    }
+
+    pub fn synced(&self, result: SyncResult, took: Duration) {
+        match result {
+            SyncResult::Ok => self.syncs_ok.increment(1),
+            SyncResult::StaleEpoch => self.syncs_stale_epoch.increment(1),
+            SyncResult::WrongMachine => self.syncs_wrong_machine.increment(1),
+        }
+        self.sync_duration.record(took);
+    }
+}
+
+/// `GET /metrics`: everything recorded in this process, in the Prometheus text format.
+pub async fn serve(State(app): State<AppState>) -> impl IntoResponse {
+    let body = app
+        .metrics
+        .handle
+        .as_ref()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}

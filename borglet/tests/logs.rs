@@ -1,0 +1,174 @@
+//! `GET /v1/attempts/{id}/logs?follow=true` against a real borglet and real
+//! processes: streaming as the task writes, ending when it ends, and letting go
+//! when the client or the borglet goes away.
+
+mod common;
+
+use borg_shared::wire::AttemptPhase;
+use borg_shared::{AttemptId, ErrorBody};
+use common::{eventually, AttemptBuilder, TestBorglet, DEADLINE};
+use std::path::Path;
+
+/// Read chunks of a streaming body into `got` until it contains `want`.
+async fn read_until(resp: &mut reqwest::Response, got: &mut String, want: &str) {
+    tokio::time::timeout(DEADLINE, async {
+        while !got.contains(want) {
+            let chunk = resp.chunk().await.unwrap();
+            let chunk = chunk.unwrap_or_else(|| panic!("body ended before {want:?}: {got:?}"));
+            got.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {want:?}; got {got:?}"));
+}
+
+/// Read the rest of a streaming body; fails the test if it does not end in time.
+async fn read_to_end(resp: &mut reqwest::Response, got: &mut String) {
+    tokio::time::timeout(DEADLINE, async {
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            got.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the follow did not end; got {got:?}"));
+}
+
+/// How many descriptors this process (the test, which hosts the borglet) holds on `path`.
+fn open_fds(path: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target == path)
+        .count()
+}
+
+#[tokio::test]
+async fn follow_streams_new_output_and_ends_with_the_attempt() {
+    let b = TestBorglet::spawn().await;
+    let spec =
+        AttemptBuilder::sh("echo 'line 1'; while [ ! -e go ]; do sleep 0.02; done; echo 'line 2'")
+            .build();
+    let id = spec.id;
+    b.sync(std::slice::from_ref(&spec), &[]).await;
+
+    let mut resp = b.logs(&id.to_string(), "?follow=true").await;
+    assert_eq!(resp.status(), 200);
+    let mut got = String::new();
+    read_until(&mut resp, &mut got, "line 1\n").await;
+    assert_eq!(got, "line 1\n", "line 2 cannot exist before `go`");
+
+    std::fs::write(b.sandbox(id).join("go"), "").unwrap();
+    read_until(&mut resp, &mut got, "line 2\n").await;
+    read_to_end(&mut resp, &mut got).await;
+    assert_eq!(got, "line 1\nline 2\n");
+}
+
+#[tokio::test]
+async fn follow_of_a_finished_attempt_sends_the_log_and_ends() {
+    let b = TestBorglet::spawn().await;
+    let spec = AttemptBuilder::sh("printf 'a\\nb\\nc\\n'; echo oops >&2").build();
+    let id = spec.id;
+    b.sync_until(std::slice::from_ref(&spec), id, "exited", |r| {
+        r.phase == AttemptPhase::Exited
+    })
+    .await;
+
+    for (query, want) in [
+        ("?follow=true", "a\nb\nc\n"),
+        ("?follow=true&tail=1", "c\n"),
+        ("?follow=true&stream=stderr", "oops\n"),
+        ("?follow=false&tail=2", "b\nc\n"),
+    ] {
+        let mut resp = b.logs(&id.to_string(), query).await;
+        assert_eq!(resp.status(), 200, "{query}");
+        let mut got = String::new();
+        read_to_end(&mut resp, &mut got).await;
+        assert_eq!(got, want, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn follow_with_tail_starts_at_the_last_lines() {
+    let b = TestBorglet::spawn().await;
+    let spec =
+        AttemptBuilder::sh("printf 'a\\nb\\nc\\n'; while [ ! -e go ]; do sleep 0.02; done; echo d")
+            .build();
+    let id = spec.id;
+    b.sync(std::slice::from_ref(&spec), &[]).await;
+    let stdout = b.sandbox(id).join("stdout");
+    eventually("the task printed its first lines", || async {
+        (std::fs::read_to_string(&stdout).ok()? == "a\nb\nc\n").then_some(())
+    })
+    .await;
+
+    let mut resp = b.logs(&id.to_string(), "?follow=true&tail=1").await;
+    let mut got = String::new();
+    read_until(&mut resp, &mut got, "c\n").await;
+    std::fs::write(b.sandbox(id).join("go"), "").unwrap();
+    read_to_end(&mut resp, &mut got).await;
+    assert_eq!(got, "c\nd\n");
+}
+
+#[tokio::test]
+async fn follow_of_a_sandbox_the_table_does_not_know_is_a_plain_read() {
+    // As after a borglet restart: the sandbox is on disk, the attempt is not in the table.
+    let b = TestBorglet::spawn().await;
+    let id = AttemptId::new();
+    std::fs::create_dir_all(b.sandbox(id)).unwrap();
+    std::fs::write(b.sandbox(id).join("stdout"), "old\n").unwrap();
+
+    let mut resp = b.logs(&id.to_string(), "?follow=true").await;
+    assert_eq!(resp.status(), 200);
+    let mut got = String::new();
+    read_to_end(&mut resp, &mut got).await;
+    assert_eq!(got, "old\n");
+}
+
+#[tokio::test]
+async fn follow_must_be_a_boolean() {
+    let b = TestBorglet::spawn().await;
+    let spec = AttemptBuilder::sh("echo hi").build();
+    b.sync(std::slice::from_ref(&spec), &[]).await;
+    let resp = b.logs(&spec.id.to_string(), "?follow=maybe").await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.json::<ErrorBody>().await.unwrap().error.code,
+        "invalid_query"
+    );
+}
+
+#[tokio::test]
+async fn follow_lets_go_of_the_file_when_the_client_leaves() {
+    let b = TestBorglet::spawn().await;
+    let spec = AttemptBuilder::sh("echo hi; sleep 1000").build();
+    let id = spec.id;
+    b.sync(std::slice::from_ref(&spec), &[]).await;
+    let stdout = std::fs::canonicalize(b.sandbox(id).join("stdout")).unwrap();
+
+    let mut resp = b.logs(&id.to_string(), "?follow=true").await;
+    let mut got = String::new();
+    read_until(&mut resp, &mut got, "hi\n").await;
+    assert_eq!(open_fds(&stdout), 1, "the follower holds the log open");
+
+    drop(resp);
+    eventually("the follower closed the log", || async {
+        (open_fds(&stdout) == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_a_follow_of_a_running_attempt() {
+    let mut b = TestBorglet::spawn().await;
+    let spec = AttemptBuilder::sh("echo hi; sleep 1000").build();
+    let id = spec.id;
+    b.sync(std::slice::from_ref(&spec), &[]).await;
+
+    let mut resp = b.logs(&id.to_string(), "?follow=true").await;
+    let mut got = String::new();
+    read_until(&mut resp, &mut got, "hi\n").await;
+    // Graceful shutdown waits for open responses: the follow must end on its own.
+    b.shutdown().await.unwrap();
+    read_to_end(&mut resp, &mut got).await;
+    assert_eq!(got, "hi\n");
+}
