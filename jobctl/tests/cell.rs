@@ -339,3 +339,61 @@ fn a_restarted_cell_resumes_its_jobs_and_ctrl_c_leaves_no_task_running() {
     });
     again.stop();
 }
+
+#[test]
+fn logs_follow_streams_until_the_task_ends() {
+    let dir = data_dir();
+    let cell = Cell::start(dir.path());
+    let go = dir.path().join("go");
+    let spec = format!(
+        "name: follow\ntask:\n  command: [\"/bin/sh\", \"-c\", \"echo first; while [ ! -e {} ]; do sleep 0.05; done; echo second\"]\n",
+        go.display()
+    );
+    let spec_file = dir.path().join("follow.yaml");
+    std::fs::write(&spec_file, spec).unwrap();
+    let run = cell.jobctl(&["run", "-f", spec_file.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    wait_for("follow/0 running", Duration::from_secs(30), || {
+        (cell.job("follow")["tasks"][0]["state"] == "running").then_some(())
+    });
+
+    let mut logs = Command::new(JOBCTL)
+        .args(["--master", &cell.master, "logs", "-f", "follow/0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let seen = seen.clone();
+        let mut out = logs.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut out, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    wait_for("the first line", Duration::from_secs(30), || {
+        seen.lock().unwrap().contains("first").then_some(())
+    });
+    // Still streaming: the task has not written its second line yet.
+    assert!(
+        logs.try_wait().unwrap().is_none(),
+        "logs -f ended before the task did"
+    );
+    std::fs::write(&go, "").unwrap();
+    let status = wait_for(
+        "logs -f to end with the task",
+        Duration::from_secs(30),
+        || logs.try_wait().unwrap(),
+    );
+    reader.join().unwrap();
+    assert!(status.success());
+    assert_eq!(seen.lock().unwrap().as_str(), "first\nsecond\n");
+    cell.stop();
+}
