@@ -155,3 +155,74 @@ async fn metrics_show_state_gauges_from_the_store() {
     assert!(text.contains("borg_jobs{state=\"pending\"} 1"), "{text}");
     assert!(text.contains("borg_jobs_submitted_total"), "{text}");
 }
+
+#[tokio::test]
+async fn openapi_document_is_generated_from_the_handlers() {
+    let app = spawn_app().await;
+    let resp = app
+        .http
+        .get(format!("{}/openapi.json", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let ctype = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ctype.starts_with("application/json"), "{ctype}");
+    let doc: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(doc["info"]["title"], "borgmaster");
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+
+    let paths = doc["paths"].as_object().expect("paths");
+    for path in [
+        "/v1/jobs",
+        "/v1/jobs/{name}",
+        "/v1/jobs/{name}/kill",
+        "/v1/jobs/{name}/tasks/{index}/logs",
+        "/v1/machines",
+        "/healthz",
+        "/metrics",
+    ] {
+        assert!(paths.contains_key(path), "missing path {path}");
+    }
+    let submit = &doc["paths"]["/v1/jobs"]["post"];
+    assert_eq!(
+        submit["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/JobSpec"
+    );
+    for status in ["200", "201", "400", "409", "422"] {
+        assert!(submit["responses"].get(status).is_some(), "submit {status}");
+    }
+
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    for name in ["JobSpec", "JobView", "ErrorBody"] {
+        assert!(schemas.contains_key(name), "missing schema {name}");
+    }
+    let required: Vec<&str> = schemas["JobSpec"]["required"]
+        .as_array()
+        .expect("JobSpec.required")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        required.contains(&"name") && required.contains(&"task"),
+        "{required:?}"
+    );
+    // Quantities are strings on the wire, not the integers they are stored as.
+    assert_eq!(schemas["Resources"]["properties"]["cpu"]["type"], "string");
+
+    // Every reference resolves and operation ids are unique.
+    let text = doc.to_string();
+    for piece in text.split("\"#/components/schemas/").skip(1) {
+        let name = &piece[..piece.find('"').unwrap()];
+        assert!(schemas.contains_key(name), "dangling $ref {name}");
+    }
+    let mut ids: Vec<&str> = paths
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "duplicate operationId");
+}

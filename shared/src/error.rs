@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiError {
     /// Machine-readable, stable: `invalid_spec`, `malformed_json`, `not_found`, `conflict`, `internal`, ...
     pub code: String,
@@ -14,7 +14,8 @@ pub struct ApiError {
     pub field: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// The body of every 4xx/5xx answer.
 pub struct ErrorBody {
     pub error: ApiError,
 }

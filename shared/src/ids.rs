@@ -9,7 +9,9 @@ macro_rules! uuid_id {
         $(#[$doc])*
         #[derive(
             Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
+            utoipa::ToSchema,
         )]
+        #[schema(value_type = String, format = Uuid)]
         #[serde(transparent)]
         #[sqlx(transparent)]
         pub struct $name(pub Uuid);

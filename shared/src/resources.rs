@@ -7,15 +7,39 @@ use std::fmt;
 
 /// CPU in millicores (1000 = one core).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
+#[schema(example = 250)]
 #[serde(transparent)]
 pub struct MilliCpu(pub u64);
 
 /// A size in bytes (memory, disk).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
+#[schema(example = 67108864)]
 #[serde(transparent)]
 pub struct Bytes(pub u64);
 

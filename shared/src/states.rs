@@ -8,7 +8,7 @@ use std::fmt;
 macro_rules! pg_enum {
     ($(#[$doc:meta])* $name:ident, $pg:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
         #[sqlx(type_name = $pg, rename_all = "snake_case")]
         #[serde(rename_all = "snake_case")]
         pub enum $name {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// cpu, memory and disk together: a machine's capacity or a task's request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Capacity {
     pub cpu: MilliCpu,
     pub memory: Bytes,
@@ -18,7 +18,7 @@ pub struct Capacity {
 
 // ---------- REST: jobs ----------
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: JobId,
     pub name: String,
@@ -41,12 +41,12 @@ pub struct JobView {
     pub events: Option<Vec<EventView>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobList {
     pub jobs: Vec<JobView>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskView {
     pub index: i32,
     pub state: TaskState,
@@ -68,7 +68,7 @@ pub struct TaskView {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventView {
     pub id: i64,
     pub time: DateTime<Utc>,
@@ -89,7 +89,7 @@ pub struct EventView {
 // ---------- REST: machines ----------
 
 /// `POST /v1/machines`: a borglet announces itself.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterMachine {
     pub name: String,
@@ -100,7 +100,7 @@ pub struct RegisterMachine {
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineView {
     pub id: MachineId,
     pub name: String,
@@ -114,7 +114,7 @@ pub struct MachineView {
     pub last_heard: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineList {
     pub machines: Vec<MachineView>,
 }
@@ -190,7 +190,7 @@ pub struct AttemptReport {
 }
 
 /// Query of the log endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogStream {
     #[default]

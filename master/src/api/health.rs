@@ -3,14 +3,27 @@
 use super::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(healthz))
 }
 
+/// Liveness: up when Postgres answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The master and its database are up", body = Object,
+            example = json!({"status": "ok"})),
+        (status = 503, description = "Postgres does not answer", body = Object,
+            example = json!({"status": "unavailable", "reason": "database unreachable"})),
+    )
+)]
 async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ok"}))),

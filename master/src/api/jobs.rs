@@ -5,20 +5,45 @@ use crate::store::{KillOutcome, SubmitOutcome};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use borg_shared::wire::{JobList, JobView};
-use borg_shared::{JobSpec, JobState};
+use borg_shared::{ErrorBody, JobSpec, JobState};
 use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/jobs", post(submit).get(list))
-        .route("/v1/jobs/{name}", get(detail))
-        .route("/v1/jobs/{name}/kill", post(kill))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(submit, list))
+        .routes(routes!(detail))
+        .routes(routes!(kill))
 }
 
-/// The body is read raw so that parse errors name the offending field.
+/// Submit a job.
+///
+/// Submitting the same spec under the same name again is a safe retry (200);
+/// a different spec under a live job's name is a conflict (409).
+// The body is read raw so that parse errors name the offending field.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    operation_id = "submit_job",
+    tag = "jobs",
+    request_body(
+        content = JobSpec,
+        content_type = "application/json",
+        description = "The job spec (the JSON form of the YAML users keep in files)"
+    ),
+    responses(
+        (status = 201, description = "The job was created with its tasks", body = JobView),
+        (status = 200, description = "A live job has this name and the identical spec; nothing changed", body = JobView),
+        (status = 400, description = "The body is not JSON (`malformed_json`)", body = ErrorBody),
+        (status = 409, description = "A live job has this name with a different spec (`conflict`)", body = ErrorBody),
+        (status = 422, description = "The spec is well-formed but invalid; `field` names the offending field (`invalid_spec`)", body = ErrorBody),
+        (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
+    )
+)]
 async fn submit(
     State(state): State<AppState>,
     body: Bytes,
@@ -34,11 +59,27 @@ async fn submit(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only jobs in this state.
+    #[param(value_type = Option<JobState>, inline)]
     state: Option<String>,
 }
 
+/// List jobs (without their tasks and events).
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    operation_id = "list_jobs",
+    tag = "jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The jobs", body = JobList),
+        (status = 422, description = "`state` is not a job state (`invalid_spec`)", body = ErrorBody),
+        (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
@@ -54,6 +95,19 @@ async fn list(
     Ok(Json(JobList { jobs }))
 }
 
+/// One job with its tasks and recent events.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{name}",
+    operation_id = "get_job",
+    tag = "jobs",
+    params(("name" = String, Path, description = "The job's name")),
+    responses(
+        (status = 200, description = "The job, with `tasks` and `events`", body = JobView),
+        (status = 404, description = "No job has this name (`not_found`)", body = ErrorBody),
+        (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
+    )
+)]
 async fn detail(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -66,6 +120,20 @@ async fn detail(
         .ok_or_else(|| ApiError::NotFound(format!("no job named {name}")))
 }
 
+/// Kill a live job: pending tasks end at once; placed attempts are told to stop.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{name}/kill",
+    operation_id = "kill_job",
+    tag = "jobs",
+    params(("name" = String, Path, description = "The job's name")),
+    responses(
+        (status = 200, description = "The job, now killed", body = JobView),
+        (status = 404, description = "No job has this name (`not_found`)", body = ErrorBody),
+        (status = 409, description = "The job has already finished (`conflict`)", body = ErrorBody),
+        (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
+    )
+)]
 async fn kill(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<JobView>> {
     match state.store.kill_job(&name, "user").await? {
         KillOutcome::Killed(job) => Ok(Json(*job)),

@@ -7,25 +7,50 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use borg_shared::wire::LogStream;
+use borg_shared::ErrorBody;
 use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/jobs/{name}/tasks/{index}/logs", get(logs))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(logs))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogQuery {
+    /// Which stream to read.
+    #[param(inline)]
     #[serde(default)]
     stream: LogStream,
+    /// Only the last this many lines.
     tail: Option<u64>,
     /// Keep streaming until the attempt ends (the borglet decides when).
     #[serde(default)]
     follow: bool,
 }
 
+/// A task's output: its newest attempt's stdout or stderr, proxied from the borglet that ran it.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{name}/tasks/{index}/logs",
+    operation_id = "task_logs",
+    tag = "jobs",
+    params(
+        ("name" = String, Path, description = "The job's name"),
+        ("index" = i32, Path, description = "The task's index within the job (0-based)"),
+        LogQuery,
+    ),
+    responses(
+        (status = 200, description = "The log text, streamed", body = String, content_type = "text/plain; charset=utf-8"),
+        (status = 404, description = "No such task, it has not run yet, or the borglet has no logs for it (`not_found`)", body = ErrorBody),
+        (status = 422, description = "A bad query parameter or task index; `field` names it (`invalid_spec`)", body = ErrorBody),
+        (status = 502, description = "The borglet did not answer or failed (`borglet_unreachable`)", body = ErrorBody),
+        (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
+    )
+)]
 async fn logs(
     State(state): State<AppState>,
     Path((name, index)): Path<(String, String)>,

@@ -4,15 +4,32 @@ use super::{json_rejection, ApiError, ApiResult, AppState};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use borg_shared::spec::validate_name;
 use borg_shared::wire::{MachineList, MachineView, RegisterMachine};
+use borg_shared::ErrorBody;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/machines", post(register).get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(register, list))
 }
 
+/// Register a machine (what a borglet does at start-up); registering again updates it.
+#[utoipa::path(
+    post,
+    path = "/v1/machines",
+    operation_id = "register_machine",
+    tag = "machines",
+    request_body(content = RegisterMachine, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The machine is new", body = MachineView),
+        (status = 200, description = "The machine was known; its address, capacity and labels were updated", body = MachineView),
+        (status = 400, description = "The body is not JSON (`malformed_json`)", body = ErrorBody),
+        (status = 422, description = "A field is missing or invalid; `field` names it (`invalid_spec`)", body = ErrorBody),
+        (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
+    )
+)]
 async fn register(
     State(state): State<AppState>,
     body: Result<Json<RegisterMachine>, JsonRejection>,
@@ -39,6 +56,17 @@ async fn register(
     Ok((status, Json(machine)))
 }
 
+/// List registered machines with their capacity and allocation.
+#[utoipa::path(
+    get,
+    path = "/v1/machines",
+    operation_id = "list_machines",
+    tag = "machines",
+    responses(
+        (status = 200, description = "The machines", body = MachineList),
+        (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
+    )
+)]
 async fn list(State(state): State<AppState>) -> ApiResult<Json<MachineList>> {
     Ok(Json(MachineList {
         machines: state.store.list_machines().await?,

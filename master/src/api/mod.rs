@@ -11,9 +11,13 @@ pub use error::{ApiError, ApiResult};
 
 use crate::store::Store;
 use axum::extract::rejection::JsonRejection;
+use axum::http::header;
+use axum::routing::get;
 use axum::Router;
 use std::sync::Arc;
 use tokio::sync::Notify;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -26,16 +30,44 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// The document's root; paths and schemas come from the handlers' `#[utoipa::path]`.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "borgmaster",
+        version = env!("CARGO_PKG_VERSION"),
+        description = "The borg master's REST API (v1). Errors answer with `ErrorBody`: \
+            `{\"error\":{\"code\",\"message\",\"field\"}}`."
+    ),
+    tags(
+        (name = "jobs", description = "Submit, list, read and kill jobs; read task logs"),
+        (name = "machines", description = "Borglets register; operators list them"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+struct ApiDoc;
+
+/// Every resource's router, each carrying the OpenAPI paths of its handlers.
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(jobs::router())
         .merge(machines::router())
         .merge(logs::router())
         .merge(health::router())
         .merge(metrics::router())
-        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
+}
+
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = api_router().split_for_parts();
+    // Rendered once; `Bytes` makes each answer a cheap clone.
+    let doc = axum::body::Bytes::from(doc.to_json().expect("the OpenAPI document serializes"));
+    api.route(
+        "/openapi.json",
+        get(|| async move { ([(header::CONTENT_TYPE, "application/json")], doc) }),
+    )
+    .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+    .layer(tower_http::trace::TraceLayer::new_for_http())
+    .with_state(state)
 }
 
 /// Map axum's JSON body rejections onto our error body.

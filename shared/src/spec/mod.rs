@@ -16,7 +16,7 @@ pub const MAX_PRIORITY: i64 = 1000;
 /// `>= PRODUCTION_PRIORITY` is the production band.
 pub const PRODUCTION_PRIORITY: i64 = 200;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub name: String,
@@ -47,7 +47,7 @@ fn default_replicas() -> i64 {
     1
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskTemplate {
     /// argv; never run through a shell.
@@ -60,7 +60,8 @@ pub struct TaskTemplate {
     pub restart: Option<RestartPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
-    /// SIGTERM, then SIGKILL after this long.
+    /// SIGTERM, then SIGKILL after this long (default 10s).
+    #[schema(value_type = String, example = "10s")]
     #[serde(
         default,
         with = "opt_duration",
@@ -68,6 +69,7 @@ pub struct TaskTemplate {
     )]
     pub kill_grace: Option<Duration>,
     /// Stop the task when no master has synced for this long (at-most-once semantics).
+    #[schema(value_type = String, example = "30s")]
     #[serde(
         default,
         with = "opt_duration",
@@ -94,18 +96,26 @@ impl TaskTemplate {
 }
 
 /// What one task asks for. Defaults are small so `hello` needs no resources block.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
+    /// Cores: `"250m"` (millicores) or `"2"`; a plain number of cores is also accepted. Default `100m`.
+    #[schema(value_type = String, example = "250m")]
     #[serde(default = "default_cpu", with = "cpu_qty")]
     pub cpu: MilliCpu,
+    /// A size: `"64Mi"`, `"1Gi"`, `"512k"` or plain bytes. Default `64Mi`.
+    #[schema(value_type = String, example = "64Mi")]
     #[serde(default = "default_memory", with = "size_qty")]
     pub memory: Bytes,
+    /// A size like `memory`. Default `0`.
+    #[schema(value_type = String, example = "1Gi")]
     #[serde(default, with = "size_qty")]
     pub disk: Bytes,
+    /// How many ports to allocate.
     #[serde(default)]
     pub ports: u16,
     /// Hard cpu cap (cgroup quota); by default a task may burst.
+    #[schema(value_type = String, example = "500m")]
     #[serde(default, with = "opt_cpu_qty", skip_serializing_if = "Option::is_none")]
     pub cpu_limit: Option<MilliCpu>,
 }
@@ -129,11 +139,13 @@ impl Default for Resources {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestartPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+    /// A duration such as `5s` or `1m30s`.
+    #[schema(value_type = String, example = "5s")]
     #[serde(
         default,
         with = "opt_duration",
@@ -142,7 +154,7 @@ pub struct RestartPolicy {
     pub backoff: Option<Duration>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,12 +163,16 @@ pub struct HealthCheck {
     pub tcp: Option<TcpProbe>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecProbe>,
+    /// A duration such as `10s`.
+    #[schema(value_type = String, example = "10s")]
     #[serde(
         default,
         with = "opt_duration",
         skip_serializing_if = "Option::is_none"
     )]
     pub interval: Option<Duration>,
+    /// A duration such as `1s` or `500ms`.
+    #[schema(value_type = String, example = "1s")]
     #[serde(
         default,
         with = "opt_duration",
@@ -167,7 +183,7 @@ pub struct HealthCheck {
     pub failures: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpProbe {
     pub path: String,
@@ -175,19 +191,19 @@ pub struct HttpProbe {
     pub port: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TcpProbe {
     pub port: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecProbe {
     pub command: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ConstraintOp {
     #[serde(rename = "=")]
     Eq,
@@ -215,7 +231,7 @@ impl std::fmt::Display for ConstraintOp {
 
 /// A label constraint on machines. `value` for `=`/`!=`, `values` for `in`/`not_in`;
 /// a comma-separated `value` is also accepted for `in`/`not_in`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Constraint {
     pub label: String,
@@ -257,7 +273,7 @@ impl std::fmt::Display for Constraint {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Spread {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,13 +282,15 @@ pub struct Spread {
     pub max_per_machine: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_unavailable: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_surge: Option<u32>,
+    /// A duration such as `30s`.
+    #[schema(value_type = String, example = "30s")]
     #[serde(
         default,
         with = "opt_duration",
