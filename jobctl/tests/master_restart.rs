@@ -1,0 +1,175 @@
+//! Nothing is lost when the master goes away: tasks keep running on their
+//! borglet while no master polls, and a new master on the same database picks
+//! them up without starting second copies. The components run in this process
+//! from their libraries (real Postgres, real HTTP, real task processes).
+
+use borg_shared::wire::JobView;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn start_master(listener: TcpListener, database_url: &str) -> (CancellationToken, JoinHandle<()>) {
+    let config = borgmaster::Config {
+        listen: listener.local_addr().unwrap(),
+        database_url: database_url.to_string(),
+        poll_interval: Duration::from_millis(200),
+    };
+    let token = CancellationToken::new();
+    let handle = tokio::spawn({
+        let token = token.clone();
+        async move { borgmaster::run(listener, config, token).await.unwrap() }
+    });
+    (token, handle)
+}
+
+async fn job(http: &reqwest::Client, master: &str, name: &str) -> Option<JobView> {
+    http.get(format!("{master}/v1/jobs/{name}"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+fn pid_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tasks_outlive_the_master_and_a_new_master_adopts_them() {
+    let database_url = devpg::testing::fresh_database().await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let master = format!("http://{addr}");
+    let (master_a, master_a_done) = start_master(listener, &database_url);
+
+    let shutdown = CancellationToken::new();
+    let scheduler = borgscheduler::Config {
+        database_url: database_url.clone(),
+        interval: Duration::from_millis(200),
+        batch_size: 100,
+        name: "test-scheduler".into(),
+    };
+    tokio::spawn(borgscheduler::run(scheduler, shutdown.clone()));
+    let sandbox = tempfile::tempdir().unwrap();
+    let borglet_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let borglet = <borglet::Config as clap::Parser>::try_parse_from([
+        "borglet",
+        "--name",
+        "m1",
+        "--master",
+        &master,
+        "--data-dir",
+        sandbox.path().to_str().unwrap(),
+        "--on-exit",
+        "stop",
+        "--cpu",
+        "2",
+        "--memory",
+        "1Gi",
+        "--disk",
+        "1Gi",
+    ])
+    .unwrap();
+    let borglet_done = tokio::spawn(borglet::run(borglet_listener, borglet, shutdown.clone()));
+
+    let http = reqwest::Client::new();
+    let spec = serde_json::json!({"name": "svc", "kind": "service",
+        "task": {"command": ["/bin/sleep", "1000"], "kill_grace": "1s"}});
+    wait_for(
+        "the master to accept the job",
+        Duration::from_secs(30),
+        || {
+            let (http, master, spec) = (&http, &master, &spec);
+            async move {
+                let resp = http
+                    .post(format!("{master}/v1/jobs"))
+                    .json(spec)
+                    .send()
+                    .await
+                    .ok()?;
+                resp.status().is_success().then_some(())
+            }
+        },
+    )
+    .await;
+    let running = |http: reqwest::Client, master: String| async move {
+        let job = job(&http, &master, "svc").await?;
+        let task = job.tasks?.into_iter().next()?;
+        (task.state == borg_shared::TaskState::Running).then_some((task.pid?, task.attempt?))
+    };
+    let (pid, attempt) = wait_for("svc running", Duration::from_secs(30), || {
+        running(http.clone(), master.clone())
+    })
+    .await;
+    assert!(pid_alive(pid));
+
+    // The master goes away; the task keeps running.
+    master_a.cancel();
+    master_a_done.await.unwrap();
+    assert!(pid_alive(pid), "the task must outlive the master");
+
+    // A new master on the same address and database adopts it: same attempt, same pid.
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let (master_b, master_b_done) = start_master(listener, &database_url);
+    let (pid_b, attempt_b) = wait_for(
+        "svc seen by the new master",
+        Duration::from_secs(30),
+        || running(http.clone(), master.clone()),
+    )
+    .await;
+    assert_eq!(
+        (pid_b, attempt_b),
+        (pid, attempt),
+        "no second copy may start"
+    );
+    // Several polls later it is still the one attempt.
+    let polls_before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE to_state = 'starting'")
+            .fetch_one(&sqlx::PgPool::connect(&database_url).await.unwrap())
+            .await
+            .unwrap();
+    assert_eq!(
+        polls_before, 1,
+        "the attempt was sent to start exactly once"
+    );
+
+    let resp = http
+        .post(format!("{master}/v1/jobs/svc/kill"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    wait_for(
+        "the task process to end",
+        Duration::from_secs(30),
+        || async { (!pid_alive(pid)).then_some(()) },
+    )
+    .await;
+
+    master_b.cancel();
+    shutdown.cancel();
+    master_b_done.await.unwrap();
+    borglet_done.await.unwrap().unwrap();
+}
