@@ -10,9 +10,13 @@ use chrono::Utc;
 use helpers::spawn_app;
 
 async fn machine(store: &Store) -> MachineId {
+    named_machine(store, "m1").await
+}
+
+async fn named_machine(store: &Store, name: &str) -> MachineId {
     let (m, _) = store
         .register_machine(&RegisterMachine {
-            name: "m1".into(),
+            name: name.into(),
             address: "http://127.0.0.1:1".into(),
             capacity: Capacity {
                 cpu: MilliCpu(4000),
@@ -224,20 +228,7 @@ async fn concurrent_reports_from_two_machines_finish_the_job() {
     let app = spawn_app().await;
     let store = &app.store;
     let m1 = machine(store).await;
-    let (m2, _) = store
-        .register_machine(&RegisterMachine {
-            name: "m2".into(),
-            address: "http://127.0.0.1:1".into(),
-            capacity: Capacity {
-                cpu: MilliCpu(4000),
-                memory: Bytes(8 << 30),
-                disk: Bytes(0),
-            },
-            labels: Default::default(),
-        })
-        .await
-        .unwrap();
-    let m2 = m2.id;
+    let m2 = named_machine(store, "m2").await;
     // Many rounds: the lost update only shows when the two transactions overlap.
     for round in 0..15 {
         let name = format!("pair-{round}");
