@@ -150,7 +150,7 @@ async fn tasks_outlive_the_master_and_a_new_master_adopts_them() {
         .await
         .unwrap();
     assert_eq!(
-        polls_before, 1,
+        starts, 1,
         "the attempt was sent to start exactly once"
     );
 
