@@ -149,10 +149,7 @@ async fn tasks_outlive_the_master_and_a_new_master_adopts_them() {
         .fetch_one(&sqlx::PgPool::connect(&database_url).await.unwrap())
         .await
         .unwrap();
-    assert_eq!(
-        starts, 1,
-        "the attempt was sent to start exactly once"
-    );
+    assert_eq!(starts, 1, "the attempt was sent to start exactly once");
 
     let resp = http
         .post(format!("{master}/v1/jobs/svc/kill"))
