@@ -9,18 +9,11 @@
 //!
 //! cargo bench -p jobctl --bench submit_latency [-- --jobs 50]
 
-use serde_json::{json, Value};
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::BenchCell;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -40,55 +33,9 @@ fn summary(name: &str, mut v: Vec<f64>) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let jobs: usize = args
-        .windows(2)
-        .find(|w| w[0] == "--jobs")
-        .and_then(|w| w[1].parse().ok())
-        .unwrap_or(50);
-    let dir = tempfile::Builder::new()
-        .prefix("borg-bench-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let port = free_port();
-    let base = loop {
-        let p = free_port();
-        if p < 65000 && (p..p + 3).all(|q| TcpListener::bind(("127.0.0.1", q)).is_ok()) {
-            break p;
-        }
-    };
-    let master = format!("http://127.0.0.1:{port}");
-    let mut cell = Command::new(env!("CARGO_BIN_EXE_jobctl"))
-        .args(["dev", "--borglets", "3", "--data-dir"])
-        .arg(dir.path())
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--borglet-base-port",
-            &base.to_string(),
-        ])
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting jobctl dev");
-    let http = reqwest::blocking::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let up = http
-            .get(format!("{master}/v1/machines"))
-            .send()
-            .ok()
-            .and_then(|r| r.json::<Value>().ok())
-            .map(|v| v["machines"].as_array().map(|m| m.len()).unwrap_or(0))
-            .unwrap_or(0);
-        if up == 3 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "cell did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let jobs: usize = common::arg("--jobs", 50);
+    let cell = BenchCell::start(3);
+    let (http, master) = (&cell.http, &cell.master);
 
     let mut client = Vec::new();
     let mut server = Vec::new();
@@ -140,10 +87,4 @@ fn main() {
     );
     summary("client (POST -> GET shows)", client);
     summary("server (pending -> running)", server);
-
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(cell.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    );
-    let _ = cell.wait();
 }
