@@ -24,18 +24,9 @@ pub const GI: i64 = 1 << 30;
 
 pub async fn fresh_pool() -> (String, PgPool) {
     capture_logs();
-    // devpg can hand out the server while it still says "the database system is
-    // starting up"; give it a few seconds rather than fail the test.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let url = loop {
-        match devpg::testing::fresh_database().await {
-            Ok(url) => break url,
-            Err(e) if Instant::now() < deadline && format!("{e:#}").contains("starting up") => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("a fresh database: {e:#}"),
-        }
-    };
+    let url = devpg::testing::fresh_database()
+        .await
+        .expect("a fresh database");
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)
         .connect(&url)
