@@ -307,24 +307,19 @@ impl Drop for PgServer {
 }
 
 /// If `postmaster.pid` names a live postgres, ask it to stop and wait for it.
+/// The live postmaster that `data_dir`'s `postmaster.pid` names, if any.
+pub(crate) fn running_postmaster(data_dir: &Path) -> Option<Pid> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+    // A pid is only trusted together with what runs under it (pids are reused).
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.trim() == "postgres").then_some(Pid::from_raw(pid))
+}
+
 fn stop_stale(data_dir: &Path) {
-    let Ok(text) = std::fs::read_to_string(data_dir.join("postmaster.pid")) else {
+    let Some(pid) = running_postmaster(data_dir) else {
         return;
     };
-    let Some(pid) = text
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse::<i32>().ok())
-    else {
-        return;
-    };
-    let pid = Pid::from_raw(pid);
-    let is_postgres = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|c| c.trim() == "postgres")
-        .unwrap_or(false);
-    if !is_postgres {
-        return;
-    }
     tracing::warn!(%pid, "stopping a postgres left running on {}", data_dir.display());
     let _ = kill(pid, Signal::SIGINT);
     let deadline = Instant::now() + Duration::from_secs(30);

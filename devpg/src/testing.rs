@@ -8,11 +8,15 @@ use crate::{Options, PgServer};
 use anyhow::{Context, Result};
 use sqlx::migrate::Migrator;
 use sqlx::{Connection, Executor, PgConnection};
+use std::path::Path;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
 const TEMPLATE: &str = "borg_template";
+/// Test clusters live in `$TMPDIR/devpg-test-<uuid>`.
+const DIR_PREFIX: &str = "devpg-test-";
 
 struct Shared {
     /// URL of the maintenance database; the server lives until the process exits.
@@ -31,8 +35,9 @@ fn shared() -> &'static Shared {
                 _server: None,
             };
         }
+        sweep_finished_servers(&std::env::temp_dir(), Duration::from_secs(60));
         let dir =
-            std::env::temp_dir().join(format!("devpg-test-{}", uuid::Uuid::new_v4().simple()));
+            std::env::temp_dir().join(format!("{DIR_PREFIX}{}", uuid::Uuid::new_v4().simple()));
         let opts = Options {
             durable: false,
             max_connections: 300,
@@ -91,6 +96,30 @@ pub async fn fresh_database() -> Result<String> {
     Ok(with_db(&admin_url, &name))
 }
 
+/// Remove the clusters of earlier test runs: their server is gone (each test
+/// binary's server dies with it), and each holds tens of MiB. A directory younger
+/// than `grace` may be a concurrent run's cluster still in initdb, so it stays.
+fn sweep_finished_servers(tmp: &Path, grace: Duration) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = entry.file_name().to_string_lossy().starts_with(DIR_PREFIX);
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > grace);
+        if ours && old && crate::running_postmaster(&path).is_none() {
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                tracing::debug!(path = %path.display(), error = %e, "sweeping an old test cluster");
+            }
+        }
+    }
+}
+
 /// Replace the database part of a postgres URL.
 pub fn with_db(url: &str, db: &str) -> String {
     let (base, query) = match url.split_once('?') {
@@ -110,6 +139,26 @@ pub fn with_db(url: &str, db: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::with_db;
+
+    #[test]
+    fn sweep_removes_only_old_clusters_without_a_server() {
+        let tmp = tempfile::tempdir().unwrap();
+        let old = tmp.path().join(format!("{}old", super::DIR_PREFIX));
+        let other = tmp.path().join("something-else");
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        // A pid file naming a process that is not postgres (ourselves) does not keep it.
+        std::fs::write(
+            old.join("postmaster.pid"),
+            format!("{}\n", std::process::id()),
+        )
+        .unwrap();
+        super::sweep_finished_servers(tmp.path(), std::time::Duration::from_secs(3600));
+        assert!(old.exists(), "younger than the grace period: kept");
+        super::sweep_finished_servers(tmp.path(), std::time::Duration::ZERO);
+        assert!(!old.exists(), "old and without a server: removed");
+        assert!(other.exists(), "not ours: kept");
+    }
 
     #[test]
     fn replaces_database() {
