@@ -44,12 +44,7 @@ fn main() {
         let spec = json!({"name": name, "task": {"command": ["/bin/sleep", "60"],
                           "resources": {"cpu": "10m", "memory": "4Mi"}, "kill_grace": "1s"}});
         let t0 = Instant::now();
-        let resp = http
-            .post(format!("{master}/v1/jobs"))
-            .json(&spec)
-            .send()
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 201);
+        cell.submit(&spec);
         let job = loop {
             let job: Value = http
                 .get(format!("{master}/v1/jobs/{name}"))

@@ -15,18 +15,12 @@ use std::time::{Duration, Instant};
 fn main() {
     let tasks: u64 = common::arg("--tasks", 1000);
     let cell = BenchCell::start(3);
-    let (http, master) = (&cell.http, &cell.master);
 
     // One job, many tasks: the placement → sync → report pipeline.
     let spec = json!({"name": "burst", "replicas": tasks,
         "task": {"command": ["/bin/true"], "resources": {"cpu": "10m", "memory": "4Mi"}}});
     let t0 = Instant::now();
-    let resp = http
-        .post(format!("{master}/v1/jobs"))
-        .json(&spec)
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 201);
+    cell.submit(&spec);
     let submitted = t0.elapsed();
     let mut first_running = None;
     loop {
@@ -71,12 +65,7 @@ fn main() {
     for i in 0..jobs {
         let spec = json!({"name": format!("one-{i}"), "task": {"command": ["/bin/true"],
             "resources": {"cpu": "10m", "memory": "4Mi"}}});
-        let resp = http
-            .post(format!("{master}/v1/jobs"))
-            .json(&spec)
-            .send()
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 201);
+        cell.submit(&spec);
     }
     let took = t0.elapsed();
     let deadline = Instant::now() + Duration::from_secs(600);

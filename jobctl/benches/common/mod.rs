@@ -74,6 +74,17 @@ impl BenchCell {
             .unwrap_or(0)
     }
 
+    /// `POST /v1/jobs`, which must answer 201.
+    pub fn submit(&self, spec: &Value) {
+        let resp = self
+            .http
+            .post(format!("{}/v1/jobs", self.master))
+            .json(spec)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201, "submitting {spec}");
+    }
+
     pub fn get(&self, path: &str) -> Option<Value> {
         self.http
             .get(format!("{}{path}", self.master))
