@@ -3,7 +3,7 @@
 use super::rows::{MachineRow, MachineTarget};
 use super::{Store, CHANNEL_PENDING};
 use borg_shared::wire::{MachineView, RegisterMachine};
-use borg_shared::{MachineId, MachineState};
+use borg_shared::MachineId;
 use sqlx::types::Json;
 
 const MACHINE_COLUMNS: &str =
@@ -92,14 +92,5 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
-    }
-
-    pub async fn machine_state(&self, id: MachineId) -> anyhow::Result<Option<MachineState>> {
-        Ok(
-            sqlx::query_scalar("SELECT state FROM machines WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
     }
 }

@@ -37,10 +37,6 @@ impl Store {
         Ok(Store { pool })
     }
 
-    pub fn from_pool(pool: PgPool) -> Store {
-        Store { pool }
-    }
-
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
