@@ -12,8 +12,6 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
-
 const TEMPLATE: &str = "borg_template";
 /// Test clusters live in `$TMPDIR/devpg-test-<uuid>`.
 const DIR_PREFIX: &str = "devpg-test-";
@@ -51,8 +49,9 @@ fn shared() -> &'static Shared {
     })
 }
 
-/// A fresh, migrated database for one test; returns its URL.
-pub async fn fresh_database() -> Result<String> {
+/// A fresh database for one test, with `migrator`'s schema (the store's
+/// `borg_store::MIGRATOR`; one per test binary); returns its URL.
+pub async fn fresh_database(migrator: &'static Migrator) -> Result<String> {
     let admin_url = tokio::task::spawn_blocking(|| shared().admin_url.clone()).await?;
     TEMPLATE_READY
         .get_or_try_init(|| async {
@@ -64,7 +63,7 @@ pub async fn fresh_database() -> Result<String> {
                 .execute(format!("CREATE DATABASE {TEMPLATE}").as_str())
                 .await?;
             let mut tpl = PgConnection::connect(&with_db(&admin_url, TEMPLATE)).await?;
-            MIGRATOR
+            migrator
                 .run(&mut tpl)
                 .await
                 .context("migrating the template")?;

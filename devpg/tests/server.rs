@@ -2,8 +2,12 @@ use sqlx::{Connection, PgConnection};
 
 #[tokio::test]
 async fn fresh_databases_are_migrated_and_separate() {
-    let a = devpg::testing::fresh_database().await.unwrap();
-    let b = devpg::testing::fresh_database().await.unwrap();
+    let a = devpg::testing::fresh_database(&borg_store::MIGRATOR)
+        .await
+        .unwrap();
+    let b = devpg::testing::fresh_database(&borg_store::MIGRATOR)
+        .await
+        .unwrap();
     assert_ne!(a, b);
     let mut conn = PgConnection::connect(&a).await.unwrap();
     sqlx::query("INSERT INTO machines (id, name, address, cpu_milli, memory, disk) VALUES (gen_random_uuid(), 'm1', 'http://x', 1000, 1, 1)")

@@ -250,6 +250,7 @@ pub(crate) mod fixtures {
             task_counts: counts,
             spec: spec(name, (tasks.len() as i64).max(1)),
             tasks: Some(tasks),
+            tasks_next: None,
             events: Some(vec![]),
         }
     }

@@ -104,6 +104,7 @@ fn hello_view(state: JobState, tasks: Vec<(TaskState, Option<i32>)>) -> JobView 
         task_counts: counts,
         spec,
         tasks: Some(tasks),
+        tasks_next: None,
         events: None,
     }
 }

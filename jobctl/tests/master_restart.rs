@@ -58,7 +58,9 @@ fn pid_alive(pid: i32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tasks_outlive_the_master_and_a_new_master_adopts_them() {
-    let database_url = devpg::testing::fresh_database().await.unwrap();
+    let database_url = devpg::testing::fresh_database(&borg_store::MIGRATOR)
+        .await
+        .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let master = format!("http://{addr}");

@@ -4,7 +4,10 @@
 pub mod api;
 pub mod metrics;
 pub mod poller;
-pub mod store;
+pub mod sweep;
+
+/// The store of record: every state change goes through it.
+pub use borg_store as store;
 
 use anyhow::Context;
 use clap::Parser;
@@ -34,6 +37,9 @@ pub struct Config {
     pub poll_interval: Duration,
 }
 
+/// How often every live job's state is checked against its task counters.
+const JOB_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Run the master on `listener` until `shutdown` is cancelled.
 pub async fn run(
     listener: TcpListener,
@@ -55,6 +61,11 @@ pub async fn run(
         machines_changed: machines_changed.clone(),
         metrics: metrics::install(),
     };
+    let sweep = tokio::spawn(sweep::run(
+        store.clone(),
+        JOB_SWEEP_INTERVAL,
+        shutdown.clone(),
+    ));
     let poller = tokio::spawn(poller::run(
         store,
         http,
@@ -70,6 +81,7 @@ pub async fn run(
         .await?;
     shutdown.cancel();
     poller.await?;
+    sweep.await?;
     Ok(())
 }
 

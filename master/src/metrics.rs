@@ -43,11 +43,19 @@ fn describe() {
     );
     describe_gauge!(
         "borg_jobs",
-        "Jobs by state (read from Postgres at scrape time)"
+        "Live jobs (pending, running) by state, read from Postgres at scrape time"
     );
     describe_gauge!(
         "borg_tasks",
-        "Tasks by state (read from Postgres at scrape time)"
+        "Tasks of live jobs by state, from the job counters at scrape time"
+    );
+    describe_counter!(
+        "borg_job_transitions_total",
+        "Job state changes, by from and to state"
+    );
+    describe_counter!(
+        "borg_machine_transitions_total",
+        "Machine state changes, by from and to state"
     );
     describe_gauge!(
         "borg_machines",
@@ -55,37 +63,49 @@ fn describe() {
     );
 }
 
-/// Refresh the state gauges from Postgres, then render everything.
+/// Refresh the state gauges from Postgres, then render everything. The gauges
+/// cover what is live (jobs not finished, their tasks, every machine), so a
+/// scrape costs the same however much history the cell keeps; finished work is
+/// counted by the `*_transitions_total` counters.
 pub async fn render(store: &Store, handle: &PrometheusHandle) -> anyhow::Result<String> {
     use borg_shared::{JobState, MachineState, TaskState};
-    let tables: [(&str, &str, Vec<&'static str>); 3] = [
-        (
-            "jobs",
-            "borg_jobs",
-            JobState::ALL.iter().map(JobState::as_str).collect(),
-        ),
-        (
-            "tasks",
-            "borg_tasks",
-            TaskState::ALL.iter().map(TaskState::as_str).collect(),
-        ),
-        (
-            "machines",
-            "borg_machines",
-            MachineState::ALL.iter().map(MachineState::as_str).collect(),
-        ),
-    ];
-    for (table, gauge, states) in tables {
-        let rows: Vec<(String, i64)> = sqlx::query_as(&format!(
-            "SELECT state::text, count(*) FROM {table} GROUP BY state"
-        ))
-        .fetch_all(store.pool())
-        .await?;
-        // Every state gets a value, so a state that emptied reads 0 rather than its last count.
-        for state in states {
-            let n = rows.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
-            metrics::gauge!(gauge, "state" => state).set(n as f64);
-        }
+    let jobs: Vec<(String, i64)> = sqlx::query_as(concat!(
+        "SELECT state::text, count(*) FROM jobs WHERE state IN ",
+        borg_store::live_job!(),
+        " GROUP BY state"
+    ))
+    .fetch_all(store.pool())
+    .await?;
+    let tasks: (i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(concat!(
+        "SELECT COALESCE(sum(c.pending), 0)::bigint, COALESCE(sum(c.assigned), 0)::bigint,
+                COALESCE(sum(c.starting), 0)::bigint, COALESCE(sum(c.running), 0)::bigint,
+                COALESCE(sum(c.succeeded), 0)::bigint, COALESCE(sum(c.failed), 0)::bigint,
+                COALESCE(sum(c.killed), 0)::bigint, COALESCE(sum(c.lost), 0)::bigint
+         FROM jobs j JOIN job_counts c ON c.job_id = j.id WHERE j.state IN ",
+        borg_store::live_job!()
+    ))
+    .fetch_one(store.pool())
+    .await?;
+    let machines: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state::text, count(*) FROM machines GROUP BY state")
+            .fetch_all(store.pool())
+            .await?;
+    let count = |rows: &[(String, i64)], state: &str| {
+        rows.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n)
+    };
+    // Every state gets a value, so a state that emptied reads 0 rather than its last count.
+    for state in JobState::ALL.iter().filter(|s| !s.is_terminal()) {
+        metrics::gauge!("borg_jobs", "state" => state.as_str())
+            .set(count(&jobs, state.as_str()) as f64);
+    }
+    let (p, a, st, r, su, f, k, l) = tasks;
+    let by_state = [p, a, st, r, su, f, k, l];
+    for (state, n) in TaskState::ALL.iter().zip(by_state) {
+        metrics::gauge!("borg_tasks", "state" => state.as_str()).set(n as f64);
+    }
+    for state in MachineState::ALL {
+        metrics::gauge!("borg_machines", "state" => state.as_str())
+            .set(count(&machines, state.as_str()) as f64);
     }
     Ok(handle.render())
 }

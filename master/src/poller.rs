@@ -182,7 +182,7 @@ async fn sync_once(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let (attempts, new) = store.desired_attempts(id).await?;
-    store.mark_starting(&new).await?;
+    store.mark_starting(id, &new).await?;
     let sent: Vec<AttemptId> = attempts.iter().map(|a| a.id).collect();
     let address = slot
         .address

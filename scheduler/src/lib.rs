@@ -10,10 +10,12 @@ mod run;
 mod score;
 mod snapshot;
 
-pub use commit::{Committed, Placed, PLACED_CHANNEL};
+pub use borg_store::{
+    Committed, Placed, CHANNEL_PENDING as PENDING_CHANNEL, CHANNEL_PLACED as PLACED_CHANNEL,
+};
 pub use config::Config;
 pub use place::{place, Decision};
-pub use run::{run, PassStats, PENDING_CHANNEL};
+pub use run::{run, PassStats};
 pub use score::score;
 pub use snapshot::{Machine, PendingTask, Snapshot};
 

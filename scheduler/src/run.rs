@@ -4,7 +4,7 @@
 //! committed on its own against a fresh capacity snapshot, so a head of
 //! unplaceable tasks can neither starve the tasks behind it nor make us spin.
 
-use crate::commit::{commit, write_reasons};
+use crate::commit::commit;
 use crate::place::{place, Decision};
 use crate::snapshot::{read_machines, read_pending, PendingTask, QueueKey};
 use crate::Config;
@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// The channel the master notifies when tasks become pending or machines register.
-pub const PENDING_CHANNEL: &str = "borg_pending";
+use borg_store::{Store, CHANNEL_PENDING as PENDING_CHANNEL};
 
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(2);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -42,11 +41,14 @@ pub struct PassStats {
 /// finished (or rolled back by Postgres) before returning. Database errors,
 /// including a schema that is not there yet, are logged and retried.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let pool = PgPoolOptions::new()
-        .max_connections(3)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy(&config.database_url)
-        .context("--database-url is not a usable postgres URL")?;
+    let store = Store::from_pool(
+        PgPoolOptions::new()
+            .max_connections(3)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy(&config.database_url)
+            .context("--database-url is not a usable postgres URL")?,
+    );
+    let pool = store.pool().clone();
     tracing::info!(
         scheduler = %config.name,
         interval = %humantime::format_duration(config.interval),
@@ -70,7 +72,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         pass_no += 1;
         let span = tracing::info_span!("pass", scheduler = %config.name, pass = pass_no);
         let started = Instant::now();
-        let pass = pass(&pool, &config, &shutdown).instrument(span.clone());
+        let pass = pass(&store, &config, &shutdown).instrument(span.clone());
         tokio::pin!(pass);
         let result = tokio::select! {
             r = &mut pass => r,
@@ -195,10 +197,11 @@ fn is_missing_schema(e: &anyhow::Error) -> bool {
 
 /// One walk over the pending queue.
 async fn pass(
-    pool: &PgPool,
+    store: &Store,
     config: &Config,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<PassStats> {
+    let pool = store.pool();
     let mut stats = PassStats::default();
     let mut after: Option<QueueKey> = None;
     loop {
@@ -219,13 +222,13 @@ async fn pass(
         }
         stats.unplaceable += reasons.len();
 
-        let committed = commit(pool, &config.name, &by_id, &placements).await?;
+        let committed = commit(store, &config.name, &by_id, &placements).await?;
         stats.placed += committed.placed.len();
         stats.lost_races += committed.lost_races;
         for p in &committed.placed {
             tracing::debug!(task = %p.task, job = %p.job, attempt = %p.attempt, machine = %p.machine, "placed");
         }
-        stats.reasons_written += write_reasons(pool, &reasons).await?;
+        stats.reasons_written += store.write_pending_reasons(&reasons).await?;
 
         let full = page.rows >= config.batch_size as usize;
         if !full || shutdown.is_cancelled() {

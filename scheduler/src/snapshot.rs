@@ -70,25 +70,12 @@ impl PendingTask {
 
 /// Does `free` hold `request` on every dimension?
 pub fn fits(request: &Capacity, free: &Capacity) -> bool {
-    request.cpu <= free.cpu && request.memory <= free.memory && request.disk <= free.disk
+    request.fits_in(free)
 }
 
 /// `a - b` per dimension, floored at zero.
 pub fn sub(a: &Capacity, b: &Capacity) -> Capacity {
-    Capacity {
-        cpu: MilliCpu(a.cpu.0.saturating_sub(b.cpu.0)),
-        memory: Bytes(a.memory.0.saturating_sub(b.memory.0)),
-        disk: Bytes(a.disk.0.saturating_sub(b.disk.0)),
-    }
-}
-
-/// `a + b` per dimension.
-pub fn add(a: &Capacity, b: &Capacity) -> Capacity {
-    Capacity {
-        cpu: MilliCpu(a.cpu.0.saturating_add(b.cpu.0)),
-        memory: Bytes(a.memory.0.saturating_add(b.memory.0)),
-        disk: Bytes(a.disk.0.saturating_add(b.disk.0)),
-    }
+    a.saturating_sub(b)
 }
 
 /// Columns are BIGINT with `CHECK (>= 0)`; clamp anyway rather than wrap.
@@ -110,39 +97,28 @@ struct MachineRow {
     cpu_milli: i64,
     memory: i64,
     disk: i64,
-    used_cpu: i64,
-    used_memory: i64,
-    used_disk: i64,
 }
 
 /// Every `up` machine with its free capacity, ordered by name.
 pub async fn read_machines(pool: &PgPool) -> anyhow::Result<Snapshot> {
     let rows: Vec<MachineRow> = sqlx::query_as(
-        "SELECT m.id, m.name, m.labels, m.cpu_milli, m.memory, m.disk,
-                COALESCE(u.cpu_milli, 0)::bigint AS used_cpu,
-                COALESCE(u.memory, 0)::bigint AS used_memory,
-                COALESCE(u.disk, 0)::bigint AS used_disk
-         FROM machines m
-         LEFT JOIN (
-             SELECT machine_id, sum(cpu_milli) AS cpu_milli, sum(memory) AS memory, sum(disk) AS disk
-             FROM attempts
-             WHERE state IN ('assigned', 'starting', 'running')
-             GROUP BY machine_id
-         ) u ON u.machine_id = m.id
-         WHERE m.state = 'up'
-         ORDER BY m.name",
+        "SELECT id, name, labels, cpu_milli, memory, disk FROM machines
+         WHERE state = 'up' ORDER BY name",
     )
     .fetch_all(pool)
     .await
     .context("reading machines")?;
+    let usage = borg_store::machine_usage(pool, None)
+        .await
+        .context("reading machine usage")?;
     let machines = rows
         .into_iter()
         .map(|r| Machine {
             id: r.id,
+            used: usage.get(&r.id).map(|u| u.used).unwrap_or_default(),
             labels: labels_from_json(&r.name, r.labels.0),
             name: r.name,
             capacity: capacity_from_db(r.cpu_milli, r.memory, r.disk),
-            used: capacity_from_db(r.used_cpu, r.used_memory, r.used_disk),
         })
         .collect();
     Ok(Snapshot { machines })
@@ -207,19 +183,21 @@ pub async fn read_pending(
     after: Option<&QueueKey>,
     limit: u32,
 ) -> anyhow::Result<PendingPage> {
-    let rows: Vec<TaskRow> = sqlx::query_as(
+    let rows: Vec<TaskRow> = sqlx::query_as(concat!(
         "SELECT t.id, t.job_id, t.priority, t.created_at, t.cpu_milli, t.memory, t.disk
          FROM tasks t
          JOIN jobs j ON j.id = t.job_id
          WHERE t.state = 'pending'
            AND (t.not_before IS NULL OR t.not_before <= now())
-           AND j.state IN ('pending', 'running')
+           AND j.state IN ",
+        borg_store::live_job!(),
+        "
            AND ($1::integer IS NULL
                 OR t.priority < $1
                 OR (t.priority = $1 AND (t.created_at, t.id) > ($2::timestamptz, $3::uuid)))
          ORDER BY t.priority DESC, t.created_at, t.id
-         LIMIT $4",
-    )
+         LIMIT $4"
+    ))
     .bind(after.map(|k| k.priority))
     .bind(after.map(|k| k.created_at))
     .bind(after.map(|k| k.id))

@@ -209,7 +209,7 @@ async fn waits_for_the_schema_instead_of_crashing() {
     .await;
     assert!(!s.is_finished(), "run() gave up on a missing schema");
 
-    devpg::testing::MIGRATOR.run(&pool).await.unwrap();
+    borg_store::MIGRATOR.run(&pool).await.unwrap();
     MachineBuilder::new("m1").insert(&pool).await;
     let (_, tasks) = JobBuilder::new("first").insert(&pool).await;
     wait_until("placed once the schema exists", DEADLINE, || async {

@@ -33,9 +33,12 @@ pub struct JobView {
     /// How many tasks are in each state.
     pub task_counts: BTreeMap<TaskState, i64>,
     pub spec: JobSpec,
-    /// Present on `GET /v1/jobs/{name}` and on submit; omitted in lists.
+    /// One page of the tasks (by index), on `GET /v1/jobs/{name}` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<Vec<TaskView>>,
+    /// More tasks follow: ask again with `tasks_after` set to this index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks_next: Option<i32>,
     /// Recent state changes of this job's tasks (newest last); only on `GET /v1/jobs/{name}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<EventView>>,
@@ -215,4 +218,29 @@ pub fn borg_env(spec: &AttemptSpec, machine: &str) -> BTreeMap<String, String> {
     env.insert("BORG_ATTEMPT".into(), spec.id.to_string());
     env.insert("BORG_MACHINE".into(), machine.to_string());
     env
+}
+
+impl Capacity {
+    /// Does `self` (a request) fit in `free` on every dimension?
+    pub fn fits_in(&self, free: &Capacity) -> bool {
+        self.cpu <= free.cpu && self.memory <= free.memory && self.disk <= free.disk
+    }
+
+    /// `self - other` per dimension, floored at zero.
+    pub fn saturating_sub(&self, other: &Capacity) -> Capacity {
+        Capacity {
+            cpu: MilliCpu(self.cpu.0.saturating_sub(other.cpu.0)),
+            memory: Bytes(self.memory.0.saturating_sub(other.memory.0)),
+            disk: Bytes(self.disk.0.saturating_sub(other.disk.0)),
+        }
+    }
+
+    /// `self + other` per dimension.
+    pub fn saturating_add(&self, other: &Capacity) -> Capacity {
+        Capacity {
+            cpu: MilliCpu(self.cpu.0.saturating_add(other.cpu.0)),
+            memory: Bytes(self.memory.0.saturating_add(other.memory.0)),
+            disk: Bytes(self.disk.0.saturating_add(other.disk.0)),
+        }
+    }
 }

@@ -23,6 +23,12 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
+impl From<borg_store::StoreError> for ApiError {
+    fn from(e: borg_store::StoreError) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
 impl From<SpecError> for ApiError {
     fn from(e: SpecError) -> Self {
         match e {

@@ -1,7 +1,7 @@
 //! `/v1/jobs`: submit, list, read, kill.
 
 use super::{ApiError, ApiResult, AppState};
-use crate::store::{KillOutcome, SubmitOutcome};
+use crate::store::{KillOutcome, SubmitOutcome, TaskPage, DEFAULT_TASK_PAGE, MAX_TASK_PAGE};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -36,7 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         description = "The job spec (the JSON form of the YAML users keep in files)"
     ),
     responses(
-        (status = 201, description = "The job was created with its tasks", body = JobView),
+        (status = 201, description = "The job was committed with its tasks; the answer is its summary (no tasks)", body = JobView),
         (status = 200, description = "A live job has this name and the identical spec; nothing changed", body = JobView),
         (status = 400, description = "The body is not JSON (`malformed_json`)", body = ErrorBody),
         (status = 409, description = "A live job has this name with a different spec (`conflict`)", body = ErrorBody),
@@ -95,26 +95,60 @@ async fn list(
     Ok(Json(JobList { jobs }))
 }
 
-/// One job with its tasks and recent events.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DetailQuery {
+    /// Only tasks with a higher index (the previous page's `tasks_next`).
+    #[param(value_type = Option<i32>)]
+    tasks_after: Option<String>,
+    /// Tasks per page (default 1000, at most 10000).
+    #[param(value_type = Option<u32>)]
+    tasks_limit: Option<String>,
+}
+
+/// An optional integer query parameter, or a 422 naming it.
+fn int_param<T: std::str::FromStr>(field: &str, value: Option<&str>) -> ApiResult<Option<T>> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| ApiError::Invalid {
+            field: field.into(),
+            message: format!("`{v}` is not a valid number"),
+        }),
+    }
+}
+
+/// One job with a page of its tasks (by index) and its recent events.
 #[utoipa::path(
     get,
     path = "/v1/jobs/{name}",
     operation_id = "get_job",
     tag = "jobs",
-    params(("name" = String, Path, description = "The job's name")),
+    params(("name" = String, Path, description = "The job's name"), DetailQuery),
     responses(
         (status = 200, description = "The job, with `tasks` and `events`", body = JobView),
         (status = 404, description = "No job has this name (`not_found`)", body = ErrorBody),
+        (status = 422, description = "`tasks_after` or `tasks_limit` is not a valid number (`invalid_spec`)", body = ErrorBody),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )
 )]
 async fn detail(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Query(q): Query<DetailQuery>,
 ) -> ApiResult<Json<JobView>> {
+    let page = TaskPage {
+        after: int_param("tasks_after", q.tasks_after.as_deref())?,
+        limit: int_param("tasks_limit", q.tasks_limit.as_deref())?.unwrap_or(DEFAULT_TASK_PAGE),
+    };
+    if !(1..=MAX_TASK_PAGE).contains(&page.limit) {
+        return Err(ApiError::Invalid {
+            field: "tasks_limit".into(),
+            message: format!("must be between 1 and {MAX_TASK_PAGE}"),
+        });
+    }
     state
         .store
-        .job_detail(&name)
+        .job_detail(&name, page)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no job named {name}")))

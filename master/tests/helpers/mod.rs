@@ -20,7 +20,7 @@ impl Drop for TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
-    let database_url = devpg::testing::fresh_database()
+    let database_url = devpg::testing::fresh_database(&borg_store::MIGRATOR)
         .await
         .expect("test database");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -4,14 +4,16 @@
 
 use super::*;
 use crate::snapshot::{read_pending, PendingTask};
+use borg_shared::AttemptId;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
 use std::time::Duration;
 
 async fn setup() -> PgPool {
     // devpg may report "the database system is starting up" on its first call.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let url = loop {
-        match devpg::testing::fresh_database().await {
+        match devpg::testing::fresh_database(&borg_store::MIGRATOR).await {
             Ok(url) => break url,
             Err(e)
                 if std::time::Instant::now() < deadline
@@ -63,9 +65,10 @@ async fn pending(pool: &PgPool) -> Vec<PendingTask> {
 
 async fn go(pool: &PgPool, tasks: &[PendingTask], placements: &[(TaskId, MachineId)]) -> Committed {
     let by_id: HashMap<TaskId, &PendingTask> = tasks.iter().map(|t| (t.id, t)).collect();
+    let store = Store::from_pool(pool.clone());
     tokio::time::timeout(
         Duration::from_secs(10),
-        commit(pool, "test", &by_id, placements),
+        commit(&store, "test", &by_id, placements),
     )
     .await
     .expect("commit blocked")

@@ -480,7 +480,7 @@ proptest! {
                     let t = by_id[task];
                     let i = index[machine];
                     prop_assert!(matches_all(t, &case.machines[i]), "constraints broken: {:?}", d);
-                    used[i] = crate::snapshot::add(&used[i], &t.request);
+                    used[i] = used[i].saturating_add(&t.request);
                     placed_on.insert(*task, i);
                 }
                 Decision::Unplaceable { reason, .. } => {

@@ -24,7 +24,7 @@ pub const GI: i64 = 1 << 30;
 
 pub async fn fresh_pool() -> (String, PgPool) {
     capture_logs();
-    let url = devpg::testing::fresh_database()
+    let url = devpg::testing::fresh_database(&borg_store::MIGRATOR)
         .await
         .expect("a fresh database");
     let pool = sqlx::postgres::PgPoolOptions::new()

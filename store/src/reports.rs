@@ -1,9 +1,10 @@
 //! The sync protocol's store side: what each machine should run, and applying
-//! what its borglet reports back. One transaction per report.
+//! what its borglet reports back. A report is one transaction of a few
+//! set-based statements, whatever the number of attempts in it.
 
-use super::jobs::refresh_job_states;
-use super::transitions::{move_task, TaskMove};
-use super::{Store, CHANNEL_PENDING};
+use crate::attempts::{move_attempts, AttemptMove};
+use crate::moves::{move_tasks, TaskMove, Transitions};
+use crate::{live_attempt, live_job, Store, CHANNEL_PENDING};
 use borg_shared::wire::{AttemptPhase, AttemptReport, AttemptSpec, Capacity};
 use borg_shared::{
     AttemptId, Bytes, JobId, JobKind, JobSpec, MachineId, MilliCpu, TaskId, TaskState,
@@ -46,14 +47,14 @@ struct AttemptRow {
 
 impl AttemptRow {
     /// A move of this attempt's task, recorded against this attempt and machine.
-    fn task_move<'a>(
+    fn task_move(
         &self,
         machine: MachineId,
         from: TaskState,
         to: TaskState,
-        reason: &'a str,
+        reason: String,
         backoff: Option<Duration>,
-    ) -> TaskMove<'a> {
+    ) -> TaskMove {
         TaskMove {
             job: self.job_id,
             task: self.task_id,
@@ -61,9 +62,15 @@ impl AttemptRow {
             machine: Some(machine),
             from,
             to,
-            reason: Some(reason),
+            reason,
             backoff,
+            placed: false,
         }
+    }
+
+    /// Is this attempt the one its task is on now (and the task not finished)?
+    fn is_current(&self) -> bool {
+        self.task_attempt == Some(self.id) && !self.task_state.is_terminal()
     }
 }
 
@@ -78,20 +85,31 @@ pub struct ApplyOutcome {
     pub changed: usize,
 }
 
+/// The moves one report asks for, gathered before they are written.
+#[derive(Default)]
+struct Batch {
+    attempts: Vec<AttemptMove>,
+    tasks: Vec<TaskMove>,
+    /// Second step, for tasks whose end above was written: back to pending.
+    requeue: Vec<TaskMove>,
+    ended: Vec<AttemptId>,
+}
+
 impl Store {
     /// The attempts that should run on a machine now, and which of them the
     /// borglet has not been told about yet (`assigned`).
     pub async fn desired_attempts(
         &self,
         machine: MachineId,
-    ) -> anyhow::Result<(Vec<AttemptSpec>, Vec<AttemptId>)> {
-        let rows: Vec<DesiredRow> = sqlx::query_as(
+    ) -> crate::Result<(Vec<AttemptSpec>, Vec<AttemptId>)> {
+        let rows: Vec<DesiredRow> = sqlx::query_as(concat!(
             "SELECT a.id, a.state, j.name AS job, t.index, j.spec, a.cpu_milli, a.memory, a.disk
              FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
-             WHERE a.machine_id = $1 AND a.state IN ('assigned', 'starting', 'running')
-               AND a.stop_reason IS NULL
-             ORDER BY a.created_at",
-        )
+             WHERE a.machine_id = $1 AND a.state IN ",
+            live_attempt!(),
+            " AND a.stop_reason IS NULL
+             ORDER BY a.created_at"
+        ))
         .bind(machine)
         .fetch_all(&self.pool)
         .await?;
@@ -120,57 +138,76 @@ impl Store {
     }
 
     /// `assigned → starting` for attempts about to be sent to their borglet.
-    pub async fn mark_starting(&self, attempts: &[AttemptId]) -> anyhow::Result<()> {
+    pub async fn mark_starting(
+        &self,
+        machine: MachineId,
+        attempts: &[AttemptId],
+    ) -> crate::Result<()> {
         if attempts.is_empty() {
             return Ok(());
         }
-        let ids: Vec<uuid::Uuid> = attempts.iter().map(|a| a.0).collect();
-        let res = sqlx::query(
-            "WITH s AS (
-                UPDATE attempts SET state = 'starting' WHERE id = ANY($1) AND state = 'assigned'
-                RETURNING id, task_id, machine_id),
-             t AS (
-                UPDATE tasks SET state = 'starting', updated_at = now() FROM s
-                WHERE tasks.id = s.task_id AND tasks.attempt_id = s.id AND tasks.state = 'assigned'
-                RETURNING tasks.id, tasks.job_id, s.id AS attempt_id, s.machine_id)
-             INSERT INTO events (job_id, task_id, attempt_id, machine_id, from_state, to_state, reason)
-             SELECT job_id, id, attempt_id, machine_id, 'assigned', 'starting', 'sent to its borglet' FROM t",
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(AttemptId, TaskId, JobId)> = sqlx::query_as(
+            "SELECT a.id, t.id, t.job_id FROM attempts a JOIN tasks t ON t.attempt_id = a.id
+             WHERE a.id = ANY($1) AND a.state = 'assigned' AND t.state = 'assigned'
+             ORDER BY a.id FOR UPDATE OF a, t",
         )
-        .bind(&ids)
-        .execute(&self.pool)
+        .bind(attempts)
+        .fetch_all(&mut *tx)
         .await?;
-        metrics::counter!("borg_task_transitions_total", "from" => "assigned", "to" => "starting")
-            .increment(res.rows_affected());
+        let attempt_moves: Vec<AttemptMove> = rows
+            .iter()
+            .map(|(a, _, _)| AttemptMove::new(*a, TaskState::Assigned, TaskState::Starting))
+            .collect();
+        move_attempts(&mut tx, &attempt_moves).await?;
+        let task_moves: Vec<TaskMove> = rows
+            .iter()
+            .map(|(a, t, j)| TaskMove {
+                job: *j,
+                task: *t,
+                attempt: Some(*a),
+                machine: Some(machine),
+                from: TaskState::Assigned,
+                to: TaskState::Starting,
+                reason: "sent to its borglet".into(),
+                backoff: None,
+                placed: false,
+            })
+            .collect();
+        let mut moved = Transitions::default();
+        move_tasks(&mut tx, &task_moves, &mut moved).await?;
+        tx.commit().await?;
+        moved.emit();
         Ok(())
     }
 
     /// Apply a borglet's report. `sent` are the attempts the request listed as wanted.
     ///
-    /// Lock order is job → attempt → task everywhere a job's state may follow,
-    /// so reports from two machines about one job serialize instead of each
-    /// missing the other's change (or deadlocking). Most polls change nothing
-    /// and take no lock at all.
+    /// The attempts and tasks that change are locked (in attempt id order) and
+    /// re-read, then all their moves are written in a few statements. The job
+    /// rows are not touched here: the jobs' states follow from their counters
+    /// right after the commit. Most polls change nothing and take no lock.
     pub async fn apply_report(
         &self,
         machine: MachineId,
         machine_name: &str,
         sent: &[AttemptId],
         reports: &[AttemptReport],
-    ) -> anyhow::Result<ApplyOutcome> {
+    ) -> crate::Result<ApplyOutcome> {
         let mut out = ApplyOutcome::default();
         let sent: HashSet<AttemptId> = sent.iter().copied().collect();
         let by_report: HashMap<AttemptId, &AttemptReport> =
             reports.iter().map(|r| (r.id, r)).collect();
         let reported: Vec<uuid::Uuid> = reports.iter().map(|r| r.id.0).collect();
 
-        let rows = read_attempts(&self.pool, machine, &reported, false).await?;
+        let rows = read_attempts(&self.pool, machine, &reported).await?;
         // Attempts whose end is on record: already terminal, or ended below.
         let mut ended: HashSet<AttemptId> = rows
             .iter()
             .filter(|r| r.state.is_terminal())
             .map(|r| r.id)
             .collect();
-        let mut jobs: Vec<JobId> = rows
+        let changing: Vec<AttemptId> = rows
             .iter()
             .filter(|r| {
                 !matches!(
@@ -178,41 +215,29 @@ impl Store {
                     Action::Nothing
                 )
             })
-            .map(|r| r.job_id)
+            .map(|r| r.id)
             .collect();
-        jobs.sort();
-        jobs.dedup();
 
-        if !jobs.is_empty() {
+        if !changing.is_empty() {
             let mut tx = self.pool.begin().await?;
-            sqlx::query("SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
-                .bind(jobs.iter().map(|j| j.0).collect::<Vec<_>>())
-                .execute(&mut *tx)
-                .await?;
-            // Re-read under the locks: this statement sees everything committed before them.
-            let locked = read_attempts(&mut *tx, machine, &reported, true).await?;
-            for row in locked
-                .iter()
-                .filter(|r| jobs.binary_search(&r.job_id).is_ok())
-            {
+            // Re-read under the locks: this sees everything committed before them.
+            let locked = lock_attempts(&mut tx, &changing).await?;
+            let mut batch = Batch::default();
+            for row in &locked {
                 let report = by_report.get(&row.id).copied();
-                match plan(row, report, &sent, machine_name) {
-                    Action::Nothing => {}
-                    Action::Running(report) => {
-                        mark_running(&mut tx, row, report, machine, machine_name).await?;
-                        out.changed += 1;
-                    }
-                    Action::End { to, reason, report } => {
-                        finish_attempt(&mut tx, row, report, to, &reason).await?;
-                        if end_task(&mut tx, row, machine, to, &reason).await? == Some(true) {
-                            out.requeued += 1;
-                        }
-                        out.changed += 1;
-                        ended.insert(row.id);
-                    }
-                }
+                let action = plan(row, report, &sent, machine_name);
+                collect(&mut batch, row, action, machine, machine_name);
             }
-            refresh_job_states(&mut tx, &jobs).await?;
+            let mut moved = Transitions::default();
+            let attempts_moved = move_attempts(&mut tx, &batch.attempts).await?;
+            out.changed = attempts_moved.len();
+            let tasks_moved = move_tasks(&mut tx, &batch.tasks, &mut moved).await?;
+            let requeue: Vec<TaskMove> = batch
+                .requeue
+                .into_iter()
+                .filter(|m| tasks_moved.contains(&m.task))
+                .collect();
+            out.requeued = move_tasks(&mut tx, &requeue, &mut moved).await?.len();
             if out.requeued > 0 {
                 sqlx::query("SELECT pg_notify($1, 'retry')")
                     .bind(CHANNEL_PENDING)
@@ -220,6 +245,10 @@ impl Store {
                     .await?;
             }
             tx.commit().await?;
+            ended.extend(batch.ended.iter().filter(|a| attempts_moved.contains(a)));
+            let jobs = moved.task_jobs();
+            moved.emit();
+            self.refresh_jobs(Some(&jobs)).await?;
         }
 
         // Finished attempts whose end is on record (or that we never knew) may be forgotten.
@@ -232,6 +261,82 @@ impl Store {
             .collect();
         self.touch_machine(machine).await?;
         Ok(out)
+    }
+}
+
+/// Turn one attempt's planned action into moves.
+fn collect(
+    batch: &mut Batch,
+    row: &AttemptRow,
+    action: Action<'_>,
+    machine: MachineId,
+    machine_name: &str,
+) {
+    match action {
+        Action::Nothing => {}
+        Action::Running(report) => {
+            let mut mv = AttemptMove::new(row.id, row.state, TaskState::Running);
+            mv.pid = report.pid;
+            mv.started_at = Some(report.started_at.unwrap_or_else(Utc::now));
+            batch.attempts.push(mv);
+            if row.is_current() {
+                let reason = format!("running on {machine_name}");
+                batch.tasks.push(row.task_move(
+                    machine,
+                    row.task_state,
+                    TaskState::Running,
+                    reason,
+                    None,
+                ));
+            }
+        }
+        Action::End { to, reason, report } => {
+            let mut mv = AttemptMove::new(row.id, row.state, to);
+            mv.reason = Some(reason.clone());
+            if let Some(r) = report {
+                mv.pid = r.pid;
+                mv.exit_code = r.exit_code;
+                mv.signal = r.signal;
+                mv.started_at = r.started_at;
+                mv.finished_at = r.finished_at;
+            }
+            batch.attempts.push(mv);
+            batch.ended.push(row.id);
+            if !row.is_current() {
+                return;
+            }
+            batch
+                .tasks
+                .push(row.task_move(machine, row.task_state, to, reason.clone(), None));
+            let retry = matches!(to, TaskState::Failed | TaskState::Lost)
+                && row.job_live
+                && (row.kind == JobKind::Service || row.runs < row.max_runs);
+            if retry {
+                let backoff = row
+                    .spec
+                    .0
+                    .task
+                    .restart
+                    .as_ref()
+                    .and_then(|r| r.backoff)
+                    .unwrap_or(DEFAULT_BACKOFF);
+                let why = match row.kind {
+                    JobKind::Batch => format!(
+                        "retrying (run {} of {}) after: {reason}",
+                        row.runs + 1,
+                        row.max_runs
+                    ),
+                    JobKind::Service => format!("restarting after: {reason}"),
+                };
+                batch.requeue.push(row.task_move(
+                    machine,
+                    to,
+                    TaskState::Pending,
+                    why,
+                    Some(backoff),
+                ));
+            }
+        }
     }
 }
 
@@ -290,52 +395,43 @@ fn plan<'a>(
     }
 }
 
+const ATTEMPT_COLUMNS: &str = concat!(
+    "SELECT a.id, a.state, a.stop_reason, a.task_id, t.job_id, t.state AS task_state,
+            t.attempt_id AS task_attempt, t.runs, t.max_runs, j.kind,
+            j.state IN ",
+    live_job!(),
+    " AS job_live, j.spec
+     FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id"
+);
+
 /// This machine's live attempts plus the reported ones, with their task and job.
-async fn read_attempts<'e, E: sqlx::PgExecutor<'e>>(
-    db: E,
+async fn read_attempts(
+    pool: &sqlx::PgPool,
     machine: MachineId,
     reported: &[uuid::Uuid],
-    lock: bool,
-) -> anyhow::Result<Vec<AttemptRow>> {
-    let sql = format!(
-        "SELECT a.id, a.state, a.stop_reason, a.task_id, t.job_id, t.state AS task_state,
-                t.attempt_id AS task_attempt, t.runs, t.max_runs, j.kind,
-                j.state IN ('pending', 'running') AS job_live, j.spec
-         FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
-         WHERE a.machine_id = $1
-           AND (a.id = ANY($2) OR a.state IN ('assigned', 'starting', 'running'))
-         ORDER BY a.id {}",
-        if lock { "FOR UPDATE OF a, t" } else { "" }
-    );
-    Ok(sqlx::query_as(&sql)
-        .bind(machine)
-        .bind(reported)
-        .fetch_all(db)
-        .await?)
+) -> crate::Result<Vec<AttemptRow>> {
+    Ok(sqlx::query_as(&format!(
+        "{ATTEMPT_COLUMNS}
+         WHERE a.machine_id = $1 AND (a.id = ANY($2) OR a.state IN {live})",
+        live = live_attempt!()
+    ))
+    .bind(machine)
+    .bind(reported)
+    .fetch_all(pool)
+    .await?)
 }
 
-async fn mark_running(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    row: &AttemptRow,
-    report: &AttemptReport,
-    machine: MachineId,
-    machine_name: &str,
-) -> anyhow::Result<()> {
-    sqlx::query("UPDATE attempts SET state = 'running', pid = $2, started_at = $3 WHERE id = $1")
-        .bind(row.id)
-        .bind(report.pid)
-        .bind(report.started_at.unwrap_or_else(Utc::now))
-        .execute(&mut **tx)
-        .await?;
-    if row.task_attempt == Some(row.id) {
-        let reason = format!("running on {machine_name}");
-        move_task(
-            tx,
-            row.task_move(machine, row.task_state, TaskState::Running, &reason, None),
-        )
-        .await?;
-    }
-    Ok(())
+/// Lock these attempts and their tasks, in attempt id order, and read them again.
+async fn lock_attempts(
+    conn: &mut sqlx::PgConnection,
+    ids: &[AttemptId],
+) -> crate::Result<Vec<AttemptRow>> {
+    Ok(sqlx::query_as(&format!(
+        "{ATTEMPT_COLUMNS} WHERE a.id = ANY($1) ORDER BY a.id FOR UPDATE OF a, t"
+    ))
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?)
 }
 
 /// The attempt's final state and a human reason, from how it ended.
@@ -360,73 +456,4 @@ fn final_state(row: &AttemptRow, report: &AttemptReport) -> (TaskState, String) 
         (JobKind::Batch, true) => (TaskState::Succeeded, how),
         _ => (TaskState::Failed, how),
     }
-}
-
-async fn finish_attempt(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    row: &AttemptRow,
-    report: Option<&AttemptReport>,
-    to: TaskState,
-    reason: &str,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        "UPDATE attempts SET state = $2, reason = $3, pid = COALESCE($4, pid), exit_code = $5,
-                signal = $6, started_at = COALESCE(started_at, $7), finished_at = COALESCE($8, now())
-         WHERE id = $1",
-    )
-    .bind(row.id)
-    .bind(to)
-    .bind(reason)
-    .bind(report.and_then(|r| r.pid))
-    .bind(report.and_then(|r| r.exit_code))
-    .bind(report.and_then(|r| r.signal))
-    .bind(report.and_then(|r| r.started_at))
-    .bind(report.and_then(|r| r.finished_at))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Move the task of an attempt that ended; put it back to pending when its
-/// job is live and its budget allows (services: always). Returns
-/// `Some(true)` when requeued, `None` when the attempt was not the task's current one.
-async fn end_task(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    row: &AttemptRow,
-    machine: MachineId,
-    to: TaskState,
-    reason: &str,
-) -> anyhow::Result<Option<bool>> {
-    if row.task_attempt != Some(row.id) || row.task_state.is_terminal() {
-        return Ok(None);
-    }
-    let moved = move_task(tx, row.task_move(machine, row.task_state, to, reason, None)).await?;
-    let retry = matches!(to, TaskState::Failed | TaskState::Lost)
-        && row.job_live
-        && (row.kind == JobKind::Service || row.runs < row.max_runs);
-    if !moved || !retry {
-        return Ok(Some(false));
-    }
-    let backoff = row
-        .spec
-        .0
-        .task
-        .restart
-        .as_ref()
-        .and_then(|r| r.backoff)
-        .unwrap_or(DEFAULT_BACKOFF);
-    let why = match row.kind {
-        JobKind::Batch => format!(
-            "retrying (run {} of {}) after: {reason}",
-            row.runs + 1,
-            row.max_runs
-        ),
-        JobKind::Service => format!("restarting after: {reason}"),
-    };
-    move_task(
-        tx,
-        row.task_move(machine, to, TaskState::Pending, &why, Some(backoff)),
-    )
-    .await?;
-    Ok(Some(true))
 }

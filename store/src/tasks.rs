@@ -14,7 +14,7 @@ pub struct TaskLocation {
 type LocationRow = (TaskState, Option<String>, Option<AttemptId>, Option<String>);
 
 impl Store {
-    pub async fn locate_task(&self, job: &str, index: i32) -> anyhow::Result<Option<TaskLocation>> {
+    pub async fn locate_task(&self, job: &str, index: i32) -> crate::Result<Option<TaskLocation>> {
         let row: Option<LocationRow> = sqlx::query_as(
             "SELECT t.state, t.reason, a.id, m.address
              FROM jobs j JOIN tasks t ON t.job_id = j.id AND t.index = $2

@@ -21,9 +21,50 @@ pub struct JobRow {
     pub spec: Json<JobSpec>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// `[[state, count], ...]` aggregated in SQL.
-    pub counts: Json<Vec<(TaskState, i64)>>,
+    /// Task counts by state: the sums of the job's counter shards.
+    #[sqlx(flatten)]
+    pub counts: Counts,
 }
+
+/// A job's task counts by state (see `job_counts`).
+#[derive(Debug, Default, Clone, Copy, sqlx::FromRow)]
+pub struct Counts {
+    pub n_pending: i64,
+    pub n_assigned: i64,
+    pub n_starting: i64,
+    pub n_running: i64,
+    pub n_succeeded: i64,
+    pub n_failed: i64,
+    pub n_killed: i64,
+    pub n_lost: i64,
+}
+
+impl Counts {
+    pub fn by_state(&self) -> BTreeMap<TaskState, i64> {
+        use TaskState::*;
+        [
+            (Pending, self.n_pending),
+            (Assigned, self.n_assigned),
+            (Starting, self.n_starting),
+            (Running, self.n_running),
+            (Succeeded, self.n_succeeded),
+            (Failed, self.n_failed),
+            (Killed, self.n_killed),
+            (Lost, self.n_lost),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n != 0)
+        .collect()
+    }
+}
+
+/// The sums of a job's counter shards, as the `Counts` columns; `j` is the job.
+pub const COUNTS_JOIN: &str = "LEFT JOIN LATERAL (
+    SELECT COALESCE(sum(pending), 0)::bigint AS n_pending, COALESCE(sum(assigned), 0)::bigint AS n_assigned,
+           COALESCE(sum(starting), 0)::bigint AS n_starting, COALESCE(sum(running), 0)::bigint AS n_running,
+           COALESCE(sum(succeeded), 0)::bigint AS n_succeeded, COALESCE(sum(failed), 0)::bigint AS n_failed,
+           COALESCE(sum(killed), 0)::bigint AS n_killed, COALESCE(sum(lost), 0)::bigint AS n_lost
+    FROM job_counts WHERE job_id = j.id) c ON true";
 
 impl JobRow {
     pub fn into_view(self) -> JobView {
@@ -37,9 +78,10 @@ impl JobRow {
             replicas: self.replicas.into(),
             created_at: self.created_at,
             finished_at: self.finished_at,
-            task_counts: self.counts.0.into_iter().collect(),
+            task_counts: self.counts.by_state(),
             spec: self.spec.0,
             tasks: None,
+            tasks_next: None,
             events: None,
         }
     }
@@ -115,14 +157,10 @@ pub struct MachineRow {
     pub cpu_milli: i64,
     pub memory: i64,
     pub disk: i64,
-    pub used_cpu: i64,
-    pub used_memory: i64,
-    pub used_disk: i64,
-    pub tasks: i64,
     pub last_heard: Option<DateTime<Utc>>,
 }
 
-fn capacity(cpu: i64, memory: i64, disk: i64) -> Capacity {
+pub(crate) fn capacity(cpu: i64, memory: i64, disk: i64) -> Capacity {
     Capacity {
         cpu: MilliCpu(cpu.max(0) as u64),
         memory: Bytes(memory.max(0) as u64),
@@ -130,27 +168,18 @@ fn capacity(cpu: i64, memory: i64, disk: i64) -> Capacity {
     }
 }
 
-impl From<MachineRow> for MachineView {
-    fn from(r: MachineRow) -> MachineView {
+impl MachineRow {
+    pub fn into_view(self, usage: crate::Usage) -> MachineView {
         MachineView {
-            id: r.id,
-            name: r.name,
-            address: r.address,
-            state: r.state,
-            labels: r.labels.0,
-            capacity: capacity(r.cpu_milli, r.memory, r.disk),
-            allocated: capacity(r.used_cpu, r.used_memory, r.used_disk),
-            tasks: r.tasks,
-            last_heard: r.last_heard,
+            id: self.id,
+            name: self.name,
+            address: self.address,
+            state: self.state,
+            labels: self.labels.0,
+            capacity: capacity(self.cpu_milli, self.memory, self.disk),
+            allocated: usage.used,
+            tasks: usage.attempts,
+            last_heard: self.last_heard,
         }
     }
-}
-
-/// What the poller needs to talk to a machine.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct MachineTarget {
-    pub id: MachineId,
-    pub name: String,
-    pub address: String,
-    pub state: MachineState,
 }

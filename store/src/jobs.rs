@@ -1,0 +1,279 @@
+//! Jobs: submit, read, kill. A job's state follows its task counters (see
+//! `finish.rs`); reads never recount tasks.
+
+use crate::error::{Result, StoreError};
+use crate::finish::{end_jobs, lock_live_jobs, EndJob};
+use crate::moves::{job_events, MovedJob, Transitions};
+use crate::rows::{Counts, EventRow, JobRow, TaskRow, COUNTS_JOIN};
+use crate::{is_unique_violation, live_job, Store, CHANNEL_PENDING};
+use borg_shared::wire::{EventView, JobView, TaskView};
+use borg_shared::{JobId, JobKind, JobSpec, JobState};
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+
+/// The columns of a job view; `c` is `COUNTS_JOIN`.
+const JOB_COLUMNS: &str = "j.id, j.name, j.kind, j.state, j.owner, j.priority, j.replicas, j.spec,
+    j.created_at, j.finished_at, c.*";
+
+/// Tasks per page of a job's detail, unless asked otherwise.
+pub const DEFAULT_TASK_PAGE: u32 = 1000;
+/// The most tasks one page may hold.
+pub const MAX_TASK_PAGE: u32 = 10_000;
+
+#[allow(clippy::large_enum_variant)] // built once per request
+pub enum SubmitOutcome {
+    /// Committed; the view is the summary (no tasks, no events).
+    Created(JobView),
+    /// The same name is live with an identical spec: submitting is safe to retry.
+    Unchanged(JobView),
+    /// The name is live with a different spec.
+    Conflict(JobView),
+}
+
+pub enum KillOutcome {
+    Killed(Box<JobView>),
+    NotFound,
+    AlreadyFinished(JobState),
+}
+
+/// Which tasks of a job a detail read returns: those with `index > after`, at most `limit`.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskPage {
+    pub after: Option<i32>,
+    pub limit: u32,
+}
+
+impl Default for TaskPage {
+    fn default() -> Self {
+        TaskPage {
+            after: None,
+            limit: DEFAULT_TASK_PAGE,
+        }
+    }
+}
+
+/// Submit in one statement: the job, its tasks, their counters and every
+/// event, and the scheduler's wake-up (delivered at commit).
+const SUBMIT: &str = "
+WITH j AS (
+    INSERT INTO jobs (id, name, kind, owner, priority, replicas, spec)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    RETURNING id, created_at
+), t AS (
+    INSERT INTO tasks (id, job_id, index, priority, cpu_milli, memory, disk, max_runs)
+    SELECT gen_random_uuid(), j.id, i, $5, $8, $9, $10, $11
+    FROM j, generate_series(0, $6 - 1) AS i
+    RETURNING id, job_id, index
+), te AS (
+    INSERT INTO events (kind, job_id, task_id, to_state, reason)
+    SELECT 'task', t.job_id, t.id, 'pending', 'submitted' FROM t ORDER BY t.index
+), je AS (
+    INSERT INTO events (kind, job_id, to_state, reason)
+    SELECT 'job', j.id, 'pending', 'submitted' FROM j
+), c AS (
+    INSERT INTO job_counts (job_id, shard, pending) SELECT j.id, 0, $6 FROM j
+)
+SELECT j.created_at, pg_notify($12, j.id::text)::text FROM j";
+
+impl Store {
+    /// Commit a job, its tasks and their `pending` events in one statement.
+    pub async fn submit(&self, spec: &JobSpec) -> Result<SubmitOutcome> {
+        let id = JobId::new();
+        let r = &spec.task.resources;
+        let max_runs = match spec.kind {
+            JobKind::Batch => spec.task.max_attempts() as i32,
+            // Services restart forever; the column only bounds batch retries.
+            JobKind::Service => i32::MAX,
+        };
+        let res: std::result::Result<(DateTime<Utc>, String), sqlx::Error> = sqlx::query_as(SUBMIT)
+            .bind(id)
+            .bind(&spec.name)
+            .bind(spec.kind)
+            .bind(&spec.owner)
+            .bind(spec.priority as i32)
+            .bind(spec.replicas as i32)
+            .bind(Json(spec))
+            .bind(r.cpu.0 as i64)
+            .bind(r.memory.0 as i64)
+            .bind(r.disk.0 as i64)
+            .bind(max_runs)
+            .bind(CHANNEL_PENDING)
+            .fetch_one(&self.pool)
+            .await;
+        let created_at = match res {
+            Ok((created_at, _)) => created_at,
+            Err(err) if is_unique_violation(&err, "jobs_live_name") => {
+                return self.resolve_duplicate(spec).await;
+            }
+            Err(err) => return Err(err.into()),
+        };
+        metrics::counter!("borg_jobs_submitted_total").increment(1);
+        tracing::info!(job = %spec.name, job_id = %id, replicas = spec.replicas, "job submitted");
+        let row = JobRow {
+            id,
+            name: spec.name.clone(),
+            kind: spec.kind,
+            state: JobState::Pending,
+            owner: spec.owner.clone(),
+            priority: spec.priority as i32,
+            replicas: spec.replicas as i32,
+            spec: Json(spec.clone()),
+            created_at,
+            finished_at: None,
+            counts: Counts {
+                n_pending: i64::from(spec.replicas),
+                ..Counts::default()
+            },
+        };
+        Ok(SubmitOutcome::Created(row.into_view()))
+    }
+
+    async fn resolve_duplicate(&self, spec: &JobSpec) -> Result<SubmitOutcome> {
+        let vanished =
+            || StoreError::Vanished(format!("job {} changed state during submit", spec.name));
+        let Some(live) = self.find_job(&spec.name).await? else {
+            // It finished between our insert and this read: a retry will succeed.
+            return Err(vanished());
+        };
+        if live.state.is_terminal() {
+            return Err(vanished());
+        }
+        Ok(if live.spec == *spec {
+            SubmitOutcome::Unchanged(live)
+        } else {
+            SubmitOutcome::Conflict(live)
+        })
+    }
+
+    /// The newest jobs (at most 1000), optionally in one state.
+    pub async fn list_jobs(&self, state: Option<JobState>) -> Result<Vec<JobView>> {
+        let rows: Vec<JobRow> = sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM (
+                 SELECT * FROM jobs WHERE $1::job_state IS NULL OR state = $1
+                 ORDER BY created_at DESC LIMIT 1000) j
+             {COUNTS_JOIN}
+             ORDER BY j.created_at DESC"
+        ))
+        .bind(state)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(JobRow::into_view).collect())
+    }
+
+    /// The live job of that name, else the most recent one; without tasks or events.
+    pub async fn find_job(&self, name: &str) -> Result<Option<JobView>> {
+        let row: Option<JobRow> = sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM (
+                 SELECT * FROM jobs WHERE name = $1
+                 ORDER BY (state IN {live}) DESC, created_at DESC LIMIT 1) j
+             {COUNTS_JOIN}",
+            live = live_job!()
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(JobRow::into_view))
+    }
+
+    /// A job with one page of its tasks and its recent task events.
+    pub async fn job_detail(&self, name: &str, page: TaskPage) -> Result<Option<JobView>> {
+        let Some(mut job) = self.find_job(name).await? else {
+            return Ok(None);
+        };
+        let limit = page.limit.clamp(1, MAX_TASK_PAGE);
+        // `attempt_id` names the newest attempt: one key lookup per task.
+        let mut tasks: Vec<TaskRow> = sqlx::query_as(
+            "SELECT t.index, t.state, t.reason, m.name AS machine, a.id AS attempt, t.runs,
+                    a.pid, a.exit_code, a.signal, t.updated_at
+             FROM tasks t
+             LEFT JOIN attempts a ON a.id = t.attempt_id
+             LEFT JOIN machines m ON m.id = a.machine_id
+             WHERE t.job_id = $1 AND t.index > $2
+             ORDER BY t.index LIMIT $3",
+        )
+        .bind(job.id)
+        .bind(page.after.unwrap_or(-1))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let more = tasks.len() > limit as usize;
+        tasks.truncate(limit as usize);
+        job.tasks_next = more.then(|| tasks.last().map(|t| t.index)).flatten();
+        let mut events: Vec<EventRow> = sqlx::query_as(
+            "SELECT e.id, e.time, $2 AS job, t.index AS task_index, e.attempt_id AS attempt,
+                    m.name AS machine, e.from_state::task_state, e.to_state::task_state, e.reason
+             FROM (SELECT * FROM events WHERE job_id = $1 AND kind = 'task'
+                   ORDER BY id DESC LIMIT 50) e
+             LEFT JOIN tasks t ON t.id = e.task_id
+             LEFT JOIN machines m ON m.id = e.machine_id
+             ORDER BY e.id DESC",
+        )
+        .bind(job.id)
+        .bind(&job.name)
+        .fetch_all(&self.pool)
+        .await?;
+        events.reverse();
+        job.tasks = Some(tasks.into_iter().map(TaskView::from).collect());
+        job.events = Some(events.into_iter().map(EventView::from).collect());
+        Ok(Some(job))
+    }
+
+    /// Kill a live job: pending tasks end at once; placed attempts are marked to
+    /// stop and end when their borglet reports them gone.
+    pub async fn kill_job(&self, name: &str, by: &str) -> Result<KillOutcome> {
+        let Some(job) = self.find_job(name).await? else {
+            return Ok(KillOutcome::NotFound);
+        };
+        if job.state.is_terminal() {
+            return Ok(KillOutcome::AlreadyFinished(job.state));
+        }
+        let mut tx = self.pool.begin().await?;
+        let locked = lock_live_jobs(&mut tx, &[job.id]).await?;
+        let Some(live) = locked.first() else {
+            // It finished between the read and the lock.
+            drop(tx);
+            let state = self
+                .find_job(name)
+                .await?
+                .map_or(JobState::Killed, |j| j.state);
+            return Ok(KillOutcome::AlreadyFinished(state));
+        };
+        let mut moved = Transitions::default();
+        let end = EndJob {
+            job: live.id,
+            name: live.name.clone(),
+            from: live.state,
+            to: JobState::Killed,
+            reason: format!("killed by {by}"),
+        };
+        end_jobs(&mut tx, &[end], &mut moved).await?;
+        tx.commit().await?;
+        moved.emit();
+        let view = self
+            .find_job(name)
+            .await?
+            .ok_or_else(|| StoreError::Vanished(format!("job {name} vanished")))?;
+        Ok(KillOutcome::Killed(Box::new(view)))
+    }
+}
+
+/// Write job state moves (not terminal ones: see `end_jobs`) and their events.
+pub(crate) async fn set_job_states(
+    conn: &mut sqlx::PgConnection,
+    moves: &[MovedJob],
+) -> Result<()> {
+    if moves.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE jobs j SET state = u.state::job_state, updated_at = now(),
+             finished_at = CASE WHEN u.state IN ('succeeded', 'failed', 'killed') THEN now() END
+         FROM unnest($1::uuid[], $2::text[]) AS u(id, state)
+         WHERE j.id = u.id",
+    )
+    .bind(moves.iter().map(|m| m.job.0).collect::<Vec<_>>())
+    .bind(moves.iter().map(|m| m.to.as_str()).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    job_events(conn, moves).await
+}

@@ -1,0 +1,91 @@
+//! The one owner of the cell's schema and of every state change.
+//!
+//! borgmaster and borgscheduler both write through this crate, and nothing else
+//! writes a `state` column: every move of tasks, attempts, jobs and machines is
+//! a set-based operation in the caller's transaction that checks the moves
+//! against the state machine in `borg_shared`, updates all rows in one
+//! statement conditionally on their current state, appends their events, and
+//! hands back what actually moved so metrics and logs are emitted only after
+//! the commit (`Transitions::emit`).
+
+mod attempts;
+mod error;
+mod events;
+mod finish;
+mod jobs;
+mod machines;
+mod moves;
+mod placements;
+mod reports;
+mod rows;
+pub mod sql;
+mod tasks;
+
+pub use error::{Result, StoreError};
+pub use events::{EventCursor, EventPage, StoredEvent};
+pub use jobs::{KillOutcome, SubmitOutcome, TaskPage, DEFAULT_TASK_PAGE, MAX_TASK_PAGE};
+pub use machines::{machine_usage, MachineTarget, Usage};
+pub use moves::Transitions;
+pub use placements::{Committed, Placed, Placement};
+pub use reports::ApplyOutcome;
+pub use tasks::TaskLocation;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::time::Duration;
+
+/// Channel the scheduler listens on: tasks became pending or capacity appeared.
+pub const CHANNEL_PENDING: &str = "borg_pending";
+/// Channel the master listens on: an attempt was placed on (or should stop on)
+/// the machine whose id is the payload.
+pub const CHANNEL_PLACED: &str = "borg_placed";
+
+/// The schema, applied by the master at start and by the test harness.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// A pool sized for the box: a few connections per core, since every
+    /// statement is short and Postgres runs on the same cores.
+    pub async fn connect(url: &str) -> Result<Store> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
+        let pool = PgPoolOptions::new()
+            .max_connections((4 * cores).clamp(8, 32))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        Ok(Store { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Store {
+        Store { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Apply migrations. sqlx takes an advisory lock, so two masters starting at once is safe.
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Is this error the violation of the named unique index/constraint?
+pub(crate) fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            db.code().as_deref() == Some("23505") && db.constraint() == Some(constraint)
+        }
+        _ => false,
+    }
+}

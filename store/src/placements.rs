@@ -1,0 +1,255 @@
+//! Turning a scheduler's batch of decisions into rows, safely against other
+//! schedulers.
+//!
+//! The snapshot the scheduler placed from may be stale, and another scheduler
+//! may be committing onto the same machines right now. So one transaction per
+//! batch: lock the machine rows (in id order, so schedulers never deadlock; NO
+//! KEY UPDATE, so inserts that merely reference a machine never wait),
+//! recompute their usage from live attempts, keep only what still fits, hold
+//! the tasks' jobs live (FOR SHARE: a job ending now waits for this batch, and
+//! this batch sees it ended), claim the tasks still pending (`SKIP LOCKED`: a
+//! task another scheduler holds is simply lost this round), then write the
+//! attempts and the task moves. Whatever is dropped stays pending and is
+//! retried on the next pass.
+
+use crate::machines::machine_usage;
+use crate::moves::{move_tasks, TaskMove, Transitions};
+use crate::rows::capacity;
+use crate::{live_job, Store, CHANNEL_PLACED};
+use borg_shared::wire::Capacity;
+use borg_shared::{AttemptId, JobId, MachineId, TaskId, TaskState};
+use std::collections::{HashMap, HashSet};
+
+/// One decision of a scheduler: this task on this machine, with the request
+/// the scheduler accounted for.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub task: TaskId,
+    pub job: JobId,
+    pub machine: MachineId,
+    pub request: Capacity,
+}
+
+/// One placement as committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub task: TaskId,
+    pub job: JobId,
+    pub attempt: AttemptId,
+    pub machine: MachineId,
+}
+
+#[derive(Debug, Default)]
+pub struct Committed {
+    pub placed: Vec<Placed>,
+    /// Decisions dropped because the machine filled up, left `up`, or the task
+    /// was claimed, changed or killed meanwhile.
+    pub lost_races: usize,
+}
+
+impl Store {
+    /// Commit `placements` (in queue order) made by scheduler `scheduler`.
+    pub async fn commit_placements(
+        &self,
+        scheduler: &str,
+        placements: &[Placement],
+    ) -> crate::Result<Committed> {
+        if placements.is_empty() {
+            return Ok(Committed::default());
+        }
+        let mut machine_ids: Vec<MachineId> = placements.iter().map(|p| p.machine).collect();
+        machine_ids.sort();
+        machine_ids.dedup();
+
+        let mut tx = self.pool.begin().await?;
+        let locked: Vec<(MachineId, String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT id, name, cpu_milli, memory, disk FROM machines
+             WHERE id = ANY($1) AND state = 'up'
+             ORDER BY id
+             FOR NO KEY UPDATE",
+        )
+        .bind(&machine_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        // With the rows locked, every other scheduler's commit onto these
+        // machines is either fully visible here or waits for us.
+        let usage = machine_usage(&mut *tx, Some(&machine_ids)).await?;
+        struct Room {
+            name: String,
+            capacity: Capacity,
+            used: Capacity,
+        }
+        let mut room: HashMap<MachineId, Room> = locked
+            .into_iter()
+            .map(|(id, name, cpu, memory, disk)| {
+                let used = usage.get(&id).map(|u| u.used).unwrap_or_default();
+                let capacity = capacity(cpu, memory, disk);
+                (
+                    id,
+                    Room {
+                        name,
+                        capacity,
+                        used,
+                    },
+                )
+            })
+            .collect();
+
+        let mut lost_races = 0;
+        let mut kept: Vec<&Placement> = Vec::with_capacity(placements.len());
+        for p in placements {
+            let fits_still = room.get_mut(&p.machine).is_some_and(|r| {
+                let after = r.used.saturating_add(&p.request);
+                let ok = after.fits_in(&r.capacity);
+                if ok {
+                    r.used = after;
+                }
+                ok
+            });
+            if fits_still {
+                kept.push(p);
+            } else {
+                lost_races += 1;
+            }
+        }
+        if kept.is_empty() {
+            tx.rollback().await.ok();
+            return Ok(Committed {
+                placed: vec![],
+                lost_races,
+            });
+        }
+
+        let mut jobs: Vec<JobId> = kept.iter().map(|p| p.job).collect();
+        jobs.sort();
+        jobs.dedup();
+        let live: Vec<(JobId,)> = sqlx::query_as(concat!(
+            "SELECT id FROM jobs WHERE id = ANY($1) AND state IN ",
+            live_job!(),
+            " ORDER BY id FOR SHARE"
+        ))
+        .bind(&jobs)
+        .fetch_all(&mut *tx)
+        .await?;
+        let live: HashSet<JobId> = live.into_iter().map(|(j,)| j).collect();
+
+        // Claim only tasks still pending with the request we accounted for, and
+        // not locked by someone else (never wait on another scheduler).
+        let candidates: Vec<&Placement> = kept
+            .iter()
+            .copied()
+            .filter(|p| live.contains(&p.job))
+            .collect();
+        let dim = |f: fn(&Capacity) -> u64| -> Vec<i64> {
+            candidates.iter().map(|p| f(&p.request) as i64).collect()
+        };
+        let claimed: Vec<(TaskId,)> = sqlx::query_as(
+            "SELECT t.id FROM tasks t
+             JOIN unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[])
+                 AS u(task_id, cpu_milli, memory, disk) ON u.task_id = t.id
+             WHERE t.state = 'pending'
+               AND t.cpu_milli = u.cpu_milli AND t.memory = u.memory AND t.disk = u.disk
+               AND (t.not_before IS NULL OR t.not_before <= now())
+             ORDER BY t.id
+             FOR UPDATE OF t SKIP LOCKED",
+        )
+        .bind(candidates.iter().map(|p| p.task).collect::<Vec<_>>())
+        .bind(dim(|c| c.cpu.0))
+        .bind(dim(|c| c.memory.0))
+        .bind(dim(|c| c.disk.0))
+        .fetch_all(&mut *tx)
+        .await?;
+        let claimed: HashSet<TaskId> = claimed.into_iter().map(|(t,)| t).collect();
+        let placed: Vec<Placed> = candidates
+            .iter()
+            .filter(|p| claimed.contains(&p.task))
+            .map(|p| Placed {
+                task: p.task,
+                job: p.job,
+                attempt: AttemptId::new(),
+                machine: p.machine,
+            })
+            .collect();
+        lost_races += kept.len() - placed.len();
+        if placed.is_empty() {
+            tx.rollback().await.ok();
+            return Ok(Committed {
+                placed: vec![],
+                lost_races,
+            });
+        }
+
+        let col =
+            |f: fn(&Placed) -> uuid::Uuid| -> Vec<uuid::Uuid> { placed.iter().map(f).collect() };
+        sqlx::query(
+            "INSERT INTO attempts (id, task_id, machine_id, state, cpu_milli, memory, disk)
+             SELECT a.id, a.task_id, a.machine_id, 'assigned', t.cpu_milli, t.memory, t.disk
+             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS a(id, task_id, machine_id)
+             JOIN tasks t ON t.id = a.task_id",
+        )
+        .bind(col(|p| p.attempt.0))
+        .bind(col(|p| p.task.0))
+        .bind(col(|p| p.machine.0))
+        .execute(&mut *tx)
+        .await?;
+
+        let moves: Vec<TaskMove> = placed
+            .iter()
+            .map(|p| TaskMove {
+                job: p.job,
+                task: p.task,
+                attempt: Some(p.attempt),
+                machine: Some(p.machine),
+                from: TaskState::Pending,
+                to: TaskState::Assigned,
+                reason: format!("placed on {} by {scheduler}", room[&p.machine].name),
+                backoff: None,
+                placed: true,
+            })
+            .collect();
+        let mut moved = Transitions::default();
+        move_tasks(&mut tx, &moves, &mut moved).await?;
+
+        // Delivered at commit, so the master never syncs a machine before the rows exist.
+        let mut busy: Vec<MachineId> = placed.iter().map(|p| p.machine).collect();
+        busy.sort();
+        busy.dedup();
+        sqlx::query("SELECT pg_notify($1, m::text) FROM unnest($2::uuid[]) AS m")
+            .bind(CHANNEL_PLACED)
+            .bind(&busy)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        moved.emit();
+        Ok(Committed { placed, lost_races })
+    }
+
+    /// Record why each task stays pending; only rows whose reason changes are
+    /// written, and rows another transaction holds are skipped (they are
+    /// rewritten next pass). Not a state change: no event.
+    pub async fn write_pending_reasons(&self, reasons: &[(TaskId, String)]) -> crate::Result<u64> {
+        if reasons.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<TaskId> = reasons.iter().map(|(t, _)| *t).collect();
+        let texts: Vec<&str> = reasons.iter().map(|(_, r)| r.as_str()).collect();
+        let done = sqlx::query(
+            "WITH u AS (
+                 SELECT * FROM unnest($1::uuid[], $2::text[]) AS u(id, reason)
+             ), changed AS (
+                 SELECT t.id FROM tasks t JOIN u ON u.id = t.id
+                 WHERE t.state = 'pending' AND t.reason IS DISTINCT FROM u.reason
+                 ORDER BY t.id
+                 FOR UPDATE OF t SKIP LOCKED
+             )
+             UPDATE tasks t SET reason = u.reason, updated_at = now()
+             FROM u
+             WHERE t.id = u.id AND t.id IN (SELECT id FROM changed)",
+        )
+        .bind(&ids)
+        .bind(&texts)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
