@@ -177,6 +177,7 @@ impl TestBorglet {
             machine: self.name.clone(),
             attempts: attempts.to_vec(),
             ack: ack.to_vec(),
+            nudge_token: None,
         }
     }
 
