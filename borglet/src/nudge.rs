@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// While nudges keep failing, warn at most this often (the poll covers for them).
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
