@@ -3,6 +3,7 @@
 
 use crate::logs;
 use crate::metrics::{self, Metrics, SyncResult};
+use crate::nudge::Nudger;
 use crate::register::Contact;
 use crate::supervisor::Supervisor;
 use axum::extract::rejection::JsonRejection;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub sync_gate: Arc<tokio::sync::Mutex<SyncGate>>,
     pub contact: Arc<Contact>,
     pub metrics: Arc<Metrics>,
+    /// Holds the nudge token of the latest accepted sync.
+    pub nudger: Arc<Nudger>,
     /// Cancelled when the borglet shuts down: long-lived responses (log follows)
     /// end then, or graceful shutdown would wait on them forever.
     pub shutdown: CancellationToken,
@@ -74,7 +77,7 @@ async fn sync(
     result.map(Json)
 }
 
-async fn reconcile(app: &AppState, req: SyncRequest) -> Result<SyncResponse, Error> {
+async fn reconcile(app: &AppState, mut req: SyncRequest) -> Result<SyncResponse, Error> {
     if req.machine != *app.name {
         return Err(Error::WrongMachine {
             ours: app.name.to_string(),
@@ -90,6 +93,7 @@ async fn reconcile(app: &AppState, req: SyncRequest) -> Result<SyncResponse, Err
     }
     gate.highest_epoch = Some(req.epoch.max(gate.highest_epoch.unwrap_or(req.epoch)));
     app.contact.synced();
+    app.nudger.set_token(req.nudge_token.take());
 
     let sup = &app.supervisor;
     let table = sup.table();

@@ -6,6 +6,7 @@ pub mod api;
 pub mod config;
 pub mod logs;
 pub mod metrics;
+pub mod nudge;
 pub mod register;
 pub mod state;
 pub mod supervisor;
@@ -101,9 +102,11 @@ pub async fn run(
 
     let metrics = Arc::new(metrics::Metrics::new(&config.name));
     let table = Arc::new(state::AttemptTable::new(metrics.running_gauge()));
+    let nudger = Arc::new(nudge::Nudger::default());
     let supervisor = Arc::new(supervisor::Supervisor::new(
         table,
         Arc::clone(&metrics),
+        Arc::clone(&nudger),
         config.name.clone(),
         &data_dir,
     ));
@@ -119,8 +122,21 @@ pub async fn run(
         Arc::clone(&contact),
         config.reregister_after,
     )?;
-    let stop_registering = shutdown.child_token();
-    let registering = tokio::spawn(registrar.run(stop_registering.clone()));
+    let stop_background = shutdown.child_token();
+    let registering = tokio::spawn(registrar.run(stop_background.clone()));
+    // Without nudges the poll still brings every exit, only later: no reason to refuse to run.
+    let nudging = match nudge::NudgeSender::new(
+        &config.master,
+        &config.name,
+        Arc::clone(&nudger),
+        Arc::clone(&metrics),
+    ) {
+        Ok(sender) => Some(tokio::spawn(sender.run(stop_background.clone()))),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot nudge the master; exits wait for its next poll");
+            None
+        }
+    };
 
     let state = api::AppState {
         name: config.name.as_str().into(),
@@ -129,6 +145,7 @@ pub async fn run(
         sync_gate: Default::default(),
         contact,
         metrics,
+        nudger,
         shutdown: shutdown.clone(),
     };
     tracing::info!(listen = %bound, name = %config.name, advertise = %advertise,
@@ -139,9 +156,14 @@ pub async fn run(
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;
 
-    stop_registering.cancel();
+    stop_background.cancel();
     if let Err(e) = registering.await {
         tracing::error!(error = %e, "registration task failed");
+    }
+    if let Some(nudging) = nudging {
+        if let Err(e) = nudging.await {
+            tracing::error!(error = %e, "nudge task failed");
+        }
     }
     match config.on_exit {
         OnExit::Stop => {

@@ -74,6 +74,10 @@ fn describe() {
         "borglet_syncs_total",
         "Sync requests from the master, by result (ok, stale_epoch, wrong_machine)"
     );
+    describe_counter!(
+        "borglet_nudges_total",
+        "Nudges asking the master to sync now after task exits, by result (sent, failed)"
+    );
     describe_histogram!(
         SYNC_DURATION,
         Unit::Seconds,
@@ -118,6 +122,8 @@ pub struct Metrics {
     syncs_stale_epoch: Counter,
     syncs_wrong_machine: Counter,
     sync_duration: Histogram,
+    nudges_sent: Counter,
+    nudges_failed: Counter,
 }
 
 impl Metrics {
@@ -140,6 +146,8 @@ impl Metrics {
             syncs_stale_epoch: metrics::counter!("borglet_syncs_total", &result("stale_epoch")),
             syncs_wrong_machine: metrics::counter!("borglet_syncs_total", &result("wrong_machine")),
             sync_duration: metrics::histogram!(SYNC_DURATION, &[m()]),
+            nudges_sent: metrics::counter!("borglet_nudges_total", &result("sent")),
+            nudges_failed: metrics::counter!("borglet_nudges_total", &result("failed")),
         }
     }
 
@@ -175,6 +183,15 @@ impl Metrics {
             SyncResult::WrongMachine => self.syncs_wrong_machine.increment(1),
         }
         self.sync_duration.record(took);
+    }
+
+    /// One nudge sent to the master: accepted (`sent`) or not (`failed`).
+    pub fn nudged(&self, accepted: bool) {
+        if accepted {
+            self.nudges_sent.increment(1);
+        } else {
+            self.nudges_failed.increment(1);
+        }
     }
 }
 

@@ -55,10 +55,12 @@ pub async fn run(
         .build()
         .context("building the HTTP client")?;
     let machines_changed = Arc::new(Notify::new());
+    let machines = Arc::new(poller::Machines::default());
     let state = api::AppState {
         store: store.clone(),
         http: http.clone(),
         machines_changed: machines_changed.clone(),
+        machines: machines.clone(),
         metrics: metrics::install(),
     };
     let sweep = tokio::spawn(sweep::run(
@@ -73,6 +75,7 @@ pub async fn run(
             interval: config.poll_interval,
         },
         machines_changed,
+        machines,
         shutdown.clone(),
     ));
     tracing::info!(listen = %listener.local_addr()?, "borgmaster serving");

@@ -36,6 +36,10 @@ fn describe() {
         "borg_syncs_total",
         "Syncs with borglets, by result (ok, error)"
     );
+    describe_counter!(
+        "borg_nudges_total",
+        "Nudges from borglets asking to be synced now, by result (accepted, unknown_machine, unauthorized)"
+    );
     describe_histogram!(
         "borg_sync_duration_seconds",
         Unit::Seconds,

@@ -4,7 +4,9 @@
 //! One loop per machine, so syncs to one machine never overlap. A loop wakes
 //! every poll interval, and at once when the scheduler places work there
 //! (NOTIFY on `borg_placed`); NOTIFY is not durable, so the interval is the
-//! safety net.
+//! safety net. A borglet whose task exited asks for a sync at once with a nudge
+//! (`POST /v1/machines/{name}/nudge`), authenticated by the secret its loop sends
+//! in every sync; the API wakes the loop through the shared [`Machines`].
 
 use crate::store::{Store, CHANNEL_PLACED};
 use anyhow::Context;
@@ -14,6 +16,7 @@ use sqlx::postgres::PgListener;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,27 +35,98 @@ pub struct PollerConfig {
 struct Slot {
     name: String,
     address: Mutex<String>,
+    /// `notify_one` keeps one permit: wakes that arrive during a sync make one more.
     wake: Notify,
+    /// This loop's nudge secret (a uuid v4), sent in every sync; never logged.
+    nudge_token: String,
 }
 
-type Slots = Arc<Mutex<HashMap<MachineId, Arc<Slot>>>>;
+/// The running machine loops, shared between the poller and the API.
+#[derive(Default)]
+pub struct Machines {
+    inner: Mutex<Loops>,
+}
+
+#[derive(Default)]
+struct Loops {
+    by_id: HashMap<MachineId, Arc<Slot>>,
+    by_name: HashMap<String, MachineId>,
+}
+
+/// How a nudge was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nudge {
+    /// The machine's loop will sync it now (or right after its sync in flight).
+    Accepted,
+    /// No loop polls a machine of that name.
+    UnknownMachine,
+    /// The token is not the one that machine's loop sent.
+    Unauthorized,
+}
+
+impl Nudge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Nudge::Accepted => "accepted",
+            Nudge::UnknownMachine => "unknown_machine",
+            Nudge::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+impl Machines {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Loops> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, id: MachineId) -> Option<Arc<Slot>> {
+        self.lock().by_id.get(&id).cloned()
+    }
+
+    fn wake_all(&self) {
+        for slot in self.lock().by_id.values() {
+            slot.wake.notify_one();
+        }
+    }
+
+    /// Wake the loop of machine `name` if `token` is its secret.
+    pub fn nudge(&self, name: &str, token: &str) -> Nudge {
+        let slot = {
+            let loops = self.lock();
+            loops
+                .by_name
+                .get(name)
+                .and_then(|id| loops.by_id.get(id))
+                .cloned()
+        };
+        let Some(slot) = slot else {
+            return Nudge::UnknownMachine;
+        };
+        // Constant time; the lengths are public (a uuid's 36 characters).
+        if !bool::from(slot.nudge_token.as_bytes().ct_eq(token.as_bytes())) {
+            return Nudge::Unauthorized;
+        }
+        slot.wake.notify_one();
+        Nudge::Accepted
+    }
+}
 
 pub async fn run(
     store: Store,
     http: reqwest::Client,
     config: PollerConfig,
     machines_changed: Arc<Notify>,
+    machines: Arc<Machines>,
     shutdown: CancellationToken,
 ) {
-    let slots: Slots = Arc::default();
     let tracker = TaskTracker::new();
-    tracker.spawn(listen(store.clone(), slots.clone(), shutdown.clone()));
+    tracker.spawn(listen(store.clone(), machines.clone(), shutdown.clone()));
     loop {
         match store.poll_targets().await {
             Ok(targets) => {
                 for t in targets {
-                    let mut map = slots.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(slot) = map.get(&t.id) {
+                    let mut loops = machines.lock();
+                    if let Some(slot) = loops.by_id.get(&t.id) {
                         *slot.address.lock().unwrap_or_else(|p| p.into_inner()) = t.address;
                         continue;
                     }
@@ -60,8 +134,11 @@ pub async fn run(
                         name: t.name.clone(),
                         address: Mutex::new(t.address),
                         wake: Notify::new(),
+                        nudge_token: uuid::Uuid::new_v4().to_string(),
                     });
-                    map.insert(t.id, slot.clone());
+                    loops.by_id.insert(t.id, slot.clone());
+                    loops.by_name.insert(t.name.clone(), t.id);
+                    drop(loops);
                     tracing::info!(machine = %t.name, "polling machine");
                     tracker.spawn(machine_loop(
                         store.clone(),
@@ -86,7 +163,7 @@ pub async fn run(
 }
 
 /// Route `borg_placed` notifications to the machine loops.
-async fn listen(store: Store, slots: Slots, shutdown: CancellationToken) {
+async fn listen(store: Store, machines: Arc<Machines>, shutdown: CancellationToken) {
     loop {
         let mut listener = match PgListener::connect_with(store.pool()).await {
             Ok(l) => l,
@@ -109,13 +186,11 @@ async fn listen(store: Store, slots: Slots, shutdown: CancellationToken) {
             };
             match note {
                 Ok(n) => {
-                    let slot = n.payload().parse::<MachineId>().ok().and_then(|id| {
-                        slots
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get(&id)
-                            .cloned()
-                    });
+                    let slot = n
+                        .payload()
+                        .parse::<MachineId>()
+                        .ok()
+                        .and_then(|id| machines.get(id));
                     if let Some(slot) = slot {
                         slot.wake.notify_one();
                     }
@@ -127,9 +202,7 @@ async fn listen(store: Store, slots: Slots, shutdown: CancellationToken) {
             }
         }
         // Notifications may have been missed while reconnecting: sync everyone.
-        for slot in slots.lock().unwrap_or_else(|p| p.into_inner()).values() {
-            slot.wake.notify_one();
-        }
+        machines.wake_all();
     }
 }
 
@@ -194,6 +267,7 @@ async fn sync_once(
         machine: slot.name.clone(),
         attempts,
         ack: std::mem::take(acks),
+        nudge_token: Some(slot.nudge_token.clone()),
     };
     let url = format!("{}/v1/sync", address.trim_end_matches('/'));
     let result = async {

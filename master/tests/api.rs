@@ -210,6 +210,7 @@ async fn openapi_document_is_generated_from_the_handlers() {
         "/v1/jobs/{name}/kill",
         "/v1/jobs/{name}/tasks/{index}/logs",
         "/v1/machines",
+        "/v1/machines/{name}/nudge",
         "/healthz",
         "/metrics",
     ] {

@@ -136,6 +136,11 @@ pub struct SyncRequest {
     /// Finished attempts whose final state the master has durably recorded: the borglet may forget them.
     #[serde(default)]
     pub ack: Vec<AttemptId>,
+    /// Secret of the master's poll loop for this machine: the borglet presents it as
+    /// `Authorization: Bearer` on `POST /v1/machines/{name}/nudge` to be synced at once
+    /// (a task exited). Absent from a master that takes no nudges.
+    #[serde(default)]
+    pub nudge_token: Option<String>,
 }
 
 /// What the borglet needs to run one attempt.

@@ -7,6 +7,7 @@ mod start;
 mod stop;
 
 use crate::metrics::Metrics;
+use crate::nudge::Nudger;
 use crate::state::AttemptTable;
 use borg_shared::AttemptId;
 use std::collections::HashSet;
@@ -27,6 +28,8 @@ const REAP_PATIENCE: Duration = Duration::from_secs(10);
 pub struct Supervisor {
     table: Arc<AttemptTable>,
     metrics: Arc<Metrics>,
+    /// Told of every exit and failed start, so the master hears of it at once.
+    nudger: Arc<Nudger>,
     machine: String,
     /// `<data-dir>/attempts`
     sandboxes: PathBuf,
@@ -39,6 +42,7 @@ impl Supervisor {
     pub fn new(
         table: Arc<AttemptTable>,
         metrics: Arc<Metrics>,
+        nudger: Arc<Nudger>,
         machine: String,
         data_dir: &Path,
     ) -> Self {
@@ -49,6 +53,7 @@ impl Supervisor {
         Supervisor {
             table,
             metrics,
+            nudger,
             machine,
             sandboxes: sandboxes_dir(data_dir),
             path_env,

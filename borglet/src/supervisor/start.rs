@@ -3,6 +3,7 @@
 
 use super::{stop, Supervisor};
 use crate::metrics::Metrics;
+use crate::nudge::Nudger;
 use crate::state::{Attempt, AttemptTable, Event, Exit, Phase};
 use borg_shared::wire::{borg_env, AttemptSpec};
 use borg_shared::AttemptId;
@@ -57,6 +58,7 @@ impl Supervisor {
                 let reaper = Reaper {
                     table: Arc::clone(&self.table),
                     metrics: Arc::clone(&self.metrics),
+                    nudger: Arc::clone(&self.nudger),
                     id,
                     job,
                     index,
@@ -77,6 +79,7 @@ impl Supervisor {
                     },
                     exited,
                 });
+                self.nudger.request();
             }
         }
     }
@@ -137,6 +140,7 @@ fn open_log(sandbox: &Path, name: &str) -> std::io::Result<File> {
 struct Reaper {
     table: Arc<AttemptTable>,
     metrics: Arc<Metrics>,
+    nudger: Arc<Nudger>,
     id: AttemptId,
     job: String,
     index: i32,
@@ -150,6 +154,7 @@ impl Reaper {
         let Reaper {
             table,
             metrics,
+            nudger,
             id,
             job,
             index,
@@ -191,5 +196,7 @@ impl Reaper {
             tracing::error!(attempt = %id, error = %e, "could not record the exit");
         }
         exited.cancel();
+        // Recorded first, so the sync this asks for reports the exit.
+        nudger.request();
     }
 }

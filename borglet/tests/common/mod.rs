@@ -1,8 +1,10 @@
 //! Test harness: a real borglet on 127.0.0.1:0 with its own temp data dir, a tiny
-//! master stub that records registrations, and helpers that poll a condition with
+//! master stub that records registrations and nudges, and helpers that poll a condition with
 //! a deadline instead of sleeping.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use axum::extract::Path;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use borg_shared::wire::{AttemptPhase, AttemptReport, AttemptSpec, Capacity, RegisterMachine};
@@ -45,7 +47,77 @@ where
 pub struct MasterStub {
     pub url: String,
     pub registrations: Arc<Mutex<Vec<RegisterMachine>>>,
+    pub nudges: Arc<NudgeLog>,
     stop: CancellationToken,
+}
+
+/// What arrived at the stub's `POST /v1/machines/{name}/nudge`. While held, every
+/// nudge waits for its answer until the test releases them.
+pub struct NudgeLog {
+    state: Mutex<NudgeState>,
+    held: tokio::sync::watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct NudgeState {
+    /// In arrival order.
+    seen: Vec<SeenNudge>,
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+/// One nudge as the stub saw it: the machine in its path, its `Authorization` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenNudge {
+    pub machine: String,
+    pub authorization: Option<String>,
+}
+
+impl NudgeLog {
+    fn new() -> Self {
+        NudgeLog {
+            state: Default::default(),
+            held: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    async fn receive(&self, machine: String, headers: HeaderMap) -> StatusCode {
+        {
+            let mut st = self.state.lock().unwrap();
+            let authorization = headers
+                .get(header::AUTHORIZATION)
+                .map(|v| v.to_str().unwrap().to_string());
+            st.seen.push(SeenNudge {
+                machine,
+                authorization,
+            });
+            st.in_flight += 1;
+            st.max_in_flight = st.max_in_flight.max(st.in_flight);
+        }
+        let mut held = self.held.subscribe();
+        // Err only if the sender is gone, i.e. the stub is being dropped.
+        let _ = held.wait_for(|h| !*h).await;
+        self.state.lock().unwrap().in_flight -= 1;
+        StatusCode::ACCEPTED
+    }
+
+    /// Hold (true) or answer (false) nudges, including those waiting now.
+    pub fn hold(&self, held: bool) {
+        self.held.send_replace(held);
+    }
+
+    pub fn seen(&self) -> Vec<SeenNudge> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.lock().unwrap().seen.len()
+    }
+
+    /// The most nudges that were ever waiting for their answer at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.lock().unwrap().max_in_flight
+    }
 }
 
 impl MasterStub {
@@ -58,16 +130,26 @@ impl MasterStub {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let registrations: Arc<Mutex<Vec<RegisterMachine>>> = Default::default();
         let seen = Arc::clone(&registrations);
-        let app = Router::new().route(
-            "/v1/machines",
-            post(move |Json(body): Json<RegisterMachine>| {
-                let seen = Arc::clone(&seen);
-                async move {
-                    seen.lock().unwrap().push(body);
-                    (axum::http::StatusCode::CREATED, Json(serde_json::json!({})))
-                }
-            }),
-        );
+        let nudges = Arc::new(NudgeLog::new());
+        let log = Arc::clone(&nudges);
+        let app = Router::new()
+            .route(
+                "/v1/machines",
+                post(move |Json(body): Json<RegisterMachine>| {
+                    let seen = Arc::clone(&seen);
+                    async move {
+                        seen.lock().unwrap().push(body);
+                        (StatusCode::CREATED, Json(serde_json::json!({})))
+                    }
+                }),
+            )
+            .route(
+                "/v1/machines/{name}/nudge",
+                post(move |Path(name): Path<String>, headers: HeaderMap| {
+                    let log = Arc::clone(&log);
+                    async move { log.receive(name, headers).await }
+                }),
+            );
         let stop = CancellationToken::new();
         let until = stop.clone().cancelled_owned();
         tokio::spawn(async move {
@@ -79,6 +161,7 @@ impl MasterStub {
         MasterStub {
             url,
             registrations,
+            nudges,
             stop,
         }
     }
@@ -88,6 +171,7 @@ impl MasterStub {
         MasterStub {
             url,
             registrations: Default::default(),
+            nudges: Arc::new(NudgeLog::new()),
             stop: CancellationToken::new(),
         }
     }
@@ -106,6 +190,8 @@ impl MasterStub {
 
 impl Drop for MasterStub {
     fn drop(&mut self) {
+        // Answer held nudges, or graceful shutdown would wait on them.
+        self.nudges.hold(false);
         self.stop.cancel();
     }
 }
@@ -177,6 +263,7 @@ impl TestBorglet {
             machine: self.name.clone(),
             attempts: attempts.to_vec(),
             ack: ack.to_vec(),
+            nudge_token: None,
         }
     }
 

@@ -14,6 +14,8 @@ pub enum ApiError {
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
@@ -47,6 +49,7 @@ impl IntoResponse for ApiError {
                 "invalid_spec",
                 Some(field.clone()),
             ),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "borglet_unreachable", None),

@@ -1,9 +1,10 @@
-//! `/v1/machines`: borglets register; operators list.
+//! `/v1/machines`: borglets register and nudge; operators list.
 
 use super::{json_rejection, ApiError, ApiResult, AppState};
+use crate::poller::Nudge;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use borg_shared::spec::validate_name;
 use borg_shared::wire::{MachineList, MachineView, RegisterMachine};
@@ -12,7 +13,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(register, list))
+    OpenApiRouter::new()
+        .routes(routes!(register, list))
+        .routes(routes!(nudge))
 }
 
 /// Register a machine (what a borglet does at start-up); registering again updates it.
@@ -71,4 +74,50 @@ async fn list(State(state): State<AppState>) -> ApiResult<Json<MachineList>> {
     Ok(Json(MachineList {
         machines: state.store.list_machines().await?,
     }))
+}
+
+/// A borglet asks to be synced now (a task exited). Its machine's poll loop wakes at
+/// once, or right after the sync in flight; many nudges meanwhile make one sync.
+#[utoipa::path(
+    post,
+    path = "/v1/machines/{name}/nudge",
+    operation_id = "nudge_machine",
+    tag = "machines",
+    params(
+        ("name" = String, Path, description = "The machine's name"),
+        ("Authorization" = String, Header,
+            description = "`Bearer <token>`: the `nudge_token` of the machine's latest sync"),
+    ),
+    responses(
+        (status = 202, description = "The machine will be synced now"),
+        (status = 401, description = "The token is missing or not this machine's (`unauthorized`)", body = ErrorBody),
+        (status = 404, description = "No poll loop runs for a machine of that name (`not_found`)", body = ErrorBody),
+    )
+)]
+async fn nudge(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let outcome = match token {
+        Some(token) => state.machines.nudge(&name, token),
+        None => Nudge::Unauthorized,
+    };
+    metrics::counter!("borg_nudges_total", "result" => outcome.as_str()).increment(1);
+    tracing::debug!(machine = %name, result = outcome.as_str(), "nudge");
+    match outcome {
+        Nudge::Accepted => Ok(StatusCode::ACCEPTED),
+        Nudge::UnknownMachine => Err(ApiError::NotFound(format!(
+            "no machine `{name}` is being polled"
+        ))),
+        Nudge::Unauthorized => Err(ApiError::Unauthorized(
+            "a nudge needs `Authorization: Bearer <token>` with the token of the machine's latest sync"
+                .into(),
+        )),
+    }
 }

@@ -26,6 +26,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Wakes the poller to rescan machines (a borglet registered).
     pub machines_changed: Arc<Notify>,
+    /// The poller's machine loops: a nudge wakes one.
+    pub machines: Arc<crate::poller::Machines>,
     /// The process's Prometheus recorder, if this process installed one.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
@@ -41,7 +43,7 @@ pub struct AppState {
     ),
     tags(
         (name = "jobs", description = "Submit, list, read and kill jobs; read task logs"),
-        (name = "machines", description = "Borglets register; operators list them"),
+        (name = "machines", description = "Borglets register and nudge; operators list them"),
         (name = "operations", description = "Health and metrics"),
     )
 )]

@@ -20,6 +20,11 @@ impl Drop for TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_polling_every(Duration::from_millis(200)).await
+}
+
+/// A master whose poll loops wake every `poll_interval` (and when woken).
+pub async fn spawn_app_polling_every(poll_interval: Duration) -> TestApp {
     let database_url = devpg::testing::fresh_database(&borg_store::MIGRATOR)
         .await
         .expect("test database");
@@ -28,7 +33,7 @@ pub async fn spawn_app() -> TestApp {
     let config = Config {
         listen: listener.local_addr().unwrap(),
         database_url: database_url.clone(),
-        poll_interval: Duration::from_millis(200),
+        poll_interval,
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(borgmaster::run(listener, config, shutdown.clone()));

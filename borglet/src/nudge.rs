@@ -1,0 +1,126 @@
+//! Nudges: when a task exits (or fails to start) the borglet asks the master to sync
+//! it now (`POST {master}/v1/machines/{name}/nudge`) instead of waiting for the next
+//! poll. The master still polls and the sync stays the contract: a lost nudge only
+//! means the regular poll brings the news a little later.
+//!
+//! An exit only stores a wake-up ([`Nudger::request`], never blocks); one background
+//! sender sends at most one nudge at a time, and any exits while one is in flight
+//! make exactly one more after it. A burst of exits costs a couple of syncs.
+
+use crate::metrics::Metrics;
+use anyhow::Context;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// While nudges keep failing, warn at most this often (the poll covers for them).
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// What the supervisor and the sync handler share with the sender.
+#[derive(Debug, Default)]
+pub struct Nudger {
+    /// `notify_one` stores a single permit: many requests during a send make one more.
+    wanted: Notify,
+    /// The `nudge_token` of the latest accepted sync; no nudge is sent without one.
+    token: Mutex<Option<String>>,
+}
+
+impl Nudger {
+    /// A task exited or failed to start: ask the master for a sync soon.
+    pub fn request(&self) {
+        self.wanted.notify_one();
+    }
+
+    /// Keep the token of a sync just accepted (`None` from a master that takes no nudges).
+    pub fn set_token(&self, token: Option<String>) {
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = token;
+    }
+
+    fn token(&self) -> Option<String> {
+        self.token.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Sends the nudges [`Nudger::request`] asks for, one at a time.
+pub struct NudgeSender {
+    nudger: Arc<Nudger>,
+    metrics: Arc<Metrics>,
+    client: reqwest::Client,
+    url: reqwest::Url,
+}
+
+impl NudgeSender {
+    pub fn new(
+        master: &str,
+        machine: &str,
+        nudger: Arc<Nudger>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let mut url =
+            reqwest::Url::parse(master).with_context(|| format!("master URL `{master}`"))?;
+        url.path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("master URL `{master}` cannot be a base URL"))?
+            .pop_if_empty()
+            .extend(["v1", "machines", machine, "nudge"]);
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()?;
+        Ok(NudgeSender {
+            nudger,
+            metrics,
+            client,
+            url,
+        })
+    }
+
+    /// Send a nudge after every request, one at a time, until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut last_warn: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.nudger.wanted.notified() => {}
+            }
+            let Some(token) = self.nudger.token() else {
+                tracing::debug!("task exited before any sync gave a nudge token: not nudging");
+                continue;
+            };
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.send(&token) => r,
+            };
+            self.metrics.nudged(result.is_ok());
+            match result {
+                Ok(()) => tracing::debug!(url = %self.url, "nudged the master"),
+                Err(e) if last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) => {
+                    tracing::warn!(url = %self.url, error = %format!("{e:#}"),
+                        "cannot nudge the master; the next poll will bring the news");
+                    last_warn = Some(Instant::now());
+                }
+                Err(e) => {
+                    tracing::debug!(url = %self.url, error = %format!("{e:#}"), "nudge failed")
+                }
+            }
+        }
+    }
+
+    async fn send(&self, token: &str) -> anyhow::Result<()> {
+        let resp = self
+            .client
+            .post(self.url.clone())
+            .bearer_auth(token)
+            .send()
+            .await?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        // 401 after a master restart (a new token comes with its first sync), 404
+        // before its poll loop for us runs: the poll covers both.
+        let body = resp.text().await.unwrap_or_default();
+        anyhow::bail!("master answered {status}: {}", body.trim())
+    }
+}
