@@ -159,6 +159,7 @@ async fn batch_task_runs_to_success_and_is_acked() {
             "running>succeeded"
         ]
     );
+    assert_counts_match_rows(store).await;
 }
 
 #[tokio::test]
@@ -196,6 +197,7 @@ async fn failed_batch_task_retries_within_budget_then_fails_the_job() {
         .await
         .unwrap();
     assert_eq!(attempts, 2);
+    assert_counts_match_rows(store).await;
 }
 
 #[tokio::test]
@@ -235,6 +237,7 @@ async fn killed_job_stops_its_attempts_through_the_sync() {
         reasons.iter().all(|r| r.starts_with("killed by user")),
         "{reasons:?}"
     );
+    assert_counts_match_rows(store).await;
 }
 
 #[tokio::test]
@@ -289,4 +292,113 @@ async fn concurrent_reports_from_two_machines_finish_the_job() {
             .unwrap();
         assert_eq!(state, "succeeded", "round {round}");
     }
+}
+
+/// The job counters must say what the task rows say, job by job.
+async fn assert_counts_match_rows(store: &Store) {
+    let mismatched: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "WITH rows AS (SELECT job_id, state::text AS state, count(*) AS n FROM tasks GROUP BY 1, 2),
+              kept AS (SELECT job_id, s.state, sum(s.n)::bigint AS n
+                       FROM job_counts c,
+                            LATERAL (VALUES ('pending', c.pending), ('assigned', c.assigned),
+                                            ('starting', c.starting), ('running', c.running),
+                                            ('succeeded', c.succeeded), ('failed', c.failed),
+                                            ('killed', c.killed), ('lost', c.lost)) AS s(state, n)
+                       GROUP BY 1, 2)
+         SELECT j.name, k.state, k.n, COALESCE(r.n, 0)
+         FROM kept k JOIN jobs j ON j.id = k.job_id
+         LEFT JOIN rows r ON r.job_id = k.job_id AND r.state = k.state
+         WHERE k.n <> COALESCE(r.n, 0)",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert!(
+        mismatched.is_empty(),
+        "counters (job, state, kept, rows): {mismatched:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_task_failing_for_good_fails_the_job_and_stops_the_rest() {
+    let app = spawn_app().await;
+    let store = &app.store;
+    let m1 = machine(store).await;
+    let m2 = named_machine(store, "m2").await;
+    submit(store, r#"{"name": "c", "replicas": 3, "task": {"command": ["/bin/false"], "restart": {"max_attempts": 1}}}"#).await;
+    // Task 0 on m1 and task 1 on m2; task 2 stays pending.
+    let tasks: Vec<(TaskId, JobId)> =
+        sqlx::query_as("SELECT id, job_id FROM tasks ORDER BY index LIMIT 2")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    let request = Capacity {
+        cpu: MilliCpu(0),
+        memory: Bytes(0),
+        disk: Bytes(0),
+    };
+    let batch: Vec<Placement> = tasks
+        .iter()
+        .zip([m1, m2])
+        .map(|((task, job), machine)| Placement {
+            task: *task,
+            job: *job,
+            machine,
+            request,
+        })
+        .collect();
+    // The fixture's tasks request nothing, so the zero request matches their rows.
+    sqlx::query("UPDATE tasks SET cpu_milli = 0, memory = 0, disk = 0")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .commit_placements("test", &batch)
+            .await
+            .unwrap()
+            .placed
+            .len(),
+        2
+    );
+    let (on_m1, _) = store.desired_attempts(m1).await.unwrap();
+    let (on_m2, _) = store.desired_attempts(m2).await.unwrap();
+    let (a1, a2) = (on_m1[0].id, on_m2[0].id);
+    store
+        .apply_report(m2, "m2", &[a2], &[report(a2, AttemptPhase::Running, None)])
+        .await
+        .unwrap();
+    store
+        .apply_report(
+            m1,
+            "m1",
+            &[a1],
+            &[report(a1, AttemptPhase::Exited, Some(1))],
+        )
+        .await
+        .unwrap();
+
+    let (job, states) = job_state(store).await;
+    assert_eq!(job, "failed");
+    assert_eq!(states, ["failed", "running", "killed"]);
+    // The running attempt on the other machine is asked to stop, with the reason.
+    assert!(store.desired_attempts(m2).await.unwrap().0.is_empty());
+    let stop: Option<String> = sqlx::query_scalar("SELECT stop_reason FROM attempts WHERE id = $1")
+        .bind(a2)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(stop.as_deref(), Some("a task failed for good"));
+    // Its end, once reported, is recorded as killed.
+    let mut gone = report(a2, AttemptPhase::Exited, None);
+    gone.signal = Some(15);
+    store.apply_report(m2, "m2", &[], &[gone]).await.unwrap();
+    assert_eq!(job_state(store).await.1, ["failed", "killed", "killed"]);
+    let job_moves: Vec<String> =
+        sqlx::query_scalar("SELECT to_state FROM events WHERE kind = 'job' ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(job_moves, ["pending", "running", "failed"]);
+    assert_counts_match_rows(store).await;
 }
