@@ -5,10 +5,9 @@
 use crate::attempts::{move_attempts, AttemptMove};
 use crate::moves::{move_tasks, TaskMove, Transitions};
 use crate::{live_attempt, live_job, Store, CHANNEL_PENDING};
+use borg_shared::spec::{RestartPolicy, TaskTemplate};
 use borg_shared::wire::{AttemptPhase, AttemptReport, AttemptSpec, Capacity};
-use borg_shared::{
-    AttemptId, Bytes, JobId, JobKind, JobSpec, MachineId, MilliCpu, TaskId, TaskState,
-};
+use borg_shared::{AttemptId, Bytes, JobId, JobKind, MachineId, MilliCpu, TaskId, TaskState};
 use chrono::Utc;
 use sqlx::types::Json;
 use std::collections::{HashMap, HashSet};
@@ -21,9 +20,9 @@ const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 struct DesiredRow {
     id: AttemptId,
     state: TaskState,
+    job_id: JobId,
     job: String,
     index: i32,
-    spec: Json<JobSpec>,
     cpu_milli: i64,
     memory: i64,
     disk: i64,
@@ -42,7 +41,7 @@ struct AttemptRow {
     max_runs: i32,
     kind: JobKind,
     job_live: bool,
-    spec: Json<JobSpec>,
+    restart: Option<Json<RestartPolicy>>,
 }
 
 impl AttemptRow {
@@ -103,7 +102,7 @@ impl Store {
         machine: MachineId,
     ) -> crate::Result<(Vec<AttemptSpec>, Vec<AttemptId>)> {
         let rows: Vec<DesiredRow> = sqlx::query_as(concat!(
-            "SELECT a.id, a.state, j.name AS job, t.index, j.spec, a.cpu_milli, a.memory, a.disk
+            "SELECT a.id, a.state, t.job_id, j.name AS job, t.index, a.cpu_milli, a.memory, a.disk
              FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
              WHERE a.machine_id = $1 AND a.state IN ",
             live_attempt!(),
@@ -118,20 +117,41 @@ impl Store {
             .filter(|r| r.state == TaskState::Assigned)
             .map(|r| r.id)
             .collect();
+        // Each job's task template is read and parsed once, not once per attempt.
+        let mut jobs: Vec<JobId> = rows.iter().map(|r| r.job_id).collect();
+        jobs.sort();
+        jobs.dedup();
+        let templates: HashMap<JobId, TaskTemplate> =
+            sqlx::query_as::<_, (JobId, Json<TaskTemplate>)>(
+                "SELECT id, spec->'task' FROM jobs WHERE id = ANY($1)",
+            )
+            .bind(&jobs)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|(id, t)| (id, t.0))
+            .collect();
         let specs = rows
             .into_iter()
-            .map(|r| AttemptSpec {
+            .filter_map(|r| {
+                let Some(task) = templates.get(&r.job_id) else {
+                    tracing::warn!(job = %r.job, "a live attempt's job has no readable task template");
+                    return None;
+                };
+                Some((r, task))
+            })
+            .map(|(r, task)| AttemptSpec {
                 id: r.id,
                 job: r.job,
                 index: r.index,
-                command: r.spec.0.task.command.clone(),
-                env: r.spec.0.task.env.clone(),
+                command: task.command.clone(),
+                env: task.env.clone(),
                 resources: Capacity {
                     cpu: MilliCpu(r.cpu_milli.max(0) as u64),
                     memory: Bytes(r.memory.max(0) as u64),
                     disk: Bytes(r.disk.max(0) as u64),
                 },
-                kill_grace_ms: r.spec.0.task.kill_grace().as_millis() as u64,
+                kill_grace_ms: task.kill_grace().as_millis() as u64,
             })
             .collect();
         Ok((specs, new))
@@ -313,12 +333,9 @@ fn collect(
                 && (row.kind == JobKind::Service || row.runs < row.max_runs);
             if retry {
                 let backoff = row
-                    .spec
-                    .0
-                    .task
                     .restart
                     .as_ref()
-                    .and_then(|r| r.backoff)
+                    .and_then(|r| r.0.backoff)
                     .unwrap_or(DEFAULT_BACKOFF);
                 let why = match row.kind {
                     JobKind::Batch => format!(
@@ -400,7 +417,7 @@ const ATTEMPT_COLUMNS: &str = concat!(
             t.attempt_id AS task_attempt, t.runs, t.max_runs, j.kind,
             j.state IN ",
     live_job!(),
-    " AS job_live, j.spec
+    " AS job_live, j.spec->'task'->'restart' AS restart
      FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id"
 );
 
