@@ -181,6 +181,24 @@ impl Client {
         self.json("GET /v1/jobs/{name}", resp).await
     }
 
+    /// The job with every task: follows `tasks_next` page by page.
+    pub async fn job_with_all_tasks(&self, name: &str) -> Result<JobView, ClientError> {
+        let mut job = self.job(name).await?;
+        while let Some(after) = job.tasks_next.take() {
+            let mut req = self
+                .request(Method::GET, &["v1", "jobs", name])
+                .timeout(REQUEST_TIMEOUT);
+            req = req.query(&[("tasks_after", after.to_string())]);
+            let resp = self.send(req).await?;
+            let page: JobView = self.json("GET /v1/jobs/{name}", resp).await?;
+            job.tasks
+                .get_or_insert_with(Vec::new)
+                .extend(page.tasks.unwrap_or_default());
+            job.tasks_next = page.tasks_next;
+        }
+        Ok(job)
+    }
+
     pub async fn jobs(&self) -> Result<JobList, ClientError> {
         let req = self
             .request(Method::GET, &["v1", "jobs"])

@@ -258,8 +258,11 @@ impl Store {
                 .filter(|m| tasks_moved.contains(&m.task))
                 .collect();
             out.requeued = move_tasks(&mut tx, &requeue, &mut moved).await?.len();
-            if out.requeued > 0 {
-                sqlx::query("SELECT pg_notify($1, 'retry')")
+            // A retry waits for a scheduler, and an ended attempt frees room a
+            // waiting task may fit in: wake the schedulers once for both.
+            let freed = batch.ended.iter().any(|a| attempts_moved.contains(a));
+            if out.requeued > 0 || freed {
+                sqlx::query("SELECT pg_notify($1, 'room')")
                     .bind(CHANNEL_PENDING)
                     .execute(&mut *tx)
                     .await?;

@@ -24,7 +24,7 @@ pub enum What {
 
 pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
     let What::Job { name } = args.what;
-    let job = client.job(&name).await?;
+    let job = client.job_with_all_tasks(&name).await?;
     emit(&render(&job, Utc::now()))?;
     Ok(())
 }

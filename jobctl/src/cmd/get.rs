@@ -48,7 +48,7 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
             output::jobs_table(&list.jobs, now)
         }
         (What::Tasks { job }, format) => {
-            let view = client.job(&job).await?;
+            let view = client.job_with_all_tasks(&job).await?;
             let tasks = view.tasks.unwrap_or_default();
             match format {
                 Format::Json => output::json(&tasks)?,
