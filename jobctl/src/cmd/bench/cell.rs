@@ -20,7 +20,9 @@ pub struct DevCell {
     pub master: String,
     pub pid: i32,
     child: tokio::process::Child,
+    /// Removed when the cell stops, unless kept after a failure.
     dir: Option<tempfile::TempDir>,
+    path: PathBuf,
     log: PathBuf,
 }
 
@@ -88,6 +90,7 @@ impl DevCell {
             master,
             pid,
             child,
+            path: dir.path().to_path_buf(),
             dir: Some(dir),
             log,
         };
@@ -101,7 +104,7 @@ impl DevCell {
     }
 
     pub fn data_dir(&self) -> &Path {
-        self.dir.as_ref().map_or(Path::new("/tmp"), |d| d.path())
+        &self.path
     }
 
     async fn wait_up(&mut self, want: usize, token: Option<String>) -> anyhow::Result<()> {

@@ -229,6 +229,9 @@ impl Report {
                 cpu.add_row(row);
             }
             out += &format!("\n{cpu}\n");
+            if self.phase("idle").is_some() {
+                out += "(idle: CPU includes the bench's own GET of the job every 1 ms)\n";
+            }
             if !self.own_cell {
                 out += "(a cell the bench did not start: its processes are not told apart)\n";
             }
