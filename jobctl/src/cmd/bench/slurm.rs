@@ -88,6 +88,7 @@ pub fn script() -> Option<PathBuf> {
         .into_iter()
         .flatten()
         .find(|p| p.is_file())
+        .map(|p| p.canonicalize().unwrap_or(p))
 }
 
 /// Run the script for `n` jobs (tuned profile, all three modes) and parse its figures.
