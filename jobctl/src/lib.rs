@@ -24,9 +24,10 @@ pub const DEFAULT_MASTER: &str = "http://127.0.0.1:7700";
     propagate_version = true
 )]
 pub struct Cli {
-    /// Base URL of the borgmaster API.
-    #[arg(long, global = true, env = "BORG_MASTER", default_value = DEFAULT_MASTER)]
-    pub master: String,
+    /// Base URL of the borgmaster API [default: http://127.0.0.1:7700].
+    /// `jobctl bench` uses this cell instead of starting its own.
+    #[arg(long, global = true, env = "BORG_MASTER")]
+    pub master: Option<String>,
 
     /// Bearer token for the API (normally set through BORG_TOKEN).
     #[arg(
@@ -56,6 +57,8 @@ pub enum Command {
     Kill(cmd::kill::Args),
     /// Run a whole local cell in the foreground: Postgres, master, scheduler and borglets.
     Dev(dev::Args),
+    /// Benchmark a cell end to end: latency, throughput and CPU per task.
+    Bench(cmd::bench::Args),
     /// Run one component (used by `jobctl dev` for its children).
     #[command(hide = true)]
     Component(cmd::component::Args),
@@ -70,10 +73,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         token,
         command,
     } = cli;
-    let client = || client::Client::new(&master, token.clone());
+    let url = master.clone().unwrap_or_else(|| DEFAULT_MASTER.to_string());
+    let client = || client::Client::new(&url, token.clone());
     match command {
         Command::Component(args) => cmd::component::run(args),
         Command::Dev(args) => dev::run(args, token.clone()),
+        Command::Bench(args) => cmd::bench::run(args, master, token),
         Command::Run(args) => block_on(async { cmd::run::run(&client()?, args).await }),
         Command::Get(args) => block_on(async { cmd::get::run(&client()?, args).await }),
         Command::Describe(args) => block_on(async { cmd::describe::run(&client()?, args).await }),
@@ -104,10 +109,10 @@ mod tests {
         let cli = Cli::try_parse_from(["jobctl", "get", "jobs"]).unwrap();
         // BORG_MASTER may be set in the environment running the tests.
         if std::env::var_os("BORG_MASTER").is_none() {
-            assert_eq!(cli.master, DEFAULT_MASTER);
+            assert_eq!(cli.master, None);
         }
         let cli = Cli::try_parse_from(["jobctl", "get", "jobs", "--master", "http://h:1"]).unwrap();
-        assert_eq!(cli.master, "http://h:1");
+        assert_eq!(cli.master.as_deref(), Some("http://h:1"));
     }
 
     #[test]

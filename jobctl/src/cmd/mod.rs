@@ -1,5 +1,6 @@
 //! One file per subcommand: its clap arguments and what it does.
 
+pub mod bench;
 pub mod component;
 pub mod describe;
 pub mod get;
