@@ -255,7 +255,6 @@ async fn sync_once(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let (attempts, new) = store.desired_attempts(id).await?;
-    store.mark_starting(id, &new).await?;
     let sent: Vec<AttemptId> = attempts.iter().map(|a| a.id).collect();
     let address = slot
         .address
@@ -270,7 +269,7 @@ async fn sync_once(
         nudge_token: Some(slot.nudge_token.clone()),
     };
     let url = format!("{}/v1/sync", address.trim_end_matches('/'));
-    let result = async {
+    let post = async {
         let resp = http
             .post(&url)
             .timeout(SYNC_TIMEOUT)
@@ -286,8 +285,14 @@ async fn sync_once(
         resp.json::<SyncResponse>()
             .await
             .with_context(|| format!("reading the sync answer of {url}"))
+    };
+    // `assigned → starting` commits while the request travels and the borglet
+    // forks: the two are independent, and the report is applied only after both.
+    let (marked, result) = tokio::join!(store.mark_starting(id, &new), post);
+    if let Err(e) = marked {
+        *acks = req.ack;
+        return Err(e.into());
     }
-    .await;
     let resp = match result {
         Ok(r) => r,
         Err(e) => {

@@ -205,8 +205,11 @@ async fn pass(
     let mut stats = PassStats::default();
     let mut after: Option<QueueKey> = None;
     loop {
-        let snapshot = read_machines(pool).await?;
-        let page = read_pending(pool, after.as_ref(), config.batch_size).await?;
+        // Two independent reads on two connections.
+        let (snapshot, page) = tokio::try_join!(
+            read_machines(pool),
+            read_pending(pool, after.as_ref(), config.batch_size)
+        )?;
         stats.batches += 1;
         stats.pending += page.rows;
 

@@ -47,7 +47,7 @@ impl DevCell {
     pub async fn start(borglets: u16, token: Option<String>) -> anyhow::Result<DevCell> {
         let dir = tempfile::Builder::new()
             .prefix("borg-bench-")
-            .tempdir_in("/tmp")
+            .tempdir_in(std::env::temp_dir())
             .context("creating the cell's data dir")?;
         let port = free_port()?;
         let base = free_range(borglets)?;
