@@ -121,7 +121,7 @@ impl Store {
             created_at,
             finished_at: None,
             counts: Counts {
-                n_pending: i64::from(spec.replicas),
+                n_pending: spec.replicas,
                 ..Counts::default()
             },
         };

@@ -1,0 +1,251 @@
+//! The cell of the no-loss tests: a fresh database, and the master, the
+//! scheduler and 3 borglets as `jobctl component` processes with the argv
+//! `jobctl dev` gives them. Dropping it stops every process, pass or fail.
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::{json, Value};
+use std::fs::File;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const JOBCTL: &str = env!("CARGO_BIN_EXE_jobctl");
+const ZONES: [&str; 3] = ["a", "b", "c"];
+const POLL: Duration = Duration::from_millis(20);
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// The cell's processes; dropping it stops every one of them, pass or fail.
+pub struct Cell {
+    dir: Option<tempfile::TempDir>,
+    pub database_url: String,
+    master_port: u16,
+    master: String,
+    procs: Vec<(String, Child)>,
+    http: reqwest::Client,
+}
+
+impl Cell {
+    pub async fn start() -> Cell {
+        let database_url = devpg::testing::fresh_database(&borg_store::MIGRATOR)
+            .await
+            .unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("borg-no-loss-")
+            .tempdir()
+            .unwrap();
+        let master_port = free_port();
+        let mut cell = Cell {
+            dir: Some(dir),
+            database_url,
+            master_port,
+            master: format!("http://127.0.0.1:{master_port}"),
+            procs: Vec::new(),
+            http: reqwest::Client::new(),
+        };
+        cell.start_master();
+        let scheduler = vec!["--database-url".into(), cell.database_url.clone()];
+        cell.spawn("borgscheduler", "borgscheduler", scheduler);
+        for n in 1..=ZONES.len() {
+            let data = cell.path().join(format!("borglet-{n}"));
+            std::fs::create_dir_all(&data).unwrap();
+            let args = borglet_args(n, free_port(), &cell.master, &data);
+            cell.spawn(&format!("borglet-{n}"), "borglet", args);
+        }
+        let (http, master) = (cell.http.clone(), cell.master.clone());
+        wait_for("3 machines up", Duration::from_secs(60), || async {
+            let v: Value = get_json(&http, &format!("{master}/v1/machines")).await?;
+            let up = v["machines"]
+                .as_array()?
+                .iter()
+                .filter(|m| m["state"] == "up");
+            (up.count() == ZONES.len()).then_some(())
+        })
+        .await;
+        cell
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.as_ref().unwrap().path()
+    }
+
+    /// The same argv `jobctl dev` gives its master.
+    pub fn start_master(&mut self) {
+        let args = vec![
+            "--listen".into(),
+            format!("127.0.0.1:{}", self.master_port),
+            "--database-url".into(),
+            self.database_url.clone(),
+        ];
+        self.spawn("borgmaster", "borgmaster", args);
+    }
+
+    fn spawn(&mut self, name: &str, component: &str, args: Vec<String>) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.path().join(format!("{name}.log")))
+            .unwrap();
+        let mut cmd = Command::new(JOBCTL);
+        cmd.arg0(name)
+            .arg("component")
+            .arg(component)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        // SAFETY: only prctl, async-signal-safe, between fork and exec. Should the
+        // test process die without running Drop, its children go with it.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        self.procs.push((name.to_string(), child));
+    }
+
+    /// SIGKILL: no shutdown path runs, as in a crash.
+    pub fn kill_master(&mut self) {
+        let i = self
+            .procs
+            .iter()
+            .position(|(n, _)| n == "borgmaster")
+            .unwrap();
+        let (_, mut child) = self.procs.remove(i);
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+        child.wait().unwrap();
+    }
+
+    pub async fn submit(&self, n: usize, starts: &Path) {
+        let line = format!("echo $BORG_ATTEMPT >> {}", starts.display());
+        let spec = json!({"name": "big", "replicas": n, "task": {
+            "command": ["/bin/sh", "-c", line],
+            "resources": {"cpu": "10m", "memory": "4Mi"}}});
+        let (http, url) = (&self.http, format!("{}/v1/jobs", self.master));
+        let resp = http.post(&url).json(&spec).send().await.unwrap();
+        let status = resp.status();
+        assert!(
+            status.is_success(),
+            "submit: {status} {}",
+            resp.text().await.unwrap()
+        );
+    }
+
+    pub async fn job(&self) -> Option<Value> {
+        get_json(&self.http, &format!("{}/v1/jobs/big", self.master)).await
+    }
+
+    pub async fn wait_succeeded(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(120 + n as u64 / 5);
+        let mut last = None;
+        loop {
+            if let Some(job) = self.job().await {
+                if job["state"] == "succeeded" {
+                    return;
+                }
+                last = Some(job["task_counts"].clone());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job big not succeeded in time; last task counts {last:?}; logs in {}",
+                self.path().display()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+impl Drop for Cell {
+    fn drop(&mut self) {
+        // Borglets first, gently: with `--on-exit stop` they stop their tasks.
+        for (name, child) in &self.procs {
+            if name.starts_with("borglet") {
+                let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (name, child) in &mut self.procs {
+            while name.starts_with("borglet")
+                && Instant::now() < deadline
+                && matches!(child.try_wait(), Ok(None))
+            {
+                std::thread::sleep(POLL);
+            }
+        }
+        for (_, child) in &mut self.procs {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("component logs kept in {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+/// What `jobctl dev` gives borglet `n`.
+fn borglet_args(n: usize, port: u16, master: &str, dir: &Path) -> Vec<String> {
+    let zone = ZONES[(n - 1) % ZONES.len()];
+    [
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--name",
+        &format!("m{n}"),
+        "--label",
+        &format!("zone={zone}"),
+        "--master",
+        master,
+        "--data-dir",
+        &dir.display().to_string(),
+        "--on-exit",
+        "stop",
+        "--cpu",
+        "2",
+        "--memory",
+        "4Gi",
+        "--disk",
+        "10Gi",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
+    let resp = http.get(url).send().await.ok()?;
+    resp.status().is_success().then_some(())?;
+    resp.json().await.ok()
+}
+
+pub async fn wait_for<T, F>(what: &str, timeout: Duration, mut f: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
