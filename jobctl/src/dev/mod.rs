@@ -7,6 +7,9 @@
 mod child;
 mod db;
 
+/// The cell's database on its embedded Postgres (the bench seeds history in it).
+pub use db::DATABASE;
+
 use anyhow::{bail, Context};
 use child::{describe_status, Child, Exit, Spawn};
 use nix::sys::signal::Signal;

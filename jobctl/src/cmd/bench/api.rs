@@ -191,6 +191,14 @@ impl Api {
         Ok(self.json::<JobList>("GET /v1/jobs", req).await?.jobs)
     }
 
+    /// `GET path`, the whole body read; its length in bytes.
+    pub async fn get(&self, path: &str) -> anyhow::Result<usize> {
+        let what = format!("GET {path}");
+        let resp = self.send(&what, self.request(Method::GET, path)).await?;
+        let body = resp.bytes().await.with_context(|| what.clone())?;
+        Ok(body.len())
+    }
+
     pub async fn healthz(&self) -> anyhow::Result<()> {
         let req = self
             .request(Method::GET, "/healthz")

@@ -1,6 +1,6 @@
 //! `jobctl bench`: benchmark a cell end to end. Starts its own dev cell (or uses
 //! `--master`), runs the phases (idle latency, one big job, many small jobs and a
-//! `jobctl run` loop), records the CPU each component burned per task, and prints
+//! `jobctl run` loop; on request, read cost against history), records the CPU each component burned per task, and prints
 //! one table; optionally runs Slurm on the same machine for comparison.
 
 mod api;
@@ -9,12 +9,13 @@ mod cell;
 mod cli;
 mod cpu;
 mod idle;
+mod reads;
 mod report;
 mod slurm;
 mod small;
 mod stats;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use api::Api;
 use report::{PhaseResult, Report};
 use std::path::PathBuf;
@@ -29,6 +30,9 @@ pub enum Phase {
     Big,
     /// `--small-jobs` one-task jobs from `--clients` clients, then the `--cli-loop`.
     Small,
+    /// Not by default: request latency around a 10,000-task job, before and after
+    /// `--history` finished tasks are seeded in the cell's Postgres (own cell only).
+    Reads,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,6 +67,9 @@ pub struct Args {
     /// Small phase: sequential `jobctl run -f` processes afterwards (0 skips them).
     #[arg(long, default_value_t = 200, value_name = "M")]
     pub cli_loop: u64,
+    /// Reads phase: finished tasks of history to seed (in jobs of 10,000).
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub history: u64,
     /// Borglets of the cell the bench starts (ignored with --master).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=200))]
     pub borglets: u16,
@@ -172,6 +179,9 @@ async fn phases(
     token: Option<String>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
+    if master.is_some() && args.only.contains(&Phase::Reads) {
+        bail!("--only reads needs the bench's own cell (it seeds history in its Postgres): drop --master");
+    }
     let mut cell = match &master {
         Some(_) => None,
         None => Some(cell::DevCell::start(args.borglets, token.clone()).await?),
@@ -203,7 +213,7 @@ async fn phases(
     let meter = cpu::Meter::new(cell.as_ref().map(|c| c.pid));
 
     let result = async {
-        for phase in [Phase::Idle, Phase::Big, Phase::Small] {
+        for phase in [Phase::Idle, Phase::Big, Phase::Small, Phase::Reads] {
             if !args.only.contains(&phase) {
                 continue;
             }
@@ -222,6 +232,16 @@ async fn phases(
                     if args.cli_loop > 0 {
                         measured(&meter, report, cli::run(&ctx, args.cli_loop)).await?;
                     }
+                }
+                Phase::Reads => {
+                    let url = match &cell {
+                        Some(c) => c.database_url()?,
+                        None => bail!("--only reads needs the bench's own cell"),
+                    };
+                    let out = reads::run(&ctx, &url, args.history).await?;
+                    report.phases.push(out.phase);
+                    report.reads = out.rows;
+                    report.reads_history = Some(args.history);
                 }
                 _ => {}
             }

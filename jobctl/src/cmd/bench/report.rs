@@ -96,6 +96,36 @@ pub struct Comparison {
     pub ratio: f64,
 }
 
+/// One request of the `reads` phase, timed before and after the history was seeded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReadRow {
+    pub request: String,
+    pub n: usize,
+    pub before_p50_ms: f64,
+    pub before_p99_ms: f64,
+    pub after_p50_ms: f64,
+    pub after_p99_ms: f64,
+    /// After / before, of the p50s: 1 means history costs nothing.
+    pub ratio_p50: f64,
+}
+
+impl ReadRow {
+    /// From the millisecond samples before and after; None if either side has none.
+    pub fn new(request: &str, before: &[f64], after: &[f64]) -> Option<ReadRow> {
+        let b = Summary::of(before)?;
+        let a = Summary::of(after)?;
+        Some(ReadRow {
+            request: request.to_string(),
+            n: a.n.min(b.n),
+            before_p50_ms: b.p50,
+            before_p99_ms: b.p99,
+            after_p50_ms: a.p50,
+            after_p99_ms: a.p99,
+            ratio_p50: if b.p50 > 0.0 { a.p50 / b.p50 } else { f64::NAN },
+        })
+    }
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub master: String,
@@ -105,6 +135,10 @@ pub struct Report {
     pub slurm: Vec<SlurmFigure>,
     pub slurm_skipped: Option<String>,
     pub comparison: Vec<Comparison>,
+    /// The `reads` phase: request latency before and after the seeded history.
+    pub reads: Vec<ReadRow>,
+    /// Finished tasks seeded between the two measurements.
+    pub reads_history: Option<u64>,
 }
 
 fn value(v: f64, unit: &str) -> String {
@@ -256,6 +290,29 @@ impl Report {
             }
             out += &format!("\n{cmp}\n");
         }
+        if !self.reads.is_empty() {
+            let mut reads = Table::new();
+            reads.load_preset(ASCII_MARKDOWN);
+            let history = self.reads_history.map(thousands).unwrap_or_default();
+            reads.set_header([
+                format!("request (n={})", self.reads[0].n),
+                "p50 / p99 before".to_string(),
+                format!("p50 / p99 after {history} finished tasks"),
+                "p50 after / before".to_string(),
+            ]);
+            for r in &self.reads {
+                reads.add_row(vec![
+                    Cell::new(&r.request),
+                    right(format!(
+                        "{:.1} / {:.1} ms",
+                        r.before_p50_ms, r.before_p99_ms
+                    )),
+                    right(format!("{:.1} / {:.1} ms", r.after_p50_ms, r.after_p99_ms)),
+                    right(format!("{:.2}×", r.ratio_p50)),
+                ]);
+            }
+            out += &format!("\n{reads}\n");
+        }
         if let Some(why) = &self.slurm_skipped {
             out += &format!("\nSlurm comparison skipped: {why}\n");
         }
@@ -296,5 +353,26 @@ mod tests {
         let idle = &report.comparison[1];
         assert_eq!((idle.ours, idle.slurm, idle.ratio), (10.0, 500.0, 50.0));
         assert!(report.render().contains("50.0×"));
+    }
+
+    #[test]
+    fn read_rows_compare_p50s() {
+        let before: Vec<f64> = (1..=45).map(f64::from).collect();
+        let after: Vec<f64> = before.iter().map(|x| x * 2.0).collect();
+        let row = ReadRow::new("GET /v1/jobs", &before, &after).unwrap();
+        assert_eq!(row.n, 45);
+        assert_eq!((row.before_p50_ms, row.before_p99_ms), (23.0, 45.0));
+        assert_eq!((row.after_p50_ms, row.after_p99_ms), (46.0, 90.0));
+        assert_eq!(row.ratio_p50, 2.0);
+        assert!(ReadRow::new("x", &[], &after).is_none());
+        let report = Report {
+            reads: vec![row],
+            reads_history: Some(100_000),
+            ..Report::default()
+        };
+        let text = report.render();
+        assert!(text.contains("after 100,000 finished tasks"), "{text}");
+        assert!(text.contains("23.0 / 45.0 ms"), "{text}");
+        assert!(text.contains("2.00×"), "{text}");
     }
 }
