@@ -15,6 +15,10 @@ use sqlx::types::Json;
 const JOB_COLUMNS: &str = "j.id, j.name, j.kind, j.state, j.owner, j.priority, j.replicas, j.spec,
     j.created_at, j.finished_at, c.*";
 
+/// Jobs per list, unless asked otherwise.
+pub const DEFAULT_JOB_PAGE: u32 = 1000;
+/// The most jobs one list may hold.
+pub const MAX_JOB_PAGE: u32 = 10_000;
 /// Tasks per page of a job's detail, unless asked otherwise.
 pub const DEFAULT_TASK_PAGE: u32 = 1000;
 /// The most tasks one page may hold.
@@ -145,16 +149,17 @@ impl Store {
         })
     }
 
-    /// The newest jobs (at most 1000), optionally in one state.
-    pub async fn list_jobs(&self, state: Option<JobState>) -> Result<Vec<JobView>> {
+    /// The newest `limit` jobs, optionally in one state.
+    pub async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<JobView>> {
         let rows: Vec<JobRow> = sqlx::query_as(&format!(
             "SELECT {JOB_COLUMNS} FROM (
                  SELECT * FROM jobs WHERE $1::job_state IS NULL OR state = $1
-                 ORDER BY created_at DESC LIMIT 1000) j
+                 ORDER BY created_at DESC LIMIT $2) j
              {COUNTS_JOIN}
              ORDER BY j.created_at DESC"
         ))
         .bind(state)
+        .bind(i64::from(limit.clamp(1, MAX_JOB_PAGE)))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(JobRow::into_view).collect())
@@ -203,7 +208,9 @@ impl Store {
             "SELECT e.id, e.time, $2 AS job, t.index AS task_index, e.attempt_id AS attempt,
                     m.name AS machine, e.from_state::task_state, e.to_state::task_state, e.reason
              FROM (SELECT * FROM events WHERE job_id = $1 AND kind = 'task'
-                   ORDER BY id DESC LIMIT 50) e
+                   -- Spelled as the index (job_id, id) so that even the generic
+                   -- plan of this prepared statement walks it, never the whole table.
+                   ORDER BY job_id DESC, id DESC LIMIT 50) e
              LEFT JOIN tasks t ON t.id = e.task_id
              LEFT JOIN machines m ON m.id = e.machine_id
              ORDER BY e.id DESC",

@@ -23,7 +23,10 @@ mod tasks;
 
 pub use error::{Result, StoreError};
 pub use events::{EventCursor, EventPage, StoredEvent};
-pub use jobs::{KillOutcome, SubmitOutcome, TaskPage, DEFAULT_TASK_PAGE, MAX_TASK_PAGE};
+pub use jobs::{
+    KillOutcome, SubmitOutcome, TaskPage, DEFAULT_JOB_PAGE, DEFAULT_TASK_PAGE, MAX_JOB_PAGE,
+    MAX_TASK_PAGE,
+};
 pub use machines::{machine_usage, MachineTarget, Usage};
 pub use moves::Transitions;
 pub use placements::{Committed, Placed, Placement};

@@ -20,6 +20,9 @@ use borg_shared::wire::Capacity;
 use borg_shared::{AttemptId, JobId, MachineId, TaskId, TaskState};
 use std::collections::{HashMap, HashSet};
 
+/// How long a pending task's reason stands before a changed one replaces it.
+pub const REASON_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One decision of a scheduler: this task on this machine, with the request
 /// the scheduler accounted for.
 #[derive(Debug, Clone)]
@@ -239,6 +242,7 @@ impl Store {
              ), changed AS (
                  SELECT t.id FROM tasks t JOIN u ON u.id = t.id
                  WHERE t.state = 'pending' AND t.reason IS DISTINCT FROM u.reason
+                   AND (t.reason IS NULL OR t.updated_at < now() - $3 * interval '1 millisecond')
                  ORDER BY t.id
                  FOR UPDATE OF t SKIP LOCKED
              )
@@ -248,6 +252,7 @@ impl Store {
         )
         .bind(&ids)
         .bind(&texts)
+        .bind(REASON_REFRESH.as_millis() as f64)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())

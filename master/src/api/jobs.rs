@@ -1,7 +1,10 @@
 //! `/v1/jobs`: submit, list, read, kill.
 
 use super::{ApiError, ApiResult, AppState};
-use crate::store::{KillOutcome, SubmitOutcome, TaskPage, DEFAULT_TASK_PAGE, MAX_TASK_PAGE};
+use crate::store::{
+    KillOutcome, SubmitOutcome, TaskPage, DEFAULT_JOB_PAGE, DEFAULT_TASK_PAGE, MAX_JOB_PAGE,
+    MAX_TASK_PAGE,
+};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -65,6 +68,9 @@ struct ListQuery {
     /// Only jobs in this state.
     #[param(value_type = Option<JobState>, inline)]
     state: Option<String>,
+    /// At most this many of the newest jobs (default 1000, at most 10000).
+    #[param(value_type = Option<u32>)]
+    limit: Option<String>,
 }
 
 /// List jobs (without their tasks and events).
@@ -76,7 +82,7 @@ struct ListQuery {
     params(ListQuery),
     responses(
         (status = 200, description = "The jobs", body = JobList),
-        (status = 422, description = "`state` is not a job state (`invalid_spec`)", body = ErrorBody),
+        (status = 422, description = "`state` is not a job state, or `limit` is out of range (`invalid_spec`)", body = ErrorBody),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )
 )]
@@ -91,7 +97,14 @@ async fn list(
             message,
         })?),
     };
-    let jobs = state.store.list_jobs(filter).await?;
+    let limit = int_param("limit", q.limit.as_deref())?.unwrap_or(DEFAULT_JOB_PAGE);
+    if !(1..=MAX_JOB_PAGE).contains(&limit) {
+        return Err(ApiError::Invalid {
+            field: "limit".into(),
+            message: format!("must be between 1 and {MAX_JOB_PAGE}"),
+        });
+    }
+    let jobs = state.store.list_jobs(filter, limit).await?;
     Ok(Json(JobList { jobs }))
 }
 

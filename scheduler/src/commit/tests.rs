@@ -172,3 +172,45 @@ async fn a_job_killed_meanwhile_is_not_placed() {
     let r = go(&pool, &stale, &[(t(1), m(1))]).await;
     assert_eq!((r.placed.len(), r.lost_races), (0, 1));
 }
+
+#[tokio::test]
+async fn a_changed_pending_reason_waits_out_the_refresh_interval() {
+    let pool = setup().await;
+    let store = Store::from_pool(pool.clone());
+    let reason = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, Option<String>>("SELECT reason FROM tasks WHERE id = $1")
+            .bind(t(1))
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        store
+            .write_pending_reasons(&[(t(1), "a".into())])
+            .await
+            .unwrap(),
+        1
+    );
+    // Changed at once: kept (the figures in a reason move with every pass).
+    assert_eq!(
+        store
+            .write_pending_reasons(&[(t(1), "b".into())])
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(reason(pool.clone()).await.as_deref(), Some("a"));
+    sqlx::query("UPDATE tasks SET updated_at = now() - interval '1 minute' WHERE id = $1")
+        .bind(t(1))
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .write_pending_reasons(&[(t(1), "b".into())])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(reason(pool).await.as_deref(), Some("b"));
+}

@@ -186,8 +186,9 @@ impl Api {
     }
 
     /// `GET /v1/jobs`: every job, without tasks.
+    /// The newest 10,000 jobs (the API's most): every job of a bench run.
     pub async fn jobs(&self) -> anyhow::Result<Vec<Job>> {
-        let req = self.request(Method::GET, "/v1/jobs");
+        let req = self.request(Method::GET, "/v1/jobs?limit=10000");
         Ok(self.json::<JobList>("GET /v1/jobs", req).await?.jobs)
     }
 
