@@ -9,7 +9,7 @@ use crate::place::{place, Decision};
 use crate::snapshot::{read_machines, read_pending, PendingTask, QueueKey};
 use crate::Config;
 use anyhow::Context;
-use borg_shared::{MachineId, TaskId};
+use borg_shared::{JobId, MachineId, TaskId};
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -19,6 +19,8 @@ use tracing::Instrument;
 
 use borg_store::{Store, CHANNEL_PENDING as PENDING_CHANNEL};
 
+/// Rows in a pass's first page of the pending queue (see `pass`).
+const FIRST_PAGE: u32 = 128;
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(2);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -204,11 +206,20 @@ async fn pass(
     let pool = store.pool();
     let mut stats = PassStats::default();
     let mut after: Option<QueueKey> = None;
+    // Jobs with a task this pass could not place: a job's tasks all ask for the
+    // same on the same machines, and room only shrinks within a pass, so the
+    // rest of the job is skipped (it keeps its place for the next pass). A
+    // 10,000-task job waiting for room costs one page per pass, not ten.
+    let mut full: Vec<JobId> = Vec::new();
+    // Pages start small and double while everything in them is placed: when the
+    // cell is full (the common case under load, woken by every freed slot), a
+    // pass reads a few rows, not a whole batch.
+    let mut page_size = FIRST_PAGE.min(config.batch_size);
     loop {
         // Two independent reads on two connections.
         let (snapshot, page) = tokio::try_join!(
             read_machines(pool),
-            read_pending(pool, after.as_ref(), config.batch_size)
+            read_pending(pool, after.as_ref(), &full, page_size)
         )?;
         stats.batches += 1;
         stats.pending += page.rows;
@@ -220,9 +231,16 @@ async fn pass(
         for d in decisions {
             match d {
                 Decision::Place { task, machine } => placements.push((task, machine)),
-                Decision::Unplaceable { task, reason } => reasons.push((task, reason)),
+                Decision::Unplaceable { task, reason } => {
+                    if let Some(t) = by_id.get(&task) {
+                        full.push(t.job_id);
+                    }
+                    reasons.push((task, reason))
+                }
             }
         }
+        full.sort();
+        full.dedup();
         stats.unplaceable += reasons.len();
 
         let committed = commit(store, &config.name, &by_id, &placements).await?;
@@ -231,12 +249,16 @@ async fn pass(
         for p in &committed.placed {
             tracing::debug!(task = %p.task, job = %p.job, attempt = %p.attempt, machine = %p.machine, "placed");
         }
+        let reasons = page.reasons_to_write(reasons);
         stats.reasons_written += store.write_pending_reasons(&reasons).await?;
 
-        let full = page.rows >= config.batch_size as usize;
-        if !full || shutdown.is_cancelled() {
+        let more = page.rows >= page_size as usize;
+        if !more || shutdown.is_cancelled() {
             return Ok(stats);
         }
         after = page.last;
+        if committed.placed.len() == page.rows {
+            page_size = page_size.saturating_mul(2).min(config.batch_size);
+        }
     }
 }

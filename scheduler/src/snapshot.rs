@@ -163,6 +163,23 @@ pub struct PendingPage {
     pub rows: usize,
     /// Key of the last row, to continue from.
     pub last: Option<QueueKey>,
+    /// Each task's reason as stored, if it may be replaced now (see
+    /// `borg_store::REASON_REFRESH`); tasks absent here keep theirs a while.
+    pub replaceable: HashMap<TaskId, Option<String>>,
+}
+
+impl PendingPage {
+    /// Keep only the reasons worth writing: new, or changed and due.
+    pub fn reasons_to_write(&self, reasons: Vec<(TaskId, String)>) -> Vec<(TaskId, String)> {
+        reasons
+            .into_iter()
+            .filter(|(task, reason)| {
+                self.replaceable
+                    .get(task)
+                    .is_some_and(|old| old.as_deref() != Some(reason.as_str()))
+            })
+            .collect()
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -174,17 +191,24 @@ struct TaskRow {
     cpu_milli: i64,
     memory: i64,
     disk: i64,
+    reason: Option<String>,
+    reason_due: bool,
 }
 
 /// Up to `limit` schedulable pending tasks after `after` in queue order: not
 /// backing off (`not_before`) and of a job that is still live.
+///
+/// `skip`: jobs to leave out (this pass already found one of their tasks
+/// unplaceable; their other tasks ask for the same and cannot fit either).
 pub async fn read_pending(
     pool: &PgPool,
     after: Option<&QueueKey>,
+    skip: &[JobId],
     limit: u32,
 ) -> anyhow::Result<PendingPage> {
     let rows: Vec<TaskRow> = sqlx::query_as(concat!(
-        "SELECT t.id, t.job_id, t.priority, t.created_at, t.cpu_milli, t.memory, t.disk
+        "SELECT t.id, t.job_id, t.priority, t.created_at, t.cpu_milli, t.memory, t.disk, t.reason,
+                (t.reason IS NULL OR t.updated_at < now() - $6 * interval '1 millisecond') AS reason_due
          FROM tasks t
          JOIN jobs j ON j.id = t.job_id
          WHERE t.state = 'pending'
@@ -195,6 +219,7 @@ pub async fn read_pending(
            AND ($1::integer IS NULL
                 OR t.priority < $1
                 OR (t.priority = $1 AND (t.created_at, t.id) > ($2::timestamptz, $3::uuid)))
+           AND t.job_id <> ALL($5)
          ORDER BY t.priority DESC, t.created_at, t.id
          LIMIT $4"
     ))
@@ -202,6 +227,8 @@ pub async fn read_pending(
     .bind(after.map(|k| k.created_at))
     .bind(after.map(|k| k.id))
     .bind(i64::from(limit))
+    .bind(skip)
+    .bind(borg_store::REASON_REFRESH.as_millis() as f64)
     .fetch_all(pool)
     .await
     .context("reading pending tasks")?;
@@ -216,6 +243,9 @@ pub async fn read_pending(
         ..PendingPage::default()
     };
     for r in rows {
+        if r.reason_due {
+            page.replaceable.insert(r.id, r.reason.clone());
+        }
         let task = PendingTask {
             id: r.id,
             job_id: r.job_id,

@@ -29,7 +29,7 @@ pub use jobs::{
 };
 pub use machines::{machine_usage, MachineTarget, Usage};
 pub use moves::Transitions;
-pub use placements::{Committed, Placed, Placement};
+pub use placements::{Committed, Placed, Placement, REASON_REFRESH};
 pub use reports::ApplyOutcome;
 pub use tasks::TaskLocation;
 

@@ -168,7 +168,8 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         let rows: Vec<(AttemptId, TaskId, JobId)> = sqlx::query_as(
-            "SELECT a.id, t.id, t.job_id FROM attempts a JOIN tasks t ON t.attempt_id = a.id
+            "SELECT a.id, t.id, t.job_id FROM attempts a
+             JOIN tasks t ON t.id = a.task_id AND t.attempt_id = a.id
              WHERE a.id = ANY($1) AND a.state = 'assigned' AND t.state = 'assigned'
              ORDER BY a.id FOR UPDATE OF a, t",
         )
