@@ -211,6 +211,8 @@ async fn pass(
     // rest of the job is skipped (it keeps its place for the next pass). A
     // 10,000-task job waiting for room costs one page per pass, not ten.
     let mut full: Vec<JobId> = Vec::new();
+    // The reason of each skipped job's first unplaceable task, for the rest of it.
+    let mut job_reasons: HashMap<JobId, String> = HashMap::new();
     // Pages start small and double while everything in them is placed: when the
     // cell is full (the common case under load, woken by every freed slot), a
     // pass reads a few rows, not a whole batch.
@@ -234,6 +236,9 @@ async fn pass(
                 Decision::Unplaceable { task, reason } => {
                     if let Some(t) = by_id.get(&task) {
                         full.push(t.job_id);
+                        job_reasons
+                            .entry(t.job_id)
+                            .or_insert_with(|| reason.clone());
                     }
                     reasons.push((task, reason))
                 }
@@ -254,6 +259,8 @@ async fn pass(
 
         let more = page.rows >= page_size as usize;
         if !more || shutdown.is_cancelled() {
+            let jobs: Vec<(JobId, String)> = job_reasons.into_iter().collect();
+            stats.reasons_written += store.explain_waiting_jobs(&jobs).await?;
             return Ok(stats);
         }
         after = page.last;

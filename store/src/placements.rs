@@ -257,4 +257,31 @@ impl Store {
         .await?;
         Ok(done.rows_affected())
     }
+
+    /// Give every pending task of these jobs that has no reason yet its job's
+    /// reason: the scheduler decides one task of a job and skips the rest (they
+    /// ask for the same), so the rest learn why from the first.
+    pub async fn explain_waiting_jobs(&self, reasons: &[(JobId, String)]) -> crate::Result<u64> {
+        if reasons.is_empty() {
+            return Ok(0);
+        }
+        let done = sqlx::query(
+            "WITH u AS (
+                 SELECT * FROM unnest($1::uuid[], $2::text[]) AS u(job_id, reason)
+             ), due AS (
+                 SELECT t.id FROM tasks t JOIN u ON u.job_id = t.job_id
+                 WHERE t.state = 'pending' AND t.reason IS NULL
+                 ORDER BY t.id
+                 FOR UPDATE OF t SKIP LOCKED
+             )
+             UPDATE tasks t SET reason = u.reason, updated_at = now()
+             FROM u
+             WHERE t.job_id = u.job_id AND t.id IN (SELECT id FROM due)",
+        )
+        .bind(reasons.iter().map(|(j, _)| *j).collect::<Vec<_>>())
+        .bind(reasons.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
 }
