@@ -176,6 +176,9 @@ impl PgServer {
             format!("fsync={durable}"),
             format!("synchronous_commit={durable}"),
             format!("full_page_writes={durable}"),
+            // The cell's queue tables churn in seconds; the default one-minute
+            // autovacuum round leaves the pending queue's index full of dead entries.
+            "autovacuum_naptime=5s".to_string(),
         ] {
             cmd.arg("-c").arg(setting);
         }
