@@ -151,12 +151,15 @@ impl Store {
 
     /// The newest `limit` jobs, optionally in one state.
     pub async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<JobView>> {
+        // Two statements rather than `$1 IS NULL OR state = $1`, which no index serves.
+        let newest = match state {
+            Some(_) => "SELECT * FROM jobs WHERE state = $1 ORDER BY created_at DESC LIMIT $2",
+            None => {
+                "SELECT * FROM jobs WHERE $1::job_state IS NULL ORDER BY created_at DESC LIMIT $2"
+            }
+        };
         let rows: Vec<JobRow> = sqlx::query_as(&format!(
-            "SELECT {JOB_COLUMNS} FROM (
-                 SELECT * FROM jobs WHERE $1::job_state IS NULL OR state = $1
-                 ORDER BY created_at DESC LIMIT $2) j
-             {COUNTS_JOIN}
-             ORDER BY j.created_at DESC"
+            "SELECT {JOB_COLUMNS} FROM ({newest}) j {COUNTS_JOIN} ORDER BY j.created_at DESC"
         ))
         .bind(state)
         .bind(i64::from(limit.clamp(1, MAX_JOB_PAGE)))
@@ -207,9 +210,11 @@ impl Store {
         let mut events: Vec<EventRow> = sqlx::query_as(
             "SELECT e.id, e.time, $2 AS job, t.index AS task_index, e.attempt_id AS attempt,
                     m.name AS machine, e.from_state::task_state, e.to_state::task_state, e.reason
-             FROM (SELECT * FROM events WHERE job_id = $1 AND kind = 'task'
-                   -- Spelled as the index (job_id, id) so that even the generic
-                   -- plan of this prepared statement walks it, never the whole table.
+             -- A range, not `job_id = $1`: with an equality the planner drops job_id
+             -- from the order and may walk the whole table backwards by id, hoping
+             -- to meet this job's events soon (54 ms behind 500,000 newer events);
+             -- so spelled, only the index (job_id, id) gives the order.
+             FROM (SELECT * FROM events WHERE job_id >= $1 AND job_id <= $1 AND kind = 'task'
                    ORDER BY job_id DESC, id DESC LIMIT 50) e
              LEFT JOIN tasks t ON t.id = e.task_id
              LEFT JOIN machines m ON m.id = e.machine_id

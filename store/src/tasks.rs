@@ -18,8 +18,7 @@ impl Store {
         let row: Option<LocationRow> = sqlx::query_as(
             "SELECT t.state, t.reason, a.id, m.address
              FROM jobs j JOIN tasks t ON t.job_id = j.id AND t.index = $2
-             LEFT JOIN LATERAL (SELECT * FROM attempts WHERE task_id = t.id
-                                ORDER BY created_at DESC LIMIT 1) a ON true
+             LEFT JOIN attempts a ON a.id = t.attempt_id
              LEFT JOIN machines m ON m.id = a.machine_id
              WHERE j.name = $1
              ORDER BY (j.state IN ('pending', 'running')) DESC, j.created_at DESC LIMIT 1",
