@@ -402,3 +402,31 @@ async fn a_task_failing_for_good_fails_the_job_and_stops_the_rest() {
     assert_eq!(job_moves, ["pending", "running", "failed"]);
     assert_counts_match_rows(store).await;
 }
+
+#[tokio::test]
+async fn the_sweep_finishes_a_job_whose_check_was_missed() {
+    let app = spawn_app().await;
+    let store = &app.store;
+    submit(store, r#"{"name": "w", "replicas": 2, "task": {"command": ["/bin/true"]}}"#).await;
+    // As if a master died between committing the last report and checking the
+    // job: the tasks and counters say succeeded, the job row does not.
+    sqlx::raw_sql(
+        "UPDATE tasks SET state = 'succeeded';
+         UPDATE job_counts SET pending = 0, succeeded = 2;
+         UPDATE jobs SET state = 'running';",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(store.refresh_jobs(None).await.unwrap(), 1);
+    assert_eq!(job_state(store).await.0, "succeeded");
+    let last: String = sqlx::query_scalar(
+        "SELECT from_state || '>' || to_state FROM events WHERE kind = 'job' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(last, "running>succeeded");
+    // Nothing more to do: a second sweep moves nothing.
+    assert_eq!(store.refresh_jobs(None).await.unwrap(), 0);
+}
