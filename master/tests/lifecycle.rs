@@ -407,7 +407,11 @@ async fn a_task_failing_for_good_fails_the_job_and_stops_the_rest() {
 async fn the_sweep_finishes_a_job_whose_check_was_missed() {
     let app = spawn_app().await;
     let store = &app.store;
-    submit(store, r#"{"name": "w", "replicas": 2, "task": {"command": ["/bin/true"]}}"#).await;
+    submit(
+        store,
+        r#"{"name": "w", "replicas": 2, "task": {"command": ["/bin/true"]}}"#,
+    )
+    .await;
     // As if a master died between committing the last report and checking the
     // job: the tasks and counters say succeeded, the job row does not.
     sqlx::raw_sql(

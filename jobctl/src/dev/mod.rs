@@ -337,7 +337,10 @@ impl Cell {
     }
 }
 
-fn borglet_args(n: usize, addr: SocketAddr, master: &str, dir: &Path) -> Vec<String> {
+/// The arguments of the cell's borglet `n` (1-based): name `mN`, zone label a|b|c in
+/// turn, 2 cpu / 4Gi / 10Gi, and its tasks stopped when it exits. Tests that start
+/// components as separate processes use the same.
+pub fn borglet_args(n: usize, addr: SocketAddr, master: &str, dir: &Path) -> Vec<String> {
     let zone = ZONES[(n - 1) % ZONES.len()];
     [
         "--listen",

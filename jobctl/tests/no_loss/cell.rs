@@ -13,7 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const JOBCTL: &str = env!("CARGO_BIN_EXE_jobctl");
-const ZONES: [&str; 3] = ["a", "b", "c"];
+/// Borglets of the test cell (`m1`..`m3`, zones a, b, c as in `jobctl dev`).
+const BORGLETS: usize = 3;
 const POLL: Duration = Duration::from_millis(20);
 
 fn free_port() -> u16 {
@@ -52,10 +53,11 @@ impl Cell {
         cell.start_master();
         let scheduler = vec!["--database-url".into(), cell.database_url.clone()];
         cell.spawn("borgscheduler", "borgscheduler", scheduler);
-        for n in 1..=ZONES.len() {
+        for n in 1..=BORGLETS {
             let data = cell.path().join(format!("borglet-{n}"));
             std::fs::create_dir_all(&data).unwrap();
-            let args = borglet_args(n, free_port(), &cell.master, &data);
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let args = jobctl::dev::borglet_args(n, addr, &cell.master, &data);
             cell.spawn(&format!("borglet-{n}"), "borglet", args);
         }
         let (http, master) = (cell.http.clone(), cell.master.clone());
@@ -65,7 +67,7 @@ impl Cell {
                 .as_array()?
                 .iter()
                 .filter(|m| m["state"] == "up");
-            (up.count() == ZONES.len()).then_some(())
+            (up.count() == BORGLETS).then_some(())
         })
         .await;
         cell
@@ -198,33 +200,6 @@ impl Drop for Cell {
             }
         }
     }
-}
-
-/// What `jobctl dev` gives borglet `n`.
-fn borglet_args(n: usize, port: u16, master: &str, dir: &Path) -> Vec<String> {
-    let zone = ZONES[(n - 1) % ZONES.len()];
-    [
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--name",
-        &format!("m{n}"),
-        "--label",
-        &format!("zone={zone}"),
-        "--master",
-        master,
-        "--data-dir",
-        &dir.display().to_string(),
-        "--on-exit",
-        "stop",
-        "--cpu",
-        "2",
-        "--memory",
-        "4Gi",
-        "--disk",
-        "10Gi",
-    ]
-    .map(String::from)
-    .to_vec()
 }
 
 async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
