@@ -12,6 +12,7 @@ mod attempts;
 mod error;
 mod events;
 mod finish;
+pub mod fixtures;
 mod jobs;
 mod machines;
 mod moves;

@@ -102,54 +102,6 @@ fn history_jobs(history: u64, per_job: u64) -> Vec<u64> {
     jobs
 }
 
-/// One finished job in one statement: the job, its tasks, one attempt each
-/// (which `tasks.attempt_id` names; that key is deferred), every task's five
-/// events and the job's three, and its counter row. $1 name, $2 tasks, $3 spec,
-/// $4 a machine.
-const SEED_JOB: &str = "
-WITH j AS (
-    INSERT INTO jobs (id, name, kind, state, owner, priority, replicas, spec, finished_at)
-    VALUES (gen_random_uuid(), $1, 'batch', 'succeeded', 'bench', 100, $2, $3::text::jsonb, now())
-    RETURNING id
-), ids AS MATERIALIZED (
-    SELECT i, gen_random_uuid() AS task_id, gen_random_uuid() AS attempt_id
-    FROM generate_series(0, $2 - 1) AS i
-), t AS (
-    INSERT INTO tasks (id, job_id, index, state, priority, cpu_milli, memory, disk,
-                       attempt_id, runs, max_runs, updated_at)
-    SELECT ids.task_id, j.id, ids.i, 'succeeded', 100, 10, 4194304, 0, ids.attempt_id, 1, 1, now()
-    FROM j, ids
-), a AS (
-    INSERT INTO attempts (id, task_id, machine_id, state, cpu_milli, memory, disk,
-                          created_at, started_at, finished_at)
-    SELECT ids.attempt_id, ids.task_id, $4::text::uuid, 'succeeded', 10, 4194304, 0, now(), now(), now()
-    FROM ids
-), te AS (
-    INSERT INTO events (kind, job_id, task_id, attempt_id, machine_id, from_state, to_state, reason)
-    SELECT 'task', j.id, ids.task_id,
-           CASE WHEN s.n > 1 THEN ids.attempt_id END,
-           CASE WHEN s.n > 1 THEN $4::text::uuid END,
-           s.from_state, s.to_state, s.reason
-    FROM j, ids,
-         (VALUES (1, NULL::text, 'pending'::text, 'submitted'::text),
-                 (2, 'pending', 'assigned', NULL),
-                 (3, 'assigned', 'starting', NULL),
-                 (4, 'starting', 'running', NULL),
-                 (5, 'running', 'succeeded', 'exit 0')) AS s (n, from_state, to_state, reason)
-    ORDER BY ids.i, s.n
-), je AS (
-    INSERT INTO events (kind, job_id, from_state, to_state, reason)
-    SELECT 'job', j.id, s.from_state, s.to_state, s.reason
-    FROM j,
-         (VALUES (1, NULL::text, 'pending'::text, 'submitted'::text),
-                 (2, 'pending', 'running', NULL),
-                 (3, 'running', 'succeeded', NULL)) AS s (n, from_state, to_state, reason)
-    ORDER BY s.n
-), c AS (
-    INSERT INTO job_counts (job_id, shard, succeeded) SELECT j.id, 0, $2 FROM j
-)
-SELECT 1";
-
 pub struct Outcome {
     pub phase: PhaseResult,
     pub rows: Vec<ReadRow>,
@@ -272,12 +224,7 @@ async fn seed(ctx: &Ctx, url: &str, history: u64, deadline: Instant) -> anyhow::
         let name = format!("{}hist-{i}", ctx.prefix);
         let spec = history_spec(&name, *tasks);
         let t = Instant::now();
-        sqlx::query(SEED_JOB)
-            .bind(&name)
-            .bind(*tasks as i32)
-            .bind(spec.to_string())
-            .bind(&machine)
-            .execute(&mut db)
+        borg_store::fixtures::seed_finished_job(&mut db, &name, *tasks as i32, &spec, &machine)
             .await
             .with_context(|| format!("reads: seeding job {name}"))?;
         done += tasks;
