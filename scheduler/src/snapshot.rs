@@ -7,6 +7,7 @@ use borg_shared::spec::Constraint;
 use borg_shared::wire::Capacity;
 use borg_shared::{Bytes, JobId, MachineId, MilliCpu, TaskId};
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use sqlx::types::Json;
 use sqlx::PgPool;
 use std::cmp::Ordering;
@@ -97,25 +98,29 @@ struct MachineRow {
     cpu_milli: i64,
     memory: i64,
     disk: i64,
+    used_cpu: i64,
+    used_memory: i64,
+    used_disk: i64,
 }
 
-/// Every `up` machine with its free capacity, ordered by name.
+/// Every `up` machine with its free capacity, ordered by name: one statement.
 pub async fn read_machines(pool: &PgPool) -> anyhow::Result<Snapshot> {
-    let rows: Vec<MachineRow> = sqlx::query_as(
-        "SELECT id, name, labels, cpu_milli, memory, disk FROM machines
-         WHERE state = 'up' ORDER BY name",
-    )
+    let rows: Vec<MachineRow> = sqlx::query_as(&format!(
+        "SELECT m.id, m.name, m.labels, m.cpu_milli, m.memory, m.disk,
+                COALESCE(u.cpu, 0) AS used_cpu, COALESCE(u.memory, 0) AS used_memory,
+                COALESCE(u.disk, 0) AS used_disk
+         FROM machines m LEFT JOIN ({usage}) u ON u.machine_id = m.id
+         WHERE m.state = 'up' ORDER BY m.name",
+        usage = borg_store::sql::USAGE_BY_MACHINE
+    ))
     .fetch_all(pool)
     .await
     .context("reading machines")?;
-    let usage = borg_store::machine_usage(pool, None)
-        .await
-        .context("reading machine usage")?;
     let machines = rows
         .into_iter()
         .map(|r| Machine {
             id: r.id,
-            used: usage.get(&r.id).map(|u| u.used).unwrap_or_default(),
+            used: capacity_from_db(r.used_cpu, r.used_memory, r.used_disk),
             labels: labels_from_json(&r.name, r.labels.0),
             name: r.name,
             capacity: capacity_from_db(r.cpu_milli, r.memory, r.disk),
@@ -193,6 +198,7 @@ struct TaskRow {
     disk: i64,
     reason: Option<String>,
     reason_due: bool,
+    constraints: Option<Json<serde_json::Value>>,
 }
 
 /// Up to `limit` schedulable pending tasks after `after` in queue order: not
@@ -208,7 +214,8 @@ pub async fn read_pending(
 ) -> anyhow::Result<PendingPage> {
     let rows: Vec<TaskRow> = sqlx::query_as(concat!(
         "SELECT t.id, t.job_id, t.priority, t.created_at, t.cpu_milli, t.memory, t.disk, t.reason,
-                (t.reason IS NULL OR t.updated_at < now() - $6 * interval '1 millisecond') AS reason_due
+                (t.reason IS NULL OR t.updated_at < now() - $6 * interval '1 millisecond') AS reason_due,
+                j.spec->'constraints' AS constraints
          FROM tasks t
          JOIN jobs j ON j.id = t.job_id
          WHERE t.state = 'pending'
@@ -233,10 +240,13 @@ pub async fn read_pending(
     .await
     .context("reading pending tasks")?;
 
-    let mut job_ids: Vec<JobId> = rows.iter().map(|r| r.job_id).collect();
-    job_ids.sort();
-    job_ids.dedup();
-    let constraints = read_constraints(pool, &job_ids).await?;
+    // Each job's constraints come with every one of its rows; parse them once per job.
+    let mut constraints: JobConstraints = HashMap::new();
+    for r in &rows {
+        constraints
+            .entry(r.job_id)
+            .or_insert_with(|| parse_constraints(r.constraints.as_ref().map(|j| &j.0)));
+    }
 
     let mut page = PendingPage {
         rows: rows.len(),
@@ -270,24 +280,12 @@ pub async fn read_pending(
 
 type JobConstraints = HashMap<JobId, Result<Arc<[Constraint]>, String>>;
 
-/// The constraints of each job, read once per job rather than once per task.
-async fn read_constraints(pool: &PgPool, jobs: &[JobId]) -> anyhow::Result<JobConstraints> {
-    let rows: Vec<(JobId, Option<Json<serde_json::Value>>)> =
-        sqlx::query_as("SELECT id, spec->'constraints' FROM jobs WHERE id = ANY($1)")
-            .bind(jobs)
-            .fetch_all(pool)
-            .await
-            .context("reading job constraints")?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, value)| {
-            let parsed = match value.map(|j| j.0) {
-                None | Some(serde_json::Value::Null) => Ok(Arc::from(Vec::new())),
-                Some(v) => serde_json::from_value::<Vec<Constraint>>(v)
-                    .map(Arc::from)
-                    .map_err(|e| format!("cannot read the job's constraints: {e}")),
-            };
-            (id, parsed)
-        })
-        .collect())
+/// A job's constraints from its spec (absent or null: none).
+fn parse_constraints(value: Option<&serde_json::Value>) -> Result<Arc<[Constraint]>, String> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(Arc::from(Vec::new())),
+        Some(v) => Vec::<Constraint>::deserialize(v)
+            .map(Arc::from)
+            .map_err(|e| format!("cannot read the job's constraints: {e}")),
+    }
 }

@@ -182,17 +182,23 @@ impl Store {
             });
         }
 
+        // The attempts, and the wake-up of each machine's sync loop (delivered at
+        // commit, so the master never syncs a machine before the rows exist).
         let col =
             |f: fn(&Placed) -> uuid::Uuid| -> Vec<uuid::Uuid> { placed.iter().map(f).collect() };
         sqlx::query(
-            "INSERT INTO attempts (id, task_id, machine_id, state, cpu_milli, memory, disk)
-             SELECT a.id, a.task_id, a.machine_id, 'assigned', t.cpu_milli, t.memory, t.disk
-             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS a(id, task_id, machine_id)
-             JOIN tasks t ON t.id = a.task_id",
+            "WITH a AS (
+                 INSERT INTO attempts (id, task_id, machine_id, state, cpu_milli, memory, disk)
+                 SELECT a.id, a.task_id, a.machine_id, 'assigned', t.cpu_milli, t.memory, t.disk
+                 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS a(id, task_id, machine_id)
+                 JOIN tasks t ON t.id = a.task_id
+                 RETURNING machine_id)
+             SELECT pg_notify($4, m.machine_id::text) FROM (SELECT DISTINCT machine_id FROM a) m",
         )
         .bind(col(|p| p.attempt.0))
         .bind(col(|p| p.task.0))
         .bind(col(|p| p.machine.0))
+        .bind(CHANNEL_PLACED)
         .execute(&mut *tx)
         .await?;
 
@@ -213,15 +219,6 @@ impl Store {
         let mut moved = Transitions::default();
         move_tasks(&mut tx, &moves, &mut moved).await?;
 
-        // Delivered at commit, so the master never syncs a machine before the rows exist.
-        let mut busy: Vec<MachineId> = placed.iter().map(|p| p.machine).collect();
-        busy.sort();
-        busy.dedup();
-        sqlx::query("SELECT pg_notify($1, m::text) FROM unnest($2::uuid[]) AS m")
-            .bind(CHANNEL_PLACED)
-            .bind(&busy)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         moved.emit();
         Ok(Committed { placed, lost_races })
