@@ -4,9 +4,13 @@
 //! (the job's counter shards), runs after every batch that moved its tasks, and
 //! a periodic sweep over live jobs repairs a check lost to a crash.
 //!
-//! Lock order, everywhere: job rows (in id order) → machine rows → task and
-//! attempt rows → counter rows. Nothing waits for a job row while it holds any
-//! of the others, so none of these transactions can deadlock another.
+//! Lock order, everywhere: machine rows (a scheduler's batch) → job rows (in id
+//! order) → task and attempt rows → counter rows (upserted in key order). No
+//! transaction waits for a lock earlier in that order than one it holds: the
+//! scheduler takes its jobs `FOR SHARE` after its machines and before any task;
+//! a job's end locks the job before its tasks and attempts; a report holds only
+//! its attempts, their tasks and then counters (it touches the machine row in a
+//! statement of its own). So none of these transactions can deadlock another.
 
 use crate::error::Result;
 use crate::jobs::set_job_states;
