@@ -215,7 +215,11 @@ async fn waits_for_the_schema_instead_of_crashing() {
     .await;
     assert!(!s.is_finished(), "run() gave up on a missing schema");
 
-    borg_store::MIGRATOR.run(&pool).await.unwrap();
+    // As the master does it, while this scheduler keeps reading.
+    borg_store::Store::from_pool(pool.clone())
+        .migrate()
+        .await
+        .unwrap();
     MachineBuilder::new("m1").insert(&pool).await;
     let (_, tasks) = JobBuilder::new("first").insert(&pool).await;
     wait_until("placed once the schema exists", DEADLINE, || async {

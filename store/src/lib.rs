@@ -72,16 +72,42 @@ impl Store {
         &self.pool
     }
 
-    /// Apply migrations. sqlx takes an advisory lock, so two masters starting at once is safe.
+    /// Apply migrations. sqlx takes an advisory lock, so two masters starting at
+    /// once is safe. A migration that alters a table can deadlock with a
+    /// scheduler reading it meanwhile (Postgres then aborts one of the two); each
+    /// migration is its own transaction, so it is simply run again.
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
+        let mut tries = 0;
+        loop {
+            match MIGRATOR.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(e) if tries < MIGRATE_RETRIES && is_lock_conflict(&e) => {
+                    tries += 1;
+                    tracing::warn!(error = %e, tries, "a migration lost a lock conflict; running it again");
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(tries))).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+const MIGRATE_RETRIES: u32 = 10;
+
+/// A deadlock or a lock that could not be had: worth running again.
+fn is_lock_conflict(e: &sqlx::migrate::MigrateError) -> bool {
+    use sqlx::migrate::MigrateError;
+    let db = match e {
+        MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => e.as_database_error(),
+        _ => None,
+    };
+    db.and_then(|d| d.code())
+        .is_some_and(|c| c == "40P01" || c == "55P03")
 }
 
 /// Is this error the violation of the named unique index/constraint?
