@@ -78,10 +78,6 @@ pub struct Transitions {
 }
 
 impl Transitions {
-    pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty() && self.jobs.is_empty() && self.machines.is_empty()
-    }
-
     /// Jobs whose tasks moved.
     pub fn task_jobs(&self) -> Vec<JobId> {
         let mut jobs: Vec<JobId> = self.tasks.iter().map(|t| t.job).collect();
@@ -124,12 +120,6 @@ impl Transitions {
                 .increment(1);
             tracing::info!(machine = %m.name, machine_id = %m.machine, from, to = %m.to, "machine state");
         }
-    }
-
-    pub fn append(&mut self, other: Transitions) {
-        self.tasks.extend(other.tasks);
-        self.jobs.extend(other.jobs);
-        self.machines.extend(other.machines);
     }
 }
 
