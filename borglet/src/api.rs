@@ -98,15 +98,18 @@ async fn reconcile(app: &AppState, mut req: SyncRequest) -> Result<SyncResponse,
     let sup = &app.supervisor;
     let table = sup.table();
     let forgotten = table.forget(&req.ack);
+    let forgotten_n = forgotten.len();
+    sup.mark_acked(forgotten);
     let wanted: HashSet<AttemptId> = req.attempts.iter().map(|a| a.id).collect();
-    let mut started = 0usize;
-    for spec in req.attempts {
-        // Known, or finished and acknowledged: never a second start.
-        if !table.seen(spec.id) {
-            sup.start(spec);
-            started += 1;
-        }
-    }
+    // Known, or finished and acknowledged: never a second start. The gate is held
+    // until every start is in the table, so no concurrent sync starts one again.
+    let new: Vec<_> = req
+        .attempts
+        .into_iter()
+        .filter(|spec| !table.seen(spec.id))
+        .collect();
+    let started = new.len();
+    sup.start_all(new).await;
     sup.stop_unwanted(&wanted);
     let attempts = table.reports();
     drop(gate);
@@ -114,7 +117,7 @@ async fn reconcile(app: &AppState, mut req: SyncRequest) -> Result<SyncResponse,
         epoch = req.epoch,
         wanted = wanted.len(),
         started,
-        forgotten,
+        forgotten = forgotten_n,
         known = attempts.len(),
         "sync"
     );

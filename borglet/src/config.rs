@@ -69,6 +69,11 @@ pub struct Config {
     #[arg(long, env = "BORGLET_ON_EXIT", value_enum, default_value_t = OnExit::Keep)]
     pub on_exit: OnExit,
 
+    /// The executable run as each attempt's shim (`EXE __borglet-shim SANDBOX`)
+    /// [default: this executable].
+    #[arg(long, env = "BORGLET_SHIM_EXE")]
+    pub shim_exe: Option<PathBuf>,
+
     /// Register again when no sync has arrived for this long (the master may have lost us).
     #[arg(long, env = "BORGLET_REREGISTER_AFTER", default_value = "5s", value_parser = humantime::parse_duration)]
     pub reregister_after: Duration,

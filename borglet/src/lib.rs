@@ -7,7 +7,9 @@ pub mod config;
 pub mod logs;
 pub mod metrics;
 pub mod nudge;
+pub mod records;
 pub mod register;
+pub mod shim;
 pub mod state;
 pub mod supervisor;
 
@@ -98,6 +100,10 @@ pub async fn run(
     let data_dir = std::fs::canonicalize(&config.data_dir)
         .with_context(|| format!("resolving data dir {}", config.data_dir.display()))?;
     let capacity = config.capacity(&data_dir)?;
+    let shim_exe = match &config.shim_exe {
+        Some(exe) => exe.clone(),
+        None => supervisor::default_shim_exe().context("finding this executable to run shims")?,
+    };
     let advertise = config.advertise_url(bound);
 
     let metrics = Arc::new(metrics::Metrics::new(&config.name));
@@ -109,7 +115,20 @@ pub async fn run(
         Arc::clone(&nudger),
         config.name.clone(),
         &data_dir,
+        shim_exe,
     ));
+    // Before serving: a sync must find every attempt a previous borglet left.
+    let adopted = supervisor
+        .adopt()
+        .await
+        .context("reading the attempts a previous borglet left")?;
+    tracing::info!(
+        running = adopted.running,
+        exited = adopted.exited,
+        acked = adopted.acked,
+        never_started = adopted.never_started,
+        "attempts re-adopted"
+    );
     let contact = Arc::new(register::Contact::default());
     let registrar = register::Registrar::new(
         &config.master,

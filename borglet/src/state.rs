@@ -260,11 +260,17 @@ impl AttemptTable {
         self.lock().attempts.get(&id).map(|a| a.exited.clone())
     }
 
-    /// Drop finished attempts the master has recorded. Acks of attempts still
-    /// running are ignored: the master cannot have recorded an end that has not happened.
-    pub fn forget(&self, ids: &[AttemptId]) -> usize {
+    /// Remember `id` as finished and acknowledged (by a previous borglet): never started again.
+    pub fn tombstone(&self, id: AttemptId) {
+        remember_forgotten(&mut self.lock(), id);
+    }
+
+    /// Drop finished attempts the master has recorded; returns those dropped. Acks
+    /// of attempts still running are ignored: the master cannot have recorded an
+    /// end that has not happened.
+    pub fn forget(&self, ids: &[AttemptId]) -> Vec<AttemptId> {
         let mut inner = self.lock();
-        let mut n = 0;
+        let mut gone = Vec::new();
         for id in ids {
             let finished = inner
                 .attempts
@@ -274,17 +280,10 @@ impl AttemptTable {
                 continue;
             }
             inner.attempts.remove(id);
-            n += 1;
-            if inner.forgotten.insert(*id) {
-                inner.forgotten_order.push_back(*id);
-            }
-            while inner.forgotten_order.len() > TOMBSTONES {
-                if let Some(old) = inner.forgotten_order.pop_front() {
-                    inner.forgotten.remove(&old);
-                }
-            }
+            gone.push(*id);
+            remember_forgotten(&mut inner, *id);
         }
-        n
+        gone
     }
 
     /// Apply `event` to attempt `id`; returns the new phase.
@@ -353,6 +352,17 @@ impl AttemptTable {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+fn remember_forgotten(inner: &mut Inner, id: AttemptId) {
+    if inner.forgotten.insert(id) {
+        inner.forgotten_order.push_back(id);
+    }
+    while inner.forgotten_order.len() > TOMBSTONES {
+        if let Some(old) = inner.forgotten_order.pop_front() {
+            inner.forgotten.remove(&old);
+        }
     }
 }
 
@@ -449,7 +459,7 @@ mod tests {
             exit: Exit::Code(1),
         };
         t.apply(done, exit).unwrap();
-        assert_eq!(t.forget(&[live, done]), 1);
+        assert_eq!(t.forget(&[live, done]), vec![done]);
         assert_eq!(t.len(), 1);
         assert!(t.seen(done), "a forgotten attempt is never started again");
         assert!(t.seen(live));

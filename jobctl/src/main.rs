@@ -3,6 +3,10 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // `jobctl dev` hosts borglets, whose per-attempt shims re-run this executable.
+    if let Some(code) = borglet::shim::main_if_shim() {
+        return code;
+    }
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // `jobctl component ...` (how `jobctl dev` starts its children) is parsed on its
     // own so that jobctl's global flags never swallow the component's arguments.

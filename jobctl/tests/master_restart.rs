@@ -86,6 +86,8 @@ async fn tasks_outlive_the_master_and_a_new_master_adopts_them() {
         sandbox.path().to_str().unwrap(),
         "--on-exit",
         "stop",
+        "--shim-exe",
+        env!("CARGO_BIN_EXE_jobctl"),
         "--cpu",
         "2",
         "--memory",

@@ -1,10 +1,16 @@
-//! The supervisor owns the task processes: starting them (`start.rs`), stopping
-//! them (`stop.rs`) and reaping them. It is the seam where cgroups and re-adoption
-//! of processes left by a previous borglet will plug in; the API layer only says
-//! "start this spec" and "stop what is not wanted".
+//! The supervisor owns the task processes: starting them through a per-attempt
+//! shim (`start.rs`, `crate::shim`), stopping them (`stop.rs`), watching for
+//! their end (`watch.rs`) and re-adopting those a previous borglet left running
+//! (`adopt.rs`). It is the seam where cgroups plug in; the API layer only says
+//! "start these specs" and "stop what is not wanted".
 
+mod adopt;
 mod start;
 mod stop;
+mod watch;
+
+pub use adopt::Adopted;
+pub use start::default_shim_exe;
 
 use crate::metrics::Metrics;
 use crate::nudge::Nudger;
@@ -34,6 +40,8 @@ pub struct Supervisor {
     /// `<data-dir>/attempts`
     sandboxes: PathBuf,
     path_env: String,
+    /// The executable re-run as each attempt's shim (`crate::shim`).
+    shim_exe: PathBuf,
     stops: TaskTracker,
 }
 
@@ -45,6 +53,7 @@ impl Supervisor {
         nudger: Arc<Nudger>,
         machine: String,
         data_dir: &Path,
+        shim_exe: PathBuf,
     ) -> Self {
         let path_env = std::env::var("PATH")
             .ok()
@@ -57,12 +66,32 @@ impl Supervisor {
             machine,
             sandboxes: sandboxes_dir(data_dir),
             path_env,
+            shim_exe,
             stops: TaskTracker::new(),
         }
     }
 
     pub fn table(&self) -> &Arc<AttemptTable> {
         &self.table
+    }
+
+    /// Note on disk that the master has recorded these finished attempts, so a
+    /// restarted borglet neither reports nor starts them again.
+    pub fn mark_acked(&self, ids: Vec<AttemptId>) {
+        if ids.is_empty() {
+            return;
+        }
+        let dirs: Vec<PathBuf> = ids
+            .iter()
+            .map(|id| self.sandboxes.join(id.to_string()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            for dir in dirs {
+                if let Err(e) = crate::records::mark_acked(&dir) {
+                    tracing::warn!(error = %e, "cannot mark an attempt acknowledged");
+                }
+            }
+        });
     }
 
     /// Stop every running attempt not in `wanted`.

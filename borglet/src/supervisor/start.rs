@@ -1,21 +1,26 @@
-//! Starting an attempt: sandbox, argv (never a shell), a fresh session per task, log
-//! files, and a reaper task that records how the process ended.
+//! Starting an attempt: its sandbox and launch record (written before anything
+//! runs), then its shim, which starts the task in a fresh session and answers
+//! with the task's pid or why it could not start. The blocking part (mkdir, file
+//! writes, fork/exec of the shim) runs on the blocking pool; a sync's starts run
+//! a few at a time.
 
-use super::{stop, Supervisor};
-use crate::metrics::Metrics;
-use crate::nudge::Nudger;
-use crate::state::{Attempt, AttemptTable, Event, Exit, Phase};
+use super::watch::Keeper;
+use super::Supervisor;
+use crate::records::{self, Launch, RecordError, Run};
+use crate::shim::{Handshake, SHIM_ARG};
+use crate::state::{Attempt, Phase};
 use borg_shared::wire::{borg_env, AttemptSpec};
-use borg_shared::AttemptId;
 use chrono::Utc;
-use nix::sys::signal::Signal;
-use std::fs::{File, OpenOptions};
-use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use futures::StreamExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
+
+/// Starts in flight at once within one sync: enough to keep both the shims'
+/// exec and the handshake reads busy, few enough not to flood the blocking pool.
+const START_CONCURRENCY: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 enum StartError {
@@ -26,50 +31,52 @@ enum StartError {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot start `{program}`: {source}")]
-    Spawn {
-        program: String,
-        source: std::io::Error,
-    },
-    #[error("started process has no pid")]
-    NoPid,
+    #[error("cannot write the launch record: {0}")]
+    Record(#[from] RecordError),
+    #[error("cannot start the shim {exe}: {source}")]
+    Shim { exe: String, source: std::io::Error },
+    #[error("the shim ended without saying whether the task started")]
+    ShimSilent,
+    /// The shim's own words: why the task could not start (exec failed, ...).
+    #[error("{0}")]
+    Task(String),
+    #[error("start interrupted: {0}")]
+    Join(#[from] tokio::task::JoinError),
 }
 
 impl Supervisor {
-    /// Start `spec` and record it in the table as `Running`, or as `FailedToStart`
-    /// with the reason. Fast (a fork/exec); the exit is awaited in a spawned task.
-    pub fn start(&self, spec: AttemptSpec) {
+    /// Start every spec, `START_CONCURRENCY` at a time; each ends in the table as
+    /// `Running` or `FailedToStart` with the reason.
+    pub async fn start_all(&self, specs: Vec<AttemptSpec>) {
+        futures::stream::iter(specs)
+            .for_each_concurrent(START_CONCURRENCY, |spec| self.start(spec))
+            .await;
+    }
+
+    async fn start(&self, spec: AttemptSpec) {
         let id = spec.id;
-        let exited = CancellationToken::new();
-        match self.spawn(&spec) {
-            Ok((child, pid)) => {
+        match self.launch(&spec).await {
+            Ok((run, child)) => {
                 let (job, index) = (spec.job.clone(), spec.index);
-                tracing::info!(attempt = %id, job = %job, index, pid, "attempt started");
+                tracing::info!(attempt = %id, job = %job, index, pid = run.task.pid,
+                    shim = run.shim.pid, "attempt started");
                 self.metrics.started();
-                // Insert before the reaper runs so its exit always finds the entry.
+                let exited = CancellationToken::new();
+                // Insert before the watcher runs so the exit always finds the entry.
                 self.table.insert(Attempt {
                     spec,
                     phase: Phase::Running {
-                        pid,
-                        started_at: Utc::now(),
+                        pid: run.task.pid,
+                        started_at: run.started_at,
                     },
                     exited: exited.clone(),
                 });
-                let reaper = Reaper {
-                    table: Arc::clone(&self.table),
-                    metrics: Arc::clone(&self.metrics),
-                    nudger: Arc::clone(&self.nudger),
-                    id,
-                    job,
-                    index,
-                    pid,
-                    exited,
-                };
-                tokio::spawn(reaper.reap(child));
+                self.watch(id, job, index, run.pgid, exited, Keeper::Child(child));
             }
             Err(e) => {
                 tracing::warn!(attempt = %id, job = %spec.job, index = spec.index, error = %e, "attempt failed to start");
                 self.metrics.failed_to_start();
+                let exited = CancellationToken::new();
                 exited.cancel();
                 self.table.insert(Attempt {
                     spec,
@@ -84,119 +91,74 @@ impl Supervisor {
         }
     }
 
-    fn spawn(&self, spec: &AttemptSpec) -> Result<(Child, i32), StartError> {
-        let (program, args) = spec.command.split_first().ok_or(StartError::EmptyCommand)?;
+    /// What the shim is told to run: argv (never a shell), a clean environment,
+    /// the sandbox as working directory and HOME.
+    fn launch_record(&self, spec: &AttemptSpec) -> Result<Launch, StartError> {
+        if spec.command.is_empty() {
+            return Err(StartError::EmptyCommand);
+        }
         let sandbox = self.sandboxes.join(spec.id.to_string());
-        let sandbox_err = |source| StartError::Sandbox {
-            path: sandbox.display().to_string(),
-            source,
-        };
-        std::fs::create_dir_all(&sandbox).map_err(sandbox_err)?;
-        let stdout = open_log(&sandbox, "stdout").map_err(sandbox_err)?;
-        let stderr = open_log(&sandbox, "stderr").map_err(sandbox_err)?;
+        let mut env = borg_env(spec, &self.machine);
+        env.insert("PATH".into(), self.path_env.clone());
+        env.insert("HOME".into(), sandbox.display().to_string());
+        Ok(Launch {
+            spec: spec.clone(),
+            argv: spec.command.clone(),
+            env,
+            stdout: sandbox.join("stdout"),
+            stderr: sandbox.join("stderr"),
+            pid_files: vec![sandbox.join(records::TASK_PID)],
+            cgroup: None,
+            cwd: sandbox,
+            created_at: Utc::now(),
+        })
+    }
 
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .env_clear()
-            .env("PATH", &self.path_env)
-            .env("HOME", &sandbox)
-            .envs(borg_env(spec, &self.machine))
-            .current_dir(&sandbox)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr))
-            // Tasks must outlive a borglet restart; stopping is always explicit.
-            .kill_on_drop(false);
-        // SAFETY: the closure runs in the forked child before exec and only makes
-        // the setsid(2) syscall, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                // Own session and process group (pgid = pid): the task survives the
-                // borglet's terminal going away, and a stop can signal the whole group.
-                nix::unistd::setsid().map_err(std::io::Error::from)?;
-                Ok(())
-            });
+    async fn launch(&self, spec: &AttemptSpec) -> Result<(Run, Child), StartError> {
+        let launch = self.launch_record(spec)?;
+        let exe = self.shim_exe.clone();
+        let mut child = tokio::task::spawn_blocking(move || spawn_shim(&exe, &launch)).await??;
+        let mut said = Vec::new();
+        if let Some(mut out) = child.stdout.take() {
+            // An I/O error here reads as an empty answer: the shim said nothing.
+            let _ = out.read_to_end(&mut said).await;
         }
-        let child = cmd.spawn().map_err(|source| StartError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
-        let pid = child
-            .id()
-            .and_then(|p| i32::try_from(p).ok())
-            .ok_or(StartError::NoPid)?;
-        Ok((child, pid))
+        match serde_json::from_slice::<Handshake>(&said) {
+            Ok(Handshake::Started(run)) => Ok((run, child)),
+            // The shim exits by itself; dropping the child leaves it to tokio's reaper.
+            Ok(Handshake::Failed(why)) => Err(StartError::Task(why)),
+            Err(_) => Err(StartError::ShimSilent),
+        }
     }
 }
 
-fn open_log(sandbox: &Path, name: &str) -> std::io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(sandbox.join(name))
+/// Blocking: sandbox, launch record, and the shim process.
+fn spawn_shim(exe: &Path, launch: &Launch) -> Result<Child, StartError> {
+    let sandbox = &launch.cwd;
+    std::fs::create_dir_all(sandbox).map_err(|source| StartError::Sandbox {
+        path: sandbox.display().to_string(),
+        source,
+    })?;
+    records::write(sandbox, records::LAUNCH, launch)?;
+    Command::new(exe)
+        .arg(SHIM_ARG)
+        .arg(sandbox)
+        // The shim needs nothing of the borglet's environment; the task gets only
+        // what the launch record names.
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        // The shim must outlive the borglet; it ends with its task.
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(|source| StartError::Shim {
+            exe: exe.display().to_string(),
+            source,
+        })
 }
 
-/// What the reaper of one attempt needs once the process is gone.
-struct Reaper {
-    table: Arc<AttemptTable>,
-    metrics: Arc<Metrics>,
-    nudger: Arc<Nudger>,
-    id: AttemptId,
-    job: String,
-    index: i32,
-    pid: i32,
-    exited: CancellationToken,
-}
-
-impl Reaper {
-    /// Await the process, clear out what is left of its group, record the exit.
-    async fn reap(self, mut child: Child) {
-        let Reaper {
-            table,
-            metrics,
-            nudger,
-            id,
-            job,
-            index,
-            pid,
-            exited,
-        } = self;
-        let exit = match child.wait().await {
-            Ok(status) => match (status.code(), status.signal()) {
-                (Some(code), _) => Exit::Code(code),
-                (None, Some(sig)) => Exit::Signal(sig),
-                (None, None) => Exit::Unknown(format!("unrecognised wait status {status}")),
-            },
-            Err(e) => Exit::Unknown(format!("waiting for the process failed: {e}")),
-        };
-        // The attempt ends with its leader: anything it left in its group (background
-        // children) goes too, so no stray process outlives the attempt unaccounted.
-        // The group id cannot have been reused while members remain; once it is
-        // empty this is ESRCH, which counts as success.
-        if let Err(e) = stop::signal_group(pid, Signal::SIGKILL) {
-            tracing::warn!(attempt = %id, pid, error = %e, "could not kill leftovers of the process group");
-        }
-        match &exit {
-            Exit::Code(code) => {
-                tracing::info!(attempt = %id, job = %job, index, pid, exit_code = code, "attempt exited")
-            }
-            Exit::Signal(sig) => {
-                tracing::info!(attempt = %id, job = %job, index, pid, signal = sig, "attempt killed by signal")
-            }
-            Exit::Unknown(why) => {
-                tracing::warn!(attempt = %id, job = %job, index, pid, why = %why, "attempt ended, status unknown")
-            }
-        }
-        metrics.exited(&exit);
-        let event = Event::ProcessExited {
-            at: Utc::now(),
-            exit,
-        };
-        if let Err(e) = table.apply(id, event) {
-            tracing::error!(attempt = %id, error = %e, "could not record the exit");
-        }
-        exited.cancel();
-        // Recorded first, so the sync this asks for reports the exit.
-        nudger.request();
-    }
+/// The executable to run shims with when none is configured: this one.
+pub fn default_shim_exe() -> std::io::Result<PathBuf> {
+    std::env::current_exe()
 }

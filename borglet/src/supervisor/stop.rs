@@ -2,6 +2,7 @@
 //! the attempt's grace is over. The reaper (`start.rs`) records the exit and kills
 //! whatever is left in the group after the leader is gone.
 
+use super::adopt::STOPPING;
 use super::Supervisor;
 use crate::state::StopTicket;
 use borg_shared::AttemptId;
@@ -20,7 +21,15 @@ impl Supervisor {
         let Some(ticket) = self.table.begin_stop(id) else {
             return false;
         };
-        self.stops.spawn(stop_group(ticket));
+        // Noted on disk, so an exit a restarted borglet finds is known as asked for.
+        let marker = self.sandboxes.join(id.to_string()).join(STOPPING);
+        self.stops.spawn(async move {
+            let noted = tokio::task::spawn_blocking(move || std::fs::write(marker, b"")).await;
+            if !matches!(noted, Ok(Ok(()))) {
+                tracing::warn!(attempt = %ticket.id, "cannot note the stop on disk");
+            }
+            stop_group(ticket).await
+        });
         true
     }
 }

@@ -234,6 +234,9 @@ impl TestBorglet {
             master.url.clone(),
             "--data-dir".into(),
             data_dir.path().display().to_string(),
+            // The test binary is no borglet: shims run from the real one.
+            "--shim-exe".into(),
+            env!("CARGO_BIN_EXE_borglet").into(),
         ];
         if !extra.contains(&"--on-exit") {
             args.extend(["--on-exit".into(), "stop".into()]);

@@ -1,0 +1,195 @@
+//! The on-disk record of each attempt, in its sandbox, so that a borglet started
+//! after a crash knows what runs on its machine. Three writers, each file written
+//! once and atomically (a temporary file renamed into place):
+//! - `launch.json`, by the borglet, before the task starts: what to run and how;
+//! - `task.pid`, by the task's own process just before it execs, and `run.json`
+//!   (pids and start times) by the shim once the exec succeeded;
+//! - `exit.json`, by the shim, once the task has exited;
+//! - `acked`, by the borglet, once the master has recorded the end.
+
+use borg_shared::wire::AttemptSpec;
+use chrono::{DateTime, Utc};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const LAUNCH: &str = "launch.json";
+pub const RUN: &str = "run.json";
+pub const TASK_PID: &str = "task.pid";
+pub const EXIT: &str = "exit.json";
+pub const ACKED: &str = "acked";
+
+/// Everything the shim needs to start the task, and the borglet to report it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Launch {
+    pub spec: AttemptSpec,
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: PathBuf,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+    /// Files the task's pid is written into by the task itself before it execs,
+    /// so that the task (not the shim) is what lands in them: `cgroup.procs`
+    /// files, and this sandbox's `task.pid`.
+    pub pid_files: Vec<PathBuf>,
+    /// The attempt's cgroup, when the borglet isolates tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<PathBuf>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A process, named so that a reused pid is never mistaken for it: its start
+/// time in clock ticks since boot (`/proc/PID/stat` field 22).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcId {
+    pub pid: i32,
+    pub start_ticks: u64,
+}
+
+impl ProcId {
+    /// `pid` as it is now; `None` if there is no such process.
+    pub fn of(pid: i32) -> Option<ProcId> {
+        let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
+        Some(ProcId {
+            pid,
+            start_ticks: stat.starttime,
+        })
+    }
+
+    /// The same process still exists and has not exited (a zombie has).
+    pub fn is_alive(&self) -> bool {
+        let Some(stat) = procfs::process::Process::new(self.pid)
+            .ok()
+            .and_then(|p| p.stat().ok())
+        else {
+            return false;
+        };
+        stat.starttime == self.start_ticks && stat.state != 'Z' && stat.state != 'X'
+    }
+}
+
+/// Written by the shim once the task has exec'd.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Run {
+    pub shim: ProcId,
+    pub task: ProcId,
+    /// The task leads its own session and process group.
+    pub pgid: i32,
+    pub started_at: DateTime<Utc>,
+}
+
+/// How the task ended, written by the shim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ended {
+    Code(i32),
+    Signal(i32),
+    /// The task could not be started at all (exec failed): never retried.
+    ExecFailed(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub ended: Ended,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RecordError + '_ {
+    move |source| RecordError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Write `value` to `dir/name` atomically: readers see the old file or the whole
+/// new one, never a part. No fsync: the records outlive a borglet crash, and a
+/// machine crash ends the tasks they describe anyway.
+pub fn write<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), RecordError> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(name);
+    let bytes = serde_json::to_vec(value).map_err(|source| RecordError::Json {
+        path: path.clone(),
+        source,
+    })?;
+    let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(&bytes).map_err(io_err(&tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(io_err(&path))
+}
+
+/// `dir/name`, or `None` if it does not exist.
+pub fn read<T: DeserializeOwned>(dir: &Path, name: &str) -> Result<Option<T>, RecordError> {
+    let path = dir.join(name);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| RecordError::Json { path, source })
+}
+
+/// The pid the task wrote into `task.pid` before exec; `None` if it never did.
+pub fn read_task_pid(dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(dir.join(TASK_PID))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+pub fn mark_acked(dir: &Path) -> Result<(), RecordError> {
+    let path = dir.join(ACKED);
+    std::fs::write(&path, b"").map_err(io_err(&path))
+}
+
+pub fn is_acked(dir: &Path) -> bool {
+    dir.join(ACKED).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_missing_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = ExitRecord {
+            ended: Ended::Signal(9),
+            at: Utc::now(),
+        };
+        assert!(read::<ExitRecord>(dir.path(), EXIT).unwrap().is_none());
+        write(dir.path(), EXIT, &rec).unwrap();
+        let back: ExitRecord = read(dir.path(), EXIT).unwrap().unwrap();
+        assert_eq!(back.ended, Ended::Signal(9));
+        std::fs::write(dir.path().join(RUN), b"{not json").unwrap();
+        assert!(read::<Run>(dir.path(), RUN).is_err());
+    }
+
+    #[test]
+    fn a_process_is_named_by_pid_and_start_time() {
+        let me = ProcId::of(std::process::id() as i32).unwrap();
+        assert!(me.is_alive());
+        let reused = ProcId {
+            start_ticks: me.start_ticks + 1,
+            ..me
+        };
+        assert!(!reused.is_alive(), "same pid, other start time: not us");
+    }
+}

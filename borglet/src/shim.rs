@@ -1,0 +1,179 @@
+//! The per-attempt shim (as containerd-shim and conmon): a small process the
+//! borglet starts for each run of a task, in its own session, that starts the
+//! task, waits for it and writes how it ended into the sandbox. It outlives a
+//! borglet that crashes or restarts, so an exit while no borglet runs is still
+//! known with its real code: a process that is not your child has no other way
+//! to tell its status.
+//!
+//! It is the borglet's own executable (or `jobctl`'s, which hosts the borglet)
+//! re-executed as `EXE __borglet-shim SANDBOX`: every binary that can run a
+//! borglet calls [`main_if_shim`] first thing in `main`.
+//!
+//! Protocol: the shim reads `SANDBOX/launch.json`, starts the task, writes
+//! `run.json`, then tells the borglet one [`Handshake`] line on its stdout and
+//! closes it. When the task exits it writes `exit.json` and exits.
+
+use crate::records::{self, Ended, ExitRecord, Launch, ProcId, Run};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+
+/// argv\[1\] that turns a borglet-hosting binary into a shim.
+pub const SHIM_ARG: &str = "__borglet-shim";
+
+/// The one line the shim writes to the borglet once the task started or failed to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Handshake {
+    Started(Run),
+    Failed(String),
+}
+
+/// Run as a shim if argv says so (returns the exit code); `None` otherwise.
+pub fn main_if_shim() -> Option<ExitCode> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).map(|a| a.as_os_str()) != Some(SHIM_ARG.as_ref()) {
+        return None;
+    }
+    let Some(sandbox) = args.get(2) else {
+        eprintln!("usage: {SHIM_ARG} SANDBOX");
+        return Some(ExitCode::from(2));
+    };
+    Some(run(Path::new(sandbox)))
+}
+
+fn run(sandbox: &Path) -> ExitCode {
+    // Its own session: neither the borglet's terminal nor its process group
+    // reach it. Fails only if already a group leader, which is as good.
+    let _ = nix::unistd::setsid();
+    let launch: Launch = match records::read(sandbox, records::LAUNCH) {
+        Ok(Some(l)) => l,
+        Ok(None) => return fail(sandbox, format!("no {}", records::LAUNCH)),
+        Err(e) => return fail(sandbox, e.to_string()),
+    };
+    let mut child = match spawn(&launch) {
+        Ok(c) => c,
+        Err(message) => return fail(sandbox, message),
+    };
+    let task_pid = child.id() as i32;
+    // The task has exec'd (spawn returns only then) and is not reaped yet, so
+    // its /proc entry exists even if it already exited.
+    let (Some(shim), Some(task)) = (ProcId::of(std::process::id() as i32), ProcId::of(task_pid))
+    else {
+        let _ = child.kill();
+        return fail(sandbox, "cannot read the task's start time".into());
+    };
+    let run = Run {
+        shim,
+        task,
+        pgid: task_pid,
+        started_at: Utc::now(),
+    };
+    if let Err(e) = records::write(sandbox, records::RUN, &run) {
+        // Without the record a restarted borglet could not find the task: stop it.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(task_pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        return fail(sandbox, e.to_string());
+    }
+    tell(&Handshake::Started(run));
+
+    let ended = match child.wait() {
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => Ended::Code(code),
+            (None, Some(sig)) => Ended::Signal(sig),
+            // Neither a code nor a signal does not happen for a waited child.
+            (None, None) => Ended::Code(-1),
+        },
+        Err(e) => {
+            eprintln!("borglet shim: waiting for the task: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let record = ExitRecord {
+        ended,
+        at: Utc::now(),
+    };
+    match records::write(sandbox, records::EXIT, &record) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("borglet shim: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The task could not be started: record it (a restarted borglet reads it) and tell.
+fn fail(sandbox: &Path, message: String) -> ExitCode {
+    let record = ExitRecord {
+        ended: Ended::ExecFailed(message.clone()),
+        at: Utc::now(),
+    };
+    let _ = records::write(sandbox, records::EXIT, &record);
+    tell(&Handshake::Failed(message));
+    ExitCode::FAILURE
+}
+
+/// Write the handshake and close stdout, so the borglet's read ends. A borglet
+/// that died meanwhile is no reason to stop (EPIPE: Rust ignores SIGPIPE).
+fn tell(h: &Handshake) {
+    let mut line = serde_json::to_vec(h).unwrap_or_default();
+    line.push(b'\n');
+    let _ = std::io::stdout().lock().write_all(&line);
+    let _ = std::io::stdout().flush();
+    if let Ok(null) = OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1);
+    }
+}
+
+fn spawn(launch: &Launch) -> Result<std::process::Child, String> {
+    let (program, args) = launch
+        .argv
+        .split_first()
+        .ok_or_else(|| "empty command".to_string())?;
+    let open = |path: &Path| {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))
+    };
+    let stdout = open(&launch.stdout)?;
+    let stderr = open(&launch.stderr)?;
+    let pid_files = launch.pid_files.clone();
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .envs(&launch.env)
+        .current_dir(&launch.cwd)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    // SAFETY: the shim is single-threaded, so the forked child may allocate; it
+    // only makes its own session and writes its pid into files before exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Own session and process group (pgid = pid): a stop signals the group.
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            let pid = std::process::id().to_string();
+            for path in &pid_files {
+                OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(path)
+                    .and_then(|mut f| f.write_all(pid.as_bytes()))?;
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .map_err(|e| format!("cannot start `{program}`: {e}"))
+}

@@ -1,0 +1,286 @@
+//! Re-adoption: at start-up, before serving, the borglet reads the records a
+//! previous borglet left in the sandboxes and rebuilds its table from them. A
+//! task that kept running is watched again through its shim (never started a
+//! second time: the master's next sync finds it known); one that ended while no
+//! borglet ran is reported with the status its shim recorded.
+
+use super::watch::Keeper;
+use super::Supervisor;
+use crate::records::{self, Ended, ExitRecord, Launch, ProcId, RecordError, Run};
+use crate::state::{Attempt, Exit, Phase};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How long start-up waits, in all, for starts a dead borglet left half done
+/// (a shim that was about to record its task).
+const UNFINISHED_START_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Marker written when a stop begins, so an exit seen after a restart is still
+/// known to have been asked for.
+pub(super) const STOPPING: &str = "stopping";
+
+/// What one sandbox holds.
+#[derive(Debug)]
+enum Found {
+    /// Finished and recorded by the master: only remembered, never started again.
+    Acked(Launch),
+    Exited {
+        launch: Launch,
+        run: Option<Run>,
+        exit: ExitRecord,
+        stopping: bool,
+    },
+    /// Its shim still keeps it.
+    Running { launch: Launch, run: Run },
+    /// Running without a shim: its end will be seen, not its status.
+    Orphan { launch: Launch, task: ProcId },
+    /// Ended with no shim to record how.
+    Lost {
+        launch: Launch,
+        run: Run,
+        stopping: bool,
+    },
+}
+
+/// What start-up found, for its log line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Adopted {
+    pub running: usize,
+    pub exited: usize,
+    pub acked: usize,
+    pub never_started: usize,
+}
+
+impl Supervisor {
+    /// Rebuild the table from the sandboxes. Call once, before serving.
+    pub async fn adopt(&self) -> Result<Adopted, RecordError> {
+        let dir = self.sandboxes.clone();
+        let (found, never_started) = tokio::task::spawn_blocking(move || scan(&dir))
+            .await
+            .map_err(|e| RecordError::Io {
+                path: self.sandboxes.clone(),
+                source: std::io::Error::other(e),
+            })??;
+        let mut n = Adopted {
+            never_started,
+            ..Adopted::default()
+        };
+        for f in found {
+            match f {
+                Found::Acked(launch) => {
+                    self.table.tombstone(launch.spec.id);
+                    n.acked += 1;
+                }
+                Found::Exited {
+                    launch,
+                    run,
+                    exit,
+                    stopping,
+                } => {
+                    let done = CancellationToken::new();
+                    done.cancel();
+                    let phase = match (exit.ended, run) {
+                        (Ended::ExecFailed(message), _) => Phase::FailedToStart {
+                            at: exit.at,
+                            message,
+                        },
+                        (ended, run) => Phase::Exited {
+                            pid: run.as_ref().map_or(0, |r| r.task.pid),
+                            started_at: run.map_or(launch.created_at, |r| r.started_at),
+                            finished_at: exit.at,
+                            exit: super::watch::exit_of(ended),
+                            stopped_by_borglet: stopping,
+                        },
+                    };
+                    tracing::info!(attempt = %launch.spec.id, job = %launch.spec.job,
+                        index = launch.spec.index, phase = ?phase.wire(), "attempt ended while no borglet ran");
+                    self.table.insert(Attempt {
+                        spec: launch.spec,
+                        phase,
+                        exited: done,
+                    });
+                    n.exited += 1;
+                }
+                Found::Lost {
+                    launch,
+                    run,
+                    stopping,
+                } => {
+                    let done = CancellationToken::new();
+                    done.cancel();
+                    tracing::warn!(attempt = %launch.spec.id, "attempt ended with no shim to record its status");
+                    self.table.insert(Attempt {
+                        spec: launch.spec,
+                        phase: Phase::Exited {
+                            pid: run.task.pid,
+                            started_at: run.started_at,
+                            finished_at: chrono::Utc::now(),
+                            exit: Exit::Unknown(
+                                "ended while neither borglet nor shim watched it".into(),
+                            ),
+                            stopped_by_borglet: stopping,
+                        },
+                        exited: done,
+                    });
+                    n.exited += 1;
+                }
+                Found::Running { launch, run } => {
+                    self.readopt(
+                        launch,
+                        run.task.pid,
+                        run.started_at,
+                        run.pgid,
+                        Keeper::Shim(run.shim),
+                    );
+                    n.running += 1;
+                }
+                Found::Orphan { launch, task } => {
+                    let since = launch.created_at;
+                    self.readopt(launch, task.pid, since, task.pid, Keeper::Orphan(task));
+                    n.running += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn readopt(
+        &self,
+        launch: Launch,
+        pid: i32,
+        started_at: chrono::DateTime<chrono::Utc>,
+        pgid: i32,
+        keeper: Keeper,
+    ) {
+        let spec = launch.spec;
+        let (id, job, index) = (spec.id, spec.job.clone(), spec.index);
+        tracing::info!(attempt = %id, job = %job, index, pid, "re-adopted a running attempt");
+        let exited = CancellationToken::new();
+        self.table.insert(Attempt {
+            spec,
+            phase: Phase::Running { pid, started_at },
+            exited: exited.clone(),
+        });
+        self.watch(id, job, index, pgid, exited, keeper);
+    }
+}
+
+/// Blocking: classify every sandbox; remove those whose task never started.
+fn scan(dir: &Path) -> Result<(Vec<Found>, usize), RecordError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(source) => {
+            return Err(RecordError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let patience_ends = Instant::now() + UNFINISHED_START_PATIENCE;
+    let mut found = Vec::new();
+    let mut never_started = 0;
+    for entry in entries.flatten() {
+        let sandbox = entry.path();
+        match classify(&sandbox, patience_ends) {
+            Ok(Some(f)) => found.push(f),
+            Ok(None) => {}
+            Err(Unstarted) => {
+                // Nothing ran: forget it, so the master's next sync starts it afresh.
+                tracing::info!(sandbox = %sandbox.display(), "removing a start that never ran");
+                if let Err(e) = std::fs::remove_dir_all(&sandbox) {
+                    tracing::warn!(sandbox = %sandbox.display(), error = %e, "cannot remove");
+                }
+                never_started += 1;
+            }
+        }
+    }
+    Ok((found, never_started))
+}
+
+struct Unstarted;
+
+fn classify(sandbox: &Path, patience_ends: Instant) -> Result<Option<Found>, Unstarted> {
+    let Some(launch) = read_opt::<Launch>(sandbox, records::LAUNCH) else {
+        // Not an attempt's sandbox (or one from before records existed).
+        return Ok(None);
+    };
+    if records::is_acked(sandbox) {
+        return Ok(Some(Found::Acked(launch)));
+    }
+    let stopping = sandbox.join(STOPPING).exists();
+    loop {
+        let run = read_opt::<Run>(sandbox, records::RUN);
+        let exit = read_opt::<ExitRecord>(sandbox, records::EXIT);
+        match (run, exit) {
+            (run, Some(exit)) => {
+                return Ok(Some(Found::Exited {
+                    launch,
+                    run,
+                    exit,
+                    stopping,
+                }))
+            }
+            (Some(run), None) if run.shim.is_alive() => {
+                return Ok(Some(Found::Running { launch, run }))
+            }
+            (Some(run), None) => {
+                // The shim is gone; it may have written the exit just now.
+                if let Some(exit) = read_opt::<ExitRecord>(sandbox, records::EXIT) {
+                    return Ok(Some(Found::Exited {
+                        launch,
+                        run: Some(run),
+                        exit,
+                        stopping,
+                    }));
+                }
+                if run.task.is_alive() {
+                    return Ok(Some(Found::Orphan {
+                        launch,
+                        task: run.task,
+                    }));
+                }
+                return Ok(Some(Found::Lost {
+                    launch,
+                    run,
+                    stopping,
+                }));
+            }
+            (None, None) if Instant::now() < patience_ends => {
+                // A start in progress when the borglet died: its shim records it soon.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (None, None) => {
+                // The task writes its pid just before exec: without it nothing ran.
+                // A pid may have been reused since: it is ours only if its
+                // environment names this attempt.
+                let task = records::read_task_pid(sandbox)
+                    .filter(|pid| runs_attempt(*pid, &launch))
+                    .and_then(ProcId::of);
+                return match task {
+                    Some(task) => Ok(Some(Found::Orphan { launch, task })),
+                    None => Err(Unstarted),
+                };
+            }
+        }
+    }
+}
+
+/// Whether process `pid` was started for `launch` (its initial environment says so).
+fn runs_attempt(pid: i32, launch: &Launch) -> bool {
+    let want = format!("BORG_ATTEMPT={}", launch.spec.id);
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == want.as_bytes()))
+}
+
+/// A record, or `None` when it is missing or unreadable (logged).
+fn read_opt<T: serde::de::DeserializeOwned>(sandbox: &Path, name: &str) -> Option<T> {
+    match records::read::<T>(sandbox, name) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable record, ignored");
+            None
+        }
+    }
+}
