@@ -64,6 +64,8 @@ fn alive(pid: i32) -> bool {
 struct Cell {
     child: Child,
     master: String,
+    /// What `jobctl dev` printed on stdout.
+    out: PathBuf,
 }
 
 fn data_dir() -> tempfile::TempDir {
@@ -78,6 +80,7 @@ impl Cell {
         let port = free_port();
         let base = free_port_run(3);
         let master = format!("http://127.0.0.1:{port}");
+        let out = dir.join(format!("jobctl-dev-{port}.out"));
         let child = Command::new(JOBCTL)
             .args(["dev", "--borglets", "3", "--data-dir"])
             .arg(dir)
@@ -89,11 +92,11 @@ impl Cell {
             ])
             .env_remove("DATABASE_URL")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting jobctl dev");
-        let cell = Cell { child, master };
+        let cell = Cell { child, master, out };
         wait_for("3 machines up", Duration::from_secs(120), || {
             let out = cell.jobctl(&["get", "machines", "-o", "json"]);
             let v: Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -121,10 +124,16 @@ impl Cell {
         out.json().unwrap()
     }
 
-    /// SIGINT, as Ctrl-C does; the cell must stop every child and exit 0.
     /// SIGINT, as Ctrl-C does; the cell must stop every child and exit 0,
     /// leaving none of its processes (Postgres, components, tasks) behind.
-    fn stop(mut self) {
+    fn stop(self) {
+        let left = self.stop_leaving_tasks();
+        assert!(left.is_empty(), "processes left behind: {left:?}");
+    }
+
+    /// As `stop`, but running tasks keep running (borglets leave them to be
+    /// re-adopted), with their shims: returns those; anything else left fails.
+    fn stop_leaving_tasks(mut self) -> Vec<i32> {
         let family = descendants(self.child.id() as i32);
         assert!(
             family.len() >= 6,
@@ -139,7 +148,48 @@ impl Cell {
             .into_iter()
             .filter(|p| alive_not_zombie(*p))
             .collect();
-        assert!(left.is_empty(), "processes left behind: {left:?}");
+        let components: Vec<i32> = left
+            .iter()
+            .copied()
+            .filter(|p| !is_task_or_shim(*p))
+            .collect();
+        assert!(
+            components.is_empty(),
+            "cell processes left behind: {components:?}"
+        );
+        left
+    }
+
+    /// The pid of the component named `name` (its argv[0], as `jobctl dev` names it).
+    fn component_pid(&self, name: &str) -> i32 {
+        descendants(self.child.id() as i32)
+            .into_iter()
+            .find(|p| argv(*p).first().map(String::as_str) == Some(name))
+            .unwrap_or_else(|| panic!("no process named {name}"))
+    }
+
+    fn printed(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// The pids of the running tasks of job `name`, once it has `n` of them.
+    fn running_pids(&self, name: &str, n: usize) -> Vec<i32> {
+        wait_for(
+            &format!("{n} running tasks of {name}"),
+            Duration::from_secs(60),
+            || {
+                let job = self.job(name);
+                let mut pids: Vec<i32> = job["tasks"]
+                    .as_array()?
+                    .iter()
+                    .filter(|t| t["state"] == "running")
+                    .filter_map(|t| t["pid"].as_i64())
+                    .map(|p| p as i32)
+                    .collect();
+                pids.sort();
+                (pids.len() == n).then_some(pids)
+            },
+        )
     }
 }
 
@@ -189,6 +239,23 @@ fn descendants(root: i32) -> Vec<i32> {
     }
     found.remove(0);
     found
+}
+
+fn argv(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// A task (its environment names an attempt) or a borglet's per-attempt shim.
+fn is_task_or_shim(pid: i32) -> bool {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    env.split(|b| *b == 0)
+        .any(|kv| kv.starts_with(b"BORG_ATTEMPT="))
+        || argv(pid).iter().any(|a| a == "__borglet-shim")
 }
 
 fn alive_not_zombie(pid: i32) -> bool {
@@ -302,23 +369,18 @@ fn quick_start_hello_runs_to_success_and_kill_leaves_no_process() {
 }
 
 #[test]
-fn a_restarted_cell_resumes_its_jobs_and_ctrl_c_leaves_no_task_running() {
+fn a_restarted_cell_readopts_the_tasks_that_kept_running() {
     let dir = data_dir();
     let cell = Cell::start(dir.path());
     let run = cell.jobctl(&["run", "-f", "examples/sleeper.yaml", "--wait"]);
     assert!(run.status.success(), "{}\n{}", stdout(&run), stderr(&run));
-    let pids: Vec<i32> = cell.job("sleeper")["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|t| t["pid"].as_i64())
-        .map(|p| p as i32)
-        .collect();
-    assert_eq!(pids.len(), 2);
-    cell.stop();
-    // Ctrl-C stops the borglets, and they stop their tasks: no orphans.
+    let pids = cell.running_pids("sleeper", 2);
+    // Ctrl-C stops the cell; the borglets leave their tasks running (the
+    // production default) for the next borglets to re-adopt.
+    let left = cell.stop_leaving_tasks();
     for pid in &pids {
-        assert!(!alive(*pid), "task pid {pid} outlived the cell");
+        assert!(alive(*pid), "task pid {pid} should outlive the cell");
+        assert!(left.contains(pid));
     }
 
     let again = Cell::start(dir.path());
@@ -327,17 +389,51 @@ fn a_restarted_cell_resumes_its_jobs_and_ctrl_c_leaves_no_task_running() {
         job["name"], "sleeper",
         "the job must survive a cell restart: {job}"
     );
-    // The service comes back on the restarted borglets.
-    wait_for("sleeper running again", Duration::from_secs(60), || {
-        let job = again.job("sleeper");
-        let running = job["tasks"]
-            .as_array()?
-            .iter()
-            .filter(|t| t["state"] == "running")
-            .count();
-        (running == 2).then_some(())
+    // The same processes, re-adopted, not started a second time.
+    assert_eq!(again.running_pids("sleeper", 2), pids);
+    let killed = again.jobctl(&["kill", "sleeper"]);
+    assert!(killed.status.success(), "{}", stderr(&killed));
+    wait_for("sleeper tasks gone", Duration::from_secs(30), || {
+        pids.iter().all(|p| !alive_not_zombie(*p)).then_some(())
     });
     again.stop();
+}
+
+#[test]
+fn a_component_killed_with_sigkill_is_restarted_and_its_tasks_keep_running() {
+    let dir = data_dir();
+    let cell = Cell::start(dir.path());
+    let run = cell.jobctl(&["run", "-f", "examples/sleeper.yaml", "--wait"]);
+    assert!(run.status.success(), "{}\n{}", stdout(&run), stderr(&run));
+    let pids = cell.running_pids("sleeper", 2);
+    for name in ["borglet-1", "borgmaster", "borgscheduler"] {
+        let pid = cell.component_pid(name);
+        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        let line = format!("{name} exited with signal 9 (SIGKILL); restarting it");
+        wait_for(&line, Duration::from_secs(30), || {
+            cell.printed().contains(&line).then_some(())
+        });
+        wait_for("the component back", Duration::from_secs(60), || {
+            let again = descendants(cell.child.id() as i32)
+                .into_iter()
+                .find(|p| argv(*p).first().map(String::as_str) == Some(name))?;
+            (again != pid).then_some(())
+        });
+    }
+    // Every machine up again, the same task processes running.
+    wait_for("3 machines up again", Duration::from_secs(60), || {
+        let out = cell.jobctl(&["get", "machines", "-o", "json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let machines = v.get("machines").and_then(Value::as_array)?;
+        (machines.iter().filter(|m| m["state"] == "up").count() == 3).then_some(())
+    });
+    assert_eq!(cell.running_pids("sleeper", 2), pids);
+    let killed = cell.jobctl(&["kill", "sleeper"]);
+    assert!(killed.status.success(), "{}", stderr(&killed));
+    wait_for("sleeper tasks gone", Duration::from_secs(30), || {
+        pids.iter().all(|p| !alive_not_zombie(*p)).then_some(())
+    });
+    cell.stop();
 }
 
 #[test]

@@ -7,7 +7,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -26,20 +26,23 @@ pub struct Child {
     pub exited: Option<String>,
     /// The output copiers, awaited briefly at the end so the last lines land.
     pub copiers: Vec<JoinHandle<()>>,
+    /// How it was started, to start it again the same way when it dies.
+    spawn: Spawn,
 }
 
 /// How to start one child.
-pub struct Spawn<'a> {
+#[derive(Debug, Clone)]
+pub struct Spawn {
     pub index: usize,
     pub name: String,
     pub component: &'static str,
     pub args: Vec<String>,
-    pub log_dir: &'a Path,
+    pub log_dir: PathBuf,
     /// Echo output lines to the terminal (always written to the log).
     pub echo: bool,
 }
 
-impl Spawn<'_> {
+impl Spawn {
     /// Start the child from the calling thread, which must outlive it: the
     /// parent-death signal fires when the *thread* that forked exits.
     pub fn start(self, exits: mpsc::UnboundedSender<Exit>) -> anyhow::Result<Child> {
@@ -111,11 +114,12 @@ impl Spawn<'_> {
             let _ = exits.send((index, status));
         });
         Ok(Child {
-            name: self.name,
+            name: self.name.clone(),
             log,
             pid,
             exited: None,
             copiers,
+            spawn: self,
         })
     }
 }
@@ -123,6 +127,14 @@ impl Spawn<'_> {
 impl Child {
     pub fn running(&self) -> bool {
         self.exited.is_none()
+    }
+
+    /// Start the exited child again, the same way, in its place.
+    pub fn restart(&mut self, exits: mpsc::UnboundedSender<Exit>) -> anyhow::Result<()> {
+        let mut again = self.spawn.clone().start(exits)?;
+        again.copiers.append(&mut self.copiers);
+        *self = again;
+        Ok(())
     }
 
     /// Send `signal` if the child still runs. A child that has just exited (ESRCH) is fine.

@@ -1,8 +1,10 @@
 //! `jobctl dev`: a whole local cell in the foreground, the newcomer's one
 //! command. Postgres (embedded unless DATABASE_URL is set), one master, one
-//! scheduler and N borglets, all children of this process; Ctrl-C stops them
-//! in order (borglets, scheduler, master, Postgres). Restarting with the same
-//! data dir resumes the same cell.
+//! scheduler and N borglets, all children of this process; one that dies is
+//! started again. Ctrl-C stops them in order (borglets, scheduler, master,
+//! Postgres); tasks keep running, as on a real machine whose agent stops.
+//! Restarting with the same data dir resumes the same cell, and its borglets
+//! re-adopt the tasks.
 
 mod child;
 mod db;
@@ -45,7 +47,8 @@ pub struct Args {
     pub quiet: bool,
 }
 
-/// Run the cell until Ctrl-C/SIGTERM (Ok) or until a component dies (Err).
+/// Run the cell until Ctrl-C/SIGTERM (Ok), restarting a component that dies, or
+/// until one keeps dying (Err).
 pub fn run(args: Args, token: Option<String>) -> anyhow::Result<()> {
     let data_dir = std::path::absolute(&args.data_dir)
         .with_context(|| format!("resolving {}", args.data_dir.display()))?;
@@ -144,6 +147,54 @@ struct Cell {
     token: Option<String>,
 }
 
+/// A component that dies is started again, up to `REVIVE_LIMIT` times within
+/// `REVIVE_WINDOW`; past that it is taken as broken (bad flags, a port taken)
+/// and the cell stops, saying why.
+const REVIVE_LIMIT: usize = 5;
+const REVIVE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Recent restarts of each component, by its index in the cell.
+#[derive(Default)]
+struct Revive {
+    recent: std::collections::HashMap<usize, std::collections::VecDeque<Instant>>,
+}
+
+impl Revive {
+    /// Start the component that exited again, with one line saying so; `Err`
+    /// when it cannot be or keeps dying, which stops the cell.
+    fn revive(
+        &mut self,
+        children: &mut [Child],
+        (index, status): Exit,
+        exits: &mpsc::UnboundedSender<Exit>,
+    ) -> Result<(), Stop> {
+        let text = describe_status(&status);
+        let Some(child) = children.get_mut(index) else {
+            return Err(Stop::ChildExited(format!("a component exited with {text}")));
+        };
+        child.exited = Some(text.clone());
+        let now = Instant::now();
+        let recent = self.recent.entry(index).or_default();
+        recent.retain(|t| now.duration_since(*t) < REVIVE_WINDOW);
+        if recent.len() >= REVIVE_LIMIT {
+            return Err(Stop::ChildExited(format!(
+                "{} exited with {text}, {} times within {} s: giving up; see {}",
+                child.name,
+                recent.len() + 1,
+                REVIVE_WINDOW.as_secs(),
+                child.log.display()
+            )));
+        }
+        recent.push_back(now);
+        println!(
+            "{} exited with {text}; restarting it (see {})",
+            child.name,
+            child.log.display()
+        );
+        child.restart(exits.clone()).map_err(Stop::Failed)
+    }
+}
+
 /// Why the cell is stopping.
 enum Stop {
     Signal,
@@ -180,23 +231,29 @@ impl Cell {
         }
         let (exit_tx, mut exits) = mpsc::unbounded_channel::<Exit>();
         let mut children: Vec<Child> = Vec::new();
+        let mut revive = Revive::default();
         let started = self.spawn_all(&exit_tx, &mut children);
 
         let stop = match started {
             Err(e) => Stop::Failed(e),
             Ok(()) => {
-                let up = tokio::select! {
-                    r = self.wait_up() => r.map_err(Stop::Failed),
-                    () = signals.recv() => Err(Stop::Signal),
-                    Some(exit) = exits.recv() => Err(self.unexpected(&mut children, exit)),
-                };
-                match up {
-                    Err(stop) => stop,
-                    Ok(()) => {
-                        self.banner();
-                        tokio::select! {
-                            () = signals.recv() => Stop::Signal,
-                            Some(exit) = exits.recv() => self.unexpected(&mut children, exit),
+                let wait_up = self.wait_up();
+                tokio::pin!(wait_up);
+                let mut up = false;
+                loop {
+                    tokio::select! {
+                        r = &mut wait_up, if !up => match r {
+                            Ok(()) => {
+                                self.banner();
+                                up = true;
+                            }
+                            Err(e) => break Stop::Failed(e),
+                        },
+                        () = signals.recv() => break Stop::Signal,
+                        Some(exit) = exits.recv() => {
+                            if let Err(stop) = revive.revive(&mut children, exit, &exit_tx) {
+                                break stop;
+                            }
                         }
                     }
                 }
@@ -208,21 +265,6 @@ impl Cell {
             Stop::Signal => Ok(()),
             Stop::ChildExited(msg) => bail!(msg),
             Stop::Failed(e) => Err(e),
-        }
-    }
-
-    fn unexpected(&self, children: &mut [Child], (index, status): Exit) -> Stop {
-        let text = describe_status(&status);
-        match children.get_mut(index) {
-            Some(child) => {
-                child.exited = Some(text.clone());
-                Stop::ChildExited(format!(
-                    "{} exited with {text}; see {}",
-                    child.name,
-                    child.log.display()
-                ))
-            }
-            None => Stop::ChildExited(format!("a component exited with {text}")),
         }
     }
 
@@ -265,7 +307,7 @@ impl Cell {
                 name,
                 component,
                 args,
-                log_dir: &self.log_dir,
+                log_dir: self.log_dir.clone(),
                 echo: self.echo,
             }
             .start(exits.clone())?;
@@ -338,8 +380,9 @@ impl Cell {
 }
 
 /// The arguments of the cell's borglet `n` (1-based): name `mN`, zone label a|b|c in
-/// turn, 2 cpu / 4Gi / 10Gi, and its tasks stopped when it exits. Tests that start
-/// components as separate processes use the same.
+/// turn, 2 cpu / 4Gi / 10Gi. Its tasks outlive it (the production default,
+/// `--on-exit keep`): a borglet started again on the same data dir re-adopts them.
+/// Tests that start components as separate processes use the same.
 pub fn borglet_args(n: usize, addr: SocketAddr, master: &str, dir: &Path) -> Vec<String> {
     let zone = ZONES[(n - 1) % ZONES.len()];
     [
@@ -353,8 +396,6 @@ pub fn borglet_args(n: usize, addr: SocketAddr, master: &str, dir: &Path) -> Vec
         master,
         "--data-dir",
         &dir.display().to_string(),
-        "--on-exit",
-        "stop",
         "--cpu",
         "2",
         "--memory",
@@ -466,7 +507,7 @@ mod tests {
         assert_eq!(
             args.join(" "),
             "--listen 127.0.0.1:7704 --name m4 --label zone=a --master http://127.0.0.1:7700 \
-             --data-dir /d/borglet-4 --on-exit stop --cpu 2 --memory 4Gi --disk 10Gi"
+             --data-dir /d/borglet-4 --cpu 2 --memory 4Gi --disk 10Gi"
         );
         assert!(borglet_args(2, addrs[1], "m", Path::new("/d")).contains(&"zone=b".to_string()));
         assert!(borglet_addrs(65535, 2).is_err());

@@ -1,0 +1,253 @@
+//! Re-adoption across `kill -9` of the borglet: a real borglet process (the
+//! binary), killed and started again on the same data dir many times, while 10
+//! services keep running and 10 batch tasks exit during one of its absences.
+//! Afterwards the services run with their first pids, each batch task's real exit
+//! code is reported, and no attempt ever had two copies (checked in /proc).
+//! `BORGLET_READOPT_ROUNDS` sets the number of kill/restart rounds (default 20).
+
+mod common;
+
+use borg_shared::wire::{AttemptPhase, AttemptSpec, SyncRequest, SyncResponse};
+use borg_shared::AttemptId;
+use common::{eventually, AttemptBuilder, MasterStub};
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const SERVICES: usize = 10;
+const BATCH: usize = 10;
+
+/// A borglet process on a fixed port and data dir, killed on drop.
+struct BorgletProcess {
+    child: Option<Child>,
+    url: String,
+}
+
+impl BorgletProcess {
+    fn start(data: &Path, port: u16, master: &str, name: &str) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.join("borglet.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_borglet"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--name", name])
+            .args(["--master", master, "--data-dir"])
+            .arg(data.join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        BorgletProcess {
+            child: Some(child),
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap(); // SIGKILL
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for BorgletProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Kills every task process group named in it when the test ends, pass or fail.
+#[derive(Default)]
+struct Reaper(std::sync::Mutex<HashSet<i32>>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pgid in self.0.lock().unwrap().iter() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(*pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+async fn sync(
+    http: &reqwest::Client,
+    url: &str,
+    name: &str,
+    specs: &[AttemptSpec],
+) -> Option<SyncResponse> {
+    let req = SyncRequest {
+        epoch: 1,
+        machine: name.into(),
+        attempts: specs.to_vec(),
+        ack: vec![],
+        nudge_token: None,
+    };
+    let resp = http
+        .post(format!("{url}/v1/sync"))
+        .json(&req)
+        .send()
+        .await
+        .ok()?;
+    assert_eq!(resp.status(), 200);
+    resp.json().await.ok()
+}
+
+/// Process groups of live (non-zombie) processes whose environment names attempt `id`.
+fn groups_of(id: AttemptId) -> HashSet<i32> {
+    let want = format!("BORG_ATTEMPT={id}");
+    let mut groups = HashSet::new();
+    for p in procfs::process::all_processes().unwrap().flatten() {
+        let Ok(stat) = p.stat() else { continue };
+        if stat.state == 'Z' {
+            continue;
+        }
+        let Ok(env) = p.environ() else { continue };
+        if env
+            .get(std::ffi::OsStr::new("BORG_ATTEMPT"))
+            .is_some_and(|v| format!("BORG_ATTEMPT={}", v.to_string_lossy()) == want)
+        {
+            groups.insert(stat.pgrp);
+        }
+    }
+    groups
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_survive_kill_9_of_the_borglet_and_are_never_started_twice() {
+    let rounds: usize = std::env::var("BORGLET_READOPT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let master = MasterStub::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let name = "m-readopt";
+    let http = reqwest::Client::new();
+    let reaper = Reaper::default();
+
+    let services: Vec<AttemptSpec> = (0..SERVICES)
+        .map(|i| {
+            AttemptBuilder::new(&["/bin/sleep", "1000"])
+                .job("svc", i as i32)
+                .build()
+        })
+        .collect();
+    // Batch task i exits with code 10 + i once a `go` file appears in its sandbox.
+    let batch: Vec<AttemptSpec> = (0..BATCH)
+        .map(|i| {
+            AttemptBuilder::sh(&format!(
+                "while [ ! -e go ]; do sleep 0.02; done; exit {}",
+                10 + i
+            ))
+            .job("batch", i as i32)
+            .build()
+        })
+        .collect();
+    let all: Vec<AttemptSpec> = services.iter().chain(&batch).cloned().collect();
+
+    let mut borglet = BorgletProcess::start(dir.path(), port, &master.url, name);
+    let first = eventually("the borglet to start every attempt", || async {
+        sync(&http, &borglet.url, name, &all).await
+    })
+    .await;
+    let mut pids = BTreeMap::new();
+    for r in &first.attempts {
+        assert_eq!(r.phase, AttemptPhase::Running, "{r:?}");
+        let pid = r.pid.unwrap();
+        reaper.0.lock().unwrap().insert(pid);
+        pids.insert(r.id, pid);
+    }
+    assert_eq!(pids.len(), SERVICES + BATCH);
+
+    let sandbox = |id: AttemptId| dir.path().join("data/attempts").join(id.to_string());
+    let exit_round = rounds / 2;
+    for round in 0..rounds {
+        borglet.kill9();
+        if round == exit_round {
+            // The batch tasks end while no borglet runs.
+            for spec in &batch {
+                std::fs::write(sandbox(spec.id).join("go"), "").unwrap();
+            }
+            for spec in &batch {
+                let pid = pids[&spec.id];
+                eventually("a batch task to exit while the borglet is down", || async {
+                    (!common::pid_running(pid)).then_some(())
+                })
+                .await;
+            }
+        }
+        borglet = BorgletProcess::start(dir.path(), port, &master.url, name);
+        let resp = eventually("the restarted borglet to answer a sync", || async {
+            sync(&http, &borglet.url, name, &all).await
+        })
+        .await;
+        assert_eq!(resp.attempts.len(), SERVICES + BATCH, "round {round}");
+        for spec in &services {
+            let r = common::find(&resp, spec.id).unwrap();
+            assert_eq!(r.phase, AttemptPhase::Running, "round {round}: {r:?}");
+            assert_eq!(r.pid, Some(pids[&spec.id]), "round {round}: same process");
+            assert!(common::pid_running(pids[&spec.id]));
+        }
+        for (i, spec) in batch.iter().enumerate() {
+            let r = common::find(&resp, spec.id).unwrap();
+            assert_eq!(r.pid, Some(pids[&spec.id]), "round {round}: {r:?}");
+            if round >= exit_round {
+                assert_eq!(r.phase, AttemptPhase::Exited, "round {round}: {r:?}");
+                assert_eq!(
+                    r.exit_code,
+                    Some(10 + i as i32),
+                    "round {round}: the real code"
+                );
+            } else {
+                assert_eq!(r.phase, AttemptPhase::Running, "round {round}: {r:?}");
+            }
+        }
+        // Never a second copy: one process group per running attempt, none per ended one.
+        for spec in &all {
+            let groups = groups_of(spec.id);
+            let running = services.contains(spec) || round < exit_round;
+            let want: HashSet<i32> = if running {
+                HashSet::from([pids[&spec.id]])
+            } else {
+                HashSet::new()
+            };
+            assert_eq!(groups, want, "round {round}: processes of {}", spec.job);
+        }
+    }
+
+    // A restarted borglet still stops what the master no longer wants.
+    let none = eventually("a sync without the services", || async {
+        sync(&http, &borglet.url, name, &batch).await
+    })
+    .await;
+    assert!(none.attempts.len() >= BATCH);
+    for spec in &services {
+        let pid = pids[&spec.id];
+        eventually("a re-adopted service to be stopped", || async {
+            (!common::pid_running(pid)).then_some(())
+        })
+        .await;
+        let r = eventually("the stop to be reported", || async {
+            let resp = sync(&http, &borglet.url, name, &batch).await?;
+            common::find(&resp, spec.id)
+                .filter(|r| r.phase == AttemptPhase::Exited)
+                .cloned()
+        })
+        .await;
+        assert!(r.stopped_by_borglet, "{r:?}");
+        assert_eq!(r.signal, Some(15), "{r:?}");
+    }
+}
