@@ -64,7 +64,18 @@ async fn sync(
 ) -> Result<Json<SyncResponse>, Error> {
     let Json(req) = body?;
     let began = Instant::now();
-    let result = reconcile(&app, req).await;
+    // In a task of its own: a master that gives up on the request (timeout, crash)
+    // drops this handler, and a reconcile cut short between starting processes
+    // and recording them would let the next sync start them a second time.
+    let result = match tokio::spawn({
+        let app = app.clone();
+        async move { reconcile(&app, req).await }
+    })
+    .await
+    {
+        Ok(result) => result,
+        Err(e) => Err(Error::Internal(anyhow::anyhow!("sync task failed: {e}"))),
+    };
     let label = match &result {
         Ok(_) => Some(SyncResult::Ok),
         Err(Error::StaleEpoch { .. }) => Some(SyncResult::StaleEpoch),

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod nudge;
 pub mod records;
 pub mod register;
+pub mod restart;
 pub mod shim;
 pub mod state;
 pub mod supervisor;

@@ -5,6 +5,7 @@
 //! - `task.pid`, by the task's own process just before it execs, and `run.json`
 //!   (pids and start times) by the shim once the exec succeeded;
 //! - `exit.json`, by the shim, once the task has exited;
+//! - `restarts.json`, by the borglet, before each in-place restart;
 //! - `acked`, by the borglet, once the master has recorded the end.
 
 use borg_shared::wire::AttemptSpec;
@@ -19,6 +20,7 @@ pub const RUN: &str = "run.json";
 pub const TASK_PID: &str = "task.pid";
 pub const EXIT: &str = "exit.json";
 pub const ACKED: &str = "acked";
+pub const RESTARTS: &str = "restarts.json";
 
 /// Everything the shim needs to start the task, and the borglet to report it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +95,14 @@ pub enum Ended {
 pub struct ExitRecord {
     pub ended: Ended,
     pub at: DateTime<Utc>,
+}
+
+/// In-place restarts so far, kept across borglet restarts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Restarts {
+    pub restarts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<Ended>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,7 @@
 //! Everything the borglet knows about its tasks lives here, in one place, so that
 //! re-adoption after a restart has a single table to rebuild.
 
+use crate::restart::{Decision, RestartLog};
 use borg_shared::wire::{AttemptPhase, AttemptReport, AttemptSpec};
 use borg_shared::AttemptId;
 use chrono::{DateTime, Utc};
@@ -23,6 +24,17 @@ pub enum Exit {
     Signal(i32),
     /// Waiting for the process failed; its status is unknown.
     Unknown(String),
+}
+
+impl Exit {
+    /// `exited with code 3`, `killed by signal 9`, or the reason it is unknown.
+    pub fn describe(&self) -> String {
+        match self {
+            Exit::Code(c) => format!("exited with code {c}"),
+            Exit::Signal(s) => format!("killed by signal {s}"),
+            Exit::Unknown(why) => why.clone(),
+        }
+    }
 }
 
 /// The phase of one attempt, carrying what is known in that phase.
@@ -49,13 +61,40 @@ pub enum Phase {
         at: DateTime<Utc>,
         message: String,
     },
+    /// Exited; to be started again in place (same attempt) after a wait.
+    Backoff {
+        pid: i32,
+        started_at: DateTime<Utc>,
+        exited_at: DateTime<Utc>,
+        exit: Exit,
+    },
 }
 
 /// What can happen to a started attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    StopRequested { at: DateTime<Utc> },
-    ProcessExited { at: DateTime<Utc>, exit: Exit },
+    StopRequested {
+        at: DateTime<Utc>,
+    },
+    ProcessExited {
+        at: DateTime<Utc>,
+        exit: Exit,
+    },
+    /// Exited, and will be restarted in place.
+    RestartScheduled {
+        at: DateTime<Utc>,
+        exit: Exit,
+    },
+    /// The restart started a new process.
+    Restarted {
+        at: DateTime<Utc>,
+        pid: i32,
+    },
+    /// The restart could not start the task.
+    RestartFailed {
+        at: DateTime<Utc>,
+        message: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -98,6 +137,37 @@ impl Phase {
                 exit,
                 stopped_by_borglet: true,
             }),
+            (Phase::Running { pid, started_at }, Event::RestartScheduled { at, exit }) => {
+                Ok(Phase::Backoff {
+                    pid: *pid,
+                    started_at: *started_at,
+                    exited_at: at,
+                    exit,
+                })
+            }
+            (Phase::Backoff { .. }, Event::Restarted { at, pid }) => Ok(Phase::Running {
+                pid,
+                started_at: at,
+            }),
+            (Phase::Backoff { .. }, Event::RestartFailed { at, message }) => {
+                Ok(Phase::FailedToStart { at, message })
+            }
+            // No process to signal: the stop is done at once.
+            (
+                Phase::Backoff {
+                    pid,
+                    started_at,
+                    exited_at,
+                    exit,
+                },
+                Event::StopRequested { .. },
+            ) => Ok(Phase::Exited {
+                pid: *pid,
+                started_at: *started_at,
+                finished_at: *exited_at,
+                exit: exit.clone(),
+                stopped_by_borglet: true,
+            }),
             (phase, event) => Err(InvalidTransition {
                 phase: phase.wire(),
                 event,
@@ -111,6 +181,7 @@ impl Phase {
             Phase::Stopping { .. } => AttemptPhase::Stopping,
             Phase::Exited { .. } => AttemptPhase::Exited,
             Phase::FailedToStart { .. } => AttemptPhase::FailedToStart,
+            Phase::Backoff { .. } => AttemptPhase::Backoff,
         }
     }
 
@@ -132,9 +203,23 @@ pub struct Attempt {
     /// Cancelled once the process has exited and been reaped (at once for a
     /// failed start), so a stopper can wait for the exit instead of polling.
     pub exited: CancellationToken,
+    /// In-place restarts so far.
+    pub restarts: RestartLog,
+    /// Why the attempt ended where the exit alone does not say (handed back, ...).
+    pub note: Option<String>,
 }
 
 impl Attempt {
+    pub fn new(spec: AttemptSpec, phase: Phase, exited: CancellationToken) -> Self {
+        Attempt {
+            spec,
+            phase,
+            exited,
+            restarts: RestartLog::default(),
+            note: None,
+        }
+    }
+
     pub fn report(&self) -> AttemptReport {
         let mut r = AttemptReport {
             id: self.spec.id,
@@ -145,7 +230,9 @@ impl Attempt {
             exit_code: None,
             signal: None,
             stopped_by_borglet: false,
-            message: None,
+            message: self.note.clone(),
+            restarts: self.restarts.restarts,
+            last_exit: self.restarts.last_exit.as_ref().map(Exit::describe),
         };
         match &self.phase {
             Phase::Running { pid, started_at } => {
@@ -179,6 +266,12 @@ impl Attempt {
             Phase::FailedToStart { at, message } => {
                 r.finished_at = Some(*at);
                 r.message = Some(message.clone());
+            }
+            Phase::Backoff {
+                pid, started_at, ..
+            } => {
+                r.pid = Some(*pid);
+                r.started_at = Some(*started_at);
             }
         }
         r
@@ -296,11 +389,66 @@ impl AttemptTable {
         Ok(next)
     }
 
+    /// The process of attempt `id` ended with `exit`: decide whether it restarts
+    /// in place (→ `Backoff`) or is over (→ `Exited`), and move it there.
+    pub fn on_exit(
+        &self,
+        id: AttemptId,
+        exit: Exit,
+        at: DateTime<Utc>,
+    ) -> Result<Decision, ApplyError> {
+        let mut inner = self.lock();
+        let attempt = inner.attempts.get_mut(&id).ok_or(ApplyError::Unknown(id))?;
+        let decision = match &attempt.phase {
+            // Only a run nobody asked to stop may restart.
+            Phase::Running { started_at, .. } => {
+                let ran_for = (at - *started_at).to_std().unwrap_or_default();
+                attempt
+                    .restarts
+                    .decide(attempt.spec.restart, &exit, ran_for, at)
+            }
+            _ => Decision::Final(None),
+        };
+        let event = match &decision {
+            Decision::Restart(_) => Event::RestartScheduled { at, exit },
+            Decision::Final(note) => {
+                if note.is_some() {
+                    attempt.note.clone_from(note);
+                }
+                Event::ProcessExited { at, exit }
+            }
+        };
+        attempt.phase = attempt.phase.transition(event)?;
+        self.publish_live(&inner);
+        Ok(decision)
+    }
+
+    /// The spec and restart count of attempt `id`, if it is known.
+    pub fn spec_of(&self, id: AttemptId) -> Option<(AttemptSpec, u32, Option<Exit>)> {
+        self.lock().attempts.get(&id).map(|a| {
+            (
+                a.spec.clone(),
+                a.restarts.restarts,
+                a.restarts.last_exit.clone(),
+            )
+        })
+    }
+
     /// Move the running attempt `id` to `Stopping`; `None` if it is not running
     /// (already stopping, exited, or unknown), so a stop is begun only once.
     pub fn begin_stop(&self, id: AttemptId) -> Option<StopTicket> {
         let mut inner = self.lock();
         let attempt = inner.attempts.get_mut(&id)?;
+        if matches!(attempt.phase, Phase::Backoff { .. }) {
+            // Waiting to restart: no process, so stopped at once.
+            let next = attempt
+                .phase
+                .transition(Event::StopRequested { at: Utc::now() })
+                .ok()?;
+            attempt.phase = next;
+            attempt.exited.cancel();
+            return None;
+        }
         if !matches!(attempt.phase, Phase::Running { .. }) {
             return None;
         }
@@ -322,12 +470,13 @@ impl AttemptTable {
         })
     }
 
-    /// Running attempts whose id `keep` rejects.
+    /// Running attempts (or waiting to restart) whose id `keep` rejects.
     pub fn running_ids_except(&self, keep: impl Fn(&AttemptId) -> bool) -> Vec<AttemptId> {
         self.lock()
             .attempts
             .values()
-            .filter(|a| matches!(a.phase, Phase::Running { .. }) && !keep(&a.spec.id))
+            .filter(|a| matches!(a.phase, Phase::Running { .. } | Phase::Backoff { .. }))
+            .filter(|a| !keep(&a.spec.id))
             .map(|a| a.spec.id)
             .collect()
     }
@@ -388,20 +537,21 @@ mod tests {
             env: Default::default(),
             resources: Capacity::default(),
             kill_grace_ms: 100,
+            restart: None,
         }
     }
 
     fn running(table: &AttemptTable) -> AttemptId {
         let s = spec();
         let id = s.id;
-        table.insert(Attempt {
-            spec: s,
-            phase: Phase::Running {
+        table.insert(Attempt::new(
+            s,
+            Phase::Running {
                 pid: 42,
                 started_at: Utc::now(),
             },
-            exited: CancellationToken::new(),
-        });
+            CancellationToken::new(),
+        ));
         id
     }
 

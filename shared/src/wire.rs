@@ -154,6 +154,22 @@ pub struct AttemptSpec {
     pub env: BTreeMap<String, String>,
     pub resources: Capacity,
     pub kill_grace_ms: u64,
+    /// How the borglet restarts the task in place when its process exits;
+    /// absent: never (the master makes a new attempt instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<InPlaceRestart>,
+}
+
+/// In-place restarts of one attempt (DESIGN.md: same attempt, `restarts` counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InPlaceRestart {
+    /// Restarts this attempt may make: the job's run budget left when the attempt
+    /// began (a batch task: `restart.max_attempts` counts every run). `None`:
+    /// without limit (a service), but a service that keeps failing is handed back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restarts: Option<u32>,
+    /// The first wait before a restart; it doubles with each one, up to 5 min.
+    pub backoff_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,6 +188,8 @@ pub enum AttemptPhase {
     Exited,
     /// The process could not be started (no such program, bad sandbox, ...).
     FailedToStart,
+    /// The process exited and the borglet restarts it in place after a backoff.
+    Backoff,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -195,6 +213,12 @@ pub struct AttemptReport {
     /// Human detail, e.g. why it failed to start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// In-place restarts so far (each one a run of the task).
+    #[serde(default)]
+    pub restarts: u32,
+    /// How the run before the latest restart ended, e.g. `exited with code 3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
 }
 
 /// Query of the log endpoints.

@@ -6,9 +6,11 @@
 
 use super::watch::Keeper;
 use super::Supervisor;
-use crate::records::{self, Ended, ExitRecord, Launch, ProcId, RecordError, Run};
+use crate::records::{self, Ended, ExitRecord, Launch, ProcId, RecordError, Restarts, Run};
+use crate::restart::RestartLog;
 use crate::state::{Attempt, Exit, Phase};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -54,7 +56,7 @@ pub struct Adopted {
 
 impl Supervisor {
     /// Rebuild the table from the sandboxes. Call once, before serving.
-    pub async fn adopt(&self) -> Result<Adopted, RecordError> {
+    pub async fn adopt(self: &Arc<Self>) -> Result<Adopted, RecordError> {
         let dir = self.sandboxes.clone();
         let (found, never_started) = tokio::task::spawn_blocking(move || scan(&dir))
             .await
@@ -78,6 +80,7 @@ impl Supervisor {
                     exit,
                     stopping,
                 } => {
+                    let restarts = restarts_of(&self.sandboxes, &launch);
                     let done = CancellationToken::new();
                     done.cancel();
                     let phase = match (exit.ended, run) {
@@ -95,11 +98,9 @@ impl Supervisor {
                     };
                     tracing::info!(attempt = %launch.spec.id, job = %launch.spec.job,
                         index = launch.spec.index, phase = ?phase.wire(), "attempt ended while no borglet ran");
-                    self.table.insert(Attempt {
-                        spec: launch.spec,
-                        phase,
-                        exited: done,
-                    });
+                    let mut attempt = Attempt::new(launch.spec, phase, done);
+                    attempt.restarts = restarts;
+                    self.table.insert(attempt);
                     n.exited += 1;
                 }
                 Found::Lost {
@@ -107,12 +108,13 @@ impl Supervisor {
                     run,
                     stopping,
                 } => {
+                    let restarts = restarts_of(&self.sandboxes, &launch);
                     let done = CancellationToken::new();
                     done.cancel();
                     tracing::warn!(attempt = %launch.spec.id, "attempt ended with no shim to record its status");
-                    self.table.insert(Attempt {
-                        spec: launch.spec,
-                        phase: Phase::Exited {
+                    let mut attempt = Attempt::new(
+                        launch.spec,
+                        Phase::Exited {
                             pid: run.task.pid,
                             started_at: run.started_at,
                             finished_at: chrono::Utc::now(),
@@ -121,13 +123,17 @@ impl Supervisor {
                             ),
                             stopped_by_borglet: stopping,
                         },
-                        exited: done,
-                    });
+                        done,
+                    );
+                    attempt.restarts = restarts;
+                    self.table.insert(attempt);
                     n.exited += 1;
                 }
                 Found::Running { launch, run } => {
+                    let restarts = restarts_of(&self.sandboxes, &launch);
                     self.readopt(
                         launch,
+                        restarts,
                         run.task.pid,
                         run.started_at,
                         run.pgid,
@@ -137,7 +143,15 @@ impl Supervisor {
                 }
                 Found::Orphan { launch, task } => {
                     let since = launch.created_at;
-                    self.readopt(launch, task.pid, since, task.pid, Keeper::Orphan(task));
+                    let restarts = restarts_of(&self.sandboxes, &launch);
+                    self.readopt(
+                        launch,
+                        restarts,
+                        task.pid,
+                        since,
+                        task.pid,
+                        Keeper::Orphan(task),
+                    );
                     n.running += 1;
                 }
             }
@@ -145,9 +159,11 @@ impl Supervisor {
         Ok(n)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn readopt(
-        &self,
+        self: &Arc<Self>,
         launch: Launch,
+        restarts: RestartLog,
         pid: i32,
         started_at: chrono::DateTime<chrono::Utc>,
         pgid: i32,
@@ -157,12 +173,19 @@ impl Supervisor {
         let (id, job, index) = (spec.id, spec.job.clone(), spec.index);
         tracing::info!(attempt = %id, job = %job, index, pid, "re-adopted a running attempt");
         let exited = CancellationToken::new();
-        self.table.insert(Attempt {
-            spec,
-            phase: Phase::Running { pid, started_at },
-            exited: exited.clone(),
-        });
+        let mut attempt = Attempt::new(spec, Phase::Running { pid, started_at }, exited.clone());
+        attempt.restarts = restarts;
+        self.table.insert(attempt);
         self.watch(id, job, index, pgid, exited, keeper);
+    }
+}
+
+/// The restarts a previous borglet recorded for this attempt (none if it did not).
+fn restarts_of(sandboxes: &Path, launch: &Launch) -> RestartLog {
+    let dir = sandboxes.join(launch.spec.id.to_string());
+    match read_opt::<Restarts>(&dir, records::RESTARTS) {
+        Some(r) => RestartLog::resumed(r.restarts, r.last_exit.map(super::watch::exit_of)),
+        None => RestartLog::default(),
     }
 }
 

@@ -14,6 +14,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 const START_CONCURRENCY: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
-enum StartError {
+pub(super) enum StartError {
     #[error("empty command")]
     EmptyCommand,
     #[error("cannot prepare sandbox {path}: {source}")]
@@ -47,15 +48,15 @@ enum StartError {
 impl Supervisor {
     /// Start every spec, `START_CONCURRENCY` at a time; each ends in the table as
     /// `Running` or `FailedToStart` with the reason.
-    pub async fn start_all(&self, specs: Vec<AttemptSpec>) {
+    pub async fn start_all(self: &Arc<Self>, specs: Vec<AttemptSpec>) {
         futures::stream::iter(specs)
             .for_each_concurrent(START_CONCURRENCY, |spec| self.start(spec))
             .await;
     }
 
-    async fn start(&self, spec: AttemptSpec) {
+    async fn start(self: &Arc<Self>, spec: AttemptSpec) {
         let id = spec.id;
-        match self.launch(&spec).await {
+        match self.launch(&spec, false).await {
             Ok((run, child)) => {
                 let (job, index) = (spec.job.clone(), spec.index);
                 tracing::info!(attempt = %id, job = %job, index, pid = run.task.pid,
@@ -63,14 +64,14 @@ impl Supervisor {
                 self.metrics.started();
                 let exited = CancellationToken::new();
                 // Insert before the watcher runs so the exit always finds the entry.
-                self.table.insert(Attempt {
+                self.table.insert(Attempt::new(
                     spec,
-                    phase: Phase::Running {
+                    Phase::Running {
                         pid: run.task.pid,
                         started_at: run.started_at,
                     },
-                    exited: exited.clone(),
-                });
+                    exited.clone(),
+                ));
                 self.watch(id, job, index, run.pgid, exited, Keeper::Child(child));
             }
             Err(e) => {
@@ -78,14 +79,14 @@ impl Supervisor {
                 self.metrics.failed_to_start();
                 let exited = CancellationToken::new();
                 exited.cancel();
-                self.table.insert(Attempt {
+                self.table.insert(Attempt::new(
                     spec,
-                    phase: Phase::FailedToStart {
+                    Phase::FailedToStart {
                         at: Utc::now(),
                         message: e.to_string(),
                     },
                     exited,
-                });
+                ));
                 self.nudger.request();
             }
         }
@@ -114,10 +115,17 @@ impl Supervisor {
         })
     }
 
-    async fn launch(&self, spec: &AttemptSpec) -> Result<(Run, Child), StartError> {
+    /// Run attempt `spec` again in place: a new shim and process, same sandbox.
+    pub(super) async fn relaunch(&self, spec: &AttemptSpec) -> Result<(Run, Child), StartError> {
+        self.launch(spec, true).await
+    }
+
+    /// `again`: a restart, whose previous run's records are cleared first.
+    async fn launch(&self, spec: &AttemptSpec, again: bool) -> Result<(Run, Child), StartError> {
         let launch = self.launch_record(spec)?;
         let exe = self.shim_exe.clone();
-        let mut child = tokio::task::spawn_blocking(move || spawn_shim(&exe, &launch)).await??;
+        let mut child =
+            tokio::task::spawn_blocking(move || spawn_shim(&exe, &launch, again)).await??;
         let mut said = Vec::new();
         if let Some(mut out) = child.stdout.take() {
             // An I/O error here reads as an empty answer: the shim said nothing.
@@ -133,12 +141,21 @@ impl Supervisor {
 }
 
 /// Blocking: sandbox, launch record, and the shim process.
-fn spawn_shim(exe: &Path, launch: &Launch) -> Result<Child, StartError> {
+fn spawn_shim(exe: &Path, launch: &Launch, again: bool) -> Result<Child, StartError> {
     let sandbox = &launch.cwd;
-    std::fs::create_dir_all(sandbox).map_err(|source| StartError::Sandbox {
+    let sandbox_err = |source| StartError::Sandbox {
         path: sandbox.display().to_string(),
         source,
-    })?;
+    };
+    std::fs::create_dir_all(sandbox).map_err(sandbox_err)?;
+    if again {
+        for name in [records::EXIT, records::RUN, records::TASK_PID] {
+            match std::fs::remove_file(sandbox.join(name)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(sandbox_err(e)),
+                _ => {}
+            }
+        }
+    }
     records::write(sandbox, records::LAUNCH, launch)?;
     Command::new(exe)
         .arg(SHIM_ARG)

@@ -1,13 +1,13 @@
 //! Waiting for an attempt's end: the shim that keeps it (our child, or one a
 //! previous borglet started) exits once it has written how the task ended; the
 //! watcher then reads that record, clears out what is left of the task's process
-//! group and records the exit.
+//! group and records the exit, or restarts the task in place after a backoff
+//! (`crate::restart` decides).
 
 use super::{stop, Supervisor};
-use crate::metrics::Metrics;
-use crate::nudge::Nudger;
-use crate::records::{self, Ended, ExitRecord, ProcId};
-use crate::state::{AttemptTable, Event, Exit};
+use crate::records::{self, Ended, ExitRecord, ProcId, Restarts};
+use crate::restart::Decision;
+use crate::state::{Event, Exit};
 use borg_shared::AttemptId;
 use chrono::Utc;
 use nix::sys::signal::Signal;
@@ -33,9 +33,7 @@ pub(super) enum Keeper {
 
 /// What the watcher of one attempt needs once the process is gone.
 pub(super) struct Watch {
-    table: Arc<AttemptTable>,
-    metrics: Arc<Metrics>,
-    nudger: Arc<Nudger>,
+    sup: Arc<Supervisor>,
     id: AttemptId,
     job: String,
     index: i32,
@@ -45,9 +43,10 @@ pub(super) struct Watch {
 }
 
 impl Supervisor {
-    /// Watch attempt `id` (already in the table) until it ends.
+    /// Watch attempt `id` (already in the table) until it ends, restarting it in
+    /// place when its policy says so.
     pub(super) fn watch(
-        &self,
+        self: &Arc<Self>,
         id: AttemptId,
         job: String,
         index: i32,
@@ -56,9 +55,7 @@ impl Supervisor {
         keeper: Keeper,
     ) {
         let w = Watch {
-            table: Arc::clone(&self.table),
-            metrics: Arc::clone(&self.metrics),
-            nudger: Arc::clone(&self.nudger),
+            sup: Arc::clone(self),
             sandbox: self.sandboxes.join(id.to_string()),
             id,
             job,
@@ -71,8 +68,105 @@ impl Supervisor {
 }
 
 impl Watch {
-    async fn run(self, keeper: Keeper) {
-        let exit = match keeper {
+    async fn run(mut self, mut keeper: Keeper) {
+        loop {
+            let exit = self.wait(keeper).await;
+            let (id, pgid) = (self.id, self.pgid);
+            // The run ends with its leader: anything it left in its group (background
+            // children) goes too, so no stray process outlives it unaccounted. The
+            // group id cannot have been reused while members remain; once it is
+            // empty this is ESRCH, which counts as success.
+            if let Err(e) = stop::signal_group(pgid, Signal::SIGKILL) {
+                tracing::warn!(attempt = %id, pgid, error = %e, "could not kill leftovers of the process group");
+            }
+            self.log_exit(&exit);
+            self.sup.metrics.exited(&exit);
+            let decision = self.sup.table.on_exit(id, exit.clone(), Utc::now());
+            // Recorded first, so the sync this asks for reports the exit.
+            self.sup.nudger.request();
+            let wait = match decision {
+                Ok(Decision::Restart(wait)) => wait,
+                Ok(Decision::Final(note)) => {
+                    if let Some(note) = note {
+                        tracing::info!(attempt = %id, job = %self.job, index = self.index, why = %note, "attempt over");
+                    }
+                    self.exited.cancel();
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(attempt = %id, error = %e, "could not record the exit");
+                    self.exited.cancel();
+                    return;
+                }
+            };
+            match self.restart_after(wait, &exit).await {
+                Some((pgid, next)) => {
+                    self.pgid = pgid;
+                    keeper = next;
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Wait out the backoff (a stop ends it), then run the task again. `None`
+    /// when the attempt is over instead.
+    async fn restart_after(&self, wait: Duration, exit: &Exit) -> Option<(i32, Keeper)> {
+        let (id, sup) = (self.id, &self.sup);
+        let (spec, restarts, _) = sup.table.spec_of(id)?;
+        tracing::info!(attempt = %id, job = %self.job, index = self.index, restarts,
+            wait_ms = wait.as_millis() as u64, last_exit = %exit.describe(), "restarting in place after a backoff");
+        let dir = self.sandbox.clone();
+        let record = Restarts {
+            restarts,
+            last_exit: Some(ended_of(exit)),
+        };
+        let noted =
+            tokio::task::spawn_blocking(move || records::write(&dir, records::RESTARTS, &record))
+                .await;
+        if !matches!(noted, Ok(Ok(()))) {
+            tracing::warn!(attempt = %id, "cannot note the restart count on disk");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            // Stopped while waiting: the table has already ended it.
+            () = self.exited.cancelled() => return None,
+        }
+        match sup.relaunch(&spec).await {
+            Ok((run, child)) => {
+                let event = Event::Restarted {
+                    at: run.started_at,
+                    pid: run.task.pid,
+                };
+                if sup.table.apply(id, event).is_err() {
+                    // Stopped during the start: this run is not wanted.
+                    let _ = stop::signal_group(run.pgid, Signal::SIGKILL);
+                    return None;
+                }
+                sup.metrics.started();
+                tracing::info!(attempt = %id, pid = run.task.pid, restarts, "attempt restarted in place");
+                sup.nudger.request();
+                Some((run.pgid, Keeper::Child(child)))
+            }
+            Err(e) => {
+                tracing::warn!(attempt = %id, error = %e, "restart failed");
+                sup.metrics.failed_to_start();
+                let event = Event::RestartFailed {
+                    at: Utc::now(),
+                    message: e.to_string(),
+                };
+                if let Err(e) = sup.table.apply(id, event) {
+                    tracing::warn!(attempt = %id, error = %e, "could not record the failed restart");
+                }
+                self.exited.cancel();
+                sup.nudger.request();
+                None
+            }
+        }
+    }
+
+    async fn wait(&self, keeper: Keeper) -> Exit {
+        match keeper {
             Keeper::Child(mut child) => {
                 if let Err(e) = child.wait().await {
                     tracing::warn!(attempt = %self.id, error = %e, "waiting for the shim failed");
@@ -87,47 +181,22 @@ impl Watch {
                 wait_gone(task).await;
                 Exit::Unknown("the task's shim was gone: its exit status is unknown".into())
             }
-        };
-        let Watch {
-            table,
-            metrics,
-            nudger,
-            id,
-            job,
-            index,
-            pgid,
-            exited,
-            ..
-        } = self;
-        // The attempt ends with its leader: anything it left in its group (background
-        // children) goes too, so no stray process outlives the attempt unaccounted.
-        // The group id cannot have been reused while members remain; once it is
-        // empty this is ESRCH, which counts as success.
-        if let Err(e) = stop::signal_group(pgid, Signal::SIGKILL) {
-            tracing::warn!(attempt = %id, pgid, error = %e, "could not kill leftovers of the process group");
         }
-        match &exit {
+    }
+
+    fn log_exit(&self, exit: &Exit) {
+        let (id, job, index, pid) = (self.id, &self.job, self.index, self.pgid);
+        match exit {
             Exit::Code(code) => {
-                tracing::info!(attempt = %id, job = %job, index, pid = pgid, exit_code = code, "attempt exited")
+                tracing::info!(attempt = %id, job = %job, index, pid, exit_code = code, "attempt exited")
             }
             Exit::Signal(sig) => {
-                tracing::info!(attempt = %id, job = %job, index, pid = pgid, signal = sig, "attempt killed by signal")
+                tracing::info!(attempt = %id, job = %job, index, pid, signal = sig, "attempt killed by signal")
             }
             Exit::Unknown(why) => {
-                tracing::warn!(attempt = %id, job = %job, index, pid = pgid, why = %why, "attempt ended, status unknown")
+                tracing::warn!(attempt = %id, job = %job, index, pid, why = %why, "attempt ended, status unknown")
             }
         }
-        metrics.exited(&exit);
-        let event = Event::ProcessExited {
-            at: Utc::now(),
-            exit,
-        };
-        if let Err(e) = table.apply(id, event) {
-            tracing::error!(attempt = %id, error = %e, "could not record the exit");
-        }
-        exited.cancel();
-        // Recorded first, so the sync this asks for reports the exit.
-        nudger.request();
     }
 
     async fn read_exit(&self) -> Exit {
@@ -143,6 +212,14 @@ impl Watch {
             Ok(Err(e)) => Exit::Unknown(format!("cannot read the exit record: {e}")),
             Err(e) => Exit::Unknown(format!("reading the exit record was interrupted: {e}")),
         }
+    }
+}
+
+fn ended_of(exit: &Exit) -> Ended {
+    match exit {
+        Exit::Code(c) => Ended::Code(*c),
+        Exit::Signal(s) => Ended::Signal(*s),
+        Exit::Unknown(why) => Ended::ExecFailed(why.clone()),
     }
 }
 

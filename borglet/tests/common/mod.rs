@@ -375,6 +375,7 @@ impl AttemptBuilder {
             env: Default::default(),
             resources: Capacity::default(),
             kill_grace_ms: 5_000,
+            restart: None,
         })
     }
 
@@ -390,6 +391,15 @@ impl AttemptBuilder {
 
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.0.env.insert(k.into(), v.into());
+        self
+    }
+
+    /// Restarted in place: `max_restarts` None = a service.
+    pub fn restart(mut self, max_restarts: Option<u32>, backoff_ms: u64) -> Self {
+        self.0.restart = Some(borg_shared::wire::InPlaceRestart {
+            max_restarts,
+            backoff_ms,
+        });
         self
     }
 
