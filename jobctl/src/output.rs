@@ -90,6 +90,15 @@ pub fn exit_text(task: &TaskView) -> String {
     }
 }
 
+/// In-place restarts of the current attempt and how the run before the latest
+/// ended: `2 (exited with code 3)`; `0` without any.
+pub fn restarts_text(task: &TaskView) -> String {
+    match &task.last_exit {
+        Some(last) if task.restarts > 0 => format!("{} ({last})", task.restarts),
+        _ => task.restarts.to_string(),
+    }
+}
+
 pub fn task_name(job: &str, index: i32) -> String {
     format!("{job}/{index}")
 }
@@ -124,6 +133,7 @@ pub fn tasks_table(job: &str, tasks: &[TaskView], now: DateTime<Utc>) -> String 
                 t.state.to_string(),
                 or_dash(t.machine.as_ref()),
                 t.runs.to_string(),
+                restarts_text(t),
                 exit_text(t),
                 or_dash(t.reason.as_ref()),
                 age(t.updated_at, now),
@@ -131,7 +141,9 @@ pub fn tasks_table(job: &str, tasks: &[TaskView], now: DateTime<Utc>) -> String 
         })
         .collect();
     table(
-        &["TASK", "STATE", "MACHINE", "RUNS", "EXIT", "REASON", "AGE"],
+        &[
+            "TASK", "STATE", "MACHINE", "RUNS", "RESTARTS", "EXIT", "REASON", "AGE",
+        ],
         rows,
     )
 }
@@ -228,6 +240,8 @@ pub(crate) mod fixtures {
             pid: None,
             exit_code: None,
             signal: None,
+            restarts: 0,
+            last_exit: None,
             updated_at: t0(),
         }
     }
@@ -354,12 +368,14 @@ web-frontend   service   pending   1 pending, 1 running   100        default   5
         t2.machine = Some("m3".into());
         t2.runs = 3;
         t2.signal = Some(9);
+        t2.restarts = 1;
+        t2.last_exit = Some("exited with code 3".into());
         let out = tasks_table("hello", &[t0_, t1, t2], t0() + Duration::seconds(30));
         let expected = "\
-TASK      STATE       MACHINE   RUNS   EXIT    REASON                            AGE
-hello/0   succeeded   m1        1      0       -                                 30s
-hello/1   pending     -         0      -       no machine has 64Gi free memory   30s
-hello/2   failed      m3        3      sig 9   -                                 30s";
+TASK      STATE       MACHINE   RUNS   RESTARTS                 EXIT    REASON                            AGE
+hello/0   succeeded   m1        1      0                        0       -                                 30s
+hello/1   pending     -         0      0                        -       no machine has 64Gi free memory   30s
+hello/2   failed      m3        3      1 (exited with code 3)   sig 9   -                                 30s";
         assert_eq!(out, expected);
     }
 

@@ -84,6 +84,8 @@ fn hello_view(state: JobState, tasks: Vec<(TaskState, Option<i32>)>) -> JobView 
             pid: None,
             exit_code,
             signal: None,
+            restarts: 0,
+            last_exit: None,
             updated_at: now,
         })
         .collect();

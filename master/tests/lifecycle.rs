@@ -79,6 +79,8 @@ fn report(id: AttemptId, phase: AttemptPhase, code: Option<i32>) -> AttemptRepor
         signal: None,
         stopped_by_borglet: false,
         message: None,
+        restarts: 0,
+        last_exit: None,
     }
 }
 
@@ -197,6 +199,99 @@ async fn failed_batch_task_retries_within_budget_then_fails_the_job() {
         .await
         .unwrap();
     assert_eq!(attempts, 2);
+    assert_counts_match_rows(store).await;
+}
+
+#[tokio::test]
+async fn in_place_restarts_are_recorded_and_spend_the_run_budget() {
+    let app = spawn_app().await;
+    let store = &app.store;
+    let m = machine(store).await;
+    submit(store, r#"{"name": "r", "task": {"command": ["/bin/false"], "restart": {"max_attempts": 3, "backoff": "250ms"}}}"#).await;
+    place_all(store, m).await;
+    let (wanted, _) = store.desired_attempts(m).await.unwrap();
+    let id = wanted[0].id;
+    let restart = wanted[0]
+        .restart
+        .expect("the borglet is told how to restart");
+    assert_eq!((restart.max_restarts, restart.backoff_ms), (Some(2), 250));
+
+    // The borglet restarted it twice in place, then it failed for good.
+    let mut r = report(id, AttemptPhase::Running, None);
+    r.restarts = 2;
+    r.last_exit = Some("exited with code 3".into());
+    store
+        .apply_report(m, "m1", &[id], &[r.clone()])
+        .await
+        .unwrap();
+    // Repeated, the same report changes nothing.
+    store.apply_report(m, "m1", &[id], &[r]).await.unwrap();
+    let (runs, restarts, last): (i32, i32, Option<String>) = sqlx::query_as(
+        "SELECT t.runs, a.restarts, a.last_exit FROM tasks t JOIN attempts a ON a.id = t.attempt_id",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!((runs, restarts), (3, 2), "each restart is a run");
+    assert_eq!(last.as_deref(), Some("exited with code 3"));
+    // The budget sent stays what it was when the attempt began.
+    let (wanted, _) = store.desired_attempts(m).await.unwrap();
+    assert_eq!(wanted[0].restart.unwrap().max_restarts, Some(2));
+    let events: Vec<String> = sqlx::query_scalar(
+        "SELECT reason FROM events WHERE reason LIKE 'restarted in place%' ORDER BY id",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        events,
+        ["restarted in place (restart 2) after: exited with code 3"]
+    );
+    let view = store
+        .job_detail("r", Default::default())
+        .await
+        .unwrap()
+        .unwrap();
+    let task = &view.tasks.unwrap()[0];
+    assert_eq!(
+        (task.restarts, task.last_exit.as_deref()),
+        (2, Some("exited with code 3"))
+    );
+
+    let mut end = report(id, AttemptPhase::Exited, Some(3));
+    end.restarts = 2;
+    store.apply_report(m, "m1", &[id], &[end]).await.unwrap();
+    // Three runs of three: no new attempt.
+    assert_eq!(
+        job_state(store).await,
+        ("failed".into(), vec!["failed".into()])
+    );
+    assert_counts_match_rows(store).await;
+}
+
+#[tokio::test]
+async fn a_task_that_cannot_start_fails_at_once_with_the_reason() {
+    let app = spawn_app().await;
+    let store = &app.store;
+    let m = machine(store).await;
+    submit(
+        store,
+        r#"{"name": "s", "kind": "service", "task": {"command": ["/no/such"]}}"#,
+    )
+    .await;
+    place_all(store, m).await;
+    let (wanted, _) = store.desired_attempts(m).await.unwrap();
+    let id = wanted[0].id;
+    let mut r = report(id, AttemptPhase::FailedToStart, None);
+    r.message = Some("cannot start `/no/such`: No such file or directory (os error 2)".into());
+    store.apply_report(m, "m1", &[id], &[r]).await.unwrap();
+    let (state, reason): (String, String) = sqlx::query_as("SELECT state::text, reason FROM tasks")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    // Even a service is not retried: it would fail the same way anywhere.
+    assert_eq!(state, "failed");
+    assert!(reason.contains("No such file"), "{reason}");
     assert_counts_match_rows(store).await;
 }
 

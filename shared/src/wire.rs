@@ -68,6 +68,12 @@ pub struct TaskView {
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
+    /// In-place restarts of the current attempt (each also counts in `runs`).
+    #[serde(default)]
+    pub restarts: i32,
+    /// How the run before the latest in-place restart ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
     pub updated_at: DateTime<Utc>,
 }
 

@@ -192,7 +192,8 @@ impl Store {
         // `attempt_id` names the newest attempt: one key lookup per task.
         let mut tasks: Vec<TaskRow> = sqlx::query_as(
             "SELECT t.index, t.state, t.reason, m.name AS machine, a.id AS attempt, t.runs,
-                    a.pid, a.exit_code, a.signal, t.updated_at
+                    a.pid, a.exit_code, a.signal, COALESCE(a.restarts, 0) AS restarts, a.last_exit,
+                    t.updated_at
              FROM tasks t
              LEFT JOIN attempts a ON a.id = t.attempt_id
              LEFT JOIN machines m ON m.id = a.machine_id

@@ -18,6 +18,7 @@ mod machines;
 mod moves;
 mod placements;
 mod reports;
+mod restarts;
 mod rows;
 pub mod sql;
 mod tasks;

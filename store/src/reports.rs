@@ -4,9 +4,10 @@
 
 use crate::attempts::{move_attempts, AttemptMove};
 use crate::moves::{move_tasks, TaskMove, Transitions};
+use crate::restarts::{newly_restarted, record_restarts};
 use crate::{live_attempt, live_job, Store, CHANNEL_PENDING};
 use borg_shared::spec::{RestartPolicy, TaskTemplate};
-use borg_shared::wire::{AttemptPhase, AttemptReport, AttemptSpec, Capacity};
+use borg_shared::wire::{AttemptPhase, AttemptReport, AttemptSpec, Capacity, InPlaceRestart};
 use borg_shared::{AttemptId, Bytes, JobId, JobKind, MachineId, MilliCpu, TaskId, TaskState};
 use chrono::Utc;
 use sqlx::types::Json;
@@ -26,6 +27,36 @@ struct DesiredRow {
     cpu_milli: i64,
     memory: i64,
     disk: i64,
+    kind: JobKind,
+    /// Runs of the task so far, this attempt's included.
+    runs: i32,
+    max_runs: i32,
+    restarts: i32,
+}
+
+impl DesiredRow {
+    /// How the borglet restarts this attempt in place: a service without limit;
+    /// a batch task within the runs its budget had left when the attempt began
+    /// (`runs` grows with each restart the borglet reports, so it is taken back
+    /// out: the figure stays the same for the attempt's whole life).
+    fn restart(&self, task: &TaskTemplate) -> InPlaceRestart {
+        let max_restarts = match self.kind {
+            JobKind::Service => None,
+            JobKind::Batch => {
+                let runs_at_start = self.runs - self.restarts;
+                Some(u32::try_from(self.max_runs - runs_at_start).unwrap_or(0))
+            }
+        };
+        let backoff = task
+            .restart
+            .as_ref()
+            .and_then(|r| r.backoff)
+            .unwrap_or(DEFAULT_BACKOFF);
+        InPlaceRestart {
+            max_restarts,
+            backoff_ms: backoff.as_millis() as u64,
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -42,6 +73,8 @@ struct AttemptRow {
     kind: JobKind,
     job_live: bool,
     restart: Option<Json<RestartPolicy>>,
+    /// In-place restarts recorded so far.
+    restarts: i32,
 }
 
 impl AttemptRow {
@@ -82,6 +115,8 @@ pub struct ApplyOutcome {
     pub requeued: usize,
     /// Attempts that moved to a new state.
     pub changed: usize,
+    /// Attempts whose in-place restarts went up.
+    pub restarted: usize,
 }
 
 /// The moves one report asks for, gathered before they are written.
@@ -102,7 +137,8 @@ impl Store {
         machine: MachineId,
     ) -> crate::Result<(Vec<AttemptSpec>, Vec<AttemptId>)> {
         let rows: Vec<DesiredRow> = sqlx::query_as(concat!(
-            "SELECT a.id, a.state, t.job_id, j.name AS job, t.index, a.cpu_milli, a.memory, a.disk
+            "SELECT a.id, a.state, t.job_id, j.name AS job, t.index, a.cpu_milli, a.memory, a.disk,
+                    j.kind, t.runs, t.max_runs, a.restarts
              FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
              WHERE a.machine_id = $1 AND a.state IN ",
             live_attempt!(),
@@ -141,6 +177,7 @@ impl Store {
                 Some((r, task))
             })
             .map(|(r, task)| AttemptSpec {
+                restart: Some(r.restart(task)),
                 id: r.id,
                 job: r.job,
                 index: r.index,
@@ -222,6 +259,19 @@ impl Store {
         let reported: Vec<uuid::Uuid> = reports.iter().map(|r| r.id.0).collect();
 
         let rows = read_attempts(&self.pool, machine, &reported).await?;
+        // Restarts first: a run counted before an end decides on a retry.
+        let stored: HashMap<AttemptId, i32> = rows.iter().map(|r| (r.id, r.restarts)).collect();
+        let restarted = newly_restarted(reports, &stored);
+        if !restarted.is_empty() {
+            let mut tx = self.pool.begin().await?;
+            out.restarted = record_restarts(&mut tx, &restarted).await? as usize;
+            tx.commit().await?;
+        }
+        let rows = if restarted.is_empty() {
+            rows
+        } else {
+            read_attempts(&self.pool, machine, &reported).await?
+        };
         // Attempts whose end is on record: already terminal, or ended below.
         let mut ended: HashSet<AttemptId> = rows
             .iter()
@@ -332,7 +382,11 @@ fn collect(
             batch
                 .tasks
                 .push(row.task_move(machine, row.task_state, to, reason.clone(), None));
+            // A task that could not even start (no such program, ...) would fail
+            // the same way anywhere: it fails at once, with that reason.
+            let failed_to_start = report.is_some_and(|r| r.phase == AttemptPhase::FailedToStart);
             let retry = matches!(to, TaskState::Failed | TaskState::Lost)
+                && !failed_to_start
                 && row.job_live
                 && (row.kind == JobKind::Service || row.runs < row.max_runs);
             if retry {
@@ -418,7 +472,7 @@ fn plan<'a>(
 
 const ATTEMPT_COLUMNS: &str = concat!(
     "SELECT a.id, a.state, a.stop_reason, a.task_id, t.job_id, t.state AS task_state,
-            t.attempt_id AS task_attempt, t.runs, t.max_runs, j.kind,
+            t.attempt_id AS task_attempt, t.runs, t.max_runs, j.kind, a.restarts,
             j.state IN ",
     live_job!(),
     " AS job_live, j.spec->'task'->'restart' AS restart
@@ -465,6 +519,12 @@ fn final_state(row: &AttemptRow, report: &AttemptReport) -> (TaskState, String) 
         (_, Some(code), _) => format!("exited with code {code}"),
         (_, _, Some(sig)) => format!("killed by signal {sig}"),
         _ => "ended".to_string(),
+    };
+    // Why the borglet gave up on it, when it says (e.g. handed back after exiting
+    // too often), or why its status is unknown.
+    let how = match (&report.message, report.phase) {
+        (Some(note), AttemptPhase::Exited) => format!("{how}: {note}"),
+        _ => how,
     };
     if let Some(stop) = &row.stop_reason {
         return (TaskState::Killed, format!("{stop} ({how})"));

@@ -98,6 +98,8 @@ pub struct TaskRow {
     pub pid: Option<i32>,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
+    pub restarts: i32,
+    pub last_exit: Option<String>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -113,6 +115,8 @@ impl From<TaskRow> for TaskView {
             pid: r.pid,
             exit_code: r.exit_code,
             signal: r.signal,
+            restarts: r.restarts,
+            last_exit: r.last_exit,
             updated_at: r.updated_at,
         }
     }

@@ -196,9 +196,9 @@ Command:    [\"/bin/sh\",\"-c\",\"echo hi\"]
 Resources:  cpu 250m, memory 64Mi
 
 Tasks:
-  TASK      STATE     MACHINE   RUNS   EXIT   REASON                            AGE
-  hello/0   running   m1        1      -      -                                 2m
-  hello/1   pending   -         0      -      no machine has 64Gi free memory   2m
+  TASK      STATE     MACHINE   RUNS   RESTARTS   EXIT   REASON                            AGE
+  hello/0   running   m1        1      0          -      -                                 2m
+  hello/1   pending   -         0      0          -      no machine has 64Gi free memory   2m
 
 Events:
   TIME (UTC)            TASK      CHANGE                MACHINE   REASON
