@@ -74,6 +74,21 @@ pub struct Config {
     #[arg(long, env = "BORGLET_SHIM_EXE")]
     pub shim_exe: Option<PathBuf>,
 
+    /// Bytes of each task output stream kept (stdout, stderr): the log rotates
+    /// once, keeping the newest; `0` keeps everything.
+    #[arg(long, env = "BORGLET_LOG_MAX_BYTES", default_value = "10Mi", value_parser = parse_bytes)]
+    pub log_max_bytes: Bytes,
+
+    /// How long a finished attempt's sandbox and logs are kept once the master
+    /// has recorded its end.
+    #[arg(long, env = "BORGLET_SANDBOX_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub sandbox_retention: Duration,
+
+    /// Below this much free disk in the data dir, finished sandboxes are removed
+    /// before their retention is over, oldest first.
+    #[arg(long, env = "BORGLET_MIN_FREE_DISK", default_value = "1Gi", value_parser = parse_bytes)]
+    pub min_free_disk: Bytes,
+
     /// Register again when no sync has arrived for this long (the master may have lost us).
     #[arg(long, env = "BORGLET_REREGISTER_AFTER", default_value = "5s", value_parser = humantime::parse_duration)]
     pub reregister_after: Duration,

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod janitor;
 pub mod logs;
 pub mod metrics;
 pub mod nudge;
@@ -11,6 +12,7 @@ pub mod records;
 pub mod register;
 pub mod restart;
 pub mod shim;
+mod shim_logs;
 pub mod state;
 pub mod supervisor;
 
@@ -117,6 +119,7 @@ pub async fn run(
         config.name.clone(),
         &data_dir,
         shim_exe,
+        config.log_max_bytes.0,
     ));
     // Before serving: a sync must find every attempt a previous borglet left.
     let adopted = supervisor
@@ -144,6 +147,13 @@ pub async fn run(
     )?;
     let stop_background = shutdown.child_token();
     let registering = tokio::spawn(registrar.run(stop_background.clone()));
+    let janitor = janitor::Janitor {
+        sandboxes: supervisor::sandboxes_dir(&data_dir),
+        retention: config.sandbox_retention,
+        min_free: config.min_free_disk.0,
+        acked: Arc::clone(&supervisor.acked),
+    };
+    let sweeping = tokio::spawn(janitor.run(stop_background.clone()));
     // Without nudges the poll still brings every exit, only later: no reason to refuse to run.
     let nudging = match nudge::NudgeSender::new(
         &config.master,
@@ -177,6 +187,9 @@ pub async fn run(
         .await;
 
     stop_background.cancel();
+    if let Err(e) = sweeping.await {
+        tracing::error!(error = %e, "sandbox janitor failed");
+    }
     if let Err(e) = registering.await {
         tracing::error!(error = %e, "registration task failed");
     }

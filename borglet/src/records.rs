@@ -35,6 +35,10 @@ pub struct Launch {
     /// so that the task (not the shim) is what lands in them: `cgroup.procs`
     /// files, and this sandbox's `task.pid`.
     pub pid_files: Vec<PathBuf>,
+    /// Bytes of each output stream kept: the file and one rotated `.1` file
+    /// hold half each. 0: unlimited (output goes straight to the file).
+    #[serde(default)]
+    pub log_max_bytes: u64,
     /// The attempt's cgroup, when the borglet isolates tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<PathBuf>,

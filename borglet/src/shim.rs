@@ -14,6 +14,7 @@
 //! closes it. When the task exits it writes `exit.json` and exits.
 
 use crate::records::{self, Ended, ExitRecord, Launch, ProcId, Run};
+use crate::shim_logs;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
@@ -60,6 +61,30 @@ fn run(sandbox: &Path) -> ExitCode {
         Ok(c) => c,
         Err(message) => return fail(sandbox, message),
     };
+    let mut copiers = Vec::new();
+    for (out, path) in [
+        (
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+            &launch.stdout,
+        ),
+        (
+            child
+                .stderr
+                .take()
+                .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
+            &launch.stderr,
+        ),
+    ] {
+        if let Some(out) = out {
+            match shim_logs::spawn_copier(out, path.clone(), launch.log_max_bytes) {
+                Ok(c) => copiers.push(c),
+                Err(e) => eprintln!("borglet shim: cannot start a log copier: {e}"),
+            }
+        }
+    }
     let task_pid = child.id() as i32;
     // The task has exec'd (spawn returns only then) and is not reaped yet, so
     // its /proc entry exists even if it already exited.
@@ -97,6 +122,14 @@ fn run(sandbox: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The task's last words are in the pipes: let the copiers drain them. Not
+    // forever: a process that escaped the group may hold a pipe open.
+    let deadline = std::time::Instant::now() + COPIER_PATIENCE;
+    for c in copiers {
+        while !c.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
     let record = ExitRecord {
         ended,
         at: Utc::now(),
@@ -109,6 +142,9 @@ fn run(sandbox: &Path) -> ExitCode {
         }
     }
 }
+
+/// How long the log copiers may take to drain after the task exited.
+const COPIER_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The task could not be started: record it (a restarted borglet reads it) and tell.
 fn fail(sandbox: &Path, message: String) -> ExitCode {
@@ -145,8 +181,12 @@ fn spawn(launch: &Launch) -> Result<std::process::Child, String> {
             .open(path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))
     };
-    let stdout = open(&launch.stdout)?;
-    let stderr = open(&launch.stderr)?;
+    // Capped: through a pipe to a copier that rotates; else straight to the file.
+    let (stdout, stderr) = if launch.log_max_bytes > 0 {
+        (Stdio::piped(), Stdio::piped())
+    } else {
+        (open(&launch.stdout)?.into(), open(&launch.stderr)?.into())
+    };
     let pid_files = launch.pid_files.clone();
     let mut cmd = Command::new(program);
     cmd.args(args)

@@ -7,6 +7,7 @@
 
 use axum::body::Bytes;
 use futures::Stream;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::fs::File;
 use tokio::io::AsyncReadExt;
@@ -19,6 +20,9 @@ const READ_CHUNK: usize = 64 * 1024;
 
 struct Follower {
     file: File,
+    /// Where the file is found by name: when the log rotates, a new file is
+    /// there and the follow moves on to it.
+    path: PathBuf,
     /// Cancelled once the process has been reaped: it can write no more.
     exited: CancellationToken,
     shutdown: CancellationToken,
@@ -33,6 +37,7 @@ struct Follower {
 /// task outlives it.
 pub fn follow(
     file: File,
+    path: PathBuf,
     exited: CancellationToken,
     shutdown: CancellationToken,
 ) -> impl Stream<Item = std::io::Result<Bytes>> + Send {
@@ -40,6 +45,7 @@ pub fn follow(
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let state = Follower {
         file,
+        path,
         exited,
         shutdown,
         poll,
@@ -57,6 +63,18 @@ pub fn follow(
 }
 
 impl Follower {
+    /// The name now points at another file than the one being read.
+    async fn rotated(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(named), Ok(open)) = (
+            tokio::fs::metadata(&self.path).await,
+            self.file.metadata().await,
+        ) else {
+            return false;
+        };
+        named.ino() != open.ino() || named.dev() != open.dev()
+    }
+
     /// The next non-empty chunk, or `None` at the end of the follow.
     async fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
         let mut buf = vec![0u8; READ_CHUNK];
@@ -65,6 +83,11 @@ impl Follower {
             if n > 0 {
                 buf.truncate(n);
                 return Ok(Some(Bytes::from(buf)));
+            }
+            if self.rotated().await {
+                // Everything in the old file has been read: go on with the new one.
+                self.file = File::open(&self.path).await?;
+                continue;
             }
             if self.drained || self.shutdown.is_cancelled() {
                 return Ok(None);

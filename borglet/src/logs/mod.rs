@@ -89,7 +89,7 @@ pub async fn get_logs(
     let body = match exited {
         Some(exited) => {
             tracing::debug!(attempt = %id, stream = q.stream.file_name(), "following log");
-            Body::from_stream(follow::follow(file, exited, app.shutdown.clone()))
+            Body::from_stream(follow::follow(file, path, exited, app.shutdown.clone()))
         }
         None => Body::from_stream(ReaderStream::new(file)),
     };

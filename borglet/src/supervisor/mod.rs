@@ -20,6 +20,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
 pub use stop::signal_group;
@@ -42,6 +43,10 @@ pub struct Supervisor {
     path_env: String,
     /// The executable re-run as each attempt's shim (`crate::shim`).
     shim_exe: PathBuf,
+    /// Bytes of each output stream kept per attempt (0: unlimited).
+    log_max_bytes: u64,
+    /// Notified once acknowledged attempts are marked on disk (the janitor listens).
+    pub acked: Arc<Notify>,
     stops: TaskTracker,
 }
 
@@ -54,6 +59,7 @@ impl Supervisor {
         machine: String,
         data_dir: &Path,
         shim_exe: PathBuf,
+        log_max_bytes: u64,
     ) -> Self {
         let path_env = std::env::var("PATH")
             .ok()
@@ -67,6 +73,8 @@ impl Supervisor {
             sandboxes: sandboxes_dir(data_dir),
             path_env,
             shim_exe,
+            log_max_bytes,
+            acked: Arc::default(),
             stops: TaskTracker::new(),
         }
     }
@@ -85,12 +93,14 @@ impl Supervisor {
             .iter()
             .map(|id| self.sandboxes.join(id.to_string()))
             .collect();
+        let acked = Arc::clone(&self.acked);
         tokio::task::spawn_blocking(move || {
             for dir in dirs {
                 if let Err(e) = crate::records::mark_acked(&dir) {
                     tracing::warn!(error = %e, "cannot mark an attempt acknowledged");
                 }
             }
+            acked.notify_one();
         });
     }
 

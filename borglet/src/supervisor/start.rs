@@ -109,6 +109,7 @@ impl Supervisor {
             stdout: sandbox.join("stdout"),
             stderr: sandbox.join("stderr"),
             pid_files: vec![sandbox.join(records::TASK_PID)],
+            log_max_bytes: self.log_max_bytes,
             cgroup: None,
             cwd: sandbox,
             created_at: Utc::now(),
