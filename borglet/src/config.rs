@@ -74,6 +74,11 @@ pub struct Config {
     #[arg(long, env = "BORGLET_SHIM_EXE")]
     pub shim_exe: Option<PathBuf>,
 
+    /// The user tasks run as [default: `nobody` when the borglet runs as root,
+    /// else the borglet's own user]. Another user than the borglet's needs root.
+    #[arg(long, env = "BORGLET_RUN_AS")]
+    pub run_as: Option<String>,
+
     /// Bytes of each task output stream kept (stdout, stderr): the log rotates
     /// once, keeping the newest; `0` keeps everything.
     #[arg(long, env = "BORGLET_LOG_MAX_BYTES", default_value = "10Mi", value_parser = parse_bytes)]

@@ -11,6 +11,7 @@ pub mod nudge;
 pub mod records;
 pub mod register;
 pub mod restart;
+pub mod run_as;
 pub mod shim;
 mod shim_logs;
 pub mod state;
@@ -103,6 +104,7 @@ pub async fn run(
     let data_dir = std::fs::canonicalize(&config.data_dir)
         .with_context(|| format!("resolving data dir {}", config.data_dir.display()))?;
     let capacity = config.capacity(&data_dir)?;
+    let run_as = run_as::resolve(config.run_as.as_deref())?;
     let shim_exe = match &config.shim_exe {
         Some(exe) => exe.clone(),
         None => supervisor::default_shim_exe().context("finding this executable to run shims")?,
@@ -120,6 +122,7 @@ pub async fn run(
         &data_dir,
         shim_exe,
         config.log_max_bytes.0,
+        run_as,
     ));
     // Before serving: a sync must find every attempt a previous borglet left.
     let adopted = supervisor
@@ -181,7 +184,7 @@ pub async fn run(
     tracing::info!(listen = %bound, name = %config.name, advertise = %advertise,
         master = %config.master, data_dir = %data_dir.display(),
         cpu = %capacity.cpu, memory = %capacity.memory, disk = %capacity.disk,
-        on_exit = ?config.on_exit, "borglet serving");
+        on_exit = ?config.on_exit, run_as = ?run_as, "borglet serving");
     let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;

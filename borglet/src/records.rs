@@ -39,6 +39,9 @@ pub struct Launch {
     /// hold half each. 0: unlimited (output goes straight to the file).
     #[serde(default)]
     pub log_max_bytes: u64,
+    /// The user the task runs as (`None`: the shim's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<crate::run_as::RunAs>,
     /// The attempt's cgroup, when the borglet isolates tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<PathBuf>,

@@ -188,6 +188,7 @@ fn spawn(launch: &Launch) -> Result<std::process::Child, String> {
         (open(&launch.stdout)?.into(), open(&launch.stderr)?.into())
     };
     let pid_files = launch.pid_files.clone();
+    let run_as = launch.run_as;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env_clear()
@@ -210,6 +211,13 @@ fn spawn(launch: &Launch) -> Result<std::process::Child, String> {
                     .truncate(true)
                     .open(path)
                     .and_then(|mut f| f.write_all(pid.as_bytes()))?;
+            }
+            // Last, once the pid files (cgroups) are written with privileges.
+            if let Some(user) = run_as {
+                let gid = nix::unistd::Gid::from_raw(user.gid);
+                nix::unistd::setgroups(&[gid])?;
+                nix::unistd::setgid(gid)?;
+                nix::unistd::setuid(nix::unistd::Uid::from_raw(user.uid))?;
             }
             Ok(())
         });

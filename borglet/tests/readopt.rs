@@ -133,6 +133,9 @@ async fn tasks_survive_kill_9_of_the_borglet_and_are_never_started_twice() {
         .unwrap_or(20);
     let master = MasterStub::spawn().await;
     let dir = tempfile::tempdir().unwrap();
+    // Tasks of a root borglet run as `nobody`: the sandboxes must be reachable.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let port = free_port();
     let name = "m-readopt";
     let http = reqwest::Client::new();

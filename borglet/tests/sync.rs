@@ -255,3 +255,56 @@ async fn healthz_names_the_machine() {
     assert_eq!(body["status"], "ok");
     assert_eq!(body["name"], b.name.as_str());
 }
+
+#[tokio::test]
+async fn a_task_environment_holds_nothing_of_the_borglets() {
+    let b = TestBorglet::spawn().await;
+    // `env` prints exactly the environment it was given, one variable a line.
+    let spec = AttemptBuilder::new(&["/usr/bin/env"])
+        .job("envtest", 2)
+        .env("GREETING", "hi")
+        .build();
+    let id = spec.id;
+    b.sync_until(std::slice::from_ref(&spec), id, "exited", |r| {
+        r.phase == AttemptPhase::Exited
+    })
+    .await;
+    let out = b.logs(&id.to_string(), "").await.text().await.unwrap();
+    let mut names: Vec<&str> = out.lines().filter_map(|l| l.split('=').next()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "BORG_ATTEMPT",
+            "BORG_JOB",
+            "BORG_MACHINE",
+            "BORG_TASK_INDEX",
+            "GREETING",
+            "HOME",
+            "PATH"
+        ],
+        "the borglet's own environment (DATABASE_URL, tokens, ...) must not leak: {out}"
+    );
+}
+
+#[tokio::test]
+async fn tasks_of_a_root_borglet_run_unprivileged() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the borglet is not root here, tasks run as its own user");
+        return;
+    }
+    let b = TestBorglet::spawn().await;
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    // Its own sandbox is writable to it; the machine's root-owned files are not.
+    let spec = AttemptBuilder::sh(
+        "id -u; echo mine > file && echo wrote; touch /root/x 2>/dev/null || echo denied",
+    )
+    .build();
+    let id = spec.id;
+    b.sync_until(std::slice::from_ref(&spec), id, "exited", |r| {
+        r.phase == AttemptPhase::Exited
+    })
+    .await;
+    let out = b.logs(&id.to_string(), "").await.text().await.unwrap();
+    assert_eq!(out, format!("{}\nwrote\ndenied\n", nobody.uid));
+}

@@ -69,8 +69,10 @@ struct Cell {
 }
 
 fn data_dir() -> tempfile::TempDir {
+    // Reachable by tasks, which a root borglet runs as `nobody`.
     tempfile::Builder::new()
         .prefix("borg-e2e-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .tempdir_in("/tmp")
         .unwrap()
 }

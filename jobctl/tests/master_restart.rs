@@ -74,7 +74,11 @@ async fn tasks_outlive_the_master_and_a_new_master_adopts_them() {
         name: "test-scheduler".into(),
     };
     tokio::spawn(borgscheduler::run(scheduler, shutdown.clone()));
-    let sandbox = tempfile::tempdir().unwrap();
+    // Reachable by tasks, which a root borglet runs as `nobody`.
+    let sandbox = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .tempdir()
+        .unwrap();
     let borglet_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let borglet = <borglet::Config as clap::Parser>::try_parse_from([
         "borglet",

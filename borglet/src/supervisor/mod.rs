@@ -14,6 +14,7 @@ pub use start::default_shim_exe;
 
 use crate::metrics::Metrics;
 use crate::nudge::Nudger;
+use crate::run_as::RunAs;
 use crate::state::AttemptTable;
 use borg_shared::AttemptId;
 use std::collections::HashSet;
@@ -45,6 +46,8 @@ pub struct Supervisor {
     shim_exe: PathBuf,
     /// Bytes of each output stream kept per attempt (0: unlimited).
     log_max_bytes: u64,
+    /// The user tasks run as (`None`: the borglet's own).
+    run_as: Option<RunAs>,
     /// Notified once acknowledged attempts are marked on disk (the janitor listens).
     pub acked: Arc<Notify>,
     stops: TaskTracker,
@@ -60,6 +63,7 @@ impl Supervisor {
         data_dir: &Path,
         shim_exe: PathBuf,
         log_max_bytes: u64,
+        run_as: Option<RunAs>,
     ) -> Self {
         let path_env = std::env::var("PATH")
             .ok()
@@ -74,6 +78,7 @@ impl Supervisor {
             path_env,
             shim_exe,
             log_max_bytes,
+            run_as,
             acked: Arc::default(),
             stops: TaskTracker::new(),
         }

@@ -110,6 +110,7 @@ impl Supervisor {
             stderr: sandbox.join("stderr"),
             pid_files: vec![sandbox.join(records::TASK_PID)],
             log_max_bytes: self.log_max_bytes,
+            run_as: self.run_as,
             cgroup: None,
             cwd: sandbox,
             created_at: Utc::now(),
@@ -149,6 +150,10 @@ fn spawn_shim(exe: &Path, launch: &Launch, again: bool) -> Result<Child, StartEr
         source,
     };
     std::fs::create_dir_all(sandbox).map_err(sandbox_err)?;
+    if let (Some(user), false) = (launch.run_as, again) {
+        // The task's working directory and HOME: its own to write in.
+        std::os::unix::fs::chown(sandbox, Some(user.uid), Some(user.gid)).map_err(sandbox_err)?;
+    }
     if again {
         for name in [records::EXIT, records::RUN, records::TASK_PID] {
             match std::fs::remove_file(sandbox.join(name)) {

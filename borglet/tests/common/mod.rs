@@ -225,6 +225,10 @@ impl TestBorglet {
 
     pub async fn spawn_against(master: MasterStub, extra: &[&str]) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
+        // Tasks of a borglet running as root run as `nobody`: they must be able
+        // to reach their sandbox.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let name = format!("m-{}", &AttemptId::new().to_string()[..8]);
         let mut args: Vec<String> = vec![
             "borglet".into(),
