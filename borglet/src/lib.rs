@@ -120,9 +120,11 @@ pub async fn run(
         Arc::clone(&nudger),
         config.name.clone(),
         &data_dir,
-        shim_exe,
-        config.log_max_bytes.0,
-        run_as,
+        supervisor::HowToRun {
+            shim_exe,
+            log_max_bytes: config.log_max_bytes.0,
+            run_as,
+        },
     ));
     // Before serving: a sync must find every attempt a previous borglet left.
     let adopted = supervisor

@@ -53,6 +53,17 @@ pub struct Supervisor {
     stops: TaskTracker,
 }
 
+/// How every task of this borglet is run.
+#[derive(Debug, Clone)]
+pub struct HowToRun {
+    /// The executable re-run as each attempt's shim (`crate::shim`).
+    pub shim_exe: PathBuf,
+    /// Bytes of each output stream kept per attempt (0: unlimited).
+    pub log_max_bytes: u64,
+    /// The user tasks run as (`None`: the borglet's own).
+    pub run_as: Option<RunAs>,
+}
+
 impl Supervisor {
     /// `data_dir` should be absolute: it becomes the tasks' working directory and HOME.
     pub fn new(
@@ -61,10 +72,13 @@ impl Supervisor {
         nudger: Arc<Nudger>,
         machine: String,
         data_dir: &Path,
-        shim_exe: PathBuf,
-        log_max_bytes: u64,
-        run_as: Option<RunAs>,
+        how: HowToRun,
     ) -> Self {
+        let HowToRun {
+            shim_exe,
+            log_max_bytes,
+            run_as,
+        } = how;
         let path_env = std::env::var("PATH")
             .ok()
             .filter(|p| !p.is_empty())
