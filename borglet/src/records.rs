@@ -171,9 +171,13 @@ pub fn read_task_pid(dir: &Path) -> Option<i32> {
         .ok()
 }
 
+/// A sandbox that is gone (the attempt never got one) has nothing to mark.
 pub fn mark_acked(dir: &Path) -> Result<(), RecordError> {
     let path = dir.join(ACKED);
-    std::fs::write(&path, b"").map_err(io_err(&path))
+    match std::fs::write(&path, b"") {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other.map_err(io_err(&path)),
+    }
 }
 
 pub fn is_acked(dir: &Path) -> bool {

@@ -254,3 +254,44 @@ async fn tasks_survive_kill_9_of_the_borglet_and_are_never_started_twice() {
         assert_eq!(r.signal, Some(15), "{r:?}");
     }
 }
+
+#[tokio::test]
+async fn restart_counts_survive_kill_9_of_the_borglet() {
+    let master = MasterStub::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = free_port();
+    let name = "m-restarts";
+    let http = reqwest::Client::new();
+    let reaper = Reaper::default();
+    // Fails its first two runs, then stays up.
+    let spec = AttemptBuilder::sh(
+        "echo run >> runs; [ $(wc -l < runs) -ge 3 ] && exec sleep 1000; exit 5",
+    )
+    .restart(None, 10)
+    .build();
+    let specs = [spec.clone()];
+    let mut borglet = BorgletProcess::start(dir.path(), port, &master.url, name);
+    let running = eventually("running after two restarts", || async {
+        let resp = sync(&http, &borglet.url, name, &specs).await?;
+        common::find(&resp, spec.id)
+            .filter(|r| r.phase == AttemptPhase::Running && r.restarts == 2)
+            .cloned()
+    })
+    .await;
+    let pid = running.pid.unwrap();
+    reaper.0.lock().unwrap().insert(pid);
+    borglet.kill9();
+    borglet = BorgletProcess::start(dir.path(), port, &master.url, name);
+    let again = eventually("the restarted borglet", || async {
+        sync(&http, &borglet.url, name, &specs).await
+    })
+    .await;
+    let r = common::find(&again, spec.id).unwrap();
+    assert_eq!(
+        (r.phase, r.pid, r.restarts),
+        (AttemptPhase::Running, Some(pid), 2)
+    );
+    assert_eq!(r.last_exit.as_deref(), Some("exited with code 5"));
+}
