@@ -69,7 +69,8 @@ pub struct Config {
     #[arg(long, env = "BORGLET_ON_EXIT", value_enum, default_value_t = OnExit::Keep)]
     pub on_exit: OnExit,
 
-    /// The executable run as each attempt's shim (`EXE __borglet-shim SANDBOX`)
+    /// The executable run as each attempt's shim (`EXE __borglet-shim SANDBOX`):
+    /// this executable, or the smaller `borglet-shim` of the same build
     /// [default: this executable].
     #[arg(long, env = "BORGLET_SHIM_EXE")]
     pub shim_exe: Option<PathBuf>,

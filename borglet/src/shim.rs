@@ -181,11 +181,13 @@ fn spawn(launch: &Launch) -> Result<std::process::Child, String> {
             .open(path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))
     };
+    // Created before the task starts, so a reader finds them at once.
+    let (out_file, err_file) = (open(&launch.stdout)?, open(&launch.stderr)?);
     // Capped: through a pipe to a copier that rotates; else straight to the file.
     let (stdout, stderr) = if launch.log_max_bytes > 0 {
         (Stdio::piped(), Stdio::piped())
     } else {
-        (open(&launch.stdout)?.into(), open(&launch.stderr)?.into())
+        (out_file.into(), err_file.into())
     };
     let pid_files = launch.pid_files.clone();
     let run_as = launch.run_as;

@@ -240,7 +240,7 @@ impl TestBorglet {
             data_dir.path().display().to_string(),
             // The test binary is no borglet: shims run from the real one.
             "--shim-exe".into(),
-            env!("CARGO_BIN_EXE_borglet").into(),
+            env!("CARGO_BIN_EXE_borglet-shim").into(),
         ];
         if !extra.contains(&"--on-exit") {
             args.extend(["--on-exit".into(), "stop".into()]);
