@@ -59,13 +59,21 @@ impl Drop for BorgletProcess {
     }
 }
 
-/// Kills every task process group named in it when the test ends, pass or fail.
+/// Kills every task process group named in it, and every one running an
+/// attempt named in it (a second copy, should the test fail), when the test ends.
 #[derive(Default)]
-struct Reaper(std::sync::Mutex<HashSet<i32>>);
+struct Reaper(
+    std::sync::Mutex<HashSet<i32>>,
+    std::sync::Mutex<Vec<AttemptId>>,
+);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        for pgid in self.0.lock().unwrap().iter() {
+        let mut groups = self.0.lock().unwrap().clone();
+        for id in self.1.lock().unwrap().iter() {
+            groups.extend(groups_of(*id));
+        }
+        for pgid in groups.iter() {
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(*pgid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -160,6 +168,7 @@ async fn tasks_survive_kill_9_of_the_borglet_and_are_never_started_twice() {
         })
         .collect();
     let all: Vec<AttemptSpec> = services.iter().chain(&batch).cloned().collect();
+    reaper.1.lock().unwrap().extend(all.iter().map(|s| s.id));
 
     let mut borglet = BorgletProcess::start(dir.path(), port, &master.url, name);
     let first = eventually("the borglet to start every attempt", || async {
@@ -272,6 +281,7 @@ async fn restart_counts_survive_kill_9_of_the_borglet() {
     .restart(None, 10)
     .build();
     let specs = [spec.clone()];
+    reaper.1.lock().unwrap().push(spec.id);
     let mut borglet = BorgletProcess::start(dir.path(), port, &master.url, name);
     let running = eventually("running after two restarts", || async {
         let resp = sync(&http, &borglet.url, name, &specs).await?;
