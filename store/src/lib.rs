@@ -14,6 +14,8 @@ mod events;
 mod finish;
 pub mod fixtures;
 mod jobs;
+mod lease;
+mod lost;
 mod machines;
 mod moves;
 mod placements;
@@ -28,6 +30,8 @@ pub use jobs::{
     KillOutcome, SubmitOutcome, TaskPage, DEFAULT_JOB_PAGE, DEFAULT_TASK_PAGE, MAX_JOB_PAGE,
     MAX_TASK_PAGE,
 };
+pub use lease::LeaseView;
+pub use lost::MachineDown;
 pub use machines::{machine_usage, MachineTarget, Usage};
 pub use moves::Transitions;
 pub use placements::{Committed, Placed, Placement, REASON_REFRESH};

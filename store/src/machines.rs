@@ -155,17 +155,4 @@ impl Store {
                 .await?,
         )
     }
-
-    /// Record that the machine answered. At most one write a second per machine:
-    /// `last_heard` feeds a down-after of seconds, and every write is a durable commit.
-    pub async fn touch_machine(&self, id: MachineId) -> crate::Result<()> {
-        sqlx::query(
-            "UPDATE machines SET last_heard = now()
-             WHERE id = $1 AND (last_heard IS NULL OR last_heard < now() - interval '1 second')",
-        )
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
 }

@@ -283,7 +283,6 @@ impl Store {
             .filter(|r| ended.contains(&r.id) || !known.contains(&r.id))
             .map(|r| r.id)
             .collect();
-        self.touch_machine(machine).await?;
         Ok(out)
     }
 }
