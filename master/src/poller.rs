@@ -11,7 +11,8 @@
 use crate::store::{Store, CHANNEL_PLACED};
 use anyhow::Context;
 use borg_shared::wire::{SyncRequest, SyncResponse};
-use borg_shared::{AttemptId, MachineId};
+use borg_shared::{AttemptId, MachineId, MachineState};
+use chrono::{DateTime, Utc};
 use sqlx::postgres::PgListener;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,24 +22,43 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Leadership epoch sent with every sync. A single master for now; the leader
-/// lease that increments it comes with master replicas.
-const EPOCH: i64 = 1;
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct PollerConfig {
     pub interval: Duration,
+    /// The leadership epoch this poller runs under, sent with every sync.
+    pub epoch: i64,
 }
 
 /// What a machine loop knows of its machine; refreshed on every rescan.
-struct Slot {
-    name: String,
+pub(crate) struct Slot {
+    pub(crate) name: String,
     address: Mutex<String>,
     /// `notify_one` keeps one permit: wakes that arrive during a sync make one more.
     wake: Notify,
     /// This loop's nudge secret (a uuid v4), sent in every sync; never logged.
     nudge_token: String,
+    /// When it last answered: the leader's memory of liveness (see `liveness`).
+    pub(crate) heard: Mutex<Heard>,
+}
+
+/// A machine's liveness as this leader knows it.
+pub(crate) struct Heard {
+    /// The last answered sync (or when this leader began polling it).
+    pub(crate) last_ok: Instant,
+    /// The same, by the wall clock, for `machines.last_heard`.
+    pub(crate) at: Option<DateTime<Utc>>,
+    /// `at` not yet written to the store.
+    pub(crate) unflushed: bool,
+    /// The store has the machine `down`.
+    pub(crate) down: bool,
+}
+
+impl Slot {
+    pub(crate) fn heard(&self) -> std::sync::MutexGuard<'_, Heard> {
+        self.heard.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The running machine loops, shared between the poller and the API.
@@ -83,6 +103,21 @@ impl Machines {
         self.lock().by_id.get(&id).cloned()
     }
 
+    /// Every polled machine.
+    pub(crate) fn slots(&self) -> Vec<(MachineId, Arc<Slot>)> {
+        self.lock()
+            .by_id
+            .iter()
+            .map(|(id, s)| (*id, s.clone()))
+            .collect()
+    }
+
+    fn clear(&self) {
+        let mut loops = self.lock();
+        loops.by_id.clear();
+        loops.by_name.clear();
+    }
+
     fn wake_all(&self) {
         for slot in self.lock().by_id.values() {
             slot.wake.notify_one();
@@ -119,6 +154,8 @@ pub async fn run(
     machines: Arc<Machines>,
     shutdown: CancellationToken,
 ) {
+    // A new term polls every machine afresh (a former term's loops have ended).
+    machines.clear();
     let tracker = TaskTracker::new();
     tracker.spawn(listen(store.clone(), machines.clone(), shutdown.clone()));
     loop {
@@ -135,6 +172,13 @@ pub async fn run(
                         address: Mutex::new(t.address),
                         wake: Notify::new(),
                         nudge_token: uuid::Uuid::new_v4().to_string(),
+                        // Every machine gets a full `down_after` from when this leader starts.
+                        heard: Mutex::new(Heard {
+                            last_ok: Instant::now(),
+                            at: None,
+                            unflushed: false,
+                            down: t.state == MachineState::Down,
+                        }),
                     });
                     loops.by_id.insert(t.id, slot.clone());
                     loops.by_name.insert(t.name.clone(), t.id);
@@ -160,6 +204,7 @@ pub async fn run(
     }
     tracker.close();
     tracker.wait().await;
+    machines.clear();
 }
 
 /// Route `borg_placed` notifications to the machine loops.
@@ -219,12 +264,13 @@ async fn machine_loop(
     let mut last_warn: Option<Instant> = None;
     loop {
         let started = Instant::now();
-        let result = sync_once(&store, &http, id, &slot, &mut acks).await;
+        let result = sync_once(&store, &http, &config, id, &slot, &mut acks).await;
         metrics::histogram!("borg_sync_duration_seconds").record(started.elapsed().as_secs_f64());
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::counter!("borg_syncs_total", "result" => outcome).increment(1);
         match result {
             Ok(()) => {
+                answered(&store, &config, id, &slot).await;
                 if let Some(since) = failing_since.take() {
                     tracing::info!(machine = %slot.name, after = ?since.elapsed(), "borglet answers again");
                 }
@@ -246,9 +292,34 @@ async fn machine_loop(
     }
 }
 
+/// The machine answered a sync: note it, and bring it back `up` if it was `down`.
+async fn answered(store: &Store, config: &PollerConfig, id: MachineId, slot: &Slot) {
+    let was_down = {
+        let mut heard = slot.heard();
+        heard.last_ok = Instant::now();
+        heard.at = Some(Utc::now());
+        heard.unflushed = true;
+        heard.down
+    };
+    if !was_down {
+        return;
+    }
+    match store
+        .mark_machine_up(id, config.epoch, "answers syncs again")
+        .await
+    {
+        Ok(_) => {
+            slot.heard().down = false;
+            tracing::info!(machine = %slot.name, "machine up again");
+        }
+        Err(e) => tracing::warn!(machine = %slot.name, error = %e, "marking the machine up"),
+    }
+}
+
 async fn sync_once(
     store: &Store,
     http: &reqwest::Client,
+    config: &PollerConfig,
     id: MachineId,
     slot: &Slot,
     acks: &mut Vec<AttemptId>,
@@ -262,7 +333,7 @@ async fn sync_once(
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let req = SyncRequest {
-        epoch: EPOCH,
+        epoch: config.epoch,
         machine: slot.name.clone(),
         attempts,
         ack: std::mem::take(acks),

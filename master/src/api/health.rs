@@ -19,14 +19,20 @@ pub fn router() -> OpenApiRouter<AppState> {
     tag = "operations",
     responses(
         (status = 200, description = "The master and its database are up", body = Object,
-            example = json!({"status": "ok"})),
+            example = json!({"status": "ok", "role": "leader", "epoch": 3})),
         (status = 503, description = "Postgres does not answer", body = Object,
             example = json!({"status": "unavailable", "reason": "database unreachable"})),
     )
 )]
 async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ok"}))),
+        Ok(()) => {
+            let role = match state.leader.leading() {
+                Some(epoch) => json!({"status": "ok", "role": "leader", "epoch": epoch}),
+                None => json!({"status": "ok", "role": "follower"}),
+            };
+            (StatusCode::OK, Json(role))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "health check: postgres unreachable");
             (

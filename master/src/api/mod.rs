@@ -30,6 +30,8 @@ pub struct AppState {
     pub machines: Arc<crate::poller::Machines>,
     /// The process's Prometheus recorder, if this process installed one.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Whether this replica leads (and at which epoch).
+    pub leader: Arc<crate::leader::Status>,
 }
 
 /// The document's root; paths and schemas come from the handlers' `#[utoipa::path]`.

@@ -34,6 +34,7 @@ pub async fn spawn_app_polling_every(poll_interval: Duration) -> TestApp {
         listen: listener.local_addr().unwrap(),
         database_url: database_url.clone(),
         poll_interval,
+        leader: Default::default(),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(borgmaster::run(listener, config, shutdown.clone()));
