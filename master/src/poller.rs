@@ -359,7 +359,7 @@ async fn sync_once(
     };
     // `assigned → starting` commits while the request travels and the borglet
     // forks: the two are independent, and the report is applied only after both.
-    let (marked, result) = tokio::join!(store.mark_starting(id, &new), post);
+    let (marked, result) = tokio::join!(store.mark_starting(id, config.epoch, &new), post);
     if let Err(e) = marked {
         *acks = req.ack;
         return Err(e.into());

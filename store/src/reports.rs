@@ -157,16 +157,19 @@ impl Store {
         Ok((specs, new))
     }
 
-    /// `assigned → starting` for attempts about to be sent to their borglet.
+    /// `assigned → starting` for attempts about to be sent to their borglet by
+    /// the leader at `epoch` (refused with `Deposed` if another leads now).
     pub async fn mark_starting(
         &self,
         machine: MachineId,
+        epoch: i64,
         attempts: &[AttemptId],
     ) -> crate::Result<()> {
         if attempts.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
+        crate::lease::check_epoch(&mut tx, epoch).await?;
         let rows: Vec<(AttemptId, TaskId, JobId)> = sqlx::query_as(
             "SELECT a.id, t.id, t.job_id FROM attempts a
              JOIN tasks t ON t.id = a.task_id AND t.attempt_id = a.id

@@ -92,3 +92,18 @@ impl TestApp {
             .unwrap()
     }
 }
+
+/// The epoch of the lease the test's master holds (waiting for it to take it).
+pub async fn leader_epoch(store: &Store) -> i64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(lease) = store.lease().await.unwrap() {
+            return lease.epoch;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the master took no lease"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
