@@ -1,12 +1,12 @@
 //! Leadership: every replica serves the API; the one holding the lease in
-//! Postgres also polls borglets and runs the controllers (down detection, the
-//! job sweep). A replica that cannot renew in time stops leading before its
+//! Postgres also polls borglets and runs the controllers (down detection,
+//! draining, the job sweep). A replica that cannot renew in time stops leading before its
 //! lease can expire, so two leaders never act at once under the same epoch;
 //! writes that matter also check the epoch in their own transaction.
 
 use crate::poller::{self, Machines, PollerConfig};
 use crate::store::Store;
-use crate::{liveness, sweep};
+use crate::{drain, liveness, sweep};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -138,6 +138,7 @@ async fn lead(parts: Leading, epoch: i64, term: CancellationToken) {
         JOB_SWEEP_INTERVAL,
         term.clone(),
     ));
+    let drain = tokio::spawn(drain::run(parts.store.clone(), epoch, term.clone()));
     let liveness = tokio::spawn(liveness::run(
         parts.store.clone(),
         parts.machines.clone(),
@@ -162,4 +163,5 @@ async fn lead(parts: Leading, epoch: i64, term: CancellationToken) {
     .await;
     let _ = liveness.await;
     let _ = sweep.await;
+    let _ = drain.await;
 }

@@ -2,6 +2,7 @@
 //! that drives every borglet toward the desired state.
 
 pub mod api;
+pub mod drain;
 pub mod leader;
 pub mod liveness;
 pub mod metrics;

@@ -9,6 +9,7 @@
 //! the commit (`Transitions::emit`).
 
 mod attempts;
+mod drain;
 mod error;
 mod events;
 mod finish;
@@ -21,9 +22,11 @@ mod moves;
 mod placements;
 mod reports;
 mod rows;
+mod scale;
 pub mod sql;
 mod tasks;
 
+pub use drain::{CordonOutcome, DEFAULT_MAX_UNAVAILABLE};
 pub use error::{Result, StoreError};
 pub use events::{EventCursor, EventPage, StoredEvent};
 pub use jobs::{
@@ -36,6 +39,7 @@ pub use machines::{machine_usage, MachineTarget, Usage};
 pub use moves::Transitions;
 pub use placements::{Committed, Placed, Placement, REASON_REFRESH};
 pub use reports::ApplyOutcome;
+pub use scale::ScaleOutcome;
 pub use tasks::TaskLocation;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};

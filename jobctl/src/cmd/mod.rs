@@ -2,8 +2,10 @@
 
 pub mod bench;
 pub mod component;
+pub mod cordon;
 pub mod describe;
 pub mod get;
 pub mod kill;
 pub mod logs;
 pub mod run;
+pub mod scale;

@@ -1,11 +1,13 @@
 //! The REST API: one router per resource, merged here.
 
+mod cordon;
 mod error;
 mod health;
 mod jobs;
 mod logs;
 mod machines;
 mod metrics;
+mod scale;
 
 pub use error::{ApiError, ApiResult};
 
@@ -56,6 +58,8 @@ fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(jobs::router())
         .merge(machines::router())
+        .merge(scale::router())
+        .merge(cordon::router())
         .merge(logs::router())
         .merge(health::router())
         .merge(metrics::router())
