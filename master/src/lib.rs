@@ -2,6 +2,7 @@
 //! that drives every borglet toward the desired state.
 
 pub mod api;
+pub mod dbhealth;
 pub mod drain;
 pub mod leader;
 pub mod liveness;
@@ -59,6 +60,8 @@ pub async fn run(
     let machines_changed = Arc::new(Notify::new());
     let machines = Arc::new(poller::Machines::default());
     let status = Arc::new(leader::Status::default());
+    let db = Arc::new(dbhealth::DbHealth::default());
+    let db_watch = tokio::spawn(dbhealth::watch(store.clone(), db.clone(), shutdown.clone()));
     let state = api::AppState {
         store: store.clone(),
         http: http.clone(),
@@ -66,6 +69,7 @@ pub async fn run(
         machines: machines.clone(),
         metrics: metrics::install(),
         leader: status.clone(),
+        db,
     };
     let listen = listener.local_addr()?;
     // Unique per process: a restarted replica is a new holder and takes the
@@ -87,6 +91,7 @@ pub async fn run(
         .await?;
     shutdown.cancel();
     leader.await?;
+    db_watch.await?;
     Ok(())
 }
 

@@ -34,6 +34,8 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Whether this replica leads (and at which epoch).
     pub leader: Arc<crate::leader::Status>,
+    /// Whether Postgres answers (watched apart from requests).
+    pub db: Arc<crate::dbhealth::DbHealth>,
 }
 
 /// The document's root; paths and schemas come from the handlers' `#[utoipa::path]`.
@@ -74,6 +76,10 @@ pub fn router(state: AppState) -> Router {
         get(|| async move { ([(header::CONTENT_TYPE, "application/json")], doc) }),
     )
     .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        store_unavailable,
+    ))
     .layer(tower_http::trace::TraceLayer::new_for_http())
     .with_state(state)
 }
@@ -89,4 +95,20 @@ pub(crate) fn json_rejection(rej: JsonRejection) -> ApiError {
             message: other.body_text(),
         },
     }
+}
+
+/// While Postgres is unreachable, answer 503 with `Retry-After` at once; the
+/// operational endpoints still answer (and say `degraded`).
+async fn store_unavailable(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let operational = matches!(req.uri().path(), "/healthz" | "/metrics" | "/openapi.json");
+    if operational || state.db.is_up() {
+        return next.run(req).await;
+    }
+    ApiError::Unavailable("the cell's store (Postgres) is unreachable; retry shortly".into())
+        .into_response()
 }
