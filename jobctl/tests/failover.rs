@@ -2,7 +2,9 @@
 //! processes, the scheduler and 3 borglets. Exactly one master leads; after
 //! kill -9 of the leader another leads and polls within 5 s; a leader paused
 //! past its lease resumes as a follower and its writes as leader are refused
-//! (no machine is marked down by it). `BORG_FAILOVER_KILLS=20 cargo test -p
+//! (no machine is marked down by it); a leader killed during a stream of
+//! submissions (200 here, `BORG_FAILOVER_SUBMITS=500` by hand; the client fails
+//! over to the other replica) loses no accepted job and runs no task twice. `BORG_FAILOVER_KILLS=20 cargo test -p
 //! jobctl --test failover -- --nocapture kill` measures takeover over 20 kills.
 
 #[path = "no_loss/cell.rs"]
@@ -28,8 +30,8 @@ impl Replica {
     }
 }
 
-/// A cell with 3 master replicas; the first is the cell's own.
-async fn cell_with_replicas(flags: &[&str]) -> (Cell, Vec<Replica>) {
+/// A cell with `count` master replicas; the first is the cell's own.
+async fn cell_with_replicas(flags: &[&str], count: usize) -> (Cell, Vec<Replica>) {
     let mut cell = Cell::start_with(flags.iter().map(|s| s.to_string()).collect()).await;
     let first = cell
         .master_url()
@@ -42,7 +44,7 @@ async fn cell_with_replicas(flags: &[&str]) -> (Cell, Vec<Replica>) {
         name: "borgmaster".into(),
         port: first,
     }];
-    for n in 2..=3 {
+    for n in 2..=count {
         let r = Replica {
             name: format!("borgmaster-{n}"),
             port: free_port(),
@@ -105,7 +107,7 @@ async fn kill_the_leader_and_another_leads_and_polls_within_5s() {
         .ok()
         .map(|v| v.parse().expect("BORG_FAILOVER_KILLS must be a number"))
         .unwrap_or(2);
-    let (mut cell, replicas) = cell_with_replicas(&["--poll-interval", "1s"]).await;
+    let (mut cell, replicas) = cell_with_replicas(&["--poll-interval", "1s"], 3).await;
     let http = reqwest::Client::new();
     let mut times = Vec::new();
     for k in 0..kills {
@@ -167,7 +169,7 @@ async fn a_paused_leader_resumes_as_a_follower_and_marks_no_machine_down() {
         "--lease-ttl",
         "1s",
     ];
-    let (cell, replicas) = cell_with_replicas(&flags).await;
+    let (cell, replicas) = cell_with_replicas(&flags, 3).await;
     let http = reqwest::Client::new();
     // Work on the machines, so a wrong "down" would also requeue tasks.
     let spec = json!({"name": "svc", "kind": "service", "replicas": 3, "task": {
@@ -238,4 +240,99 @@ async fn a_paused_leader_resumes_as_a_follower_and_marks_no_machine_down() {
         .await
         .unwrap();
     assert_eq!(lost, 0);
+}
+
+/// Submit `spec` to the first replica that answers; a transport error moves on
+/// to the next (the same name and spec again is a safe retry: 200).
+async fn submit_failing_over(
+    http: &reqwest::Client,
+    replicas: &[Replica],
+    first: &mut usize,
+    spec: &Value,
+) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = &replicas[*first % replicas.len()];
+        match http
+            .post(format!("{}/v1/jobs", r.url()))
+            .timeout(Duration::from_secs(5))
+            .json(spec)
+            .send()
+            .await
+        {
+            Ok(resp) if resp.status().as_u16() != 503 => return resp.status().as_u16(),
+            _ => {
+                assert!(Instant::now() < deadline, "no replica accepted {spec}");
+                *first += 1;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_leader_killed_during_a_stream_of_submissions_loses_no_accepted_job() {
+    let _serial = SERIAL.lock().await;
+    let n: usize = std::env::var("BORG_FAILOVER_SUBMITS")
+        .ok()
+        .map(|v| v.parse().expect("BORG_FAILOVER_SUBMITS must be a number"))
+        .unwrap_or(200);
+    let (mut cell, replicas) = cell_with_replicas(&["--poll-interval", "1s"], 2).await;
+    let http = reqwest::Client::new();
+    let (leader, _) = wait_for("one leader", Duration::from_secs(30), || {
+        the_leader(&http, &replicas)
+    })
+    .await;
+    // Talk to the leader first, so the kill cuts the stream.
+    let mut first = replicas.iter().position(|r| r.name == leader.name).unwrap();
+    let mut accepted = Vec::new();
+    for i in 0..n {
+        if i == n / 5 {
+            cell.kill_component(&leader.name);
+        }
+        let name = format!("s{i}");
+        let spec = json!({"name": name, "task": {"command": ["/bin/true"],
+            "resources": {"cpu": "10m", "memory": "4Mi"}}});
+        let status = submit_failing_over(&http, &replicas, &mut first, &spec).await;
+        assert!(status == 201 || status == 200, "{name}: {status}");
+        accepted.push(name);
+    }
+    let pool = sqlx::PgPool::connect(&cell.database_url).await.unwrap();
+    wait_for(
+        "every accepted job succeeded",
+        Duration::from_secs(180),
+        || async {
+            let done: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'succeeded'")
+                    .fetch_one(&pool)
+                    .await
+                    .ok()?;
+            (done as usize >= n).then_some(())
+        },
+    )
+    .await;
+    let per_name: Vec<(String, i64)> =
+        sqlx::query_as("SELECT name, count(*) FROM jobs GROUP BY name HAVING count(*) <> 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(per_name.is_empty(), "names not exactly once: {per_name:?}");
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM jobs")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let missing: Vec<&String> = accepted.iter().filter(|a| !names.contains(a)).collect();
+    assert!(missing.is_empty(), "accepted but missing: {missing:?}");
+    // No task ran twice: one attempt each, and it succeeded.
+    let odd: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT j.name, count(a.id) FROM jobs j JOIN tasks t ON t.job_id = j.id
+         LEFT JOIN attempts a ON a.task_id = t.id
+         GROUP BY j.name HAVING count(a.id) <> 1 OR bool_or(a.state <> 'succeeded')",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        odd.is_empty(),
+        "tasks with other than one succeeded attempt: {odd:?}"
+    );
 }
