@@ -288,6 +288,17 @@ async fn an_update_policy_is_refused_until_rolling_updates_exist() {
         .as_str()
         .unwrap()
         .contains("not supported yet"));
+    // Nor is there an update endpoint.
+    let job = json!({"name": "svc", "kind": "service", "task": {"command": ["/bin/true"]}});
+    let resp = reqwest::Client::new()
+        .put(format!("{}/v1/jobs/svc", cell.master_url()))
+        .json(&job)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
 }
 
 /// Dead → running elsewhere with the default `down_after` (10 s), many times:

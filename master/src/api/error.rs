@@ -21,6 +21,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     BadGateway(String),
+    /// The path exists but not with this method (e.g. `PUT /v1/jobs/{name}`:
+    /// rolling updates are not built).
+    #[error("this endpoint does not take this method")]
+    MethodNotAllowed,
     /// The store cannot be reached: 503 with `Retry-After`; safe to retry.
     #[error("{0}")]
     Unavailable(String),
@@ -78,6 +82,9 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "borglet_unreachable", None),
+            ApiError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
+            }
             ApiError::Unavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None)
             }

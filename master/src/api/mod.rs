@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         get(|| async move { ([(header::CONTENT_TYPE, "application/json")], doc) }),
     )
     .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+    .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
     .layer(axum::middleware::from_fn_with_state(
         state.clone(),
         store_unavailable,
