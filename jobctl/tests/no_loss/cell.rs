@@ -45,6 +45,11 @@ impl Cell {
         let database_url = devpg::testing::fresh_database(&borg_store::MIGRATOR)
             .await
             .unwrap();
+        Cell::start_on(database_url, master_flags).await
+    }
+
+    /// A cell on a database of the caller's (its schema already applied).
+    pub async fn start_on(database_url: String, master_flags: Vec<String>) -> Cell {
         let dir = tempfile::Builder::new()
             .prefix("borg-no-loss-")
             .tempdir()
