@@ -66,6 +66,7 @@ pub struct Leading {
     pub machines_changed: Arc<Notify>,
     pub machines: Arc<Machines>,
     pub status: Arc<Status>,
+    pub db: Arc<crate::dbhealth::DbHealth>,
 }
 
 /// Contend for the lease until `shutdown`; lead while holding it.
@@ -142,6 +143,7 @@ async fn lead(parts: Leading, epoch: i64, term: CancellationToken) {
     let liveness = tokio::spawn(liveness::run(
         parts.store.clone(),
         parts.machines.clone(),
+        parts.db.clone(),
         liveness::LivenessConfig {
             down_after: parts.config.down_after,
             epoch,

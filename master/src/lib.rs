@@ -69,7 +69,7 @@ pub async fn run(
         machines: machines.clone(),
         metrics: metrics::install(),
         leader: status.clone(),
-        db,
+        db: db.clone(),
     };
     let listen = listener.local_addr()?;
     // Unique per process: a restarted replica is a new holder and takes the
@@ -83,6 +83,7 @@ pub async fn run(
         machines_changed,
         machines,
         status,
+        db,
     };
     let leader = tokio::spawn(leader::run(leading, holder, shutdown.clone()));
     tracing::info!(%listen, "borgmaster serving");

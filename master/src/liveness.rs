@@ -3,6 +3,7 @@
 //! only when a machine changes state, and of `last_heard` in one batched
 //! statement every few seconds, so syncs commit nothing when nothing changed.
 
+use crate::dbhealth::DbHealth;
 use crate::poller::Machines;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
@@ -11,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How often `machines.last_heard` is written (for people; detection does not read it).
 const HEARD_FLUSH: Duration = Duration::from_secs(5);
+/// A down-marking that takes longer is abandoned and tried again next look.
+const MARK_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy)]
 pub struct LivenessConfig {
@@ -30,21 +33,30 @@ fn tick(down_after: Duration) -> Duration {
 pub async fn run(
     store: Store,
     machines: Arc<Machines>,
+    db: Arc<DbHealth>,
     config: LivenessConfig,
     deposed: CancellationToken,
     shutdown: CancellationToken,
 ) {
     let mut last_flush = Instant::now();
+    // While the store is unreachable the leader cannot ask anyone (syncs need
+    // the desired set), so silence counts only from when it is back.
+    let mut store_back = Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(tick(config.down_after)) => {}
         }
+        if !db.is_up() {
+            store_back = Instant::now();
+            continue;
+        }
         for (id, slot) in machines.slots() {
             let silent = {
                 let heard = slot.heard();
-                let silent = heard.last_ok.elapsed();
-                (!heard.down && silent >= config.down_after).then_some((silent, heard.at))
+                let silent = heard.last_ok.max(store_back).elapsed();
+                let blamed = !heard.down && !heard.asking_store;
+                (blamed && silent >= config.down_after).then_some((silent, heard.at))
             };
             let Some((silent, at)) = silent else {
                 continue;
@@ -53,7 +65,18 @@ pub async fn run(
                 "no answer to syncs for {}",
                 humantime::format_duration(Duration::from_millis(silent.as_millis() as u64))
             );
-            match store.mark_machine_down(id, config.epoch, &reason, at).await {
+            // Bounded: a write that waited out a store outage would act on
+            // silence the outage caused; dropped, it rolls back.
+            let marked = tokio::time::timeout(
+                MARK_TIMEOUT,
+                store.mark_machine_down(id, config.epoch, &reason, at),
+            )
+            .await;
+            let Ok(marked) = marked else {
+                tracing::warn!(machine = %slot.name, "marking a machine down timed out; looking again");
+                continue;
+            };
+            match marked {
                 Ok(done) => {
                     let mut heard = slot.heard();
                     // Unless it answered meanwhile: then the next answer brings it back up.

@@ -45,8 +45,14 @@ pub(crate) struct Slot {
 
 /// A machine's liveness as this leader knows it.
 pub(crate) struct Heard {
-    /// The last answered sync (or when this leader began polling it).
+    /// Where the liveness clock starts: the last answered sync, or when this
+    /// leader began polling it, or when the store kept it from asking.
     pub(crate) last_ok: Instant,
+    /// The last answered sync.
+    last_answer: Option<Instant>,
+    /// The loop is reading the machine's desired set (stuck there while the
+    /// store is unreachable): its silence is not the machine's.
+    pub(crate) asking_store: bool,
     /// The same, by the wall clock, for `machines.last_heard`.
     pub(crate) at: Option<DateTime<Utc>>,
     /// `at` not yet written to the store.
@@ -175,6 +181,8 @@ pub async fn run(
                         // Every machine gets a full `down_after` from when this leader starts.
                         heard: Mutex::new(Heard {
                             last_ok: Instant::now(),
+                            last_answer: None,
+                            asking_store: false,
                             at: None,
                             unflushed: false,
                             down: t.state == MachineState::Down,
@@ -268,9 +276,11 @@ async fn machine_loop(
         metrics::histogram!("borg_sync_duration_seconds").record(started.elapsed().as_secs_f64());
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::counter!("borg_syncs_total", "result" => outcome).increment(1);
+        if slot.heard().last_answer.is_some_and(|t| t >= started) {
+            back_up(&store, &config, id, &slot).await;
+        }
         match result {
             Ok(()) => {
-                answered(&store, &config, id, &slot).await;
                 if let Some(since) = failing_since.take() {
                     tracing::info!(machine = %slot.name, after = ?since.elapsed(), "borglet answers again");
                 }
@@ -292,16 +302,27 @@ async fn machine_loop(
     }
 }
 
-/// The machine answered a sync: note it, and bring it back `up` if it was `down`.
-async fn answered(store: &Store, config: &PollerConfig, id: MachineId, slot: &Slot) {
-    let was_down = {
-        let mut heard = slot.heard();
-        heard.last_ok = Instant::now();
+impl Slot {
+    /// The borglet answered a sync: the leader's liveness clock restarts.
+    fn note_answer(&self) {
+        let mut heard = self.heard();
+        let now = Instant::now();
+        heard.last_ok = now;
+        heard.last_answer = Some(now);
         heard.at = Some(Utc::now());
         heard.unflushed = true;
-        heard.down
-    };
-    if !was_down {
+    }
+
+    /// The sync could not be tried (the store failed before the borglet was
+    /// asked): silence we caused is not the machine's, so it is not counted.
+    fn excuse(&self) {
+        self.heard().last_ok = Instant::now();
+    }
+}
+
+/// The machine answered: bring it back `up` if the store has it `down`.
+async fn back_up(store: &Store, config: &PollerConfig, id: MachineId, slot: &Slot) {
+    if !slot.heard().down {
         return;
     }
     match store
@@ -325,7 +346,16 @@ async fn sync_once(
     acks: &mut Vec<AttemptId>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (attempts, new) = store.desired_attempts(id).await?;
+    slot.heard().asking_store = true;
+    let desired = store.desired_attempts(id).await;
+    slot.heard().asking_store = false;
+    let (attempts, new) = match desired {
+        Ok(d) => d,
+        Err(e) => {
+            slot.excuse();
+            return Err(e.into());
+        }
+    };
     let sent: Vec<AttemptId> = attempts.iter().map(|a| a.id).collect();
     let address = slot
         .address
@@ -353,9 +383,13 @@ async fn sync_once(
             let body = resp.text().await.unwrap_or_default();
             anyhow::bail!("{url} answered {status}: {body}");
         }
-        resp.json::<SyncResponse>()
+        let answer = resp
+            .json::<SyncResponse>()
             .await
-            .with_context(|| format!("reading the sync answer of {url}"))
+            .with_context(|| format!("reading the sync answer of {url}"))?;
+        // Alive, whatever the store makes of the report.
+        slot.note_answer();
+        Ok(answer)
     };
     // `assigned → starting` commits while the request travels and the borglet
     // forks: the two are independent, and the report is applied only after both.
