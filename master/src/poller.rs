@@ -18,11 +18,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+/// Syncs in flight at once, over all machines: a thousand borglets answering
+/// together must not take every store connection. A slow or dead borglet holds
+/// one permit, never another machine's loop.
+const MAX_SYNCS_IN_FLIGHT: usize = 128;
 
 #[derive(Clone)]
 pub struct PollerConfig {
@@ -163,6 +167,7 @@ pub async fn run(
     // A new term polls every machine afresh (a former term's loops have ended).
     machines.clear();
     let tracker = TaskTracker::new();
+    let in_flight = Arc::new(Semaphore::new(MAX_SYNCS_IN_FLIGHT));
     tracker.spawn(listen(store.clone(), machines.clone(), shutdown.clone()));
     loop {
         match store.poll_targets().await {
@@ -198,6 +203,7 @@ pub async fn run(
                         config.clone(),
                         t.id,
                         slot,
+                        in_flight.clone(),
                         shutdown.clone(),
                     ));
                 }
@@ -265,14 +271,19 @@ async fn machine_loop(
     config: PollerConfig,
     id: MachineId,
     slot: Arc<Slot>,
+    in_flight: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
     let mut acks: Vec<AttemptId> = Vec::new();
     let mut failing_since: Option<Instant> = None;
     let mut last_warn: Option<Instant> = None;
     loop {
+        let Ok(permit) = in_flight.acquire().await else {
+            return;
+        };
         let started = Instant::now();
         let result = sync_once(&store, &http, &config, id, &slot, &mut acks).await;
+        drop(permit);
         metrics::histogram!("borg_sync_duration_seconds").record(started.elapsed().as_secs_f64());
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::counter!("borg_syncs_total", "result" => outcome).increment(1);
@@ -297,7 +308,8 @@ async fn machine_loop(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = slot.wake.notified() => {}
-            _ = tokio::time::sleep(config.interval) => {}
+            // ±10%, so loops started together (a new leader's first scan) drift apart.
+            _ = tokio::time::sleep(config.interval.mul_f64(0.9 + 0.2 * fastrand::f64())) => {}
         }
     }
 }
