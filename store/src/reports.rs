@@ -6,7 +6,9 @@ use crate::attempts::{move_attempts, AttemptMove};
 use crate::moves::{move_tasks, TaskMove, Transitions};
 use crate::{live_attempt, live_job, Store, CHANNEL_PENDING};
 use borg_shared::spec::{RestartPolicy, TaskTemplate};
-use borg_shared::wire::{AttemptPhase, AttemptReport, AttemptSpec, Capacity};
+use borg_shared::wire::{
+    AttemptPhase, AttemptReport, AttemptSpec, Capacity, DeathCause, DeathCertificate,
+};
 use borg_shared::{AttemptId, Bytes, JobId, JobKind, MachineId, MilliCpu, TaskId, TaskState};
 use chrono::Utc;
 use sqlx::types::Json;
@@ -152,6 +154,8 @@ impl Store {
                     disk: Bytes(r.disk.max(0) as u64),
                 },
                 kill_grace_ms: task.kill_grace().as_millis() as u64,
+                memory_limit: task.resources.memory_limit,
+                cpu_limit: task.resources.cpu_limit,
             })
             .collect();
         Ok((specs, new))
@@ -283,6 +287,7 @@ impl Store {
             .filter(|r| ended.contains(&r.id) || !known.contains(&r.id))
             .map(|r| r.id)
             .collect();
+        self.record_usage(machine, reports).await?;
         self.touch_machine(machine).await?;
         Ok(out)
     }
@@ -317,6 +322,7 @@ fn collect(
         Action::End { to, reason, report } => {
             let mut mv = AttemptMove::new(row.id, row.state, to);
             mv.reason = Some(reason.clone());
+            mv.death = death_certificate(row, report);
             if let Some(r) = report {
                 mv.pid = r.pid;
                 mv.exit_code = r.exit_code;
@@ -472,9 +478,58 @@ fn final_state(row: &AttemptRow, report: &AttemptReport) -> (TaskState, String) 
     if report.stopped_by_borglet {
         return (TaskState::Lost, format!("stopped by its borglet ({how})"));
     }
+    if report.oom_killed {
+        return (
+            TaskState::Failed,
+            DeathCause::OomKilled.as_str().to_string(),
+        );
+    }
     let clean = report.phase == AttemptPhase::Exited && report.exit_code == Some(0);
     match (row.kind, clean) {
         (JobKind::Batch, true) => (TaskState::Succeeded, how),
         _ => (TaskState::Failed, how),
     }
+}
+
+/// Why the borglet stopped an attempt the master never asked to stop.
+const KILLED_BY_BORGLET: &str = "its borglet: the master no longer wanted it there";
+
+/// The death certificate of an attempt ending now: from the borglet's report if
+/// there is one, and the master's own stop request (who asked). A vanished
+/// attempt with no stop request has none: nobody knows how it ended.
+fn death_certificate(row: &AttemptRow, report: Option<&AttemptReport>) -> Option<DeathCertificate> {
+    let killed_by = row.stop_reason.clone().or_else(|| {
+        report
+            .filter(|r| r.stopped_by_borglet)
+            .map(|_| KILLED_BY_BORGLET.to_string())
+    });
+    let Some(r) = report else {
+        return killed_by.map(|by| DeathCertificate {
+            cause: DeathCause::Killed,
+            exit_code: None,
+            signal: None,
+            killed_by: Some(by),
+            peak_memory: None,
+            stderr_tail: None,
+        });
+    };
+    let cause = if r.phase == AttemptPhase::FailedToStart {
+        DeathCause::FailedToStart
+    } else if r.oom_killed {
+        DeathCause::OomKilled
+    } else if killed_by.is_some() {
+        DeathCause::Killed
+    } else if r.exit_code.is_some() {
+        DeathCause::Exited
+    } else {
+        DeathCause::Signaled
+    };
+    Some(DeathCertificate {
+        cause,
+        exit_code: r.exit_code,
+        signal: r.signal,
+        killed_by: killed_by.filter(|_| cause == DeathCause::Killed),
+        peak_memory: r.peak_memory,
+        stderr_tail: r.stderr_tail.clone(),
+    })
 }
