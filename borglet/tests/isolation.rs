@@ -113,7 +113,6 @@ async fn each_attempt_runs_in_its_own_cgroup_with_its_limits() {
         }
         IsolationMode::None => unreachable!(),
     }
-    // A child of the task is in the same cgroup.
     b.sync(&[], &[]).await;
     let done = b
         .sync_until(&[], spec.id, "stopped", |r| r.phase == AttemptPhase::Exited)
