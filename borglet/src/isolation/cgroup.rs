@@ -20,14 +20,13 @@ const RETRY_EVERY: Duration = Duration::from_millis(5);
 pub enum AttemptCgroup {
     /// One directory in the unified hierarchy.
     V2 { dir: PathBuf },
-    /// One directory per v1 hierarchy (memory, cpu, cpuacct, pids, and freezer
-    /// when mounted), deduplicated where controllers share a mount.
+    /// One directory per v1 hierarchy (memory, cpu, cpuacct, pids), deduplicated
+    /// where controllers share a mount.
     V1 {
         memory: PathBuf,
         cpu: PathBuf,
         cpuacct: PathBuf,
         pids: PathBuf,
-        freezer: Option<PathBuf>,
     },
 }
 
@@ -54,12 +53,7 @@ impl AttemptCgroup {
                 cpu,
                 cpuacct,
                 pids,
-                freezer,
-            } => {
-                let mut d: Vec<&Path> = vec![memory, cpu, cpuacct, pids];
-                d.extend(freezer.as_deref());
-                d
-            }
+            } => vec![memory, cpu, cpuacct, pids],
         };
         dirs.dedup();
         let mut seen = Vec::with_capacity(dirs.len());
@@ -122,8 +116,10 @@ impl AttemptCgroup {
     /// SIGKILL every process in the cgroup, including any that left the task's
     /// process group or session, and wait until it is empty. Blocking: run it off
     /// the async threads. v2 uses `cgroup.kill` where the kernel has it (5.14+);
-    /// otherwise the cgroup is frozen (v1 freezer) so nothing can fork while the
-    /// pids are killed, and the kill is repeated until nothing is left.
+    /// otherwise every listed pid is killed, again until none is left: what a
+    /// dying process forked shows up in the next round, and `pids.max` bounds
+    /// how many there can be. (The v1 freezer would stop forks meanwhile, at the
+    /// price of one more cgroup per attempt on every start: not worth it.)
     pub fn kill_all(&self) -> std::io::Result<()> {
         let deadline = Instant::now() + KILL_PATIENCE;
         // The common case at an attempt's end: nothing left, nothing to freeze.
@@ -139,63 +135,28 @@ impl AttemptCgroup {
                 Err(e) => return Err(e),
             }
         }
-        let frozen = self.freeze(true);
-        let result = loop {
+        loop {
             let pids = match self.pids() {
                 Ok(p) => p,
-                Err(e) if e.kind() == ErrorKind::NotFound => break Ok(()),
-                Err(e) => break Err(e),
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
             };
             if pids.is_empty() {
-                break Ok(());
+                return Ok(());
             }
             for pid in pids {
                 // Gone already (ESRCH) is what we want; anything else is retried.
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
             if Instant::now() >= deadline {
-                break Err(std::io::Error::other(format!(
+                return Err(std::io::Error::other(format!(
                     "processes still in {} after SIGKILL",
                     self.members_dir().display()
                 )));
             }
-            // Killed processes leave the cgroup when they exit: a frozen one must
-            // be thawed to die, so thaw once the signals are queued.
-            if frozen {
-                self.freeze(false);
-            }
+            // Killed processes leave the cgroup once they have exited.
             std::thread::sleep(RETRY_EVERY);
-        };
-        if frozen {
-            self.freeze(false);
         }
-        result
-    }
-
-    /// v1 freezer: freeze (true) or thaw (false); whether the freezer exists.
-    fn freeze(&self, on: bool) -> bool {
-        let AttemptCgroup::V1 {
-            freezer: Some(dir), ..
-        } = self
-        else {
-            return false;
-        };
-        let state = if on { "FROZEN" } else { "THAWED" };
-        if std::fs::write(dir.join("freezer.state"), state).is_err() {
-            return false;
-        }
-        if on {
-            // Freezing is asynchronous: wait until it reports FROZEN (briefly).
-            let until = Instant::now() + Duration::from_millis(200);
-            while Instant::now() < until {
-                match std::fs::read_to_string(dir.join("freezer.state")) {
-                    Ok(s) if s.trim() == "FROZEN" => break,
-                    Ok(_) => std::thread::sleep(Duration::from_millis(1)),
-                    Err(_) => break,
-                }
-            }
-        }
-        true
     }
 
     fn wait_empty(&self, deadline: Instant) -> std::io::Result<()> {
@@ -296,7 +257,6 @@ mod tests {
             cpu: d.join("c"),
             cpuacct: d.join("c"),
             pids: d.join("p"),
-            freezer: None,
         };
         std::fs::create_dir_all(d.join("m")).unwrap();
         std::fs::create_dir_all(d.join("c")).unwrap();

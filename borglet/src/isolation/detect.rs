@@ -26,7 +26,7 @@ pub struct Mounts {
     pub v1: BTreeMap<String, PathBuf>,
 }
 
-const V1_CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "freezer"];
+const V1_CONTROLLERS: [&str; 4] = ["memory", "cpu", "cpuacct", "pids"];
 
 /// Read `/proc/self/mounts` text: `device mountpoint fstype options ...`.
 pub fn parse_mounts(text: &str) -> Mounts {
@@ -63,7 +63,6 @@ impl Mounts {
             cpu: get("cpu")?,
             cpuacct: get("cpuacct")?,
             pids: get("pids")?,
-            freezer: self.v1.get("freezer").cloned(),
         })
     }
 

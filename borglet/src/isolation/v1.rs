@@ -1,6 +1,5 @@
 //! cgroup v1: one hierarchy per controller. An attempt gets a directory under the
-//! borglet's parent in each of memory, cpu, cpuacct and pids (and freezer, used
-//! to stop forks while killing, when it is mounted).
+//! borglet's parent in each of memory, cpu, cpuacct and pids.
 
 use super::cgroup::AttemptCgroup;
 use super::limits::{Limits, CFS_PERIOD_US};
@@ -16,7 +15,6 @@ pub struct V1Mounts {
     pub cpu: PathBuf,
     pub cpuacct: PathBuf,
     pub pids: PathBuf,
-    pub freezer: Option<PathBuf>,
 }
 
 /// The borglet's parent cgroup in every v1 hierarchy it uses.
@@ -34,7 +32,6 @@ impl V1 {
             cpu: at(&mounts.cpu),
             cpuacct: at(&mounts.cpuacct),
             pids: at(&mounts.pids),
-            freezer: mounts.freezer.as_deref().map(at),
         };
         for dir in [
             &parents.memory,
@@ -43,7 +40,6 @@ impl V1 {
             &parents.pids,
         ]
         .into_iter()
-        .chain(parents.freezer.as_ref())
         {
             std::fs::create_dir_all(dir).map_err(|source| IsolationError::Create {
                 path: dir.display().to_string(),
@@ -60,7 +56,6 @@ impl V1 {
             cpu: self.parents.cpu.join(&name),
             cpuacct: self.parents.cpuacct.join(&name),
             pids: self.parents.pids.join(&name),
-            freezer: self.parents.freezer.as_ref().map(|f| f.join(&name)),
         }
     }
 }
@@ -81,7 +76,16 @@ impl Isolator for V1 {
         let made = cg
             .dirs()
             .into_iter()
-            .try_for_each(create_dir)
+            .try_for_each(|dir| {
+                create_dir(dir).or_else(|_| {
+                    // The parent may have just been removed by another borglet of
+                    // the same name stopping (dev cells on one host): once more.
+                    std::fs::create_dir_all(dir).map_err(|source| IsolationError::Create {
+                        path: dir.display().to_string(),
+                        source,
+                    })
+                })
+            })
             .and_then(|()| {
                 write_limit(memory, "memory.limit_in_bytes", limits.memory.0)?;
                 // Without this the cap only covers RAM and the task swaps past it.
@@ -108,10 +112,7 @@ impl Isolator for V1 {
 
     fn remove_parent(&self) {
         let p = &self.parents;
-        for dir in [&p.memory, &p.cpu, &p.cpuacct, &p.pids]
-            .into_iter()
-            .chain(p.freezer.as_ref())
-        {
+        for dir in [&p.memory, &p.cpu, &p.cpuacct, &p.pids].into_iter() {
             // Not empty (tasks kept running for the next borglet) is fine.
             let _ = std::fs::remove_dir(dir);
         }

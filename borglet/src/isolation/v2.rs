@@ -13,6 +13,8 @@ pub const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
 
 #[derive(Debug)]
 pub struct V2 {
+    mount: PathBuf,
+    /// Absolute.
     parent: PathBuf,
 }
 
@@ -40,15 +42,29 @@ impl V2 {
                 missing.join(", ")
             )));
         }
+        let v2 = V2 {
+            mount: mount.to_path_buf(),
+            parent: mount.join(parent),
+        };
+        v2.make_parent()?;
+        Ok(v2)
+    }
+
+    /// Create the parent's levels, enabling the controllers at each.
+    fn make_parent(&self) -> Result<(), IsolationError> {
         let enable = CONTROLLERS.map(|c| format!("+{c}")).join(" ");
-        let mut dir = mount.to_path_buf();
+        let mut dir = self.mount.clone();
         write_limit(&dir, "cgroup.subtree_control", &enable)?;
-        for part in parent.components() {
+        let rel = self
+            .parent
+            .strip_prefix(&self.mount)
+            .unwrap_or(&self.parent);
+        for part in rel.components() {
             dir.push(part);
             create_dir(&dir)?;
             write_limit(&dir, "cgroup.subtree_control", &enable)?;
         }
-        Ok(V2 { parent: dir })
+        Ok(())
     }
 }
 
@@ -59,7 +75,12 @@ impl Isolator for V2 {
 
     fn create(&self, id: AttemptId, limits: &Limits) -> Result<AttemptCgroup, IsolationError> {
         let dir = self.parent.join(id.to_string());
-        create_dir(&dir)?;
+        if create_dir(&dir).is_err() {
+            // The parent may have just been removed by another borglet of the
+            // same name stopping (dev cells on one host): make it again, once.
+            self.make_parent()?;
+            create_dir(&dir)?;
+        }
         let cg = AttemptCgroup::V2 { dir: dir.clone() };
         let made = (|| {
             write_limit(&dir, "memory.max", limits.memory.0)?;
