@@ -49,14 +49,11 @@ impl V1 {
         Ok(V1 { parents })
     }
 
-    fn cgroup(&self, id: AttemptId) -> AttemptCgroup {
+    /// The attempt's directory in each hierarchy: memory, cpu, cpuacct, pids.
+    fn dirs(&self, id: AttemptId) -> [PathBuf; 4] {
         let name = id.to_string();
-        AttemptCgroup::V1 {
-            memory: self.parents.memory.join(&name),
-            cpu: self.parents.cpu.join(&name),
-            cpuacct: self.parents.cpuacct.join(&name),
-            pids: self.parents.pids.join(&name),
-        }
+        let p = &self.parents;
+        [&p.memory, &p.cpu, &p.cpuacct, &p.pids].map(|d| d.join(&name))
     }
 }
 
@@ -66,13 +63,14 @@ impl Isolator for V1 {
     }
 
     fn create(&self, id: AttemptId, limits: &Limits) -> Result<AttemptCgroup, IsolationError> {
-        let cg = self.cgroup(id);
-        let AttemptCgroup::V1 {
-            memory, cpu, pids, ..
-        } = &cg
-        else {
-            unreachable!("a v1 isolator builds v1 cgroups");
+        let [memory, cpu, cpuacct, pids] = self.dirs(id);
+        let cg = AttemptCgroup::V1 {
+            memory: memory.clone(),
+            cpu: cpu.clone(),
+            cpuacct,
+            pids: pids.clone(),
         };
+        let (memory, cpu, pids) = (&memory, &cpu, &pids);
         let made = cg
             .dirs()
             .into_iter()
