@@ -28,14 +28,18 @@ async fn measure(isolation: &str) {
     let began = Instant::now();
     b.sync(&trues, &[]).await;
     let start_sync = began.elapsed();
-    eventually("every /bin/true exited", || async {
+    let done = eventually("every /bin/true exited", || async {
         let r = b.sync(&trues, &[]).await;
         r.attempts
             .iter()
             .all(|a| a.phase == AttemptPhase::Exited)
-            .then_some(())
+            .then_some(r)
     })
     .await;
+    assert!(
+        done.attempts.iter().all(|a| a.exit_code == Some(0)),
+        "/bin/true runs in 4 MiB"
+    );
     let until_exited = began.elapsed();
     let ids: Vec<_> = trues.iter().map(|a| a.id).collect();
     b.sync(&[], &ids).await;
@@ -56,9 +60,11 @@ async fn measure(isolation: &str) {
         assert_eq!(r.attempts.len(), RUNNING);
     }
     times.sort();
+    let sample = sampling_cost(&b, &sleepers).await;
     println!(
         "isolation {:>4}: {STARTS} /bin/true started in one sync in {:.0} ms ({:.0} starts/s), all exited after {:.0} ms; \
-         sync of {RUNNING} unchanged running attempts: median {:.2} ms, p90 {:.2} ms",
+         sync of {RUNNING} unchanged running attempts: median {:.2} ms, p90 {:.2} ms; \
+         one usage sample of them all: {sample}",
         mode.as_str(),
         start_sync.as_secs_f64() * 1e3,
         STARTS as f64 / start_sync.as_secs_f64(),
@@ -69,6 +75,56 @@ async fn measure(isolation: &str) {
     let mut b = b;
     b.sync(&[], &[]).await;
     b.shutdown().await.unwrap();
+}
+
+/// How long one usage sample of every running attempt's cgroup takes (the
+/// borglet's sampler does this every `--usage-interval`, off the async threads).
+async fn sampling_cost(b: &TestBorglet, running: &[borg_shared::wire::AttemptSpec]) -> String {
+    use borglet::isolation::{AttemptCgroup, UsageSampler};
+    use std::sync::Arc;
+    let r = b.sync(running, &[]).await;
+    let mounts = borglet::isolation::read_mounts();
+    let mut cgroups = Vec::new();
+    for a in &r.attempts {
+        let Some(pid) = a.pid else { continue };
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        let path_of = |controller: &str| {
+            text.lines().find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, c, p) = (f.next()?, f.next()?, f.next()?);
+                let root = match controller {
+                    "" if c.is_empty() => mounts.unified.clone()?,
+                    "" => return None,
+                    _ if c.split(',').any(|x| x == controller) => {
+                        mounts.v1.get(controller)?.clone()
+                    }
+                    _ => return None,
+                };
+                Some(root.join(p.trim_start_matches('/')))
+            })
+        };
+        let cg = match (path_of("memory"), path_of("cpuacct"), path_of("")) {
+            (Some(memory), Some(cpuacct), _) if memory.ends_with(a.id.to_string()) => {
+                AttemptCgroup::V1 {
+                    cpu: cpuacct.clone(),
+                    pids: memory.clone(),
+                    memory,
+                    cpuacct,
+                }
+            }
+            (_, _, Some(dir)) if dir.ends_with(a.id.to_string()) => AttemptCgroup::V2 { dir },
+            _ => return "- (unisolated)".into(),
+        };
+        cgroups.push((a.id, Arc::new(cg)));
+    }
+    let mut sampler = UsageSampler::default();
+    sampler.sample(&cgroups);
+    let began = Instant::now();
+    let n = sampler.sample(&cgroups).len();
+    format!(
+        "{:.1} ms for {n} attempts",
+        began.elapsed().as_secs_f64() * 1e3
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

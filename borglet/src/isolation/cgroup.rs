@@ -93,7 +93,24 @@ impl AttemptCgroup {
         Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
     }
 
-    /// Read the counters (cheap: three or four small files).
+    /// Memory charged now and total cpu time (ns): the two files usage sampling
+    /// reads, every few seconds for every live attempt.
+    pub fn usage_counters(&self) -> (Option<u64>, Option<u64>) {
+        match self {
+            AttemptCgroup::V2 { dir } => (
+                read_u64(&dir.join("memory.current")),
+                read_keyed(&dir.join("cpu.stat"), "usage_usec").map(|us| us * 1000),
+            ),
+            AttemptCgroup::V1 {
+                memory, cpuacct, ..
+            } => (
+                read_u64(&memory.join("memory.usage_in_bytes")),
+                read_u64(&cpuacct.join("cpuacct.usage")),
+            ),
+        }
+    }
+
+    /// Read every counter (four small files), e.g. once at the attempt's end.
     pub fn stats(&self) -> CgroupStats {
         match self {
             AttemptCgroup::V2 { dir } => CgroupStats {

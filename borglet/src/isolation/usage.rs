@@ -32,9 +32,9 @@ impl UsageSampler {
         let mut next = HashMap::with_capacity(cgroups.len());
         let mut out = Vec::with_capacity(cgroups.len());
         for (id, cg) in cgroups {
-            let stats = cg.stats();
+            let (memory, cpu_ns) = cg.usage_counters();
             let now = Instant::now();
-            let Some(cpu_ns) = stats.cpu_ns else {
+            let Some(cpu_ns) = cpu_ns else {
                 continue;
             };
             if let Some((then, before)) = self.prev.get(id) {
@@ -42,7 +42,7 @@ impl UsageSampler {
                     id: *id,
                     usage: ResourceUsage {
                         cpu: cpu_rate(*before, cpu_ns, now.saturating_duration_since(*then)),
-                        memory: Bytes(stats.memory.unwrap_or(0)),
+                        memory: Bytes(memory.unwrap_or(0)),
                     },
                 });
             }
