@@ -190,6 +190,20 @@ async fn a_task_past_its_memory_limit_is_oom_killed_with_its_peak() {
     assert_ne!(done.exit_code, Some(0));
     let tail = done.stderr_tail.as_deref().unwrap_or_default();
     assert!(tail.starts_with("about to eat\n"), "{tail:?}");
+    let metrics = b
+        .client
+        .get(format!("{}/metrics", b.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = format!(
+        "borglet_attempts_oom_killed_total{{machine=\"{}\"}} 1",
+        b.name
+    );
+    assert!(metrics.contains(&line), "{metrics}");
 }
 
 #[tokio::test]

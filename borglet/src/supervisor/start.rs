@@ -204,6 +204,7 @@ impl Reaper {
                 .await
                 .unwrap_or_default();
         if ending.oom_killed {
+            metrics.oom_killed();
             tracing::info!(attempt = %id, job = %job, index, pid, peak_memory = ?ending.peak_memory, "attempt oom-killed");
         }
         table.set_ending(id, ending);
