@@ -24,6 +24,8 @@ async fn named_machine(store: &Store, name: &str) -> MachineId {
                 disk: Bytes(0),
             },
             labels: Default::default(),
+            isolation: None,
+            version: None,
         })
         .await
         .unwrap();
@@ -79,6 +81,10 @@ fn report(id: AttemptId, phase: AttemptPhase, code: Option<i32>) -> AttemptRepor
         signal: None,
         stopped_by_borglet: false,
         message: None,
+        oom_killed: false,
+        peak_memory: None,
+        stderr_tail: None,
+        usage: None,
     }
 }
 
