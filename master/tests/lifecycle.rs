@@ -62,6 +62,7 @@ async fn place_all(store: &Store, m: MachineId) {
                 memory: Bytes(memory as u64),
                 disk: Bytes(disk as u64),
             },
+            max_per_machine: None,
         })
         .collect();
     let placed = store.commit_placements("test", &batch).await.unwrap();
@@ -345,6 +346,7 @@ async fn a_task_failing_for_good_fails_the_job_and_stops_the_rest() {
             job: *job,
             machine,
             request,
+            max_per_machine: None,
         })
         .collect();
     // The fixture's tasks request nothing, so the zero request matches their rows.

@@ -26,6 +26,7 @@ pub async fn commit(
                 job: t.job_id,
                 machine: *machine,
                 request: t.request,
+                max_per_machine: t.max_per_machine(),
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -6,7 +6,7 @@
 
 use crate::commit::commit;
 use crate::place::{place, Decision};
-use crate::snapshot::{read_machines, read_pending, PendingTask, QueueKey};
+use crate::snapshot::{read_job_counts, read_machines, read_pending, PendingTask, QueueKey};
 use crate::Config;
 use anyhow::Context;
 use borg_shared::{JobId, MachineId, TaskId};
@@ -219,10 +219,21 @@ async fn pass(
     let mut page_size = FIRST_PAGE.min(config.batch_size);
     loop {
         // Two independent reads on two connections.
-        let (snapshot, page) = tokio::try_join!(
+        let (mut snapshot, page) = tokio::try_join!(
             read_machines(pool),
             read_pending(pool, after.as_ref(), &full, page_size)
         )?;
+        // Where the page's spreading jobs already run (read after the machines,
+        // so no attempt the usage counted is missing here).
+        let mut spreading: Vec<JobId> = page
+            .tasks
+            .iter()
+            .filter(|t| t.spread.is_some())
+            .map(|t| t.job_id)
+            .collect();
+        spreading.sort();
+        spreading.dedup();
+        snapshot.job_counts = read_job_counts(pool, &spreading).await?;
         stats.batches += 1;
         stats.pending += page.rows;
 

@@ -3,7 +3,7 @@
 //! without locks; `commit` re-checks everything it relies on.
 
 use anyhow::Context;
-use borg_shared::spec::Constraint;
+use borg_shared::spec::{Constraint, Spread};
 use borg_shared::wire::Capacity;
 use borg_shared::{Bytes, JobId, MachineId, MilliCpu, TaskId};
 use chrono::{DateTime, Utc};
@@ -19,6 +19,9 @@ use std::sync::Arc;
 pub struct Snapshot {
     /// Only machines in state `up`.
     pub machines: Vec<Machine>,
+    /// Live attempts per machine of each job in the page that has a `spread`
+    /// (what `max_per_machine` and the spread label count).
+    pub job_counts: HashMap<JobId, HashMap<MachineId, u32>>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +51,8 @@ pub struct PendingTask {
     pub request: Capacity,
     /// The job's constraints, shared by all of its tasks.
     pub constraints: Arc<[Constraint]>,
+    /// The job's spread rule, shared by all of its tasks.
+    pub spread: Option<Arc<Spread>>,
 }
 
 impl PendingTask {
@@ -58,6 +63,14 @@ impl PendingTask {
             .cmp(&self.priority)
             .then(self.created_at.cmp(&other.created_at))
             .then(self.id.cmp(&other.id))
+    }
+
+    pub fn max_per_machine(&self) -> Option<u32> {
+        self.spread.as_ref().and_then(|s| s.max_per_machine)
+    }
+
+    pub fn spread_label(&self) -> Option<&str> {
+        self.spread.as_ref().and_then(|s| s.label.as_deref())
     }
 
     fn key(&self) -> QueueKey {
@@ -126,7 +139,10 @@ pub async fn read_machines(pool: &PgPool) -> anyhow::Result<Snapshot> {
             capacity: capacity_from_db(r.cpu_milli, r.memory, r.disk),
         })
         .collect();
-    Ok(Snapshot { machines })
+    Ok(Snapshot {
+        machines,
+        job_counts: HashMap::new(),
+    })
 }
 
 /// Labels are a JSON object of strings; a number or bool is matched by its text
@@ -199,6 +215,7 @@ struct TaskRow {
     reason: Option<String>,
     reason_due: bool,
     constraints: Option<Json<serde_json::Value>>,
+    spread: Option<Json<serde_json::Value>>,
 }
 
 /// Up to `limit` schedulable pending tasks after `after` in queue order: not
@@ -215,7 +232,7 @@ pub async fn read_pending(
     let rows: Vec<TaskRow> = sqlx::query_as(concat!(
         "SELECT t.id, t.job_id, t.priority, t.created_at, t.cpu_milli, t.memory, t.disk, t.reason,
                 (t.reason IS NULL OR t.updated_at < now() - $6 * interval '1 millisecond') AS reason_due,
-                j.spec->'constraints' AS constraints
+                j.spec->'constraints' AS constraints, j.spec->'spread' AS spread
          FROM tasks t
          JOIN jobs j ON j.id = t.job_id
          WHERE t.state = 'pending'
@@ -243,9 +260,12 @@ pub async fn read_pending(
     // Each job's constraints come with every one of its rows; parse them once per job.
     let mut constraints: JobConstraints = HashMap::new();
     for r in &rows {
-        constraints
-            .entry(r.job_id)
-            .or_insert_with(|| parse_constraints(r.constraints.as_ref().map(|j| &j.0)));
+        constraints.entry(r.job_id).or_insert_with(|| {
+            Ok((
+                parse_constraints(r.constraints.as_ref().map(|j| &j.0))?,
+                parse_spread(r.spread.as_ref().map(|j| &j.0))?,
+            ))
+        });
     }
 
     let mut page = PendingPage {
@@ -263,11 +283,13 @@ pub async fn read_pending(
             created_at: r.created_at,
             request: capacity_from_db(r.cpu_milli, r.memory, r.disk),
             constraints: Arc::from(Vec::new()),
+            spread: None,
         };
         page.last = Some(task.key());
         match constraints.get(&r.job_id) {
-            Some(Ok(c)) => page.tasks.push(PendingTask {
+            Some(Ok((c, spread))) => page.tasks.push(PendingTask {
                 constraints: c.clone(),
+                spread: spread.clone(),
                 ..task
             }),
             Some(Err(e)) => page.unreadable.push((r.id, e.clone())),
@@ -278,7 +300,7 @@ pub async fn read_pending(
     Ok(page)
 }
 
-type JobConstraints = HashMap<JobId, Result<Arc<[Constraint]>, String>>;
+type JobConstraints = HashMap<JobId, Result<(Arc<[Constraint]>, Option<Arc<Spread>>), String>>;
 
 /// A job's constraints from its spec (absent or null: none).
 fn parse_constraints(value: Option<&serde_json::Value>) -> Result<Arc<[Constraint]>, String> {
@@ -288,4 +310,44 @@ fn parse_constraints(value: Option<&serde_json::Value>) -> Result<Arc<[Constrain
             .map(Arc::from)
             .map_err(|e| format!("cannot read the job's constraints: {e}")),
     }
+}
+
+/// A job's spread rule from its spec (absent or null: none).
+fn parse_spread(value: Option<&serde_json::Value>) -> Result<Option<Arc<Spread>>, String> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => Spread::deserialize(v)
+            .map(|s| Some(Arc::new(s)))
+            .map_err(|e| format!("cannot read the job's spread: {e}")),
+    }
+}
+
+/// How many live attempts each of `jobs` has on each machine: one statement,
+/// only for the jobs of a page that spread or limit their tasks per machine.
+pub async fn read_job_counts(
+    pool: &PgPool,
+    jobs: &[JobId],
+) -> anyhow::Result<HashMap<JobId, HashMap<MachineId, u32>>> {
+    if jobs.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(JobId, MachineId, i64)> = sqlx::query_as(concat!(
+        "SELECT t.job_id, a.machine_id, count(*)
+         FROM attempts a JOIN tasks t ON t.id = a.task_id
+         WHERE t.job_id = ANY($1) AND a.state IN ",
+        borg_store::live_attempt!(),
+        " GROUP BY 1, 2"
+    ))
+    .bind(jobs)
+    .fetch_all(pool)
+    .await
+    .context("reading where the spread jobs run")?;
+    let mut counts: HashMap<JobId, HashMap<MachineId, u32>> = HashMap::new();
+    for (job, machine, n) in rows {
+        counts
+            .entry(job)
+            .or_default()
+            .insert(machine, u32::try_from(n).unwrap_or(u32::MAX));
+    }
+    Ok(counts)
 }

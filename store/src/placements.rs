@@ -31,6 +31,8 @@ pub struct Placement {
     pub job: JobId,
     pub machine: MachineId,
     pub request: Capacity,
+    /// The job's `spread.max_per_machine`, re-checked under the machine's lock.
+    pub max_per_machine: Option<u32>,
 }
 
 /// One placement as committed.
@@ -48,6 +50,37 @@ pub struct Committed {
     /// Decisions dropped because the machine filled up, left `up`, or the task
     /// was claimed, changed or killed meanwhile.
     pub lost_races: usize,
+}
+
+/// Live attempts per (job, machine) of the jobs in `placements` that cap their
+/// tasks per machine, on the (locked) `machines`.
+async fn job_counts_on(
+    tx: &mut sqlx::PgConnection,
+    placements: &[Placement],
+    machines: &[MachineId],
+) -> crate::Result<HashMap<(JobId, MachineId), i64>> {
+    let mut jobs: Vec<JobId> = placements
+        .iter()
+        .filter(|p| p.max_per_machine.is_some())
+        .map(|p| p.job)
+        .collect();
+    if jobs.is_empty() {
+        return Ok(HashMap::new());
+    }
+    jobs.sort();
+    jobs.dedup();
+    let rows: Vec<(JobId, MachineId, i64)> = sqlx::query_as(concat!(
+        "SELECT t.job_id, a.machine_id, count(*)
+         FROM attempts a JOIN tasks t ON t.id = a.task_id
+         WHERE t.job_id = ANY($1) AND a.machine_id = ANY($2) AND a.state IN ",
+        crate::live_attempt!(),
+        " GROUP BY 1, 2"
+    ))
+    .bind(&jobs)
+    .bind(machines)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows.into_iter().map(|(j, m, n)| ((j, m), n)).collect())
 }
 
 impl Store {
@@ -98,17 +131,30 @@ impl Store {
             })
             .collect();
 
+        let mut per_machine = job_counts_on(&mut tx, placements, &machine_ids).await?;
+
         let mut lost_races = 0;
         let mut kept: Vec<&Placement> = Vec::with_capacity(placements.len());
         for p in placements {
-            let fits_still = room.get_mut(&p.machine).is_some_and(|r| {
-                let after = r.used.saturating_add(&p.request);
-                let ok = after.fits_in(&r.capacity);
-                if ok {
-                    r.used = after;
+            let below_max = match p.max_per_machine {
+                None => true,
+                Some(max) => {
+                    let n = per_machine.entry((p.job, p.machine)).or_insert(0);
+                    *n < i64::from(max)
                 }
-                ok
-            });
+            };
+            let fits_still = below_max
+                && room.get_mut(&p.machine).is_some_and(|r| {
+                    let after = r.used.saturating_add(&p.request);
+                    let ok = after.fits_in(&r.capacity);
+                    if ok {
+                        r.used = after;
+                    }
+                    ok
+                });
+            if fits_still && p.max_per_machine.is_some() {
+                *per_machine.entry((p.job, p.machine)).or_insert(0) += 1;
+            }
             if fits_still {
                 kept.push(p);
             } else {

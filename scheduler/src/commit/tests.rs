@@ -214,3 +214,27 @@ async fn a_changed_pending_reason_waits_out_the_refresh_interval() {
     );
     assert_eq!(reason(pool).await.as_deref(), Some("b"));
 }
+
+#[tokio::test]
+async fn max_per_machine_is_rechecked_under_the_machine_lock() {
+    let pool = setup().await;
+    sqlx::query("UPDATE jobs SET spec = jsonb_set(spec, '{spread}', '{\"max_per_machine\": 1}')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let tasks = pending(&pool).await;
+    assert!(tasks.iter().all(|t| t.max_per_machine() == Some(1)));
+    // Two of the job on m1 in one batch (a scheduler that ignored the rule):
+    // only the first is kept.
+    let c = go(&pool, &tasks, &[(t(1), m(1)), (t(2), m(1))]).await;
+    assert_eq!((c.placed.len(), c.lost_races), (1, 1));
+    // Another batch from a snapshot taken before that commit: m1 is taken.
+    let c = go(&pool, &tasks, &[(t(3), m(1))]).await;
+    assert_eq!((c.placed.len(), c.lost_races), (0, 1));
+    let c = go(&pool, &tasks, &[(t(3), m(2))]).await;
+    assert_eq!(c.placed.len(), 1);
+    assert_eq!(
+        (live_on(&pool, m(1)).await, live_on(&pool, m(2)).await),
+        (1, 1)
+    );
+}

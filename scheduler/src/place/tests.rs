@@ -1,5 +1,6 @@
 use super::*;
-use borg_shared::spec::ConstraintOp;
+use borg_shared::spec::{ConstraintOp, Spread};
+use borg_shared::{Bytes, MilliCpu};
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -70,6 +71,7 @@ impl TaskBuilder {
             created_at: t0(),
             request: cap(100, 64 * MI, 0),
             constraints: Arc::from(Vec::new()),
+            spread: None,
         })
     }
     fn job(mut self, n: u128) -> Self {
@@ -107,13 +109,23 @@ impl TaskBuilder {
         self.0.constraints = Arc::from(v);
         self
     }
+    fn spread(mut self, label: Option<&str>, max_per_machine: Option<u32>) -> Self {
+        self.0.spread = Some(Arc::new(Spread {
+            label: label.map(str::to_string),
+            max_per_machine,
+        }));
+        self
+    }
     fn build(self) -> PendingTask {
         self.0
     }
 }
 
 fn snap(machines: Vec<Machine>) -> Snapshot {
-    Snapshot { machines }
+    Snapshot {
+        machines,
+        job_counts: HashMap::new(),
+    }
 }
 
 fn reason_of(d: &[Decision], task: &PendingTask) -> String {
@@ -153,7 +165,7 @@ fn no_up_machine_matches_the_constraint() {
     // Each constraint alone matches a machine; together none.
     assert_eq!(
         reason_of(&d, &t),
-        "no up machine matches zone != b and zone exists"
+        "0/2 machines fit: 1 zone != b, 1 zone exists"
     );
 }
 
@@ -165,7 +177,7 @@ fn names_only_the_constraint_that_excludes_everything() {
         .constraint("zone", ConstraintOp::Ne, "b")
         .build();
     let d = place(&snap(ms), std::slice::from_ref(&t));
-    assert_eq!(reason_of(&d, &t), "no up machine matches zone != b");
+    assert_eq!(reason_of(&d, &t), "0/1 machines fit: 1 zone != b");
 }
 
 #[test]
@@ -181,7 +193,7 @@ fn no_machine_has_the_memory_names_the_most_free() {
     let d = place(&snap(ms), std::slice::from_ref(&t));
     assert_eq!(
         reason_of(&d, &t),
-        "no machine has 64Gi free memory (most free: 7.5Gi on m2)"
+        "0/2 machines fit: 2 insufficient memory (nearest: m2 has 7.5Gi of 64Gi)"
     );
 }
 
@@ -192,7 +204,7 @@ fn cpu_is_named_before_memory() {
     let d = place(&snap(ms), std::slice::from_ref(&t));
     assert_eq!(
         reason_of(&d, &t),
-        "no machine has 2500m free cpu (most free: 1 on m1)"
+        "0/1 machines fit: 1 insufficient cpu (nearest: m1 has 1 of 2500m)"
     );
 }
 
@@ -203,7 +215,7 @@ fn disk_reason() {
     let d = place(&snap(ms), std::slice::from_ref(&t));
     assert_eq!(
         reason_of(&d, &t),
-        "no machine has 20Gi free disk (most free: 10Gi on m1)"
+        "0/1 machines fit: 1 insufficient disk (nearest: m1 has 10Gi of 20Gi)"
     );
 }
 
@@ -226,7 +238,7 @@ fn resources_reason_mentions_the_constraints_that_narrowed_the_field() {
     let d = place(&snap(ms), std::slice::from_ref(&t));
     assert_eq!(
         reason_of(&d, &t),
-        "no machine matching zone = a has 2 free cpu (most free: 1 on m1)"
+        "0/2 machines fit: 1 zone = a, 1 insufficient cpu (nearest: m1 has 1 of 2)"
     );
 }
 
@@ -240,7 +252,7 @@ fn no_single_machine_has_everything() {
     let d = place(&snap(ms), std::slice::from_ref(&t));
     assert_eq!(
         reason_of(&d, &t),
-        "no machine has 2 cpu and 2Gi memory free at once"
+        "0/2 machines fit: 1 insufficient cpu (nearest: m2 has 1 of 2), 1 insufficient memory (nearest: m1 has 1Gi of 2Gi)"
     );
 }
 
@@ -253,7 +265,7 @@ fn reason_accounts_for_earlier_placements_in_the_batch() {
     machine_of(&d, &big);
     assert_eq!(
         reason_of(&d, &small),
-        "no machine has 300m free cpu (most free: 200m on m1)"
+        "0/1 machines fit: 1 insufficient cpu (nearest: m1 has 200m of 300m)"
     );
 }
 
@@ -358,7 +370,115 @@ fn over_used_machine_counts_as_full() {
     let d = place(&snap(ms), std::slice::from_ref(&t));
     assert_eq!(
         reason_of(&d, &t),
-        "no machine has 1m free cpu (most free: 0 on m1)"
+        "0/1 machines fit: 1 insufficient cpu (nearest: m1 has 0 of 1m)"
+    );
+}
+
+// ---------- spread and max_per_machine ----------
+
+#[test]
+fn max_per_machine_counts_what_already_runs_and_the_batch() {
+    let ms = vec![
+        MachineBuilder::new(1, "m1").build(),
+        MachineBuilder::new(2, "m2").build(),
+    ];
+    let tasks: Vec<PendingTask> = (1..=3)
+        .map(|n| {
+            TaskBuilder::new(n)
+                .job(9)
+                .age(10 - n as i64)
+                .spread(None, Some(1))
+                .build()
+        })
+        .collect();
+    let mut snapshot = snap(ms.clone());
+    // One of the job's tasks already runs on m2.
+    snapshot
+        .job_counts
+        .insert(tasks[0].job_id, HashMap::from([(ms[1].id, 1)]));
+    let d = place(&snapshot, &tasks);
+    assert_eq!(machine_of(&d, &tasks[0]), ms[0].id);
+    assert_eq!(
+        reason_of(&d, &tasks[1]),
+        "0/2 machines fit: 2 already hold max_per_machine 1 of the job"
+    );
+}
+
+#[test]
+fn spread_evens_a_job_over_the_label_values_before_scoring() {
+    // Zone a has two big empty machines, zone b one small busy one: worst fit
+    // alone would put both tasks in zone a.
+    let ms = vec![
+        MachineBuilder::new(1, "a1")
+            .label("zone", "a")
+            .cap(16000, 64 * GI)
+            .build(),
+        MachineBuilder::new(2, "a2")
+            .label("zone", "a")
+            .cap(16000, 64 * GI)
+            .build(),
+        MachineBuilder::new(3, "b1")
+            .label("zone", "b")
+            .used(3000, 6 * GI)
+            .build(),
+    ];
+    let tasks: Vec<PendingTask> = (1..=3)
+        .map(|n| {
+            TaskBuilder::new(n)
+                .job(4)
+                .age(10 - n as i64)
+                .spread(Some("zone"), None)
+                .build()
+        })
+        .collect();
+    let d = place(&snap(ms.clone()), &tasks);
+    let zones: Vec<&str> = tasks
+        .iter()
+        .map(|t| {
+            let m = machine_of(&d, t);
+            ms.iter().find(|x| x.id == m).unwrap().labels["zone"].as_str()
+        })
+        .collect();
+    assert_eq!(zones, ["a", "b", "a"]);
+}
+
+#[test]
+fn spread_counts_the_job_where_it_already_runs() {
+    let ms = vec![
+        MachineBuilder::new(1, "a1").label("zone", "a").build(),
+        MachineBuilder::new(2, "b1").label("zone", "b").build(),
+    ];
+    let t = TaskBuilder::new(1)
+        .job(4)
+        .spread(Some("zone"), None)
+        .build();
+    let mut snapshot = snap(ms.clone());
+    snapshot
+        .job_counts
+        .insert(t.job_id, HashMap::from([(ms[0].id, 2), (ms[1].id, 1)]));
+    let d = place(&snapshot, std::slice::from_ref(&t));
+    assert_eq!(machine_of(&d, &t), ms[1].id);
+}
+
+#[test]
+fn reasons_count_machines_per_cause_most_first() {
+    let mut ms: Vec<Machine> = (0..5)
+        .map(|n| {
+            MachineBuilder::new(n, &format!("m{n}"))
+                .cap(1000, GI)
+                .label("zone", "a")
+                .build()
+        })
+        .collect();
+    ms.push(MachineBuilder::new(9, "m9").label("zone", "b").build());
+    let t = TaskBuilder::new(1)
+        .mem(4 * GI)
+        .constraint("zone", ConstraintOp::Eq, "a")
+        .build();
+    let d = place(&snap(ms), std::slice::from_ref(&t));
+    assert_eq!(
+        reason_of(&d, &t),
+        "0/6 machines fit: 5 insufficient memory (nearest: m0 has 1Gi of 4Gi), 1 zone = a"
     );
 }
 
@@ -419,7 +539,8 @@ struct Case {
 fn arb_case() -> impl Strategy<Value = Case> {
     let machines = (0usize..8).prop_flat_map(|n| (0..n).map(arb_machine).collect::<Vec<_>>());
     // A handful of jobs, each with its constraints; tasks pick a job.
-    let jobs = proptest::collection::vec((0i32..4, arb_constraints()), 1..5);
+    let spread = proptest::option::of((proptest::bool::ANY, proptest::option::of(1u32..3)));
+    let jobs = proptest::collection::vec((0i32..4, arb_constraints(), spread), 1..5);
     (machines, jobs)
         .prop_flat_map(|(machines, jobs)| {
             let njobs = jobs.len();
@@ -431,8 +552,19 @@ fn arb_case() -> impl Strategy<Value = Case> {
             )
         })
         .prop_flat_map(|(machines, jobs, raw)| {
-            let jobs: Vec<(i32, Arc<[Constraint]>)> =
-                jobs.into_iter().map(|(p, c)| (p, Arc::from(c))).collect();
+            type Job = (i32, Arc<[Constraint]>, Option<Arc<Spread>>);
+            let jobs: Vec<Job> = jobs
+                .into_iter()
+                .map(|(p, c, spread)| {
+                    let spread = spread.map(|(by_zone, max_per_machine)| {
+                        Arc::new(Spread {
+                            label: by_zone.then(|| "zone".to_string()),
+                            max_per_machine,
+                        })
+                    });
+                    (p, Arc::from(c), spread)
+                })
+                .collect();
             let tasks: Vec<PendingTask> = raw
                 .into_iter()
                 .enumerate()
@@ -443,6 +575,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                     created_at: t0() - chrono::Duration::seconds(age),
                     request: cap(cpu, mem_mi * MI, disk_mi * MI),
                     constraints: jobs[job].1.clone(),
+                    spread: jobs[job].2.clone(),
                 })
                 .collect();
             (Just(machines), Just(tasks).prop_shuffle())
@@ -498,14 +631,44 @@ proptest! {
         // ahead of it in the queue placed; lower ones never took its room.
         let mut queue: Vec<&PendingTask> = case.tasks.iter().collect();
         queue.sort_by(|a, b| a.queue_cmp(b));
+        // Replayed with each job's tasks per machine: max_per_machine is never
+        // exceeded, and a spread task went to a group holding the fewest of its job
+        // among the machines it could go to.
         let mut free: Vec<Capacity> = case.machines.iter().map(Machine::free).collect();
+        let mut on: HashMap<(JobId, usize), u32> = HashMap::new();
+        let zone = |i: usize| case.machines[i].labels.get("zone").cloned();
+        let group = |on: &HashMap<(JobId, usize), u32>, job: JobId, i: usize| -> u32 {
+            (0..case.machines.len())
+                .filter(|&k| zone(k) == zone(i))
+                .map(|k| on.get(&(job, k)).copied().unwrap_or(0))
+                .sum()
+        };
         for t in queue {
+            let max = t.max_per_machine().unwrap_or(u32::MAX);
+            let feasible = |i: usize, on: &HashMap<(JobId, usize), u32>, free: &[Capacity]| {
+                matches_all(t, &case.machines[i])
+                    && fits(&t.request, &free[i])
+                    && on.get(&(t.job_id, i)).copied().unwrap_or(0) < max
+            };
             match placed_on.get(&t.id) {
-                Some(&i) => free[i] = sub(&free[i], &t.request),
+                Some(&i) => {
+                    prop_assert!(feasible(i, &on, &free), "task {} placed where it does not fit", t.id);
+                    if t.spread_label().is_some() {
+                        let mine = group(&on, t.job_id, i);
+                        for k in 0..case.machines.len() {
+                            prop_assert!(
+                                !(feasible(k, &on, &free) && group(&on, t.job_id, k) < mine),
+                                "spread task {} went to a fuller group than {}'s", t.id, case.machines[k].name
+                            );
+                        }
+                    }
+                    free[i] = sub(&free[i], &t.request);
+                    *on.entry((t.job_id, i)).or_insert(0) += 1;
+                }
                 None => {
                     for (i, m) in case.machines.iter().enumerate() {
                         prop_assert!(
-                            !(matches_all(t, m) && fits(&t.request, &free[i])),
+                            !feasible(i, &on, &free),
                             "task {} left unplaced but fits on {} given only higher-priority placements",
                             t.id, m.name
                         );
