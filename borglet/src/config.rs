@@ -65,6 +65,10 @@ pub struct Config {
     #[arg(long, env = "BORGLET_DISK", value_parser = parse_bytes)]
     pub disk: Option<Bytes>,
 
+    /// Host ports the scheduler may give tasks here (`BORG_PORT0`, ...).
+    #[arg(long, env = "BORGLET_PORT_RANGE", default_value = "20000-29999")]
+    pub port_range: borg_shared::wire::PortRange,
+
     /// What happens to running tasks when the borglet shuts down.
     #[arg(long, env = "BORGLET_ON_EXIT", value_enum, default_value_t = OnExit::Keep)]
     pub on_exit: OnExit,

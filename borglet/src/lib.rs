@@ -118,6 +118,7 @@ pub async fn run(
             address: advertise.clone(),
             capacity,
             labels: config.labels_map(),
+            ports: config.port_range,
         },
         Arc::clone(&contact),
         config.reregister_after,

@@ -378,6 +378,7 @@ mod tests {
             env: Default::default(),
             resources: Capacity::default(),
             kill_grace_ms: 100,
+            ports: vec![],
         }
     }
 

@@ -397,3 +397,57 @@ fn logs_follow_streams_until_the_task_ends() {
     assert_eq!(seen.lock().unwrap().as_str(), "first\nsecond\n");
     cell.stop();
 }
+
+#[test]
+fn tasks_get_host_ports_from_their_machine_never_shared() {
+    let dir = data_dir();
+    let cell = Cell::start(dir.path());
+    // More tasks than machines, so some share a machine (and must not share a port).
+    let spec = "name: ported\nreplicas: 5\ntask:\n  command: [\"/bin/sh\", \"-c\", \"echo $BORG_PORT0 $BORG_PORT1\"]\n  resources: {ports: 2}\n";
+    let spec_file = dir.path().join("ported.yaml");
+    std::fs::write(&spec_file, spec).unwrap();
+    let run = cell.jobctl(&["run", "--wait", "-f", spec_file.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", stderr(&run));
+
+    let machines: Value = reqwest::blocking::get(format!("{}/v1/machines", cell.master))
+        .unwrap()
+        .json()
+        .unwrap();
+    let range_of = |name: &str| -> (u64, u64) {
+        let m = machines["machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap();
+        (
+            m["ports"]["first"].as_u64().unwrap(),
+            m["ports"]["last"].as_u64().unwrap(),
+        )
+    };
+    let job = cell.job("ported");
+    let mut held: std::collections::HashSet<(String, u64)> = Default::default();
+    for task in job["tasks"].as_array().unwrap() {
+        let index = task["index"].as_u64().unwrap();
+        let machine = task["machine"].as_str().unwrap().to_string();
+        let out = cell.jobctl(&["logs", &format!("ported/{index}")]);
+        let ports: Vec<u64> = stdout(&out)
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        assert_eq!(ports.len(), 2, "task {index} printed {:?}", stdout(&out));
+        let (first, last) = range_of(&machine);
+        for p in ports {
+            assert!(
+                (first..=last).contains(&p),
+                "port {p} outside {machine}'s {first}-{last}"
+            );
+            assert!(
+                held.insert((machine.clone(), p)),
+                "port {p} given twice on {machine}"
+            );
+        }
+    }
+    assert_eq!(held.len(), 10);
+    cell.stop();
+}

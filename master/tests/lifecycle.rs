@@ -24,6 +24,7 @@ async fn named_machine(store: &Store, name: &str) -> MachineId {
                 disk: Bytes(0),
             },
             labels: Default::default(),
+            ports: Default::default(),
         })
         .await
         .unwrap();
@@ -63,6 +64,7 @@ async fn place_all(store: &Store, m: MachineId) {
                 disk: Bytes(disk as u64),
             },
             max_per_machine: None,
+            ports: vec![],
         })
         .collect();
     let placed = store.commit_placements("test", &batch).await.unwrap();
@@ -347,6 +349,7 @@ async fn a_task_failing_for_good_fails_the_job_and_stops_the_rest() {
             machine,
             request,
             max_per_machine: None,
+            ports: vec![],
         })
         .collect();
     // The fixture's tasks request nothing, so the zero request matches their rows.

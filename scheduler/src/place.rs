@@ -4,6 +4,7 @@
 
 mod feasible;
 mod load;
+mod ports;
 mod reason;
 
 use crate::score::score;
@@ -12,6 +13,7 @@ use borg_shared::spec::Constraint;
 use borg_shared::wire::Capacity;
 use borg_shared::{JobId, MachineId, TaskId};
 use load::JobLoads;
+use ports::PortsTaken;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -21,12 +23,11 @@ pub enum Decision {
     Place {
         task: TaskId,
         machine: MachineId,
+        /// Host ports picked from the machine's range, as many as the task asks for.
+        ports: Vec<u16>,
     },
     /// Stays pending; `reason` is shown to the user as why.
-    Unplaceable {
-        task: TaskId,
-        reason: String,
-    },
+    Unplaceable { task: TaskId, reason: String },
 }
 
 impl Decision {
@@ -49,6 +50,7 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
     let mut free: Vec<Capacity> = machines.iter().map(Machine::free).collect();
     let mut matching = MatchCache::default();
     let mut loads = JobLoads::new(snapshot);
+    let mut ports = PortsTaken::default();
     let mut seen = HashSet::with_capacity(queue.len());
     let mut decisions = Vec::with_capacity(queue.len());
 
@@ -67,6 +69,7 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
             .filter(|&i| {
                 feasible::per_machine(task, loads.on_machine(task, i)).is_none()
                     && fits(&task.request, &free[i])
+                    && (task.ports == 0 || feasible::ports(task, ports.free(machines, i)).is_none())
             })
             .map(|i| {
                 (
@@ -88,13 +91,18 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
                 decisions.push(Decision::Place {
                     task: task.id,
                     machine: machines[i].id,
+                    ports: ports.take(machines, i, task.ports),
                 });
             }
             None => decisions.push(Decision::Unplaceable {
                 task: task.id,
-                reason: reason::why_unplaceable(task, machines, &free, |i| {
-                    loads.on_machine(task, i)
-                }),
+                reason: reason::why_unplaceable(
+                    task,
+                    machines,
+                    &free,
+                    |i| loads.on_machine(task, i),
+                    |i| ports.free(machines, i),
+                ),
             }),
         }
     }

@@ -6,7 +6,9 @@
 
 use crate::commit::commit;
 use crate::place::{place, Decision};
-use crate::snapshot::{read_job_counts, read_machines, read_pending, PendingTask, QueueKey};
+use crate::snapshot::{
+    read_job_counts, read_machines, read_pending, read_used_ports, PendingTask, QueueKey,
+};
 use crate::Config;
 use anyhow::Context;
 use borg_shared::{JobId, MachineId, TaskId};
@@ -234,16 +236,23 @@ async fn pass(
         spreading.sort();
         spreading.dedup();
         snapshot.job_counts = read_job_counts(pool, &spreading).await?;
+        if page.tasks.iter().any(|t| t.ports > 0) {
+            read_used_ports(pool, &mut snapshot).await?;
+        }
         stats.batches += 1;
         stats.pending += page.rows;
 
         let decisions = place(&snapshot, &page.tasks);
         let by_id: HashMap<TaskId, &PendingTask> = page.tasks.iter().map(|t| (t.id, t)).collect();
-        let mut placements: Vec<(TaskId, MachineId)> = Vec::new();
+        let mut placements: Vec<(TaskId, MachineId, Vec<u16>)> = Vec::new();
         let mut reasons: Vec<(TaskId, String)> = page.unreadable.clone();
         for d in decisions {
             match d {
-                Decision::Place { task, machine } => placements.push((task, machine)),
+                Decision::Place {
+                    task,
+                    machine,
+                    ports,
+                } => placements.push((task, machine, ports)),
                 Decision::Unplaceable { task, reason } => {
                     if let Some(t) = by_id.get(&task) {
                         full.push(t.job_id);

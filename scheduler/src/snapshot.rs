@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use borg_shared::spec::{Constraint, Spread};
-use borg_shared::wire::Capacity;
+use borg_shared::wire::{Capacity, PortRange};
 use borg_shared::{Bytes, JobId, MachineId, MilliCpu, TaskId};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -32,6 +32,10 @@ pub struct Machine {
     pub capacity: Capacity,
     /// Sum of the requests of the live attempts (assigned, starting, running) here.
     pub used: Capacity,
+    /// Host ports tasks here may be given.
+    pub ports: PortRange,
+    /// Ports live attempts hold here (read only when the page asks for ports).
+    pub used_ports: Vec<u16>,
 }
 
 impl Machine {
@@ -53,6 +57,8 @@ pub struct PendingTask {
     pub constraints: Arc<[Constraint]>,
     /// The job's spread rule, shared by all of its tasks.
     pub spread: Option<Arc<Spread>>,
+    /// How many host ports it needs.
+    pub ports: u16,
 }
 
 impl PendingTask {
@@ -114,6 +120,8 @@ struct MachineRow {
     used_cpu: i64,
     used_memory: i64,
     used_disk: i64,
+    port_first: i32,
+    port_last: i32,
 }
 
 /// Every `up` machine with its free capacity, ordered by name: one statement.
@@ -121,7 +129,7 @@ pub async fn read_machines(pool: &PgPool) -> anyhow::Result<Snapshot> {
     let rows: Vec<MachineRow> = sqlx::query_as(&format!(
         "SELECT m.id, m.name, m.labels, m.cpu_milli, m.memory, m.disk,
                 COALESCE(u.cpu, 0) AS used_cpu, COALESCE(u.memory, 0) AS used_memory,
-                COALESCE(u.disk, 0) AS used_disk
+                COALESCE(u.disk, 0) AS used_disk, m.port_first, m.port_last
          FROM machines m LEFT JOIN ({usage}) u ON u.machine_id = m.id
          WHERE m.state = 'up' ORDER BY m.name",
         usage = borg_store::sql::USAGE_BY_MACHINE
@@ -137,6 +145,11 @@ pub async fn read_machines(pool: &PgPool) -> anyhow::Result<Snapshot> {
             labels: labels_from_json(&r.name, r.labels.0),
             name: r.name,
             capacity: capacity_from_db(r.cpu_milli, r.memory, r.disk),
+            ports: PortRange {
+                first: u16::try_from(r.port_first).unwrap_or(0),
+                last: u16::try_from(r.port_last).unwrap_or(0),
+            },
+            used_ports: Vec::new(),
         })
         .collect();
     Ok(Snapshot {
@@ -216,6 +229,7 @@ struct TaskRow {
     reason_due: bool,
     constraints: Option<Json<serde_json::Value>>,
     spread: Option<Json<serde_json::Value>>,
+    ports: Option<i32>,
 }
 
 /// Up to `limit` schedulable pending tasks after `after` in queue order: not
@@ -232,7 +246,8 @@ pub async fn read_pending(
     let rows: Vec<TaskRow> = sqlx::query_as(concat!(
         "SELECT t.id, t.job_id, t.priority, t.created_at, t.cpu_milli, t.memory, t.disk, t.reason,
                 (t.reason IS NULL OR t.updated_at < now() - $6 * interval '1 millisecond') AS reason_due,
-                j.spec->'constraints' AS constraints, j.spec->'spread' AS spread
+                j.spec->'constraints' AS constraints, j.spec->'spread' AS spread,
+                (j.spec->'task'->'resources'->>'ports')::integer AS ports
          FROM tasks t
          JOIN jobs j ON j.id = t.job_id
          WHERE t.state = 'pending'
@@ -284,6 +299,7 @@ pub async fn read_pending(
             request: capacity_from_db(r.cpu_milli, r.memory, r.disk),
             constraints: Arc::from(Vec::new()),
             spread: None,
+            ports: r.ports.and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
         };
         page.last = Some(task.key());
         match constraints.get(&r.job_id) {
@@ -350,4 +366,28 @@ pub async fn read_job_counts(
             .insert(machine, u32::try_from(n).unwrap_or(u32::MAX));
     }
     Ok(counts)
+}
+
+/// The ports live attempts hold, onto each machine of `snapshot`: one
+/// statement, over the few attempts that hold any.
+pub async fn read_used_ports(pool: &PgPool, snapshot: &mut Snapshot) -> anyhow::Result<()> {
+    let rows: Vec<(MachineId, Vec<i32>)> = sqlx::query_as(concat!(
+        "SELECT a.machine_id, array_agg(p ORDER BY p) FROM attempts a, unnest(a.ports) AS p
+         WHERE a.ports <> '{}' AND a.state IN ",
+        borg_store::live_attempt!(),
+        " GROUP BY a.machine_id"
+    ))
+    .fetch_all(pool)
+    .await
+    .context("reading the ports in use")?;
+    let mut by_machine: HashMap<MachineId, Vec<i32>> = rows.into_iter().collect();
+    for m in &mut snapshot.machines {
+        if let Some(ports) = by_machine.remove(&m.id) {
+            m.used_ports = ports
+                .into_iter()
+                .filter_map(|p| u16::try_from(p).ok())
+                .collect();
+        }
+    }
+    Ok(())
 }

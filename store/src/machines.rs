@@ -55,7 +55,7 @@ pub async fn machine_usage<'e, E: sqlx::PgExecutor<'e>>(
 }
 
 const MACHINE_COLUMNS: &str =
-    "m.id, m.name, m.address, m.state, m.labels, m.cpu_milli, m.memory, m.disk, m.last_heard";
+    "m.id, m.name, m.address, m.state, m.labels, m.cpu_milli, m.memory, m.disk, m.port_first, m.port_last, m.last_heard";
 
 impl Store {
     /// A borglet announces itself; known names keep their id (and their attempts).
@@ -71,10 +71,11 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
         let (id, state): (MachineId, MachineState) = sqlx::query_as(
-            "INSERT INTO machines (id, name, address, labels, cpu_milli, memory, disk, state, last_heard)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'up', now())
+            "INSERT INTO machines (id, name, address, labels, cpu_milli, memory, disk, port_first, port_last, state, last_heard)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'up', now())
              ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, labels = EXCLUDED.labels,
                  cpu_milli = EXCLUDED.cpu_milli, memory = EXCLUDED.memory, disk = EXCLUDED.disk,
+                 port_first = EXCLUDED.port_first, port_last = EXCLUDED.port_last,
                  state = CASE WHEN machines.state = 'down' THEN 'up'::machine_state ELSE machines.state END,
                  last_heard = now()
              RETURNING id, state",
@@ -86,6 +87,8 @@ impl Store {
         .bind(req.capacity.cpu.0 as i64)
         .bind(req.capacity.memory.0 as i64)
         .bind(req.capacity.disk.0 as i64)
+        .bind(i32::from(req.ports.first))
+        .bind(i32::from(req.ports.last))
         .fetch_one(&mut *tx)
         .await?;
         let from = before.map(|(s,)| s);

@@ -33,6 +33,8 @@ pub struct Placement {
     pub request: Capacity,
     /// The job's `spread.max_per_machine`, re-checked under the machine's lock.
     pub max_per_machine: Option<u32>,
+    /// Host ports picked from the machine's range; re-checked under its lock.
+    pub ports: Vec<u16>,
 }
 
 /// One placement as committed.
@@ -42,6 +44,7 @@ pub struct Placed {
     pub job: JobId,
     pub attempt: AttemptId,
     pub machine: MachineId,
+    pub ports: Vec<u16>,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +86,33 @@ async fn job_counts_on(
     Ok(rows.into_iter().map(|(j, m, n)| ((j, m), n)).collect())
 }
 
+/// The ports live attempts hold on the (locked) `machines`, when the batch
+/// asks for any.
+async fn ports_on(
+    tx: &mut sqlx::PgConnection,
+    placements: &[Placement],
+    machines: &[MachineId],
+) -> crate::Result<HashMap<MachineId, HashSet<u16>>> {
+    if placements.iter().all(|p| p.ports.is_empty()) {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(MachineId, i32)> = sqlx::query_as(concat!(
+        "SELECT a.machine_id, p FROM attempts a, unnest(a.ports) AS p
+         WHERE a.machine_id = ANY($1) AND a.ports <> '{}' AND a.state IN ",
+        crate::live_attempt!()
+    ))
+    .bind(machines)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut taken: HashMap<MachineId, HashSet<u16>> = HashMap::new();
+    for (machine, port) in rows {
+        if let Ok(port) = u16::try_from(port) {
+            taken.entry(machine).or_default().insert(port);
+        }
+    }
+    Ok(taken)
+}
+
 impl Store {
     /// Commit `placements` (in queue order) made by scheduler `scheduler`.
     pub async fn commit_placements(
@@ -98,8 +128,9 @@ impl Store {
         machine_ids.dedup();
 
         let mut tx = self.pool.begin().await?;
-        let locked: Vec<(MachineId, String, i64, i64, i64)> = sqlx::query_as(
-            "SELECT id, name, cpu_milli, memory, disk FROM machines
+        type Locked = (MachineId, String, i64, i64, i64, i32, i32);
+        let locked: Vec<Locked> = sqlx::query_as(
+            "SELECT id, name, cpu_milli, memory, disk, port_first, port_last FROM machines
              WHERE id = ANY($1) AND state = 'up'
              ORDER BY id
              FOR NO KEY UPDATE",
@@ -114,10 +145,11 @@ impl Store {
             name: String,
             capacity: Capacity,
             used: Capacity,
+            ports: (i32, i32),
         }
         let mut room: HashMap<MachineId, Room> = locked
             .into_iter()
-            .map(|(id, name, cpu, memory, disk)| {
+            .map(|(id, name, cpu, memory, disk, port_first, port_last)| {
                 let used = usage.get(&id).map(|u| u.used).unwrap_or_default();
                 let capacity = capacity(cpu, memory, disk);
                 (
@@ -126,12 +158,14 @@ impl Store {
                         name,
                         capacity,
                         used,
+                        ports: (port_first, port_last),
                     },
                 )
             })
             .collect();
 
         let mut per_machine = job_counts_on(&mut tx, placements, &machine_ids).await?;
+        let mut ports_taken = ports_on(&mut tx, placements, &machine_ids).await?;
 
         let mut lost_races = 0;
         let mut kept: Vec<&Placement> = Vec::with_capacity(placements.len());
@@ -143,7 +177,17 @@ impl Store {
                     *n < i64::from(max)
                 }
             };
+            let ports_free = p.ports.iter().all(|port| {
+                ports_taken
+                    .get(&p.machine)
+                    .is_none_or(|taken| !taken.contains(port))
+            }) && room.get(&p.machine).is_some_and(|r| {
+                p.ports
+                    .iter()
+                    .all(|&port| (r.ports.0..=r.ports.1).contains(&i32::from(port)))
+            });
             let fits_still = below_max
+                && ports_free
                 && room.get_mut(&p.machine).is_some_and(|r| {
                     let after = r.used.saturating_add(&p.request);
                     let ok = after.fits_in(&r.capacity);
@@ -154,6 +198,12 @@ impl Store {
                 });
             if fits_still && p.max_per_machine.is_some() {
                 *per_machine.entry((p.job, p.machine)).or_insert(0) += 1;
+            }
+            if fits_still && !p.ports.is_empty() {
+                ports_taken
+                    .entry(p.machine)
+                    .or_default()
+                    .extend(p.ports.iter().copied());
             }
             if fits_still {
                 kept.push(p);
@@ -217,6 +267,7 @@ impl Store {
                 job: p.job,
                 attempt: AttemptId::new(),
                 machine: p.machine,
+                ports: p.ports.clone(),
             })
             .collect();
         lost_races += kept.len() - placed.len();
@@ -234,9 +285,11 @@ impl Store {
             |f: fn(&Placed) -> uuid::Uuid| -> Vec<uuid::Uuid> { placed.iter().map(f).collect() };
         sqlx::query(
             "WITH a AS (
-                 INSERT INTO attempts (id, task_id, machine_id, state, cpu_milli, memory, disk)
-                 SELECT a.id, a.task_id, a.machine_id, 'assigned', t.cpu_milli, t.memory, t.disk
-                 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS a(id, task_id, machine_id)
+                 INSERT INTO attempts (id, task_id, machine_id, state, cpu_milli, memory, disk, ports)
+                 SELECT a.id, a.task_id, a.machine_id, 'assigned', t.cpu_milli, t.memory, t.disk,
+                        COALESCE(string_to_array(NULLIF(a.ports, ''), ',')::integer[], '{}')
+                 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $5::text[])
+                     AS a(id, task_id, machine_id, ports)
                  JOIN tasks t ON t.id = a.task_id
                  RETURNING machine_id)
              SELECT pg_notify($4, m.machine_id::text) FROM (SELECT DISTINCT machine_id FROM a) m",
@@ -245,6 +298,15 @@ impl Store {
         .bind(col(|p| p.task.0))
         .bind(col(|p| p.machine.0))
         .bind(CHANNEL_PLACED)
+        .bind(
+            placed
+                .iter()
+                .map(|p| {
+                    let ports: Vec<String> = p.ports.iter().map(u16::to_string).collect();
+                    ports.join(",")
+                })
+                .collect::<Vec<String>>(),
+        )
         .execute(&mut *tx)
         .await?;
 

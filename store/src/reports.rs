@@ -26,6 +26,7 @@ struct DesiredRow {
     cpu_milli: i64,
     memory: i64,
     disk: i64,
+    ports: Vec<i32>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -102,7 +103,7 @@ impl Store {
         machine: MachineId,
     ) -> crate::Result<(Vec<AttemptSpec>, Vec<AttemptId>)> {
         let rows: Vec<DesiredRow> = sqlx::query_as(concat!(
-            "SELECT a.id, a.state, t.job_id, j.name AS job, t.index, a.cpu_milli, a.memory, a.disk
+            "SELECT a.id, a.state, t.job_id, j.name AS job, t.index, a.cpu_milli, a.memory, a.disk, a.ports
              FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
              WHERE a.machine_id = $1 AND a.state IN ",
             live_attempt!(),
@@ -152,6 +153,7 @@ impl Store {
                     disk: Bytes(r.disk.max(0) as u64),
                 },
                 kill_grace_ms: task.kill_grace().as_millis() as u64,
+                ports: r.ports.iter().filter_map(|&p| u16::try_from(p).ok()).collect(),
             })
             .collect();
         Ok((specs, new))

@@ -157,6 +157,8 @@ pub struct MachineRow {
     pub cpu_milli: i64,
     pub memory: i64,
     pub disk: i64,
+    pub port_first: i32,
+    pub port_last: i32,
     pub last_heard: Option<DateTime<Utc>>,
 }
 
@@ -177,6 +179,10 @@ impl MachineRow {
             state: self.state,
             labels: self.labels.0,
             capacity: capacity(self.cpu_milli, self.memory, self.disk),
+            ports: borg_shared::wire::PortRange {
+                first: u16::try_from(self.port_first).unwrap_or(0),
+                last: u16::try_from(self.port_last).unwrap_or(0),
+            },
             allocated: usage.used,
             tasks: usage.attempts,
             last_heard: self.last_heard,

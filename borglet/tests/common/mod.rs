@@ -372,6 +372,7 @@ impl AttemptBuilder {
             env: Default::default(),
             resources: Capacity::default(),
             kill_grace_ms: 5_000,
+            ports: vec![],
         })
     }
 

@@ -361,6 +361,13 @@ pub fn borglet_args(n: usize, addr: SocketAddr, master: &str, dir: &Path) -> Vec
         "4Gi",
         "--disk",
         "10Gi",
+        // Borglets of one dev cell share the host: each gets its own ports.
+        "--port-range",
+        &format!(
+            "{first}-{last}",
+            first = 20000 + ((n - 1) % 400) * 100,
+            last = 20099 + ((n - 1) % 400) * 100
+        ),
     ]
     .map(String::from)
     .to_vec()

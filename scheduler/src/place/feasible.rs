@@ -16,6 +16,8 @@ pub enum Reject {
     PerMachine(u32),
     /// Not enough of this resource left; the first dimension short, in `Dim::ALL` order.
     Insufficient(Dim),
+    /// Fewer host ports free in the machine's range than the task asks for.
+    Ports,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -77,14 +79,21 @@ pub fn resources(request: &Capacity, free: &Capacity) -> Option<Reject> {
         .map(Reject::Insufficient)
 }
 
+/// Check 4: enough host ports left in the machine's range.
+pub fn ports(task: &PendingTask, free_ports: usize) -> Option<Reject> {
+    (usize::from(task.ports) > free_ports).then_some(Reject::Ports)
+}
+
 /// All checks, first rejection wins.
 pub fn first_reject(
     task: &PendingTask,
     machine: &Machine,
     free: &Capacity,
     on_machine: u32,
+    free_ports: usize,
 ) -> Option<Reject> {
     constraints(&task.constraints, machine)
         .or_else(|| per_machine(task, on_machine))
         .or_else(|| resources(&task.request, free))
+        .or_else(|| ports(task, free_ports))
 }

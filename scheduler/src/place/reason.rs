@@ -8,12 +8,14 @@ use crate::snapshot::{Machine, PendingTask};
 use borg_shared::wire::Capacity;
 use std::collections::BTreeMap;
 
-/// `on_machine(i)`: how many of the task's job machine `i` holds now.
+/// `on_machine(i)`: how many of the task's job machine `i` holds now;
+/// `free_ports(i)`: how many host ports it has left.
 pub fn why_unplaceable(
     task: &PendingTask,
     machines: &[Machine],
     free: &[Capacity],
     on_machine: impl Fn(usize) -> u32,
+    mut free_ports: impl FnMut(usize) -> usize,
 ) -> String {
     if machines.is_empty() {
         return "no machines are up".to_string();
@@ -21,7 +23,7 @@ pub fn why_unplaceable(
     // Per cause: how many machines, and for a resource the one with the most of it free.
     let mut causes: BTreeMap<Reject, (usize, Option<usize>)> = BTreeMap::new();
     for (i, m) in machines.iter().enumerate() {
-        let Some(reject) = first_reject(task, m, &free[i], on_machine(i)) else {
+        let Some(reject) = first_reject(task, m, &free[i], on_machine(i), free_ports(i)) else {
             // A machine fits after all (the caller only asks when none did).
             continue;
         };
@@ -68,6 +70,7 @@ fn describe(
     match reject {
         Reject::Constraint(k) => task.constraints[*k].to_string(),
         Reject::PerMachine(max) => format!("already hold max_per_machine {max} of the job"),
+        Reject::Ports => format!("fewer than {} free ports", task.ports),
         Reject::Insufficient(dim) => {
             let need = dim.of(&task.request);
             match nearest {

@@ -1,5 +1,6 @@
 use super::*;
 use borg_shared::spec::{ConstraintOp, Spread};
+use borg_shared::wire::PortRange;
 use borg_shared::{Bytes, MilliCpu};
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
@@ -35,6 +36,8 @@ impl MachineBuilder {
             labels: BTreeMap::new(),
             capacity: cap(4000, 8 * GI, 100 * GI),
             used: cap(0, 0, 0),
+            ports: PortRange::default(),
+            used_ports: vec![],
         })
     }
     fn cap(mut self, cpu: u64, memory: u64) -> Self {
@@ -49,6 +52,11 @@ impl MachineBuilder {
     fn used(mut self, cpu: u64, memory: u64) -> Self {
         self.0.used.cpu = MilliCpu(cpu);
         self.0.used.memory = Bytes(memory);
+        self
+    }
+    fn ports(mut self, first: u16, last: u16, used: &[u16]) -> Self {
+        self.0.ports = PortRange { first, last };
+        self.0.used_ports = used.to_vec();
         self
     }
     fn label(mut self, k: &str, v: &str) -> Self {
@@ -72,7 +80,12 @@ impl TaskBuilder {
             request: cap(100, 64 * MI, 0),
             constraints: Arc::from(Vec::new()),
             spread: None,
+            ports: 0,
         })
+    }
+    fn ports(mut self, n: u16) -> Self {
+        self.0.ports = n;
+        self
     }
     fn job(mut self, n: u128) -> Self {
         self.0.job_id = JobId(uuid(500_000 + n));
@@ -132,6 +145,13 @@ fn reason_of(d: &[Decision], task: &PendingTask) -> String {
     match d.iter().find(|d| d.task() == task.id) {
         Some(Decision::Unplaceable { reason, .. }) => reason.clone(),
         other => panic!("expected unplaceable, got {other:?}"),
+    }
+}
+
+fn ports_of(d: &[Decision], task: &PendingTask) -> Vec<u16> {
+    match d.iter().find(|d| d.task() == task.id) {
+        Some(Decision::Place { ports, .. }) => ports.clone(),
+        other => panic!("expected a placement, got {other:?}"),
     }
 }
 
@@ -482,6 +502,35 @@ fn reasons_count_machines_per_cause_most_first() {
     );
 }
 
+// ---------- ports ----------
+
+#[test]
+fn ports_are_the_lowest_free_in_the_range_and_never_shared() {
+    let ms = vec![MachineBuilder::new(1, "m1")
+        .ports(8000, 8004, &[8001])
+        .build()];
+    let a = TaskBuilder::new(1).age(2).ports(2).build();
+    let b = TaskBuilder::new(2).age(1).ports(2).build();
+    let c = TaskBuilder::new(3).ports(1).build();
+    let d = place(&snap(ms), &[a.clone(), b.clone(), c.clone()]);
+    assert_eq!(ports_of(&d, &a), [8000, 8002]);
+    assert_eq!(ports_of(&d, &b), [8003, 8004]);
+    assert_eq!(
+        reason_of(&d, &c),
+        "0/1 machines fit: 1 fewer than 1 free ports"
+    );
+}
+
+#[test]
+fn a_task_without_ports_gets_none_and_ignores_a_full_range() {
+    let ms = vec![MachineBuilder::new(1, "m1")
+        .ports(8000, 8000, &[8000])
+        .build()];
+    let t = TaskBuilder::new(1).build();
+    let d = place(&snap(ms), std::slice::from_ref(&t));
+    assert!(ports_of(&d, &t).is_empty());
+}
+
 // ---------- properties ----------
 
 const ZONES: [&str; 3] = ["a", "b", "c"];
@@ -494,17 +543,21 @@ fn arb_machine(i: usize) -> impl Strategy<Value = Machine> {
         0u64..=4000,
         0u64..=4096,
         proptest::option::of(0usize..3),
+        (0u16..6, proptest::collection::vec(9000u16..9006, 0..3)),
     )
-        .prop_map(move |(cpu, mem_mi, disk_mi, ucpu, umem_mi, zone)| {
-            let mut m = MachineBuilder::new(i as u128, &format!("m{i:02}"))
-                .cap(cpu, mem_mi * MI)
-                .disk(disk_mi * MI)
-                .used(ucpu.min(cpu), umem_mi.min(mem_mi) * MI);
-            if let Some(z) = zone {
-                m = m.label("zone", ZONES[z]);
-            }
-            m.build()
-        })
+        .prop_map(
+            move |(cpu, mem_mi, disk_mi, ucpu, umem_mi, zone, (nports, used))| {
+                let mut m = MachineBuilder::new(i as u128, &format!("m{i:02}"))
+                    .cap(cpu, mem_mi * MI)
+                    .disk(disk_mi * MI)
+                    .used(ucpu.min(cpu), umem_mi.min(mem_mi) * MI)
+                    .ports(9000, 9000 + nports, &used);
+                if let Some(z) = zone {
+                    m = m.label("zone", ZONES[z]);
+                }
+                m.build()
+            },
+        )
 }
 
 fn arb_constraints() -> impl Strategy<Value = Vec<Constraint>> {
@@ -544,7 +597,14 @@ fn arb_case() -> impl Strategy<Value = Case> {
     (machines, jobs)
         .prop_flat_map(|(machines, jobs)| {
             let njobs = jobs.len();
-            let task = (0..njobs, 0i64..5, 0u64..=1500, 0u64..=1500, 0u64..=256);
+            let task = (
+                0..njobs,
+                0i64..5,
+                0u64..=1500,
+                0u64..=1500,
+                0u64..=256,
+                0u16..3,
+            );
             (
                 Just(machines),
                 Just(jobs),
@@ -568,7 +628,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
             let tasks: Vec<PendingTask> = raw
                 .into_iter()
                 .enumerate()
-                .map(|(n, (job, age, cpu, mem_mi, disk_mi))| PendingTask {
+                .map(|(n, (job, age, cpu, mem_mi, disk_mi, ports))| PendingTask {
                     id: TaskId(uuid(n as u128 + 1)),
                     job_id: JobId(uuid(900 + job as u128)),
                     priority: jobs[job].0,
@@ -576,6 +636,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                     request: cap(cpu, mem_mi * MI, disk_mi * MI),
                     constraints: jobs[job].1.clone(),
                     spread: jobs[job].2.clone(),
+                    ports,
                 })
                 .collect();
             (Just(machines), Just(tasks).prop_shuffle())
@@ -606,13 +667,22 @@ proptest! {
         prop_assert_eq!(decided.len(), case.tasks.len());
 
         let mut placed_on: HashMap<TaskId, usize> = HashMap::new();
+        let mut ports_held: HashSet<(usize, u16)> = HashSet::new();
         let mut used: Vec<Capacity> = case.machines.iter().map(|m| m.used).collect();
         for d in &decisions {
             match d {
-                Decision::Place { task, machine } => {
+                Decision::Place { task, machine, ports } => {
                     let t = by_id[task];
                     let i = index[machine];
                     prop_assert!(matches_all(t, &case.machines[i]), "constraints broken: {:?}", d);
+                    // Ports: as many as asked, in the range, never one held already.
+                    let m = &case.machines[i];
+                    prop_assert_eq!(ports.len(), usize::from(t.ports));
+                    for p in ports {
+                        prop_assert!((m.ports.first..=m.ports.last).contains(p), "port {} outside {:?}", p, m.ports);
+                        prop_assert!(!m.used_ports.contains(p), "port {} already in use on {}", p, m.name);
+                        prop_assert!(ports_held.insert((i, *p)), "port {} given twice on {}", p, m.name);
+                    }
                     used[i] = used[i].saturating_add(&t.request);
                     placed_on.insert(*task, i);
                 }
@@ -636,6 +706,19 @@ proptest! {
         // among the machines it could go to.
         let mut free: Vec<Capacity> = case.machines.iter().map(Machine::free).collect();
         let mut on: HashMap<(JobId, usize), u32> = HashMap::new();
+        let mut ports_free: Vec<usize> = case
+            .machines
+            .iter()
+            .map(|m| {
+                let held: HashSet<u16> = m
+                    .used_ports
+                    .iter()
+                    .copied()
+                    .filter(|p| (m.ports.first..=m.ports.last).contains(p))
+                    .collect();
+                m.ports.len() - held.len()
+            })
+            .collect();
         let zone = |i: usize| case.machines[i].labels.get("zone").cloned();
         let group = |on: &HashMap<(JobId, usize), u32>, job: JobId, i: usize| -> u32 {
             (0..case.machines.len())
@@ -645,30 +728,32 @@ proptest! {
         };
         for t in queue {
             let max = t.max_per_machine().unwrap_or(u32::MAX);
-            let feasible = |i: usize, on: &HashMap<(JobId, usize), u32>, free: &[Capacity]| {
+            let feasible = |i: usize, on: &HashMap<(JobId, usize), u32>, free: &[Capacity], ports_free: &[usize]| {
                 matches_all(t, &case.machines[i])
                     && fits(&t.request, &free[i])
                     && on.get(&(t.job_id, i)).copied().unwrap_or(0) < max
+                    && ports_free[i] >= usize::from(t.ports)
             };
             match placed_on.get(&t.id) {
                 Some(&i) => {
-                    prop_assert!(feasible(i, &on, &free), "task {} placed where it does not fit", t.id);
+                    prop_assert!(feasible(i, &on, &free, &ports_free), "task {} placed where it does not fit", t.id);
                     if t.spread_label().is_some() {
                         let mine = group(&on, t.job_id, i);
                         for k in 0..case.machines.len() {
                             prop_assert!(
-                                !(feasible(k, &on, &free) && group(&on, t.job_id, k) < mine),
+                                !(feasible(k, &on, &free, &ports_free) && group(&on, t.job_id, k) < mine),
                                 "spread task {} went to a fuller group than {}'s", t.id, case.machines[k].name
                             );
                         }
                     }
                     free[i] = sub(&free[i], &t.request);
+                    ports_free[i] -= usize::from(t.ports);
                     *on.entry((t.job_id, i)).or_insert(0) += 1;
                 }
                 None => {
                     for (i, m) in case.machines.iter().enumerate() {
                         prop_assert!(
-                            !feasible(i, &on, &free),
+                            !feasible(i, &on, &free, &ports_free),
                             "task {} left unplaced but fits on {} given only higher-priority placements",
                             t.id, m.name
                         );
