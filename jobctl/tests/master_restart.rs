@@ -72,6 +72,7 @@ async fn tasks_outlive_the_master_and_a_new_master_adopts_them() {
         interval: Duration::from_millis(200),
         batch_size: 100,
         name: "test-scheduler".into(),
+        listen: None,
     };
     tokio::spawn(borgscheduler::run(scheduler, shutdown.clone()));
     let sandbox = tempfile::tempdir().unwrap();

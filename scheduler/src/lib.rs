@@ -5,6 +5,7 @@
 
 mod commit;
 mod config;
+mod metrics;
 mod place;
 mod run;
 mod score;

@@ -26,8 +26,13 @@ pub enum Decision {
         /// Host ports picked from the machine's range, as many as the task asks for.
         ports: Vec<u16>,
     },
-    /// Stays pending; `reason` is shown to the user as why.
-    Unplaceable { task: TaskId, reason: String },
+    /// Stays pending; `reason` is shown to the user as why, `cause` names
+    /// the check that ruled out most machines (a metrics label).
+    Unplaceable {
+        task: TaskId,
+        reason: String,
+        cause: &'static str,
+    },
 }
 
 impl Decision {
@@ -94,16 +99,20 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
                     ports: ports.take(machines, i, task.ports),
                 });
             }
-            None => decisions.push(Decision::Unplaceable {
-                task: task.id,
-                reason: reason::why_unplaceable(
+            None => {
+                let (reason, cause) = reason::why_unplaceable(
                     task,
                     machines,
                     &free,
                     |i| loads.on_machine(task, i),
                     |i| ports.free(machines, i),
-                ),
-            }),
+                );
+                decisions.push(Decision::Unplaceable {
+                    task: task.id,
+                    reason,
+                    cause,
+                })
+            }
         }
     }
     decisions

@@ -14,7 +14,7 @@ use anyhow::Context;
 use borg_shared::{JobId, MachineId, TaskId};
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -39,6 +39,8 @@ pub struct PassStats {
     pub batches: usize,
     /// Pending reasons that changed.
     pub reasons_written: u64,
+    /// `unplaceable`, by the cause that ruled out most machines.
+    pub unplaceable_by_cause: BTreeMap<&'static str, usize>,
 }
 
 /// Run the scheduler until `shutdown` is cancelled. A batch in flight is
@@ -53,6 +55,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .context("--database-url is not a usable postgres URL")?,
     );
     let pool = store.pool().clone();
+    crate::metrics::install();
+    if let Some(addr) = config.listen {
+        // Bound here, so a port in use stops the scheduler with a clear error.
+        let listener = crate::metrics::bind(addr).await?;
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(listener, stop).await {
+                tracing::error!("{e:#}");
+            }
+        });
+    }
     tracing::info!(
         scheduler = %config.name,
         interval = %humantime::format_duration(config.interval),
@@ -93,6 +106,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         };
         healthy = result.is_ok();
         let ms = started.elapsed().as_millis() as u64;
+        crate::metrics::record(result.as_ref().ok(), started.elapsed().as_secs_f64());
         let again = span.in_scope(|| match result {
             Ok(s) => {
                 log_pass(&config.name, &s, ms);
@@ -246,6 +260,9 @@ async fn pass(
         let by_id: HashMap<TaskId, &PendingTask> = page.tasks.iter().map(|t| (t.id, t)).collect();
         let mut placements: Vec<(TaskId, MachineId, Vec<u16>)> = Vec::new();
         let mut reasons: Vec<(TaskId, String)> = page.unreadable.clone();
+        for _ in &page.unreadable {
+            crate::metrics::tally(&mut stats.unplaceable_by_cause, "unreadable_spec");
+        }
         for d in decisions {
             match d {
                 Decision::Place {
@@ -253,7 +270,12 @@ async fn pass(
                     machine,
                     ports,
                 } => placements.push((task, machine, ports)),
-                Decision::Unplaceable { task, reason } => {
+                Decision::Unplaceable {
+                    task,
+                    reason,
+                    cause,
+                } => {
+                    crate::metrics::tally(&mut stats.unplaceable_by_cause, cause);
                     if let Some(t) = by_id.get(&task) {
                         full.push(t.job_id);
                         job_reasons

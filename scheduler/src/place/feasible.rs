@@ -20,6 +20,18 @@ pub enum Reject {
     Ports,
 }
 
+impl Reject {
+    /// A short stable name (a metrics label).
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Reject::Constraint(_) => "constraint",
+            Reject::PerMachine(_) => "max_per_machine",
+            Reject::Insufficient(d) => d.name(),
+            Reject::Ports => "ports",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dim {
     Cpu,

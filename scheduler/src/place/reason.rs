@@ -16,9 +16,9 @@ pub fn why_unplaceable(
     free: &[Capacity],
     on_machine: impl Fn(usize) -> u32,
     mut free_ports: impl FnMut(usize) -> usize,
-) -> String {
+) -> (String, &'static str) {
     if machines.is_empty() {
-        return "no machines are up".to_string();
+        return ("no machines are up".to_string(), "no_machines");
     }
     // Per cause: how many machines, and for a resource the one with the most of it free.
     let mut causes: BTreeMap<Reject, (usize, Option<usize>)> = BTreeMap::new();
@@ -53,11 +53,13 @@ pub fn why_unplaceable(
             format!("{} {what}", thousands(*n))
         })
         .collect();
-    format!(
+    let cause = causes.first().map_or("constraint", |(r, _, _)| r.cause());
+    let reason = format!(
         "0/{} machines fit: {}",
         thousands(machines.len()),
         parts.join(", ")
-    )
+    );
+    (reason, cause)
 }
 
 fn describe(

@@ -247,6 +247,7 @@ pub fn start(url: &str, name: &str, interval: Duration, batch_size: u32) -> Runn
         interval,
         batch_size,
         name: name.to_string(),
+        listen: None,
     };
     let handle = tokio::spawn(borgscheduler::run(config, shutdown.clone()));
     Running {
