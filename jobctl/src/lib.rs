@@ -55,6 +55,8 @@ pub enum Command {
     Logs(cmd::logs::Args),
     /// Kill a job: stop all its tasks.
     Kill(cmd::kill::Args),
+    /// Read or set an owner's quota per priority band.
+    Quota(cmd::quota::Args),
     /// Run a whole local cell in the foreground: Postgres, master, scheduler and borglets.
     Dev(dev::Args),
     /// Benchmark a cell end to end: latency, throughput and CPU per task.
@@ -84,6 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Describe(args) => block_on(async { cmd::describe::run(&client()?, args).await }),
         Command::Logs(args) => block_on(async { cmd::logs::run(&client()?, args).await }),
         Command::Kill(args) => block_on(async { cmd::kill::run(&client()?, args).await }),
+        Command::Quota(args) => block_on(async { cmd::quota::run(&client()?, args).await }),
     }
 }
 

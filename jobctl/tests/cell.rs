@@ -451,3 +451,52 @@ fn tasks_get_host_ports_from_their_machine_never_shared() {
     assert_eq!(held.len(), 10);
     cell.stop();
 }
+
+#[test]
+fn a_job_over_its_owners_quota_waits_and_starts_when_quota_frees() {
+    let dir = data_dir();
+    let cell = Cell::start(dir.path());
+    let set = cell.jobctl(&["quota", "set", "alice", "--band", "batch", "--cpu", "500m"]);
+    assert!(set.status.success(), "{}", stderr(&set));
+    let spec = |name: &str| {
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "name: {name}\nkind: service\nowner: alice\ntask:\n  command: [\"sleep\", \"600\"]\n  resources: {{cpu: 300m}}\n"
+            ),
+        )
+        .unwrap();
+        file
+    };
+    let first = cell.jobctl(&["run", "-f", spec("first").to_str().unwrap()]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    wait_for("first running", Duration::from_secs(30), || {
+        (cell.job("first")["tasks"][0]["state"] == "running").then_some(())
+    });
+    let second = cell.jobctl(&["run", "-f", spec("second").to_str().unwrap()]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    let reason = wait_for("second explained", Duration::from_secs(30), || {
+        let task = &cell.job("second")["tasks"][0];
+        assert_eq!(task["state"], "pending", "{task}");
+        task["reason"].as_str().map(str::to_string)
+    });
+    assert_eq!(
+        reason,
+        "waiting for quota: owner alice, batch cpu 500m, in use 300m, asks 300m (job 1 in line for it)"
+    );
+    let quota = cell.jobctl(&["quota", "get", "alice", "-o", "json"]);
+    let quota: Value = serde_json::from_slice(&quota.stdout).unwrap();
+    assert_eq!(quota["batch"]["in_use"]["cpu"], 300, "millicores: {quota}");
+    assert_eq!(quota["batch"]["limit"]["cpu"], "500m", "{quota}");
+
+    let kill = cell.jobctl(&["kill", "first"]);
+    assert!(kill.status.success(), "{}", stderr(&kill));
+    wait_for(
+        "second running once first is gone",
+        Duration::from_secs(30),
+        || (cell.job("second")["tasks"][0]["state"] == "running").then_some(()),
+    );
+    cell.jobctl(&["kill", "second"]);
+    cell.stop();
+}

@@ -15,7 +15,8 @@ use std::sync::OnceLock;
 use tokio_util::sync::CancellationToken;
 
 /// Every cause `Decision::Unplaceable` can name, so a cause that emptied reads 0.
-pub const CAUSES: [&str; 8] = [
+pub const CAUSES: [&str; 9] = [
+    "quota",
     "no_machines",
     "constraint",
     "max_per_machine",

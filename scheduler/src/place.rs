@@ -5,6 +5,7 @@
 mod feasible;
 mod load;
 mod ports;
+mod quota;
 mod reason;
 
 use crate::score::score;
@@ -14,6 +15,7 @@ use borg_shared::wire::Capacity;
 use borg_shared::{JobId, MachineId, TaskId};
 use load::JobLoads;
 use ports::PortsTaken;
+use quota::QuotaLedger;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -56,11 +58,20 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
     let mut matching = MatchCache::default();
     let mut loads = JobLoads::new(snapshot);
     let mut ports = PortsTaken::default();
+    let mut quotas = QuotaLedger::new(snapshot);
     let mut seen = HashSet::with_capacity(queue.len());
     let mut decisions = Vec::with_capacity(queue.len());
 
     for task in queue {
         if !seen.insert(task.id) {
+            continue;
+        }
+        if let Some(reason) = quotas.check(task) {
+            decisions.push(Decision::Unplaceable {
+                task: task.id,
+                reason,
+                cause: "quota",
+            });
             continue;
         }
         loads.prepare(task, snapshot);
@@ -93,6 +104,7 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
             Some((i, _, _)) => {
                 free[i] = sub(&free[i], &task.request);
                 loads.add(task, i);
+                quotas.charge(task);
                 decisions.push(Decision::Place {
                     task: task.id,
                     machine: machines[i].id,

@@ -7,7 +7,8 @@
 use crate::commit::commit;
 use crate::place::{place, Decision};
 use crate::snapshot::{
-    read_job_counts, read_machines, read_pending, read_used_ports, PendingTask, QueueKey,
+    read_job_counts, read_machines, read_pending, read_quotas, read_used_ports, PendingTask,
+    QueueKey,
 };
 use crate::Config;
 use anyhow::Context;
@@ -253,6 +254,7 @@ async fn pass(
         if page.tasks.iter().any(|t| t.ports > 0) {
             read_used_ports(pool, &mut snapshot).await?;
         }
+        read_quotas(pool, &mut snapshot, &page.tasks).await?;
         stats.batches += 1;
         stats.pending += page.rows;
 

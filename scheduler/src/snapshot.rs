@@ -22,6 +22,10 @@ pub struct Snapshot {
     /// Live attempts per machine of each job in the page that has a `spread`
     /// (what `max_per_machine` and the spread label count).
     pub job_counts: HashMap<JobId, HashMap<MachineId, u32>>,
+    /// Quotas of the page's owners that have one, by (owner, band).
+    pub quotas: borg_store::QuotaTable,
+    /// What those owners' live attempts hold, by (owner, band).
+    pub quota_used: borg_store::QuotaUsage,
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +63,8 @@ pub struct PendingTask {
     pub spread: Option<Arc<Spread>>,
     /// How many host ports it needs.
     pub ports: u16,
+    /// The job's owner (quota is per owner and band).
+    pub owner: Arc<str>,
 }
 
 impl PendingTask {
@@ -154,7 +160,7 @@ pub async fn read_machines(pool: &PgPool) -> anyhow::Result<Snapshot> {
         .collect();
     Ok(Snapshot {
         machines,
-        job_counts: HashMap::new(),
+        ..Snapshot::default()
     })
 }
 
@@ -230,6 +236,7 @@ struct TaskRow {
     constraints: Option<Json<serde_json::Value>>,
     spread: Option<Json<serde_json::Value>>,
     ports: Option<i32>,
+    owner: String,
 }
 
 /// Up to `limit` schedulable pending tasks after `after` in queue order: not
@@ -247,7 +254,7 @@ pub async fn read_pending(
         "SELECT t.id, t.job_id, t.priority, t.created_at, t.cpu_milli, t.memory, t.disk, t.reason,
                 (t.reason IS NULL OR t.updated_at < now() - $6 * interval '1 millisecond') AS reason_due,
                 j.spec->'constraints' AS constraints, j.spec->'spread' AS spread,
-                (j.spec->'task'->'resources'->>'ports')::integer AS ports
+                (j.spec->'task'->'resources'->>'ports')::integer AS ports, j.owner
          FROM tasks t
          JOIN jobs j ON j.id = t.job_id
          WHERE t.state = 'pending'
@@ -300,6 +307,7 @@ pub async fn read_pending(
             constraints: Arc::from(Vec::new()),
             spread: None,
             ports: r.ports.and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
+            owner: Arc::from(r.owner.as_str()),
         };
         page.last = Some(task.key());
         match constraints.get(&r.job_id) {
@@ -389,5 +397,29 @@ pub async fn read_used_ports(pool: &PgPool, snapshot: &mut Snapshot) -> anyhow::
                 .collect();
         }
     }
+    Ok(())
+}
+
+/// The quotas of `page`'s owners and what they hold, onto `snapshot`: a read of
+/// the (small) quota table, and the usage only when one of them has a quota.
+pub async fn read_quotas(
+    pool: &PgPool,
+    snapshot: &mut Snapshot,
+    page: &[PendingTask],
+) -> anyhow::Result<()> {
+    let mut quotas = borg_store::read_quotas(pool)
+        .await
+        .context("reading quotas")?;
+    quotas.retain(|(owner, _), _| page.iter().any(|t| &*t.owner == owner.as_str()));
+    if quotas.is_empty() {
+        return Ok(());
+    }
+    let mut owners: Vec<String> = quotas.keys().map(|(o, _)| o.clone()).collect();
+    owners.sort();
+    owners.dedup();
+    snapshot.quota_used = borg_store::quota_usage(pool, &owners)
+        .await
+        .context("reading quota usage")?;
+    snapshot.quotas = quotas;
     Ok(())
 }

@@ -16,6 +16,7 @@ use crate::machines::machine_usage;
 use crate::moves::{move_tasks, TaskMove, Transitions};
 use crate::rows::capacity;
 use crate::{live_job, Store, CHANNEL_PLACED};
+use borg_shared::quota::Band;
 use borg_shared::wire::Capacity;
 use borg_shared::{AttemptId, JobId, MachineId, TaskId, TaskState};
 use std::collections::{HashMap, HashSet};
@@ -111,6 +112,71 @@ async fn ports_on(
         }
     }
     Ok(taken)
+}
+
+/// Keep the placements (in order) that fit their owner's quota for their band,
+/// with the quota rows locked (lock order: machines, quotas, jobs) and the
+/// usage read under that lock. Jobs whose owner and band have no quota pass.
+async fn within_quota<'p>(
+    tx: &mut sqlx::PgConnection,
+    kept: Vec<&'p Placement>,
+) -> crate::Result<Vec<&'p Placement>> {
+    let mut jobs: Vec<JobId> = kept.iter().map(|p| p.job).collect();
+    jobs.sort();
+    jobs.dedup();
+    let limited: Vec<(JobId, String, String)> = sqlx::query_as(concat!(
+        "SELECT j.id, j.owner, ",
+        crate::band_of_job!(),
+        " FROM jobs j JOIN quotas q ON q.owner = j.owner AND q.band = ",
+        crate::band_of_job!(),
+        " WHERE j.id = ANY($1)"
+    ))
+    .bind(&jobs)
+    .fetch_all(&mut *tx)
+    .await?;
+    if limited.is_empty() {
+        return Ok(kept);
+    }
+    let key_of: HashMap<JobId, (String, Band)> = limited
+        .into_iter()
+        .filter_map(|(job, owner, band)| Some((job, (owner, Band::parse(&band)?))))
+        .collect();
+    let mut keys: Vec<&(String, Band)> = key_of.values().collect();
+    keys.sort();
+    keys.dedup();
+    let locked: Vec<(String, String, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT owner, band, cpu_milli, memory FROM quotas
+         WHERE (owner, band) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+         ORDER BY owner, band FOR UPDATE",
+    )
+    .bind(keys.iter().map(|(o, _)| o.clone()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|(_, b)| b.as_str()).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await?;
+    let limits: crate::QuotaTable = locked
+        .into_iter()
+        .filter_map(crate::quotas::quota_row)
+        .collect();
+    let mut owners: Vec<String> = keys.iter().map(|(o, _)| o.clone()).collect();
+    owners.dedup();
+    let mut used = crate::quota_usage(&mut *tx, &owners).await?;
+    Ok(kept
+        .into_iter()
+        .filter(|p| {
+            let Some(key) = key_of.get(&p.job) else {
+                return true;
+            };
+            let Some(limit) = limits.get(key) else {
+                return true; // the quota was removed meanwhile
+            };
+            let in_use = used.entry(key.clone()).or_default();
+            if borg_shared::quota::over(limit, in_use, &p.request).is_some() {
+                return false;
+            }
+            *in_use = in_use.saturating_add(&p.request);
+            true
+        })
+        .collect())
 }
 
 impl Store {
@@ -211,6 +277,9 @@ impl Store {
                 lost_races += 1;
             }
         }
+        let before_quota = kept.len();
+        let kept = within_quota(&mut tx, kept).await?;
+        lost_races += before_quota - kept.len();
         if kept.is_empty() {
             tx.rollback().await.ok();
             return Ok(Committed {

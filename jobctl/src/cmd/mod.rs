@@ -6,4 +6,5 @@ pub mod describe;
 pub mod get;
 pub mod kill;
 pub mod logs;
+pub mod quota;
 pub mod run;

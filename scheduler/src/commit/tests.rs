@@ -283,3 +283,24 @@ async fn a_port_is_never_given_twice_on_a_machine() {
         .unwrap();
     assert_eq!(held, [vec![20005], vec![20005]]);
 }
+
+#[tokio::test]
+async fn quota_is_rechecked_under_its_row_lock() {
+    let pool = setup().await;
+    let tasks = pending(&pool).await;
+    // Owner `t`, priority 100: the batch band; each task asks 600m.
+    sqlx::query("INSERT INTO quotas (owner, band, cpu_milli) VALUES ('t', 'batch', 1000)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // A scheduler that ignored the quota: the second placement is dropped.
+    let c = go(&pool, &tasks, &[(t(1), m(1)), (t(2), m(2))]).await;
+    assert_eq!((c.placed.len(), c.lost_races), (1, 1));
+    // Raised: now it fits.
+    sqlx::query("UPDATE quotas SET cpu_milli = 1200")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let c = go(&pool, &tasks, &[(t(2), m(2))]).await;
+    assert_eq!(c.placed.len(), 1);
+}

@@ -489,7 +489,7 @@ fn de_quantity<'de, D: Deserializer<'de>, T>(
     parse(&q).map_err(serde::de::Error::custom)
 }
 
-mod cpu_qty {
+pub(crate) mod cpu_qty {
     use super::*;
     pub fn serialize<S: Serializer>(v: &MilliCpu, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&v.to_string())
@@ -499,7 +499,7 @@ mod cpu_qty {
     }
 }
 
-mod opt_cpu_qty {
+pub(crate) mod opt_cpu_qty {
     use super::*;
     pub fn serialize<S: Serializer>(v: &Option<MilliCpu>, s: S) -> Result<S::Ok, S::Error> {
         match v {
@@ -512,13 +512,26 @@ mod opt_cpu_qty {
     }
 }
 
-mod size_qty {
+pub(crate) mod size_qty {
     use super::*;
     pub fn serialize<S: Serializer>(v: &Bytes, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&v.exact())
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
         de_quantity(d, Bytes::parse)
+    }
+}
+
+pub(crate) mod opt_size_qty {
+    use super::*;
+    pub fn serialize<S: Serializer>(v: &Option<Bytes>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_str(&v.exact()),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bytes>, D::Error> {
+        de_quantity(d, Bytes::parse).map(Some)
     }
 }
 
