@@ -500,3 +500,64 @@ fn a_job_over_its_owners_quota_waits_and_starts_when_quota_frees() {
     cell.jobctl(&["kill", "second"]);
     cell.stop();
 }
+
+#[test]
+fn production_preempts_batch_in_a_full_cell_and_the_batch_task_runs_again() {
+    let dir = data_dir();
+    let cell = Cell::start(dir.path());
+    let spec = |name: &str, priority: u32, replicas: u32| {
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "name: {name}\nkind: service\npriority: {priority}\nreplicas: {replicas}\ntask:\n  command: [\"sleep\", \"600\"]\n  resources: {{cpu: 1, memory: 64Mi}}\n  kill_grace: 1s\n"
+            ),
+        )
+        .unwrap();
+        file
+    };
+    let running = |job: &str| -> usize {
+        cell.job(job)["tasks"]
+            .as_array()
+            .map_or(0, |t| t.iter().filter(|t| t["state"] == "running").count())
+    };
+    // 3 machines x 2 cores: six 1-core batch tasks fill the cell.
+    let filler = cell.jobctl(&["run", "-f", spec("filler", 100, 6).to_str().unwrap()]);
+    assert!(filler.status.success(), "{}", stderr(&filler));
+    wait_for("the cell full", Duration::from_secs(60), || {
+        (running("filler") == 6).then_some(())
+    });
+
+    let urgent = cell.jobctl(&["run", "-f", spec("urgent", 300, 1).to_str().unwrap()]);
+    assert!(urgent.status.success(), "{}", stderr(&urgent));
+    wait_for("urgent running", Duration::from_secs(60), || {
+        (running("urgent") == 1).then_some(())
+    });
+    // Exactly one filler task made room; it went back to pending, its run not spent.
+    let job = cell.job("filler");
+    let tasks = job["tasks"].as_array().unwrap();
+    assert_eq!(running("filler"), 5, "{job}");
+    let victim = tasks
+        .iter()
+        .find(|t| t["state"] == "pending")
+        .expect("a pending filler task");
+    assert_eq!(victim["runs"], 0, "preemption spends no run: {victim}");
+    let events = job["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["to"] == "pending"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("preempted by urgent/0"))),
+        "no preemption event: {events:?}"
+    );
+
+    let kill = cell.jobctl(&["kill", "urgent"]);
+    assert!(kill.status.success(), "{}", stderr(&kill));
+    wait_for(
+        "the preempted task running again",
+        Duration::from_secs(60),
+        || (running("filler") == 6).then_some(()),
+    );
+    cell.jobctl(&["kill", "filler"]);
+    cell.stop();
+}

@@ -15,8 +15,9 @@ use std::sync::OnceLock;
 use tokio_util::sync::CancellationToken;
 
 /// Every cause `Decision::Unplaceable` can name, so a cause that emptied reads 0.
-pub const CAUSES: [&str; 9] = [
+pub const CAUSES: [&str; 10] = [
     "quota",
+    "preempting",
     "no_machines",
     "constraint",
     "max_per_machine",
@@ -65,6 +66,10 @@ fn describe() {
         "borg_scheduler_conflicts_total",
         "Placements dropped at commit: another scheduler or a change got there first"
     );
+    describe_counter!(
+        "borg_scheduler_preemptions_total",
+        "Lower-band attempts asked to stop to make room for production tasks"
+    );
     describe_gauge!(
         "borg_scheduler_unplaceable",
         "Tasks the last pass judged and could not place, by the cause that ruled out most machines"
@@ -79,6 +84,7 @@ pub fn record(stats: Option<&PassStats>, seconds: f64) {
     let Some(s) = stats else { return };
     metrics::counter!("borg_scheduler_placements_total").increment(s.placed as u64);
     metrics::counter!("borg_scheduler_conflicts_total").increment(s.lost_races as u64);
+    metrics::counter!("borg_scheduler_preemptions_total").increment(s.preempted as u64);
     for cause in CAUSES {
         let n = s.unplaceable_by_cause.get(cause).copied().unwrap_or(0);
         metrics::gauge!("borg_scheduler_unplaceable", "cause" => cause).set(n as f64);

@@ -5,6 +5,7 @@
 mod feasible;
 mod load;
 mod ports;
+mod preempt;
 mod quota;
 mod reason;
 
@@ -15,6 +16,7 @@ use borg_shared::wire::Capacity;
 use borg_shared::{JobId, MachineId, TaskId};
 use load::JobLoads;
 use ports::PortsTaken;
+use preempt::{Outcome, Preemptor};
 use quota::QuotaLedger;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -28,6 +30,14 @@ pub enum Decision {
         /// Host ports picked from the machine's range, as many as the task asks for.
         ports: Vec<u16>,
     },
+    /// Stays pending while these lower-band attempts on `machine` are stopped
+    /// to make room for it; `reason` says so.
+    Preempt {
+        task: TaskId,
+        machine: MachineId,
+        victims: Vec<borg_shared::AttemptId>,
+        reason: String,
+    },
     /// Stays pending; `reason` is shown to the user as why, `cause` names
     /// the check that ruled out most machines (a metrics label).
     Unplaceable {
@@ -40,7 +50,9 @@ pub enum Decision {
 impl Decision {
     pub fn task(&self) -> TaskId {
         match self {
-            Decision::Place { task, .. } | Decision::Unplaceable { task, .. } => *task,
+            Decision::Place { task, .. }
+            | Decision::Preempt { task, .. }
+            | Decision::Unplaceable { task, .. } => *task,
         }
     }
 }
@@ -59,6 +71,7 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
     let mut loads = JobLoads::new(snapshot);
     let mut ports = PortsTaken::default();
     let mut quotas = QuotaLedger::new(snapshot);
+    let mut preemptor = Preemptor::new(machines, &snapshot.victims, &snapshot.stopping);
     let mut seen = HashSet::with_capacity(queue.len());
     let mut decisions = Vec::with_capacity(queue.len());
 
@@ -112,6 +125,43 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
                 });
             }
             None => {
+                let planned = preemptor.plan(task, machines, &mut free, candidates, |i| {
+                    feasible::per_machine(task, loads.on_machine(task, i)).is_none()
+                        && (task.ports == 0
+                            || feasible::ports(task, ports.free(machines, i)).is_none())
+                });
+                match planned {
+                    Some(Outcome::Wait { machine }) => {
+                        decisions.push(Decision::Unplaceable {
+                            task: task.id,
+                            reason: format!(
+                                "waiting for preempted tasks to stop on {}",
+                                machines[machine].name
+                            ),
+                            cause: "preempting",
+                        });
+                        continue;
+                    }
+                    Some(Outcome::Preempt {
+                        machine,
+                        victims,
+                        names,
+                    }) => {
+                        decisions.push(Decision::Preempt {
+                            task: task.id,
+                            machine: machines[machine].id,
+                            reason: format!(
+                                "preempting {} on {}: {}",
+                                plural(victims.len(), "task"),
+                                machines[machine].name,
+                                names.join(", ")
+                            ),
+                            victims,
+                        });
+                        continue;
+                    }
+                    None => {}
+                }
                 let (reason, cause) = reason::why_unplaceable(
                     task,
                     machines,
@@ -164,6 +214,14 @@ impl MatchCache {
             .entry(task.job_id)
             .or_insert((task.constraints.clone(), list))
             .1
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 

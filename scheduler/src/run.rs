@@ -7,12 +7,14 @@
 use crate::commit::commit;
 use crate::place::{place, Decision};
 use crate::snapshot::{
-    read_job_counts, read_machines, read_pending, read_quotas, read_used_ports, PendingTask,
-    QueueKey,
+    read_job_counts, read_machines, read_pending, read_quotas, read_used_ports, read_victims,
+    PendingTask, QueueKey,
 };
 use crate::Config;
 use anyhow::Context;
+use borg_shared::quota::Band;
 use borg_shared::{JobId, MachineId, TaskId};
+use borg_store::Preemption;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +42,8 @@ pub struct PassStats {
     pub batches: usize,
     /// Pending reasons that changed.
     pub reasons_written: u64,
+    /// Attempts asked to stop to make room for production tasks.
+    pub preempted: usize,
     /// `unplaceable`, by the cause that ruled out most machines.
     pub unplaceable_by_cause: BTreeMap<&'static str, usize>,
 }
@@ -147,11 +151,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
 fn log_pass(scheduler: &str, s: &PassStats, ms: u64) {
     // Quiet passes are the norm every interval; keep them out of the default log.
-    if s.placed > 0 || s.lost_races > 0 || s.reasons_written > 0 {
+    if s.placed > 0 || s.lost_races > 0 || s.reasons_written > 0 || s.preempted > 0 {
         tracing::info!(
             scheduler,
             pending = s.pending,
             placed = s.placed,
+            preempted = s.preempted,
             unplaceable = s.unplaceable,
             lost_races = s.lost_races,
             batches = s.batches,
@@ -164,6 +169,7 @@ fn log_pass(scheduler: &str, s: &PassStats, ms: u64) {
             scheduler,
             pending = s.pending,
             placed = s.placed,
+            preempted = s.preempted,
             unplaceable = s.unplaceable,
             lost_races = s.lost_races,
             batches = s.batches,
@@ -255,12 +261,20 @@ async fn pass(
             read_used_ports(pool, &mut snapshot).await?;
         }
         read_quotas(pool, &mut snapshot, &page.tasks).await?;
+        if page
+            .tasks
+            .iter()
+            .any(|t| Band::of(i64::from(t.priority)) == Band::Production)
+        {
+            read_victims(pool, &mut snapshot).await?;
+        }
         stats.batches += 1;
         stats.pending += page.rows;
 
         let decisions = place(&snapshot, &page.tasks);
         let by_id: HashMap<TaskId, &PendingTask> = page.tasks.iter().map(|t| (t.id, t)).collect();
         let mut placements: Vec<(TaskId, MachineId, Vec<u16>)> = Vec::new();
+        let mut preemptions: Vec<Preemption> = Vec::new();
         let mut reasons: Vec<(TaskId, String)> = page.unreadable.clone();
         for _ in &page.unreadable {
             crate::metrics::tally(&mut stats.unplaceable_by_cause, "unreadable_spec");
@@ -272,6 +286,26 @@ async fn pass(
                     machine,
                     ports,
                 } => placements.push((task, machine, ports)),
+                Decision::Preempt {
+                    task,
+                    machine,
+                    victims,
+                    reason,
+                } => {
+                    crate::metrics::tally(&mut stats.unplaceable_by_cause, "preempting");
+                    if let Some(t) = by_id.get(&task) {
+                        full.push(t.job_id);
+                        job_reasons
+                            .entry(t.job_id)
+                            .or_insert_with(|| reason.clone());
+                        preemptions.push(Preemption {
+                            machine,
+                            by: t.name.clone(),
+                            victims,
+                        });
+                    }
+                    reasons.push((task, reason))
+                }
                 Decision::Unplaceable {
                     task,
                     reason,
@@ -293,6 +327,8 @@ async fn pass(
         stats.unplaceable += reasons.len();
 
         let committed = commit(store, &config.name, &by_id, &placements).await?;
+        // After the placements: a victim's capacity stays booked until it has stopped.
+        stats.preempted += store.preempt(&preemptions).await?;
         stats.placed += committed.placed.len();
         stats.lost_races += committed.lost_races;
         for p in &committed.placed {

@@ -5,7 +5,7 @@
 use anyhow::Context;
 use borg_shared::spec::{Constraint, Spread};
 use borg_shared::wire::{Capacity, PortRange};
-use borg_shared::{Bytes, JobId, MachineId, MilliCpu, TaskId};
+use borg_shared::{AttemptId, Bytes, JobId, MachineId, MilliCpu, TaskId};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::types::Json;
@@ -26,6 +26,22 @@ pub struct Snapshot {
     pub quotas: borg_store::QuotaTable,
     /// What those owners' live attempts hold, by (owner, band).
     pub quota_used: borg_store::QuotaUsage,
+    /// Live lower-band attempts not asked to stop, per machine: what a
+    /// production task may preempt (read only when the page holds one).
+    pub victims: HashMap<MachineId, Vec<Victim>>,
+    /// Requests of live attempts already asked to stop, per machine: room
+    /// being released.
+    pub stopping: HashMap<MachineId, Capacity>,
+}
+
+/// A live attempt a production task may preempt.
+#[derive(Debug, Clone)]
+pub struct Victim {
+    pub attempt: AttemptId,
+    pub priority: i32,
+    pub request: Capacity,
+    /// `JOB/INDEX`, for the reasons.
+    pub name: String,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +81,8 @@ pub struct PendingTask {
     pub ports: u16,
     /// The job's owner (quota is per owner and band).
     pub owner: Arc<str>,
+    /// `JOB/INDEX`, for reasons that name it.
+    pub name: String,
 }
 
 impl PendingTask {
@@ -237,6 +255,8 @@ struct TaskRow {
     spread: Option<Json<serde_json::Value>>,
     ports: Option<i32>,
     owner: String,
+    job: String,
+    index: i32,
 }
 
 /// Up to `limit` schedulable pending tasks after `after` in queue order: not
@@ -254,7 +274,8 @@ pub async fn read_pending(
         "SELECT t.id, t.job_id, t.priority, t.created_at, t.cpu_milli, t.memory, t.disk, t.reason,
                 (t.reason IS NULL OR t.updated_at < now() - $6 * interval '1 millisecond') AS reason_due,
                 j.spec->'constraints' AS constraints, j.spec->'spread' AS spread,
-                (j.spec->'task'->'resources'->>'ports')::integer AS ports, j.owner
+                (j.spec->'task'->'resources'->>'ports')::integer AS ports, j.owner,
+                j.name AS job, t.index
          FROM tasks t
          JOIN jobs j ON j.id = t.job_id
          WHERE t.state = 'pending'
@@ -308,6 +329,7 @@ pub async fn read_pending(
             spread: None,
             ports: r.ports.and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
             owner: Arc::from(r.owner.as_str()),
+            name: format!("{}/{}", r.job, r.index),
         };
         page.last = Some(task.key());
         match constraints.get(&r.job_id) {
@@ -421,5 +443,54 @@ pub async fn read_quotas(
         .await
         .context("reading quota usage")?;
     snapshot.quotas = quotas;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct LiveRow {
+    attempt: AttemptId,
+    machine_id: MachineId,
+    priority: i32,
+    cpu_milli: i64,
+    memory: i64,
+    disk: i64,
+    job: String,
+    index: i32,
+    stopping: bool,
+}
+
+/// What preemption needs onto `snapshot`: every live attempt that is asked to
+/// stop or is below the production band. One statement, read only for a page
+/// that holds a production task.
+pub async fn read_victims(pool: &PgPool, snapshot: &mut Snapshot) -> anyhow::Result<()> {
+    let rows: Vec<LiveRow> = sqlx::query_as(concat!(
+        "SELECT a.id AS attempt, a.machine_id, t.priority, a.cpu_milli, a.memory, a.disk,
+                j.name AS job, t.index, a.stop_reason IS NOT NULL AS stopping
+         FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
+         WHERE a.state IN ",
+        borg_store::live_attempt!(),
+        " AND (a.stop_reason IS NOT NULL OR t.priority < 200)"
+    ))
+    .fetch_all(pool)
+    .await
+    .context("reading what may be preempted")?;
+    for r in rows {
+        let request = capacity_from_db(r.cpu_milli, r.memory, r.disk);
+        if r.stopping {
+            let s = snapshot.stopping.entry(r.machine_id).or_default();
+            *s = s.saturating_add(&request);
+        } else {
+            snapshot
+                .victims
+                .entry(r.machine_id)
+                .or_default()
+                .push(Victim {
+                    attempt: r.attempt,
+                    priority: r.priority,
+                    request,
+                    name: format!("{}/{}", r.job, r.index),
+                });
+        }
+    }
     Ok(())
 }

@@ -17,6 +17,7 @@ mod jobs;
 mod machines;
 mod moves;
 mod placements;
+mod preempt;
 mod quotas;
 mod reports;
 mod rows;
@@ -32,6 +33,7 @@ pub use jobs::{
 pub use machines::{machine_usage, MachineTarget, Usage};
 pub use moves::Transitions;
 pub use placements::{Committed, Placed, Placement, REASON_REFRESH};
+pub use preempt::{Preemption, PREEMPTED_BY};
 pub use quotas::{quota_usage, read_quotas, QuotaTable, QuotaUsage};
 pub use reports::ApplyOutcome;
 pub use tasks::TaskLocation;

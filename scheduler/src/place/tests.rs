@@ -1,4 +1,5 @@
 use super::*;
+use crate::snapshot::Victim;
 use borg_shared::spec::{ConstraintOp, Spread};
 use borg_shared::wire::PortRange;
 use borg_shared::{Bytes, MilliCpu};
@@ -82,6 +83,7 @@ impl TaskBuilder {
             spread: None,
             ports: 0,
             owner: Arc::from("default"),
+            name: format!("j/{n}"),
         })
     }
     fn owner(mut self, owner: &str) -> Self {
@@ -619,6 +621,121 @@ fn a_task_over_its_owners_quota_waits_and_says_by_how_much() {
     machine_of(&d, &bob);
 }
 
+// ---------- preemption ----------
+
+fn victim(n: u128, priority: i32, cpu: u64) -> Victim {
+    Victim {
+        attempt: borg_shared::AttemptId(uuid(70_000 + n)),
+        priority,
+        request: cap(cpu, 0, 0),
+        name: format!("v/{n}"),
+    }
+}
+
+fn preempted(
+    d: &[Decision],
+    task: &PendingTask,
+) -> (MachineId, Vec<borg_shared::AttemptId>, String) {
+    match d.iter().find(|d| d.task() == task.id) {
+        Some(Decision::Preempt {
+            machine,
+            victims,
+            reason,
+            ..
+        }) => (*machine, victims.clone(), reason.clone()),
+        other => panic!("expected a preemption, got {other:?}"),
+    }
+}
+
+/// Two full machines: m1 runs priority 50 and 150 tasks, m2 two priority 20 ones.
+fn full_cell() -> Snapshot {
+    let ms = vec![
+        MachineBuilder::new(1, "m1")
+            .cap(2000, 8 * GI)
+            .used(2000, 0)
+            .build(),
+        MachineBuilder::new(2, "m2")
+            .cap(2000, 8 * GI)
+            .used(2000, 0)
+            .build(),
+    ];
+    let mut s = snap(ms.clone());
+    s.victims
+        .insert(ms[0].id, vec![victim(1, 50, 1000), victim(2, 150, 1000)]);
+    s.victims
+        .insert(ms[1].id, vec![victim(3, 20, 1000), victim(4, 20, 1000)]);
+    s
+}
+
+#[test]
+fn production_preempts_the_lowest_priorities_where_it_evicts_least() {
+    let s = full_cell();
+    let prod = TaskBuilder::new(1).priority(300).cpu(1000).build();
+    let d = place(&s, std::slice::from_ref(&prod));
+    let (machine, victims, reason) = preempted(&d, &prod);
+    // m2's lowest victim (20) beats m1's (50); one of them is enough.
+    assert_eq!(machine, s.machines[1].id);
+    assert_eq!(victims.len(), 1);
+    assert_eq!(reason, "preempting 1 task on m2: v/3");
+}
+
+#[test]
+fn a_batch_task_never_preempts_and_production_never_preempts_production() {
+    let mut s = full_cell();
+    let batch = TaskBuilder::new(1).priority(199).cpu(1000).build();
+    let d = place(&s, std::slice::from_ref(&batch));
+    reason_of(&d, &batch);
+    // Only production tasks left on the machines: nothing to preempt.
+    for list in s.victims.values_mut() {
+        for v in list.iter_mut() {
+            v.priority = 200;
+        }
+    }
+    let prod = TaskBuilder::new(2).priority(900).cpu(1000).build();
+    let d = place(&s, std::slice::from_ref(&prod));
+    reason_of(&d, &prod);
+}
+
+#[test]
+fn a_task_waiting_for_its_victims_does_not_preempt_again() {
+    let mut s = full_cell();
+    // A previous pass asked 1 core on m1 to stop.
+    s.stopping.insert(s.machines[0].id, cap(1000, 0, 0));
+    let prod = TaskBuilder::new(1).priority(300).cpu(1000).build();
+    let other = TaskBuilder::new(2).priority(250).cpu(1000).build();
+    let d = place(&s, &[prod.clone(), other.clone()]);
+    assert_eq!(
+        reason_of(&d, &prod),
+        "waiting for preempted tasks to stop on m1"
+    );
+    // The next production task does not count on the same room: it preempts.
+    preempted(&d, &other);
+}
+
+#[test]
+fn victims_are_not_taken_twice_in_a_batch() {
+    let s = full_cell();
+    let tasks: Vec<PendingTask> = (1..=5)
+        .map(|n| {
+            TaskBuilder::new(n)
+                .priority(300)
+                .age(10 - n as i64)
+                .cpu(1000)
+                .build()
+        })
+        .collect();
+    let d = place(&s, &tasks);
+    let mut all = HashSet::new();
+    for t in &tasks[..4] {
+        for v in preempted(&d, t).1 {
+            assert!(all.insert(v), "victim {v:?} taken twice");
+        }
+    }
+    assert_eq!(all.len(), 4);
+    // Nothing left to preempt for the fifth.
+    reason_of(&d, &tasks[4]);
+}
+
 // ---------- properties ----------
 
 const ZONES: [&str; 3] = ["a", "b", "c"];
@@ -726,6 +843,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                     spread: jobs[job].2.clone(),
                     ports,
                     owner: Arc::from("default"),
+                    name: format!("t/{n}"),
                 })
                 .collect();
             (Just(machines), Just(tasks).prop_shuffle())
@@ -777,6 +895,9 @@ proptest! {
                 }
                 Decision::Unplaceable { reason, .. } => {
                     prop_assert!(!reason.trim().is_empty());
+                }
+                Decision::Preempt { .. } => {
+                    prop_assert!(false, "nothing to preempt in these cases: {:?}", d);
                 }
             }
         }
@@ -860,5 +981,102 @@ proptest! {
         reversed.reverse();
         let b = place(&snapshot, &reversed);
         prop_assert_eq!(a, b);
+    }
+}
+
+fn arb_preemption_case() -> impl Strategy<Value = (Snapshot, Vec<PendingTask>)> {
+    let machine = (
+        500u64..=4000,
+        proptest::collection::vec((0i32..400, 100u64..=1500), 0..4),
+        0u64..=1500,
+    );
+    (
+        proptest::collection::vec(machine, 1..5),
+        proptest::collection::vec((0i32..400, 100u64..=2500), 1..12),
+    )
+        .prop_map(|(machines, tasks)| {
+            let mut snapshot = snap(vec![]);
+            let mut n = 0u128;
+            for (i, (cpu, victims, stopping)) in machines.into_iter().enumerate() {
+                let used: u64 = victims.iter().map(|(_, c)| c).sum::<u64>() + stopping;
+                let m = MachineBuilder::new(i as u128, &format!("m{i}"))
+                    .cap(cpu.max(used), 8 * GI)
+                    .used(used, 0)
+                    .build();
+                let list = victims
+                    .into_iter()
+                    .map(|(p, c)| {
+                        n += 1;
+                        victim(n, p, c)
+                    })
+                    .collect();
+                snapshot.victims.insert(m.id, list);
+                if stopping > 0 {
+                    snapshot.stopping.insert(m.id, cap(stopping, 0, 0));
+                }
+                snapshot.machines.push(m);
+            }
+            let tasks = tasks
+                .into_iter()
+                .enumerate()
+                .map(|(k, (p, c))| TaskBuilder::new(k as u128 + 1).priority(p).cpu(c).build())
+                .collect();
+            (snapshot, tasks)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Only production preempts, only lower bands are preempted, a victim is
+    /// taken once, the victims make enough room, and placements still never
+    /// over-commit (victims keep their capacity until they have stopped).
+    #[test]
+    fn preemption_invariants((snapshot, tasks) in arb_preemption_case()) {
+        let decisions = place(&snapshot, &tasks);
+        let by_id: HashMap<TaskId, &PendingTask> = tasks.iter().map(|t| (t.id, t)).collect();
+        let victims: HashMap<borg_shared::AttemptId, (MachineId, &Victim)> = snapshot
+            .victims
+            .iter()
+            .flat_map(|(m, l)| l.iter().map(move |v| (v.attempt, (*m, v))))
+            .collect();
+        let mut taken = HashSet::new();
+        let mut placed: HashMap<MachineId, u64> = HashMap::new();
+        // Per machine: what preempting tasks will take, and the room their victims make.
+        let mut promised: HashMap<MachineId, u64> = HashMap::new();
+        let mut made: HashMap<MachineId, u64> = HashMap::new();
+        for d in &decisions {
+            match d {
+                Decision::Preempt { task, machine, victims: chosen, .. } => {
+                    let t = by_id[task];
+                    prop_assert!(t.priority >= 200, "a batch task preempted: {:?}", d);
+                    prop_assert!(!chosen.is_empty());
+                    for a in chosen {
+                        let (on, v) = victims[a];
+                        prop_assert_eq!(on, *machine);
+                        prop_assert!(v.priority < 200, "production preempted: {:?}", v);
+                        prop_assert!(taken.insert(*a), "victim taken twice: {:?}", a);
+                        *made.entry(*machine).or_insert(0) += v.request.cpu.0;
+                    }
+                    *promised.entry(*machine).or_insert(0) += t.request.cpu.0;
+                }
+                Decision::Place { task, machine, .. } => {
+                    *placed.entry(*machine).or_insert(0) += by_id[task].request.cpu.0;
+                }
+                Decision::Unplaceable { .. } => {}
+            }
+        }
+        for m in &snapshot.machines {
+            let placed = placed.get(&m.id).copied().unwrap_or(0);
+            prop_assert!(placed <= m.free().cpu.0, "{} over-committed", m.name);
+            // Enough room made for every preempting task, beside what was placed now.
+            let room = m.free().cpu.0
+                + snapshot.stopping.get(&m.id).map_or(0, |c| c.cpu.0)
+                + made.get(&m.id).copied().unwrap_or(0);
+            prop_assert!(
+                placed + promised.get(&m.id).copied().unwrap_or(0) <= room,
+                "not enough room made on {}", m.name
+            );
+        }
     }
 }
