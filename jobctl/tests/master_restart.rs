@@ -73,6 +73,7 @@ async fn tasks_outlive_the_master_and_a_new_master_adopts_them() {
         batch_size: 100,
         name: "test-scheduler".into(),
         listen: None,
+        scoring: Default::default(),
     };
     tokio::spawn(borgscheduler::run(scheduler, shutdown.clone()));
     let sandbox = tempfile::tempdir().unwrap();

@@ -17,7 +17,7 @@ pub use borg_store::{
 pub use config::Config;
 pub use place::{place, Decision};
 pub use run::{run, PassStats};
-pub use score::score;
+pub use score::Scoring;
 pub use snapshot::{Machine, PendingTask, Snapshot};
 
 use anyhow::Context;

@@ -9,7 +9,7 @@ mod preempt;
 mod quota;
 mod reason;
 
-use crate::score::score;
+use crate::score::tie_break;
 use crate::snapshot::{fits, sub, Machine, PendingTask, Snapshot};
 use borg_shared::spec::Constraint;
 use borg_shared::wire::Capacity;
@@ -71,6 +71,7 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
     let mut loads = JobLoads::new(snapshot);
     let mut ports = PortsTaken::default();
     let mut quotas = QuotaLedger::new(snapshot);
+    let spread_jobs = snapshot.scoring.spreads_jobs();
     let mut preemptor = Preemptor::new(machines, &snapshot.victims, &snapshot.stopping);
     let mut seen = HashSet::with_capacity(queue.len());
     let mut decisions = Vec::with_capacity(queue.len());
@@ -87,11 +88,11 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
             });
             continue;
         }
-        loads.prepare(task, snapshot);
+        loads.prepare(task, snapshot, spread_jobs);
         let candidates = matching.get(task, machines);
         // Among the machines that pass every check: the fewest of the job's tasks
-        // in the machine's spread group first, then the best score; on a tie the
-        // smaller name wins (so compare names reversed).
+        // in the machine's spread group first, then (hybrid scoring) the fewest
+        // of them on the machine, then the best score, then the tie-break.
         let best = candidates
             .iter()
             .copied()
@@ -101,17 +102,24 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
                     && (task.ports == 0 || feasible::ports(task, ports.free(machines, i)).is_none())
             })
             .map(|i| {
+                let on_machine = if spread_jobs {
+                    loads.on_machine(task, i)
+                } else {
+                    0
+                };
                 (
                     i,
-                    loads.in_spread_group(task, i),
-                    score(&machines[i].capacity, &sub(&free[i], &task.request)),
+                    (loads.in_spread_group(task, i), on_machine),
+                    snapshot
+                        .scoring
+                        .score(&machines[i].capacity, &sub(&free[i], &task.request)),
                 )
             })
             .max_by(|(a, ga, sa), (b, gb, sb)| {
-                gb.cmp(ga)
-                    .then_with(|| sa.total_cmp(sb))
-                    .then_with(|| machines[*b].name.cmp(&machines[*a].name))
-                    .then_with(|| machines[*b].id.cmp(&machines[*a].id))
+                gb.cmp(ga).then_with(|| sa.total_cmp(sb)).then_with(|| {
+                    tie_break(task.id.0, machines[*a].id.0)
+                        .cmp(&tie_break(task.id.0, machines[*b].id.0))
+                })
             });
         match best {
             Some((i, _, _)) => {

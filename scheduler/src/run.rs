@@ -246,12 +246,13 @@ async fn pass(
             read_machines(pool),
             read_pending(pool, after.as_ref(), &full, page_size)
         )?;
-        // Where the page's spreading jobs already run (read after the machines,
+        // Where the page's jobs already run (read after the machines,
         // so no attempt the usage counted is missing here).
+        snapshot.scoring = config.scoring;
         let mut spreading: Vec<JobId> = page
             .tasks
             .iter()
-            .filter(|t| t.spread.is_some())
+            .filter(|t| t.spread.is_some() || config.scoring.spreads_jobs())
             .map(|t| t.job_id)
             .collect();
         spreading.sort();

@@ -32,6 +32,8 @@ pub struct Snapshot {
     /// Requests of live attempts already asked to stop, per machine: room
     /// being released.
     pub stopping: HashMap<MachineId, Capacity>,
+    /// How feasible machines are ranked.
+    pub scoring: crate::Scoring,
 }
 
 /// A live attempt a production task may preempt.

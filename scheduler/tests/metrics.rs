@@ -30,6 +30,7 @@ async fn metrics_count_placements_and_waiting_causes() {
         interval: Duration::from_millis(100),
         batch_size: 100,
         name: "sched-metrics".into(),
+        scoring: Default::default(),
         listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
     };
     let handle = tokio::spawn(borgscheduler::run(config, shutdown.clone()));

@@ -1,7 +1,7 @@
 //! How many of a job's live tasks each machine holds, and each value of the
-//! job's spread label: what `max_per_machine` and `spread` decide on. Kept only
-//! for jobs that ask for either, seeded from the snapshot and charged with each
-//! placement of the batch.
+//! job's spread label: what `max_per_machine`, `spread` and hybrid scoring
+//! decide on. Seeded from the snapshot and charged with each placement of the
+//! batch.
 
 use crate::snapshot::{Machine, PendingTask, Snapshot};
 use borg_shared::{JobId, MachineId};
@@ -48,9 +48,10 @@ impl JobLoads {
             .map_or(0, |(value_of, per_value)| per_value[value_of[i]])
     }
 
-    /// Make sure the job's load is known before its first task is judged.
-    pub fn prepare(&mut self, task: &PendingTask, snapshot: &Snapshot) {
-        if task.spread.is_none() || self.by_job.contains_key(&task.job_id) {
+    /// Make sure the job's load is known before its first task is judged
+    /// (for every job when `all`: hybrid scoring spreads each job).
+    pub fn prepare(&mut self, task: &PendingTask, snapshot: &Snapshot, all: bool) {
+        if (task.spread.is_none() && !all) || self.by_job.contains_key(&task.job_id) {
             return;
         }
         let mut on_machine = HashMap::new();

@@ -324,19 +324,52 @@ fn constraints_pick_the_matching_machine() {
 }
 
 #[test]
-fn spreads_to_the_emptiest_machine_and_breaks_ties_by_name() {
+fn worst_fit_goes_to_the_emptiest_machine() {
     let ms = vec![
-        MachineBuilder::new(1, "m-b").build(),
+        MachineBuilder::new(1, "m-b").used(1000, GI).build(),
         MachineBuilder::new(2, "m-a").build(),
         MachineBuilder::new(3, "m-c").used(2000, 4 * GI).build(),
     ];
-    let first = TaskBuilder::new(1).age(3).build();
-    let second = TaskBuilder::new(2).age(2).build();
-    let d = place(&snap(ms.clone()), &[second.clone(), first.clone()]);
-    // Equal free space on m-a and m-b: the name decides, then the next task
-    // goes to the now emptier m-b.
+    let mut s = snap(ms.clone());
+    s.scoring = crate::Scoring::WorstFit;
+    let first = TaskBuilder::new(1).job(1).age(3).build();
+    let second = TaskBuilder::new(2).job(2).age(2).build();
+    let d = place(&s, &[second.clone(), first.clone()]);
     assert_eq!(machine_of(&d, &first), ms[1].id);
-    assert_eq!(machine_of(&d, &second), ms[0].id);
+    // m-a now holds 100m and 64Mi: still emptier than m-b.
+    assert_eq!(machine_of(&d, &second), ms[1].id);
+}
+
+#[test]
+fn best_fit_packs_onto_the_fullest_machine_that_fits() {
+    let ms = vec![
+        MachineBuilder::new(1, "m1").build(),
+        MachineBuilder::new(2, "m2").used(3000, 6 * GI).build(),
+        MachineBuilder::new(3, "m3").used(3950, GI).build(),
+    ];
+    let mut s = snap(ms.clone());
+    s.scoring = crate::Scoring::BestFit;
+    let t = TaskBuilder::new(1).cpu(500).build();
+    let d = place(&s, std::slice::from_ref(&t));
+    // m3 is fuller but has only 50m free: m2 is the fullest that fits.
+    assert_eq!(machine_of(&d, &t), ms[1].id);
+}
+
+#[test]
+fn hybrid_spreads_a_job_before_packing_and_packs_other_jobs() {
+    let ms = vec![
+        MachineBuilder::new(1, "m1").build(),
+        MachineBuilder::new(2, "m2").used(2000, 4 * GI).build(),
+    ];
+    // Two tasks of one job: the fuller m2 first, then m1 (no second task of
+    // the job on m2 while m1 has none). Another job's task packs onto m2.
+    let a0 = TaskBuilder::new(1).job(1).age(3).build();
+    let a1 = TaskBuilder::new(2).job(1).age(2).build();
+    let b0 = TaskBuilder::new(3).job(2).age(1).build();
+    let d = place(&snap(ms.clone()), &[a0.clone(), a1.clone(), b0.clone()]);
+    assert_eq!(machine_of(&d, &a0), ms[1].id);
+    assert_eq!(machine_of(&d, &a1), ms[0].id);
+    assert_eq!(machine_of(&d, &b0), ms[1].id);
 }
 
 #[test]
@@ -433,8 +466,7 @@ fn max_per_machine_counts_what_already_runs_and_the_batch() {
 
 #[test]
 fn spread_evens_a_job_over_the_label_values_before_scoring() {
-    // Zone a has two big empty machines, zone b one small busy one: worst fit
-    // alone would put both tasks in zone a.
+    // Zone a has two big empty machines, zone b one small busy one.
     let ms = vec![
         MachineBuilder::new(1, "a1")
             .label("zone", "a")
@@ -466,7 +498,9 @@ fn spread_evens_a_job_over_the_label_values_before_scoring() {
             ms.iter().find(|x| x.id == m).unwrap().labels["zone"].as_str()
         })
         .collect();
-    assert_eq!(zones, ["a", "b", "a"]);
+    // Best fit alone would put all three on the busy b1. The group with the
+    // fewest of the job goes first; within a group, the fewest on the machine.
+    assert_eq!(zones, ["b", "a", "a"]);
 }
 
 #[test]

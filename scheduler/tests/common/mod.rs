@@ -248,6 +248,7 @@ pub fn start(url: &str, name: &str, interval: Duration, batch_size: u32) -> Runn
         batch_size,
         name: name.to_string(),
         listen: None,
+        scoring: Default::default(),
     };
     let handle = tokio::spawn(borgscheduler::run(config, shutdown.clone()));
     Running {
