@@ -7,6 +7,7 @@ mod commit;
 mod config;
 mod metrics;
 mod place;
+pub mod replay;
 mod run;
 mod score;
 mod snapshot;
