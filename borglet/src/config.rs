@@ -91,6 +91,9 @@ pub struct Config {
     /// How often each attempt's cpu and memory use is sampled from its cgroup.
     #[arg(long, env = "BORGLET_USAGE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub usage_interval: Duration,
+    /// Host ports the scheduler may give tasks here (`BORG_PORT0`, ...).
+    #[arg(long, env = "BORGLET_PORT_RANGE", default_value = "20000-29999")]
+    pub port_range: borg_shared::wire::PortRange,
 
     /// What happens to running tasks when the borglet shuts down.
     #[arg(long, env = "BORGLET_ON_EXIT", value_enum, default_value_t = OnExit::Keep)]

@@ -128,6 +128,7 @@ pub async fn run(
             labels: config.labels_map(),
             isolation: Some(isolation_mode),
             version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            ports: config.port_range,
         },
         Arc::clone(&contact),
         config.reregister_after,

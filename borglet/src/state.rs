@@ -433,6 +433,7 @@ mod tests {
             kill_grace_ms: 100,
             memory_limit: None,
             cpu_limit: None,
+            ports: vec![],
         }
     }
 

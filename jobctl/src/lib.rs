@@ -61,6 +61,8 @@ pub enum Command {
     Drain(cmd::cordon::Args),
     /// Put a drained machine back into service.
     Uncordon(cmd::cordon::Args),
+    /// Read or set an owner's quota per priority band.
+    Quota(cmd::quota::Args),
     /// Run a whole local cell in the foreground: Postgres, master, scheduler and borglets.
     Dev(dev::Args),
     /// Benchmark a cell end to end: latency, throughput and CPU per task.
@@ -95,6 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Uncordon(args) => {
             block_on(async { cmd::cordon::uncordon(&client()?, args).await })
         }
+        Command::Quota(args) => block_on(async { cmd::quota::run(&client()?, args).await }),
     }
 }
 

@@ -303,6 +303,7 @@ pub(crate) mod fixtures {
                 memory: Bytes(4 << 30),
                 disk: Bytes(10 << 30),
             },
+            ports: Default::default(),
             allocated: Capacity {
                 cpu: MilliCpu(250),
                 memory: Bytes(64 << 20),

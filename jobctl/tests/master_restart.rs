@@ -73,6 +73,8 @@ async fn tasks_outlive_the_master_and_a_new_master_adopts_them() {
         interval: Duration::from_millis(200),
         batch_size: 100,
         name: "test-scheduler".into(),
+        listen: None,
+        scoring: Default::default(),
     };
     tokio::spawn(borgscheduler::run(scheduler, shutdown.clone()));
     let sandbox = tempfile::tempdir().unwrap();

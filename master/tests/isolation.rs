@@ -157,6 +157,8 @@ async fn submit_and_place(app: &TestApp, spec: serde_json::Value, machine: &str)
                 memory: Bytes(memory as u64),
                 disk: Bytes(disk as u64),
             },
+            max_per_machine: None,
+            ports: vec![],
         })
         .collect();
     let n = batch.len();

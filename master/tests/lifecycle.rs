@@ -26,6 +26,7 @@ async fn named_machine(store: &Store, name: &str) -> MachineId {
             labels: Default::default(),
             isolation: None,
             version: None,
+            ports: Default::default(),
         })
         .await
         .unwrap();
@@ -64,6 +65,8 @@ async fn place_all(store: &Store, m: MachineId) {
                 memory: Bytes(memory as u64),
                 disk: Bytes(disk as u64),
             },
+            max_per_machine: None,
+            ports: vec![],
         })
         .collect();
     let placed = store.commit_placements("test", &batch).await.unwrap();
@@ -354,6 +357,8 @@ async fn a_task_failing_for_good_fails_the_job_and_stops_the_rest() {
             job: *job,
             machine,
             request,
+            max_per_machine: None,
+            ports: vec![],
         })
         .collect();
     // The fixture's tasks request nothing, so the zero request matches their rows.

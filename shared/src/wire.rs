@@ -180,6 +180,9 @@ pub struct RegisterMachine {
     /// The borglet's version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Host ports tasks may be given (default 20000-29999).
+    #[serde(default)]
+    pub ports: PortRange,
 }
 
 /// How a borglet isolates its tasks: a cgroup v2 or v1 per attempt, or not at all
@@ -208,6 +211,49 @@ impl IsolationMode {
     }
 }
 
+/// An inclusive range of host ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl Default for PortRange {
+    fn default() -> Self {
+        PortRange {
+            first: 20000,
+            last: 29999,
+        }
+    }
+}
+
+impl PortRange {
+    pub fn len(&self) -> usize {
+        (self.last as usize + 1).saturating_sub(self.first as usize)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::str::FromStr for PortRange {
+    type Err = String;
+
+    /// `20000-29999`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a port range like 20000-29999");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let first: u16 = a.trim().parse().map_err(|_| bad())?;
+        let last: u16 = b.trim().parse().map_err(|_| bad())?;
+        if first == 0 || last < first {
+            return Err(bad());
+        }
+        Ok(PortRange { first, last })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineView {
     pub id: MachineId,
@@ -216,6 +262,8 @@ pub struct MachineView {
     pub state: MachineState,
     pub labels: BTreeMap<String, String>,
     pub capacity: Capacity,
+    /// Host ports tasks here may be given.
+    pub ports: PortRange,
     /// Sum of the requests of live attempts placed here.
     pub allocated: Capacity,
     pub tasks: i64,
@@ -272,6 +320,9 @@ pub struct AttemptSpec {
     /// Hard cpu cap; none (burst freely) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_limit: Option<MilliCpu>,
+    /// Host ports picked for this attempt, given to it as `BORG_PORT0`, `BORG_PORT1`, ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -352,6 +403,9 @@ pub fn borg_env(spec: &AttemptSpec, machine: &str) -> BTreeMap<String, String> {
     env.insert("BORG_TASK_INDEX".into(), spec.index.to_string());
     env.insert("BORG_ATTEMPT".into(), spec.id.to_string());
     env.insert("BORG_MACHINE".into(), machine.to_string());
+    for (i, port) in spec.ports.iter().enumerate() {
+        env.insert(format!("BORG_PORT{i}"), port.to_string());
+    }
     env
 }
 

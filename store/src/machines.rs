@@ -55,8 +55,8 @@ pub async fn machine_usage<'e, E: sqlx::PgExecutor<'e>>(
 }
 
 const MACHINE_COLUMNS: &str =
-    "m.id, m.name, m.address, m.state, m.labels, m.cpu_milli, m.memory, m.disk, m.last_heard,
-     m.isolation, m.version, m.cpu_used_milli, m.memory_used";
+    "m.id, m.name, m.address, m.state, m.labels, m.cpu_milli, m.memory, m.disk, m.port_first, m.port_last,
+     m.last_heard, m.isolation, m.version, m.cpu_used_milli, m.memory_used";
 
 /// Usage is written at most this often per machine: every poll carries it, but
 /// a write per poll of every attempt's row would cost more than it tells.
@@ -77,11 +77,12 @@ impl Store {
                 .await?;
         let (id, state): (MachineId, MachineState) = sqlx::query_as(
             "INSERT INTO machines (id, name, address, labels, cpu_milli, memory, disk, state, last_heard,
-                                   isolation, version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'up', now(), $8, $9)
+                                   isolation, version, port_first, port_last)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'up', now(), $8, $9, $10, $11)
              ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, labels = EXCLUDED.labels,
                  cpu_milli = EXCLUDED.cpu_milli, memory = EXCLUDED.memory, disk = EXCLUDED.disk,
                  isolation = EXCLUDED.isolation, version = EXCLUDED.version,
+                 port_first = EXCLUDED.port_first, port_last = EXCLUDED.port_last,
                  state = CASE WHEN machines.state = 'down' THEN 'up'::machine_state ELSE machines.state END,
                  last_heard = now()
              RETURNING id, state",
@@ -95,6 +96,8 @@ impl Store {
         .bind(req.capacity.disk.0 as i64)
         .bind(req.isolation.map(|m| m.as_str()))
         .bind(req.version.as_deref())
+        .bind(i32::from(req.ports.first))
+        .bind(i32::from(req.ports.last))
         .fetch_one(&mut *tx)
         .await?;
         let from = before.map(|(s,)| s);

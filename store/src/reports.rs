@@ -28,6 +28,7 @@ struct DesiredRow {
     cpu_milli: i64,
     memory: i64,
     disk: i64,
+    ports: Vec<i32>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -94,6 +95,8 @@ struct Batch {
     /// Second step, for tasks whose end above was written: back to pending.
     requeue: Vec<TaskMove>,
     ended: Vec<AttemptId>,
+    /// Tasks sent back to pending by a preemption: the run they lost is not counted.
+    refund: Vec<TaskId>,
 }
 
 impl Store {
@@ -104,7 +107,7 @@ impl Store {
         machine: MachineId,
     ) -> crate::Result<(Vec<AttemptSpec>, Vec<AttemptId>)> {
         let rows: Vec<DesiredRow> = sqlx::query_as(concat!(
-            "SELECT a.id, a.state, t.job_id, j.name AS job, t.index, a.cpu_milli, a.memory, a.disk
+            "SELECT a.id, a.state, t.job_id, j.name AS job, t.index, a.cpu_milli, a.memory, a.disk, a.ports
              FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
              WHERE a.machine_id = $1 AND a.state IN ",
             live_attempt!(),
@@ -156,6 +159,7 @@ impl Store {
                 kill_grace_ms: task.kill_grace().as_millis() as u64,
                 memory_limit: task.resources.memory_limit,
                 cpu_limit: task.resources.cpu_limit,
+                ports: r.ports.iter().filter_map(|&p| u16::try_from(p).ok()).collect(),
             })
             .collect();
         Ok((specs, new))
@@ -260,6 +264,18 @@ impl Store {
             let attempts_moved = move_attempts(&mut tx, &batch.attempts).await?;
             out.changed = attempts_moved.len();
             let tasks_moved = move_tasks(&mut tx, &batch.tasks, &mut moved).await?;
+            let refund: Vec<TaskId> = batch
+                .refund
+                .iter()
+                .copied()
+                .filter(|t| tasks_moved.contains(t))
+                .collect();
+            if !refund.is_empty() {
+                sqlx::query("UPDATE tasks SET runs = greatest(runs - 1, 0) WHERE id = ANY($1)")
+                    .bind(&refund)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let requeue: Vec<TaskMove> = batch
                 .requeue
                 .into_iter()
@@ -269,7 +285,7 @@ impl Store {
             // A retry waits for a scheduler, and an ended attempt frees room a
             // waiting task may fit in: wake the schedulers once for both.
             let freed = batch.ended.iter().any(|a| attempts_moved.contains(a));
-            if out.requeued > 0 || freed {
+            if out.requeued > 0 || freed || !refund.is_empty() {
                 sqlx::query("SELECT pg_notify($1, 'room')")
                     .bind(CHANNEL_PENDING)
                     .execute(&mut *tx)
@@ -335,6 +351,23 @@ fn collect(
             batch.attempts.push(mv);
             batch.ended.push(row.id);
             if !row.is_current() {
+                return;
+            }
+            let preempted_by = row
+                .stop_reason
+                .as_deref()
+                .and_then(|s| s.strip_prefix(crate::PREEMPTED_BY));
+            if let (Some(by), true) = (preempted_by, row.job_live) {
+                // Back to the queue at once, and the run it lost is not spent.
+                let why = format!("{}{by}: waiting to run again", crate::PREEMPTED_BY);
+                batch.tasks.push(row.task_move(
+                    machine,
+                    row.task_state,
+                    TaskState::Pending,
+                    why,
+                    None,
+                ));
+                batch.refund.push(row.task_id);
                 return;
             }
             batch

@@ -413,6 +413,7 @@ impl AttemptBuilder {
             kill_grace_ms: 5_000,
             memory_limit: None,
             cpu_limit: None,
+            ports: vec![],
         })
     }
 

@@ -7,5 +7,6 @@ pub mod describe;
 pub mod get;
 pub mod kill;
 pub mod logs;
+pub mod quota;
 pub mod run;
 pub mod scale;

@@ -7,6 +7,7 @@ mod jobs;
 mod logs;
 mod machines;
 mod metrics;
+mod quotas;
 mod scale;
 
 pub use error::{ApiError, ApiResult};
@@ -50,6 +51,7 @@ pub struct AppState {
     tags(
         (name = "jobs", description = "Submit, list, read and kill jobs; read task logs"),
         (name = "machines", description = "Borglets register and nudge; operators list them"),
+        (name = "quotas", description = "Cpu and memory per owner and priority band; work over quota waits"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
@@ -65,6 +67,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(logs::router())
         .merge(health::router())
         .merge(metrics::router())
+        .merge(quotas::router())
 }
 
 pub fn router(state: AppState) -> Router {

@@ -526,7 +526,7 @@ fn de_quantity<'de, D: Deserializer<'de>, T>(
     parse(&q).map_err(serde::de::Error::custom)
 }
 
-mod cpu_qty {
+pub(crate) mod cpu_qty {
     use super::*;
     pub fn serialize<S: Serializer>(v: &MilliCpu, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&v.to_string())
@@ -536,7 +536,7 @@ mod cpu_qty {
     }
 }
 
-mod opt_cpu_qty {
+pub(crate) mod opt_cpu_qty {
     use super::*;
     pub fn serialize<S: Serializer>(v: &Option<MilliCpu>, s: S) -> Result<S::Ok, S::Error> {
         match v {
@@ -549,7 +549,7 @@ mod opt_cpu_qty {
     }
 }
 
-mod size_qty {
+pub(crate) mod size_qty {
     use super::*;
     pub fn serialize<S: Serializer>(v: &Bytes, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&v.exact())
@@ -559,7 +559,7 @@ mod size_qty {
     }
 }
 
-mod opt_size_qty {
+pub(crate) mod opt_size_qty {
     use super::*;
     pub fn serialize<S: Serializer>(v: &Option<Bytes>, s: S) -> Result<S::Ok, S::Error> {
         match v {
