@@ -44,7 +44,7 @@ pub struct Launch {
     pub run_as: Option<crate::run_as::RunAs>,
     /// The attempt's cgroup, when the borglet isolates tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<PathBuf>,
+    pub cgroup: Option<crate::isolation::AttemptCgroup>,
     pub created_at: DateTime<Utc>,
 }
 

@@ -3,13 +3,14 @@
 //! Everything the borglet knows about its tasks lives here, in one place, so that
 //! re-adoption after a restart has a single table to rebuild.
 
+use crate::isolation::{AttemptCgroup, Ending, Sample};
 use crate::restart::{Decision, RestartLog};
-use borg_shared::wire::{AttemptPhase, AttemptReport, AttemptSpec};
+use borg_shared::wire::{AttemptPhase, AttemptReport, AttemptSpec, ResourceUsage};
 use borg_shared::AttemptId;
 use chrono::{DateTime, Utc};
 use metrics::Gauge;
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -207,6 +208,16 @@ pub struct Attempt {
     pub restarts: RestartLog,
     /// Why the attempt ended where the exit alone does not say (handed back, ...).
     pub note: Option<String>,
+    pub isolation: AttemptIsolation,
+}
+
+/// What isolation knows of an attempt: its cgroup (none when unisolated), the
+/// latest usage sample, and what its end added to the exit status.
+#[derive(Debug, Default)]
+pub struct AttemptIsolation {
+    pub cgroup: Option<Arc<AttemptCgroup>>,
+    pub usage: Option<ResourceUsage>,
+    pub ending: Option<Ending>,
 }
 
 impl Attempt {
@@ -217,7 +228,14 @@ impl Attempt {
             exited,
             restarts: RestartLog::default(),
             note: None,
+            isolation: AttemptIsolation::default(),
         }
+    }
+
+    /// The same, with its cgroup (`None` when unisolated).
+    pub fn with_cgroup(mut self, cgroup: Option<Arc<AttemptCgroup>>) -> Self {
+        self.isolation.cgroup = cgroup;
+        self
     }
 
     pub fn report(&self) -> AttemptReport {
@@ -233,7 +251,19 @@ impl Attempt {
             message: self.note.clone(),
             restarts: self.restarts.restarts,
             last_exit: self.restarts.last_exit.as_ref().map(Exit::describe),
+            oom_killed: false,
+            peak_memory: None,
+            stderr_tail: None,
+            usage: None,
         };
+        if self.phase.is_live() {
+            r.usage = self.isolation.usage;
+        }
+        if let Some(e) = &self.isolation.ending {
+            r.oom_killed = e.oom_killed;
+            r.peak_memory = e.peak_memory;
+            r.stderr_tail = e.stderr_tail.clone();
+        }
         match &self.phase {
             Phase::Running { pid, started_at } => {
                 r.pid = Some(*pid);
@@ -287,6 +317,7 @@ pub struct StopTicket {
     pub pid: i32,
     pub grace: Duration,
     pub exited: CancellationToken,
+    pub cgroup: Option<Arc<AttemptCgroup>>,
 }
 
 #[derive(Debug, Default)]
@@ -467,7 +498,47 @@ impl AttemptTable {
             pid,
             grace: Duration::from_millis(attempt.spec.kill_grace_ms),
             exited: attempt.exited.clone(),
+            cgroup: attempt.isolation.cgroup.clone(),
         })
+    }
+
+    /// The cgroups of attempts whose process has not been reaped, for sampling.
+    pub fn live_cgroups(&self) -> Vec<(AttemptId, Arc<AttemptCgroup>)> {
+        self.lock()
+            .attempts
+            .values()
+            .filter(|a| a.phase.is_live())
+            .filter_map(|a| Some((a.spec.id, Arc::clone(a.isolation.cgroup.as_ref()?))))
+            .collect()
+    }
+
+    /// Store the latest usage samples (one lock for all of them).
+    pub fn set_usage(&self, samples: &[Sample]) {
+        let mut inner = self.lock();
+        for s in samples {
+            if let Some(a) = inner.attempts.get_mut(&s.id) {
+                a.isolation.usage = Some(s.usage);
+            }
+        }
+    }
+
+    /// Record what the end of attempt `id` added to its exit status.
+    pub fn set_ending(&self, id: AttemptId, ending: Ending) {
+        if let Some(a) = self.lock().attempts.get_mut(&id) {
+            a.isolation.ending = Some(ending);
+            a.isolation.usage = None;
+        }
+    }
+
+    /// A new run of attempt `id` (an in-place restart) lives in `cgroup`; what the
+    /// previous run's end added is dropped with it.
+    pub fn set_cgroup(&self, id: AttemptId, cgroup: Option<Arc<AttemptCgroup>>) {
+        if let Some(a) = self.lock().attempts.get_mut(&id) {
+            a.isolation = AttemptIsolation {
+                cgroup,
+                ..AttemptIsolation::default()
+            };
+        }
     }
 
     /// Running attempts (or waiting to restart) whose id `keep` rejects.
@@ -538,6 +609,9 @@ mod tests {
             resources: Capacity::default(),
             kill_grace_ms: 100,
             restart: None,
+            memory_limit: None,
+            cpu_limit: None,
+            ports: vec![],
         }
     }
 

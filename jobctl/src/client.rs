@@ -2,6 +2,9 @@
 //! method per call, and one error type that says in a single line what went
 //! wrong (unreachable master, the API's own error body, or an odd answer).
 
+mod operate;
+
+use borg_shared::quota::{QuotaSpec, QuotaView};
 use borg_shared::wire::{JobList, JobView, LogStream, MachineList};
 use borg_shared::{ApiError, ErrorBody};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
@@ -213,6 +216,25 @@ impl Client {
             .timeout(REQUEST_TIMEOUT);
         let resp = self.send(req).await?;
         self.json("GET /v1/machines", resp).await
+    }
+
+    /// `GET /v1/quotas/{owner}`.
+    pub async fn quota(&self, owner: &str) -> Result<QuotaView, ClientError> {
+        let req = self
+            .request(Method::GET, &["v1", "quotas", owner])
+            .timeout(REQUEST_TIMEOUT);
+        let resp = self.send(req).await?;
+        self.json("GET /v1/quotas/{owner}", resp).await
+    }
+
+    /// `PUT /v1/quotas/{owner}`: the answer is the quota as now set.
+    pub async fn set_quota(&self, owner: &str, spec: &QuotaSpec) -> Result<QuotaView, ClientError> {
+        let req = self
+            .request(Method::PUT, &["v1", "quotas", owner])
+            .timeout(REQUEST_TIMEOUT)
+            .json(spec);
+        let resp = self.send(req).await?;
+        self.json("PUT /v1/quotas/{owner}", resp).await
     }
 
     /// `POST /v1/jobs/{name}/kill`. The answer's body is not needed.

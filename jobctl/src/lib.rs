@@ -55,6 +55,14 @@ pub enum Command {
     Logs(cmd::logs::Args),
     /// Kill a job: stop all its tasks.
     Kill(cmd::kill::Args),
+    /// Set a service's replica count (down stops the highest indexes first).
+    Scale(cmd::scale::Args),
+    /// Drain a machine: place nothing new there and move its tasks elsewhere.
+    Drain(cmd::cordon::Args),
+    /// Put a drained machine back into service.
+    Uncordon(cmd::cordon::Args),
+    /// Read or set an owner's quota per priority band.
+    Quota(cmd::quota::Args),
     /// Run a whole local cell in the foreground: Postgres, master, scheduler and borglets.
     Dev(dev::Args),
     /// Benchmark a cell end to end: latency, throughput and CPU per task.
@@ -84,6 +92,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Describe(args) => block_on(async { cmd::describe::run(&client()?, args).await }),
         Command::Logs(args) => block_on(async { cmd::logs::run(&client()?, args).await }),
         Command::Kill(args) => block_on(async { cmd::kill::run(&client()?, args).await }),
+        Command::Scale(args) => block_on(async { cmd::scale::run(&client()?, args).await }),
+        Command::Drain(args) => block_on(async { cmd::cordon::drain(&client()?, args).await }),
+        Command::Uncordon(args) => {
+            block_on(async { cmd::cordon::uncordon(&client()?, args).await })
+        }
+        Command::Quota(args) => block_on(async { cmd::quota::run(&client()?, args).await }),
     }
 }
 

@@ -495,3 +495,167 @@ fn logs_follow_streams_until_the_task_ends() {
     assert_eq!(seen.lock().unwrap().as_str(), "first\nsecond\n");
     cell.stop();
 }
+
+#[test]
+fn tasks_get_host_ports_from_their_machine_never_shared() {
+    let dir = data_dir();
+    let cell = Cell::start(dir.path());
+    // More tasks than machines, so some share a machine (and must not share a port).
+    let spec = "name: ported\nreplicas: 5\ntask:\n  command: [\"/bin/sh\", \"-c\", \"echo $BORG_PORT0 $BORG_PORT1\"]\n  resources: {ports: 2}\n";
+    let spec_file = dir.path().join("ported.yaml");
+    std::fs::write(&spec_file, spec).unwrap();
+    let run = cell.jobctl(&["run", "--wait", "-f", spec_file.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", stderr(&run));
+
+    let machines: Value = reqwest::blocking::get(format!("{}/v1/machines", cell.master))
+        .unwrap()
+        .json()
+        .unwrap();
+    let range_of = |name: &str| -> (u64, u64) {
+        let m = machines["machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap();
+        (
+            m["ports"]["first"].as_u64().unwrap(),
+            m["ports"]["last"].as_u64().unwrap(),
+        )
+    };
+    let job = cell.job("ported");
+    let mut held: std::collections::HashSet<(String, u64)> = Default::default();
+    for task in job["tasks"].as_array().unwrap() {
+        let index = task["index"].as_u64().unwrap();
+        let machine = task["machine"].as_str().unwrap().to_string();
+        let out = cell.jobctl(&["logs", &format!("ported/{index}")]);
+        let ports: Vec<u64> = stdout(&out)
+            .split_whitespace()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        assert_eq!(ports.len(), 2, "task {index} printed {:?}", stdout(&out));
+        let (first, last) = range_of(&machine);
+        for p in ports {
+            assert!(
+                (first..=last).contains(&p),
+                "port {p} outside {machine}'s {first}-{last}"
+            );
+            assert!(
+                held.insert((machine.clone(), p)),
+                "port {p} given twice on {machine}"
+            );
+        }
+    }
+    assert_eq!(held.len(), 10);
+    cell.stop();
+}
+
+#[test]
+fn a_job_over_its_owners_quota_waits_and_starts_when_quota_frees() {
+    let dir = data_dir();
+    let cell = Cell::start(dir.path());
+    let set = cell.jobctl(&["quota", "set", "alice", "--band", "batch", "--cpu", "500m"]);
+    assert!(set.status.success(), "{}", stderr(&set));
+    let spec = |name: &str| {
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "name: {name}\nkind: service\nowner: alice\ntask:\n  command: [\"sleep\", \"600\"]\n  resources: {{cpu: 300m}}\n"
+            ),
+        )
+        .unwrap();
+        file
+    };
+    let first = cell.jobctl(&["run", "-f", spec("first").to_str().unwrap()]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    wait_for("first running", Duration::from_secs(30), || {
+        (cell.job("first")["tasks"][0]["state"] == "running").then_some(())
+    });
+    let second = cell.jobctl(&["run", "-f", spec("second").to_str().unwrap()]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    let reason = wait_for("second explained", Duration::from_secs(30), || {
+        let task = &cell.job("second")["tasks"][0];
+        assert_eq!(task["state"], "pending", "{task}");
+        task["reason"].as_str().map(str::to_string)
+    });
+    assert_eq!(
+        reason,
+        "waiting for quota: owner alice, batch cpu 500m, in use 300m, asks 300m (job 1 in line for it)"
+    );
+    let quota = cell.jobctl(&["quota", "get", "alice", "-o", "json"]);
+    let quota: Value = serde_json::from_slice(&quota.stdout).unwrap();
+    assert_eq!(quota["batch"]["in_use"]["cpu"], 300, "millicores: {quota}");
+    assert_eq!(quota["batch"]["limit"]["cpu"], "500m", "{quota}");
+
+    let kill = cell.jobctl(&["kill", "first"]);
+    assert!(kill.status.success(), "{}", stderr(&kill));
+    wait_for(
+        "second running once first is gone",
+        Duration::from_secs(30),
+        || (cell.job("second")["tasks"][0]["state"] == "running").then_some(()),
+    );
+    cell.jobctl(&["kill", "second"]);
+    cell.stop();
+}
+
+#[test]
+fn production_preempts_batch_in_a_full_cell_and_the_batch_task_runs_again() {
+    let dir = data_dir();
+    let cell = Cell::start(dir.path());
+    let spec = |name: &str, priority: u32, replicas: u32| {
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "name: {name}\nkind: service\npriority: {priority}\nreplicas: {replicas}\ntask:\n  command: [\"sleep\", \"600\"]\n  resources: {{cpu: 1, memory: 64Mi}}\n  kill_grace: 1s\n"
+            ),
+        )
+        .unwrap();
+        file
+    };
+    let running = |job: &str| -> usize {
+        cell.job(job)["tasks"]
+            .as_array()
+            .map_or(0, |t| t.iter().filter(|t| t["state"] == "running").count())
+    };
+    // 3 machines x 2 cores: six 1-core batch tasks fill the cell.
+    let filler = cell.jobctl(&["run", "-f", spec("filler", 100, 6).to_str().unwrap()]);
+    assert!(filler.status.success(), "{}", stderr(&filler));
+    wait_for("the cell full", Duration::from_secs(60), || {
+        (running("filler") == 6).then_some(())
+    });
+
+    let urgent = cell.jobctl(&["run", "-f", spec("urgent", 300, 1).to_str().unwrap()]);
+    assert!(urgent.status.success(), "{}", stderr(&urgent));
+    wait_for("urgent running", Duration::from_secs(60), || {
+        (running("urgent") == 1).then_some(())
+    });
+    // Exactly one filler task made room; it went back to pending, its run not spent.
+    let job = cell.job("filler");
+    let tasks = job["tasks"].as_array().unwrap();
+    assert_eq!(running("filler"), 5, "{job}");
+    let victim = tasks
+        .iter()
+        .find(|t| t["state"] == "pending")
+        .expect("a pending filler task");
+    assert_eq!(victim["runs"], 0, "preemption spends no run: {victim}");
+    let events = job["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["to"] == "pending"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("preempted by urgent/0"))),
+        "no preemption event: {events:?}"
+    );
+
+    let kill = cell.jobctl(&["kill", "urgent"]);
+    assert!(kill.status.success(), "{}", stderr(&kill));
+    wait_for(
+        "the preempted task running again",
+        Duration::from_secs(60),
+        || (running("filler") == 6).then_some(()),
+    );
+    cell.jobctl(&["kill", "filler"]);
+    cell.stop();
+}

@@ -87,6 +87,8 @@ fn hello_view(state: JobState, tasks: Vec<(TaskState, Option<i32>)>) -> JobView 
             restarts: 0,
             last_exit: None,
             updated_at: now,
+            usage: None,
+            death: None,
         })
         .collect();
     let mut counts = BTreeMap::new();

@@ -33,6 +33,7 @@ fn start_master(listener: TcpListener, database_url: &str) -> (CancellationToken
         listen: listener.local_addr().unwrap(),
         database_url: database_url.to_string(),
         poll_interval: Duration::from_millis(200),
+        leader: Default::default(),
     };
     let token = CancellationToken::new();
     let handle = tokio::spawn({
@@ -72,6 +73,8 @@ async fn tasks_outlive_the_master_and_a_new_master_adopts_them() {
         interval: Duration::from_millis(200),
         batch_size: 100,
         name: "test-scheduler".into(),
+        listen: None,
+        scoring: Default::default(),
     };
     tokio::spawn(borgscheduler::run(scheduler, shutdown.clone()));
     // Reachable by tasks, which a root borglet runs as `nobody`.

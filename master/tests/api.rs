@@ -258,3 +258,34 @@ async fn openapi_document_is_generated_from_the_handlers() {
     ids.dedup();
     assert_eq!(ids.len(), n, "duplicate operationId");
 }
+
+#[tokio::test]
+async fn quotas_read_unlimited_until_set_and_refuse_bad_input() {
+    let app = spawn_app().await;
+    let (status, body) = app.get_json("/v1/quotas/alice").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["production"].get("limit").is_none(), "{body}");
+    let put = |body: serde_json::Value| {
+        let http = reqwest::Client::new();
+        let url = format!("{}/v1/quotas/alice", app.url);
+        async move {
+            let resp = http.put(url).json(&body).send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, body) = put(json!({"production": {"cpu": "10", "memory": "64Gi"}})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["production"]["limit"],
+        json!({"cpu": "10", "memory": "64Gi"})
+    );
+    assert!(body["batch"].get("limit").is_none(), "{body}");
+    let (status, body) = put(json!({"prod": {"cpu": "1"}})).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = put(json!({"batch": {"cpu": "-1"}})).await;
+    assert_eq!(status, 422, "{body}");
+    // Bad input changed nothing.
+    let (_, body) = app.get_json("/v1/quotas/alice").await;
+    assert_eq!(body["production"]["limit"]["cpu"], "10");
+}

@@ -7,7 +7,7 @@ use borg_shared::wire::{AttemptPhase, AttemptReport, Capacity, RegisterMachine};
 use borg_shared::{AttemptId, Bytes, JobId, JobSpec, MachineId, MilliCpu, TaskId};
 use borgmaster::store::{Placement, Store, SubmitOutcome};
 use chrono::Utc;
-use helpers::spawn_app;
+use helpers::{leader_epoch, spawn_app};
 
 async fn machine(store: &Store) -> MachineId {
     named_machine(store, "m1").await
@@ -24,6 +24,9 @@ async fn named_machine(store: &Store, name: &str) -> MachineId {
                 disk: Bytes(0),
             },
             labels: Default::default(),
+            isolation: None,
+            version: None,
+            ports: Default::default(),
         })
         .await
         .unwrap();
@@ -62,6 +65,8 @@ async fn place_all(store: &Store, m: MachineId) {
                 memory: Bytes(memory as u64),
                 disk: Bytes(disk as u64),
             },
+            max_per_machine: None,
+            ports: vec![],
         })
         .collect();
     let placed = store.commit_placements("test", &batch).await.unwrap();
@@ -81,6 +86,10 @@ fn report(id: AttemptId, phase: AttemptPhase, code: Option<i32>) -> AttemptRepor
         message: None,
         restarts: 0,
         last_exit: None,
+        oom_killed: false,
+        peak_memory: None,
+        stderr_tail: None,
+        usage: None,
     }
 }
 
@@ -112,7 +121,10 @@ async fn batch_task_runs_to_success_and_is_acked() {
     assert_eq!(wanted.len(), 1);
     assert_eq!(new, vec![wanted[0].id]);
     assert_eq!(wanted[0].command, vec!["/bin/true"]);
-    store.mark_starting(m, &new).await.unwrap();
+    store
+        .mark_starting(m, leader_epoch(store).await, &new)
+        .await
+        .unwrap();
     assert_eq!(job_state(store).await.1, vec!["starting"]);
 
     let id = wanted[0].id;
@@ -440,6 +452,8 @@ async fn a_task_failing_for_good_fails_the_job_and_stops_the_rest() {
             job: *job,
             machine,
             request,
+            max_per_machine: None,
+            ports: vec![],
         })
         .collect();
     // The fixture's tasks request nothing, so the zero request matches their rows.

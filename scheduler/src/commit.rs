@@ -13,11 +13,11 @@ pub async fn commit(
     store: &Store,
     scheduler: &str,
     tasks: &HashMap<TaskId, &PendingTask>,
-    placements: &[(TaskId, MachineId)],
+    placements: &[(TaskId, MachineId, Vec<u16>)],
 ) -> anyhow::Result<Committed> {
     let batch = placements
         .iter()
-        .map(|(task, machine)| {
+        .map(|(task, machine, ports)| {
             let t = tasks
                 .get(task)
                 .ok_or_else(|| anyhow::anyhow!("placement of unknown task {task}"))?;
@@ -26,6 +26,8 @@ pub async fn commit(
                 job: t.job_id,
                 machine: *machine,
                 request: t.request,
+                max_per_machine: t.max_per_machine(),
+                ports: ports.clone(),
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

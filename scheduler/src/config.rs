@@ -24,6 +24,16 @@ pub struct Config {
     /// Name recorded in the events of the placements this scheduler makes.
     #[arg(long, env = "BORG_SCHEDULER_NAME", default_value_t = format!("scheduler-{}", std::process::id()))]
     pub name: String,
+
+    /// How feasible machines are ranked: `hybrid` (spread each job, then best
+    /// fit; see score.rs), `best-fit` or `worst-fit`.
+    #[arg(long, env = "BORG_SCHEDULER_SCORING", value_enum, default_value_t)]
+    pub scoring: crate::Scoring,
+
+    /// Serve `GET /metrics` (Prometheus) and `GET /healthz` here, e.g. `127.0.0.1:7710`
+    /// [default: not served].
+    #[arg(long, env = "BORG_SCHEDULER_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[cfg(test)]

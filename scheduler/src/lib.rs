@@ -5,7 +5,9 @@
 
 mod commit;
 mod config;
+mod metrics;
 mod place;
+pub mod replay;
 mod run;
 mod score;
 mod snapshot;
@@ -16,7 +18,7 @@ pub use borg_store::{
 pub use config::Config;
 pub use place::{place, Decision};
 pub use run::{run, PassStats};
-pub use score::score;
+pub use score::Scoring;
 pub use snapshot::{Machine, PendingTask, Snapshot};
 
 use anyhow::Context;

@@ -2,11 +2,22 @@
 //! decisions, with no I/O, clock or randomness, so its invariants can be
 //! property-tested and a batch can be replayed from a log.
 
-use crate::score::score;
+mod feasible;
+mod load;
+mod ports;
+mod preempt;
+mod quota;
+mod reason;
+
+use crate::score::tie_break;
 use crate::snapshot::{fits, sub, Machine, PendingTask, Snapshot};
 use borg_shared::spec::Constraint;
 use borg_shared::wire::Capacity;
-use borg_shared::{Bytes, JobId, MachineId, MilliCpu, TaskId};
+use borg_shared::{JobId, MachineId, TaskId};
+use load::JobLoads;
+use ports::PortsTaken;
+use preempt::{Outcome, Preemptor};
+use quota::QuotaLedger;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -16,18 +27,32 @@ pub enum Decision {
     Place {
         task: TaskId,
         machine: MachineId,
+        /// Host ports picked from the machine's range, as many as the task asks for.
+        ports: Vec<u16>,
     },
-    /// Stays pending; `reason` is shown to the user as why.
+    /// Stays pending while these lower-band attempts on `machine` are stopped
+    /// to make room for it; `reason` says so.
+    Preempt {
+        task: TaskId,
+        machine: MachineId,
+        victims: Vec<borg_shared::AttemptId>,
+        reason: String,
+    },
+    /// Stays pending; `reason` is shown to the user as why, `cause` names
+    /// the check that ruled out most machines (a metrics label).
     Unplaceable {
         task: TaskId,
         reason: String,
+        cause: &'static str,
     },
 }
 
 impl Decision {
     pub fn task(&self) -> TaskId {
         match self {
-            Decision::Place { task, .. } | Decision::Unplaceable { task, .. } => *task,
+            Decision::Place { task, .. }
+            | Decision::Preempt { task, .. }
+            | Decision::Unplaceable { task, .. } => *task,
         }
     }
 }
@@ -43,6 +68,11 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
 
     let mut free: Vec<Capacity> = machines.iter().map(Machine::free).collect();
     let mut matching = MatchCache::default();
+    let mut loads = JobLoads::new(snapshot);
+    let mut ports = PortsTaken::default();
+    let mut quotas = QuotaLedger::new(snapshot);
+    let spread_jobs = snapshot.scoring.spreads_jobs();
+    let mut preemptor = Preemptor::new(machines, &snapshot.victims, &snapshot.stopping);
     let mut seen = HashSet::with_capacity(queue.len());
     let mut decisions = Vec::with_capacity(queue.len());
 
@@ -50,35 +80,109 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
         if !seen.insert(task.id) {
             continue;
         }
+        if let Some(reason) = quotas.check(task) {
+            decisions.push(Decision::Unplaceable {
+                task: task.id,
+                reason,
+                cause: "quota",
+            });
+            continue;
+        }
+        loads.prepare(task, snapshot, spread_jobs);
         let candidates = matching.get(task, machines);
+        // Among the machines that pass every check: the fewest of the job's tasks
+        // in the machine's spread group first, then (hybrid scoring) the fewest
+        // of them on the machine, then the best score, then the tie-break.
         let best = candidates
             .iter()
             .copied()
-            .filter(|&i| fits(&task.request, &free[i]))
+            .filter(|&i| {
+                feasible::per_machine(task, loads.on_machine(task, i)).is_none()
+                    && fits(&task.request, &free[i])
+                    && (task.ports == 0 || feasible::ports(task, ports.free(machines, i)).is_none())
+            })
             .map(|i| {
+                let on_machine = if spread_jobs {
+                    loads.on_machine(task, i)
+                } else {
+                    0
+                };
                 (
                     i,
-                    score(&machines[i].capacity, &sub(&free[i], &task.request)),
+                    (loads.in_spread_group(task, i), on_machine),
+                    snapshot
+                        .scoring
+                        .score(&machines[i].capacity, &sub(&free[i], &task.request)),
                 )
             })
-            // Highest score; on a tie the smaller name wins (so compare names reversed).
-            .max_by(|(a, sa), (b, sb)| {
-                sa.total_cmp(sb)
-                    .then_with(|| machines[*b].name.cmp(&machines[*a].name))
-                    .then_with(|| machines[*b].id.cmp(&machines[*a].id))
+            .max_by(|(a, ga, sa), (b, gb, sb)| {
+                gb.cmp(ga).then_with(|| sa.total_cmp(sb)).then_with(|| {
+                    tie_break(task.id.0, machines[*a].id.0)
+                        .cmp(&tie_break(task.id.0, machines[*b].id.0))
+                })
             });
         match best {
-            Some((i, _)) => {
+            Some((i, _, _)) => {
                 free[i] = sub(&free[i], &task.request);
+                loads.add(task, i);
+                quotas.charge(task);
                 decisions.push(Decision::Place {
                     task: task.id,
                     machine: machines[i].id,
+                    ports: ports.take(machines, i, task.ports),
                 });
             }
-            None => decisions.push(Decision::Unplaceable {
-                task: task.id,
-                reason: why_unplaceable(task, machines, &free, candidates),
-            }),
+            None => {
+                let planned = preemptor.plan(task, machines, &mut free, candidates, |i| {
+                    feasible::per_machine(task, loads.on_machine(task, i)).is_none()
+                        && (task.ports == 0
+                            || feasible::ports(task, ports.free(machines, i)).is_none())
+                });
+                match planned {
+                    Some(Outcome::Wait { machine }) => {
+                        decisions.push(Decision::Unplaceable {
+                            task: task.id,
+                            reason: format!(
+                                "waiting for preempted tasks to stop on {}",
+                                machines[machine].name
+                            ),
+                            cause: "preempting",
+                        });
+                        continue;
+                    }
+                    Some(Outcome::Preempt {
+                        machine,
+                        victims,
+                        names,
+                    }) => {
+                        decisions.push(Decision::Preempt {
+                            task: task.id,
+                            machine: machines[machine].id,
+                            reason: format!(
+                                "preempting {} on {}: {}",
+                                plural(victims.len(), "task"),
+                                machines[machine].name,
+                                names.join(", ")
+                            ),
+                            victims,
+                        });
+                        continue;
+                    }
+                    None => {}
+                }
+                let (reason, cause) = reason::why_unplaceable(
+                    task,
+                    machines,
+                    &free,
+                    |i| loads.on_machine(task, i),
+                    |i| ports.free(machines, i),
+                );
+                decisions.push(Decision::Unplaceable {
+                    task: task.id,
+                    reason,
+                    cause,
+                })
+            }
         }
     }
     decisions
@@ -96,11 +200,7 @@ impl MatchCache {
     fn get<'a>(&'a mut self, task: &PendingTask, machines: &[Machine]) -> &'a [usize] {
         let compute = || -> Vec<usize> {
             (0..machines.len())
-                .filter(|&i| {
-                    task.constraints
-                        .iter()
-                        .all(|c| c.matches(&machines[i].labels))
-                })
+                .filter(|&i| feasible::constraints(&task.constraints, &machines[i]).is_none())
                 .collect()
         };
         // Tasks of one job share its constraints; if a caller mixes them anyway,
@@ -125,104 +225,11 @@ impl MatchCache {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Dim {
-    Cpu,
-    Memory,
-    Disk,
-}
-
-impl Dim {
-    const ALL: [Dim; 3] = [Dim::Cpu, Dim::Memory, Dim::Disk];
-
-    fn of(self, c: &Capacity) -> u64 {
-        match self {
-            Dim::Cpu => c.cpu.0,
-            Dim::Memory => c.memory.0,
-            Dim::Disk => c.disk.0,
-        }
-    }
-
-    fn show(self, v: u64) -> String {
-        match self {
-            Dim::Cpu => MilliCpu(v).to_string(),
-            Dim::Memory | Dim::Disk => Bytes(v).to_string(),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Dim::Cpu => "cpu",
-            Dim::Memory => "memory",
-            Dim::Disk => "disk",
-        }
-    }
-}
-
-/// A sentence for the user: the first thing that rules out every machine.
-fn why_unplaceable(
-    task: &PendingTask,
-    machines: &[Machine],
-    free: &[Capacity],
-    candidates: &[usize],
-) -> String {
-    if machines.is_empty() {
-        return "no machines are up".to_string();
-    }
-    let all_constraints = || join_and(task.constraints.iter().map(ToString::to_string));
-    if candidates.is_empty() {
-        // Name the constraints that alone exclude every machine; if none does,
-        // it is their combination.
-        let alone: Vec<String> = task
-            .constraints
-            .iter()
-            .filter(|c| !machines.iter().any(|m| c.matches(&m.labels)))
-            .map(ToString::to_string)
-            .collect();
-        let named = if alone.is_empty() {
-            all_constraints()
-        } else {
-            join_and(alone)
-        };
-        return format!("no up machine matches {named}");
-    }
-    let among = if candidates.len() < machines.len() {
-        format!(" matching {}", all_constraints())
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
     } else {
-        String::new()
-    };
-    for dim in Dim::ALL {
-        let need = dim.of(&task.request);
-        if candidates.iter().all(|&i| dim.of(&free[i]) < need) {
-            let (most, name) = candidates
-                .iter()
-                .map(|&i| (dim.of(&free[i]), &machines[i].name))
-                .max_by(|(a, na), (b, nb)| a.cmp(b).then_with(|| nb.cmp(na)))
-                .unwrap_or((0, &machines[candidates[0]].name));
-            return format!(
-                "no machine{among} has {} free {} (most free: {} on {})",
-                dim.show(need),
-                dim.name(),
-                dim.show(most),
-                name
-            );
-        }
-    }
-    // Each dimension fits somewhere, never all of them on one machine.
-    let wanted = Dim::ALL
-        .iter()
-        .filter(|d| d.of(&task.request) > 0)
-        .map(|d| format!("{} {}", d.show(d.of(&task.request)), d.name()));
-    format!("no machine{among} has {} free at once", join_and(wanted))
-}
-
-/// `a`, `a and b`, `a, b and c`.
-fn join_and(items: impl IntoIterator<Item = String>) -> String {
-    let items: Vec<String> = items.into_iter().collect();
-    match items.split_last() {
-        None => String::new(),
-        Some((last, [])) => last.clone(),
-        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        format!("{n} {what}s")
     }
 }
 

@@ -6,13 +6,18 @@
 
 use crate::commit::commit;
 use crate::place::{place, Decision};
-use crate::snapshot::{read_machines, read_pending, PendingTask, QueueKey};
+use crate::snapshot::{
+    read_job_counts, read_machines, read_pending, read_quotas, read_used_ports, read_victims,
+    PendingTask, QueueKey,
+};
 use crate::Config;
 use anyhow::Context;
+use borg_shared::quota::Band;
 use borg_shared::{JobId, MachineId, TaskId};
+use borg_store::Preemption;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -37,6 +42,10 @@ pub struct PassStats {
     pub batches: usize,
     /// Pending reasons that changed.
     pub reasons_written: u64,
+    /// Attempts asked to stop to make room for production tasks.
+    pub preempted: usize,
+    /// `unplaceable`, by the cause that ruled out most machines.
+    pub unplaceable_by_cause: BTreeMap<&'static str, usize>,
 }
 
 /// Run the scheduler until `shutdown` is cancelled. A batch in flight is
@@ -51,6 +60,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .context("--database-url is not a usable postgres URL")?,
     );
     let pool = store.pool().clone();
+    crate::metrics::install();
+    if let Some(addr) = config.listen {
+        // Bound here, so a port in use stops the scheduler with a clear error.
+        let listener = crate::metrics::bind(addr).await?;
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(listener, stop).await {
+                tracing::error!("{e:#}");
+            }
+        });
+    }
     tracing::info!(
         scheduler = %config.name,
         interval = %humantime::format_duration(config.interval),
@@ -91,6 +111,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         };
         healthy = result.is_ok();
         let ms = started.elapsed().as_millis() as u64;
+        crate::metrics::record(result.as_ref().ok(), started.elapsed().as_secs_f64());
         let again = span.in_scope(|| match result {
             Ok(s) => {
                 log_pass(&config.name, &s, ms);
@@ -130,11 +151,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
 fn log_pass(scheduler: &str, s: &PassStats, ms: u64) {
     // Quiet passes are the norm every interval; keep them out of the default log.
-    if s.placed > 0 || s.lost_races > 0 || s.reasons_written > 0 {
+    if s.placed > 0 || s.lost_races > 0 || s.reasons_written > 0 || s.preempted > 0 {
         tracing::info!(
             scheduler,
             pending = s.pending,
             placed = s.placed,
+            preempted = s.preempted,
             unplaceable = s.unplaceable,
             lost_races = s.lost_races,
             batches = s.batches,
@@ -147,6 +169,7 @@ fn log_pass(scheduler: &str, s: &PassStats, ms: u64) {
             scheduler,
             pending = s.pending,
             placed = s.placed,
+            preempted = s.preempted,
             unplaceable = s.unplaceable,
             lost_races = s.lost_races,
             batches = s.batches,
@@ -219,21 +242,77 @@ async fn pass(
     let mut page_size = FIRST_PAGE.min(config.batch_size);
     loop {
         // Two independent reads on two connections.
-        let (snapshot, page) = tokio::try_join!(
+        let (mut snapshot, page) = tokio::try_join!(
             read_machines(pool),
             read_pending(pool, after.as_ref(), &full, page_size)
         )?;
+        // Where the page's jobs already run (read after the machines,
+        // so no attempt the usage counted is missing here).
+        snapshot.scoring = config.scoring;
+        let mut spreading: Vec<JobId> = page
+            .tasks
+            .iter()
+            .filter(|t| t.spread.is_some() || config.scoring.spreads_jobs())
+            .map(|t| t.job_id)
+            .collect();
+        spreading.sort();
+        spreading.dedup();
+        snapshot.job_counts = read_job_counts(pool, &spreading).await?;
+        if page.tasks.iter().any(|t| t.ports > 0) {
+            read_used_ports(pool, &mut snapshot).await?;
+        }
+        read_quotas(pool, &mut snapshot, &page.tasks).await?;
+        if page
+            .tasks
+            .iter()
+            .any(|t| Band::of(i64::from(t.priority)) == Band::Production)
+        {
+            read_victims(pool, &mut snapshot).await?;
+        }
         stats.batches += 1;
         stats.pending += page.rows;
 
         let decisions = place(&snapshot, &page.tasks);
         let by_id: HashMap<TaskId, &PendingTask> = page.tasks.iter().map(|t| (t.id, t)).collect();
-        let mut placements: Vec<(TaskId, MachineId)> = Vec::new();
+        let mut placements: Vec<(TaskId, MachineId, Vec<u16>)> = Vec::new();
+        let mut preemptions: Vec<Preemption> = Vec::new();
         let mut reasons: Vec<(TaskId, String)> = page.unreadable.clone();
+        for _ in &page.unreadable {
+            crate::metrics::tally(&mut stats.unplaceable_by_cause, "unreadable_spec");
+        }
         for d in decisions {
             match d {
-                Decision::Place { task, machine } => placements.push((task, machine)),
-                Decision::Unplaceable { task, reason } => {
+                Decision::Place {
+                    task,
+                    machine,
+                    ports,
+                } => placements.push((task, machine, ports)),
+                Decision::Preempt {
+                    task,
+                    machine,
+                    victims,
+                    reason,
+                } => {
+                    crate::metrics::tally(&mut stats.unplaceable_by_cause, "preempting");
+                    if let Some(t) = by_id.get(&task) {
+                        full.push(t.job_id);
+                        job_reasons
+                            .entry(t.job_id)
+                            .or_insert_with(|| reason.clone());
+                        preemptions.push(Preemption {
+                            machine,
+                            by: t.name.clone(),
+                            victims,
+                        });
+                    }
+                    reasons.push((task, reason))
+                }
+                Decision::Unplaceable {
+                    task,
+                    reason,
+                    cause,
+                } => {
+                    crate::metrics::tally(&mut stats.unplaceable_by_cause, cause);
                     if let Some(t) = by_id.get(&task) {
                         full.push(t.job_id);
                         job_reasons
@@ -249,6 +328,8 @@ async fn pass(
         stats.unplaceable += reasons.len();
 
         let committed = commit(store, &config.name, &by_id, &placements).await?;
+        // After the placements: a victim's capacity stays booked until it has stopped.
+        stats.preempted += store.preempt(&preemptions).await?;
         stats.placed += committed.placed.len();
         stats.lost_races += committed.lost_races;
         for p in &committed.placed {

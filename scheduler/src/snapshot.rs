@@ -3,9 +3,9 @@
 //! without locks; `commit` re-checks everything it relies on.
 
 use anyhow::Context;
-use borg_shared::spec::Constraint;
-use borg_shared::wire::Capacity;
-use borg_shared::{Bytes, JobId, MachineId, MilliCpu, TaskId};
+use borg_shared::spec::{Constraint, Spread};
+use borg_shared::wire::{Capacity, PortRange};
+use borg_shared::{AttemptId, Bytes, JobId, MachineId, MilliCpu, TaskId};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::types::Json;
@@ -19,6 +19,31 @@ use std::sync::Arc;
 pub struct Snapshot {
     /// Only machines in state `up`.
     pub machines: Vec<Machine>,
+    /// Live attempts per machine of each job in the page that has a `spread`
+    /// (what `max_per_machine` and the spread label count).
+    pub job_counts: HashMap<JobId, HashMap<MachineId, u32>>,
+    /// Quotas of the page's owners that have one, by (owner, band).
+    pub quotas: borg_store::QuotaTable,
+    /// What those owners' live attempts hold, by (owner, band).
+    pub quota_used: borg_store::QuotaUsage,
+    /// Live lower-band attempts not asked to stop, per machine: what a
+    /// production task may preempt (read only when the page holds one).
+    pub victims: HashMap<MachineId, Vec<Victim>>,
+    /// Requests of live attempts already asked to stop, per machine: room
+    /// being released.
+    pub stopping: HashMap<MachineId, Capacity>,
+    /// How feasible machines are ranked.
+    pub scoring: crate::Scoring,
+}
+
+/// A live attempt a production task may preempt.
+#[derive(Debug, Clone)]
+pub struct Victim {
+    pub attempt: AttemptId,
+    pub priority: i32,
+    pub request: Capacity,
+    /// `JOB/INDEX`, for the reasons.
+    pub name: String,
 }
 
 #[derive(Debug, Clone)]
@@ -29,6 +54,10 @@ pub struct Machine {
     pub capacity: Capacity,
     /// Sum of the requests of the live attempts (assigned, starting, running) here.
     pub used: Capacity,
+    /// Host ports tasks here may be given.
+    pub ports: PortRange,
+    /// Ports live attempts hold here (read only when the page asks for ports).
+    pub used_ports: Vec<u16>,
 }
 
 impl Machine {
@@ -48,6 +77,14 @@ pub struct PendingTask {
     pub request: Capacity,
     /// The job's constraints, shared by all of its tasks.
     pub constraints: Arc<[Constraint]>,
+    /// The job's spread rule, shared by all of its tasks.
+    pub spread: Option<Arc<Spread>>,
+    /// How many host ports it needs.
+    pub ports: u16,
+    /// The job's owner (quota is per owner and band).
+    pub owner: Arc<str>,
+    /// `JOB/INDEX`, for reasons that name it.
+    pub name: String,
 }
 
 impl PendingTask {
@@ -58,6 +95,14 @@ impl PendingTask {
             .cmp(&self.priority)
             .then(self.created_at.cmp(&other.created_at))
             .then(self.id.cmp(&other.id))
+    }
+
+    pub fn max_per_machine(&self) -> Option<u32> {
+        self.spread.as_ref().and_then(|s| s.max_per_machine)
+    }
+
+    pub fn spread_label(&self) -> Option<&str> {
+        self.spread.as_ref().and_then(|s| s.label.as_deref())
     }
 
     fn key(&self) -> QueueKey {
@@ -101,6 +146,8 @@ struct MachineRow {
     used_cpu: i64,
     used_memory: i64,
     used_disk: i64,
+    port_first: i32,
+    port_last: i32,
 }
 
 /// Every `up` machine with its free capacity, ordered by name: one statement.
@@ -108,7 +155,7 @@ pub async fn read_machines(pool: &PgPool) -> anyhow::Result<Snapshot> {
     let rows: Vec<MachineRow> = sqlx::query_as(&format!(
         "SELECT m.id, m.name, m.labels, m.cpu_milli, m.memory, m.disk,
                 COALESCE(u.cpu, 0) AS used_cpu, COALESCE(u.memory, 0) AS used_memory,
-                COALESCE(u.disk, 0) AS used_disk
+                COALESCE(u.disk, 0) AS used_disk, m.port_first, m.port_last
          FROM machines m LEFT JOIN ({usage}) u ON u.machine_id = m.id
          WHERE m.state = 'up' ORDER BY m.name",
         usage = borg_store::sql::USAGE_BY_MACHINE
@@ -124,9 +171,17 @@ pub async fn read_machines(pool: &PgPool) -> anyhow::Result<Snapshot> {
             labels: labels_from_json(&r.name, r.labels.0),
             name: r.name,
             capacity: capacity_from_db(r.cpu_milli, r.memory, r.disk),
+            ports: PortRange {
+                first: u16::try_from(r.port_first).unwrap_or(0),
+                last: u16::try_from(r.port_last).unwrap_or(0),
+            },
+            used_ports: Vec::new(),
         })
         .collect();
-    Ok(Snapshot { machines })
+    Ok(Snapshot {
+        machines,
+        ..Snapshot::default()
+    })
 }
 
 /// Labels are a JSON object of strings; a number or bool is matched by its text
@@ -199,6 +254,11 @@ struct TaskRow {
     reason: Option<String>,
     reason_due: bool,
     constraints: Option<Json<serde_json::Value>>,
+    spread: Option<Json<serde_json::Value>>,
+    ports: Option<i32>,
+    owner: String,
+    job: String,
+    index: i32,
 }
 
 /// Up to `limit` schedulable pending tasks after `after` in queue order: not
@@ -215,7 +275,9 @@ pub async fn read_pending(
     let rows: Vec<TaskRow> = sqlx::query_as(concat!(
         "SELECT t.id, t.job_id, t.priority, t.created_at, t.cpu_milli, t.memory, t.disk, t.reason,
                 (t.reason IS NULL OR t.updated_at < now() - $6 * interval '1 millisecond') AS reason_due,
-                j.spec->'constraints' AS constraints
+                j.spec->'constraints' AS constraints, j.spec->'spread' AS spread,
+                (j.spec->'task'->'resources'->>'ports')::integer AS ports, j.owner,
+                j.name AS job, t.index
          FROM tasks t
          JOIN jobs j ON j.id = t.job_id
          WHERE t.state = 'pending'
@@ -243,9 +305,12 @@ pub async fn read_pending(
     // Each job's constraints come with every one of its rows; parse them once per job.
     let mut constraints: JobConstraints = HashMap::new();
     for r in &rows {
-        constraints
-            .entry(r.job_id)
-            .or_insert_with(|| parse_constraints(r.constraints.as_ref().map(|j| &j.0)));
+        constraints.entry(r.job_id).or_insert_with(|| {
+            Ok((
+                parse_constraints(r.constraints.as_ref().map(|j| &j.0))?,
+                parse_spread(r.spread.as_ref().map(|j| &j.0))?,
+            ))
+        });
     }
 
     let mut page = PendingPage {
@@ -263,11 +328,16 @@ pub async fn read_pending(
             created_at: r.created_at,
             request: capacity_from_db(r.cpu_milli, r.memory, r.disk),
             constraints: Arc::from(Vec::new()),
+            spread: None,
+            ports: r.ports.and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
+            owner: Arc::from(r.owner.as_str()),
+            name: format!("{}/{}", r.job, r.index),
         };
         page.last = Some(task.key());
         match constraints.get(&r.job_id) {
-            Some(Ok(c)) => page.tasks.push(PendingTask {
+            Some(Ok((c, spread))) => page.tasks.push(PendingTask {
                 constraints: c.clone(),
+                spread: spread.clone(),
                 ..task
             }),
             Some(Err(e)) => page.unreadable.push((r.id, e.clone())),
@@ -278,7 +348,7 @@ pub async fn read_pending(
     Ok(page)
 }
 
-type JobConstraints = HashMap<JobId, Result<Arc<[Constraint]>, String>>;
+type JobConstraints = HashMap<JobId, Result<(Arc<[Constraint]>, Option<Arc<Spread>>), String>>;
 
 /// A job's constraints from its spec (absent or null: none).
 fn parse_constraints(value: Option<&serde_json::Value>) -> Result<Arc<[Constraint]>, String> {
@@ -288,4 +358,141 @@ fn parse_constraints(value: Option<&serde_json::Value>) -> Result<Arc<[Constrain
             .map(Arc::from)
             .map_err(|e| format!("cannot read the job's constraints: {e}")),
     }
+}
+
+/// A job's spread rule from its spec (absent or null: none).
+fn parse_spread(value: Option<&serde_json::Value>) -> Result<Option<Arc<Spread>>, String> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => Spread::deserialize(v)
+            .map(|s| Some(Arc::new(s)))
+            .map_err(|e| format!("cannot read the job's spread: {e}")),
+    }
+}
+
+/// How many live attempts each of `jobs` has on each machine: one statement,
+/// only for the jobs of a page that spread or limit their tasks per machine.
+pub async fn read_job_counts(
+    pool: &PgPool,
+    jobs: &[JobId],
+) -> anyhow::Result<HashMap<JobId, HashMap<MachineId, u32>>> {
+    if jobs.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(JobId, MachineId, i64)> = sqlx::query_as(concat!(
+        "SELECT t.job_id, a.machine_id, count(*)
+         FROM attempts a JOIN tasks t ON t.id = a.task_id
+         WHERE t.job_id = ANY($1) AND a.state IN ",
+        borg_store::live_attempt!(),
+        " GROUP BY 1, 2"
+    ))
+    .bind(jobs)
+    .fetch_all(pool)
+    .await
+    .context("reading where the spread jobs run")?;
+    let mut counts: HashMap<JobId, HashMap<MachineId, u32>> = HashMap::new();
+    for (job, machine, n) in rows {
+        counts
+            .entry(job)
+            .or_default()
+            .insert(machine, u32::try_from(n).unwrap_or(u32::MAX));
+    }
+    Ok(counts)
+}
+
+/// The ports live attempts hold, onto each machine of `snapshot`: one
+/// statement, over the few attempts that hold any.
+pub async fn read_used_ports(pool: &PgPool, snapshot: &mut Snapshot) -> anyhow::Result<()> {
+    let rows: Vec<(MachineId, Vec<i32>)> = sqlx::query_as(concat!(
+        "SELECT a.machine_id, array_agg(p ORDER BY p) FROM attempts a, unnest(a.ports) AS p
+         WHERE a.ports <> '{}' AND a.state IN ",
+        borg_store::live_attempt!(),
+        " GROUP BY a.machine_id"
+    ))
+    .fetch_all(pool)
+    .await
+    .context("reading the ports in use")?;
+    let mut by_machine: HashMap<MachineId, Vec<i32>> = rows.into_iter().collect();
+    for m in &mut snapshot.machines {
+        if let Some(ports) = by_machine.remove(&m.id) {
+            m.used_ports = ports
+                .into_iter()
+                .filter_map(|p| u16::try_from(p).ok())
+                .collect();
+        }
+    }
+    Ok(())
+}
+
+/// The quotas of `page`'s owners and what they hold, onto `snapshot`: a read of
+/// the (small) quota table, and the usage only when one of them has a quota.
+pub async fn read_quotas(
+    pool: &PgPool,
+    snapshot: &mut Snapshot,
+    page: &[PendingTask],
+) -> anyhow::Result<()> {
+    let mut quotas = borg_store::read_quotas(pool)
+        .await
+        .context("reading quotas")?;
+    quotas.retain(|(owner, _), _| page.iter().any(|t| &*t.owner == owner.as_str()));
+    if quotas.is_empty() {
+        return Ok(());
+    }
+    let mut owners: Vec<String> = quotas.keys().map(|(o, _)| o.clone()).collect();
+    owners.sort();
+    owners.dedup();
+    snapshot.quota_used = borg_store::quota_usage(pool, &owners)
+        .await
+        .context("reading quota usage")?;
+    snapshot.quotas = quotas;
+    Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct LiveRow {
+    attempt: AttemptId,
+    machine_id: MachineId,
+    priority: i32,
+    cpu_milli: i64,
+    memory: i64,
+    disk: i64,
+    job: String,
+    index: i32,
+    stopping: bool,
+}
+
+/// What preemption needs onto `snapshot`: every live attempt that is asked to
+/// stop or is below the production band. One statement, read only for a page
+/// that holds a production task.
+pub async fn read_victims(pool: &PgPool, snapshot: &mut Snapshot) -> anyhow::Result<()> {
+    let rows: Vec<LiveRow> = sqlx::query_as(concat!(
+        "SELECT a.id AS attempt, a.machine_id, t.priority, a.cpu_milli, a.memory, a.disk,
+                j.name AS job, t.index, a.stop_reason IS NOT NULL AS stopping
+         FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
+         WHERE a.state IN ",
+        borg_store::live_attempt!(),
+        " AND (a.stop_reason IS NOT NULL OR t.priority < 200)"
+    ))
+    .fetch_all(pool)
+    .await
+    .context("reading what may be preempted")?;
+    for r in rows {
+        let request = capacity_from_db(r.cpu_milli, r.memory, r.disk);
+        if r.stopping {
+            let s = snapshot.stopping.entry(r.machine_id).or_default();
+            *s = s.saturating_add(&request);
+        } else {
+            snapshot
+                .victims
+                .entry(r.machine_id)
+                .or_default()
+                .push(Victim {
+                    attempt: r.attempt,
+                    priority: r.priority,
+                    request,
+                    name: format!("{}/{}", r.job, r.index),
+                });
+        }
+    }
+    Ok(())
 }

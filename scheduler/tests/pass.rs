@@ -85,15 +85,15 @@ async fn a_pass_places_what_fits_and_explains_the_rest() {
     let reason = reason.unwrap_or_default();
     assert!(
         [
-            "no machine has 64Gi free memory (most free: 4Gi on m1)",
-            "no machine has 64Gi free memory (most free: 2.9Gi on m1)"
+            "0/2 machines fit: 2 insufficient memory (nearest: m1 has 4Gi of 64Gi)",
+            "0/2 machines fit: 2 insufficient memory (nearest: m1 has 2.9Gi of 64Gi)"
         ]
         .contains(&reason.as_str()),
         "{reason}"
     );
     assert_eq!(
         task_state(&pool, nowhere[0]).await.1.as_deref(),
-        Some("no up machine matches zone = z")
+        Some("0/2 machines fit: 2 zone = z")
     );
     // Backing off and killed-job tasks are left completely alone.
     for t in [backing_off[0], dead_job[0]] {
@@ -263,7 +263,7 @@ async fn walks_the_whole_queue_past_an_unplaceable_head() {
         assert_eq!(task_state(&pool, t).await.0, "assigned");
     }
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM tasks WHERE state = 'pending' AND reason LIKE 'no machine has 5 free cpu%'").await,
+        count(&pool, "SELECT count(*) FROM tasks WHERE state = 'pending' AND reason LIKE '0/% machines fit: % insufficient cpu (nearest: % of 5)'").await,
         25
     );
     let last = passes("sched-pages").pop().unwrap();
@@ -279,5 +279,65 @@ async fn walks_the_whole_queue_past_an_unplaceable_head() {
         last.num("pending"),
         10,
         "only the first page of `huge` was read"
+    );
+}
+
+/// `spread` and `max_per_machine` hold across passes and the tasks already
+/// placed: 3 zones, 2 machines each; 7 tasks with at most 1 per machine spread
+/// over zones: 6 placed, 2 per zone, one per machine; the 7th waits and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spread_and_max_per_machine_hold_across_passes() {
+    let (url, pool) = fresh_pool().await;
+    for zone in ["a", "b", "c"] {
+        for n in 1..=2 {
+            MachineBuilder::new(&format!("{zone}{n}"))
+                .cpu(4000)
+                .mem(8 * GI)
+                .label("zone", zone)
+                .insert(&pool)
+                .await;
+        }
+    }
+    // Placed in two passes (a small batch), so the second must count the first's.
+    let (_, tasks) = JobBuilder::new("web")
+        .replicas(7)
+        .spread(serde_json::json!({"label": "zone", "max_per_machine": 1}))
+        .insert(&pool)
+        .await;
+    let s = start(&url, "sched-spread", Duration::from_millis(100), 4);
+    wait_until(
+        "six tasks placed and the seventh explained",
+        DEADLINE,
+        || async {
+            count(&pool, "SELECT count(*) FROM tasks WHERE state = 'assigned'").await == 6
+                && count(
+                    &pool,
+                    "SELECT count(*) FROM tasks WHERE state = 'pending' AND reason IS NOT NULL",
+                )
+                .await
+                    == 1
+        },
+    )
+    .await;
+    s.stop().await;
+    let per_machine: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT m.labels->>'zone', count(*) FROM attempts a JOIN machines m ON m.id = a.machine_id
+         GROUP BY m.id, 1 ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(per_machine.len(), 6, "one per machine: {per_machine:?}");
+    assert!(per_machine.iter().all(|(_, n)| *n == 1), "{per_machine:?}");
+    let mut waiting = Vec::new();
+    for t in tasks {
+        let (state, reason) = task_state(&pool, t).await;
+        if state == "pending" {
+            waiting.push(reason.unwrap_or_default());
+        }
+    }
+    assert_eq!(
+        waiting,
+        ["0/6 machines fit: 6 already hold max_per_machine 1 of the job"]
     );
 }

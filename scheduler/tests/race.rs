@@ -160,9 +160,10 @@ async fn two_schedulers_racing_never_over_commit() {
         assert!(p.len() >= 2 * ROUNDS, "{s} made only {} passes", p.len());
     }
 
-    assert_eq!(
-        reasons_of(&pool, "nowhere").await,
-        vec![Some("no up machine matches zone = z".to_string())]
+    let nowhere = reasons_of(&pool, "nowhere").await;
+    assert!(
+        nowhere.len() == 1 && nowhere[0].as_deref().unwrap_or("").ends_with(" zone = z"),
+        "{nowhere:?}"
     );
     let too_big = reasons_of(&pool, "too-big").await;
     assert!(
@@ -170,7 +171,7 @@ async fn two_schedulers_racing_never_over_commit() {
             && too_big[0]
                 .as_deref()
                 .unwrap_or("")
-                .starts_with("no machine has 2 free cpu (most free: "),
+                .contains(" insufficient cpu (nearest: "),
         "{too_big:?}"
     );
 }
@@ -337,7 +338,7 @@ async fn check(pool: &PgPool) {
                 );
                 let reason = t.reason.as_deref().unwrap_or_default();
                 assert!(
-                    reason.starts_with("no "),
+                    reason.contains(" machines fit: "),
                     "pending task {task} without a reason: {reason:?}"
                 );
             }

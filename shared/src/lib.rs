@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod ids;
+pub mod quota;
 pub mod resources;
 pub mod spec;
 pub mod states;

@@ -122,6 +122,8 @@ impl TaskState {
                 )
                 | (Starting, Running | Succeeded | Failed | Killed | Lost)
                 | (Running, Succeeded | Failed | Killed | Lost)
+                // Preempted: back to the queue once its attempt has stopped.
+                | (Assigned | Starting | Running, Pending)
                 | (Failed | Lost, Pending)
         )
     }

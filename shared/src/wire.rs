@@ -75,6 +75,79 @@ pub struct TaskView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// What the current attempt uses now (last sample the master kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ResourceUsage>,
+    /// How the current attempt ended, once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub death: Option<DeathCertificate>,
+}
+
+/// What an attempt (or a machine's attempts together) uses: cpu as a rate
+/// (millicores averaged over the last sample period) and resident memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResourceUsage {
+    pub cpu: MilliCpu,
+    pub memory: Bytes,
+}
+
+/// Why an attempt ended (DESIGN.md: the death certificate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeathCause {
+    /// The process exited by itself with `exit_code`.
+    Exited,
+    /// A signal ended it (`signal`), not sent by borg.
+    Signaled,
+    /// The kernel killed it for going past its memory limit.
+    OomKilled,
+    /// Borg stopped it: `killed_by` says who asked.
+    Killed,
+    /// It never ran: the reason is the attempt's reason.
+    FailedToStart,
+}
+
+impl DeathCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeathCause::Exited => "exited",
+            DeathCause::Signaled => "signaled",
+            DeathCause::OomKilled => "oom-killed",
+            DeathCause::Killed => "killed",
+            DeathCause::FailedToStart => "failed-to-start",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeathCause> {
+        [
+            DeathCause::Exited,
+            DeathCause::Signaled,
+            DeathCause::OomKilled,
+            DeathCause::Killed,
+            DeathCause::FailedToStart,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+}
+
+/// How one attempt ended, kept with the attempt so it outlives the machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeathCertificate {
+    pub cause: DeathCause,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// Who asked for the kill, when `cause` is `killed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub killed_by: Option<String>,
+    /// Highest memory use of the attempt's cgroup (absent without isolation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory: Option<Bytes>,
+    /// The last 4 KiB of its stderr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_tail: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -107,6 +180,84 @@ pub struct RegisterMachine {
     pub capacity: Capacity,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// How the borglet isolates tasks (absent from older borglets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<IsolationMode>,
+    /// The borglet's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Host ports tasks may be given (default 20000-29999).
+    #[serde(default)]
+    pub ports: PortRange,
+}
+
+/// How a borglet isolates its tasks: a cgroup v2 or v1 per attempt, or not at all
+/// (no writable cgroup hierarchy, e.g. not root): limits are then not enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IsolationMode {
+    V2,
+    V1,
+    None,
+}
+
+impl IsolationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IsolationMode::V2 => "v2",
+            IsolationMode::V1 => "v1",
+            IsolationMode::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<IsolationMode> {
+        [IsolationMode::V2, IsolationMode::V1, IsolationMode::None]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
+/// An inclusive range of host ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl Default for PortRange {
+    fn default() -> Self {
+        PortRange {
+            first: 20000,
+            last: 29999,
+        }
+    }
+}
+
+impl PortRange {
+    pub fn len(&self) -> usize {
+        (self.last as usize + 1).saturating_sub(self.first as usize)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::str::FromStr for PortRange {
+    type Err = String;
+
+    /// `20000-29999`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a port range like 20000-29999");
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let first: u16 = a.trim().parse().map_err(|_| bad())?;
+        let last: u16 = b.trim().parse().map_err(|_| bad())?;
+        if first == 0 || last < first {
+            return Err(bad());
+        }
+        Ok(PortRange { first, last })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -117,10 +268,19 @@ pub struct MachineView {
     pub state: MachineState,
     pub labels: BTreeMap<String, String>,
     pub capacity: Capacity,
+    /// Host ports tasks here may be given.
+    pub ports: PortRange,
     /// Sum of the requests of live attempts placed here.
     pub allocated: Capacity,
     pub tasks: i64,
     pub last_heard: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<IsolationMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// What its attempts use together, as last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ResourceUsage>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -160,6 +320,15 @@ pub struct AttemptSpec {
     pub env: BTreeMap<String, String>,
     pub resources: Capacity,
     pub kill_grace_ms: u64,
+    /// Hard memory cap; the memory request when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<Bytes>,
+    /// Hard cpu cap; none (burst freely) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit: Option<MilliCpu>,
+    /// Host ports picked for this attempt, given to it as `BORG_PORT0`, `BORG_PORT1`, ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
     /// How the borglet restarts the task in place when its process exits;
     /// absent: never (the master makes a new attempt instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -225,6 +394,18 @@ pub struct AttemptReport {
     /// How the run before the latest restart ended, e.g. `exited with code 3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<String>,
+    /// The kernel OOM-killed a process of the attempt (its cgroup counted an oom kill).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_killed: bool,
+    /// Highest memory use of the attempt's cgroup, once it has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory: Option<Bytes>,
+    /// The last 4 KiB of stderr, once it has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_tail: Option<String>,
+    /// Latest usage sample while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ResourceUsage>,
 }
 
 /// Query of the log endpoints.
@@ -252,6 +433,9 @@ pub fn borg_env(spec: &AttemptSpec, machine: &str) -> BTreeMap<String, String> {
     env.insert("BORG_TASK_INDEX".into(), spec.index.to_string());
     env.insert("BORG_ATTEMPT".into(), spec.id.to_string());
     env.insert("BORG_MACHINE".into(), machine.to_string());
+    for (i, port) in spec.ports.iter().enumerate() {
+        env.insert(format!("BORG_PORT{i}"), port.to_string());
+    }
     env
 }
 

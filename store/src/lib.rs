@@ -9,30 +9,42 @@
 //! the commit (`Transitions::emit`).
 
 mod attempts;
+mod drain;
 mod error;
 mod events;
 mod finish;
 pub mod fixtures;
 mod jobs;
+mod lease;
+mod lost;
 mod machines;
 mod moves;
 mod placements;
+mod preempt;
+mod quotas;
 mod reports;
 mod restarts;
 mod rows;
+mod scale;
 pub mod sql;
 mod tasks;
 
+pub use drain::{CordonOutcome, DEFAULT_MAX_UNAVAILABLE};
 pub use error::{Result, StoreError};
 pub use events::{EventCursor, EventPage, StoredEvent};
 pub use jobs::{
     KillOutcome, SubmitOutcome, TaskPage, DEFAULT_JOB_PAGE, DEFAULT_TASK_PAGE, MAX_JOB_PAGE,
     MAX_TASK_PAGE,
 };
+pub use lease::LeaseView;
+pub use lost::MachineDown;
 pub use machines::{machine_usage, MachineTarget, Usage};
 pub use moves::Transitions;
 pub use placements::{Committed, Placed, Placement, REASON_REFRESH};
+pub use preempt::{Preemption, PREEMPTED_BY};
+pub use quotas::{quota_usage, read_quotas, QuotaTable, QuotaUsage};
 pub use reports::ApplyOutcome;
+pub use scale::ScaleOutcome;
 pub use tasks::TaskLocation;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};

@@ -16,6 +16,7 @@ use crate::machines::machine_usage;
 use crate::moves::{move_tasks, TaskMove, Transitions};
 use crate::rows::capacity;
 use crate::{live_job, Store, CHANNEL_PLACED};
+use borg_shared::quota::Band;
 use borg_shared::wire::Capacity;
 use borg_shared::{AttemptId, JobId, MachineId, TaskId, TaskState};
 use std::collections::{HashMap, HashSet};
@@ -31,6 +32,10 @@ pub struct Placement {
     pub job: JobId,
     pub machine: MachineId,
     pub request: Capacity,
+    /// The job's `spread.max_per_machine`, re-checked under the machine's lock.
+    pub max_per_machine: Option<u32>,
+    /// Host ports picked from the machine's range; re-checked under its lock.
+    pub ports: Vec<u16>,
 }
 
 /// One placement as committed.
@@ -40,6 +45,7 @@ pub struct Placed {
     pub job: JobId,
     pub attempt: AttemptId,
     pub machine: MachineId,
+    pub ports: Vec<u16>,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +54,129 @@ pub struct Committed {
     /// Decisions dropped because the machine filled up, left `up`, or the task
     /// was claimed, changed or killed meanwhile.
     pub lost_races: usize,
+}
+
+/// Live attempts per (job, machine) of the jobs in `placements` that cap their
+/// tasks per machine, on the (locked) `machines`.
+async fn job_counts_on(
+    tx: &mut sqlx::PgConnection,
+    placements: &[Placement],
+    machines: &[MachineId],
+) -> crate::Result<HashMap<(JobId, MachineId), i64>> {
+    let mut jobs: Vec<JobId> = placements
+        .iter()
+        .filter(|p| p.max_per_machine.is_some())
+        .map(|p| p.job)
+        .collect();
+    if jobs.is_empty() {
+        return Ok(HashMap::new());
+    }
+    jobs.sort();
+    jobs.dedup();
+    let rows: Vec<(JobId, MachineId, i64)> = sqlx::query_as(concat!(
+        "SELECT t.job_id, a.machine_id, count(*)
+         FROM attempts a JOIN tasks t ON t.id = a.task_id
+         WHERE t.job_id = ANY($1) AND a.machine_id = ANY($2) AND a.state IN ",
+        crate::live_attempt!(),
+        " GROUP BY 1, 2"
+    ))
+    .bind(&jobs)
+    .bind(machines)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows.into_iter().map(|(j, m, n)| ((j, m), n)).collect())
+}
+
+/// The ports live attempts hold on the (locked) `machines`, when the batch
+/// asks for any.
+async fn ports_on(
+    tx: &mut sqlx::PgConnection,
+    placements: &[Placement],
+    machines: &[MachineId],
+) -> crate::Result<HashMap<MachineId, HashSet<u16>>> {
+    if placements.iter().all(|p| p.ports.is_empty()) {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(MachineId, i32)> = sqlx::query_as(concat!(
+        "SELECT a.machine_id, p FROM attempts a, unnest(a.ports) AS p
+         WHERE a.machine_id = ANY($1) AND a.ports <> '{}' AND a.state IN ",
+        crate::live_attempt!()
+    ))
+    .bind(machines)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut taken: HashMap<MachineId, HashSet<u16>> = HashMap::new();
+    for (machine, port) in rows {
+        if let Ok(port) = u16::try_from(port) {
+            taken.entry(machine).or_default().insert(port);
+        }
+    }
+    Ok(taken)
+}
+
+/// Keep the placements (in order) that fit their owner's quota for their band,
+/// with the quota rows locked (lock order: machines, quotas, jobs) and the
+/// usage read under that lock. Jobs whose owner and band have no quota pass.
+async fn within_quota<'p>(
+    tx: &mut sqlx::PgConnection,
+    kept: Vec<&'p Placement>,
+) -> crate::Result<Vec<&'p Placement>> {
+    let mut jobs: Vec<JobId> = kept.iter().map(|p| p.job).collect();
+    jobs.sort();
+    jobs.dedup();
+    let limited: Vec<(JobId, String, String)> = sqlx::query_as(concat!(
+        "SELECT j.id, j.owner, ",
+        crate::band_of_job!(),
+        " FROM jobs j JOIN quotas q ON q.owner = j.owner AND q.band = ",
+        crate::band_of_job!(),
+        " WHERE j.id = ANY($1)"
+    ))
+    .bind(&jobs)
+    .fetch_all(&mut *tx)
+    .await?;
+    if limited.is_empty() {
+        return Ok(kept);
+    }
+    let key_of: HashMap<JobId, (String, Band)> = limited
+        .into_iter()
+        .filter_map(|(job, owner, band)| Some((job, (owner, Band::parse(&band)?))))
+        .collect();
+    let mut keys: Vec<&(String, Band)> = key_of.values().collect();
+    keys.sort();
+    keys.dedup();
+    let locked: Vec<(String, String, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT owner, band, cpu_milli, memory FROM quotas
+         WHERE (owner, band) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+         ORDER BY owner, band FOR UPDATE",
+    )
+    .bind(keys.iter().map(|(o, _)| o.clone()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|(_, b)| b.as_str()).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await?;
+    let limits: crate::QuotaTable = locked
+        .into_iter()
+        .filter_map(crate::quotas::quota_row)
+        .collect();
+    let mut owners: Vec<String> = keys.iter().map(|(o, _)| o.clone()).collect();
+    owners.dedup();
+    let mut used = crate::quota_usage(&mut *tx, &owners).await?;
+    Ok(kept
+        .into_iter()
+        .filter(|p| {
+            let Some(key) = key_of.get(&p.job) else {
+                return true;
+            };
+            let Some(limit) = limits.get(key) else {
+                return true; // the quota was removed meanwhile
+            };
+            let in_use = used.entry(key.clone()).or_default();
+            if borg_shared::quota::over(limit, in_use, &p.request).is_some() {
+                return false;
+            }
+            *in_use = in_use.saturating_add(&p.request);
+            true
+        })
+        .collect())
 }
 
 impl Store {
@@ -65,8 +194,9 @@ impl Store {
         machine_ids.dedup();
 
         let mut tx = self.pool.begin().await?;
-        let locked: Vec<(MachineId, String, i64, i64, i64)> = sqlx::query_as(
-            "SELECT id, name, cpu_milli, memory, disk FROM machines
+        type Locked = (MachineId, String, i64, i64, i64, i32, i32);
+        let locked: Vec<Locked> = sqlx::query_as(
+            "SELECT id, name, cpu_milli, memory, disk, port_first, port_last FROM machines
              WHERE id = ANY($1) AND state = 'up'
              ORDER BY id
              FOR NO KEY UPDATE",
@@ -81,10 +211,11 @@ impl Store {
             name: String,
             capacity: Capacity,
             used: Capacity,
+            ports: (i32, i32),
         }
         let mut room: HashMap<MachineId, Room> = locked
             .into_iter()
-            .map(|(id, name, cpu, memory, disk)| {
+            .map(|(id, name, cpu, memory, disk, port_first, port_last)| {
                 let used = usage.get(&id).map(|u| u.used).unwrap_or_default();
                 let capacity = capacity(cpu, memory, disk);
                 (
@@ -93,28 +224,62 @@ impl Store {
                         name,
                         capacity,
                         used,
+                        ports: (port_first, port_last),
                     },
                 )
             })
             .collect();
 
+        let mut per_machine = job_counts_on(&mut tx, placements, &machine_ids).await?;
+        let mut ports_taken = ports_on(&mut tx, placements, &machine_ids).await?;
+
         let mut lost_races = 0;
         let mut kept: Vec<&Placement> = Vec::with_capacity(placements.len());
         for p in placements {
-            let fits_still = room.get_mut(&p.machine).is_some_and(|r| {
-                let after = r.used.saturating_add(&p.request);
-                let ok = after.fits_in(&r.capacity);
-                if ok {
-                    r.used = after;
+            let below_max = match p.max_per_machine {
+                None => true,
+                Some(max) => {
+                    let n = per_machine.entry((p.job, p.machine)).or_insert(0);
+                    *n < i64::from(max)
                 }
-                ok
+            };
+            let ports_free = p.ports.iter().all(|port| {
+                ports_taken
+                    .get(&p.machine)
+                    .is_none_or(|taken| !taken.contains(port))
+            }) && room.get(&p.machine).is_some_and(|r| {
+                p.ports
+                    .iter()
+                    .all(|&port| (r.ports.0..=r.ports.1).contains(&i32::from(port)))
             });
+            let fits_still = below_max
+                && ports_free
+                && room.get_mut(&p.machine).is_some_and(|r| {
+                    let after = r.used.saturating_add(&p.request);
+                    let ok = after.fits_in(&r.capacity);
+                    if ok {
+                        r.used = after;
+                    }
+                    ok
+                });
+            if fits_still && p.max_per_machine.is_some() {
+                *per_machine.entry((p.job, p.machine)).or_insert(0) += 1;
+            }
+            if fits_still && !p.ports.is_empty() {
+                ports_taken
+                    .entry(p.machine)
+                    .or_default()
+                    .extend(p.ports.iter().copied());
+            }
             if fits_still {
                 kept.push(p);
             } else {
                 lost_races += 1;
             }
         }
+        let before_quota = kept.len();
+        let kept = within_quota(&mut tx, kept).await?;
+        lost_races += before_quota - kept.len();
         if kept.is_empty() {
             tx.rollback().await.ok();
             return Ok(Committed {
@@ -171,6 +336,7 @@ impl Store {
                 job: p.job,
                 attempt: AttemptId::new(),
                 machine: p.machine,
+                ports: p.ports.clone(),
             })
             .collect();
         lost_races += kept.len() - placed.len();
@@ -188,9 +354,11 @@ impl Store {
             |f: fn(&Placed) -> uuid::Uuid| -> Vec<uuid::Uuid> { placed.iter().map(f).collect() };
         sqlx::query(
             "WITH a AS (
-                 INSERT INTO attempts (id, task_id, machine_id, state, cpu_milli, memory, disk)
-                 SELECT a.id, a.task_id, a.machine_id, 'assigned', t.cpu_milli, t.memory, t.disk
-                 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS a(id, task_id, machine_id)
+                 INSERT INTO attempts (id, task_id, machine_id, state, cpu_milli, memory, disk, ports)
+                 SELECT a.id, a.task_id, a.machine_id, 'assigned', t.cpu_milli, t.memory, t.disk,
+                        COALESCE(string_to_array(NULLIF(a.ports, ''), ',')::integer[], '{}')
+                 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $5::text[])
+                     AS a(id, task_id, machine_id, ports)
                  JOIN tasks t ON t.id = a.task_id
                  RETURNING machine_id)
              SELECT pg_notify($4, m.machine_id::text) FROM (SELECT DISTINCT machine_id FROM a) m",
@@ -199,6 +367,15 @@ impl Store {
         .bind(col(|p| p.task.0))
         .bind(col(|p| p.machine.0))
         .bind(CHANNEL_PLACED)
+        .bind(
+            placed
+                .iter()
+                .map(|p| {
+                    let ports: Vec<String> = p.ports.iter().map(u16::to_string).collect();
+                    ports.join(",")
+                })
+                .collect::<Vec<String>>(),
+        )
         .execute(&mut *tx)
         .await?;
 

@@ -1,11 +1,15 @@
 //! Re-adoption: at start-up, before serving, the borglet reads the records a
 //! previous borglet left in the sandboxes and rebuilds its table from them. A
 //! task that kept running is watched again through its shim (never started a
-//! second time: the master's next sync finds it known); one that ended while no
-//! borglet ran is reported with the status its shim recorded.
+//! second time: the master's next sync finds it known), its cgroup re-attached
+//! from the launch record so usage, OOM and kill-all still apply; one that ended
+//! while no borglet ran is reported with the status its shim recorded, and its
+//! cgroup is emptied, read (OOM kill, peak) and removed then. Nothing here
+//! removes a cgroup whose task still runs.
 
 use super::watch::Keeper;
 use super::Supervisor;
+use crate::isolation::{self, Ending};
 use crate::records::{self, Ended, ExitRecord, Launch, ProcId, RecordError, Restarts, Run};
 use crate::restart::RestartLog;
 use crate::state::{Attempt, Exit, Phase};
@@ -98,8 +102,10 @@ impl Supervisor {
                     };
                     tracing::info!(attempt = %launch.spec.id, job = %launch.spec.job,
                         index = launch.spec.index, phase = ?phase.wire(), "attempt ended while no borglet ran");
+                    let ending = self.ending_of(&launch).await;
                     let mut attempt = Attempt::new(launch.spec, phase, done);
                     attempt.restarts = restarts;
+                    attempt.isolation.ending = Some(ending);
                     self.table.insert(attempt);
                     n.exited += 1;
                 }
@@ -112,6 +118,7 @@ impl Supervisor {
                     let done = CancellationToken::new();
                     done.cancel();
                     tracing::warn!(attempt = %launch.spec.id, "attempt ended with no shim to record its status");
+                    let ending = self.ending_of(&launch).await;
                     let mut attempt = Attempt::new(
                         launch.spec,
                         Phase::Exited {
@@ -126,6 +133,7 @@ impl Supervisor {
                         done,
                     );
                     attempt.restarts = restarts;
+                    attempt.isolation.ending = Some(ending);
                     self.table.insert(attempt);
                     n.exited += 1;
                 }
@@ -159,6 +167,16 @@ impl Supervisor {
         Ok(n)
     }
 
+    /// What the end of an attempt that ended while no borglet ran adds: its
+    /// cgroup (left behind) emptied, read and removed, and the stderr tail.
+    async fn ending_of(&self, launch: &Launch) -> Ending {
+        let (id, cgroup) = (launch.spec.id, launch.cgroup.clone());
+        let sandbox = self.sandboxes.join(id.to_string());
+        tokio::task::spawn_blocking(move || isolation::finish(id, cgroup.as_ref(), &sandbox))
+            .await
+            .unwrap_or_default()
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn readopt(
         self: &Arc<Self>,
@@ -171,12 +189,14 @@ impl Supervisor {
     ) {
         let spec = launch.spec;
         let (id, job, index) = (spec.id, spec.job.clone(), spec.index);
-        tracing::info!(attempt = %id, job = %job, index, pid, "re-adopted a running attempt");
+        tracing::info!(attempt = %id, job = %job, index, pid, cgroup = ?launch.cgroup, "re-adopted a running attempt");
         let exited = CancellationToken::new();
-        let mut attempt = Attempt::new(spec, Phase::Running { pid, started_at }, exited.clone());
+        let cgroup = launch.cgroup.map(Arc::new);
+        let mut attempt = Attempt::new(spec, Phase::Running { pid, started_at }, exited.clone())
+            .with_cgroup(cgroup.clone());
         attempt.restarts = restarts;
         self.table.insert(attempt);
-        self.watch(id, job, index, pgid, exited, keeper);
+        self.watch(id, job, index, pgid, exited, cgroup, keeper);
     }
 }
 

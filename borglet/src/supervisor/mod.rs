@@ -12,6 +12,7 @@ mod watch;
 pub use adopt::Adopted;
 pub use start::default_shim_exe;
 
+use crate::isolation::Isolator;
 use crate::metrics::Metrics;
 use crate::nudge::Nudger;
 use crate::run_as::RunAs;
@@ -51,6 +52,10 @@ pub struct Supervisor {
     /// Notified once acknowledged attempts are marked on disk (the janitor listens).
     pub acked: Arc<Notify>,
     stops: TaskTracker,
+    /// Makes each attempt's cgroup (or none, when the machine runs unisolated).
+    isolator: Arc<dyn Isolator>,
+    /// `pids.max` of each attempt.
+    pids_limit: u64,
 }
 
 /// How every task of this borglet is run.
@@ -62,6 +67,10 @@ pub struct HowToRun {
     pub log_max_bytes: u64,
     /// The user tasks run as (`None`: the borglet's own).
     pub run_as: Option<RunAs>,
+    /// Makes each attempt's cgroup (or none, when the machine runs unisolated).
+    pub isolator: Arc<dyn Isolator>,
+    /// `pids.max` of each attempt.
+    pub pids_limit: u64,
 }
 
 impl Supervisor {
@@ -78,6 +87,8 @@ impl Supervisor {
             shim_exe,
             log_max_bytes,
             run_as,
+            isolator,
+            pids_limit,
         } = how;
         let path_env = std::env::var("PATH")
             .ok()
@@ -95,6 +106,8 @@ impl Supervisor {
             run_as,
             acked: Arc::default(),
             stops: TaskTracker::new(),
+            isolator,
+            pids_limit,
         }
     }
 
@@ -147,6 +160,7 @@ impl Supervisor {
         {
             tracing::warn!("some task processes were not reaped after SIGKILL");
         }
+        self.isolator.remove_parent();
     }
 }
 

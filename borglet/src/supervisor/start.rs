@@ -3,9 +3,17 @@
 //! with the task's pid or why it could not start. The blocking part (mkdir, file
 //! writes, fork/exec of the shim) runs on the blocking pool; a sync's starts run
 //! a few at a time.
+//!
+//! Isolation: each run gets the attempt's cgroup, made fresh before the shim
+//! starts (an in-place restart makes it again under the same path once the
+//! previous run's end removed it, so its counters and OOM kills are the run's
+//! own). The task joins it itself, before exec (`Launch.pid_files`); the shim
+//! stays outside, so its memory is not charged to the task and an OOM kill in
+//! the cgroup cannot take it.
 
 use super::watch::Keeper;
 use super::Supervisor;
+use crate::isolation::{self, AttemptCgroup, IsolationError};
 use crate::records::{self, Launch, RecordError, Run};
 use crate::shim::{Handshake, SHIM_ARG};
 use crate::state::{Attempt, Phase};
@@ -41,6 +49,8 @@ pub(super) enum StartError {
     /// The shim's own words: why the task could not start (exec failed, ...).
     #[error("{0}")]
     Task(String),
+    #[error("cannot isolate: {0}")]
+    Isolation(#[from] IsolationError),
     #[error("start interrupted: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -57,22 +67,33 @@ impl Supervisor {
     async fn start(self: &Arc<Self>, spec: AttemptSpec) {
         let id = spec.id;
         match self.launch(&spec, false).await {
-            Ok((run, child)) => {
+            Ok((run, child, cgroup)) => {
                 let (job, index) = (spec.job.clone(), spec.index);
                 tracing::info!(attempt = %id, job = %job, index, pid = run.task.pid,
                     shim = run.shim.pid, "attempt started");
                 self.metrics.started();
                 let exited = CancellationToken::new();
                 // Insert before the watcher runs so the exit always finds the entry.
-                self.table.insert(Attempt::new(
-                    spec,
-                    Phase::Running {
-                        pid: run.task.pid,
-                        started_at: run.started_at,
-                    },
-                    exited.clone(),
-                ));
-                self.watch(id, job, index, run.pgid, exited, Keeper::Child(child));
+                self.table.insert(
+                    Attempt::new(
+                        spec,
+                        Phase::Running {
+                            pid: run.task.pid,
+                            started_at: run.started_at,
+                        },
+                        exited.clone(),
+                    )
+                    .with_cgroup(cgroup.clone()),
+                );
+                self.watch(
+                    id,
+                    job,
+                    index,
+                    run.pgid,
+                    exited,
+                    cgroup,
+                    Keeper::Child(child),
+                );
             }
             Err(e) => {
                 tracing::warn!(attempt = %id, job = %spec.job, index = spec.index, error = %e, "attempt failed to start");
@@ -117,28 +138,61 @@ impl Supervisor {
         })
     }
 
-    /// Run attempt `spec` again in place: a new shim and process, same sandbox.
-    pub(super) async fn relaunch(&self, spec: &AttemptSpec) -> Result<(Run, Child), StartError> {
+    /// Run attempt `spec` again in place: a new shim, process and cgroup, same sandbox.
+    pub(super) async fn relaunch(&self, spec: &AttemptSpec) -> Result<Launched, StartError> {
         self.launch(spec, true).await
     }
 
     /// `again`: a restart, whose previous run's records are cleared first.
-    async fn launch(&self, spec: &AttemptSpec, again: bool) -> Result<(Run, Child), StartError> {
-        let launch = self.launch_record(spec)?;
+    async fn launch(&self, spec: &AttemptSpec, again: bool) -> Result<Launched, StartError> {
+        let mut launch = self.launch_record(spec)?;
         let exe = self.shim_exe.clone();
-        let mut child =
-            tokio::task::spawn_blocking(move || spawn_shim(&exe, &launch, again)).await??;
+        let isolator = Arc::clone(&self.isolator);
+        let pids = self.pids_limit;
+        let (mut child, cgroup) = tokio::task::spawn_blocking(move || {
+            let cgroup = isolation::create(&*isolator, &launch.spec, pids)?;
+            if let Some(cg) = &cgroup {
+                // First, so `task.pid` names a task that is in its cgroup.
+                let mut files = cg.procs_files();
+                files.append(&mut launch.pid_files);
+                launch.pid_files = files;
+                launch.cgroup = Some(cg.clone());
+            }
+            match spawn_shim(&exe, &launch, again) {
+                Ok(child) => Ok((child, cgroup)),
+                Err(e) => {
+                    discard(cgroup.as_ref());
+                    Err(e)
+                }
+            }
+        })
+        .await??;
         let mut said = Vec::new();
         if let Some(mut out) = child.stdout.take() {
             // An I/O error here reads as an empty answer: the shim said nothing.
             let _ = out.read_to_end(&mut said).await;
         }
-        match serde_json::from_slice::<Handshake>(&said) {
-            Ok(Handshake::Started(run)) => Ok((run, child)),
+        let failed = match serde_json::from_slice::<Handshake>(&said) {
+            Ok(Handshake::Started(run)) => return Ok((run, child, cgroup.map(Arc::new))),
             // The shim exits by itself; dropping the child leaves it to tokio's reaper.
-            Ok(Handshake::Failed(why)) => Err(StartError::Task(why)),
-            Err(_) => Err(StartError::ShimSilent),
+            Ok(Handshake::Failed(why)) => StartError::Task(why),
+            Err(_) => StartError::ShimSilent,
+        };
+        if cgroup.is_some() {
+            let _ = tokio::task::spawn_blocking(move || discard(cgroup.as_ref())).await;
         }
+        Err(failed)
+    }
+}
+
+/// A started run: what its shim recorded, the shim, and the run's cgroup.
+pub(super) type Launched = (Run, Child, Option<Arc<AttemptCgroup>>);
+
+/// Blocking: empty and remove the cgroup of a run that did not start.
+fn discard(cgroup: Option<&AttemptCgroup>) {
+    let Some(cg) = cgroup else { return };
+    if let Err(e) = cg.kill_all().and_then(|()| cg.remove()) {
+        tracing::warn!(error = %e, "could not remove the cgroup of a failed start");
     }
 }
 

@@ -1,6 +1,7 @@
-//! Stopping an attempt: SIGTERM to its process group, SIGKILL to the group once
-//! the attempt's grace is over. The reaper (`start.rs`) records the exit and kills
-//! whatever is left in the group after the leader is gone.
+//! Stopping an attempt: SIGTERM to its process group; once the attempt's grace
+//! is over, SIGKILL to the group and to everything in its cgroup. The watcher
+//! (`watch.rs`) records the exit and kills whatever is left in the group and the
+//! cgroup after the leader is gone.
 
 use super::adopt::STOPPING;
 use super::Supervisor;
@@ -49,6 +50,14 @@ async fn stop_group(t: StopTicket) {
     tracing::info!(attempt = %t.id, pid = t.pid, "grace over: SIGKILL");
     if let Err(e) = signal_group(t.pid, Signal::SIGKILL) {
         tracing::warn!(attempt = %t.id, pid = t.pid, error = %e, "SIGKILL failed");
+    }
+    // Everything in the cgroup, including what escaped the group with setsid.
+    if let Some(cg) = t.cgroup.clone() {
+        match tokio::task::spawn_blocking(move || cg.kill_all()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(attempt = %t.id, error = %e, "could not empty the cgroup"),
+            Err(e) => tracing::warn!(attempt = %t.id, error = %e, "cgroup kill task failed"),
+        }
     }
     if tokio::time::timeout(AFTER_KILL_PATIENCE, t.exited.cancelled())
         .await

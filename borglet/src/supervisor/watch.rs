@@ -1,10 +1,12 @@
 //! Waiting for an attempt's end: the shim that keeps it (our child, or one a
 //! previous borglet started) exits once it has written how the task ended; the
 //! watcher then reads that record, clears out what is left of the task's process
-//! group and records the exit, or restarts the task in place after a backoff
-//! (`crate::restart` decides).
+//! group and of its cgroup (reading its OOM kills and peak memory, with the
+//! stderr tail, for the death certificate), records the exit, or restarts the
+//! task in place after a backoff (`crate::restart` decides) in a fresh cgroup.
 
 use super::{stop, Supervisor};
+use crate::isolation::{self, AttemptCgroup};
 use crate::records::{self, Ended, ExitRecord, ProcId, Restarts};
 use crate::restart::Decision;
 use crate::state::{Event, Exit};
@@ -40,11 +42,14 @@ pub(super) struct Watch {
     pgid: i32,
     sandbox: PathBuf,
     exited: CancellationToken,
+    /// The current run's cgroup (`None` when unisolated).
+    cgroup: Option<Arc<AttemptCgroup>>,
 }
 
 impl Supervisor {
     /// Watch attempt `id` (already in the table) until it ends, restarting it in
     /// place when its policy says so.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn watch(
         self: &Arc<Self>,
         id: AttemptId,
@@ -52,6 +57,7 @@ impl Supervisor {
         index: i32,
         pgid: i32,
         exited: CancellationToken,
+        cgroup: Option<Arc<AttemptCgroup>>,
         keeper: Keeper,
     ) {
         let w = Watch {
@@ -62,6 +68,7 @@ impl Supervisor {
             index,
             pgid,
             exited,
+            cgroup,
         };
         tokio::spawn(w.run(keeper));
     }
@@ -79,6 +86,7 @@ impl Watch {
             if let Err(e) = stop::signal_group(pgid, Signal::SIGKILL) {
                 tracing::warn!(attempt = %id, pgid, error = %e, "could not kill leftovers of the process group");
             }
+            self.finish_run().await;
             self.log_exit(&exit);
             self.sup.metrics.exited(&exit);
             let decision = self.sup.table.on_exit(id, exit.clone(), Utc::now());
@@ -100,8 +108,9 @@ impl Watch {
                 }
             };
             match self.restart_after(wait, &exit).await {
-                Some((pgid, next)) => {
+                Some((pgid, cgroup, next)) => {
                     self.pgid = pgid;
+                    self.cgroup = cgroup;
                     keeper = next;
                 }
                 None => return,
@@ -111,7 +120,11 @@ impl Watch {
 
     /// Wait out the backoff (a stop ends it), then run the task again. `None`
     /// when the attempt is over instead.
-    async fn restart_after(&self, wait: Duration, exit: &Exit) -> Option<(i32, Keeper)> {
+    async fn restart_after(
+        &self,
+        wait: Duration,
+        exit: &Exit,
+    ) -> Option<(i32, Option<Arc<AttemptCgroup>>, Keeper)> {
         let (id, sup) = (self.id, &self.sup);
         let (spec, restarts, _) = sup.table.spec_of(id)?;
         tracing::info!(attempt = %id, job = %self.job, index = self.index, restarts,
@@ -133,7 +146,7 @@ impl Watch {
             () = self.exited.cancelled() => return None,
         }
         match sup.relaunch(&spec).await {
-            Ok((run, child)) => {
+            Ok((run, child, cgroup)) => {
                 let event = Event::Restarted {
                     at: run.started_at,
                     pid: run.task.pid,
@@ -141,12 +154,19 @@ impl Watch {
                 if sup.table.apply(id, event).is_err() {
                     // Stopped during the start: this run is not wanted.
                     let _ = stop::signal_group(run.pgid, Signal::SIGKILL);
+                    let sandbox = self.sandbox.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        isolation::finish(id, cgroup.as_deref(), &sandbox)
+                    })
+                    .await;
                     return None;
                 }
+                // Set after `Restarted`: a stop from now on kills this run's cgroup.
+                sup.table.set_cgroup(id, cgroup.clone());
                 sup.metrics.started();
                 tracing::info!(attempt = %id, pid = run.task.pid, restarts, "attempt restarted in place");
                 sup.nudger.request();
-                Some((run.pgid, Keeper::Child(child)))
+                Some((run.pgid, cgroup, Keeper::Child(child)))
             }
             Err(e) => {
                 tracing::warn!(attempt = %id, error = %e, "restart failed");
@@ -163,6 +183,23 @@ impl Watch {
                 None
             }
         }
+    }
+
+    /// The run is over: empty its cgroup (a daemon that escaped with setsid goes
+    /// too), read what the kernel counted (an OOM kill, the peak), remove it, and
+    /// keep the stderr tail; all of it goes on the attempt's report.
+    async fn finish_run(&mut self) {
+        let (id, cgroup, sandbox) = (self.id, self.cgroup.take(), self.sandbox.clone());
+        let ending =
+            tokio::task::spawn_blocking(move || isolation::finish(id, cgroup.as_deref(), &sandbox))
+                .await
+                .unwrap_or_default();
+        if ending.oom_killed {
+            self.sup.metrics.oom_killed();
+            tracing::info!(attempt = %id, job = %self.job, index = self.index, pid = self.pgid,
+                peak_memory = ?ending.peak_memory, "attempt oom-killed");
+        }
+        self.sup.table.set_ending(id, ending);
     }
 
     async fn wait(&self, keeper: Keeper) -> Exit {

@@ -2,8 +2,11 @@
 
 pub mod bench;
 pub mod component;
+pub mod cordon;
 pub mod describe;
 pub mod get;
 pub mod kill;
 pub mod logs;
+pub mod quota;
 pub mod run;
+pub mod scale;

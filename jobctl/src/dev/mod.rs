@@ -288,7 +288,12 @@ impl Cell {
             (
                 "borgscheduler".into(),
                 "borgscheduler",
-                vec!["--database-url".into(), self.database_url.clone()],
+                vec![
+                    "--database-url".into(),
+                    self.database_url.clone(),
+                    "--listen".into(),
+                    scheduler_listen(self.listen).to_string(),
+                ],
             ),
         ];
         for (i, addr) in self.borglets.iter().enumerate() {
@@ -374,6 +379,10 @@ impl Cell {
             self.borglets.len(),
             self.data_dir.display()
         );
+        println!(
+            "metrics: {master}/metrics (master), http://{}/metrics (scheduler)",
+            scheduler_listen(self.listen)
+        );
         println!("try: {exe}{flag} run -f examples/hello.yaml --wait");
         println!("Ctrl-C stops the cell.");
     }
@@ -402,9 +411,21 @@ pub fn borglet_args(n: usize, addr: SocketAddr, master: &str, dir: &Path) -> Vec
         "4Gi",
         "--disk",
         "10Gi",
+        // Borglets of one dev cell share the host: each gets its own ports.
+        "--port-range",
+        &format!(
+            "{first}-{last}",
+            first = 20000 + ((n - 1) % 400) * 100,
+            last = 20099 + ((n - 1) % 400) * 100
+        ),
     ]
     .map(String::from)
     .to_vec()
+}
+
+/// The dev cell's scheduler serves `/metrics` 10 ports above the master.
+pub fn scheduler_listen(master: SocketAddr) -> SocketAddr {
+    SocketAddr::new(master.ip(), master.port().wrapping_add(10))
 }
 
 /// How to call this binary from the current directory: `target/release/jobctl`.
@@ -507,7 +528,8 @@ mod tests {
         assert_eq!(
             args.join(" "),
             "--listen 127.0.0.1:7704 --name m4 --label zone=a --master http://127.0.0.1:7700 \
-             --data-dir /d/borglet-4 --cpu 2 --memory 4Gi --disk 10Gi"
+             --data-dir /d/borglet-4 --cpu 2 --memory 4Gi --disk 10Gi \
+             --port-range 20300-20399"
         );
         assert!(borglet_args(2, addrs[1], "m", Path::new("/d")).contains(&"zone=b".to_string()));
         assert!(borglet_addrs(65535, 2).is_err());

@@ -49,6 +49,15 @@ async fn register(
             message: format!("`{}` is not an http(s) URL", req.address),
         });
     }
+    if req.ports.first == 0 || req.ports.last < req.ports.first {
+        return Err(ApiError::Invalid {
+            field: "ports".into(),
+            message: format!(
+                "port range {}-{} must be non-empty and start at 1 or above",
+                req.ports.first, req.ports.last
+            ),
+        });
+    }
     let (machine, inserted) = state.store.register_machine(&req).await?;
     state.machines_changed.notify_one();
     let status = if inserted {

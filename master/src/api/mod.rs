@@ -1,11 +1,14 @@
 //! The REST API: one router per resource, merged here.
 
+mod cordon;
 mod error;
 mod health;
 mod jobs;
 mod logs;
 mod machines;
 mod metrics;
+mod quotas;
+mod scale;
 
 pub use error::{ApiError, ApiResult};
 
@@ -30,6 +33,10 @@ pub struct AppState {
     pub machines: Arc<crate::poller::Machines>,
     /// The process's Prometheus recorder, if this process installed one.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Whether this replica leads (and at which epoch).
+    pub leader: Arc<crate::leader::Status>,
+    /// Whether Postgres answers (watched apart from requests).
+    pub db: Arc<crate::dbhealth::DbHealth>,
 }
 
 /// The document's root; paths and schemas come from the handlers' `#[utoipa::path]`.
@@ -44,6 +51,7 @@ pub struct AppState {
     tags(
         (name = "jobs", description = "Submit, list, read and kill jobs; read task logs"),
         (name = "machines", description = "Borglets register and nudge; operators list them"),
+        (name = "quotas", description = "Cpu and memory per owner and priority band; work over quota waits"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
@@ -54,9 +62,12 @@ fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(jobs::router())
         .merge(machines::router())
+        .merge(scale::router())
+        .merge(cordon::router())
         .merge(logs::router())
         .merge(health::router())
         .merge(metrics::router())
+        .merge(quotas::router())
 }
 
 pub fn router(state: AppState) -> Router {
@@ -68,6 +79,11 @@ pub fn router(state: AppState) -> Router {
         get(|| async move { ([(header::CONTENT_TYPE, "application/json")], doc) }),
     )
     .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+    .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        store_unavailable,
+    ))
     .layer(tower_http::trace::TraceLayer::new_for_http())
     .with_state(state)
 }
@@ -83,4 +99,20 @@ pub(crate) fn json_rejection(rej: JsonRejection) -> ApiError {
             message: other.body_text(),
         },
     }
+}
+
+/// While Postgres is unreachable, answer 503 with `Retry-After` at once; the
+/// operational endpoints still answer (and say `degraded`).
+async fn store_unavailable(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let operational = matches!(req.uri().path(), "/healthz" | "/metrics" | "/openapi.json");
+    if operational || state.db.is_up() {
+        return next.run(req).await;
+    }
+    ApiError::Unavailable("the cell's store (Postgres) is unreachable; retry shortly".into())
+        .into_response()
 }

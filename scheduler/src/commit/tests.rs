@@ -66,9 +66,11 @@ async fn pending(pool: &PgPool) -> Vec<PendingTask> {
 async fn go(pool: &PgPool, tasks: &[PendingTask], placements: &[(TaskId, MachineId)]) -> Committed {
     let by_id: HashMap<TaskId, &PendingTask> = tasks.iter().map(|t| (t.id, t)).collect();
     let store = Store::from_pool(pool.clone());
+    let placements: Vec<(TaskId, MachineId, Vec<u16>)> =
+        placements.iter().map(|&(t, m)| (t, m, vec![])).collect();
     tokio::time::timeout(
         Duration::from_secs(10),
-        commit(&store, "test", &by_id, placements),
+        commit(&store, "test", &by_id, &placements),
     )
     .await
     .expect("commit blocked")
@@ -213,4 +215,92 @@ async fn a_changed_pending_reason_waits_out_the_refresh_interval() {
         1
     );
     assert_eq!(reason(pool).await.as_deref(), Some("b"));
+}
+
+#[tokio::test]
+async fn max_per_machine_is_rechecked_under_the_machine_lock() {
+    let pool = setup().await;
+    sqlx::query("UPDATE jobs SET spec = jsonb_set(spec, '{spread}', '{\"max_per_machine\": 1}')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let tasks = pending(&pool).await;
+    assert!(tasks.iter().all(|t| t.max_per_machine() == Some(1)));
+    // Two of the job on m1 in one batch (a scheduler that ignored the rule):
+    // only the first is kept.
+    let c = go(&pool, &tasks, &[(t(1), m(1)), (t(2), m(1))]).await;
+    assert_eq!((c.placed.len(), c.lost_races), (1, 1));
+    // Another batch from a snapshot taken before that commit: m1 is taken.
+    let c = go(&pool, &tasks, &[(t(3), m(1))]).await;
+    assert_eq!((c.placed.len(), c.lost_races), (0, 1));
+    let c = go(&pool, &tasks, &[(t(3), m(2))]).await;
+    assert_eq!(c.placed.len(), 1);
+    assert_eq!(
+        (live_on(&pool, m(1)).await, live_on(&pool, m(2)).await),
+        (1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_port_is_never_given_twice_on_a_machine() {
+    let pool = setup().await;
+    // Small enough that capacity never decides here: all three fit on one machine.
+    sqlx::query("UPDATE tasks SET cpu_milli = 100")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let tasks = pending(&pool).await;
+    let by_id: HashMap<TaskId, &PendingTask> = tasks.iter().map(|t| (t.id, t)).collect();
+    let store = Store::from_pool(pool.clone());
+    // Two decisions for port 20005 on m1 in one batch: the first wins.
+    let c = commit(
+        &store,
+        "test",
+        &by_id,
+        &[(t(1), m(1), vec![20005]), (t(2), m(1), vec![20005, 20006])],
+    )
+    .await
+    .unwrap();
+    assert_eq!((c.placed.len(), c.lost_races), (1, 1));
+    // The same port on another machine is fine.
+    let c = commit(&store, "test", &by_id, &[(t(2), m(2), vec![20005])])
+        .await
+        .unwrap();
+    assert_eq!(c.placed.len(), 1);
+    // A later batch from a stale snapshot: m1's 20005 is held by a live attempt.
+    let c = commit(&store, "test", &by_id, &[(t(3), m(1), vec![20005])])
+        .await
+        .unwrap();
+    assert_eq!((c.placed.len(), c.lost_races), (0, 1));
+    // Outside the machine's range (20000-29999 by default): refused too.
+    let c = commit(&store, "test", &by_id, &[(t(3), m(1), vec![30000])])
+        .await
+        .unwrap();
+    assert_eq!((c.placed.len(), c.lost_races), (0, 1));
+    let held: Vec<Vec<i32>> = sqlx::query_scalar("SELECT ports FROM attempts ORDER BY machine_id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(held, [vec![20005], vec![20005]]);
+}
+
+#[tokio::test]
+async fn quota_is_rechecked_under_its_row_lock() {
+    let pool = setup().await;
+    let tasks = pending(&pool).await;
+    // Owner `t`, priority 100: the batch band; each task asks 600m.
+    sqlx::query("INSERT INTO quotas (owner, band, cpu_milli) VALUES ('t', 'batch', 1000)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // A scheduler that ignored the quota: the second placement is dropped.
+    let c = go(&pool, &tasks, &[(t(1), m(1)), (t(2), m(2))]).await;
+    assert_eq!((c.placed.len(), c.lost_races), (1, 1));
+    // Raised: now it fits.
+    sqlx::query("UPDATE quotas SET cpu_milli = 1200")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let c = go(&pool, &tasks, &[(t(2), m(2))]).await;
+    assert_eq!(c.placed.len(), 1);
 }

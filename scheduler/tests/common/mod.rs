@@ -104,6 +104,7 @@ pub struct JobBuilder {
     memory: i64,
     disk: i64,
     constraints: Vec<serde_json::Value>,
+    spread: Option<serde_json::Value>,
     not_before_secs: Option<i64>,
 }
 
@@ -119,6 +120,7 @@ impl JobBuilder {
             memory: 64 * MI,
             disk: 0,
             constraints: vec![],
+            spread: None,
             not_before_secs: None,
         }
     }
@@ -163,15 +165,23 @@ impl JobBuilder {
         self.constraints.push(c);
         self
     }
+    /// `spread: {...}` of the spec, as JSON.
+    pub fn spread(mut self, spread: serde_json::Value) -> Self {
+        self.spread = Some(spread);
+        self
+    }
     pub async fn insert(self, pool: &PgPool) -> (JobId, Vec<TaskId>) {
         let id = JobId::new();
-        let spec = json!({
+        let mut spec = json!({
             "name": self.name,
             "priority": self.priority,
             "replicas": self.replicas,
             "task": {"command": ["true"], "resources": {"cpu": format!("{}m", self.cpu), "memory": self.memory}},
             "constraints": self.constraints,
         });
+        if let Some(spread) = self.spread {
+            spec["spread"] = spread;
+        }
         sqlx::query(
             "INSERT INTO jobs (id, name, kind, state, owner, priority, replicas, spec)
              VALUES ($1, $2, 'batch', $3::job_state, 'test', $4, $5, $6)",
@@ -237,6 +247,8 @@ pub fn start(url: &str, name: &str, interval: Duration, batch_size: u32) -> Runn
         interval,
         batch_size,
         name: name.to_string(),
+        listen: None,
+        scoring: Default::default(),
     };
     let handle = tokio::spawn(borgscheduler::run(config, shutdown.clone()));
     Running {
