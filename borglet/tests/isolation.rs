@@ -7,8 +7,7 @@
 mod common;
 
 use borg_shared::wire::{AttemptPhase, IsolationMode};
-use common::{eventually, find, AttemptBuilder, TestBorglet};
-use std::path::PathBuf;
+use common::{cgroup_dir, eventually, find, AttemptBuilder, TestBorglet};
 
 /// A borglet with `extra` flags and its isolation mode, or `None` (after saying
 /// why) when this host has no writable cgroup hierarchy.
@@ -23,25 +22,6 @@ async fn isolated_borglet(extra: &[&str]) -> Option<(TestBorglet, IsolationMode)
         Some(mode) => Some((b, mode)),
         None => panic!("the registration must say how tasks are isolated"),
     }
-}
-
-/// The cgroup directory of `pid` for `controller` (v1) or the unified one (v2).
-fn cgroup_dir(pid: i32, mode: IsolationMode, controller: &str) -> PathBuf {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let mounts = borglet::isolation::read_mounts();
-    for line in text.lines() {
-        let mut f = line.splitn(3, ':');
-        let (_, controllers, path) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
-        let root = match mode {
-            IsolationMode::V2 if controllers.is_empty() => mounts.unified.clone().unwrap(),
-            IsolationMode::V1 if controllers.split(',').any(|c| c == controller) => {
-                mounts.v1[controller].clone()
-            }
-            _ => continue,
-        };
-        return root.join(path.trim_start_matches('/'));
-    }
-    panic!("pid {pid} is in no {controller} cgroup: {text}");
 }
 
 fn read(dir: &std::path::Path, file: &str) -> String {
@@ -323,4 +303,73 @@ fn v2_cgroup_join_kill_and_remove_on_the_unified_hierarchy() {
     }
     cg.remove().unwrap();
     assert!(!dir.exists());
+}
+
+#[tokio::test]
+async fn an_in_place_restart_runs_in_a_fresh_cgroup_of_the_same_attempt() {
+    let Some((b, mode)) = isolated_borglet(&["--usage-interval", "100ms"]).await else {
+        return;
+    };
+    // The first run eats past its limit and is OOM-killed; the second stays up.
+    let spec = AttemptBuilder::sh(
+        "echo run >> runs; [ $(wc -l < runs) -ge 2 ] && exec sleep 1000; head -c 200M /dev/zero | tail",
+    )
+    .memory(32 << 20)
+    .restart(None, 10)
+    .build();
+    let r = b
+        .sync_until(
+            std::slice::from_ref(&spec),
+            spec.id,
+            "running again after an oom kill, with usage",
+            |r| r.phase == AttemptPhase::Running && r.restarts == 1 && r.usage.is_some(),
+        )
+        .await;
+    assert!(!r.oom_killed, "the new run was not OOM-killed: {r:?}");
+    let pid = r.pid.expect("pid");
+    let memory = cgroup_dir(pid, mode, "memory");
+    assert!(
+        memory.ends_with(format!("borg/{}/{}", b.name, spec.id)),
+        "the same attempt's cgroup: {}",
+        memory.display()
+    );
+    match mode {
+        IsolationMode::V1 => {
+            assert_eq!(
+                read(&memory, "memory.limit_in_bytes"),
+                (32u64 << 20).to_string()
+            );
+            let oom = read(&memory, "memory.oom_control");
+            assert!(
+                oom.lines().any(|l| l == "oom_kill 0"),
+                "fresh counters: {oom}"
+            );
+        }
+        IsolationMode::V2 => {
+            assert_eq!(read(&memory, "memory.max"), (32u64 << 20).to_string());
+            let events = read(&memory, "memory.events");
+            assert!(
+                events.lines().any(|l| l == "oom_kill 0"),
+                "fresh counters: {events}"
+            );
+        }
+        IsolationMode::None => unreachable!(),
+    }
+    let metrics = b
+        .client
+        .get(format!("{}/metrics", b.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = format!(
+        "borglet_attempts_oom_killed_total{{machine=\"{}\"}} 1",
+        b.name
+    );
+    assert!(
+        metrics.contains(&line),
+        "the first run's OOM kill was seen: {metrics}"
+    );
 }

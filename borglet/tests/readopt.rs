@@ -7,7 +7,7 @@
 
 mod common;
 
-use borg_shared::wire::{AttemptPhase, AttemptSpec, SyncRequest, SyncResponse};
+use borg_shared::wire::{AttemptPhase, AttemptSpec, IsolationMode, SyncRequest, SyncResponse};
 use borg_shared::AttemptId;
 use common::{eventually, AttemptBuilder, MasterStub};
 use std::collections::{BTreeMap, HashSet};
@@ -25,6 +25,10 @@ struct BorgletProcess {
 
 impl BorgletProcess {
     fn start(data: &Path, port: u16, master: &str, name: &str) -> Self {
+        Self::start_with(data, port, master, name, &[])
+    }
+
+    fn start_with(data: &Path, port: u16, master: &str, name: &str, extra: &[&str]) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -34,6 +38,7 @@ impl BorgletProcess {
             .args(["--listen", &format!("127.0.0.1:{port}"), "--name", name])
             .args(["--master", master, "--data-dir"])
             .arg(data.join("data"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -146,6 +151,7 @@ async fn tasks_survive_kill_9_of_the_borglet_and_are_never_started_twice() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let port = free_port();
     let name = "m-readopt";
+    let _cleanup = CgroupCleanup(name);
     let http = reqwest::Client::new();
     let reaper = Reaper::default();
 
@@ -272,6 +278,7 @@ async fn restart_counts_survive_kill_9_of_the_borglet() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let port = free_port();
     let name = "m-restarts";
+    let _cleanup = CgroupCleanup(name);
     let http = reqwest::Client::new();
     let reaper = Reaper::default();
     // Fails its first two runs, then stays up.
@@ -304,4 +311,114 @@ async fn restart_counts_survive_kill_9_of_the_borglet() {
         (AttemptPhase::Running, Some(pid), 2)
     );
     assert_eq!(r.last_exit.as_deref(), Some("exited with code 5"));
+}
+
+/// Removes the test borglet's cgroups when the test ends (after the Reaper).
+struct CgroupCleanup(&'static str);
+
+impl Drop for CgroupCleanup {
+    fn drop(&mut self) {
+        common::remove_cgroups(self.0);
+    }
+}
+
+#[tokio::test]
+async fn an_adopted_task_keeps_its_cgroup_for_usage_and_kill_all() {
+    let master = MasterStub::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = free_port();
+    let name = "m-adopt-cgroup";
+    let _cleanup = CgroupCleanup(name);
+    let http = reqwest::Client::new();
+    let reaper = Reaper::default();
+    let fast = ["--usage-interval", "100ms"];
+    let mut borglet = BorgletProcess::start_with(dir.path(), port, &master.url, name, &fast);
+    let reg = master.first_registration().await;
+    let mode = reg
+        .isolation
+        .expect("the registration says how tasks are isolated");
+    if mode == IsolationMode::None {
+        eprintln!("SKIP: no writable cgroup hierarchy on this host (not root?)");
+        return;
+    }
+    let cgroup_of = |pid: i32| common::cgroup_dir(pid, mode, "memory");
+    // A daemon that leaves the task's session and ignores TERM: only the cgroup
+    // still knows it belongs to the attempt.
+    let spec = AttemptBuilder::sh(
+        "setsid sh -c 'trap \"\" TERM; echo $$ > daemon.tmp; mv daemon.tmp daemon; while :; do sleep 1; done' & sleep 1000",
+    )
+    .grace_ms(300)
+    .build();
+    let specs = [spec.clone()];
+    reaper.1.lock().unwrap().push(spec.id);
+    let running = eventually("the task running", || async {
+        let resp = sync(&http, &borglet.url, name, &specs).await?;
+        common::find(&resp, spec.id)
+            .filter(|r| r.phase == AttemptPhase::Running)
+            .cloned()
+    })
+    .await;
+    let pid = running.pid.unwrap();
+    reaper.0.lock().unwrap().insert(pid);
+    let sandbox = dir.path().join("data/attempts").join(spec.id.to_string());
+    let daemon: i32 = eventually("the daemon wrote its pid", || async {
+        std::fs::read_to_string(sandbox.join("daemon"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })
+    .await;
+    reaper.0.lock().unwrap().insert(daemon);
+    let cgroup = cgroup_of(pid);
+    assert!(
+        cgroup.ends_with(format!("borg/{name}/{}", spec.id)),
+        "the task joined its attempt's cgroup: {}",
+        cgroup.display()
+    );
+    assert_eq!(cgroup_of(daemon), cgroup);
+    // The shim keeps the task from outside: its memory is not the task's.
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sandbox.join("run.json")).unwrap()).unwrap();
+    let shim = run["shim"]["pid"].as_i64().unwrap() as i32;
+    assert_ne!(cgroup_of(shim), cgroup);
+
+    borglet.kill9();
+    let mut borglet = BorgletProcess::start_with(dir.path(), port, &master.url, name, &fast);
+    // The restarted borglet neither removed nor replaced the cgroup, and samples it.
+    let adopted = eventually("usage of the adopted task", || async {
+        let resp = sync(&http, &borglet.url, name, &specs).await?;
+        common::find(&resp, spec.id)
+            .filter(|r| r.usage.is_some())
+            .cloned()
+    })
+    .await;
+    assert_eq!(
+        (adopted.phase, adopted.pid),
+        (AttemptPhase::Running, Some(pid))
+    );
+    assert!(adopted.usage.unwrap().memory.0 > 0, "{adopted:?}");
+    assert!(cgroup.exists());
+    assert_eq!(cgroup_of(daemon), cgroup);
+
+    // Its stop kills everything in the re-attached cgroup, the escaped daemon too.
+    let stopped = eventually("the stop to be reported", || async {
+        let resp = sync(&http, &borglet.url, name, &[]).await?;
+        common::find(&resp, spec.id)
+            .filter(|r| r.phase == AttemptPhase::Exited)
+            .cloned()
+    })
+    .await;
+    assert!(stopped.stopped_by_borglet, "{stopped:?}");
+    eventually("the escaped daemon is dead too", || async {
+        (!common::pid_running(daemon)).then_some(())
+    })
+    .await;
+    eventually("the attempt's cgroup is removed", || async {
+        (!cgroup.exists()).then_some(())
+    })
+    .await;
+    borglet.kill9();
 }

@@ -510,3 +510,26 @@ pub fn pid_exists(pid: i32) -> bool {
         Err(nix::errno::Errno::ESRCH)
     )
 }
+
+/// The cgroup directory of `pid` for `controller` (v1) or the unified one (v2).
+pub fn cgroup_dir(pid: i32, mode: borg_shared::wire::IsolationMode, controller: &str) -> PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let mounts = borglet::isolation::read_mounts();
+    for line in text.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, controllers, path) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+        let root = match mode {
+            borg_shared::wire::IsolationMode::V2 if controllers.is_empty() => {
+                mounts.unified.clone().unwrap()
+            }
+            borg_shared::wire::IsolationMode::V1
+                if controllers.split(',').any(|c| c == controller) =>
+            {
+                mounts.v1[controller].clone()
+            }
+            _ => continue,
+        };
+        return root.join(path.trim_start_matches('/'));
+    }
+    panic!("pid {pid} is in no {controller} cgroup: {text}");
+}
