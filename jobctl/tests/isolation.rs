@@ -3,14 +3,16 @@
 //! `failed` with reason `oom-killed`, and its death certificate lands in
 //! Postgres and in the API; usage and the isolation mode reach the API too.
 //! Skips, saying so, where the host has no writable cgroup hierarchy.
-
-mod helpers;
+//!
+//! Here rather than in the master's tests: the borglet starts each task through
+//! a shim, an executable of this build that knows `__borglet-shim` (`jobctl`,
+//! which hosts borglets in `jobctl dev`); a test binary cannot be one.
 
 use borg_shared::wire::{Capacity, DeathCause, IsolationMode, JobView, MachineList};
 use borg_shared::{Bytes, JobId, MilliCpu, TaskId};
 use borgmaster::store::Placement;
+use borgmaster::store::Store;
 use clap::Parser;
-use helpers::{spawn_app, TestApp};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +34,52 @@ where
             "timed out waiting for: {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The real master on a random port against a fresh database.
+struct TestApp {
+    url: String,
+    store: Store,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn spawn_app() -> TestApp {
+    let database_url = devpg::testing::fresh_database(&borg_store::MIGRATOR)
+        .await
+        .expect("test database");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let config = borgmaster::Config {
+        listen: listener.local_addr().unwrap(),
+        database_url: database_url.clone(),
+        poll_interval: Duration::from_millis(200),
+        leader: Default::default(),
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(borgmaster::run(listener, config, shutdown.clone()));
+    let store = Store::connect(&database_url).await.unwrap();
+    let http = reqwest::Client::new();
+    eventually("the master is up", || async {
+        http.get(format!("{url}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+            .then_some(())
+    })
+    .await;
+    TestApp {
+        url,
+        store,
+        http,
+        shutdown,
     }
 }
 
@@ -58,6 +106,8 @@ impl Borglet {
             "stop",
             "--usage-interval",
             "100ms",
+            "--shim-exe",
+            env!("CARGO_BIN_EXE_jobctl"),
         ])
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
