@@ -121,6 +121,28 @@ impl Cell {
             .expect("running jobctl")
     }
 
+    /// `jobctl kill JOB`, then wait until none of its tasks runs: the cell's
+    /// borglets leave running tasks behind at exit, to be re-adopted.
+    fn kill_and_wait(&self, name: &str) {
+        let out = self.jobctl(&["kill", name]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        wait_for(
+            "the killed job's tasks ended",
+            Duration::from_secs(30),
+            || {
+                let job = self.job(name);
+                let tasks = job["tasks"].as_array()?.clone();
+                tasks
+                    .iter()
+                    .all(|t| {
+                        ["killed", "failed", "succeeded", "lost"]
+                            .contains(&t["state"].as_str().unwrap_or(""))
+                    })
+                    .then_some(())
+            },
+        );
+    }
+
     fn job(&self, name: &str) -> Value {
         let out = reqwest::blocking::get(format!("{}/v1/jobs/{name}", self.master)).unwrap();
         out.json().unwrap()
@@ -595,7 +617,7 @@ fn a_job_over_its_owners_quota_waits_and_starts_when_quota_frees() {
         Duration::from_secs(30),
         || (cell.job("second")["tasks"][0]["state"] == "running").then_some(()),
     );
-    cell.jobctl(&["kill", "second"]);
+    cell.kill_and_wait("second");
     cell.stop();
 }
 
@@ -656,6 +678,6 @@ fn production_preempts_batch_in_a_full_cell_and_the_batch_task_runs_again() {
         Duration::from_secs(60),
         || (running("filler") == 6).then_some(()),
     );
-    cell.jobctl(&["kill", "filler"]);
+    cell.kill_and_wait("filler");
     cell.stop();
 }
