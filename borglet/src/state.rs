@@ -477,6 +477,11 @@ impl AttemptTable {
                 .transition(Event::StopRequested { at: Utc::now() })
                 .ok()?;
             attempt.phase = next;
+            // It ends because it was stopped, not by how its last run ended (an
+            // OOM kill included); that run's peak and stderr tail still stand.
+            if let Some(e) = attempt.isolation.ending.as_mut() {
+                e.oom_killed = false;
+            }
             attempt.exited.cancel();
             return None;
         }
@@ -627,6 +632,31 @@ mod tests {
             CancellationToken::new(),
         ));
         id
+    }
+
+    #[test]
+    fn a_stop_while_waiting_to_restart_is_a_kill_not_the_last_runs_oom() {
+        let t = AttemptTable::default();
+        let id = running(&t);
+        let at = Utc::now();
+        let exit = Exit::Signal(9);
+        let moved = t.apply(id, Event::RestartScheduled { at, exit });
+        assert!(matches!(moved, Ok(Phase::Backoff { .. })));
+        t.set_ending(
+            id,
+            Ending {
+                oom_killed: true,
+                peak_memory: Some(borg_shared::Bytes(32 << 20)),
+                stderr_tail: Some("eating\n".into()),
+            },
+        );
+        assert!(t.begin_stop(id).is_none(), "no process to signal");
+        let r = &t.reports()[0];
+        assert_eq!(r.phase, AttemptPhase::Exited);
+        assert!(r.stopped_by_borglet);
+        assert!(!r.oom_killed, "it ended because it was stopped: {r:?}");
+        assert_eq!(r.peak_memory, Some(borg_shared::Bytes(32 << 20)));
+        assert_eq!(r.stderr_tail.as_deref(), Some("eating\n"));
     }
 
     #[test]

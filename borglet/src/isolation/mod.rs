@@ -88,28 +88,6 @@ pub fn create(
     isolator.create(spec.id, &Limits::of(spec, pids)?).map(Some)
 }
 
-/// A new attempt's cgroup with its limits (`None` when unisolated) and the
-/// joiner its child runs before exec. Blocking.
-pub fn prepare(
-    isolator: &dyn Isolator,
-    spec: &AttemptSpec,
-    pids: u64,
-) -> Result<(Option<AttemptCgroup>, CgroupJoin), IsolationError> {
-    let Some(cg) = create(isolator, spec, pids)? else {
-        return Ok((None, CgroupJoin::none()));
-    };
-    match cg.joiner() {
-        Ok(join) => Ok((Some(cg), join)),
-        Err(source) => {
-            let _ = cg.remove();
-            Err(IsolationError::Create {
-                path: format!("{} (opening cgroup.procs)", spec.id),
-                source,
-            })
-        }
-    }
-}
-
 fn create_dir(dir: &Path) -> Result<(), IsolationError> {
     match std::fs::create_dir(dir) {
         Ok(()) => Ok(()),
