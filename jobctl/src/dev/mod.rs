@@ -487,7 +487,8 @@ mod tests {
         assert_eq!(
             args.join(" "),
             "--listen 127.0.0.1:7704 --name m4 --label zone=a --master http://127.0.0.1:7700 \
-             --data-dir /d/borglet-4 --on-exit stop --cpu 2 --memory 4Gi --disk 10Gi"
+             --data-dir /d/borglet-4 --on-exit stop --cpu 2 --memory 4Gi --disk 10Gi \
+             --port-range 20300-20399"
         );
         assert!(borglet_args(2, addrs[1], "m", Path::new("/d")).contains(&"zone=b".to_string()));
         assert!(borglet_addrs(65535, 2).is_err());
