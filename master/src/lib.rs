@@ -2,6 +2,7 @@
 //! that drives every borglet toward the desired state.
 
 pub mod api;
+pub mod feed;
 pub mod metrics;
 pub mod poller;
 pub mod sweep;
@@ -56,12 +57,14 @@ pub async fn run(
         .context("building the HTTP client")?;
     let machines_changed = Arc::new(Notify::new());
     let machines = Arc::new(poller::Machines::default());
+    let (feed, feed_task) = feed::Feed::start(store.clone(), shutdown.clone());
     let state = api::AppState {
         store: store.clone(),
         http: http.clone(),
         machines_changed: machines_changed.clone(),
         machines: machines.clone(),
         metrics: metrics::install(),
+        feed,
     };
     let sweep = tokio::spawn(sweep::run(
         store.clone(),
@@ -85,6 +88,7 @@ pub async fn run(
     shutdown.cancel();
     poller.await?;
     sweep.await?;
+    feed_task.await?;
     Ok(())
 }
 

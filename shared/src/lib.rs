@@ -3,6 +3,7 @@
 //! master→borglet sync protocol. A type lives here once and nowhere else.
 
 pub mod error;
+pub mod event_stream;
 pub mod ids;
 pub mod resources;
 pub mod spec;

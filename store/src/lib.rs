@@ -10,6 +10,7 @@
 
 mod attempts;
 mod error;
+mod event_feed;
 mod events;
 mod finish;
 pub mod fixtures;
@@ -23,6 +24,7 @@ pub mod sql;
 mod tasks;
 
 pub use error::{Result, StoreError};
+pub use event_feed::{EventFilter, FeedPage};
 pub use events::{EventCursor, EventPage, StoredEvent};
 pub use jobs::{
     KillOutcome, SubmitOutcome, TaskPage, DEFAULT_JOB_PAGE, DEFAULT_TASK_PAGE, MAX_JOB_PAGE,

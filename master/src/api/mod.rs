@@ -1,6 +1,7 @@
 //! The REST API: one router per resource, merged here.
 
 mod error;
+mod events;
 mod health;
 mod jobs;
 mod logs;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub machines: Arc<crate::poller::Machines>,
     /// The process's Prometheus recorder, if this process installed one.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The shared reader of the event log behind `GET /v1/events`.
+    pub feed: crate::feed::Feed,
 }
 
 /// The document's root; paths and schemas come from the handlers' `#[utoipa::path]`.
@@ -45,6 +48,7 @@ pub struct AppState {
         (name = "jobs", description = "Submit, list, read and kill jobs; read task logs"),
         (name = "machines", description = "Borglets register and nudge; operators list them"),
         (name = "operations", description = "Health and metrics"),
+        (name = "events", description = "Every state change as server-sent events, resumable"),
     )
 )]
 struct ApiDoc;
@@ -57,6 +61,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(logs::router())
         .merge(health::router())
         .merge(metrics::router())
+        .merge(events::router())
 }
 
 pub fn router(state: AppState) -> Router {
