@@ -1,9 +1,13 @@
 //! One file per subcommand: its clap arguments and what it does.
 
 pub mod bench;
+pub mod completion;
 pub mod component;
 pub mod describe;
 pub mod get;
+pub mod get_watch;
 pub mod kill;
 pub mod logs;
 pub mod run;
+pub mod version;
+pub mod wait;

@@ -42,6 +42,9 @@ struct EventQuery {
     /// whole history). `Last-Event-ID` wins when both are sent. Without either,
     /// the stream starts with what happens next.
     after: Option<String>,
+    /// `false`: end the stream once the history up to now is sent (a bounded
+    /// read, as `jobctl get events` makes). Default `true`: then stay live.
+    follow: Option<bool>,
 }
 
 /// Every state change (task, job, machine) as server-sent events: `id:` is the
@@ -112,12 +115,22 @@ async fn events(
     // Subscribe before the history read starts, so the two overlap.
     let live = state.feed.subscribe();
     let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+    let follow = q.follow.unwrap_or(true);
+    // A bounded read starts at the beginning unless told otherwise.
+    let after = if follow {
+        after
+    } else {
+        Some(after.unwrap_or_default())
+    };
     tokio::spawn(serve_client(
         state.store.clone(),
         state.feed.clone(),
         live,
-        filter,
-        after,
+        Client {
+            filter,
+            after,
+            follow,
+        },
         tx,
     ));
     let stream =
@@ -135,6 +148,13 @@ fn parse_cursor(field: &str, text: &str) -> ApiResult<EventCursor> {
     })
 }
 
+/// What one client asked for.
+struct Client {
+    filter: EventFilter,
+    after: Option<EventCursor>,
+    follow: bool,
+}
+
 /// Why a client's stream ended (for the log).
 #[derive(Debug)]
 enum End {
@@ -143,23 +163,25 @@ enum End {
     Lagged(u64),
     FeedClosed,
     Store(String),
+    /// A `follow=false` read has sent everything up to now.
+    HistoryDone,
 }
 
 async fn serve_client(
     store: Store,
     feed: Feed,
     live: broadcast::Receiver<crate::feed::Batch>,
-    filter: EventFilter,
-    after: Option<EventCursor>,
+    client: Client,
     tx: mpsc::Sender<Event>,
 ) {
-    let end = stream_to(&store, &feed, live, &filter, after, &tx).await;
+    let end = stream_to(&store, &feed, live, &client, &tx).await;
     metrics::counter!("borg_event_streams_ended_total", "why" => match end {
         End::ClientGone => "client_gone",
         End::Shutdown => "shutdown",
         End::Lagged(_) => "lagged",
         End::FeedClosed => "feed_closed",
         End::Store(_) => "store_error",
+        End::HistoryDone => "history_done",
     })
     .increment(1);
     match end {
@@ -178,10 +200,11 @@ async fn stream_to(
     store: &Store,
     feed: &Feed,
     mut live: broadcast::Receiver<crate::feed::Batch>,
-    filter: &EventFilter,
-    after: Option<EventCursor>,
+    client: &Client,
     tx: &mpsc::Sender<Event>,
 ) -> End {
+    let filter = &client.filter;
+    let after = client.after;
     // Events at or before `last` have been sent (or were skipped by the filter).
     let mut last = after;
     if let Some(mut cursor) = after {
@@ -205,6 +228,9 @@ async fn stream_to(
             }
         }
         last = Some(cursor);
+    }
+    if !client.follow {
+        return End::HistoryDone;
     }
     loop {
         let batch = tokio::select! {
