@@ -281,6 +281,25 @@ async fn filters_narrow_the_stream_and_bad_input_is_refused() {
     assert_eq!(machines[0].machine.as_deref(), Some("m1"));
     assert_eq!(machines[0].to, "up");
 
+    // A bounded read: the history, then the stream ends.
+    let resp = app
+        .http
+        .get(format!("{}/v1/events?job=a&follow=false", app.url))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = resp.bytes_stream().eventsource();
+    let mut n = 0;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = stream.next().await {
+            ev.unwrap();
+            n += 1;
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "a follow=false stream did not end");
+    assert_eq!(n, 3, "job a's task and job events");
+
     for (query, status, field) in [
         ("kind=tasks", 422, Some("kind")),
         ("after=12", 422, Some("after")),
