@@ -2,6 +2,7 @@
 //! that drives every borglet toward the desired state.
 
 pub mod api;
+pub mod dashboard;
 pub mod feed;
 pub mod metrics;
 pub mod poller;

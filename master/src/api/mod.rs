@@ -62,6 +62,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(metrics::router())
         .merge(events::router())
+        .merge(crate::dashboard::router())
 }
 
 pub fn router(state: AppState) -> Router {
