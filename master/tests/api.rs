@@ -213,6 +213,8 @@ async fn openapi_document_is_generated_from_the_handlers() {
         "/v1/machines/{name}/nudge",
         "/healthz",
         "/metrics",
+        "/v1/events",
+        "/",
     ] {
         assert!(paths.contains_key(path), "missing path {path}");
     }

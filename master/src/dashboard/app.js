@@ -148,10 +148,16 @@ function updateTask(row, t) {
   row.querySelector(".exit").textContent = t.signal != null ? "sig " + t.signal : (t.exit_code ?? "-");
   row.querySelector(".why").textContent = t.reason || "";
 }
+// A job page's counts are kept per event (old state out, new in) and drawn
+// at most once a frame, so a burst of 10,000 events costs 10,000 increments.
+let countsQueued = false;
 function jobCounts() {
-  const by = {};
-  for (const { task } of current.tasks.values()) by[task.state] = (by[task.state] || 0) + 1;
-  counts($("#job-counts"), by, TASK_STATES);
+  if (countsQueued) return;
+  countsQueued = true;
+  requestAnimationFrame(() => {
+    countsQueued = false;
+    if (current) counts($("#job-counts"), current.byState, TASK_STATES);
+  });
 }
 function eventItem(e) {
   // The job view's recent events carry no kind: a task index makes a task event.
@@ -164,7 +170,7 @@ function eventItem(e) {
 }
 async function openJob(name) {
   const view = await api("/v1/jobs/" + encodeURIComponent(name));
-  current = { name, id: view.id, tasks: new Map() };
+  current = { name, id: view.id, tasks: new Map(), byState: {} };
   $("#job-name").textContent = name;
   setState($("#job-state"), view.state);
   $("#job-kind").textContent = view.kind + ", " + view.replicas + " task" + (view.replicas === 1 ? "" : "s");
@@ -178,6 +184,7 @@ async function openJob(name) {
     for (const t of page.tasks || []) {
       const row = taskRow(t);
       current.tasks.set(t.index, { row, task: t });
+      current.byState[t.state] = (current.byState[t.state] || 0) + 1;
       frag.append(row);
     }
     body.append(frag);
@@ -223,7 +230,9 @@ function onEvent(e) {
   if (current && e.job_id === current.id) {
     if (e.kind === "task") {
       const entry = current.tasks.get(e.task_index);
-      if (entry) {
+      if (entry && entry.task.state !== e.to) {
+        current.byState[entry.task.state]--;
+        current.byState[e.to] = (current.byState[e.to] || 0) + 1;
         entry.task.state = e.to;
         if (e.machine) entry.task.machine = e.machine;
         entry.task.reason = e.reason || entry.task.reason;
