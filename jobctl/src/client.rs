@@ -263,6 +263,15 @@ impl Client {
         self.send(req).await
     }
 
+    /// `GET /v1/resolve/{job}`: where the job's running tasks are.
+    pub async fn resolve(&self, job: &str) -> Result<borg_shared::naming::Resolved, ClientError> {
+        let req = self
+            .request(Method::GET, &["v1", "resolve", job])
+            .timeout(REQUEST_TIMEOUT);
+        let resp = self.send(req).await?;
+        self.json("GET /v1/resolve/{job}", resp).await
+    }
+
     /// The master's version, from its OpenAPI document.
     pub async fn master_version(&self) -> Result<String, ClientError> {
         let req = self

@@ -58,6 +58,8 @@ pub enum Command {
     Logs(cmd::logs::Args),
     /// Kill a job: stop all its tasks.
     Kill(cmd::kill::Args),
+    /// Where a job's running tasks are: machine, host and ports.
+    Resolve(cmd::resolve::Args),
     /// Wait until a job ends; exit 0 if it succeeded, 1 if it failed or was killed.
     Wait(cmd::wait::Args),
     /// Print a shell completion script (bash, zsh or fish).
@@ -93,6 +95,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Describe(args) => block_on(async { cmd::describe::run(&client()?, args).await }),
         Command::Logs(args) => block_on(async { cmd::logs::run(&client()?, args).await }),
         Command::Kill(args) => block_on(async { cmd::kill::run(&client()?, args).await }),
+        Command::Resolve(args) => block_on(async { cmd::resolve::run(&client()?, args).await }),
         Command::Wait(args) => block_on(async { cmd::wait::run(&client()?, args).await }),
         Command::Completion(args) => cmd::completion::run(args),
         Command::Version(args) => block_on(async { cmd::version::run(&client()?, args).await }),

@@ -162,6 +162,17 @@ async fn browse(cell: &Cell, driver: &Driver, profile: &std::path::Path) {
         },
     )
     .await;
+    until(
+        "m1's cpu bar to show the 2 tasks",
+        Duration::from_secs(10),
+        || async {
+            text(&c, "#machine-bars")
+                .await?
+                .contains("cpu 0.20 / 2")
+                .then_some(())
+        },
+    )
+    .await;
     std::fs::write(
         artifact("dashboard-overview.png"),
         c.screenshot().await.unwrap(),

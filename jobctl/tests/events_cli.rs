@@ -132,3 +132,32 @@ fn run_wait_wait_and_get_events_follow_the_stream() {
     let _ = watch.wait();
     let _ = std::fs::remove_file(&slow);
 }
+
+#[test]
+fn run_wait_on_a_service_returns_once_all_run_and_resolve_finds_them() {
+    let cell = Cell::start(1);
+    let web = spec(
+        "web",
+        "name: web\nkind: service\nreplicas: 2\ntask:\n  command: [/bin/sleep, '600']\n  resources: {cpu: 0.1, memory: 16Mi}\n",
+    );
+    let out = cell.jobctl(&["run", "-f", web.to_str().unwrap(), "--wait"]);
+    let _ = std::fs::remove_file(&web);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).ends_with("job/web is running (2/2 tasks)\n"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = cell.jobctl(&["resolve", "web"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "TASK    MACHINE   HOST        PORTS\nweb/0   m1        127.0.0.1   -\nweb/1   m1        127.0.0.1   -\n"
+    );
+    let out = cell.jobctl(&["resolve", "web", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tasks"][1]["host"], "127.0.0.1");
+    let out = cell.jobctl(&["resolve", "nope"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+}

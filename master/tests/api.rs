@@ -214,6 +214,7 @@ async fn openapi_document_is_generated_from_the_handlers() {
         "/healthz",
         "/metrics",
         "/v1/events",
+        "/v1/resolve/{job}",
         "/",
     ] {
         assert!(paths.contains_key(path), "missing path {path}");

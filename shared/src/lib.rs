@@ -5,6 +5,7 @@
 pub mod error;
 pub mod event_stream;
 pub mod ids;
+pub mod naming;
 pub mod resources;
 pub mod spec;
 pub mod states;

@@ -19,6 +19,7 @@ mod machines;
 mod moves;
 mod placements;
 mod reports;
+mod resolve;
 mod rows;
 pub mod sql;
 mod tasks;

@@ -8,6 +8,7 @@ pub mod get;
 pub mod get_watch;
 pub mod kill;
 pub mod logs;
+pub mod resolve;
 pub mod run;
 pub mod version;
 pub mod wait;

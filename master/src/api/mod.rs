@@ -7,6 +7,7 @@ mod jobs;
 mod logs;
 mod machines;
 mod metrics;
+mod resolve;
 
 pub use error::{ApiError, ApiResult};
 
@@ -63,6 +64,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(metrics::router())
         .merge(events::router())
         .merge(crate::dashboard::router())
+        .merge(resolve::router())
 }
 
 pub fn router(state: AppState) -> Router {
