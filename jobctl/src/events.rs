@@ -81,6 +81,8 @@ impl<'a> EventStream<'a> {
         loop {
             if let Some(sse) = self.sse.as_mut() {
                 match sse.next().await {
+                    // Where a live-only stream starts: resume from there.
+                    Some(Ok(ev)) if ev.event == "start" => self.last = Some(ev.id),
                     Some(Ok(ev)) => {
                         let e: StreamEvent =
                             serde_json::from_str(&ev.data).map_err(|e| ClientError::Decode {

@@ -8,7 +8,7 @@
 use crate::store::{EventCursor, Store, CHANNEL_PENDING, CHANNEL_PLACED};
 use borg_shared::event_stream::StreamEvent;
 use sqlx::postgres::PgListener;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +26,11 @@ pub type Batch = Arc<Vec<Arc<StreamEvent>>>;
 #[derive(Clone)]
 pub struct Feed {
     tx: broadcast::Sender<Batch>,
+    /// The last cursor sent (`None` before the reader's first look). Sending a
+    /// page and moving the head happen under this lock, and so do a client's
+    /// subscription and its read of the head: every page after the head it
+    /// reads is in its receiver.
+    head: Arc<Mutex<Option<EventCursor>>>,
     /// Cancelled when the master shuts down: every stream ends.
     pub shutdown: CancellationToken,
 }
@@ -34,22 +39,33 @@ impl Feed {
     /// Start the reader; it runs until `shutdown`.
     pub fn start(store: Store, shutdown: CancellationToken) -> (Feed, tokio::task::JoinHandle<()>) {
         let (tx, _) = broadcast::channel(FEED_BUFFER);
+        let head = Arc::new(Mutex::new(None));
         let feed = Feed {
             tx: tx.clone(),
+            head: head.clone(),
             shutdown: shutdown.clone(),
         };
-        let task = tokio::spawn(read_loop(store, tx, shutdown));
+        let task = tokio::spawn(read_loop(store, tx, head, shutdown));
         (feed, task)
     }
 
-    /// Every page read from now on. Subscribe before reading history, so that
-    /// history and live overlap rather than leave a gap.
-    pub fn subscribe(&self) -> broadcast::Receiver<Batch> {
-        self.tx.subscribe()
+    /// Every page read from now on, and where the live tail stands (every
+    /// event after it will be received). Subscribe before reading history, so
+    /// that history and live overlap rather than leave a gap.
+    pub fn subscribe(&self) -> (broadcast::Receiver<Batch>, Option<EventCursor>) {
+        let head = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        (self.tx.subscribe(), *head)
     }
 }
 
-async fn read_loop(store: Store, tx: broadcast::Sender<Batch>, shutdown: CancellationToken) {
+type Head = Arc<Mutex<Option<EventCursor>>>;
+
+async fn read_loop(
+    store: Store,
+    tx: broadcast::Sender<Batch>,
+    head: Head,
+    shutdown: CancellationToken,
+) {
     let wake = Arc::new(Notify::new());
     tokio::spawn(listen(store.clone(), wake.clone(), shutdown.clone()));
     // Live starts at the head: history is each client's to read.
@@ -66,7 +82,7 @@ async fn read_loop(store: Store, tx: broadcast::Sender<Batch>, shutdown: Cancell
         }
     };
     loop {
-        cursor = publish_new(&store, &tx, cursor).await;
+        cursor = publish_new(&store, &tx, &head, cursor).await;
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = wake.notified() => {}
@@ -79,6 +95,7 @@ async fn read_loop(store: Store, tx: broadcast::Sender<Batch>, shutdown: Cancell
 async fn publish_new(
     store: &Store,
     tx: &broadcast::Sender<Batch>,
+    head: &Head,
     mut cursor: EventCursor,
 ) -> EventCursor {
     loop {
@@ -91,11 +108,16 @@ async fn publish_new(
         };
         cursor = page.next;
         let n = page.events.len();
-        if n > 0 {
-            metrics::counter!("borg_event_feed_events_total").increment(n as u64);
-            // No receivers is not an error: nobody is watching.
-            let _ = tx.send(Arc::new(page.events.into_iter().map(Arc::new).collect()));
+        let batch: Batch = Arc::new(page.events.into_iter().map(Arc::new).collect());
+        {
+            let mut head = head.lock().unwrap_or_else(|p| p.into_inner());
+            if n > 0 {
+                // No receivers is not an error: nobody is watching.
+                let _ = tx.send(batch);
+            }
+            *head = Some(cursor);
         }
+        metrics::counter!("borg_event_feed_events_total").increment(n as u64);
         if n < PAGE as usize {
             return cursor;
         }

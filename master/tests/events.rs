@@ -313,3 +313,72 @@ async fn filters_narrow_the_stream_and_bad_input_is_refused() {
         }
     }
 }
+
+/// The `id:` of the mark a live-only stream starts with.
+async fn live_mark(app: &helpers::TestApp) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "no start mark");
+        let resp = app
+            .http
+            .get(format!("{}/v1/events", app.url))
+            .send()
+            .await
+            .unwrap();
+        let mut body = resp.bytes_stream();
+        let first = tokio::time::timeout(Duration::from_secs(1), body.next()).await;
+        if let Ok(Some(Ok(chunk))) = first {
+            let text = String::from_utf8_lossy(&chunk).to_string();
+            // Before the master's reader has looked once there is no mark yet.
+            if text.starts_with("event: start\n") {
+                let id = text.lines().find_map(|l| l.strip_prefix("id: "));
+                return id.expect("an id").to_string();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_live_only_client_resumes_from_its_start_mark_without_a_gap() {
+    let app = spawn_app().await;
+    machine(&app.store).await;
+    let mark = live_mark(&app).await;
+    assert!(mark.parse::<EventCursor>().is_ok(), "{mark}");
+
+    // While no one is connected, a job is submitted.
+    let (status, _) = app
+        .post_json(
+            "/v1/jobs",
+            serde_json::json!({"name": "later", "replicas": 2, "task": {"command": ["/bin/true"]}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    let resp = app
+        .http
+        .get(format!("{}/v1/events?job=later", app.url))
+        .header("Last-Event-ID", &mark)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = resp.bytes_stream().eventsource();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the job's events after the mark")
+            .unwrap()
+            .unwrap();
+        let e: StreamEvent = serde_json::from_str(&ev.data).unwrap();
+        got.push((e.kind.as_str().to_string(), e.to));
+    }
+    assert_eq!(
+        got.iter().filter(|(k, _)| k == "task").count(),
+        2,
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&("job".to_string(), "pending".to_string())),
+        "{got:?}"
+    );
+}

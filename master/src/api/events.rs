@@ -48,7 +48,9 @@ struct EventQuery {
 }
 
 /// Every state change (task, job, machine) as server-sent events: `id:` is the
-/// event's cursor, `event:` its kind, `data:` a `StreamEvent` in JSON.
+/// event's cursor, `event:` its kind, `data:` a `StreamEvent` in JSON. A
+/// stream that starts live (no cursor) opens with a `start` event whose `id:`
+/// is where it stands, so even a client that saw no event yet can resume.
 /// Reconnect with `Last-Event-ID` to resume with no gap and no duplicate, also
 /// across master restarts. A client that falls too far behind is disconnected
 /// (it resumes the same way).
@@ -113,7 +115,7 @@ async fn events(
         )));
     }
     // Subscribe before the history read starts, so the two overlap.
-    let live = state.feed.subscribe();
+    let (live, head) = state.feed.subscribe();
     let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
     let follow = q.follow.unwrap_or(true);
     // A bounded read starts at the beginning unless told otherwise.
@@ -130,6 +132,7 @@ async fn events(
             filter,
             after,
             follow,
+            head,
         },
         tx,
     ));
@@ -153,6 +156,8 @@ struct Client {
     filter: EventFilter,
     after: Option<EventCursor>,
     follow: bool,
+    /// The live tail's position when the client subscribed.
+    head: Option<EventCursor>,
 }
 
 /// Why a client's stream ended (for the log).
@@ -228,6 +233,17 @@ async fn stream_to(
             }
         }
         last = Some(cursor);
+    } else if let Some(head) = client.head {
+        // A live-only start: tell the client where it stands (a `start` event
+        // whose id is the position), so a reconnect resumes here without a gap.
+        let mark = Event::default()
+            .event("start")
+            .id(head.to_string())
+            .data(format!("{{\"cursor\":\"{head}\"}}"));
+        if tx.send(mark).await.is_err() {
+            return End::ClientGone;
+        }
+        last = Some(head);
     }
     if !client.follow {
         return End::HistoryDone;
