@@ -5,7 +5,7 @@ mod support;
 
 use std::process::Stdio;
 use std::time::Duration;
-use support::{stderr, stdout, wait_for, Cell};
+use support::{stderr, stdout, Cell};
 
 fn spec(name: &str, text: &str) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("borg-{}-{name}.yaml", std::process::id()));
@@ -42,6 +42,32 @@ fn run_wait_wait_and_get_events_follow_the_stream() {
         !text.contains('\u{1b}'),
         "no terminal codes when piped: {text:?}"
     );
+
+    // On a terminal (a pty from `script`): a live progress bar instead of the lines.
+    let tty = spec(
+        "tty",
+        "name: tty\nreplicas: 2\ntask:\n  command: [/bin/sh, -c, 'sleep 1']\n",
+    );
+    let line = format!(
+        "{} --master {} run -f {} --wait",
+        support::JOBCTL,
+        cell.master,
+        tty.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .output()
+        .expect("script(1) from util-linux");
+    let _ = std::fs::remove_file(&tty);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("job/tty ["), "a progress bar: {text:?}");
+    assert!(text.contains('\u{1b}'), "terminal codes: {text:?}");
+    assert!(
+        !text.contains("pending -> assigned"),
+        "no per-task lines: {text:?}"
+    );
+    assert!(text.contains("job/tty succeeded"), "{text:?}");
 
     // A finished job: `wait` answers at once with its result.
     let out = cell.jobctl(&["wait", "hello"]);
@@ -117,15 +143,12 @@ fn run_wait_wait_and_get_events_follow_the_stream() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut reader = std::io::BufReader::new(watch.stdout.take().unwrap());
-    let seen = wait_for(
+    let rx = support::lines(&mut watch);
+    let seen = support::line_where(
+        &rx,
         "the watch to see slow/0 succeed",
         Duration::from_secs(30),
-        || {
-            let mut line = String::new();
-            std::io::BufRead::read_line(&mut reader, &mut line).ok()?;
-            line.starts_with("slow/0   succeeded").then_some(line)
-        },
+        |l| l.starts_with("slow/0   succeeded"),
     );
     assert!(seen.contains("m1"), "{seen}");
     let _ = watch.kill();
@@ -140,6 +163,12 @@ fn run_wait_on_a_service_returns_once_all_run_and_resolve_finds_them() {
         "web",
         "name: web\nkind: service\nreplicas: 2\ntask:\n  command: [/bin/sleep, '600']\n  resources: {cpu: 0.1, memory: 16Mi}\n",
     );
+    let mut watch = cell
+        .command(&["get", "jobs", "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let out = cell.jobctl(&["run", "-f", web.to_str().unwrap(), "--wait"]);
     let _ = std::fs::remove_file(&web);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -148,6 +177,15 @@ fn run_wait_on_a_service_returns_once_all_run_and_resolve_finds_them() {
         "{}",
         stdout(&out)
     );
+
+    // The watch printed the (empty) table, then web's row as it changed.
+    let rx = support::lines(&mut watch);
+    let row = support::line_where(&rx, "web's row running", Duration::from_secs(30), |l| {
+        l.starts_with("web ") && l.contains(" running ")
+    });
+    assert!(row.contains("service"), "{row}");
+    let _ = watch.kill();
+    let _ = watch.wait();
 
     let out = cell.jobctl(&["resolve", "web"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

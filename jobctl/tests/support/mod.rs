@@ -136,3 +136,37 @@ impl Drop for Cell {
         }
     }
 }
+
+/// A child's stdout lines, read on a thread (so a test can wait with a deadline).
+pub fn lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let out = child.stdout.take().expect("a piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The first line from `rx` that `f` accepts, within `timeout`.
+pub fn line_where(
+    rx: &std::sync::mpsc::Receiver<String>,
+    what: &str,
+    timeout: Duration,
+    f: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if f(&line) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("timed out after {timeout:?} waiting for {what}"),
+        }
+    }
+}
