@@ -247,3 +247,113 @@ async fn browse(cell: &Cell, driver: &Driver, profile: &std::path::Path) {
     .unwrap();
     c.close().await.unwrap();
 }
+
+/// By hand: `BORG_DASHBOARD_TASKS=10000 cargo test -p jobctl --test dashboard
+/// -- --nocapture big`. Opens a job of that many tasks while it runs and
+/// checks the page keeps up (every row live, the page answering) until all
+/// succeed; prints how long it took and the slowest answer of the page.
+#[test]
+fn big_job_page_stays_live_when_asked() {
+    let Some(n) = std::env::var("BORG_DASHBOARD_TASKS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return;
+    };
+    let cell = Cell::start(3);
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(big(&cell, &driver, profile.path(), n));
+}
+
+async fn big(cell: &Cell, driver: &Driver, profile: &std::path::Path, n: usize) {
+    let caps = serde_json::json!({
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", format!("--user-data-dir={}", profile.display()),
+                "--window-size=1400,900",
+            ]
+        }
+    });
+    let serde_json::Value::Object(caps) = caps else {
+        unreachable!()
+    };
+    let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a chromium session");
+    c.goto(&format!("{}/", cell.master)).await.unwrap();
+    until(
+        "the event stream to open",
+        Duration::from_secs(20),
+        || async { (text(&c, "#live").await? == "live").then_some(()) },
+    )
+    .await;
+    let spec = serde_json::json!({
+        "name": "many", "replicas": n,
+        "task": {"command": ["/bin/true"], "resources": {"cpu": "10m", "memory": "1Mi"}}
+    });
+    let started = Instant::now();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/jobs", cell.master))
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    c.execute("location.hash = '#/jobs/many'", vec![])
+        .await
+        .unwrap();
+    let slowest = std::cell::RefCell::new(Duration::ZERO);
+    let rows_at = std::cell::RefCell::new(None);
+    let want = format!("{n} succeeded");
+    until(
+        "every task succeeded on the page",
+        Duration::from_secs(60 + n as u64 / 20),
+        || async {
+            let asked = Instant::now();
+            let rows = c
+                .execute(
+                    "return document.querySelectorAll('#tasks tbody tr').length",
+                    vec![],
+                )
+                .await
+                .ok()?;
+            let took = asked.elapsed();
+            slowest.replace_with(|s| (*s).max(took));
+            if rows.as_u64() == Some(n as u64) && rows_at.borrow().is_none() {
+                rows_at.replace(Some(started.elapsed()));
+            }
+            text(&c, "#job-counts")
+                .await?
+                .contains(want.as_str())
+                .then_some(())
+        },
+    )
+    .await;
+    let slowest = slowest.into_inner();
+    let rows_at = rows_at.into_inner();
+    let done = started.elapsed();
+    let succeeded_rows = c
+        .execute(
+            "return document.querySelectorAll('#tasks tbody td.state.s-succeeded').length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(succeeded_rows.as_u64(), Some(n as u64), "every row updated");
+    std::fs::write(artifact("dashboard-big.png"), c.screenshot().await.unwrap()).unwrap();
+    eprintln!(
+        "{n} tasks: all rows on the page after {:?}, every row succeeded after {done:?}, slowest page answer {slowest:?}",
+        rows_at.unwrap_or_default()
+    );
+    c.close().await.unwrap();
+}

@@ -148,16 +148,9 @@ function updateTask(row, t) {
   row.querySelector(".exit").textContent = t.signal != null ? "sig " + t.signal : (t.exit_code ?? "-");
   row.querySelector(".why").textContent = t.reason || "";
 }
-// A job page's counts are kept per event (old state out, new in) and drawn
-// at most once a frame, so a burst of 10,000 events costs 10,000 increments.
-let countsQueued = false;
+// A job page's counts are kept per event (old state out, new in), never recounted.
 function jobCounts() {
-  if (countsQueued) return;
-  countsQueued = true;
-  requestAnimationFrame(() => {
-    countsQueued = false;
-    if (current) counts($("#job-counts"), current.byState, TASK_STATES);
-  });
+  if (current) counts($("#job-counts"), current.byState, TASK_STATES);
 }
 function eventItem(e) {
   // The job view's recent events carry no kind: a task index makes a task event.
@@ -224,10 +217,24 @@ async function openLog(index) {
 
 // ---------- live: the event stream ----------
 
+// Events are queued and applied every 100 ms: a burst of thousands costs one
+// pass that updates each touched row once and draws only the newest events.
+const queue = [];
+let queued = false;
 function onEvent(e) {
-  if (e.job) dirtyJobs.add(e.job);
-  if (e.kind === "machine" || e.machine) machinesDirty = true;
-  if (current && e.job_id === current.id) {
+  queue.push(e);
+  if (!queued) { queued = true; setTimeout(applyEvents, 100); }
+}
+function applyEvents() {
+  queued = false;
+  const events = queue.splice(0);
+  const touched = new Set();
+  const mine = [];
+  for (const e of events) {
+    if (e.job) dirtyJobs.add(e.job);
+    if (e.kind === "machine" || e.machine) machinesDirty = true;
+    if (!current || e.job_id !== current.id) continue;
+    mine.push(e);
     if (e.kind === "task") {
       const entry = current.tasks.get(e.task_index);
       if (entry && entry.task.state !== e.to) {
@@ -236,16 +243,20 @@ function onEvent(e) {
         entry.task.state = e.to;
         if (e.machine) entry.task.machine = e.machine;
         entry.task.reason = e.reason || entry.task.reason;
-        updateTask(entry.row, entry.task);
-        jobCounts();
+        touched.add(entry);
       }
     } else if (e.kind === "job") {
       setState($("#job-state"), e.to);
     }
-    const list = $("#job-events");
-    list.prepend(eventItem(e));
-    while (list.children.length > MAX_EVENTS) list.lastChild.remove();
   }
+  if (!current) return;
+  for (const entry of touched) updateTask(entry.row, entry.task);
+  if (touched.size) jobCounts();
+  const list = $("#job-events");
+  const frag = document.createDocumentFragment();
+  for (const e of mine.slice(-MAX_EVENTS).reverse()) frag.append(eventItem(e));
+  list.prepend(frag);
+  while (list.children.length > MAX_EVENTS) list.lastChild.remove();
 }
 async function flush() {
   const names = [...dirtyJobs];
