@@ -1,6 +1,7 @@
 //! The borglet's configuration: every flag, each also readable from an environment
 //! variable, plus the machine capacity detection used when no override is given.
 
+use crate::isolation::{Choice, DEFAULT_PIDS};
 use anyhow::Context;
 use borg_shared::resources::Quantity;
 use borg_shared::wire::Capacity;
@@ -64,6 +65,32 @@ pub struct Config {
     /// Disk capacity offered (`100Gi`) [default: free space of the data dir].
     #[arg(long, env = "BORGLET_DISK", value_parser = parse_bytes)]
     pub disk: Option<Bytes>,
+
+    /// CPU kept back for the system when the capacity is detected (`500m`).
+    #[arg(long, env = "BORGLET_RESERVE_CPU", value_parser = parse_cpu, default_value = "0")]
+    pub reserve_cpu: MilliCpu,
+
+    /// Memory kept back for the system when the capacity is detected (`512Mi`).
+    #[arg(long, env = "BORGLET_RESERVE_MEMORY", value_parser = parse_bytes, default_value = "0")]
+    pub reserve_memory: Bytes,
+
+    /// How tasks are isolated: `auto` takes cgroup v2, else v1, else runs them
+    /// unisolated (and says so); `v2`/`v1` refuse to start without that hierarchy.
+    #[arg(long, env = "BORGLET_ISOLATION", value_enum, default_value_t = Choice::Auto)]
+    pub isolation: Choice,
+
+    /// Parent of this borglet's cgroups, under each hierarchy's root; the
+    /// machine name is appended, so borglets sharing a host stay apart.
+    #[arg(long, env = "BORGLET_CGROUP_PARENT", default_value = "borg")]
+    pub cgroup_parent: String,
+
+    /// Most processes (and threads) one attempt may have.
+    #[arg(long, env = "BORGLET_PIDS_LIMIT", default_value_t = DEFAULT_PIDS)]
+    pub pids_limit: u64,
+
+    /// How often each attempt's cpu and memory use is sampled from its cgroup.
+    #[arg(long, env = "BORGLET_USAGE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub usage_interval: Duration,
 
     /// What happens to running tasks when the borglet shuts down.
     #[arg(long, env = "BORGLET_ON_EXIT", value_enum, default_value_t = OnExit::Keep)]
@@ -140,15 +167,19 @@ impl Config {
         }
     }
 
-    /// Capacity offered to the master: the overrides, else what this machine has.
+    /// Capacity offered to the master: the overrides, else what this machine has
+    /// minus the reserves.
     pub fn capacity(&self, data_dir: &Path) -> anyhow::Result<Capacity> {
         let cpu = match self.cpu {
             Some(cpu) => cpu,
-            None => detect_cpu(),
+            None => MilliCpu(detect_cpu().0.saturating_sub(self.reserve_cpu.0)),
         };
         let memory = match self.memory {
             Some(m) => m,
-            None => detect_memory().context("reading MemTotal from /proc/meminfo")?,
+            None => {
+                let total = detect_memory().context("reading MemTotal from /proc/meminfo")?;
+                Bytes(total.0.saturating_sub(self.reserve_memory.0))
+            }
         };
         let disk = match self.disk {
             Some(d) => d,
@@ -225,6 +256,34 @@ mod tests {
         assert_eq!(labels.get("ssd").map(String::as_str), Some(""));
         let c = Config::try_parse_from(["borglet", "--label", "a=1,,b=2,"]).unwrap();
         assert_eq!(c.labels_map().len(), 2);
+    }
+
+    #[test]
+    fn reserves_come_off_detected_capacity_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::try_parse_from([
+            "borglet",
+            "--reserve-cpu",
+            "500m",
+            "--reserve-memory",
+            "1Mi",
+        ])
+        .unwrap();
+        let detected = Config::try_parse_from(["borglet"])
+            .unwrap()
+            .capacity(dir.path())
+            .unwrap();
+        let reserved = c.capacity(dir.path()).unwrap();
+        assert_eq!(reserved.cpu.0, detected.cpu.0 - 500);
+        assert_eq!(reserved.memory.0, detected.memory.0 - (1 << 20));
+        let c = Config::try_parse_from(["borglet", "--reserve-cpu", "1", "--cpu", "3"]).unwrap();
+        assert_eq!(
+            c.capacity(dir.path()).unwrap().cpu,
+            MilliCpu(3000),
+            "an override is taken as given"
+        );
+        assert_eq!(c.isolation, Choice::Auto);
+        assert_eq!(c.pids_limit, 4096);
     }
 
     #[test]

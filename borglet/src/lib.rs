@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod isolation;
 pub mod logs;
 pub mod metrics;
 pub mod nudge;
@@ -100,6 +101,11 @@ pub async fn run(
     let capacity = config.capacity(&data_dir)?;
     let advertise = config.advertise_url(bound);
 
+    let cgroup_parent = isolation::parent_path(&config.cgroup_parent, &config.name);
+    let isolator = isolation::detect(config.isolation, &isolation::read_mounts(), &cgroup_parent)
+        .context("setting up task isolation (--isolation)")?;
+    let isolation_mode = isolator.mode();
+
     let metrics = Arc::new(metrics::Metrics::new(&config.name));
     let table = Arc::new(state::AttemptTable::new(metrics.running_gauge()));
     let nudger = Arc::new(nudge::Nudger::default());
@@ -109,6 +115,8 @@ pub async fn run(
         Arc::clone(&nudger),
         config.name.clone(),
         &data_dir,
+        Arc::clone(&isolator),
+        config.pids_limit,
     ));
     let contact = Arc::new(register::Contact::default());
     let registrar = register::Registrar::new(
@@ -118,6 +126,8 @@ pub async fn run(
             address: advertise.clone(),
             capacity,
             labels: config.labels_map(),
+            isolation: Some(isolation_mode),
+            version: Some(env!("CARGO_PKG_VERSION").to_string()),
         },
         Arc::clone(&contact),
         config.reregister_after,
@@ -138,6 +148,14 @@ pub async fn run(
         }
     };
 
+    let sampling = (isolation_mode != borg_shared::wire::IsolationMode::None).then(|| {
+        tokio::spawn(isolation::sample_forever(
+            Arc::clone(supervisor.table()),
+            config.usage_interval,
+            stop_background.clone(),
+        ))
+    });
+
     let state = api::AppState {
         name: config.name.as_str().into(),
         data_dir: Arc::new(data_dir.clone()),
@@ -151,7 +169,8 @@ pub async fn run(
     tracing::info!(listen = %bound, name = %config.name, advertise = %advertise,
         master = %config.master, data_dir = %data_dir.display(),
         cpu = %capacity.cpu, memory = %capacity.memory, disk = %capacity.disk,
-        on_exit = ?config.on_exit, "borglet serving");
+        on_exit = ?config.on_exit, isolation = isolation_mode.as_str(),
+        cgroup_parent = %cgroup_parent.display(), "borglet serving");
     let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;
@@ -159,6 +178,11 @@ pub async fn run(
     stop_background.cancel();
     if let Err(e) = registering.await {
         tracing::error!(error = %e, "registration task failed");
+    }
+    if let Some(sampling) = sampling {
+        if let Err(e) = sampling.await {
+            tracing::error!(error = %e, "usage sampling task failed");
+        }
     }
     if let Some(nudging) = nudging {
         if let Err(e) = nudging.await {

@@ -66,6 +66,10 @@ fn describe() {
         "borglet_attempts_stopped_total",
         "Stops begun because the master no longer wants the attempt"
     );
+    describe_counter!(
+        "borglet_attempts_oom_killed_total",
+        "Attempts in whose cgroup the kernel OOM-killed a process"
+    );
     describe_gauge!(
         "borglet_attempts_running",
         "Attempts whose process has not exited yet (running or stopping)"
@@ -124,6 +128,7 @@ pub struct Metrics {
     sync_duration: Histogram,
     nudges_sent: Counter,
     nudges_failed: Counter,
+    oom_killed: Counter,
 }
 
 impl Metrics {
@@ -148,6 +153,7 @@ impl Metrics {
             sync_duration: metrics::histogram!(SYNC_DURATION, &[m()]),
             nudges_sent: metrics::counter!("borglet_nudges_total", &result("sent")),
             nudges_failed: metrics::counter!("borglet_nudges_total", &result("failed")),
+            oom_killed: metrics::counter!("borglet_attempts_oom_killed_total", &[m()]),
         }
     }
 
@@ -165,6 +171,10 @@ impl Metrics {
             Exit::Signal(_) => self.signaled.increment(1),
             Exit::Unknown(_) => self.exit_unknown.increment(1),
         }
+    }
+
+    pub fn oom_killed(&self) {
+        self.oom_killed.increment(1);
     }
 
     pub fn stopped(&self) {

@@ -3,12 +3,13 @@
 //! Everything the borglet knows about its tasks lives here, in one place, so that
 //! re-adoption after a restart has a single table to rebuild.
 
-use borg_shared::wire::{AttemptPhase, AttemptReport, AttemptSpec};
+use crate::isolation::{AttemptCgroup, Ending, Sample};
+use borg_shared::wire::{AttemptPhase, AttemptReport, AttemptSpec, ResourceUsage};
 use borg_shared::AttemptId;
 use chrono::{DateTime, Utc};
 use metrics::Gauge;
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -132,6 +133,16 @@ pub struct Attempt {
     /// Cancelled once the process has exited and been reaped (at once for a
     /// failed start), so a stopper can wait for the exit instead of polling.
     pub exited: CancellationToken,
+    pub isolation: AttemptIsolation,
+}
+
+/// What isolation knows of an attempt: its cgroup (none when unisolated), the
+/// latest usage sample, and what its end added to the exit status.
+#[derive(Debug, Default)]
+pub struct AttemptIsolation {
+    pub cgroup: Option<Arc<AttemptCgroup>>,
+    pub usage: Option<ResourceUsage>,
+    pub ending: Option<Ending>,
 }
 
 impl Attempt {
@@ -146,7 +157,19 @@ impl Attempt {
             signal: None,
             stopped_by_borglet: false,
             message: None,
+            oom_killed: false,
+            peak_memory: None,
+            stderr_tail: None,
+            usage: None,
         };
+        if self.phase.is_live() {
+            r.usage = self.isolation.usage;
+        }
+        if let Some(e) = &self.isolation.ending {
+            r.oom_killed = e.oom_killed;
+            r.peak_memory = e.peak_memory;
+            r.stderr_tail = e.stderr_tail.clone();
+        }
         match &self.phase {
             Phase::Running { pid, started_at } => {
                 r.pid = Some(*pid);
@@ -194,6 +217,7 @@ pub struct StopTicket {
     pub pid: i32,
     pub grace: Duration,
     pub exited: CancellationToken,
+    pub cgroup: Option<Arc<AttemptCgroup>>,
 }
 
 #[derive(Debug, Default)]
@@ -320,7 +344,36 @@ impl AttemptTable {
             pid,
             grace: Duration::from_millis(attempt.spec.kill_grace_ms),
             exited: attempt.exited.clone(),
+            cgroup: attempt.isolation.cgroup.clone(),
         })
+    }
+
+    /// The cgroups of attempts whose process has not been reaped, for sampling.
+    pub fn live_cgroups(&self) -> Vec<(AttemptId, Arc<AttemptCgroup>)> {
+        self.lock()
+            .attempts
+            .values()
+            .filter(|a| a.phase.is_live())
+            .filter_map(|a| Some((a.spec.id, Arc::clone(a.isolation.cgroup.as_ref()?))))
+            .collect()
+    }
+
+    /// Store the latest usage samples (one lock for all of them).
+    pub fn set_usage(&self, samples: &[Sample]) {
+        let mut inner = self.lock();
+        for s in samples {
+            if let Some(a) = inner.attempts.get_mut(&s.id) {
+                a.isolation.usage = Some(s.usage);
+            }
+        }
+    }
+
+    /// Record what the end of attempt `id` added to its exit status.
+    pub fn set_ending(&self, id: AttemptId, ending: Ending) {
+        if let Some(a) = self.lock().attempts.get_mut(&id) {
+            a.isolation.ending = Some(ending);
+            a.isolation.usage = None;
+        }
     }
 
     /// Running attempts whose id `keep` rejects.
@@ -378,6 +431,8 @@ mod tests {
             env: Default::default(),
             resources: Capacity::default(),
             kill_grace_ms: 100,
+            memory_limit: None,
+            cpu_limit: None,
         }
     }
 
@@ -391,6 +446,7 @@ mod tests {
                 started_at: Utc::now(),
             },
             exited: CancellationToken::new(),
+            isolation: AttemptIsolation::default(),
         });
         id
     }

@@ -42,6 +42,9 @@ impl Default for Options {
 pub struct PgServer {
     port: u16,
     pid: Pid,
+    /// Its data dir: `postmaster.pid` there names the postmaster running now,
+    /// which is not ours if the server was restarted underneath us (`pg_ctl restart`).
+    data_dir: PathBuf,
     exited: std::sync::Mutex<mpsc::Receiver<std::io::Result<std::process::ExitStatus>>>,
     stopped: bool,
 }
@@ -218,6 +221,7 @@ impl PgServer {
         let server = PgServer {
             port,
             pid: Pid::from_raw(pid as i32),
+            data_dir: data_dir.to_path_buf(),
             exited: std::sync::Mutex::new(exit_rx),
             stopped: false,
         };
@@ -289,7 +293,11 @@ impl PgServer {
         }
         self.stopped = true;
         let _ = kill(self.pid, Signal::SIGINT);
-        match self.exited_rx().recv_timeout(Duration::from_secs(30)) {
+        let ours = self.exited_rx().recv_timeout(Duration::from_secs(30));
+        // Restarted underneath us, the server runs under another pid that is
+        // not our child: stop the postmaster its pid file names too.
+        stop_stale(&self.data_dir);
+        match ours {
             Ok(_) | Err(mpsc::RecvTimeoutError::Disconnected) => Ok(()),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 // Immediate shutdown: the next start runs crash recovery, nothing committed is lost.
@@ -309,24 +317,85 @@ impl Drop for PgServer {
     }
 }
 
-/// If `postmaster.pid` names a live postgres, ask it to stop and wait for it.
+/// Run `pg_ctl` on `data_dir` with `args` (as the server's user when we are
+/// root): restart or stop a server underneath its owner, as an operator would.
+pub fn pg_ctl(data_dir: &Path, args: &[&str]) -> Result<()> {
+    let mut cmd = Command::new(find_bin_dir()?.join("pg_ctl"));
+    cmd.args(args)
+        .arg("-D")
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    run_as(&mut cmd, &server_user()?);
+    let out = cmd.output().context("running pg_ctl")?;
+    if !out.status.success() {
+        bail!(
+            "pg_ctl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// The live postmaster that `data_dir`'s `postmaster.pid` names, if any.
 pub(crate) fn running_postmaster(data_dir: &Path) -> Option<Pid> {
     let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
     let pid: i32 = text.lines().next()?.trim().parse().ok()?;
     // A pid is only trusted together with what runs under it (pids are reused).
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-    (comm.trim() == "postgres").then_some(Pid::from_raw(pid))
+    let pid = Pid::from_raw(pid);
+    (comm.trim() == "postgres" && alive(pid)).then_some(pid)
 }
 
+/// Running, not a zombie: a daemonized postmaster that exited stays a zombie
+/// until its parent (pid 1, which in a container may never reap) collects it.
+fn alive(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z')
+    })
+}
+
+/// If `postmaster.pid` names a live postgres, ask it to stop and wait for it.
 fn stop_stale(data_dir: &Path) {
     let Some(pid) = running_postmaster(data_dir) else {
         return;
     };
+    // Its pid file stays until it has exited; a pid that is gone is fine.
     tracing::warn!(%pid, "stopping a postgres left running on {}", data_dir.display());
     let _ = kill(pid, Signal::SIGINT);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while kill(pid, None).is_ok() && Instant::now() < deadline {
+    while alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `pg_ctl restart` leaves a postmaster that is not our child; stopping the
+    /// server must stop that one (read from `postmaster.pid`), not only ours.
+    #[test]
+    fn stop_stops_a_server_restarted_underneath() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("pg");
+        let opts = Options {
+            durable: false,
+            max_connections: 20,
+        };
+        let server = PgServer::start(&data, &opts).unwrap();
+        let first = server.pid;
+        pg_ctl(&data, &["restart", "-m", "immediate", "-w", "-s"]).unwrap();
+        let second = running_postmaster(&data).expect("a restarted postmaster");
+        assert_ne!(second, first);
+        server.stop().unwrap();
+        assert!(
+            running_postmaster(&data).is_none() && !alive(second),
+            "the restarted postmaster {second} still runs"
+        );
     }
 }

@@ -2,6 +2,8 @@
 //! method per call, and one error type that says in a single line what went
 //! wrong (unreachable master, the API's own error body, or an odd answer).
 
+mod operate;
+
 use borg_shared::wire::{JobList, JobView, LogStream, MachineList};
 use borg_shared::{ApiError, ErrorBody};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};

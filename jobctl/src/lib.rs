@@ -66,6 +66,12 @@ pub enum Command {
     Completion(cmd::completion::Args),
     /// Print jobctl's version and the master's.
     Version(cmd::version::Args),
+    /// Set a service's replica count (down stops the highest indexes first).
+    Scale(cmd::scale::Args),
+    /// Drain a machine: place nothing new there and move its tasks elsewhere.
+    Drain(cmd::cordon::Args),
+    /// Put a drained machine back into service.
+    Uncordon(cmd::cordon::Args),
     /// Run a whole local cell in the foreground: Postgres, master, scheduler and borglets.
     Dev(dev::Args),
     /// Benchmark a cell end to end: latency, throughput and CPU per task.
@@ -99,6 +105,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Wait(args) => block_on(async { cmd::wait::run(&client()?, args).await }),
         Command::Completion(args) => cmd::completion::run(args),
         Command::Version(args) => block_on(async { cmd::version::run(&client()?, args).await }),
+        Command::Scale(args) => block_on(async { cmd::scale::run(&client()?, args).await }),
+        Command::Drain(args) => block_on(async { cmd::cordon::drain(&client()?, args).await }),
+        Command::Uncordon(args) => {
+            block_on(async { cmd::cordon::uncordon(&client()?, args).await })
+        }
     }
 }
 

@@ -125,13 +125,17 @@ pub fn tasks_table(job: &str, tasks: &[TaskView], now: DateTime<Utc>) -> String 
                 or_dash(t.machine.as_ref()),
                 t.runs.to_string(),
                 exit_text(t),
+                or_dash(t.usage.map(|u| u.cpu)),
+                or_dash(t.usage.map(|u| u.memory)),
                 or_dash(t.reason.as_ref()),
                 age(t.updated_at, now),
             ]
         })
         .collect();
     table(
-        &["TASK", "STATE", "MACHINE", "RUNS", "EXIT", "REASON", "AGE"],
+        &[
+            "TASK", "STATE", "MACHINE", "RUNS", "EXIT", "CPU", "MEMORY", "REASON", "AGE",
+        ],
         rows,
     )
 }
@@ -152,7 +156,12 @@ pub fn machines_table(machines: &[MachineView], now: DateTime<Utc>) -> String {
                 m.address.clone(),
                 format!("{}/{}", m.allocated.cpu, m.capacity.cpu),
                 format!("{}/{}", m.allocated.memory, m.capacity.memory),
+                m.usage
+                    .map(|u| format!("{}, {}", u.cpu, u.memory))
+                    .unwrap_or_else(|| "-".into()),
                 m.tasks.to_string(),
+                or_dash(m.isolation.map(|i| i.as_str())),
+                or_dash(m.version.as_ref()),
                 if labels.is_empty() {
                     "-".into()
                 } else {
@@ -171,7 +180,10 @@ pub fn machines_table(machines: &[MachineView], now: DateTime<Utc>) -> String {
             "ADDRESS",
             "CPU",
             "MEMORY",
+            "USED",
             "TASKS",
+            "ISOLATION",
+            "VERSION",
             "LABELS",
             "LAST-HEARD",
         ],
@@ -199,7 +211,9 @@ pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
 pub(crate) mod fixtures {
     //! Fixed views for rendering tests.
     use borg_shared::spec::JobSpec;
-    use borg_shared::wire::{Capacity, EventView, JobView, MachineView, TaskView};
+    use borg_shared::wire::{
+        Capacity, EventView, IsolationMode, JobView, MachineView, ResourceUsage, TaskView,
+    };
     use borg_shared::{
         Bytes, JobId, JobKind, JobState, MachineId, MachineState, MilliCpu, TaskState,
     };
@@ -229,6 +243,8 @@ pub(crate) mod fixtures {
             exit_code: None,
             signal: None,
             updated_at: t0(),
+            usage: None,
+            death: None,
         }
     }
 
@@ -294,6 +310,12 @@ pub(crate) mod fixtures {
             },
             tasks: 1,
             last_heard: Some(t0()),
+            isolation: Some(IsolationMode::V1),
+            version: Some("0.1.0".into()),
+            usage: Some(ResourceUsage {
+                cpu: MilliCpu(120),
+                memory: Bytes(30 << 20),
+            }),
         }
     }
 }
@@ -354,12 +376,20 @@ web-frontend   service   pending   1 pending, 1 running   100        default   5
         t2.machine = Some("m3".into());
         t2.runs = 3;
         t2.signal = Some(9);
-        let out = tasks_table("hello", &[t0_, t1, t2], t0() + Duration::seconds(30));
+        let mut t3 = task(3, TaskState::Running);
+        t3.machine = Some("m1".into());
+        t3.runs = 1;
+        t3.usage = Some(borg_shared::wire::ResourceUsage {
+            cpu: borg_shared::MilliCpu(1500),
+            memory: borg_shared::Bytes(48 << 20),
+        });
+        let out = tasks_table("hello", &[t0_, t1, t2, t3], t0() + Duration::seconds(30));
         let expected = "\
-TASK      STATE       MACHINE   RUNS   EXIT    REASON                            AGE
-hello/0   succeeded   m1        1      0       -                                 30s
-hello/1   pending     -         0      -       no machine has 64Gi free memory   30s
-hello/2   failed      m3        3      sig 9   -                                 30s";
+TASK      STATE       MACHINE   RUNS   EXIT    CPU     MEMORY   REASON                            AGE
+hello/0   succeeded   m1        1      0       -       -        -                                 30s
+hello/1   pending     -         0      -       -       -        no machine has 64Gi free memory   30s
+hello/2   failed      m3        3      sig 9   -       -        -                                 30s
+hello/3   running     m1        1      -       1500m   48Mi     -                                 30s";
         assert_eq!(out, expected);
     }
 
@@ -370,9 +400,9 @@ hello/2   failed      m3        3      sig 9   -                                
             t0() + Duration::seconds(2),
         );
         let expected = "\
-NAME   STATE   ADDRESS                 CPU      MEMORY     TASKS   LABELS   LAST-HEARD
-m1     up      http://127.0.0.1:7701   250m/2   64Mi/4Gi   1       zone=a   2s ago
-m2     up      http://127.0.0.1:7702   250m/2   64Mi/4Gi   1       zone=b   2s ago";
+NAME   STATE   ADDRESS                 CPU      MEMORY     USED         TASKS   ISOLATION   VERSION   LABELS   LAST-HEARD
+m1     up      http://127.0.0.1:7701   250m/2   64Mi/4Gi   120m, 30Mi   1       v1          0.1.0     zone=a   2s ago
+m2     up      http://127.0.0.1:7702   250m/2   64Mi/4Gi   120m, 30Mi   1       v1          0.1.0     zone=b   2s ago";
         assert_eq!(out, expected);
     }
 

@@ -121,6 +121,8 @@ fn hello_view(state: JobState, tasks: Vec<(TaskState, Option<i32>)>) -> JobView 
             exit_code,
             signal: None,
             updated_at: now,
+            usage: None,
+            death: None,
         })
         .collect();
     let mut counts = BTreeMap::new();

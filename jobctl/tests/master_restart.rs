@@ -33,6 +33,7 @@ fn start_master(listener: TcpListener, database_url: &str) -> (CancellationToken
         listen: listener.local_addr().unwrap(),
         database_url: database_url.to_string(),
         poll_interval: Duration::from_millis(200),
+        leader: Default::default(),
     };
     let token = CancellationToken::new();
     let handle = tokio::spawn({

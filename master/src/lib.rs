@@ -3,7 +3,11 @@
 
 pub mod api;
 pub mod dashboard;
+pub mod dbhealth;
+pub mod drain;
 pub mod feed;
+pub mod leader;
+pub mod liveness;
 pub mod metrics;
 pub mod poller;
 pub mod sweep;
@@ -37,10 +41,9 @@ pub struct Config {
     /// How often every borglet is polled (new work is sent at once regardless).
     #[arg(long, env = "BORG_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
+    #[command(flatten)]
+    pub leader: leader::LeaderConfig,
 }
-
-/// How often every live job's state is checked against its task counters.
-const JOB_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Run the master on `listener` until `shutdown` is cancelled.
 pub async fn run(
@@ -59,6 +62,9 @@ pub async fn run(
     let machines_changed = Arc::new(Notify::new());
     let machines = Arc::new(poller::Machines::default());
     let (feed, feed_task) = feed::Feed::start(store.clone(), shutdown.clone());
+    let status = Arc::new(leader::Status::default());
+    let db = Arc::new(dbhealth::DbHealth::default());
+    let db_watch = tokio::spawn(dbhealth::watch(store.clone(), db.clone(), shutdown.clone()));
     let state = api::AppState {
         store: store.clone(),
         http: http.clone(),
@@ -66,29 +72,31 @@ pub async fn run(
         machines: machines.clone(),
         metrics: metrics::install(),
         feed,
+        leader: status.clone(),
+        db: db.clone(),
     };
-    let sweep = tokio::spawn(sweep::run(
-        store.clone(),
-        JOB_SWEEP_INTERVAL,
-        shutdown.clone(),
-    ));
-    let poller = tokio::spawn(poller::run(
+    let listen = listener.local_addr()?;
+    // Unique per process: a restarted replica is a new holder and takes the
+    // lease only once it expired.
+    let holder = format!("{listen}/{}", uuid::Uuid::new_v4());
+    let leading = leader::Leading {
         store,
         http,
-        poller::PollerConfig {
-            interval: config.poll_interval,
-        },
+        poll_interval: config.poll_interval,
+        config: config.leader.clone(),
         machines_changed,
         machines,
-        shutdown.clone(),
-    ));
-    tracing::info!(listen = %listener.local_addr()?, "borgmaster serving");
+        status,
+        db,
+    };
+    let leader = tokio::spawn(leader::run(leading, holder, shutdown.clone()));
+    tracing::info!(%listen, "borgmaster serving");
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;
     shutdown.cancel();
-    poller.await?;
-    sweep.await?;
+    leader.await?;
+    db_watch.await?;
     feed_task.await?;
     Ok(())
 }

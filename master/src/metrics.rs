@@ -32,6 +32,18 @@ fn describe() {
         "Task state changes applied by the master, by from and to state"
     );
     describe_counter!("borg_jobs_submitted_total", "Jobs accepted (201)");
+    describe_gauge!(
+        "borg_master_leader",
+        "1 while this replica holds the leader lease (polls borglets, runs the controllers)"
+    );
+    describe_counter!(
+        "borg_leader_takeovers_total",
+        "Times this replica took the leader lease"
+    );
+    describe_counter!(
+        "borg_attempts_lost_total",
+        "Attempts ended because their machine went down"
+    );
     describe_counter!(
         "borg_syncs_total",
         "Syncs with borglets, by result (ok, error)"

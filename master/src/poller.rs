@@ -11,34 +11,64 @@
 use crate::store::{Store, CHANNEL_PLACED};
 use anyhow::Context;
 use borg_shared::wire::{SyncRequest, SyncResponse};
-use borg_shared::{AttemptId, MachineId};
+use borg_shared::{AttemptId, MachineId, MachineState};
+use chrono::{DateTime, Utc};
 use sqlx::postgres::PgListener;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Leadership epoch sent with every sync. A single master for now; the leader
-/// lease that increments it comes with master replicas.
-const EPOCH: i64 = 1;
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+/// Syncs in flight at once, over all machines: a thousand borglets answering
+/// together must not take every store connection. A slow or dead borglet holds
+/// one permit, never another machine's loop.
+const MAX_SYNCS_IN_FLIGHT: usize = 128;
 
 #[derive(Clone)]
 pub struct PollerConfig {
     pub interval: Duration,
+    /// The leadership epoch this poller runs under, sent with every sync.
+    pub epoch: i64,
 }
 
 /// What a machine loop knows of its machine; refreshed on every rescan.
-struct Slot {
-    name: String,
+pub(crate) struct Slot {
+    pub(crate) name: String,
     address: Mutex<String>,
     /// `notify_one` keeps one permit: wakes that arrive during a sync make one more.
     wake: Notify,
     /// This loop's nudge secret (a uuid v4), sent in every sync; never logged.
     nudge_token: String,
+    /// When it last answered: the leader's memory of liveness (see `liveness`).
+    pub(crate) heard: Mutex<Heard>,
+}
+
+/// A machine's liveness as this leader knows it.
+pub(crate) struct Heard {
+    /// Where the liveness clock starts: the last answered sync, or when this
+    /// leader began polling it, or when the store kept it from asking.
+    pub(crate) last_ok: Instant,
+    /// The last answered sync.
+    last_answer: Option<Instant>,
+    /// The loop is reading the machine's desired set (stuck there while the
+    /// store is unreachable): its silence is not the machine's.
+    pub(crate) asking_store: bool,
+    /// The same, by the wall clock, for `machines.last_heard`.
+    pub(crate) at: Option<DateTime<Utc>>,
+    /// `at` not yet written to the store.
+    pub(crate) unflushed: bool,
+    /// The store has the machine `down`.
+    pub(crate) down: bool,
+}
+
+impl Slot {
+    pub(crate) fn heard(&self) -> std::sync::MutexGuard<'_, Heard> {
+        self.heard.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The running machine loops, shared between the poller and the API.
@@ -83,6 +113,21 @@ impl Machines {
         self.lock().by_id.get(&id).cloned()
     }
 
+    /// Every polled machine.
+    pub(crate) fn slots(&self) -> Vec<(MachineId, Arc<Slot>)> {
+        self.lock()
+            .by_id
+            .iter()
+            .map(|(id, s)| (*id, s.clone()))
+            .collect()
+    }
+
+    fn clear(&self) {
+        let mut loops = self.lock();
+        loops.by_id.clear();
+        loops.by_name.clear();
+    }
+
     fn wake_all(&self) {
         for slot in self.lock().by_id.values() {
             slot.wake.notify_one();
@@ -119,7 +164,10 @@ pub async fn run(
     machines: Arc<Machines>,
     shutdown: CancellationToken,
 ) {
+    // A new term polls every machine afresh (a former term's loops have ended).
+    machines.clear();
     let tracker = TaskTracker::new();
+    let in_flight = Arc::new(Semaphore::new(MAX_SYNCS_IN_FLIGHT));
     tracker.spawn(listen(store.clone(), machines.clone(), shutdown.clone()));
     loop {
         match store.poll_targets().await {
@@ -135,6 +183,15 @@ pub async fn run(
                         address: Mutex::new(t.address),
                         wake: Notify::new(),
                         nudge_token: uuid::Uuid::new_v4().to_string(),
+                        // Every machine gets a full `down_after` from when this leader starts.
+                        heard: Mutex::new(Heard {
+                            last_ok: Instant::now(),
+                            last_answer: None,
+                            asking_store: false,
+                            at: None,
+                            unflushed: false,
+                            down: t.state == MachineState::Down,
+                        }),
                     });
                     loops.by_id.insert(t.id, slot.clone());
                     loops.by_name.insert(t.name.clone(), t.id);
@@ -146,6 +203,7 @@ pub async fn run(
                         config.clone(),
                         t.id,
                         slot,
+                        in_flight.clone(),
                         shutdown.clone(),
                     ));
                 }
@@ -160,6 +218,7 @@ pub async fn run(
     }
     tracker.close();
     tracker.wait().await;
+    machines.clear();
 }
 
 /// Route `borg_placed` notifications to the machine loops.
@@ -212,17 +271,25 @@ async fn machine_loop(
     config: PollerConfig,
     id: MachineId,
     slot: Arc<Slot>,
+    in_flight: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
     let mut acks: Vec<AttemptId> = Vec::new();
     let mut failing_since: Option<Instant> = None;
     let mut last_warn: Option<Instant> = None;
     loop {
+        let Ok(permit) = in_flight.acquire().await else {
+            return;
+        };
         let started = Instant::now();
-        let result = sync_once(&store, &http, id, &slot, &mut acks).await;
+        let result = sync_once(&store, &http, &config, id, &slot, &mut acks).await;
+        drop(permit);
         metrics::histogram!("borg_sync_duration_seconds").record(started.elapsed().as_secs_f64());
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::counter!("borg_syncs_total", "result" => outcome).increment(1);
+        if slot.heard().last_answer.is_some_and(|t| t >= started) {
+            back_up(&store, &config, id, &slot).await;
+        }
         match result {
             Ok(()) => {
                 if let Some(since) = failing_since.take() {
@@ -241,20 +308,66 @@ async fn machine_loop(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = slot.wake.notified() => {}
-            _ = tokio::time::sleep(config.interval) => {}
+            // ±10%, so loops started together (a new leader's first scan) drift apart.
+            _ = tokio::time::sleep(config.interval.mul_f64(0.9 + 0.2 * fastrand::f64())) => {}
         }
+    }
+}
+
+impl Slot {
+    /// The borglet answered a sync: the leader's liveness clock restarts.
+    fn note_answer(&self) {
+        let mut heard = self.heard();
+        let now = Instant::now();
+        heard.last_ok = now;
+        heard.last_answer = Some(now);
+        heard.at = Some(Utc::now());
+        heard.unflushed = true;
+    }
+
+    /// The sync could not be tried (the store failed before the borglet was
+    /// asked): silence we caused is not the machine's, so it is not counted.
+    fn excuse(&self) {
+        self.heard().last_ok = Instant::now();
+    }
+}
+
+/// The machine answered: bring it back `up` if the store has it `down`.
+async fn back_up(store: &Store, config: &PollerConfig, id: MachineId, slot: &Slot) {
+    if !slot.heard().down {
+        return;
+    }
+    match store
+        .mark_machine_up(id, config.epoch, "answers syncs again")
+        .await
+    {
+        Ok(_) => {
+            slot.heard().down = false;
+            tracing::info!(machine = %slot.name, "machine up again");
+        }
+        Err(e) => tracing::warn!(machine = %slot.name, error = %e, "marking the machine up"),
     }
 }
 
 async fn sync_once(
     store: &Store,
     http: &reqwest::Client,
+    config: &PollerConfig,
     id: MachineId,
     slot: &Slot,
     acks: &mut Vec<AttemptId>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (attempts, new) = store.desired_attempts(id).await?;
+    slot.heard().asking_store = true;
+    let desired = store.desired_attempts(id).await;
+    slot.heard().asking_store = false;
+    let (attempts, new) = match desired {
+        Ok(d) => d,
+        Err(e) => {
+            slot.excuse();
+            return Err(e.into());
+        }
+    };
     let sent: Vec<AttemptId> = attempts.iter().map(|a| a.id).collect();
     let address = slot
         .address
@@ -262,7 +375,7 @@ async fn sync_once(
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let req = SyncRequest {
-        epoch: EPOCH,
+        epoch: config.epoch,
         machine: slot.name.clone(),
         attempts,
         ack: std::mem::take(acks),
@@ -282,13 +395,17 @@ async fn sync_once(
             let body = resp.text().await.unwrap_or_default();
             anyhow::bail!("{url} answered {status}: {body}");
         }
-        resp.json::<SyncResponse>()
+        let answer = resp
+            .json::<SyncResponse>()
             .await
-            .with_context(|| format!("reading the sync answer of {url}"))
+            .with_context(|| format!("reading the sync answer of {url}"))?;
+        // Alive, whatever the store makes of the report.
+        slot.note_answer();
+        Ok(answer)
     };
     // `assigned → starting` commits while the request travels and the borglet
     // forks: the two are independent, and the report is applied only after both.
-    let (marked, result) = tokio::join!(store.mark_starting(id, &new), post);
+    let (marked, result) = tokio::join!(store.mark_starting(id, config.epoch, &new), post);
     if let Err(e) = marked {
         *acks = req.ack;
         return Err(e.into());

@@ -30,6 +30,8 @@ async fn machine(store: &Store) -> MachineId {
                 disk: Bytes(0),
             },
             labels: Default::default(),
+            isolation: None,
+            version: None,
         })
         .await
         .unwrap();
@@ -65,7 +67,16 @@ async fn drive(store: Store, m: MachineId) {
             .collect();
         store.commit_placements("test", &batch).await.unwrap();
         let (wanted, new) = store.desired_attempts(m).await.unwrap();
-        store.mark_starting(m, &new).await.unwrap();
+        // Across the master's restart the epoch moves on: read it each time, and
+        // retry a write made with one that just went stale.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Err(e) = store
+            .mark_starting(m, helpers::leader_epoch(&store).await, &new)
+            .await
+        {
+            assert!(Instant::now() < deadline, "mark_starting: {e}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let ids: Vec<_> = wanted.iter().map(|a| a.id).collect();
         let report = |phase, code| -> Vec<AttemptReport> {
             ids.iter()
@@ -79,6 +90,10 @@ async fn drive(store: Store, m: MachineId) {
                     signal: None,
                     stopped_by_borglet: false,
                     message: None,
+                    oom_killed: false,
+                    peak_memory: None,
+                    stderr_tail: None,
+                    usage: None,
                 })
                 .collect()
         };

@@ -7,7 +7,7 @@ use borg_shared::wire::{AttemptPhase, AttemptReport, Capacity, RegisterMachine};
 use borg_shared::{AttemptId, Bytes, JobId, JobSpec, MachineId, MilliCpu, TaskId};
 use borgmaster::store::{Placement, Store, SubmitOutcome};
 use chrono::Utc;
-use helpers::spawn_app;
+use helpers::{leader_epoch, spawn_app};
 
 async fn machine(store: &Store) -> MachineId {
     named_machine(store, "m1").await
@@ -24,6 +24,8 @@ async fn named_machine(store: &Store, name: &str) -> MachineId {
                 disk: Bytes(0),
             },
             labels: Default::default(),
+            isolation: None,
+            version: None,
         })
         .await
         .unwrap();
@@ -79,6 +81,10 @@ fn report(id: AttemptId, phase: AttemptPhase, code: Option<i32>) -> AttemptRepor
         signal: None,
         stopped_by_borglet: false,
         message: None,
+        oom_killed: false,
+        peak_memory: None,
+        stderr_tail: None,
+        usage: None,
     }
 }
 
@@ -110,7 +116,10 @@ async fn batch_task_runs_to_success_and_is_acked() {
     assert_eq!(wanted.len(), 1);
     assert_eq!(new, vec![wanted[0].id]);
     assert_eq!(wanted[0].command, vec!["/bin/true"]);
-    store.mark_starting(m, &new).await.unwrap();
+    store
+        .mark_starting(m, leader_epoch(store).await, &new)
+        .await
+        .unwrap();
     assert_eq!(job_state(store).await.1, vec!["starting"]);
 
     let id = wanted[0].id;

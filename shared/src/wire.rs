@@ -69,6 +69,79 @@ pub struct TaskView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<i32>,
     pub updated_at: DateTime<Utc>,
+    /// What the current attempt uses now (last sample the master kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ResourceUsage>,
+    /// How the current attempt ended, once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub death: Option<DeathCertificate>,
+}
+
+/// What an attempt (or a machine's attempts together) uses: cpu as a rate
+/// (millicores averaged over the last sample period) and resident memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResourceUsage {
+    pub cpu: MilliCpu,
+    pub memory: Bytes,
+}
+
+/// Why an attempt ended (DESIGN.md: the death certificate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeathCause {
+    /// The process exited by itself with `exit_code`.
+    Exited,
+    /// A signal ended it (`signal`), not sent by borg.
+    Signaled,
+    /// The kernel killed it for going past its memory limit.
+    OomKilled,
+    /// Borg stopped it: `killed_by` says who asked.
+    Killed,
+    /// It never ran: the reason is the attempt's reason.
+    FailedToStart,
+}
+
+impl DeathCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeathCause::Exited => "exited",
+            DeathCause::Signaled => "signaled",
+            DeathCause::OomKilled => "oom-killed",
+            DeathCause::Killed => "killed",
+            DeathCause::FailedToStart => "failed-to-start",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeathCause> {
+        [
+            DeathCause::Exited,
+            DeathCause::Signaled,
+            DeathCause::OomKilled,
+            DeathCause::Killed,
+            DeathCause::FailedToStart,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+}
+
+/// How one attempt ended, kept with the attempt so it outlives the machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeathCertificate {
+    pub cause: DeathCause,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// Who asked for the kill, when `cause` is `killed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub killed_by: Option<String>,
+    /// Highest memory use of the attempt's cgroup (absent without isolation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory: Option<Bytes>,
+    /// The last 4 KiB of its stderr.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_tail: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -101,6 +174,38 @@ pub struct RegisterMachine {
     pub capacity: Capacity,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// How the borglet isolates tasks (absent from older borglets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<IsolationMode>,
+    /// The borglet's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// How a borglet isolates its tasks: a cgroup v2 or v1 per attempt, or not at all
+/// (no writable cgroup hierarchy, e.g. not root): limits are then not enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IsolationMode {
+    V2,
+    V1,
+    None,
+}
+
+impl IsolationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IsolationMode::V2 => "v2",
+            IsolationMode::V1 => "v1",
+            IsolationMode::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<IsolationMode> {
+        [IsolationMode::V2, IsolationMode::V1, IsolationMode::None]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -115,6 +220,13 @@ pub struct MachineView {
     pub allocated: Capacity,
     pub tasks: i64,
     pub last_heard: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<IsolationMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// What its attempts use together, as last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ResourceUsage>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -154,6 +266,12 @@ pub struct AttemptSpec {
     pub env: BTreeMap<String, String>,
     pub resources: Capacity,
     pub kill_grace_ms: u64,
+    /// Hard memory cap; the memory request when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<Bytes>,
+    /// Hard cpu cap; none (burst freely) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit: Option<MilliCpu>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -195,6 +313,18 @@ pub struct AttemptReport {
     /// Human detail, e.g. why it failed to start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The kernel OOM-killed a process of the attempt (its cgroup counted an oom kill).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_killed: bool,
+    /// Highest memory use of the attempt's cgroup, once it has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory: Option<Bytes>,
+    /// The last 4 KiB of stderr, once it has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_tail: Option<String>,
+    /// Latest usage sample while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ResourceUsage>,
 }
 
 /// Query of the log endpoints.

@@ -18,6 +18,9 @@ pub enum StoreError {
     /// A row that must exist did not (it changed under us): the caller may retry.
     #[error("{0}")]
     Vanished(String),
+    /// A write made as leader at `epoch`, but another replica leads now.
+    #[error("deposed: wrote as leader at epoch {epoch}, the lease is at epoch {current}")]
+    Deposed { epoch: i64, current: i64 },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -9,21 +9,26 @@
 //! the commit (`Transitions::emit`).
 
 mod attempts;
+mod drain;
 mod error;
 mod event_feed;
 mod events;
 mod finish;
 pub mod fixtures;
 mod jobs;
+mod lease;
+mod lost;
 mod machines;
 mod moves;
 mod placements;
 mod reports;
 mod resolve;
 mod rows;
+mod scale;
 pub mod sql;
 mod tasks;
 
+pub use drain::{CordonOutcome, DEFAULT_MAX_UNAVAILABLE};
 pub use error::{Result, StoreError};
 pub use event_feed::{EventFilter, FeedPage};
 pub use events::{EventCursor, EventPage, StoredEvent};
@@ -31,10 +36,13 @@ pub use jobs::{
     KillOutcome, SubmitOutcome, TaskPage, DEFAULT_JOB_PAGE, DEFAULT_TASK_PAGE, MAX_JOB_PAGE,
     MAX_TASK_PAGE,
 };
+pub use lease::LeaseView;
+pub use lost::MachineDown;
 pub use machines::{machine_usage, MachineTarget, Usage};
 pub use moves::Transitions;
 pub use placements::{Committed, Placed, Placement, REASON_REFRESH};
 pub use reports::ApplyOutcome;
+pub use scale::ScaleOutcome;
 pub use tasks::TaskLocation;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};

@@ -5,7 +5,7 @@ use crate::moves::{machine_event, MovedMachine, Transitions};
 use crate::rows::{capacity, MachineRow};
 use crate::sql::{USAGE_BY_MACHINE, USAGE_OF_MACHINES};
 use crate::{Store, CHANNEL_PENDING};
-use borg_shared::wire::{Capacity, MachineView, RegisterMachine};
+use borg_shared::wire::{AttemptPhase, AttemptReport, Capacity, MachineView, RegisterMachine};
 use borg_shared::{MachineId, MachineState};
 use sqlx::types::Json;
 use std::collections::HashMap;
@@ -55,7 +55,12 @@ pub async fn machine_usage<'e, E: sqlx::PgExecutor<'e>>(
 }
 
 const MACHINE_COLUMNS: &str =
-    "m.id, m.name, m.address, m.state, m.labels, m.cpu_milli, m.memory, m.disk, m.last_heard";
+    "m.id, m.name, m.address, m.state, m.labels, m.cpu_milli, m.memory, m.disk, m.last_heard,
+     m.isolation, m.version, m.cpu_used_milli, m.memory_used";
+
+/// Usage is written at most this often per machine: every poll carries it, but
+/// a write per poll of every attempt's row would cost more than it tells.
+const USAGE_WRITE_EVERY_SECS: i32 = 5;
 
 impl Store {
     /// A borglet announces itself; known names keep their id (and their attempts).
@@ -71,10 +76,12 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
         let (id, state): (MachineId, MachineState) = sqlx::query_as(
-            "INSERT INTO machines (id, name, address, labels, cpu_milli, memory, disk, state, last_heard)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'up', now())
+            "INSERT INTO machines (id, name, address, labels, cpu_milli, memory, disk, state, last_heard,
+                                   isolation, version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'up', now(), $8, $9)
              ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, labels = EXCLUDED.labels,
                  cpu_milli = EXCLUDED.cpu_milli, memory = EXCLUDED.memory, disk = EXCLUDED.disk,
+                 isolation = EXCLUDED.isolation, version = EXCLUDED.version,
                  state = CASE WHEN machines.state = 'down' THEN 'up'::machine_state ELSE machines.state END,
                  last_heard = now()
              RETURNING id, state",
@@ -86,6 +93,8 @@ impl Store {
         .bind(req.capacity.cpu.0 as i64)
         .bind(req.capacity.memory.0 as i64)
         .bind(req.capacity.disk.0 as i64)
+        .bind(req.isolation.map(|m| m.as_str()))
+        .bind(req.version.as_deref())
         .fetch_one(&mut *tx)
         .await?;
         let from = before.map(|(s,)| s);
@@ -156,16 +165,56 @@ impl Store {
         )
     }
 
-    /// Record that the machine answered. At most one write a second per machine:
-    /// `last_heard` feeds a down-after of seconds, and every write is a durable commit.
-    pub async fn touch_machine(&self, id: MachineId) -> crate::Result<()> {
-        sqlx::query(
-            "UPDATE machines SET last_heard = now()
-             WHERE id = $1 AND (last_heard IS NULL OR last_heard < now() - interval '1 second')",
+    /// Keep the usage a borglet reported: each live attempt's latest sample and
+    /// their sum on the machine, at most every few seconds per machine (one
+    /// cheap conditional statement decides). A machine that never reported
+    /// usage (unisolated) keeps none rather than a misleading zero.
+    pub async fn record_usage(
+        &self,
+        machine: MachineId,
+        reports: &[AttemptReport],
+    ) -> crate::Result<()> {
+        let live: Vec<(uuid::Uuid, i64, i64)> = reports
+            .iter()
+            .filter(|r| matches!(r.phase, AttemptPhase::Running | AttemptPhase::Stopping))
+            .filter_map(|r| {
+                let u = r.usage?;
+                Some((r.id.0, clamp(u.cpu.0), clamp(u.memory.0)))
+            })
+            .collect();
+        let cpu: i64 = live.iter().map(|l| l.1).fold(0, i64::saturating_add);
+        let memory: i64 = live.iter().map(|l| l.2).fold(0, i64::saturating_add);
+        let due: Option<(MachineId,)> = sqlx::query_as(
+            "UPDATE machines SET cpu_used_milli = $2, memory_used = $3, usage_at = now()
+             WHERE id = $1 AND ($4 OR cpu_used_milli IS NOT NULL)
+               AND (usage_at IS NULL OR usage_at < now() - make_interval(secs => $5))
+             RETURNING id",
         )
-        .bind(id)
+        .bind(machine)
+        .bind(cpu)
+        .bind(memory)
+        .bind(!live.is_empty())
+        .bind(f64::from(USAGE_WRITE_EVERY_SECS))
+        .fetch_optional(&self.pool)
+        .await?;
+        if due.is_none() || live.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE attempts a SET cpu_used_milli = u.cpu, memory_used = u.memory, usage_at = now()
+             FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS u(id, cpu, memory)
+             WHERE a.id = u.id AND a.machine_id = $4",
+        )
+        .bind(live.iter().map(|l| l.0).collect::<Vec<_>>())
+        .bind(live.iter().map(|l| l.1).collect::<Vec<_>>())
+        .bind(live.iter().map(|l| l.2).collect::<Vec<_>>())
+        .bind(machine)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
+}
+
+fn clamp(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
 }

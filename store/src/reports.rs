@@ -6,7 +6,9 @@ use crate::attempts::{move_attempts, AttemptMove};
 use crate::moves::{move_tasks, TaskMove, Transitions};
 use crate::{live_attempt, live_job, Store, CHANNEL_PENDING};
 use borg_shared::spec::{RestartPolicy, TaskTemplate};
-use borg_shared::wire::{AttemptPhase, AttemptReport, AttemptSpec, Capacity};
+use borg_shared::wire::{
+    AttemptPhase, AttemptReport, AttemptSpec, Capacity, DeathCause, DeathCertificate,
+};
 use borg_shared::{AttemptId, Bytes, JobId, JobKind, MachineId, MilliCpu, TaskId, TaskState};
 use chrono::Utc;
 use sqlx::types::Json;
@@ -152,21 +154,26 @@ impl Store {
                     disk: Bytes(r.disk.max(0) as u64),
                 },
                 kill_grace_ms: task.kill_grace().as_millis() as u64,
+                memory_limit: task.resources.memory_limit,
+                cpu_limit: task.resources.cpu_limit,
             })
             .collect();
         Ok((specs, new))
     }
 
-    /// `assigned → starting` for attempts about to be sent to their borglet.
+    /// `assigned → starting` for attempts about to be sent to their borglet by
+    /// the leader at `epoch` (refused with `Deposed` if another leads now).
     pub async fn mark_starting(
         &self,
         machine: MachineId,
+        epoch: i64,
         attempts: &[AttemptId],
     ) -> crate::Result<()> {
         if attempts.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
+        crate::lease::check_epoch(&mut tx, epoch).await?;
         let rows: Vec<(AttemptId, TaskId, JobId)> = sqlx::query_as(
             "SELECT a.id, t.id, t.job_id FROM attempts a
              JOIN tasks t ON t.id = a.task_id AND t.attempt_id = a.id
@@ -283,7 +290,7 @@ impl Store {
             .filter(|r| ended.contains(&r.id) || !known.contains(&r.id))
             .map(|r| r.id)
             .collect();
-        self.touch_machine(machine).await?;
+        self.record_usage(machine, reports).await?;
         Ok(out)
     }
 }
@@ -317,6 +324,7 @@ fn collect(
         Action::End { to, reason, report } => {
             let mut mv = AttemptMove::new(row.id, row.state, to);
             mv.reason = Some(reason.clone());
+            mv.death = death_certificate(row, report);
             if let Some(r) = report {
                 mv.pid = r.pid;
                 mv.exit_code = r.exit_code;
@@ -472,9 +480,145 @@ fn final_state(row: &AttemptRow, report: &AttemptReport) -> (TaskState, String) 
     if report.stopped_by_borglet {
         return (TaskState::Lost, format!("stopped by its borglet ({how})"));
     }
+    if report.oom_killed {
+        return (
+            TaskState::Failed,
+            DeathCause::OomKilled.as_str().to_string(),
+        );
+    }
     let clean = report.phase == AttemptPhase::Exited && report.exit_code == Some(0);
     match (row.kind, clean) {
         (JobKind::Batch, true) => (TaskState::Succeeded, how),
         _ => (TaskState::Failed, how),
+    }
+}
+
+/// Why the borglet stopped an attempt the master never asked to stop.
+const KILLED_BY_BORGLET: &str = "its borglet: the master no longer wanted it there";
+
+/// The death certificate of an attempt ending now: from the borglet's report if
+/// there is one, and the master's own stop request (who asked). A vanished
+/// attempt with no stop request has none: nobody knows how it ended.
+fn death_certificate(row: &AttemptRow, report: Option<&AttemptReport>) -> Option<DeathCertificate> {
+    let killed_by = row.stop_reason.clone().or_else(|| {
+        report
+            .filter(|r| r.stopped_by_borglet)
+            .map(|_| KILLED_BY_BORGLET.to_string())
+    });
+    let Some(r) = report else {
+        return killed_by.map(|by| DeathCertificate {
+            cause: DeathCause::Killed,
+            exit_code: None,
+            signal: None,
+            killed_by: Some(by),
+            peak_memory: None,
+            stderr_tail: None,
+        });
+    };
+    let cause = if r.phase == AttemptPhase::FailedToStart {
+        DeathCause::FailedToStart
+    } else if r.oom_killed {
+        DeathCause::OomKilled
+    } else if killed_by.is_some() {
+        DeathCause::Killed
+    } else if r.signal.is_some() {
+        DeathCause::Signaled
+    } else {
+        // An exit code, or a status the borglet could not read (its message says why).
+        DeathCause::Exited
+    };
+    Some(DeathCertificate {
+        cause,
+        exit_code: r.exit_code,
+        signal: r.signal,
+        killed_by: killed_by.filter(|_| cause == DeathCause::Killed),
+        peak_memory: r.peak_memory,
+        stderr_tail: r.stderr_tail.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(stop_reason: Option<&str>) -> AttemptRow {
+        AttemptRow {
+            id: AttemptId::new(),
+            state: TaskState::Running,
+            stop_reason: stop_reason.map(str::to_string),
+            task_id: TaskId::new(),
+            job_id: JobId::new(),
+            task_state: TaskState::Running,
+            task_attempt: None,
+            runs: 1,
+            max_runs: 3,
+            kind: JobKind::Batch,
+            job_live: true,
+            restart: None,
+        }
+    }
+
+    fn exited(code: Option<i32>, signal: Option<i32>) -> AttemptReport {
+        AttemptReport {
+            id: AttemptId::new(),
+            phase: AttemptPhase::Exited,
+            pid: Some(7),
+            started_at: None,
+            finished_at: None,
+            exit_code: code,
+            signal,
+            stopped_by_borglet: false,
+            message: None,
+            oom_killed: false,
+            peak_memory: Some(Bytes(5 << 20)),
+            stderr_tail: Some("bye\n".into()),
+            usage: None,
+        }
+    }
+
+    #[test]
+    fn causes_follow_the_report_and_who_asked() {
+        let cause = |row: &AttemptRow, r: Option<&AttemptReport>| {
+            death_certificate(row, r).map(|d| (d.cause, d.killed_by))
+        };
+        let plain = row(None);
+        assert_eq!(
+            cause(&plain, Some(&exited(Some(3), None))),
+            Some((DeathCause::Exited, None))
+        );
+        assert_eq!(
+            cause(&plain, Some(&exited(None, Some(11)))),
+            Some((DeathCause::Signaled, None))
+        );
+        let mut oom = exited(None, Some(9));
+        oom.oom_killed = true;
+        assert_eq!(
+            cause(&plain, Some(&oom)),
+            Some((DeathCause::OomKilled, None))
+        );
+        assert_eq!(
+            final_state(&plain, &oom),
+            (TaskState::Failed, "oom-killed".into())
+        );
+
+        let killed = row(Some("killed by alice"));
+        let by = Some("killed by alice".to_string());
+        assert_eq!(
+            cause(&killed, Some(&exited(None, Some(15)))),
+            Some((DeathCause::Killed, by.clone()))
+        );
+        assert_eq!(cause(&killed, None), Some((DeathCause::Killed, by)));
+        let mut unwanted = exited(None, Some(15));
+        unwanted.stopped_by_borglet = true;
+        assert_eq!(
+            cause(&plain, Some(&unwanted)),
+            Some((DeathCause::Killed, Some(KILLED_BY_BORGLET.to_string())))
+        );
+        assert_eq!(cause(&plain, None), None, "vanished: nobody knows how");
+
+        let full = death_certificate(&plain, Some(&exited(Some(1), None))).unwrap();
+        assert_eq!(full.peak_memory, Some(Bytes(5 << 20)));
+        assert_eq!(full.stderr_tail.as_deref(), Some("bye\n"));
+        assert_eq!(full.exit_code, Some(1));
     }
 }

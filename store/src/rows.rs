@@ -1,6 +1,9 @@
 //! Row shapes read from Postgres and their conversion to wire views.
 
-use borg_shared::wire::{Capacity, EventView, JobView, MachineView, TaskView};
+use borg_shared::wire::{
+    Capacity, DeathCause, DeathCertificate, EventView, IsolationMode, JobView, MachineView,
+    ResourceUsage, TaskView,
+};
 use borg_shared::{
     AttemptId, Bytes, JobId, JobKind, JobSpec, JobState, MachineId, MachineState, MilliCpu,
     TaskState,
@@ -99,11 +102,50 @@ pub struct TaskRow {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub updated_at: DateTime<Utc>,
+    /// Latest usage of the current attempt, while it is live.
+    pub cpu_used_milli: Option<i64>,
+    pub memory_used: Option<i64>,
+    pub cause: Option<String>,
+    pub killed_by: Option<String>,
+    pub peak_memory: Option<i64>,
+    pub stderr_tail: Option<String>,
+}
+
+/// The attempt columns `TaskRow` reads beyond the task's; `a` is the attempt.
+pub const TASK_ATTEMPT_COLUMNS: &str = concat!(
+    "CASE WHEN a.state IN ",
+    crate::live_attempt!(),
+    " THEN a.cpu_used_milli END AS cpu_used_milli,
+     CASE WHEN a.state IN ",
+    crate::live_attempt!(),
+    " THEN a.memory_used END AS memory_used,
+     a.cause, a.killed_by, a.peak_memory, a.stderr_tail"
+);
+
+pub(crate) fn usage(cpu: Option<i64>, memory: Option<i64>) -> Option<ResourceUsage> {
+    Some(ResourceUsage {
+        cpu: MilliCpu(cpu?.max(0) as u64),
+        memory: Bytes(memory?.max(0) as u64),
+    })
 }
 
 impl From<TaskRow> for TaskView {
     fn from(r: TaskRow) -> TaskView {
+        let death = r
+            .cause
+            .as_deref()
+            .and_then(DeathCause::parse)
+            .map(|cause| DeathCertificate {
+                cause,
+                exit_code: r.exit_code,
+                signal: r.signal,
+                killed_by: r.killed_by,
+                peak_memory: r.peak_memory.map(|b| Bytes(b.max(0) as u64)),
+                stderr_tail: r.stderr_tail,
+            });
         TaskView {
+            usage: usage(r.cpu_used_milli, r.memory_used),
+            death,
             index: r.index,
             state: r.state,
             reason: r.reason,
@@ -158,6 +200,10 @@ pub struct MachineRow {
     pub memory: i64,
     pub disk: i64,
     pub last_heard: Option<DateTime<Utc>>,
+    pub isolation: Option<String>,
+    pub version: Option<String>,
+    pub cpu_used_milli: Option<i64>,
+    pub memory_used: Option<i64>,
 }
 
 pub(crate) fn capacity(cpu: i64, memory: i64, disk: i64) -> Capacity {
@@ -180,6 +226,9 @@ impl MachineRow {
             allocated: usage.used,
             tasks: usage.attempts,
             last_heard: self.last_heard,
+            isolation: self.isolation.as_deref().and_then(IsolationMode::parse),
+            version: self.version,
+            usage: self::usage(self.cpu_used_milli, self.memory_used),
         }
     }
 }

@@ -6,6 +6,7 @@
 mod start;
 mod stop;
 
+use crate::isolation::Isolator;
 use crate::metrics::Metrics;
 use crate::nudge::Nudger;
 use crate::state::AttemptTable;
@@ -35,6 +36,10 @@ pub struct Supervisor {
     sandboxes: PathBuf,
     path_env: String,
     stops: TaskTracker,
+    /// Makes each attempt's cgroup (or none, when the machine runs unisolated).
+    isolator: Arc<dyn Isolator>,
+    /// `pids.max` of each attempt.
+    pids_limit: u64,
 }
 
 impl Supervisor {
@@ -45,6 +50,8 @@ impl Supervisor {
         nudger: Arc<Nudger>,
         machine: String,
         data_dir: &Path,
+        isolator: Arc<dyn Isolator>,
+        pids_limit: u64,
     ) -> Self {
         let path_env = std::env::var("PATH")
             .ok()
@@ -58,6 +65,8 @@ impl Supervisor {
             sandboxes: sandboxes_dir(data_dir),
             path_env,
             stops: TaskTracker::new(),
+            isolator,
+            pids_limit,
         }
     }
 
@@ -89,6 +98,7 @@ impl Supervisor {
         {
             tracing::warn!("some task processes were not reaped after SIGKILL");
         }
+        self.isolator.remove_parent();
     }
 }
 

@@ -2,16 +2,17 @@
 //! files, and a reaper task that records how the process ended.
 
 use super::{stop, Supervisor};
+use crate::isolation::{self, AttemptCgroup, IsolationError};
 use crate::metrics::Metrics;
 use crate::nudge::Nudger;
-use crate::state::{Attempt, AttemptTable, Event, Exit, Phase};
+use crate::state::{Attempt, AttemptIsolation, AttemptTable, Event, Exit, Phase};
 use borg_shared::wire::{borg_env, AttemptSpec};
 use borg_shared::AttemptId;
 use chrono::Utc;
 use nix::sys::signal::Signal;
 use std::fs::{File, OpenOptions};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use tokio::process::{Child, Command};
@@ -33,6 +34,8 @@ enum StartError {
     },
     #[error("started process has no pid")]
     NoPid,
+    #[error("cannot isolate: {0}")]
+    Isolation(#[from] IsolationError),
 }
 
 impl Supervisor {
@@ -42,7 +45,7 @@ impl Supervisor {
         let id = spec.id;
         let exited = CancellationToken::new();
         match self.spawn(&spec) {
-            Ok((child, pid)) => {
+            Ok((child, pid, cgroup)) => {
                 let (job, index) = (spec.job.clone(), spec.index);
                 tracing::info!(attempt = %id, job = %job, index, pid, "attempt started");
                 self.metrics.started();
@@ -54,8 +57,14 @@ impl Supervisor {
                         started_at: Utc::now(),
                     },
                     exited: exited.clone(),
+                    isolation: AttemptIsolation {
+                        cgroup: cgroup.clone(),
+                        ..Default::default()
+                    },
                 });
                 let reaper = Reaper {
+                    cgroup,
+                    sandbox: self.sandboxes.join(id.to_string()),
                     table: Arc::clone(&self.table),
                     metrics: Arc::clone(&self.metrics),
                     nudger: Arc::clone(&self.nudger),
@@ -78,13 +87,17 @@ impl Supervisor {
                         message: e.to_string(),
                     },
                     exited,
+                    isolation: AttemptIsolation::default(),
                 });
                 self.nudger.request();
             }
         }
     }
 
-    fn spawn(&self, spec: &AttemptSpec) -> Result<(Child, i32), StartError> {
+    fn spawn(
+        &self,
+        spec: &AttemptSpec,
+    ) -> Result<(Child, i32, Option<Arc<AttemptCgroup>>), StartError> {
         let (program, args) = spec.command.split_first().ok_or(StartError::EmptyCommand)?;
         let sandbox = self.sandboxes.join(spec.id.to_string());
         let sandbox_err = |source| StartError::Sandbox {
@@ -94,6 +107,7 @@ impl Supervisor {
         std::fs::create_dir_all(&sandbox).map_err(sandbox_err)?;
         let stdout = open_log(&sandbox, "stdout").map_err(sandbox_err)?;
         let stderr = open_log(&sandbox, "stderr").map_err(sandbox_err)?;
+        let (cgroup, join) = isolation::prepare(&*self.isolator, spec, self.pids_limit)?;
 
         let mut cmd = Command::new(program);
         cmd.args(args)
@@ -108,24 +122,29 @@ impl Supervisor {
             // Tasks must outlive a borglet restart; stopping is always explicit.
             .kill_on_drop(false);
         // SAFETY: the closure runs in the forked child before exec and only makes
-        // the setsid(2) syscall, which is async-signal-safe.
+        // the setsid(2) and write(2) syscalls, which are async-signal-safe.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 // Own session and process group (pgid = pid): the task survives the
                 // borglet's terminal going away, and a stop can signal the whole group.
                 nix::unistd::setsid().map_err(std::io::Error::from)?;
-                Ok(())
+                join.join_self()
             });
         }
-        let child = cmd.spawn().map_err(|source| StartError::Spawn {
-            program: program.clone(),
-            source,
+        let child = cmd.spawn().map_err(|source| {
+            if let Some(cg) = &cgroup {
+                let _ = cg.remove();
+            }
+            StartError::Spawn {
+                program: program.clone(),
+                source,
+            }
         })?;
         let pid = child
             .id()
             .and_then(|p| i32::try_from(p).ok())
             .ok_or(StartError::NoPid)?;
-        Ok((child, pid))
+        Ok((child, pid, cgroup.map(Arc::new)))
     }
 }
 
@@ -146,6 +165,8 @@ struct Reaper {
     index: i32,
     pid: i32,
     exited: CancellationToken,
+    cgroup: Option<Arc<AttemptCgroup>>,
+    sandbox: PathBuf,
 }
 
 impl Reaper {
@@ -160,6 +181,8 @@ impl Reaper {
             index,
             pid,
             exited,
+            cgroup,
+            sandbox,
         } = self;
         let exit = match child.wait().await {
             Ok(status) => match (status.code(), status.signal()) {
@@ -176,6 +199,15 @@ impl Reaper {
         if let Err(e) = stop::signal_group(pid, Signal::SIGKILL) {
             tracing::warn!(attempt = %id, pid, error = %e, "could not kill leftovers of the process group");
         }
+        let ending =
+            tokio::task::spawn_blocking(move || isolation::finish(id, cgroup.as_deref(), &sandbox))
+                .await
+                .unwrap_or_default();
+        if ending.oom_killed {
+            metrics.oom_killed();
+            tracing::info!(attempt = %id, job = %job, index, pid, peak_memory = ?ending.peak_memory, "attempt oom-killed");
+        }
+        table.set_ending(id, ending);
         match &exit {
             Exit::Code(code) => {
                 tracing::info!(attempt = %id, job = %job, index, pid, exit_code = code, "attempt exited")

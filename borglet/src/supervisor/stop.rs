@@ -41,6 +41,14 @@ async fn stop_group(t: StopTicket) {
     if let Err(e) = signal_group(t.pid, Signal::SIGKILL) {
         tracing::warn!(attempt = %t.id, pid = t.pid, error = %e, "SIGKILL failed");
     }
+    // Everything in the cgroup, including what escaped the group with setsid.
+    if let Some(cg) = t.cgroup.clone() {
+        match tokio::task::spawn_blocking(move || cg.kill_all()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(attempt = %t.id, error = %e, "could not empty the cgroup"),
+            Err(e) => tracing::warn!(attempt = %t.id, error = %e, "cgroup kill task failed"),
+        }
+    }
     if tokio::time::timeout(AFTER_KILL_PATIENCE, t.exited.cancelled())
         .await
         .is_err()

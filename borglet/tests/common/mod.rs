@@ -9,7 +9,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use borg_shared::wire::{AttemptPhase, AttemptReport, AttemptSpec, Capacity, RegisterMachine};
 use borg_shared::wire::{SyncRequest, SyncResponse};
-use borg_shared::AttemptId;
+use borg_shared::{AttemptId, Bytes, MilliCpu};
 use borglet::Config;
 use clap::Parser;
 use std::collections::HashSet;
@@ -347,6 +347,40 @@ impl Drop for TestBorglet {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        remove_cgroups(&self.name);
+    }
+}
+
+/// This test borglet's cgroups in every hierarchy (`borg/<name>` and whatever
+/// attempts are left under it), so tests leave no directories behind. Best effort:
+/// a cgroup whose last process is still exiting is retried briefly.
+pub fn remove_cgroups(machine: &str) {
+    let mounts = borglet::isolation::read_mounts();
+    let parent = borglet::isolation::parent_path("borg", machine);
+    let roots = mounts.unified.iter().chain(mounts.v1.values());
+    for root in roots {
+        let dir = root.join(&parent);
+        let Ok(children) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for child in children.filter_map(|e| e.ok()) {
+            if child.file_type().is_ok_and(|t| t.is_dir()) {
+                let cg = child.path();
+                let deadline = std::time::Instant::now() + Duration::from_secs(2);
+                while std::fs::remove_dir(&cg).is_err() && std::time::Instant::now() < deadline {
+                    if let Ok(procs) = std::fs::read_to_string(cg.join("cgroup.procs")) {
+                        for pid in procs.lines().filter_map(|l| l.parse().ok()) {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
     }
 }
 
@@ -370,8 +404,15 @@ impl AttemptBuilder {
             index: 0,
             command: command.iter().map(|s| s.to_string()).collect(),
             env: Default::default(),
-            resources: Capacity::default(),
+            // The spec's defaults: isolation caps memory at the request.
+            resources: Capacity {
+                cpu: MilliCpu(100),
+                memory: Bytes(64 << 20),
+                disk: Bytes(0),
+            },
             kill_grace_ms: 5_000,
+            memory_limit: None,
+            cpu_limit: None,
         })
     }
 
@@ -392,6 +433,21 @@ impl AttemptBuilder {
 
     pub fn grace_ms(mut self, ms: u64) -> Self {
         self.0.kill_grace_ms = ms;
+        self
+    }
+
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.0.resources.memory = Bytes(bytes);
+        self
+    }
+
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.0.memory_limit = Some(Bytes(bytes));
+        self
+    }
+
+    pub fn cpu_limit(mut self, milli: u64) -> Self {
+        self.0.cpu_limit = Some(MilliCpu(milli));
         self
     }
 

@@ -3,7 +3,7 @@
 
 use crate::client::Client;
 use crate::output::{self, age, emit, table, task_name};
-use borg_shared::wire::{EventView, JobView};
+use borg_shared::wire::{DeathCause, EventView, JobView, TaskView};
 use chrono::{DateTime, Utc};
 use std::fmt::Write;
 
@@ -79,6 +79,9 @@ pub fn render(job: &JobView, now: DateTime<Utc>) -> String {
     if let Some(limit) = res.cpu_limit {
         write!(resources, ", cpu limit {limit}").ok();
     }
+    if let Some(limit) = res.memory_limit {
+        write!(resources, ", memory limit {limit}").ok();
+    }
     fields.push(("Resources", resources));
     if let Some(r) = &task.restart {
         let mut text = Vec::new();
@@ -122,6 +125,19 @@ pub fn render(job: &JobView, now: DateTime<Utc>) -> String {
         }
         _ => out.push_str("  <none>\n"),
     }
+    let ended: Vec<&TaskView> = job
+        .tasks
+        .iter()
+        .flatten()
+        .filter(|t| t.death.is_some())
+        .collect();
+    if !ended.is_empty() {
+        out.push_str("\nHow tasks ended (latest attempt):\n");
+        for t in ended {
+            out.push_str(&indent(&death_text(&job.name, t)));
+            out.push('\n');
+        }
+    }
 
     out.push_str("\nEvents:\n");
     match job.events.as_deref() {
@@ -131,6 +147,39 @@ pub fn render(job: &JobView, now: DateTime<Utc>) -> String {
         _ => out.push_str("  <none>"),
     }
     out
+}
+
+/// Lines of stderr shown per task: the 4 KiB kept can be long.
+const STDERR_LINES: usize = 5;
+
+/// One task's death certificate: the cause line, then the end of its stderr.
+fn death_text(job: &str, t: &TaskView) -> String {
+    let Some(d) = &t.death else {
+        return String::new();
+    };
+    let mut line = format!("{}: {}", task_name(job, t.index), d.cause.as_str());
+    match (d.cause, d.exit_code, d.signal) {
+        (DeathCause::Killed, _, _) => {
+            if let Some(by) = &d.killed_by {
+                write!(line, " ({by})").ok();
+            }
+        }
+        (_, Some(code), _) => write!(line, ", exit code {code}").ok().unwrap_or(()),
+        (_, _, Some(sig)) => write!(line, ", signal {sig}").ok().unwrap_or(()),
+        _ => {}
+    }
+    if let Some(peak) = d.peak_memory {
+        write!(line, ", peak memory {peak}").ok();
+    }
+    if let Some(tail) = d.stderr_tail.as_deref().filter(|s| !s.trim().is_empty()) {
+        let lines: Vec<&str> = tail.lines().collect();
+        let shown = &lines[lines.len().saturating_sub(STDERR_LINES)..];
+        line.push_str("\n  stderr (end):");
+        for l in shown {
+            write!(line, "\n    {l}").ok();
+        }
+    }
+    line
 }
 
 fn events_table(events: &[EventView], now: DateTime<Utc>) -> String {
@@ -196,15 +245,55 @@ Command:    [\"/bin/sh\",\"-c\",\"echo hi\"]
 Resources:  cpu 250m, memory 64Mi
 
 Tasks:
-  TASK      STATE     MACHINE   RUNS   EXIT   REASON                            AGE
-  hello/0   running   m1        1      -      -                                 2m
-  hello/1   pending   -         0      -      no machine has 64Gi free memory   2m
+  TASK      STATE     MACHINE   RUNS   EXIT   CPU   MEMORY   REASON                            AGE
+  hello/0   running   m1        1      -      -     -        -                                 2m
+  hello/1   pending   -         0      -      -     -        no machine has 64Gi free memory   2m
 
 Events:
   TIME (UTC)            TASK      CHANGE                MACHINE   REASON
   12:00:00 (2m ago)     hello/0   pending               -         -
   12:00:03 (117s ago)   hello/0   assigned -> running   m1        -";
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn describe_shows_how_tasks_ended() {
+        use borg_shared::wire::DeathCertificate;
+        use borg_shared::Bytes;
+        let mut oom = task(0, TaskState::Failed);
+        oom.reason = Some("oom-killed".into());
+        oom.signal = Some(9);
+        oom.death = Some(DeathCertificate {
+            cause: DeathCause::OomKilled,
+            exit_code: None,
+            signal: Some(9),
+            killed_by: None,
+            peak_memory: Some(Bytes(32 << 20)),
+            stderr_tail: Some("l1\nl2\nl3\nl4\nl5\nl6\nabout to eat\n".into()),
+        });
+        let mut killed = task(1, TaskState::Killed);
+        killed.death = Some(DeathCertificate {
+            cause: DeathCause::Killed,
+            exit_code: None,
+            signal: Some(15),
+            killed_by: Some("killed by admin".into()),
+            peak_memory: None,
+            stderr_tail: None,
+        });
+        let j = job("eat", JobKind::Batch, JobState::Failed, vec![oom, killed]);
+        let out = render(&j, t0());
+        let expected = "
+How tasks ended (latest attempt):
+  eat/0: oom-killed, signal 9, peak memory 32Mi
+    stderr (end):
+      l3
+      l4
+      l5
+      l6
+      about to eat
+  eat/1: killed (killed by admin)
+";
+        assert!(out.contains(expected), "{out}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod completion;
 pub mod component;
+pub mod cordon;
 pub mod describe;
 pub mod get;
 pub mod get_watch;
@@ -10,5 +11,6 @@ pub mod kill;
 pub mod logs;
 pub mod resolve;
 pub mod run;
+pub mod scale;
 pub mod version;
 pub mod wait;

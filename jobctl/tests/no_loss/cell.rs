@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each test binary uses a different part
 //! The cell of the no-loss tests: a fresh database, and the master, the
 //! scheduler and 3 borglets as `jobctl component` processes with the argv
 //! `jobctl dev` gives them. Dropping it stops every process, pass or fail.
@@ -17,7 +18,7 @@ const JOBCTL: &str = env!("CARGO_BIN_EXE_jobctl");
 const BORGLETS: usize = 3;
 const POLL: Duration = Duration::from_millis(20);
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
@@ -28,15 +29,27 @@ pub struct Cell {
     pub database_url: String,
     master_port: u16,
     master: String,
+    /// Flags given to every master this cell starts, after the `jobctl dev` ones.
+    master_flags: Vec<String>,
     procs: Vec<(String, Child)>,
     http: reqwest::Client,
 }
 
 impl Cell {
     pub async fn start() -> Cell {
+        Cell::start_with(Vec::new()).await
+    }
+
+    /// A cell whose masters also get `master_flags` (e.g. `--down-after 1s`).
+    pub async fn start_with(master_flags: Vec<String>) -> Cell {
         let database_url = devpg::testing::fresh_database(&borg_store::MIGRATOR)
             .await
             .unwrap();
+        Cell::start_on(database_url, master_flags).await
+    }
+
+    /// A cell on a database of the caller's (its schema already applied).
+    pub async fn start_on(database_url: String, master_flags: Vec<String>) -> Cell {
         let dir = tempfile::Builder::new()
             .prefix("borg-no-loss-")
             .tempdir()
@@ -47,6 +60,7 @@ impl Cell {
             database_url,
             master_port,
             master: format!("http://127.0.0.1:{master_port}"),
+            master_flags,
             procs: Vec::new(),
             http: reqwest::Client::new(),
         };
@@ -79,13 +93,58 @@ impl Cell {
 
     /// The same argv `jobctl dev` gives its master.
     pub fn start_master(&mut self) {
-        let args = vec![
+        let port = self.master_port;
+        self.start_master_on("borgmaster", port);
+    }
+
+    /// Another master replica (same database, flags and argv) named `name` on `port`.
+    pub fn start_master_on(&mut self, name: &str, port: u16) {
+        let mut args = vec![
             "--listen".into(),
-            format!("127.0.0.1:{}", self.master_port),
+            format!("127.0.0.1:{port}"),
             "--database-url".into(),
             self.database_url.clone(),
         ];
-        self.spawn("borgmaster", "borgmaster", args);
+        args.extend(self.master_flags.iter().cloned());
+        self.spawn(name, "borgmaster", args);
+    }
+
+    pub fn master_url(&self) -> &str {
+        &self.master
+    }
+
+    /// Send `sig` to the component `name` (e.g. SIGSTOP / SIGCONT a borglet).
+    pub fn signal(&self, name: &str, sig: Signal) {
+        let (_, child) = self
+            .procs
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no component {name}"));
+        kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+    }
+
+    /// SIGKILL the component `name` and forget it (it is not restarted).
+    pub fn kill_component(&mut self, name: &str) {
+        let i = self
+            .procs
+            .iter()
+            .position(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no component {name}"));
+        let (_, mut child) = self.procs.remove(i);
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+        child.wait().unwrap();
+    }
+
+    pub async fn get(&self, path: &str) -> Option<Value> {
+        get_json(&self.http, &format!("{}{path}", self.master)).await
+    }
+
+    /// POST `body` to `path`: the status and the answer's JSON (Null if none).
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let url = format!("{}{path}", self.master);
+        let resp = self.http.post(&url).json(&body).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
     }
 
     fn spawn(&mut self, name: &str, component: &str, args: Vec<String>) {
@@ -178,6 +237,8 @@ impl Drop for Cell {
         // Borglets first, gently: with `--on-exit stop` they stop their tasks.
         for (name, child) in &self.procs {
             if name.starts_with("borglet") {
+                // A frozen borglet must run to stop.
+                let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGCONT);
                 let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
             }
         }

@@ -21,13 +21,42 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     BadGateway(String),
+    /// The path exists but not with this method (e.g. `PUT /v1/jobs/{name}`:
+    /// rolling updates are not built).
+    #[error("this endpoint does not take this method")]
+    MethodNotAllowed,
+    /// The store cannot be reached: 503 with `Retry-After`; safe to retry.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
 impl From<borg_store::StoreError> for ApiError {
     fn from(e: borg_store::StoreError) -> Self {
+        if store_unreachable(&e) {
+            tracing::warn!(error = %e, "store unreachable");
+            return ApiError::Unavailable(
+                "the cell's store (Postgres) is unreachable; retry shortly".into(),
+            );
+        }
         ApiError::Internal(e.into())
+    }
+}
+
+/// Errors that mean "Postgres is not there" rather than "this request is wrong":
+/// no connection to be had, a connection that broke, or a server shutting down
+/// or starting (SQLSTATE classes 08 and 57P).
+fn store_unreachable(e: &borg_store::StoreError) -> bool {
+    let borg_store::StoreError::Db(e) = e else {
+        return false;
+    };
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
     }
 }
 
@@ -53,6 +82,12 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "borglet_unreachable", None),
+            ApiError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
+            }
+            ApiError::Unavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None)
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         };
         let message = match &self {
@@ -70,7 +105,14 @@ impl IntoResponse for ApiError {
                 field,
             },
         };
-        (status, Json(body)).into_response()
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(crate::dbhealth::RETRY_AFTER_SECS),
+            );
+        }
+        resp
     }
 }
 

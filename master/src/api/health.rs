@@ -12,27 +12,31 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(healthz))
 }
 
-/// Liveness: up when Postgres answers.
+/// Health: `ok` when Postgres answers, `degraded` (503) while it does not (the
+/// master keeps running and resumes by itself); `role` says whether this
+/// replica leads.
 #[utoipa::path(
     get,
     path = "/healthz",
     tag = "operations",
     responses(
         (status = 200, description = "The master and its database are up", body = Object,
-            example = json!({"status": "ok"})),
-        (status = 503, description = "Postgres does not answer", body = Object,
-            example = json!({"status": "unavailable", "reason": "database unreachable"})),
+            example = json!({"status": "ok", "role": "leader", "epoch": 3})),
+        (status = 503, description = "Postgres does not answer; API calls answer 503 with Retry-After meanwhile", body = Object,
+            example = json!({"status": "degraded", "reason": "database unreachable", "role": "follower"})),
     )
 )]
 async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ok"}))),
-        Err(e) => {
-            tracing::warn!(error = %e, "health check: postgres unreachable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable", "reason": "database unreachable"})),
-            )
-        }
+    let mut body = match state.leader.leading() {
+        Some(epoch) => json!({"role": "leader", "epoch": epoch}),
+        None => json!({"role": "follower"}),
+    };
+    if state.db.is_up() {
+        body["status"] = json!("ok");
+        (StatusCode::OK, Json(body))
+    } else {
+        body["status"] = json!("degraded");
+        body["reason"] = json!("database unreachable");
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body))
     }
 }

@@ -52,6 +52,7 @@ async fn submit(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     let spec = JobSpec::from_json(&body)?;
+    refuse_unbuilt(&spec)?;
     match state.store.submit(&spec).await? {
         SubmitOutcome::Created(job) => Ok((StatusCode::CREATED, Json(job))),
         SubmitOutcome::Unchanged(job) => Ok((StatusCode::OK, Json(job))),
@@ -60,6 +61,17 @@ async fn submit(
             job.name, job.state
         ))),
     }
+}
+
+/// Spec fields parsed but not enforced yet are refused rather than ignored.
+fn refuse_unbuilt(spec: &JobSpec) -> ApiResult<()> {
+    if spec.update.is_some() {
+        return Err(ApiError::Invalid {
+            field: "update".into(),
+            message: "not supported yet: rolling updates are not built; leave `update` out".into(),
+        });
+    }
+    Ok(())
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -1,5 +1,6 @@
 //! The REST API: one router per resource, merged here.
 
+mod cordon;
 mod error;
 mod events;
 mod health;
@@ -8,6 +9,7 @@ mod logs;
 mod machines;
 mod metrics;
 mod resolve;
+mod scale;
 
 pub use error::{ApiError, ApiResult};
 
@@ -34,6 +36,10 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The shared reader of the event log behind `GET /v1/events`.
     pub feed: crate::feed::Feed,
+    /// Whether this replica leads (and at which epoch).
+    pub leader: Arc<crate::leader::Status>,
+    /// Whether Postgres answers (watched apart from requests).
+    pub db: Arc<crate::dbhealth::DbHealth>,
 }
 
 /// The document's root; paths and schemas come from the handlers' `#[utoipa::path]`.
@@ -59,6 +65,8 @@ fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(jobs::router())
         .merge(machines::router())
+        .merge(scale::router())
+        .merge(cordon::router())
         .merge(logs::router())
         .merge(health::router())
         .merge(metrics::router())
@@ -76,6 +84,11 @@ pub fn router(state: AppState) -> Router {
         get(|| async move { ([(header::CONTENT_TYPE, "application/json")], doc) }),
     )
     .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+    .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        store_unavailable,
+    ))
     .layer(tower_http::trace::TraceLayer::new_for_http())
     .with_state(state)
 }
@@ -91,4 +104,20 @@ pub(crate) fn json_rejection(rej: JsonRejection) -> ApiError {
             message: other.body_text(),
         },
     }
+}
+
+/// While Postgres is unreachable, answer 503 with `Retry-After` at once; the
+/// operational endpoints still answer (and say `degraded`).
+async fn store_unavailable(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let operational = matches!(req.uri().path(), "/healthz" | "/metrics" | "/openapi.json");
+    if operational || state.db.is_up() {
+        return next.run(req).await;
+    }
+    ApiError::Unavailable("the cell's store (Postgres) is unreachable; retry shortly".into())
+        .into_response()
 }

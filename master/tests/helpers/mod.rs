@@ -41,6 +41,7 @@ pub async fn spawn_app_on(database_url: &str, poll_interval: Duration) -> TestAp
         listen: listener.local_addr().unwrap(),
         database_url: database_url.clone(),
         poll_interval,
+        leader: Default::default(),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(borgmaster::run(listener, config, shutdown.clone()));
@@ -97,5 +98,20 @@ impl TestApp {
             .fetch_one(self.store.pool())
             .await
             .unwrap()
+    }
+}
+
+/// The epoch of the lease the test's master holds (waiting for it to take it).
+pub async fn leader_epoch(store: &Store) -> i64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(lease) = store.lease().await.unwrap() {
+            return lease.epoch;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the master took no lease"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -118,6 +118,14 @@ pub struct Resources {
     #[schema(value_type = String, example = "500m")]
     #[serde(default, with = "opt_cpu_qty", skip_serializing_if = "Option::is_none")]
     pub cpu_limit: Option<MilliCpu>,
+    /// Hard memory cap (the kernel OOM-kills beyond it); by default the request.
+    #[schema(value_type = String, example = "128Mi")]
+    #[serde(
+        default,
+        with = "opt_size_qty",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub memory_limit: Option<Bytes>,
 }
 
 fn default_cpu() -> MilliCpu {
@@ -135,6 +143,7 @@ impl Default for Resources {
             disk: Bytes(0),
             ports: 0,
             cpu_limit: None,
+            memory_limit: None,
         }
     }
 }
@@ -425,6 +434,7 @@ impl JobSpec {
                 "must be more than 0 (e.g. 0.1 or 100m)",
             ));
         }
+        validate_limits(&task.resources)?;
         if let Some(r) = &task.restart {
             if r.max_attempts == Some(0) {
                 return Err(SpecError::invalid(
@@ -455,6 +465,33 @@ impl JobSpec {
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("a JobSpec always serializes")
     }
+}
+
+/// The smallest hard memory cap accepted: below it not even a shell starts.
+pub const MIN_MEMORY_LIMIT: Bytes = Bytes(4 << 20);
+
+/// Hard caps must be real caps: at least the request, and enough to run at all.
+fn validate_limits(r: &Resources) -> Result<(), SpecError> {
+    if let Some(limit) = r.cpu_limit {
+        if limit.0 == 0 || limit < r.cpu {
+            return Err(SpecError::invalid(
+                "task.resources.cpu_limit",
+                format!("must be at least the cpu request ({}), got {limit}", r.cpu),
+            ));
+        }
+    }
+    if let Some(limit) = r.memory_limit {
+        if limit < r.memory || limit < MIN_MEMORY_LIMIT {
+            return Err(SpecError::invalid(
+                "task.resources.memory_limit",
+                format!(
+                    "must be at least the memory request ({}) and at least {MIN_MEMORY_LIMIT}, got {limit}",
+                    r.memory
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Convert a YAML document into JSON, reporting YAML syntax errors as malformed.
@@ -519,6 +556,19 @@ mod size_qty {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
         de_quantity(d, Bytes::parse)
+    }
+}
+
+mod opt_size_qty {
+    use super::*;
+    pub fn serialize<S: Serializer>(v: &Option<Bytes>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_str(&v.exact()),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bytes>, D::Error> {
+        de_quantity(d, Bytes::parse).map(Some)
     }
 }
 

@@ -115,6 +115,22 @@ fn bad_inputs_name_their_field() {
             "task.resources.cpu",
         ),
         (
+            json!({"name": "a", "task": {"command": ["x"], "resources": {"memory": "64Mi", "memory_limit": "32Mi"}}}),
+            "task.resources.memory_limit",
+        ),
+        (
+            json!({"name": "a", "task": {"command": ["x"], "resources": {"memory": "1Mi", "memory_limit": "2Mi"}}}),
+            "task.resources.memory_limit",
+        ),
+        (
+            json!({"name": "a", "task": {"command": ["x"], "resources": {"memory_limit": "lots"}}}),
+            "task.resources.memory_limit",
+        ),
+        (
+            json!({"name": "a", "task": {"command": ["x"], "resources": {"cpu": "1", "cpu_limit": "500m"}}}),
+            "task.resources.cpu_limit",
+        ),
+        (
             json!({"name": "a", "priority": 1001, "task": {"command": ["x"]}}),
             "priority",
         ),
@@ -174,4 +190,18 @@ fn constraints_match_labels() {
     assert!(c(ConstraintOp::Exists, None).matches(&labels));
     assert!(!c(ConstraintOp::Exists, None).matches(&BTreeMap::new()));
     assert!(c(ConstraintOp::Ne, Some("a")).matches(&BTreeMap::new()));
+}
+
+#[test]
+fn hard_limits_round_trip() {
+    let spec = JobSpec::from_yaml(
+        "name: capped\ntask:\n  command: [x]\n  resources: {cpu: 250m, cpu_limit: 1, memory: 64Mi, memory_limit: 128Mi}\n",
+    )
+    .unwrap();
+    let r = &spec.task.resources;
+    assert_eq!(r.cpu_limit, Some(MilliCpu(1000)));
+    assert_eq!(r.memory_limit, Some(Bytes(128 << 20)));
+    let again = JobSpec::from_json(&serde_json::to_vec(&spec).unwrap()).unwrap();
+    assert_eq!(again, spec);
+    assert_eq!(spec.to_json()["task"]["resources"]["memory_limit"], "128Mi");
 }

@@ -1,0 +1,296 @@
+//! One attempt's cgroup once created: the files a process joins it through, its
+//! statistics, killing everything in it, and removing it. Plain cgroupfs files,
+//! so every reader here also works on a directory laid out like cgroupfs.
+
+use super::join::CgroupJoin;
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long `kill_all` keeps killing before it gives up on an unkillable cgroup.
+const KILL_PATIENCE: Duration = Duration::from_secs(5);
+/// How long `remove` retries an rmdir the kernel still calls busy (exiting tasks).
+const REMOVE_PATIENCE: Duration = Duration::from_secs(2);
+const RETRY_EVERY: Duration = Duration::from_millis(5);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptCgroup {
+    /// One directory in the unified hierarchy.
+    V2 { dir: PathBuf },
+    /// One directory per v1 hierarchy (memory, cpu, cpuacct, pids), deduplicated
+    /// where controllers share a mount.
+    V1 {
+        memory: PathBuf,
+        cpu: PathBuf,
+        cpuacct: PathBuf,
+        pids: PathBuf,
+    },
+}
+
+/// What the kernel counted for a cgroup; `None` where the file is missing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupStats {
+    /// Memory charged now, bytes.
+    pub memory: Option<u64>,
+    /// Highest memory charged, bytes (v2 needs Linux 5.19 for `memory.peak`).
+    pub peak_memory: Option<u64>,
+    /// Total cpu time, nanoseconds.
+    pub cpu_ns: Option<u64>,
+    /// Processes the OOM killer killed in it.
+    pub oom_kills: u64,
+}
+
+impl AttemptCgroup {
+    /// Every directory, each once.
+    pub fn dirs(&self) -> Vec<&Path> {
+        let mut dirs: Vec<&Path> = match self {
+            AttemptCgroup::V2 { dir } => vec![dir],
+            AttemptCgroup::V1 {
+                memory,
+                cpu,
+                cpuacct,
+                pids,
+            } => vec![memory, cpu, cpuacct, pids],
+        };
+        dirs.dedup();
+        let mut seen = Vec::with_capacity(dirs.len());
+        dirs.retain(|d| {
+            let new = !seen.contains(d);
+            seen.push(*d);
+            new
+        });
+        dirs
+    }
+
+    /// The `cgroup.procs` files a process must be written to, to be in the cgroup
+    /// (one on v2, one per hierarchy on v1).
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs()
+            .into_iter()
+            .map(|d| d.join("cgroup.procs"))
+            .collect()
+    }
+
+    /// Open the `cgroup.procs` files for a child to join before exec.
+    pub fn joiner(&self) -> std::io::Result<CgroupJoin> {
+        CgroupJoin::open(&self.procs_files())
+    }
+
+    /// The directory whose `cgroup.procs` lists every process of the attempt.
+    fn members_dir(&self) -> &Path {
+        match self {
+            AttemptCgroup::V2 { dir } => dir,
+            AttemptCgroup::V1 { pids, .. } => pids,
+        }
+    }
+
+    /// Pids in the cgroup now.
+    pub fn pids(&self) -> std::io::Result<Vec<i32>> {
+        let text = std::fs::read_to_string(self.members_dir().join("cgroup.procs"))?;
+        Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+
+    /// Memory charged now and total cpu time (ns): the two files usage sampling
+    /// reads, every few seconds for every live attempt.
+    pub fn usage_counters(&self) -> (Option<u64>, Option<u64>) {
+        match self {
+            AttemptCgroup::V2 { dir } => (
+                read_u64(&dir.join("memory.current")),
+                read_keyed(&dir.join("cpu.stat"), "usage_usec").map(|us| us * 1000),
+            ),
+            AttemptCgroup::V1 {
+                memory, cpuacct, ..
+            } => (
+                read_u64(&memory.join("memory.usage_in_bytes")),
+                read_u64(&cpuacct.join("cpuacct.usage")),
+            ),
+        }
+    }
+
+    /// Read every counter (four small files), e.g. once at the attempt's end.
+    pub fn stats(&self) -> CgroupStats {
+        match self {
+            AttemptCgroup::V2 { dir } => CgroupStats {
+                memory: read_u64(&dir.join("memory.current")),
+                peak_memory: read_u64(&dir.join("memory.peak")),
+                cpu_ns: read_keyed(&dir.join("cpu.stat"), "usage_usec").map(|us| us * 1000),
+                oom_kills: read_keyed(&dir.join("memory.events"), "oom_kill").unwrap_or(0),
+            },
+            AttemptCgroup::V1 {
+                memory, cpuacct, ..
+            } => CgroupStats {
+                memory: read_u64(&memory.join("memory.usage_in_bytes")),
+                peak_memory: read_u64(&memory.join("memory.max_usage_in_bytes")),
+                cpu_ns: read_u64(&cpuacct.join("cpuacct.usage")),
+                oom_kills: read_keyed(&memory.join("memory.oom_control"), "oom_kill").unwrap_or(0),
+            },
+        }
+    }
+
+    /// SIGKILL every process in the cgroup, including any that left the task's
+    /// process group or session, and wait until it is empty. Blocking: run it off
+    /// the async threads. v2 uses `cgroup.kill` where the kernel has it (5.14+);
+    /// otherwise every listed pid is killed, again until none is left: what a
+    /// dying process forked shows up in the next round, and `pids.max` bounds
+    /// how many there can be. (The v1 freezer would stop forks meanwhile, at the
+    /// price of one more cgroup per attempt on every start: not worth it.)
+    pub fn kill_all(&self) -> std::io::Result<()> {
+        let deadline = Instant::now() + KILL_PATIENCE;
+        // The common case at an attempt's end: nothing left, nothing to freeze.
+        match self.pids() {
+            Ok(p) if p.is_empty() => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            _ => {}
+        }
+        if let AttemptCgroup::V2 { dir } = self {
+            match std::fs::write(dir.join("cgroup.kill"), "1") {
+                Ok(()) => return self.wait_empty(deadline),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        loop {
+            let pids = match self.pids() {
+                Ok(p) => p,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            if pids.is_empty() {
+                return Ok(());
+            }
+            for pid in pids {
+                // Gone already (ESRCH) is what we want; anything else is retried.
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            if Instant::now() >= deadline {
+                return Err(std::io::Error::other(format!(
+                    "processes still in {} after SIGKILL",
+                    self.members_dir().display()
+                )));
+            }
+            // Killed processes leave the cgroup once they have exited.
+            std::thread::sleep(RETRY_EVERY);
+        }
+    }
+
+    fn wait_empty(&self, deadline: Instant) -> std::io::Result<()> {
+        loop {
+            match self.pids() {
+                Ok(p) if p.is_empty() => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+                Ok(_) if Instant::now() >= deadline => {
+                    return Err(std::io::Error::other(format!(
+                        "processes still in {} after cgroup.kill",
+                        self.members_dir().display()
+                    )))
+                }
+                Ok(_) => std::thread::sleep(RETRY_EVERY),
+            }
+        }
+    }
+
+    /// Remove the cgroup's directories. It must be empty; an rmdir the kernel
+    /// calls busy right after the last exit is retried briefly. Gone is success.
+    pub fn remove(&self) -> std::io::Result<()> {
+        let deadline = Instant::now() + REMOVE_PATIENCE;
+        for dir in self.dirs() {
+            loop {
+                match std::fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == ErrorKind::NotFound => break,
+                    Err(e)
+                        if e.raw_os_error() == Some(Errno::EBUSY as i32)
+                            && Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(RETRY_EVERY)
+                    }
+                    Err(e) => {
+                        return Err(std::io::Error::other(format!(
+                            "removing {}: {e}",
+                            dir.display()
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The value of `key` in a flat keyed file (`oom_kill 3`).
+fn read_keyed(path: &Path, key: &str) -> Option<u64> {
+    parse_keyed(&std::fs::read_to_string(path).ok()?, key)
+}
+
+fn parse_keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyed_files_are_read_by_key() {
+        let events = "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(parse_keyed(events, "oom_kill"), Some(1));
+        assert_eq!(parse_keyed(events, "oom"), Some(2));
+        assert_eq!(parse_keyed(events, "nope"), None);
+        let control = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(parse_keyed(control, "oom_kill"), Some(3));
+    }
+
+    #[test]
+    fn stats_are_read_from_cgroupfs_files() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path();
+        std::fs::write(d.join("memory.current"), "1048576\n").unwrap();
+        std::fs::write(d.join("memory.peak"), "2097152\n").unwrap();
+        std::fs::write(d.join("cpu.stat"), "usage_usec 1500\nuser_usec 1000\n").unwrap();
+        std::fs::write(d.join("memory.events"), "oom 1\noom_kill 1\n").unwrap();
+        let cg = AttemptCgroup::V2 { dir: d.into() };
+        assert_eq!(
+            cg.stats(),
+            CgroupStats {
+                memory: Some(1 << 20),
+                peak_memory: Some(2 << 20),
+                cpu_ns: Some(1_500_000),
+                oom_kills: 1,
+            }
+        );
+        let v1 = AttemptCgroup::V1 {
+            memory: d.join("m"),
+            cpu: d.join("c"),
+            cpuacct: d.join("c"),
+            pids: d.join("p"),
+        };
+        std::fs::create_dir_all(d.join("m")).unwrap();
+        std::fs::create_dir_all(d.join("c")).unwrap();
+        std::fs::write(d.join("m/memory.usage_in_bytes"), "4096\n").unwrap();
+        std::fs::write(d.join("m/memory.max_usage_in_bytes"), "8192\n").unwrap();
+        std::fs::write(
+            d.join("m/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("c/cpuacct.usage"), "77\n").unwrap();
+        let s = v1.stats();
+        assert_eq!(
+            (s.memory, s.peak_memory, s.cpu_ns, s.oom_kills),
+            (Some(4096), Some(8192), Some(77), 2)
+        );
+        assert_eq!(v1.dirs().len(), 3, "cpu and cpuacct share a mount here");
+        assert_eq!(v1.procs_files()[0], d.join("m/cgroup.procs"));
+    }
+}

@@ -1,0 +1,154 @@
+//! Isolation of attempts: a cgroup per attempt under a parent the borglet owns
+//! (one per machine name, so several borglets share a host), holding all of the
+//! attempt's processes and its limits. cgroup v2 or v1, whichever is writable
+//! (`detect.rs`); without either, tasks run unisolated and the machine reports it.
+
+mod cgroup;
+mod detect;
+mod ending;
+mod join;
+mod limits;
+mod usage;
+mod v1;
+mod v2;
+
+pub use cgroup::{AttemptCgroup, CgroupStats};
+pub use detect::{detect, parse_mounts, read_mounts, Choice, Mounts};
+pub use ending::{finish, stderr_tail, Ending, STDERR_TAIL};
+pub use join::CgroupJoin;
+pub use limits::{Limits, DEFAULT_PIDS};
+pub use usage::{sample_forever, Sample, UsageSampler};
+pub use v1::{V1Mounts, V1};
+pub use v2::V2;
+
+use borg_shared::spec::MIN_MEMORY_LIMIT;
+use borg_shared::wire::{AttemptSpec, IsolationMode};
+use borg_shared::{AttemptId, Bytes};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IsolationError {
+    #[error("memory limit {0} is too small to run anything (at least {MIN_MEMORY_LIMIT})")]
+    MemoryTooSmall(Bytes),
+    #[error("cannot create cgroup {path}: {source}")]
+    Create {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot set {file} to {value} in cgroup {dir}: {source}")]
+    Limit {
+        dir: String,
+        file: &'static str,
+        value: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Makes attempts' cgroups. The real ones write cgroupfs; `Unisolated` makes none.
+pub trait Isolator: Send + Sync + std::fmt::Debug {
+    fn mode(&self) -> IsolationMode;
+
+    /// Create attempt `id`'s cgroup with `limits`; on error nothing is left behind.
+    /// Blocking (mkdir and small writes).
+    fn create(&self, id: AttemptId, limits: &Limits) -> Result<AttemptCgroup, IsolationError>;
+
+    /// Remove the borglet's parent cgroup if it is empty (at shutdown).
+    fn remove_parent(&self);
+}
+
+/// No writable cgroup hierarchy: tasks run without limits, and the machine says so.
+#[derive(Debug)]
+pub struct Unisolated;
+
+impl Isolator for Unisolated {
+    fn mode(&self) -> IsolationMode {
+        IsolationMode::None
+    }
+
+    fn create(&self, _: AttemptId, _: &Limits) -> Result<AttemptCgroup, IsolationError> {
+        Err(IsolationError::Unavailable(
+            "isolation is off on this machine".into(),
+        ))
+    }
+
+    fn remove_parent(&self) {}
+}
+
+/// A new attempt's cgroup with its limits (`None` when unisolated) and the
+/// joiner its child runs before exec. Blocking.
+pub fn prepare(
+    isolator: &dyn Isolator,
+    spec: &AttemptSpec,
+    pids: u64,
+) -> Result<(Option<AttemptCgroup>, CgroupJoin), IsolationError> {
+    if isolator.mode() == IsolationMode::None {
+        return Ok((None, CgroupJoin::none()));
+    }
+    let cg = isolator.create(spec.id, &Limits::of(spec, pids)?)?;
+    match cg.joiner() {
+        Ok(join) => Ok((Some(cg), join)),
+        Err(source) => {
+            let _ = cg.remove();
+            Err(IsolationError::Create {
+                path: format!("{} (opening cgroup.procs)", spec.id),
+                source,
+            })
+        }
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<(), IsolationError> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(IsolationError::Create {
+            path: dir.display().to_string(),
+            source,
+        }),
+    }
+}
+
+fn write_limit(dir: &Path, file: &'static str, value: impl ToString) -> Result<(), IsolationError> {
+    let value = value.to_string();
+    std::fs::write(dir.join(file), &value).map_err(|source| IsolationError::Limit {
+        dir: dir.display().to_string(),
+        file,
+        value,
+        source,
+    })
+}
+
+/// The parent cgroup's path relative to a hierarchy's root: `<base>/<machine>`,
+/// the machine name reduced to characters safe in a directory name.
+pub fn parent_path(base: &str, machine: &str) -> std::path::PathBuf {
+    let safe: String = machine
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let safe = if safe.is_empty() || safe.starts_with('.') {
+        format!("m{safe}")
+    } else {
+        safe
+    };
+    Path::new(base.trim_matches('/')).join(safe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents_are_named_per_machine() {
+        assert_eq!(parent_path("borg", "m1"), Path::new("borg/m1"));
+        assert_eq!(parent_path("/borg/", "a/b c"), Path::new("borg/a_b_c"));
+        assert_eq!(parent_path("borg", ".."), Path::new("borg/m.."));
+    }
+}

@@ -1,0 +1,326 @@
+//! Isolation on real cgroups: each attempt in its own cgroup with its limits, a
+//! stop that kills what escaped with setsid, the kernel's OOM kill reported with
+//! the peak memory, usage sampled. Runs on whatever hierarchy this host lets the
+//! borglet write (v1 here, v2 on current distributions); where none is writable
+//! (not root) each test says so and skips.
+
+mod common;
+
+use borg_shared::wire::{AttemptPhase, IsolationMode};
+use common::{eventually, find, AttemptBuilder, TestBorglet};
+use std::path::PathBuf;
+
+/// A borglet with `extra` flags and its isolation mode, or `None` (after saying
+/// why) when this host has no writable cgroup hierarchy.
+async fn isolated_borglet(extra: &[&str]) -> Option<(TestBorglet, IsolationMode)> {
+    let b = TestBorglet::spawn_with(extra).await;
+    let reg = b.master.first_registration().await;
+    match reg.isolation {
+        Some(IsolationMode::None) => {
+            eprintln!("SKIP: no writable cgroup hierarchy on this host (not root?); isolation tests need one");
+            None
+        }
+        Some(mode) => Some((b, mode)),
+        None => panic!("the registration must say how tasks are isolated"),
+    }
+}
+
+/// The cgroup directory of `pid` for `controller` (v1) or the unified one (v2).
+fn cgroup_dir(pid: i32, mode: IsolationMode, controller: &str) -> PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let mounts = borglet::isolation::read_mounts();
+    for line in text.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, controllers, path) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+        let root = match mode {
+            IsolationMode::V2 if controllers.is_empty() => mounts.unified.clone().unwrap(),
+            IsolationMode::V1 if controllers.split(',').any(|c| c == controller) => {
+                mounts.v1[controller].clone()
+            }
+            _ => continue,
+        };
+        return root.join(path.trim_start_matches('/'));
+    }
+    panic!("pid {pid} is in no {controller} cgroup: {text}");
+}
+
+fn read(dir: &std::path::Path, file: &str) -> String {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_else(|e| panic!("{}/{file}: {e}", dir.display()))
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn each_attempt_runs_in_its_own_cgroup_with_its_limits() {
+    let Some((b, mode)) = isolated_borglet(&["--pids-limit", "64"]).await else {
+        return;
+    };
+    let reg = b.master.first_registration().await;
+    assert_eq!(reg.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    let spec = AttemptBuilder::new(&["sleep", "1000"])
+        .memory(32 << 20)
+        .cpu_limit(500)
+        .build();
+    let other = AttemptBuilder::new(&["sleep", "1000"])
+        .memory_limit(96 << 20)
+        .build();
+    let r = b.sync(&[spec.clone(), other.clone()], &[]).await;
+    let pid = find(&r, spec.id).and_then(|a| a.pid).expect("pid");
+    let other_pid = find(&r, other.id).and_then(|a| a.pid).expect("pid");
+
+    let memory = cgroup_dir(pid, mode, "memory");
+    let id = spec.id.to_string();
+    assert!(
+        memory.ends_with(format!("borg/{}/{id}", b.name)),
+        "{}",
+        memory.display()
+    );
+    assert_ne!(
+        memory,
+        cgroup_dir(other_pid, mode, "memory"),
+        "one cgroup per attempt"
+    );
+    match mode {
+        IsolationMode::V1 => {
+            assert_eq!(
+                read(&memory, "memory.limit_in_bytes"),
+                (32u64 << 20).to_string()
+            );
+            let cpu = cgroup_dir(pid, mode, "cpu");
+            assert_eq!(
+                read(&cpu, "cpu.shares"),
+                "102",
+                "100m of 1024 shares per core"
+            );
+            assert_eq!(read(&cpu, "cpu.cfs_quota_us"), "50000");
+            assert_eq!(read(&cpu, "cpu.cfs_period_us"), "100000");
+            assert_eq!(read(&cgroup_dir(pid, mode, "pids"), "pids.max"), "64");
+            let other_mem = cgroup_dir(other_pid, mode, "memory");
+            assert_eq!(
+                read(&other_mem, "memory.limit_in_bytes"),
+                (96u64 << 20).to_string()
+            );
+            assert_eq!(
+                read(&cgroup_dir(other_pid, mode, "cpu"), "cpu.cfs_quota_us"),
+                "-1"
+            );
+        }
+        IsolationMode::V2 => {
+            assert_eq!(read(&memory, "memory.max"), (32u64 << 20).to_string());
+            assert_eq!(read(&memory, "cpu.max"), "50000 100000");
+            assert_eq!(read(&memory, "pids.max"), "64");
+        }
+        IsolationMode::None => unreachable!(),
+    }
+    b.sync(&[], &[]).await;
+    let done = b
+        .sync_until(&[], spec.id, "stopped", |r| r.phase == AttemptPhase::Exited)
+        .await;
+    assert_eq!(done.signal, Some(15));
+    eventually("the attempt's cgroup is removed", || async {
+        (!memory.exists()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stop_kills_a_daemon_that_escaped_with_setsid() {
+    let Some((b, _)) = isolated_borglet(&[]).await else {
+        return;
+    };
+    // The daemon leaves the task's session and process group and ignores TERM:
+    // only the cgroup still knows it belongs to the attempt.
+    let spec = AttemptBuilder::sh(
+        "setsid sh -c 'trap \"\" TERM; echo $$ > daemon.tmp; mv daemon.tmp daemon; while :; do sleep 1; done' & sleep 1000",
+    )
+    .grace_ms(300)
+    .build();
+    let r = b.sync(std::slice::from_ref(&spec), &[]).await;
+    let pid = find(&r, spec.id).and_then(|a| a.pid).expect("pid");
+    let daemon_file = b.sandbox(spec.id).join("daemon");
+    let daemon: i32 = eventually("the daemon wrote its pid", || async {
+        std::fs::read_to_string(&daemon_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })
+    .await;
+    assert!(common::pid_running(daemon));
+    assert_ne!(
+        nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(daemon))).unwrap(),
+        nix::unistd::Pid::from_raw(pid),
+        "the daemon escaped the task's process group"
+    );
+
+    b.sync(&[], &[]).await;
+    b.sync_until(&[], spec.id, "stopped", |r| r.phase == AttemptPhase::Exited)
+        .await;
+    eventually("the escaped daemon is dead too", || async {
+        (!common::pid_running(daemon)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_task_past_its_memory_limit_is_oom_killed_with_its_peak() {
+    let Some((b, _)) = isolated_borglet(&[]).await else {
+        return;
+    };
+    // `tail` keeps a newline-free stream in memory: far past 32 MiB.
+    let spec = AttemptBuilder::sh("echo about to eat >&2; head -c 200M /dev/zero | tail")
+        .memory(32 << 20)
+        .build();
+    let done = b
+        .sync_until(
+            std::slice::from_ref(&spec),
+            spec.id,
+            "the task ended",
+            |r| r.phase == AttemptPhase::Exited,
+        )
+        .await;
+    assert!(done.oom_killed, "{done:?}");
+    let peak = done.peak_memory.expect("peak memory").0;
+    assert!(peak >= 30 << 20, "peak {peak} near the 32 MiB limit");
+    assert!(
+        peak <= 34 << 20,
+        "peak {peak} not far past the 32 MiB limit"
+    );
+    assert_ne!(done.exit_code, Some(0));
+    let tail = done.stderr_tail.as_deref().unwrap_or_default();
+    assert!(tail.starts_with("about to eat\n"), "{tail:?}");
+    let metrics = b
+        .client
+        .get(format!("{}/metrics", b.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = format!(
+        "borglet_attempts_oom_killed_total{{machine=\"{}\"}} 1",
+        b.name
+    );
+    assert!(metrics.contains(&line), "{metrics}");
+}
+
+#[tokio::test]
+async fn an_attempt_that_cannot_be_limited_fails_alone() {
+    let Some((b, _)) = isolated_borglet(&[]).await else {
+        return;
+    };
+    let bad = AttemptBuilder::new(&["sleep", "1000"])
+        .memory(1 << 20)
+        .build();
+    let good = AttemptBuilder::new(&["sleep", "1000"]).build();
+    let r = b.sync(&[bad.clone(), good.clone()], &[]).await;
+    let failed = find(&r, bad.id).unwrap();
+    assert_eq!(failed.phase, AttemptPhase::FailedToStart);
+    let why = failed.message.as_deref().unwrap();
+    assert!(why.contains("memory limit 1Mi is too small"), "{why}");
+    assert_eq!(find(&r, good.id).unwrap().phase, AttemptPhase::Running);
+}
+
+#[tokio::test]
+async fn usage_is_sampled_from_the_cgroup() {
+    let Some((b, _)) = isolated_borglet(&["--usage-interval", "100ms"]).await else {
+        return;
+    };
+    let spec = AttemptBuilder::sh("while :; do :; done").build();
+    let usage = b
+        .sync_until(
+            std::slice::from_ref(&spec),
+            spec.id,
+            "a busy task's usage",
+            |r| r.usage.is_some_and(|u| u.cpu.0 >= 300),
+        )
+        .await
+        .usage
+        .unwrap();
+    assert!(usage.memory.0 > 0, "{usage:?}");
+    assert!(
+        usage.cpu.0 <= 1100,
+        "one busy loop is about one core: {usage:?}"
+    );
+}
+
+#[tokio::test]
+async fn without_isolation_tasks_run_and_the_machine_says_so() {
+    let b = TestBorglet::spawn_with(&["--isolation", "none"]).await;
+    let reg = b.master.first_registration().await;
+    assert_eq!(reg.isolation, Some(IsolationMode::None));
+    let spec = AttemptBuilder::new(&["sleep", "1000"])
+        .memory(1 << 20)
+        .build();
+    let r = b.sync(std::slice::from_ref(&spec), &[]).await;
+    let pid = find(&r, spec.id)
+        .and_then(|a| a.pid)
+        .expect("runs, unlimited");
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(!cgroups.contains(&spec.id.to_string()), "{cgroups}");
+}
+
+/// The v2 handle on the real unified hierarchy, wherever one is mounted and
+/// writable (here it holds no memory/cpu/pids controllers, so the limits are
+/// covered by the unit tests on a cgroupfs-shaped directory): a child joins in
+/// `pre_exec`, its setsid'd grandchild is in the cgroup too, `cgroup.kill`
+/// empties it and it is removed.
+#[test]
+fn v2_cgroup_join_kill_and_remove_on_the_unified_hierarchy() {
+    use borglet::isolation::AttemptCgroup;
+    use std::os::unix::process::CommandExt;
+
+    let Some(unified) = borglet::isolation::read_mounts().unified else {
+        eprintln!("SKIP: no cgroup2 mounted on this host");
+        return;
+    };
+    let dir = unified.join(format!("borg-test-{}", borg_shared::AttemptId::new()));
+    if let Err(e) = std::fs::create_dir(&dir) {
+        eprintln!(
+            "SKIP: cgroup2 at {} is not writable: {e}",
+            unified.display()
+        );
+        return;
+    }
+    let cg = AttemptCgroup::V2 { dir: dir.clone() };
+    let join = cg.joiner().unwrap();
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.args(["-c", "setsid sleep 1000 & exec sleep 1000"]);
+    // SAFETY: setsid(2) and write(2) only, both async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            join.join_self()
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id() as i32;
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    let pids = loop {
+        let pids = cg.pids().unwrap();
+        if pids.len() == 2 {
+            break pids;
+        }
+        assert!(std::time::Instant::now() < deadline, "pids {pids:?}");
+        std::thread::yield_now();
+    };
+    assert!(pids.contains(&pid));
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let name = dir.file_name().unwrap().to_str().unwrap();
+    assert!(own.contains(&format!("0::/{name}")), "{own}");
+
+    cg.kill_all().unwrap();
+    assert!(cg.pids().unwrap().is_empty());
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    for p in pids {
+        assert!(!common::pid_running(p), "pid {p} survived");
+    }
+    cg.remove().unwrap();
+    assert!(!dir.exists());
+}
