@@ -271,6 +271,39 @@ impl Client {
         self.send(req).await
     }
 
+    /// `GET /v1/events`: the open stream, to be read by `crate::events`.
+    /// `last_event_id` resumes after that event.
+    pub async fn events(
+        &self,
+        query: &[(&str, String)],
+        last_event_id: Option<&str>,
+    ) -> Result<Response, ClientError> {
+        let mut req = self.request(Method::GET, &["v1", "events"]).query(query);
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        self.send(req).await
+    }
+
+    /// `GET /v1/resolve/{job}`: where the job's running tasks are.
+    pub async fn resolve(&self, job: &str) -> Result<borg_shared::naming::Resolved, ClientError> {
+        let req = self
+            .request(Method::GET, &["v1", "resolve", job])
+            .timeout(REQUEST_TIMEOUT);
+        let resp = self.send(req).await?;
+        self.json("GET /v1/resolve/{job}", resp).await
+    }
+
+    /// The master's version, from its OpenAPI document.
+    pub async fn master_version(&self) -> Result<String, ClientError> {
+        let req = self
+            .request(Method::GET, &["openapi.json"])
+            .timeout(REQUEST_TIMEOUT);
+        let resp = self.send(req).await?;
+        let doc: serde_json::Value = self.json("GET /openapi.json", resp).await?;
+        Ok(doc["info"]["version"].as_str().unwrap_or("?").to_string())
+    }
+
     /// `GET /healthz` answers 2xx.
     pub async fn healthz(&self) -> Result<(), ClientError> {
         let req = self

@@ -8,6 +8,9 @@
 pub mod client;
 pub mod cmd;
 pub mod dev;
+pub mod events;
+pub mod exit;
+pub mod follow;
 pub mod output;
 pub mod spec_file;
 pub mod watch;
@@ -55,6 +58,14 @@ pub enum Command {
     Logs(cmd::logs::Args),
     /// Kill a job: stop all its tasks.
     Kill(cmd::kill::Args),
+    /// Where a job's running tasks are: machine, host and ports.
+    Resolve(cmd::resolve::Args),
+    /// Wait until a job ends; exit 0 if it succeeded, 1 if it failed or was killed.
+    Wait(cmd::wait::Args),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completion(cmd::completion::Args),
+    /// Print jobctl's version and the master's.
+    Version(cmd::version::Args),
     /// Set a service's replica count (down stops the highest indexes first).
     Scale(cmd::scale::Args),
     /// Drain a machine: place nothing new there and move its tasks elsewhere.
@@ -92,6 +103,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Describe(args) => block_on(async { cmd::describe::run(&client()?, args).await }),
         Command::Logs(args) => block_on(async { cmd::logs::run(&client()?, args).await }),
         Command::Kill(args) => block_on(async { cmd::kill::run(&client()?, args).await }),
+        Command::Resolve(args) => block_on(async { cmd::resolve::run(&client()?, args).await }),
+        Command::Wait(args) => block_on(async { cmd::wait::run(&client()?, args).await }),
+        Command::Completion(args) => cmd::completion::run(args),
+        Command::Version(args) => block_on(async { cmd::version::run(&client()?, args).await }),
         Command::Scale(args) => block_on(async { cmd::scale::run(&client()?, args).await }),
         Command::Drain(args) => block_on(async { cmd::cordon::drain(&client()?, args).await }),
         Command::Uncordon(args) => {

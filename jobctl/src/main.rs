@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", jobctl::output::error_line(&e));
-            ExitCode::FAILURE
+            ExitCode::from(jobctl::exit::code(&e))
         }
     }
 }

@@ -3,12 +3,14 @@
 
 use axum::extract::Query;
 use axum::http::StatusCode;
+use axum::response::sse::{Event, Sse};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use borg_shared::spec::JobSpec;
 use borg_shared::wire::{JobList, JobView, TaskView};
-use borg_shared::{JobId, JobKind, JobState, TaskState};
+use borg_shared::{JobKind, JobState, TaskState};
+use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,6 +68,40 @@ fn spec_file(name: &str, text: &str) -> PathBuf {
     path
 }
 
+const HELLO_ID: &str = "6f2c1a3e-7d7b-4c62-9a51-0b1f1d1e2a01";
+
+/// A server-sent event of job `hello`'s, as the master streams it.
+fn sse_event(
+    n: i64,
+    kind: &str,
+    task: Option<i32>,
+    machine: Option<&str>,
+    from: Option<&str>,
+    to: &str,
+) -> Event {
+    let e = serde_json::json!({
+        "cursor": format!("1-{n}"), "id": n, "time": "2026-12-01T12:00:00Z", "kind": kind,
+        "job": "hello", "job_id": HELLO_ID, "task_index": task, "machine": machine,
+        "from": from, "to": to,
+    });
+    Event::default()
+        .id(format!("1-{n}"))
+        .event(kind)
+        .data(e.to_string())
+}
+
+/// `GET /v1/events` answering `events`, then holding the stream open.
+fn events_route(events: Vec<Event>) -> axum::routing::MethodRouter {
+    get(move || {
+        let events = events.clone();
+        async move {
+            let head =
+                futures::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>));
+            Sse::new(head.chain(futures::stream::pending()))
+        }
+    })
+}
+
 const HELLO: &str = "name: hello\nreplicas: 2\ntask:\n  command: [/bin/echo, hi]\n";
 
 fn hello_view(state: JobState, tasks: Vec<(TaskState, Option<i32>)>) -> JobView {
@@ -96,7 +132,7 @@ fn hello_view(state: JobState, tasks: Vec<(TaskState, Option<i32>)>) -> JobView 
         *counts.entry(t.state).or_insert(0) += 1;
     }
     JobView {
-        id: JobId::new(),
+        id: HELLO_ID.parse().unwrap(),
         name: "hello".into(),
         kind: JobKind::Batch,
         state,
@@ -116,7 +152,7 @@ fn hello_view(state: JobState, tasks: Vec<(TaskState, Option<i32>)>) -> JobView 
 #[test]
 fn unreachable_master_is_one_clear_line() {
     let out = jobctl(&["--master", "http://127.0.0.1:1", "get", "jobs"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(4));
     let line = one_error_line(&out);
     assert_eq!(
         line,
@@ -140,7 +176,7 @@ fn api_errors_name_the_field() {
     let master = serve(router);
     let file = spec_file(
         "bad-cpu.yaml",
-        "name: hello\ntask:\n  command: [/bin/true]\n  resources: {cpu: lots}\n",
+        "name: hello\ntask:\n  command: [/bin/true]\n  resources: {cpu: 0}\n",
     );
     let out = jobctl(&["--master", &master, "run", "-f", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
@@ -166,6 +202,29 @@ fn malformed_spec_fails_before_any_request() {
 }
 
 #[test]
+fn a_yaml_shape_error_names_the_files_line_and_column() {
+    let file = spec_file(
+        "wrong-type.yaml",
+        "name: hello\ntask:\n  command: [/bin/true]\n  resources: {cpu: lots}\n",
+    );
+    let out = jobctl(&[
+        "--master",
+        "http://127.0.0.1:1",
+        "run",
+        "-f",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = one_error_line(&out);
+    assert!(
+        line.ends_with(
+            "wrong-type.yaml: line 4 column 14: task.resources.cpu: `lots` is not a number"
+        ),
+        "{line}"
+    );
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let out = jobctl(&["get", "jobs", "-o", "yaml"]);
     assert_eq!(out.status.code(), Some(2));
@@ -175,8 +234,16 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn submit_then_wait_for_a_batch_job() {
-    // The first poll shows the job running, the second succeeded.
-    let polls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // The job's events say what happens; its view is read once, at the end.
+    let events = vec![
+        sse_event(1, "task", Some(0), None, None, "pending"),
+        sse_event(2, "task", Some(1), None, None, "pending"),
+        sse_event(3, "job", None, None, None, "pending"),
+        sse_event(4, "task", Some(0), Some("m1"), Some("pending"), "running"),
+        sse_event(5, "task", Some(0), Some("m1"), Some("running"), "succeeded"),
+        sse_event(6, "task", Some(1), Some("m2"), Some("pending"), "succeeded"),
+        sse_event(7, "job", None, None, Some("pending"), "succeeded"),
+    ];
     let router = Router::new()
         .route(
             "/v1/jobs",
@@ -189,29 +256,17 @@ fn submit_then_wait_for_a_batch_job() {
                 (StatusCode::CREATED, Json(view))
             }),
         )
+        .route("/v1/events", events_route(events))
         .route(
             "/v1/jobs/hello",
-            get(move || {
-                let n = polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                async move {
-                    let view = if n == 0 {
-                        hello_view(
-                            JobState::Running,
-                            vec![(TaskState::Running, None), (TaskState::Pending, None)],
-                        )
-                    } else {
-                        let mut v = hello_view(
-                            JobState::Succeeded,
-                            vec![
-                                (TaskState::Succeeded, Some(0)),
-                                (TaskState::Succeeded, Some(0)),
-                            ],
-                        );
-                        v.tasks.as_mut().unwrap()[1].machine = Some("m2".into());
-                        v
-                    };
-                    Json(view)
-                }
+            get(|| async {
+                Json(hello_view(
+                    JobState::Succeeded,
+                    vec![
+                        (TaskState::Succeeded, Some(0)),
+                        (TaskState::Succeeded, Some(0)),
+                    ],
+                ))
             }),
         );
     let master = serve(router);
@@ -245,6 +300,17 @@ fn a_failed_batch_job_exits_1_naming_the_tasks() {
                 // 200: already live with this exact spec.
                 (StatusCode::OK, Json(view))
             }),
+        )
+        .route(
+            "/v1/events",
+            events_route(vec![sse_event(
+                9,
+                "job",
+                None,
+                None,
+                Some("running"),
+                "failed",
+            )]),
         )
         .route(
             "/v1/jobs/hello",
@@ -345,6 +411,67 @@ fn logs_and_kill() {
     assert_eq!(stdout(&out), "job/hello killed\n");
 
     let out = jobctl(&["--master", &master, "kill", "nope"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3), "not found");
     assert_eq!(one_error_line(&out), "error: no job named nope (not_found)");
+}
+
+#[test]
+fn wait_exits_with_the_jobs_result_and_3_when_there_is_none() {
+    let router = Router::new()
+        .route(
+            "/v1/jobs/hello",
+            get(|| async {
+                Json(hello_view(JobState::Running, vec![(TaskState::Running, None)]))
+            }),
+        )
+        .route(
+            "/v1/events",
+            events_route(vec![
+                sse_event(1, "task", Some(0), Some("m1"), Some("running"), "failed"),
+                sse_event(2, "job", None, None, Some("running"), "failed"),
+            ]),
+        )
+        .route(
+            "/v1/jobs/nope",
+            get(|| async {
+                let body = serde_json::json!({"error": {"code": "not_found", "message": "no job named nope"}});
+                (StatusCode::NOT_FOUND, Json(body))
+            }),
+        );
+    let master = serve(router);
+    // The view read after the job's end event still says running: the line says so.
+    let out = jobctl(&["--master", &master, "wait", "hello"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "job/hello is running\n");
+
+    let out = jobctl(&["--master", &master, "wait", "nope"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(one_error_line(&out), "error: no job named nope (not_found)");
+
+    let out = jobctl(&["--master", "http://127.0.0.1:1", "wait", "hello"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(one_error_line(&out).contains("http://127.0.0.1:1"));
+}
+
+#[test]
+fn completion_scripts_and_version() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = jobctl(&["completion", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        assert!(script.contains("jobctl"), "{shell}");
+        assert!(
+            script.contains("wait"),
+            "{shell}: the subcommands are offered"
+        );
+    }
+    let out = jobctl(&["completion", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = jobctl(&["version", "--client"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out),
+        format!("jobctl {}\n", env!("CARGO_PKG_VERSION"))
+    );
 }

@@ -2,8 +2,10 @@
 //! that drives every borglet toward the desired state.
 
 pub mod api;
+pub mod dashboard;
 pub mod dbhealth;
 pub mod drain;
+pub mod feed;
 pub mod leader;
 pub mod liveness;
 pub mod metrics;
@@ -59,6 +61,7 @@ pub async fn run(
         .context("building the HTTP client")?;
     let machines_changed = Arc::new(Notify::new());
     let machines = Arc::new(poller::Machines::default());
+    let (feed, feed_task) = feed::Feed::start(store.clone(), shutdown.clone());
     let status = Arc::new(leader::Status::default());
     let db = Arc::new(dbhealth::DbHealth::default());
     let db_watch = tokio::spawn(dbhealth::watch(store.clone(), db.clone(), shutdown.clone()));
@@ -68,6 +71,7 @@ pub async fn run(
         machines_changed: machines_changed.clone(),
         machines: machines.clone(),
         metrics: metrics::install(),
+        feed,
         leader: status.clone(),
         db: db.clone(),
     };
@@ -93,6 +97,7 @@ pub async fn run(
     shutdown.cancel();
     leader.await?;
     db_watch.await?;
+    feed_task.await?;
     Ok(())
 }
 

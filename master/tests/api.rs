@@ -213,6 +213,9 @@ async fn openapi_document_is_generated_from_the_handlers() {
         "/v1/machines/{name}/nudge",
         "/healthz",
         "/metrics",
+        "/v1/events",
+        "/v1/resolve/{job}",
+        "/",
     ] {
         assert!(paths.contains_key(path), "missing path {path}");
     }
@@ -288,4 +291,30 @@ async fn quotas_read_unlimited_until_set_and_refuse_bad_input() {
     // Bad input changed nothing.
     let (_, body) = app.get_json("/v1/quotas/alice").await;
     assert_eq!(body["production"]["limit"]["cpu"], "10");
+}
+
+#[tokio::test]
+async fn fields_not_built_yet_are_refused_not_ignored() {
+    let app = spawn_app().await;
+    let cases = [
+        ("task.health", json!({"tcp": {"port": 0}})),
+        ("task.fence_after", json!("30s")),
+    ];
+    for (field, value) in cases {
+        let key = field.strip_prefix("task.").unwrap();
+        let mut spec =
+            json!({"name": "svc", "kind": "service", "task": {"command": ["/bin/true"]}});
+        spec["task"][key] = value;
+        let (status, body) = app.post_json("/v1/jobs", spec).await;
+        assert_eq!(status, 422, "{field}: {body}");
+        assert_eq!(body["error"]["field"], field);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("not supported yet"),
+            "{body}"
+        );
+    }
+    assert_eq!(app.count("jobs").await, 0);
 }

@@ -3,7 +3,9 @@
 //! master→borglet sync protocol. A type lives here once and nowhere else.
 
 pub mod error;
+pub mod event_stream;
 pub mod ids;
+pub mod naming;
 pub mod quota;
 pub mod resources;
 pub mod spec;

@@ -11,6 +11,7 @@
 mod attempts;
 mod drain;
 mod error;
+mod event_feed;
 mod events;
 mod finish;
 pub mod fixtures;
@@ -23,6 +24,7 @@ mod placements;
 mod preempt;
 mod quotas;
 mod reports;
+mod resolve;
 mod restarts;
 mod rows;
 mod scale;
@@ -31,6 +33,7 @@ mod tasks;
 
 pub use drain::{CordonOutcome, DEFAULT_MAX_UNAVAILABLE};
 pub use error::{Result, StoreError};
+pub use event_feed::{EventFilter, FeedPage};
 pub use events::{EventCursor, EventPage, StoredEvent};
 pub use jobs::{
     KillOutcome, SubmitOutcome, TaskPage, DEFAULT_JOB_PAGE, DEFAULT_TASK_PAGE, MAX_JOB_PAGE,

@@ -17,6 +17,10 @@ pub struct Args {
         global = true
     )]
     pub output: Format,
+    /// Keep watching: print each change as it happens (driven by the master's
+    /// event stream) until interrupted.
+    #[arg(short = 'w', long, global = true)]
+    pub watch: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -33,10 +37,19 @@ pub enum What {
     /// Every machine, with its allocation.
     #[command(visible_alias = "machine")]
     Machines,
+    /// State changes of tasks, jobs and machines, oldest first.
+    #[command(visible_alias = "event")]
+    Events(super::get_watch::EventArgs),
 }
 
 pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
     let now = Utc::now();
+    if let What::Events(events) = &args.what {
+        return super::get_watch::events(client, events, args.output, args.watch).await;
+    }
+    if args.watch {
+        return super::get_watch::watch(client, &args.what, args.output).await;
+    }
     let text = match (args.what, args.output) {
         (What::Jobs, Format::Json) => output::json(&client.jobs().await?)?,
         (What::Jobs, Format::Table) => {
@@ -64,6 +77,7 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
             }
             output::machines_table(&list.machines, now)
         }
+        (What::Events(_), _) => unreachable!("handled above"),
     };
     emit(&text)?;
     Ok(())

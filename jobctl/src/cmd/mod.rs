@@ -1,12 +1,17 @@
 //! One file per subcommand: its clap arguments and what it does.
 
 pub mod bench;
+pub mod completion;
 pub mod component;
 pub mod cordon;
 pub mod describe;
 pub mod get;
+pub mod get_watch;
 pub mod kill;
 pub mod logs;
 pub mod quota;
+pub mod resolve;
 pub mod run;
 pub mod scale;
+pub mod version;
+pub mod wait;

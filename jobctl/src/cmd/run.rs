@@ -1,23 +1,21 @@
-//! `jobctl run -f FILE [--wait]`: submit a job, and optionally follow it until
-//! it is done (batch) or fully running (service).
+//! `jobctl run -f FILE [--wait]`: submit a job, and optionally follow it
+//! through the event stream until it is done (batch) or fully running (service).
 
 use crate::client::Client;
+use crate::follow::{self, Show, Until};
 use crate::output::emit;
-use crate::watch::{self, Outcome};
-use anyhow::bail;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::Instant;
-
-const POLL_EVERY: Duration = Duration::from_millis(200);
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The job spec, YAML or JSON (`-` reads standard input).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: PathBuf,
-    /// Follow the job: print each task state change; exit 0 when a batch job
-    /// succeeds or every task of a service runs, 1 when the job fails.
+    /// Follow the job: a progress bar on a terminal, one line per task state
+    /// change when piped; exit 0 when a batch job succeeds or every task of a
+    /// service runs, 1 when the job fails.
     #[arg(long)]
     pub wait: bool,
     /// Give up waiting after this long (e.g. `30s`, `5m`); no limit by default.
@@ -40,33 +38,15 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
     if !args.wait {
         return Ok(());
     }
-
     let deadline = args.timeout.map(|t| Instant::now() + Duration::from(t));
-    let mut prev = job;
-    loop {
-        match watch::outcome(&prev) {
-            Outcome::Waiting => {}
-            Outcome::Done(line) => {
-                emit(&line)?;
-                return Ok(());
-            }
-            Outcome::Failed(line) => bail!(line),
-        }
-        if let (Some(deadline), Some(timeout)) = (deadline, args.timeout) {
-            if Instant::now() >= deadline {
-                bail!(
-                    "gave up waiting for job/{} after {timeout}: it is {} ({})",
-                    prev.name,
-                    prev.state,
-                    crate::output::task_summary(&prev)
-                );
-            }
-        }
-        tokio::time::sleep(POLL_EVERY).await;
-        let next = client.job(&prev.name).await?;
-        for line in watch::changes(&prev, &next) {
-            emit(&line)?;
-        }
-        prev = next;
-    }
+    let line = follow::follow(
+        client,
+        &job,
+        Until::EndedOrServing,
+        Show::for_terminal(),
+        deadline,
+    )
+    .await?;
+    emit(&line)?;
+    Ok(())
 }

@@ -71,6 +71,18 @@ fn refuse_unbuilt(spec: &JobSpec) -> ApiResult<()> {
             message: "not supported yet: rolling updates are not built; leave `update` out".into(),
         });
     }
+    if spec.task.health.is_some() {
+        return Err(ApiError::Invalid {
+            field: "task.health".into(),
+            message: "not supported yet: health checks are not built; leave `health` out".into(),
+        });
+    }
+    if spec.task.fence_after.is_some() {
+        return Err(ApiError::Invalid {
+            field: "task.fence_after".into(),
+            message: "not supported yet: fencing is not built; leave `fence_after` out".into(),
+        });
+    }
     Ok(())
 }
 

@@ -2,12 +2,14 @@
 
 mod cordon;
 mod error;
+mod events;
 mod health;
 mod jobs;
 mod logs;
 mod machines;
 mod metrics;
 mod quotas;
+mod resolve;
 mod scale;
 
 pub use error::{ApiError, ApiResult};
@@ -33,6 +35,8 @@ pub struct AppState {
     pub machines: Arc<crate::poller::Machines>,
     /// The process's Prometheus recorder, if this process installed one.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The shared reader of the event log behind `GET /v1/events`.
+    pub feed: crate::feed::Feed,
     /// Whether this replica leads (and at which epoch).
     pub leader: Arc<crate::leader::Status>,
     /// Whether Postgres answers (watched apart from requests).
@@ -53,6 +57,7 @@ pub struct AppState {
         (name = "machines", description = "Borglets register and nudge; operators list them"),
         (name = "quotas", description = "Cpu and memory per owner and priority band; work over quota waits"),
         (name = "operations", description = "Health and metrics"),
+        (name = "events", description = "Every state change as server-sent events, resumable"),
     )
 )]
 struct ApiDoc;
@@ -68,6 +73,9 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(metrics::router())
         .merge(quotas::router())
+        .merge(events::router())
+        .merge(crate::dashboard::router())
+        .merge(resolve::router())
 }
 
 pub fn router(state: AppState) -> Router {

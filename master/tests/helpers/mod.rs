@@ -11,6 +11,7 @@ pub struct TestApp {
     pub store: Store,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
+    pub database_url: String,
 }
 
 impl Drop for TestApp {
@@ -28,6 +29,12 @@ pub async fn spawn_app_polling_every(poll_interval: Duration) -> TestApp {
     let database_url = devpg::testing::fresh_database(&borg_store::MIGRATOR)
         .await
         .expect("test database");
+    spawn_app_on(&database_url, poll_interval).await
+}
+
+/// A master on an existing database (a second master, or one restarted).
+pub async fn spawn_app_on(database_url: &str, poll_interval: Duration) -> TestApp {
+    let database_url = database_url.to_string();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let config = Config {
@@ -58,6 +65,7 @@ pub async fn spawn_app_polling_every(poll_interval: Duration) -> TestApp {
         store,
         http,
         shutdown,
+        database_url,
     }
 }
 

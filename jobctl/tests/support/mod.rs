@@ -1,0 +1,172 @@
+#![allow(dead_code)] // each test binary uses a different part
+//! A real `jobctl dev` cell for end-to-end tests, stopped when dropped.
+
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const JOBCTL: &str = env!("CARGO_BIN_EXE_jobctl");
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `n` consecutive free ports.
+fn free_port_run(n: u16) -> u16 {
+    loop {
+        let base = free_port();
+        if base.checked_add(n).is_none() {
+            continue;
+        }
+        let held: Vec<_> = (base..base + n)
+            .filter_map(|p| TcpListener::bind(("127.0.0.1", p)).ok())
+            .collect();
+        if held.len() == n as usize {
+            return base;
+        }
+    }
+}
+
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub struct Cell {
+    child: Child,
+    pub master: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Cell {
+    /// A cell of `borglets` machines, once they are all up.
+    pub fn start(borglets: usize) -> Cell {
+        let dir = tempfile::Builder::new()
+            .prefix("borg-e2e-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let port = free_port();
+        let base = free_port_run(borglets as u16);
+        let master = format!("http://127.0.0.1:{port}");
+        let child = Command::new(JOBCTL)
+            .args(["dev", "--borglets", &borglets.to_string(), "--data-dir"])
+            .arg(dir.path())
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--borglet-base-port",
+                &base.to_string(),
+            ])
+            .env_remove("DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting jobctl dev");
+        let cell = Cell {
+            child,
+            master,
+            _dir: dir,
+        };
+        wait_for("machines up", Duration::from_secs(120), || {
+            let out = cell.jobctl(&["get", "machines", "-o", "json"]);
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let machines = v.get("machines").and_then(Value::as_array)?;
+            (machines.iter().filter(|m| m["state"] == "up").count() == borglets).then_some(())
+        });
+        cell
+    }
+
+    pub fn jobctl(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("running jobctl")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(JOBCTL);
+        c.arg("--master")
+            .arg(&self.master)
+            .args(args)
+            .current_dir(repo_root());
+        c
+    }
+}
+
+impl Drop for Cell {
+    fn drop(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        if let Ok(None) = self.child.try_wait() {
+            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A child's stdout lines, read on a thread (so a test can wait with a deadline).
+pub fn lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let out = child.stdout.take().expect("a piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The first line from `rx` that `f` accepts, within `timeout`.
+pub fn line_where(
+    rx: &std::sync::mpsc::Receiver<String>,
+    what: &str,
+    timeout: Duration,
+    f: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if f(&line) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("timed out after {timeout:?} waiting for {what}"),
+        }
+    }
+}
