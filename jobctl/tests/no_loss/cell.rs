@@ -3,6 +3,8 @@
 //! scheduler and 3 borglets as `jobctl component` processes with the argv
 //! `jobctl dev` gives them. Dropping it stops every process, pass or fail.
 
+#[path = "../support/leftovers.rs"]
+mod leftovers;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
@@ -239,7 +241,7 @@ impl Cell {
 
 impl Drop for Cell {
     fn drop(&mut self) {
-        // Borglets first, gently: with `--on-exit stop` they stop their tasks.
+        // Borglets first, gently; the tasks they leave are ended below.
         for (name, child) in &self.procs {
             if name.starts_with("borglet") {
                 // A frozen borglet must run to stop.
@@ -259,6 +261,9 @@ impl Drop for Cell {
         for (_, child) in &mut self.procs {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(dir) = &self.dir {
+            leftovers::kill_tasks_under(dir.path());
         }
         if std::thread::panicking() {
             if let Some(dir) = self.dir.take() {

@@ -1,6 +1,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 //! A real `jobctl dev` cell for end-to-end tests, stopped when dropped.
 
+mod leftovers;
 use serde_json::Value;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -134,6 +135,7 @@ impl Drop for Cell {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        leftovers::kill_tasks_under(self._dir.path());
     }
 }
 
