@@ -93,34 +93,42 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
         // Among the machines that pass every check: the fewest of the job's tasks
         // in the machine's spread group first, then (hybrid scoring) the fewest
         // of them on the machine, then the best score, then the tie-break.
-        let best = candidates
-            .iter()
-            .copied()
-            .filter(|&i| {
-                feasible::per_machine(task, loads.on_machine(task, i)).is_none()
-                    && fits(&task.request, &free[i])
-                    && (task.ports == 0 || feasible::ports(task, ports.free(machines, i)).is_none())
-            })
-            .map(|i| {
-                let on_machine = if spread_jobs {
-                    loads.on_machine(task, i)
-                } else {
-                    0
-                };
-                (
-                    i,
-                    (loads.in_spread_group(task, i), on_machine),
-                    snapshot
-                        .scoring
-                        .score(&machines[i].capacity, &sub(&free[i], &task.request)),
-                )
-            })
-            .max_by(|(a, ga, sa), (b, gb, sb)| {
-                gb.cmp(ga).then_with(|| sa.total_cmp(sb)).then_with(|| {
-                    tie_break(task.id.0, machines[*a].id.0)
-                        .cmp(&tie_break(task.id.0, machines[*b].id.0))
+        let best = {
+            let job_on = loads.counter(task);
+            candidates
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    feasible::per_machine(task, loads.on_machine(task, i)).is_none()
+                        && fits(&task.request, &free[i])
+                        && (task.ports == 0
+                            || feasible::ports(task, ports.free(machines, i)).is_none())
                 })
-            });
+                .map(|i| {
+                    // Hybrid: a machine already in use before an empty one (pack), then
+                    // the fewest of the job's tasks on it (spread the job).
+                    let (empty, on_machine) = if spread_jobs {
+                        let m = &machines[i];
+                        let empty = free[i] == m.capacity || m.used == Capacity::default();
+                        (u8::from(empty), job_on(i))
+                    } else {
+                        (0, 0)
+                    };
+                    (
+                        i,
+                        (loads.in_spread_group(task, i), empty, on_machine),
+                        snapshot
+                            .scoring
+                            .score(&machines[i].capacity, &sub(&free[i], &task.request)),
+                    )
+                })
+                .max_by(|(a, ga, sa), (b, gb, sb)| {
+                    gb.cmp(ga).then_with(|| sa.total_cmp(sb)).then_with(|| {
+                        tie_break(task.id.0, machines[*a].id.0)
+                            .cmp(&tie_break(task.id.0, machines[*b].id.0))
+                    })
+                })
+        };
         match best {
             Some((i, _, _)) => {
                 free[i] = sub(&free[i], &task.request);

@@ -1,13 +1,13 @@
 //! How good a feasible machine is for one task. Higher is better.
 //!
-//! The default, `hybrid`, is best fit with a job spread first (see `place`):
-//! among the feasible machines, the one holding the fewest tasks of the task's
-//! job wins (one machine dying takes as few of a job's tasks as it can), and
-//! among those the one left fullest after the placement (best fit: the free
-//! fractions of cpu and memory left, summed, lowest wins), which keeps whole
-//! machines free for big tasks and packs the cell onto fewer machines. Ties are
-//! broken by a hash of the task and machine ids: spread like a random pick,
-//! yet the same snapshot always gives the same decisions.
+//! The default, `hybrid` (see `place`): among the feasible machines, one already
+//! in use wins over an empty one (an empty machine is opened only when no used
+//! one fits: the cell packs onto as few machines as best fit would), then the
+//! one holding the fewest tasks of the task's job (one machine dying takes as
+//! few of a job's tasks as it can), then the one left fullest after the
+//! placement (best fit: the free fractions of cpu and memory left, summed,
+//! lowest wins). Ties are broken by a hash of the task and machine ids: spread
+//! like a random pick, yet the same snapshot always gives the same decisions.
 //!
 //! `best-fit` and `worst-fit` (the most free capacity left wins) score without
 //! the job spread; they are there to compare against (the trace replayer).

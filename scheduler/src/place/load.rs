@@ -40,6 +40,19 @@ impl JobLoads {
             .unwrap_or(0)
     }
 
+    /// `on_machine` for one task over many machines: the job is looked up once,
+    /// and a job with no live task anywhere costs no lookup per machine.
+    pub fn counter<'a>(&'a self, task: &PendingTask) -> impl Fn(usize) -> u32 + 'a {
+        let load = self
+            .by_job
+            .get(&task.job_id)
+            .filter(|l| !l.on_machine.is_empty());
+        move |i| {
+            load.and_then(|l| l.on_machine.get(&i).copied())
+                .unwrap_or(0)
+        }
+    }
+
     /// The job's tasks in machine `i`'s value of the spread label (0 without one).
     pub fn in_spread_group(&self, task: &PendingTask, i: usize) -> u32 {
         self.by_job

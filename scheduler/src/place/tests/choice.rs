@@ -60,20 +60,31 @@ fn best_fit_packs_onto_the_fullest_machine_that_fits() {
 }
 
 #[test]
-fn hybrid_spreads_a_job_before_packing_and_packs_other_jobs() {
+fn hybrid_packs_onto_used_machines_and_spreads_a_job_among_them() {
     let ms = vec![
-        MachineBuilder::new(1, "m1").build(),
+        MachineBuilder::new(1, "m1").used(500, GI).build(),
         MachineBuilder::new(2, "m2").used(2000, 4 * GI).build(),
+        MachineBuilder::new(3, "m3").build(),
     ];
-    // Two tasks of one job: the fuller m2 first, then m1 (no second task of
-    // the job on m2 while m1 has none). Another job's task packs onto m2.
+    // Two tasks of one job: the fuller m2 first, then m1: in use too, and
+    // without a task of the job (m3 is empty: opened only when nothing else
+    // fits). Another job's task packs onto the fullest, m2.
     let a0 = TaskBuilder::new(1).job(1).age(3).build();
     let a1 = TaskBuilder::new(2).job(1).age(2).build();
     let b0 = TaskBuilder::new(3).job(2).age(1).build();
-    let d = place(&snap(ms.clone()), &[a0.clone(), a1.clone(), b0.clone()]);
+    let big = TaskBuilder::new(4).job(3).cpu(3900).build();
+    let d = place(
+        &snap(ms.clone()),
+        &[a0.clone(), a1.clone(), b0.clone(), big.clone()],
+    );
     assert_eq!(machine_of(&d, &a0), ms[1].id);
     assert_eq!(machine_of(&d, &a1), ms[0].id);
     assert_eq!(machine_of(&d, &b0), ms[1].id);
+    assert_eq!(
+        machine_of(&d, &big),
+        ms[2].id,
+        "only the empty machine fits it"
+    );
 }
 
 #[test]

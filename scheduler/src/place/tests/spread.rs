@@ -65,8 +65,9 @@ fn spread_evens_a_job_over_the_label_values_before_scoring() {
         })
         .collect();
     // Best fit alone would put all three on the busy b1. The group with the
-    // fewest of the job goes first; within a group, the fewest on the machine.
-    assert_eq!(zones, ["b", "a", "a"]);
+    // fewest of the job goes first: b1 (in use, fullest), then zone a (which
+    // has none), then with one in each zone, b1 again (in use and fullest).
+    assert_eq!(zones, ["b", "a", "b"]);
 }
 
 #[test]
