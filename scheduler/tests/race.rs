@@ -342,6 +342,7 @@ async fn check(pool: &PgPool) {
                 let reason = t.reason.as_deref().unwrap_or_default();
                 assert!(
                     reason.contains(" machines fit: ")
+                        || reason.starts_with("preempting ")
                         || reason.starts_with("waiting for preempted tasks to stop on "),
                     "pending task {task} without a reason: {reason:?}"
                 );
