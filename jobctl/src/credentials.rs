@@ -12,7 +12,9 @@ pub const DEV_DATA_DIR: &str = ".borg-dev";
 
 /// The token to send, if any is found.
 pub fn resolve(given: Option<String>) -> Option<String> {
-    let given = given.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+    let given = given
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
     given
         .or_else(|| config_file().and_then(|f| read(&f)))
         .or_else(|| {

@@ -155,7 +155,10 @@ async fn the_deploy_units_run_a_cell_of_replicas_that_survives_killing_the_leade
         let host = [
             ("BORG_LISTEN", addr.clone()),
             ("DATABASE_URL", database_url.clone()),
-            ("BORG_BOOTSTRAP_TOKEN_FILE", token_file.display().to_string()),
+            (
+                "BORG_BOOTSTRAP_TOKEN_FILE",
+                token_file.display().to_string(),
+            ),
         ];
         p.start(label, "borgmaster.service", "borgmaster.env", &host);
     }

@@ -34,21 +34,45 @@ fn tokens_are_made_listed_and_revoked_and_a_revoked_one_fails_at_once() {
     let home = scratch.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
 
-    let out = cell.jobctl(&["token", "create", "ci", "--owner", "alice", "--role", "user"]);
+    let out = cell.jobctl(&[
+        "token", "create", "ci", "--owner", "alice", "--role", "user",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("token/ci created (owner alice, role user)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("token/ci created (owner alice, role user)"),
+        "{}",
+        stderr(&out)
+    );
     let secret = stdout(&out).trim().to_string();
     assert!(secret.starts_with("borg_"), "{secret}");
 
     // Alice submits (her job is hers) and may not manage tokens.
     let spec = scratch.path().join("mine.yaml");
     std::fs::write(&spec, "name: mine\ntask:\n  command: [\"/bin/true\"]\n").unwrap();
-    let out = jobctl_as(&cell, Some(&secret), scratch.path(), &home, &["run", "-f", spec.to_str().unwrap()]);
+    let out = jobctl_as(
+        &cell,
+        Some(&secret),
+        scratch.path(),
+        &home,
+        &["run", "-f", spec.to_str().unwrap()],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = jobctl_as(&cell, Some(&secret), scratch.path(), &home, &["get", "jobs", "-o", "json"]);
+    let out = jobctl_as(
+        &cell,
+        Some(&secret),
+        scratch.path(),
+        &home,
+        &["get", "jobs", "-o", "json"],
+    );
     let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(jobs["jobs"][0]["owner"], "alice", "{jobs}");
-    let out = jobctl_as(&cell, Some(&secret), scratch.path(), &home, &["token", "list"]);
+    let out = jobctl_as(
+        &cell,
+        Some(&secret),
+        scratch.path(),
+        &home,
+        &["token", "list"],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("(forbidden)"), "{}", stderr(&out));
 
@@ -63,23 +87,55 @@ fn tokens_are_made_listed_and_revoked_and_a_revoked_one_fails_at_once() {
     let out = cell.jobctl(&["token", "list"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let table = stdout(&out);
-    let lines: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(lines[0], ["NAME", "OWNER", "ROLE", "AGE", "REVOKED"], "{table}");
-    assert!(lines.iter().any(|l| l[..3] == ["bootstrap", "default", "admin"] && l[4] == "-"), "{table}");
-    assert!(lines.iter().any(|l| l[..3] == ["ci", "alice", "user"] && l[4] == "-"), "{table}");
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["NAME", "OWNER", "ROLE", "AGE", "REVOKED"],
+        "{table}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l[..3] == ["bootstrap", "default", "admin"] && l[4] == "-"),
+        "{table}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l[..3] == ["ci", "alice", "user"] && l[4] == "-"),
+        "{table}"
+    );
     assert!(!table.contains(&secret), "a secret in the list");
 
     let out = cell.jobctl(&["token", "revoke", "ci"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "token/ci revoked");
     // Its very next call fails.
-    let out = jobctl_as(&cell, Some(&secret), scratch.path(), &home, &["get", "jobs"]);
+    let out = jobctl_as(
+        &cell,
+        Some(&secret),
+        scratch.path(),
+        &home,
+        &["get", "jobs"],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.starts_with("error: the token is not valid: unknown or revoked (unauthorized)"), "{err}");
+    assert!(
+        err.starts_with("error: the token is not valid: unknown or revoked (unauthorized)"),
+        "{err}"
+    );
     let out = cell.jobctl(&["token", "list", "-o", "json"]);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ci = list["tokens"].as_array().unwrap().iter().find(|t| t["name"] == "ci").unwrap().clone();
+    let ci = list["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "ci")
+        .unwrap()
+        .clone();
     assert!(ci["revoked_at"].is_string(), "{ci}");
     // Names are not reused.
     let out = cell.jobctl(&["token", "create", "ci", "--owner", "bob", "--role", "user"]);
@@ -162,7 +218,10 @@ fn a_master_with_no_token_refuses_to_start_unless_insecure() {
     });
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("running INSECURE"), "{text}");
-    assert!(open.try_wait().unwrap().is_none(), "the insecure master exited: {text}");
+    assert!(
+        open.try_wait().unwrap().is_none(),
+        "the insecure master exited: {text}"
+    );
     let _ = open.kill();
     let _ = open.wait();
 }

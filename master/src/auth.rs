@@ -166,7 +166,13 @@ pub enum Access {
 /// What each route (method and path template) needs. Not listed: admin only.
 pub fn policy(method: &Method, path: &str) -> Access {
     use Access::*;
-    match (method.as_str(), path) {
+    // A HEAD is answered by the GET route.
+    let method = if *method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    match (method, path) {
         ("GET", "/" | "/healthz" | "/metrics" | "/openapi.json") => Public,
         // The borglets' calls: they have their own credentials (nudge) or none yet.
         ("POST", "/v1/machines" | "/v1/machines/{name}/nudge") => Public,
@@ -196,7 +202,10 @@ pub struct AuditTarget(pub String);
 
 /// The route layer: authenticate, check the route's role, run, audit.
 pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(template) = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string())
+    let Some(template) = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
     else {
         return next.run(req).await;
     };
@@ -246,7 +255,10 @@ pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) 
         ))
         .into_response()
     };
-    let mutating = matches!(method, Method::POST | Method::PUT | Method::DELETE | Method::PATCH);
+    let mutating = matches!(
+        method,
+        Method::POST | Method::PUT | Method::DELETE | Method::PATCH
+    );
     let status = resp.status();
     if mutating && (status.is_success() || status == StatusCode::FORBIDDEN) {
         let target = resp
@@ -280,11 +292,16 @@ fn presented_secret(req: &Request) -> Result<String, ApiError> {
         .map(|v| {
             v.to_str()
                 .ok()
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| {
-                    ApiError::Unauthorized("the Authorization header is not `Bearer <token>`".into())
+                    ApiError::Unauthorized(
+                        "the Authorization header is not `Bearer <token>`".into(),
+                    )
                 })
         })
         .transpose()?;
@@ -343,7 +360,10 @@ mod tests {
         assert_eq!(policy(&Method::PUT, "/v1/quotas/{owner}"), Access::Admin);
         assert_eq!(policy(&Method::GET, "/v1/something-new"), Access::Admin);
         assert_eq!(policy(&Method::POST, "/v1/machines"), Access::Public);
-        assert_eq!(policy(&Method::POST, "/v1/machines/{name}/drain"), Access::Operator);
+        assert_eq!(
+            policy(&Method::POST, "/v1/machines/{name}/drain"),
+            Access::Operator
+        );
         assert!(allows(Access::Operator, Role::Admin));
         assert!(!allows(Access::Operator, Role::User));
         assert!(!allows(Access::Admin, Role::Operator));
@@ -351,7 +371,10 @@ mod tests {
 
     #[test]
     fn the_query_token_is_decoded() {
-        assert_eq!(access_token("after=0-0&access_token=a%2Bb").as_deref(), Some("a+b"));
+        assert_eq!(
+            access_token("after=0-0&access_token=a%2Bb").as_deref(),
+            Some("a+b")
+        );
         assert_eq!(access_token("access_token="), None);
         assert_eq!(access_token("x=1"), None);
     }

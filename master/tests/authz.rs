@@ -54,27 +54,72 @@ fn cases() -> BTreeMap<&'static str, Case> {
         ("dashboard", case(Public, "/", None, 200)),
         ("healthz", case(Public, "/healthz", None, 200)),
         ("metrics", case(Public, "/metrics", None, 200)),
-        ("register_machine", case(Public, "/v1/machines", Some(machine), 200)),
+        (
+            "register_machine",
+            case(Public, "/v1/machines", Some(machine), 200),
+        ),
         // The borglet's own credential: no API token makes a difference.
-        ("nudge_machine", case(Public, "/v1/machines/m1/nudge", None, 401)),
+        (
+            "nudge_machine",
+            case(Public, "/v1/machines/m1/nudge", None, 401),
+        ),
         ("list_machines", case(AnyToken, "/v1/machines", None, 200)),
-        ("drain_machine", case(Operator, "/v1/machines/m1/drain", None, 200)),
-        ("uncordon_machine", case(Operator, "/v1/machines/m1/uncordon", None, 200)),
+        (
+            "drain_machine",
+            case(Operator, "/v1/machines/m1/drain", None, 200),
+        ),
+        (
+            "uncordon_machine",
+            case(Operator, "/v1/machines/m1/uncordon", None, 200),
+        ),
         ("list_jobs", case(AnyToken, "/v1/jobs", None, 200)),
         // Another owner's token submitting for alice: 403.
         ("submit_job", case(SameOwner, "/v1/jobs", Some(job), 201)),
         ("get_job", case(OwnJob, "/v1/jobs/svc-a", None, 200)),
-        ("scale_job", case(OwnJob, "/v1/jobs/svc-a/scale", Some(json!({"replicas": 2})), 200)),
+        (
+            "scale_job",
+            case(
+                OwnJob,
+                "/v1/jobs/svc-a/scale",
+                Some(json!({"replicas": 2})),
+                200,
+            ),
+        ),
         // Alice's task has not run (no borglet): 404 that says so, not "no job".
-        ("task_logs", case(OwnJob, "/v1/jobs/svc-a/tasks/0/logs", None, 404)),
+        (
+            "task_logs",
+            case(OwnJob, "/v1/jobs/svc-a/tasks/0/logs", None, 404),
+        ),
         ("kill_job", case(OwnJob, "/v1/jobs/svc-a/kill", None, 200)),
         ("resolve", case(OwnJob, "/v1/resolve/svc-a", None, 200)),
-        ("events", case(OwnJob, "/v1/events?job=svc-a&follow=false", None, 200)),
+        (
+            "events",
+            case(OwnJob, "/v1/events?job=svc-a&follow=false", None, 200),
+        ),
         ("get_quota", case(SameOwner, "/v1/quotas/alice", None, 200)),
-        ("put_quota", case(Admin, "/v1/quotas/alice", Some(json!({"batch": {"cpu": "4"}})), 200)),
-        ("create_token", case(Admin, "/v1/tokens", Some(json!({"name": "made", "owner": "carol", "role": "user"})), 201)),
+        (
+            "put_quota",
+            case(
+                Admin,
+                "/v1/quotas/alice",
+                Some(json!({"batch": {"cpu": "4"}})),
+                200,
+            ),
+        ),
+        (
+            "create_token",
+            case(
+                Admin,
+                "/v1/tokens",
+                Some(json!({"name": "made", "owner": "carol", "role": "user"})),
+                201,
+            ),
+        ),
         ("list_tokens", case(Admin, "/v1/tokens", None, 200)),
-        ("revoke_token", case(Admin, "/v1/tokens/throwaway", None, 200)),
+        (
+            "revoke_token",
+            case(Admin, "/v1/tokens/throwaway", None, 200),
+        ),
         ("audit_log", case(Admin, "/v1/audit", None, 200)),
     ])
 }
@@ -93,7 +138,10 @@ struct Tokens {
 
 async fn make_token(app: &TestApp, name: &str, owner: &str, role: &str) -> String {
     let (status, body) = app
-        .post_json("/v1/tokens", json!({"name": name, "owner": owner, "role": role}))
+        .post_json(
+            "/v1/tokens",
+            json!({"name": name, "owner": owner, "role": role}),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["owner"], owner);
@@ -115,11 +163,7 @@ async fn call(
     if let Some(b) = body {
         req = req.json(b);
     }
-    let resp = req
-        .timeout(Duration::from_secs(20))
-        .send()
-        .await
-        .unwrap();
+    let resp = req.timeout(Duration::from_secs(20)).send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.text().await.unwrap_or_default())
 }
@@ -149,11 +193,26 @@ async fn every_route_answers_each_caller_as_its_role_and_owner_allow() {
         revoked: make_token(&app, "gone", "alice", "admin").await,
     };
     make_token(&app, "throwaway", "carol", "user").await;
-    let (status, body) = call(&app, Some(ADMIN_TOKEN), &Method::DELETE, "/v1/tokens/gone", None).await;
+    let (status, body) = call(
+        &app,
+        Some(ADMIN_TOKEN),
+        &Method::DELETE,
+        "/v1/tokens/gone",
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(app.post_json("/v1/machines", m1()).await.0, 201);
-    let svc = json!({"name": "svc-a", "kind": "service", "task": {"command": ["/bin/sleep", "60"]}});
-    let (status, body) = call(&app, Some(&tokens.alice), &Method::POST, "/v1/jobs", Some(&svc)).await;
+    let svc =
+        json!({"name": "svc-a", "kind": "service", "task": {"command": ["/bin/sleep", "60"]}});
+    let (status, body) = call(
+        &app,
+        Some(&tokens.alice),
+        &Method::POST,
+        "/v1/jobs",
+        Some(&svc),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     let job: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(job["owner"], "alice", "the owner comes from the token");
@@ -179,7 +238,11 @@ async fn every_route_answers_each_caller_as_its_role_and_owner_allow() {
             routes.push((m, path.clone(), id));
         }
     }
-    assert_eq!(routes.len(), cases.len(), "a row of the matrix names no route");
+    assert_eq!(
+        routes.len(),
+        cases.len(),
+        "a row of the matrix names no route"
+    );
     // The right callers last, and kill after everything else done to the job.
     routes.sort_by_key(|(_, _, id)| (id == "kill_job", id.clone()));
 
@@ -195,7 +258,11 @@ async fn every_route_answers_each_caller_as_its_role_and_owner_allow() {
             let (status, body) = call(&app, token, method, &c.path, c.body.as_ref()).await;
             if c.needs == Needs::Public {
                 // Whatever the route answers, an API token is not what decides it.
-                assert_ne!(code(&body), "forbidden", "{method} {template} with {who}: {body}");
+                assert_ne!(
+                    code(&body),
+                    "forbidden",
+                    "{method} {template} with {who}: {body}"
+                );
                 if token.is_none() {
                     assert_eq!(status, c.ok, "{method} {template} with {who}: {body}");
                 }
@@ -221,15 +288,24 @@ async fn every_route_answers_each_caller_as_its_role_and_owner_allow() {
             Needs::OwnJob => 404,
             Needs::SameOwner | Needs::Operator | Needs::Admin => 403,
         };
-        assert_eq!(status, want, "{method} {template} as another owner's user: {text}");
+        assert_eq!(
+            status, want,
+            "{method} {template} as another owner's user: {text}"
+        );
         if c.needs == Needs::OwnJob {
             // Exactly what a job that never existed answers: nothing leaks.
             let absent = c.path.replace("svc-a", "never-was");
             let (s, never) = call(&app, Some(&tokens.bob), method, &absent, body.as_ref()).await;
-            assert_eq!((s, never.replace("never-was", "svc-a")), (status, text.clone()));
+            assert_eq!(
+                (s, never.replace("never-was", "svc-a")),
+                (status, text.clone())
+            );
         }
         if id == "list_jobs" {
-            assert!(!text.contains("svc-a"), "bob's list shows alice's job: {text}");
+            assert!(
+                !text.contains("svc-a"),
+                "bob's list shows alice's job: {text}"
+            );
         }
         if c.needs == Needs::Operator || c.needs == Needs::Admin {
             // Alice (a user) is refused too.
@@ -237,7 +313,14 @@ async fn every_route_answers_each_caller_as_its_role_and_owner_allow() {
             assert_eq!(s, 403, "{method} {template} as a user: {t}");
         }
         if c.needs == Needs::Admin {
-            let (s, t) = call(&app, Some(&tokens.operator), method, &c.path, c.body.as_ref()).await;
+            let (s, t) = call(
+                &app,
+                Some(&tokens.operator),
+                method,
+                &c.path,
+                c.body.as_ref(),
+            )
+            .await;
             assert_eq!(s, 403, "{method} {template} as an operator: {t}");
         }
     }
@@ -252,7 +335,10 @@ async fn every_route_answers_each_caller_as_its_role_and_owner_allow() {
             Needs::Admin => Some(ADMIN_TOKEN),
         };
         let (status, body) = call(&app, token, method, &c.path, c.body.as_ref()).await;
-        assert_eq!(status, c.ok, "{method} {template} with the right token: {body}");
+        assert_eq!(
+            status, c.ok,
+            "{method} {template} with the right token: {body}"
+        );
         match id.as_str() {
             "task_logs" => assert!(body.contains("has not run yet"), "{body}"),
             "list_jobs" => assert!(body.contains("svc-a"), "{body}"),
@@ -263,11 +349,25 @@ async fn every_route_answers_each_caller_as_its_role_and_owner_allow() {
         }
     }
     // An operator reads alice's job but may not change it.
-    let (s, _) = call(&app, Some(&tokens.operator), &Method::GET, "/v1/jobs/svc-a", None).await;
+    let (s, _) = call(
+        &app,
+        Some(&tokens.operator),
+        &Method::GET,
+        "/v1/jobs/svc-a",
+        None,
+    )
+    .await;
     assert_eq!(s, 200);
     let (s, _) = call(&app, Some(&tokens.operator), &Method::GET, "/v1/jobs", None).await;
     assert_eq!(s, 200);
-    let (s, body) = call(&app, Some(&tokens.operator), &Method::POST, "/v1/jobs/sub-a/kill", None).await;
+    let (s, body) = call(
+        &app,
+        Some(&tokens.operator),
+        &Method::POST,
+        "/v1/jobs/sub-a/kill",
+        None,
+    )
+    .await;
     assert_eq!(s, 403, "{body}");
 }
 
@@ -282,10 +382,7 @@ async fn the_event_stream_takes_the_token_in_the_query_and_filters_by_owner() {
         assert_eq!(s, 201, "{body}");
     }
     let stream = |token: &str| {
-        let url = format!(
-            "{}/v1/events?follow=false&access_token={token}",
-            app.url
-        );
+        let url = format!("{}/v1/events?follow=false&access_token={token}", app.url);
         async move {
             let resp = reqwest::get(url).await.unwrap();
             (resp.status().as_u16(), resp.text().await.unwrap())
@@ -297,9 +394,23 @@ async fn the_event_stream_takes_the_token_in_the_query_and_filters_by_owner() {
     let (s, _) = stream("borg_wrong").await;
     assert_eq!(s, 401);
     // Only the event stream takes a query token.
-    let (s, _) = call(&app, None, &Method::GET, &format!("/v1/jobs?access_token={alice}"), None).await;
+    let (s, _) = call(
+        &app,
+        None,
+        &Method::GET,
+        &format!("/v1/jobs?access_token={alice}"),
+        None,
+    )
+    .await;
     assert_eq!(s, 401);
-    let (s, text) = call(&app, Some(ADMIN_TOKEN), &Method::GET, "/v1/events?follow=false", None).await;
+    let (s, text) = call(
+        &app,
+        Some(ADMIN_TOKEN),
+        &Method::GET,
+        "/v1/events?follow=false",
+        None,
+    )
+    .await;
     assert_eq!(s, 200);
     assert!(text.contains("a-job") && text.contains("b-job"), "{text}");
 }
@@ -312,24 +423,59 @@ async fn mutating_calls_are_audited_without_secrets_and_revocation_is_immediate(
     let (s, _) = call(&app, Some(&alice), &Method::POST, "/v1/jobs", Some(&spec)).await;
     assert_eq!(s, 201);
     let quota = json!({"batch": {"cpu": "1"}});
-    let (s, _) = call(&app, Some(&alice), &Method::PUT, "/v1/quotas/alice", Some(&quota)).await;
+    let (s, _) = call(
+        &app,
+        Some(&alice),
+        &Method::PUT,
+        "/v1/quotas/alice",
+        Some(&quota),
+    )
+    .await;
     assert_eq!(s, 403);
     // Refused for a bad body: neither a success nor a 403, so not audited.
-    let (s, _) = call(&app, Some(&alice), &Method::POST, "/v1/jobs", Some(&json!({"name": 1}))).await;
+    let (s, _) = call(
+        &app,
+        Some(&alice),
+        &Method::POST,
+        "/v1/jobs",
+        Some(&json!({"name": 1})),
+    )
+    .await;
     assert_eq!(s, 422);
-    let (s, _) = call(&app, Some(ADMIN_TOKEN), &Method::DELETE, "/v1/tokens/alice", None).await;
+    let (s, _) = call(
+        &app,
+        Some(ADMIN_TOKEN),
+        &Method::DELETE,
+        "/v1/tokens/alice",
+        None,
+    )
+    .await;
     assert_eq!(s, 200);
     // The very next call with it fails.
     let (s, body) = call(&app, Some(&alice), &Method::GET, "/v1/jobs", None).await;
     assert_eq!((s, code(&body)), (401, "unauthorized".to_string()));
 
-    let (s, text) = call(&app, Some(ADMIN_TOKEN), &Method::GET, "/v1/audit?limit=2", None).await;
+    let (s, text) = call(
+        &app,
+        Some(ADMIN_TOKEN),
+        &Method::GET,
+        "/v1/audit?limit=2",
+        None,
+    )
+    .await;
     assert_eq!(s, 200, "{text}");
     let page: Value = serde_json::from_str(&text).unwrap();
     let first = &page["entries"].as_array().unwrap()[..];
     assert_eq!(first.len(), 2);
     let after = page["next"].as_i64().expect("a next page");
-    let (_, rest) = call(&app, Some(ADMIN_TOKEN), &Method::GET, &format!("/v1/audit?after={after}"), None).await;
+    let (_, rest) = call(
+        &app,
+        Some(ADMIN_TOKEN),
+        &Method::GET,
+        &format!("/v1/audit?after={after}"),
+        None,
+    )
+    .await;
     let rest: Value = serde_json::from_str(&rest).unwrap();
     let entries: Vec<Value> = first
         .iter()
@@ -349,7 +495,13 @@ async fn mutating_calls_are_audited_without_secrets_and_revocation_is_immediate(
         })
         .collect();
     let want = |t: &str, m: &str, p: &str, s: i64, target: &str| {
-        (t.to_string(), m.to_string(), p.to_string(), s, target.to_string())
+        (
+            t.to_string(),
+            m.to_string(),
+            p.to_string(),
+            s,
+            target.to_string(),
+        )
     };
     assert_eq!(
         brief,
@@ -360,10 +512,15 @@ async fn mutating_calls_are_audited_without_secrets_and_revocation_is_immediate(
             want("bootstrap", "DELETE", "/v1/tokens/alice", 200, "name=alice"),
         ]
     );
-    assert!(entries.iter().all(|e| e["peer"].as_str().is_some_and(|p| p.starts_with("127.0.0.1:"))));
+    assert!(entries.iter().all(|e| e["peer"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("127.0.0.1:"))));
     assert_eq!(entries[1]["owner"], "alice");
     let all = serde_json::to_string(&entries).unwrap();
-    assert!(!all.contains(&alice) && !all.contains(ADMIN_TOKEN), "a secret in the audit log");
+    assert!(
+        !all.contains(&alice) && !all.contains(ADMIN_TOKEN),
+        "a secret in the audit log"
+    );
     // Users and operators do not read it.
     let ops = make_token(&app, "ops", "ops", "operator").await;
     let (s, _) = call(&app, Some(&ops), &Method::GET, "/v1/audit", None).await;
@@ -399,7 +556,8 @@ async fn a_master_without_an_admin_token_refuses_to_start_and_insecure_runs_open
         .unwrap()
         .unwrap_err();
     assert!(
-        err.to_string().starts_with("no live admin token in the database"),
+        err.to_string()
+            .starts_with("no live admin token in the database"),
         "{err}"
     );
     // Open: no token needed, and the caller is an admin.
@@ -414,7 +572,10 @@ async fn a_master_without_an_admin_token_refuses_to_start_and_insecure_runs_open
         if let Ok(r) = http.get(format!("http://{addr}/v1/tokens")).send().await {
             break r.status().as_u16();
         }
-        assert!(std::time::Instant::now() < deadline, "the insecure master did not answer");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the insecure master did not answer"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(status, 200);

@@ -144,12 +144,11 @@ impl Store {
             tracing::info!(token = name, "api token revoked");
             return Ok(RevokeOutcome::Revoked(row.into_view()?));
         }
-        let row: Option<Row> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM api_tokens WHERE name = $1"
-        ))
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<Row> =
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM api_tokens WHERE name = $1"))
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(match row {
             Some(row) => RevokeOutcome::AlreadyRevoked(row.into_view()?),
             None => RevokeOutcome::NotFound,

@@ -47,7 +47,10 @@ mod tests {
     fn the_token_is_private_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let a = ensure(dir.path()).unwrap();
-        let mode = std::fs::metadata(path(dir.path())).unwrap().permissions().mode();
+        let mode = std::fs::metadata(path(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(ensure(dir.path()).unwrap(), a);
     }

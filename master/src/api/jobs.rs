@@ -165,7 +165,10 @@ async fn list(
         });
     }
     let owner = caller.list_scope();
-    let jobs = state.store.list_jobs(filter, owner.as_deref(), limit).await?;
+    let jobs = state
+        .store
+        .list_jobs(filter, owner.as_deref(), limit)
+        .await?;
     Ok(Json(JobList { jobs }))
 }
 

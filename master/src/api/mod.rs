@@ -120,7 +120,9 @@ pub fn router(state: AppState) -> Router {
 /// security requirement and its 401 and 403 answers (from `auth::policy`).
 fn document_access(doc: &mut utoipa::openapi::OpenApi) {
     use crate::auth::{policy, Access};
-    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     doc.components
         .get_or_insert_with(Default::default)
@@ -152,7 +154,10 @@ fn document_access(doc: &mut utoipa::openapi::OpenApi) {
             if access == Access::Public {
                 continue;
             }
-            op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+            op.security = Some(vec![SecurityRequirement::new(
+                "bearer",
+                Vec::<String>::new(),
+            )]);
             let responses = &mut op.responses.responses;
             responses.entry("401".into()).or_insert_with(|| {
                 error("No token, or an unknown or revoked one (`unauthorized`)").into()
