@@ -320,6 +320,11 @@ fn stderr(o: &Output) -> String {
 fn quick_start_hello_runs_to_success_and_kill_leaves_no_process() {
     let dir = data_dir();
     let cell = Cell::start(dir.path());
+    // The banner says how to use the cell's admin token from another directory.
+    let export = format!("export BORG_TOKEN={}", cell.token);
+    wait_for("the banner", Duration::from_secs(30), || {
+        cell.printed().contains(&export).then_some(())
+    });
 
     // The README's quick start, word for word (but for the master URL).
     let run = cell.jobctl(&["run", "-f", "examples/hello.yaml", "--wait"]);
