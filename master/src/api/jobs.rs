@@ -224,11 +224,12 @@ async fn detail(
             message: format!("must be between 1 and {MAX_TASK_PAGE}"),
         });
     }
-    caller.job(&state.store, &name, false).await?;
+    // The owner is checked on the job read, so what is shown is what was checked.
     state
         .store
         .job_detail(&name, page)
         .await?
+        .filter(|job| caller.may_read(&job.owner))
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no job named {name}")))
 }
