@@ -152,6 +152,7 @@ mod tests {
             time: "2026-12-01T12:00:01.250Z".parse().unwrap(),
             kind,
             job: Some("hello".into()),
+            owner: None,
             job_id: None,
             task_index: Some(2),
             attempt: None,

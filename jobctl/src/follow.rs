@@ -302,6 +302,7 @@ mod tests {
             time: chrono::Utc::now(),
             kind: EventKind::Task,
             job: Some("hello".into()),
+            owner: None,
             job_id: None,
             task_index: Some(index),
             attempt: None,

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod cmd;
+pub mod credentials;
 pub mod dev;
 pub mod events;
 pub mod exit;
@@ -32,14 +33,9 @@ pub struct Cli {
     #[arg(long, global = true, env = "BORG_MASTER")]
     pub master: Option<String>,
 
-    /// Bearer token for the API (normally set through BORG_TOKEN).
-    #[arg(
-        long,
-        global = true,
-        env = "BORG_TOKEN",
-        hide = true,
-        hide_env_values = true
-    )]
+    /// Bearer token for the API [default: ~/.config/borg/token, else the
+    /// admin.token of a dev cell started in this directory or one above].
+    #[arg(long, global = true, env = "BORG_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
     #[command(subcommand)]
@@ -74,6 +70,8 @@ pub enum Command {
     Uncordon(cmd::cordon::Args),
     /// Read or set an owner's quota per priority band.
     Quota(cmd::quota::Args),
+    /// Make, list or revoke API tokens (admins).
+    Token(cmd::token::Args),
     /// Run a whole local cell in the foreground: Postgres, master, scheduler and borglets.
     Dev(dev::Args),
     /// Benchmark a cell end to end: latency, throughput and CPU per task.
@@ -93,10 +91,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         command,
     } = cli;
     let url = master.clone().unwrap_or_else(|| DEFAULT_MASTER.to_string());
+    // `dev` makes its own token and a component needs none.
+    let token = match &command {
+        Command::Dev(_) | Command::Component(_) | Command::Completion(_) => None,
+        _ => credentials::resolve(token),
+    };
     let client = || client::Client::new(&url, token.clone());
     match command {
         Command::Component(args) => cmd::component::run(args),
-        Command::Dev(args) => dev::run(args, token.clone()),
+        Command::Dev(args) => dev::run(args),
         Command::Bench(args) => cmd::bench::run(args, master, token),
         Command::Run(args) => block_on(async { cmd::run::run(&client()?, args).await }),
         Command::Get(args) => block_on(async { cmd::get::run(&client()?, args).await }),
@@ -113,6 +116,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             block_on(async { cmd::cordon::uncordon(&client()?, args).await })
         }
         Command::Quota(args) => block_on(async { cmd::quota::run(&client()?, args).await }),
+        Command::Token(args) => block_on(async { cmd::token::run(&client()?, args).await }),
     }
 }
 

@@ -64,6 +64,8 @@ fn alive(pid: i32) -> bool {
 struct Cell {
     child: Child,
     master: String,
+    /// The cell's admin token (`<data-dir>/admin.token`).
+    token: String,
     /// What `jobctl dev` printed on stdout.
     out: PathBuf,
 }
@@ -98,7 +100,16 @@ impl Cell {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting jobctl dev");
-        let cell = Cell { child, master, out };
+        let token = wait_for("the cell's admin.token", Duration::from_secs(60), || {
+            let text = std::fs::read_to_string(dir.join("admin.token")).ok()?;
+            text.ends_with('\n').then(|| text.trim().to_string())
+        });
+        let cell = Cell {
+            child,
+            master,
+            token,
+            out,
+        };
         wait_for("3 machines up", Duration::from_secs(120), || {
             let out = cell.jobctl(&["get", "machines", "-o", "json"]);
             let v: Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -116,6 +127,7 @@ impl Cell {
             .arg("--master")
             .arg(&self.master)
             .args(args)
+            .env("BORG_TOKEN", &self.token)
             .current_dir(repo_root())
             .output()
             .expect("running jobctl")
@@ -144,8 +156,16 @@ impl Cell {
     }
 
     fn job(&self, name: &str) -> Value {
-        let out = reqwest::blocking::get(format!("{}/v1/jobs/{name}", self.master)).unwrap();
-        out.json().unwrap()
+        self.get(&format!("/v1/jobs/{name}")).json().unwrap()
+    }
+
+    /// `GET path` with the cell's admin token.
+    fn get(&self, path: &str) -> reqwest::blocking::Response {
+        reqwest::blocking::Client::new()
+            .get(format!("{}{path}", self.master))
+            .bearer_auth(&self.token)
+            .send()
+            .unwrap()
     }
 
     /// SIGINT, as Ctrl-C does; the cell must stop every child and exit 0,
@@ -300,6 +320,11 @@ fn stderr(o: &Output) -> String {
 fn quick_start_hello_runs_to_success_and_kill_leaves_no_process() {
     let dir = data_dir();
     let cell = Cell::start(dir.path());
+    // The banner says how to use the cell's admin token from another directory.
+    let export = format!("export BORG_TOKEN={}", cell.token);
+    wait_for("the banner", Duration::from_secs(30), || {
+        cell.printed().contains(&export).then_some(())
+    });
 
     // The README's quick start, word for word (but for the master URL).
     let run = cell.jobctl(&["run", "-f", "examples/hello.yaml", "--wait"]);
@@ -384,9 +409,7 @@ fn quick_start_hello_runs_to_success_and_kill_leaves_no_process() {
         "one line expected: {err}"
     );
     assert!(err.contains("task.resources.cpu"), "{err}");
-    let status = reqwest::blocking::get(format!("{}/v1/jobs/bad", cell.master))
-        .unwrap()
-        .status();
+    let status = cell.get("/v1/jobs/bad").status();
     assert_eq!(status.as_u16(), 404);
 
     cell.stop();
@@ -479,6 +502,7 @@ fn logs_follow_streams_until_the_task_ends() {
 
     let mut logs = Command::new(JOBCTL)
         .args(["--master", &cell.master, "logs", "-f", "follow/0"])
+        .env("BORG_TOKEN", &cell.token)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -529,10 +553,7 @@ fn tasks_get_host_ports_from_their_machine_never_shared() {
     let run = cell.jobctl(&["run", "--wait", "-f", spec_file.to_str().unwrap()]);
     assert!(run.status.success(), "{}", stderr(&run));
 
-    let machines: Value = reqwest::blocking::get(format!("{}/v1/machines", cell.master))
-        .unwrap()
-        .json()
-        .unwrap();
+    let machines: Value = cell.get("/v1/machines").json().unwrap();
     let range_of = |name: &str| -> (u64, u64) {
         let m = machines["machines"]
             .as_array()

@@ -67,6 +67,23 @@ async fn text(c: &fantoccini::Client, css: &str) -> Option<String> {
     c.find(Locator::Css(css)).await.ok()?.text().await.ok()
 }
 
+/// The page asks for a token (the cell runs secured): type the cell's in.
+async fn login(c: &fantoccini::Client, token: &str) {
+    until("the token prompt", Duration::from_secs(20), || async {
+        let form = c.find(Locator::Css("#login")).await.ok()?;
+        form.is_displayed().await.ok()?.then_some(())
+    })
+    .await;
+    let input = c.find(Locator::Css("#token-input")).await.unwrap();
+    input.send_keys(token).await.unwrap();
+    c.find(Locator::Css("#token-save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 fn artifact(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
 }
@@ -105,6 +122,7 @@ async fn browse(cell: &Cell, driver: &Driver, profile: &std::path::Path) {
         .expect("a chromium session");
 
     c.goto(&format!("{}/", cell.master)).await.unwrap();
+    login(&c, &cell.token).await;
     // A mark that a reload would wipe.
     c.execute("window.__loadedOnce = true;", vec![])
         .await
@@ -135,6 +153,7 @@ async fn browse(cell: &Cell, driver: &Driver, profile: &std::path::Path) {
     });
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/jobs", cell.master))
+        .bearer_auth(&cell.token)
         .json(&spec)
         .send()
         .await
@@ -291,6 +310,7 @@ async fn big(cell: &Cell, driver: &Driver, profile: &std::path::Path, n: usize) 
         .await
         .expect("a chromium session");
     c.goto(&format!("{}/", cell.master)).await.unwrap();
+    login(&c, &cell.token).await;
     until(
         "the event stream to open",
         Duration::from_secs(20),
@@ -304,6 +324,7 @@ async fn big(cell: &Cell, driver: &Driver, profile: &std::path::Path, n: usize) 
     let started = Instant::now();
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/jobs", cell.master))
+        .bearer_auth(&cell.token)
         .json(&spec)
         .send()
         .await

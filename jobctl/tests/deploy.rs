@@ -144,6 +144,10 @@ async fn the_deploy_units_run_a_cell_of_replicas_that_survives_killing_the_leade
     };
     let alive = p.dir.path().join("alive");
     std::fs::write(&alive, b"").unwrap();
+    // The operator's admin token file, as the env file names it.
+    let admin = "borg_deploy-admin-0123456789abcdef";
+    let token_file = p.dir.path().join("admin.token");
+    std::fs::write(&token_file, format!("{admin}\n")).unwrap();
     let masters: Vec<(String, String)> = (1..=2)
         .map(|n| (format!("master-{n}"), format!("127.0.0.1:{}", free_port())))
         .collect();
@@ -151,6 +155,10 @@ async fn the_deploy_units_run_a_cell_of_replicas_that_survives_killing_the_leade
         let host = [
             ("BORG_LISTEN", addr.clone()),
             ("DATABASE_URL", database_url.clone()),
+            (
+                "BORG_BOOTSTRAP_TOKEN_FILE",
+                token_file.display().to_string(),
+            ),
         ];
         p.start(label, "borgmaster.service", "borgmaster.env", &host);
     }
@@ -178,7 +186,13 @@ async fn the_deploy_units_run_a_cell_of_replicas_that_survives_killing_the_leade
             &host,
         );
     }
-    let http = reqwest::Client::new();
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {admin}").parse().unwrap();
+    headers.insert(reqwest::header::AUTHORIZATION, bearer);
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
     let urls: Vec<String> = masters.iter().map(|(_, a)| format!("http://{a}")).collect();
     wait_for("2 machines up", Duration::from_secs(60), || async {
         let v = get(&http, &format!("{}/v1/machines", urls[0])).await?;

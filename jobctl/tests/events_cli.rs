@@ -56,6 +56,7 @@ fn run_wait_wait_and_get_events_follow_the_stream() {
     );
     let out = std::process::Command::new("script")
         .args(["-qec", &line, "/dev/null"])
+        .env("BORG_TOKEN", &cell.token)
         .output()
         .expect("script(1) from util-linux");
     let _ = std::fs::remove_file(&tty);

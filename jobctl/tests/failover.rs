@@ -108,7 +108,7 @@ async fn kill_the_leader_and_another_leads_and_polls_within_5s() {
         .map(|v| v.parse().expect("BORG_FAILOVER_KILLS must be a number"))
         .unwrap_or(2);
     let (mut cell, replicas) = cell_with_replicas(&["--poll-interval", "1s"], 3).await;
-    let http = reqwest::Client::new();
+    let http = cell::http_client();
     let mut times = Vec::new();
     for k in 0..kills {
         let (leader, epoch) = wait_for("one leader", Duration::from_secs(30), || {
@@ -170,7 +170,7 @@ async fn a_paused_leader_resumes_as_a_follower_and_marks_no_machine_down() {
         "1s",
     ];
     let (cell, replicas) = cell_with_replicas(&flags, 3).await;
-    let http = reqwest::Client::new();
+    let http = cell::http_client();
     // Work on the machines, so a wrong "down" would also requeue tasks.
     let spec = json!({"name": "svc", "kind": "service", "replicas": 3, "task": {
         "command": ["/bin/sleep", "600"], "resources": {"cpu": "10m", "memory": "4Mi"}}});
@@ -277,7 +277,7 @@ async fn a_leader_killed_during_a_stream_of_submissions_loses_no_accepted_job() 
         .map(|v| v.parse().expect("BORG_FAILOVER_SUBMITS must be a number"))
         .unwrap_or(200);
     let (mut cell, replicas) = cell_with_replicas(&["--poll-interval", "1s"], 2).await;
-    let http = reqwest::Client::new();
+    let http = cell::http_client();
     let (leader, _) = wait_for("one leader", Duration::from_secs(30), || {
         the_leader(&http, &replicas)
     })

@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The admin token the test's master is bootstrapped with, sent on every call.
+const ADMIN_TOKEN: &str = "borg_test-admin-0123456789abcdef";
+
 const JOBCTL: &str = env!("CARGO_BIN_EXE_jobctl");
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -120,6 +123,7 @@ async fn one_master_polls_a_fleet_of_simulated_borglets() {
             .arg(component)
             .args(args)
             .env("RUST_LOG", "warn")
+            .env("BORG_BOOTSTRAP_TOKEN", ADMIN_TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -141,7 +145,15 @@ async fn one_master_polls_a_fleet_of_simulated_borglets() {
         vec!["--database-url".into(), database_url.clone()],
     );
     let _kids = Kids(vec![master_proc, scheduler]);
-    let http = reqwest::Client::new();
+    let http = {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let bearer = format!("Bearer {ADMIN_TOKEN}").parse().unwrap();
+        headers.insert(reqwest::header::AUTHORIZATION, bearer);
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    };
     wait_for("the master", Duration::from_secs(60), || async {
         let r = http.get(format!("{master}/healthz")).send().await.ok()?;
         r.status().is_success().then_some(())

@@ -16,6 +16,9 @@ use clap::Parser;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// The admin token the test's master is bootstrapped with, sent on every call.
+const ADMIN_TOKEN: &str = "borg_test-admin-0123456789abcdef";
+
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Poll `check` until it yields `Some`, failing after `DEADLINE`.
@@ -62,11 +65,23 @@ async fn spawn_app() -> TestApp {
         database_url: database_url.clone(),
         poll_interval: Duration::from_millis(200),
         leader: Default::default(),
+        auth: borgmaster::auth::AuthConfig {
+            bootstrap_token: Some(ADMIN_TOKEN.into()),
+            ..Default::default()
+        },
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(borgmaster::run(listener, config, shutdown.clone()));
     let store = Store::connect(&database_url).await.unwrap();
-    let http = reqwest::Client::new();
+    let http = {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let bearer = format!("Bearer {ADMIN_TOKEN}").parse().unwrap();
+        headers.insert(reqwest::header::AUTHORIZATION, bearer);
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    };
     eventually("the master is up", || async {
         http.get(format!("{url}/healthz"))
             .send()

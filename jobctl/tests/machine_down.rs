@@ -290,7 +290,7 @@ async fn an_update_policy_is_refused_until_rolling_updates_exist() {
         .contains("not supported yet"));
     // Nor is there an update endpoint.
     let job = json!({"name": "svc", "kind": "service", "task": {"command": ["/bin/true"]}});
-    let resp = reqwest::Client::new()
+    let resp = cell::http_client()
         .put(format!("{}/v1/jobs/svc", cell.master_url()))
         .json(&job)
         .send()

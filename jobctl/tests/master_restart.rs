@@ -10,6 +10,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// The admin token the test's master is bootstrapped with, sent on every call.
+const ADMIN_TOKEN: &str = "borg_test-admin-0123456789abcdef";
+
 async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
     what: &str,
     timeout: Duration,
@@ -34,6 +37,10 @@ fn start_master(listener: TcpListener, database_url: &str) -> (CancellationToken
         database_url: database_url.to_string(),
         poll_interval: Duration::from_millis(200),
         leader: Default::default(),
+        auth: borgmaster::auth::AuthConfig {
+            bootstrap_token: Some(ADMIN_TOKEN.into()),
+            ..Default::default()
+        },
     };
     let token = CancellationToken::new();
     let handle = tokio::spawn({
@@ -105,7 +112,15 @@ async fn tasks_outlive_the_master_and_a_new_master_adopts_them() {
     .unwrap();
     let borglet_done = tokio::spawn(borglet::run(borglet_listener, borglet, shutdown.clone()));
 
-    let http = reqwest::Client::new();
+    let http = {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let bearer = format!("Bearer {ADMIN_TOKEN}").parse().unwrap();
+        headers.insert(reqwest::header::AUTHORIZATION, bearer);
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    };
     let spec = serde_json::json!({"name": "svc", "kind": "service",
         "task": {"command": ["/bin/sleep", "1000"], "kill_grace": "1s"}});
     wait_for(

@@ -49,6 +49,7 @@ fn jobctl(cell: &Cell, args: &[&str]) -> (bool, String) {
         .arg(cell.master_url())
         .args(args)
         .env("NO_COLOR", "1")
+        .env("BORG_TOKEN", cell::ADMIN_TOKEN)
         .output()
         .unwrap();
     let text = format!(

@@ -59,7 +59,7 @@ async fn postgres_restarted_mid_stream_loses_no_accepted_job_and_runs_nothing_tw
         .unwrap_or(200);
     let (_dir, data, server, url) = own_postgres().await;
     let cell = Cell::start_on(url.clone(), Vec::new()).await;
-    let http = reqwest::Client::new();
+    let http = cell::http_client();
 
     let mut accepted = Vec::new();
     let mut unavailable = 0;
@@ -162,7 +162,7 @@ async fn a_postgres_outage_longer_than_down_after_marks_no_machine_down() {
         "20s",
     ];
     let cell = Cell::start_on(url.clone(), flags.map(String::from).to_vec()).await;
-    let http = reqwest::Client::new();
+    let http = cell::http_client();
     let (_, before) = wait_for("a leader", Duration::from_secs(30), || async {
         health(&http, &cell)
             .await

@@ -2,6 +2,7 @@
 //! that drives every borglet toward the desired state.
 
 pub mod api;
+pub mod auth;
 pub mod dashboard;
 pub mod dbhealth;
 pub mod drain;
@@ -43,6 +44,8 @@ pub struct Config {
     pub poll_interval: Duration,
     #[command(flatten)]
     pub leader: leader::LeaderConfig,
+    #[command(flatten)]
+    pub auth: auth::AuthConfig,
 }
 
 /// Run the master on `listener` until `shutdown` is cancelled.
@@ -55,6 +58,7 @@ pub async fn run(
         .await
         .context("connecting to postgres")?;
     store.migrate().await.context("applying migrations")?;
+    auth::prepare(&store, &config.auth).await?;
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .build()
@@ -74,6 +78,7 @@ pub async fn run(
         feed,
         leader: status.clone(),
         db: db.clone(),
+        insecure: config.auth.insecure,
     };
     let listen = listener.local_addr()?;
     // Unique per process: a restarted replica is a new holder and takes the
@@ -91,7 +96,8 @@ pub async fn run(
     };
     let leader = tokio::spawn(leader::run(leading, holder, shutdown.clone()));
     tracing::info!(%listen, "borgmaster serving");
-    axum::serve(listener, api::router(state))
+    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;
     shutdown.cancel();
@@ -108,7 +114,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let config = match Config::try_parse_from(args) {
+    let mut config = match Config::try_parse_from(args) {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {
             e.print()?;
@@ -116,6 +122,10 @@ where
         }
         Err(e) => anyhow::bail!("{}", e.render().to_string().trim_end()),
     };
+    // The secret itself only ever comes from the environment, never argv.
+    config.auth.bootstrap_token = std::env::var("BORG_BOOTSTRAP_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

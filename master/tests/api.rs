@@ -269,7 +269,7 @@ async fn quotas_read_unlimited_until_set_and_refuse_bad_input() {
     assert_eq!(status, 200, "{body}");
     assert!(body["production"].get("limit").is_none(), "{body}");
     let put = |body: serde_json::Value| {
-        let http = reqwest::Client::new();
+        let http = app.http.clone();
         let url = format!("{}/v1/quotas/alice", app.url);
         async move {
             let resp = http.put(url).json(&body).send().await.unwrap();

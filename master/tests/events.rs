@@ -172,7 +172,7 @@ async fn a_reconnecting_client_sees_every_event_once_in_order_across_a_restart()
 
     let seed = 0x5eed_1234_u64;
     let mut rng = XorShift(seed);
-    let http = reqwest::Client::new();
+    let http = helpers::client_with(helpers::ADMIN_TOKEN);
     let mut seen: Vec<String> = Vec::new();
     let mut restarted = false;
     let mut connections = 0;

@@ -3,6 +3,8 @@
 //! `Retry-After`, `/healthz` says `degraded`, and when Postgres is back the
 //! master resumes by itself (leads again, accepts jobs, lost nothing).
 
+mod helpers;
+
 use borgmaster::Config;
 use devpg::{pg_ctl, Options, PgServer};
 use serde_json::{json, Value};
@@ -62,11 +64,16 @@ async fn the_api_answers_503_at_once_while_postgres_is_down_and_resumes_by_itsel
             lease_ttl: Duration::from_secs(1),
             ..Default::default()
         },
+        auth: helpers::test_auth(),
     };
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
     tokio::spawn(borgmaster::run(listener, config, shutdown));
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {}", helpers::ADMIN_TOKEN).parse().unwrap();
+    headers.insert(reqwest::header::AUTHORIZATION, bearer);
     let http = reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(ANSWER_WITHIN)
         .build()
         .unwrap();

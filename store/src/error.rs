@@ -21,6 +21,9 @@ pub enum StoreError {
     /// A write made as leader at `epoch`, but another replica leads now.
     #[error("deposed: wrote as leader at epoch {epoch}, the lease is at epoch {current}")]
     Deposed { epoch: i64, current: i64 },
+    /// A stored value this build cannot read (a role it does not know).
+    #[error("unreadable row: {0}")]
+    Corrupt(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -14,6 +14,8 @@ pub struct EventFilter {
     pub job: Option<String>,
     pub machine: Option<String>,
     pub kind: Option<EventKind>,
+    /// Only events of this owner's jobs, and events of no job (machines).
+    pub owner: Option<String>,
 }
 
 impl EventFilter {
@@ -24,6 +26,10 @@ impl EventFilter {
                 .as_ref()
                 .is_none_or(|m| e.machine.as_ref() == Some(m))
             && self.kind.is_none_or(|k| e.kind == k)
+            && self
+                .owner
+                .as_ref()
+                .is_none_or(|o| e.job_id.is_none() || e.owner.as_ref() == Some(o))
     }
 }
 
@@ -34,6 +40,7 @@ struct Row {
     time: DateTime<Utc>,
     kind: String,
     job: Option<String>,
+    owner: Option<String>,
     job_id: Option<JobId>,
     task_index: Option<i32>,
     attempt_id: Option<AttemptId>,
@@ -61,7 +68,7 @@ impl Store {
     ) -> crate::Result<FeedPage> {
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT e.txid::text::bigint AS txid, e.id, e.time, e.kind::text AS kind,
-                    j.name AS job, e.job_id, t.index AS task_index, e.attempt_id,
+                    j.name AS job, j.owner, e.job_id, t.index AS task_index, e.attempt_id,
                     m.name AS machine, e.from_state, e.to_state, e.reason
              FROM events e
              LEFT JOIN jobs j ON j.id = e.job_id
@@ -72,6 +79,8 @@ impl Store {
                AND ($4::text IS NULL OR e.job_id IN (SELECT id FROM jobs WHERE name = $4))
                AND ($5::text IS NULL OR e.machine_id IN (SELECT id FROM machines WHERE name = $5))
                AND ($6::text IS NULL OR e.kind::text = $6)
+               AND ($7::text IS NULL OR e.job_id IS NULL
+                    OR e.job_id IN (SELECT id FROM jobs WHERE owner = $7))
              ORDER BY e.txid, e.id
              LIMIT $3",
         )
@@ -81,6 +90,7 @@ impl Store {
         .bind(filter.job.as_deref())
         .bind(filter.machine.as_deref())
         .bind(filter.kind.map(EventKind::as_str))
+        .bind(filter.owner.as_deref())
         .fetch_all(&self.pool)
         .await?;
         let next = rows.last().map_or(after, |r| EventCursor {
@@ -115,11 +125,13 @@ impl Store {
     /// each true when not asked for.
     pub async fn feed_subjects_exist(&self, filter: &EventFilter) -> crate::Result<(bool, bool)> {
         Ok(sqlx::query_as(
-            "SELECT $1::text IS NULL OR EXISTS (SELECT 1 FROM jobs WHERE name = $1),
+            "SELECT $1::text IS NULL
+                    OR EXISTS (SELECT 1 FROM jobs WHERE name = $1 AND ($3::text IS NULL OR owner = $3)),
                     $2::text IS NULL OR EXISTS (SELECT 1 FROM machines WHERE name = $2)",
         )
         .bind(filter.job.as_deref())
         .bind(filter.machine.as_deref())
+        .bind(filter.owner.as_deref())
         .fetch_one(&self.pool)
         .await?)
     }
@@ -140,6 +152,7 @@ fn to_event(r: Row) -> Option<StreamEvent> {
         time: r.time,
         kind,
         job: r.job,
+        owner: r.owner,
         job_id: r.job_id,
         task_index: r.task_index,
         attempt: r.attempt_id,

@@ -149,13 +149,22 @@ impl Store {
         })
     }
 
-    /// The newest `limit` jobs, optionally in one state.
-    pub async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<JobView>> {
+    /// The newest `limit` jobs, optionally in one state, optionally of one owner.
+    pub async fn list_jobs(
+        &self,
+        state: Option<JobState>,
+        owner: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<JobView>> {
         // Two statements rather than `$1 IS NULL OR state = $1`, which no index serves.
         let newest = match state {
-            Some(_) => "SELECT * FROM jobs WHERE state = $1 ORDER BY created_at DESC LIMIT $2",
+            Some(_) => {
+                "SELECT * FROM jobs WHERE state = $1 AND ($3::text IS NULL OR owner = $3)
+                 ORDER BY created_at DESC LIMIT $2"
+            }
             None => {
-                "SELECT * FROM jobs WHERE $1::job_state IS NULL ORDER BY created_at DESC LIMIT $2"
+                "SELECT * FROM jobs WHERE $1::job_state IS NULL AND ($3::text IS NULL OR owner = $3)
+                 ORDER BY created_at DESC LIMIT $2"
             }
         };
         let rows: Vec<JobRow> = sqlx::query_as(&format!(
@@ -163,6 +172,7 @@ impl Store {
         ))
         .bind(state)
         .bind(i64::from(limit.clamp(1, MAX_JOB_PAGE)))
+        .bind(owner)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(JobRow::into_view).collect())
@@ -181,6 +191,18 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(JobRow::into_view))
+    }
+
+    /// The owner of the job a name stands for (the live one, else the newest).
+    pub async fn job_owner(&self, name: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(&format!(
+            "SELECT owner FROM jobs WHERE name = $1
+             ORDER BY (state IN {live}) DESC, created_at DESC LIMIT 1",
+            live = live_job!()
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// A job with one page of its tasks and its recent task events.

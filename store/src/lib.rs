@@ -9,6 +9,7 @@
 //! the commit (`Transitions::emit`).
 
 mod attempts;
+mod audit;
 mod drain;
 mod error;
 mod event_feed;
@@ -30,7 +31,9 @@ mod rows;
 mod scale;
 pub mod sql;
 mod tasks;
+mod tokens;
 
+pub use audit::{AuditRecord, DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE};
 pub use drain::{CordonOutcome, DEFAULT_MAX_UNAVAILABLE};
 pub use error::{Result, StoreError};
 pub use event_feed::{EventFilter, FeedPage};
@@ -49,6 +52,9 @@ pub use quotas::{quota_usage, read_quotas, QuotaTable, QuotaUsage};
 pub use reports::ApplyOutcome;
 pub use scale::ScaleOutcome;
 pub use tasks::TaskLocation;
+pub use tokens::{
+    Bootstrap, CreateTokenOutcome, RevokeOutcome, TokenIdentity, BOOTSTRAP_OWNER, BOOTSTRAP_TOKEN,
+};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::time::Duration;

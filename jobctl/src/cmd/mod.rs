@@ -13,5 +13,6 @@ pub mod quota;
 pub mod resolve;
 pub mod run;
 pub mod scale;
+pub mod token;
 pub mod version;
 pub mod wait;

@@ -6,6 +6,7 @@
 //! Restarting with the same data dir resumes the same cell, and its borglets
 //! re-adopt the tasks.
 
+mod admin_token;
 mod child;
 mod db;
 
@@ -49,7 +50,7 @@ pub struct Args {
 
 /// Run the cell until Ctrl-C/SIGTERM (Ok), restarting a component that dies, or
 /// until one keeps dying (Err).
-pub fn run(args: Args, token: Option<String>) -> anyhow::Result<()> {
+pub fn run(args: Args) -> anyhow::Result<()> {
     let data_dir = std::path::absolute(&args.data_dir)
         .with_context(|| format!("resolving {}", args.data_dir.display()))?;
     let borglet_addrs = borglet_addrs(args.borglet_base_port, args.borglets)?;
@@ -59,6 +60,7 @@ pub fn run(args: Args, token: Option<String>) -> anyhow::Result<()> {
     }
     let log_dir = data_dir.join("logs");
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+    let token = Some(admin_token::ensure(&data_dir)?);
 
     let (pg, database_url) = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => {
@@ -283,6 +285,8 @@ impl Cell {
                     self.listen.to_string(),
                     "--database-url".into(),
                     self.database_url.clone(),
+                    "--bootstrap-token-file".into(),
+                    admin_token::path(&self.data_dir).display().to_string(),
                 ],
             ),
             (
@@ -383,6 +387,10 @@ impl Cell {
             "metrics: {master}/metrics (master), http://{}/metrics (scheduler)",
             scheduler_listen(self.listen)
         );
+        // jobctl run from here finds the token by itself; elsewhere, export it.
+        if let Some(token) = &self.token {
+            println!("export BORG_TOKEN={token}");
+        }
         println!("try: {exe}{flag} run -f examples/hello.yaml --wait");
         println!("Ctrl-C stops the cell.");
     }

@@ -20,6 +20,21 @@ const JOBCTL: &str = env!("CARGO_BIN_EXE_jobctl");
 const BORGLETS: usize = 3;
 const POLL: Duration = Duration::from_millis(20);
 
+/// The admin token every master of the cell is bootstrapped with
+/// (`BORG_BOOTSTRAP_TOKEN`), and which the cell's client sends.
+pub const ADMIN_TOKEN: &str = "borg_e2e-admin-0123456789abcdef";
+
+/// A client that sends the cell's admin token.
+pub fn http_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {ADMIN_TOKEN}").parse().unwrap();
+    headers.insert(reqwest::header::AUTHORIZATION, bearer);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
@@ -65,7 +80,7 @@ impl Cell {
             master: format!("http://127.0.0.1:{master_port}"),
             master_flags,
             procs: Vec::new(),
-            http: reqwest::Client::new(),
+            http: http_client(),
         };
         cell.start_master();
         let scheduler = vec!["--database-url".into(), cell.database_url.clone()];
@@ -167,6 +182,9 @@ impl Cell {
             .stderr(log);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
+        }
+        if component == "borgmaster" {
+            cmd.env("BORG_BOOTSTRAP_TOKEN", ADMIN_TOKEN);
         }
         // SAFETY: only prctl, async-signal-safe, between fork and exec. Should the
         // test process die without running Drop, its children go with it.

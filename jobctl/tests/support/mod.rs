@@ -66,22 +66,39 @@ pub fn stderr(o: &Output) -> String {
 pub struct Cell {
     child: Child,
     pub master: String,
+    /// The cell's admin token (`<data-dir>/admin.token`), which `command` sends.
+    pub token: String,
+    pub data_dir: PathBuf,
     _dir: tempfile::TempDir,
+}
+
+/// The admin token `jobctl dev` writes into its data dir before it starts the master.
+pub fn wait_admin_token(data_dir: &Path) -> String {
+    wait_for("the cell's admin.token", Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(data_dir.join("admin.token")).ok()?;
+        text.ends_with('\n').then(|| text.trim().to_string())
+    })
 }
 
 impl Cell {
     /// A cell of `borglets` machines, once they are all up.
     pub fn start(borglets: usize) -> Cell {
+        Cell::start_at(borglets, "")
+    }
+
+    /// The same with its data dir at `sub` in a fresh temporary directory.
+    pub fn start_at(borglets: usize, sub: &str) -> Cell {
         let dir = tempfile::Builder::new()
             .prefix("borg-e2e-")
             .tempdir_in("/tmp")
             .unwrap();
+        let data_dir = dir.path().join(sub);
         let port = free_port();
         let base = free_port_run(borglets as u16);
         let master = format!("http://127.0.0.1:{port}");
         let child = Command::new(JOBCTL)
             .args(["dev", "--borglets", &borglets.to_string(), "--data-dir"])
-            .arg(dir.path())
+            .arg(&data_dir)
             .args([
                 "--listen",
                 &format!("127.0.0.1:{port}"),
@@ -94,9 +111,12 @@ impl Cell {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting jobctl dev");
+        let token = wait_admin_token(&data_dir);
         let cell = Cell {
             child,
             master,
+            token,
+            data_dir,
             _dir: dir,
         };
         wait_for("machines up", Duration::from_secs(120), || {
@@ -117,6 +137,7 @@ impl Cell {
         c.arg("--master")
             .arg(&self.master)
             .args(args)
+            .env("BORG_TOKEN", &self.token)
             .current_dir(repo_root());
         c
     }

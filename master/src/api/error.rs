@@ -15,6 +15,9 @@ pub enum ApiError {
     Invalid { field: String, message: String },
     #[error("{0}")]
     Unauthorized(String),
+    /// Authenticated, but the token's role or owner does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -79,6 +82,7 @@ impl IntoResponse for ApiError {
                 Some(field.clone()),
             ),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "borglet_unreachable", None),

@@ -4,6 +4,7 @@
 //! by cursor, so a client that resumes sees no gap and no duplicate.
 
 use super::{ApiError, ApiResult, AppState};
+use crate::auth::Caller;
 use crate::feed::Feed;
 use crate::store::{EventCursor, EventFilter, Store};
 use axum::extract::{Query, State};
@@ -72,6 +73,7 @@ struct EventQuery {
 )]
 async fn events(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     query: Result<Query<EventQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
@@ -100,6 +102,7 @@ async fn events(
         job: q.job,
         machine: q.machine,
         kind,
+        owner: caller.list_scope(),
     };
     let (job_known, machine_known) = state.store.feed_subjects_exist(&filter).await?;
     if !job_known {

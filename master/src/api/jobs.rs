@@ -1,6 +1,7 @@
 //! `/v1/jobs`: submit, list, read, kill.
 
 use super::{ApiError, ApiResult, AppState};
+use crate::auth::{AuditTarget, Caller};
 use crate::store::{
     KillOutcome, SubmitOutcome, TaskPage, DEFAULT_JOB_PAGE, DEFAULT_TASK_PAGE, MAX_JOB_PAGE,
     MAX_TASK_PAGE,
@@ -8,7 +9,8 @@ use crate::store::{
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use borg_shared::wire::{JobList, JobView};
 use borg_shared::{ErrorBody, JobSpec, JobState};
 use serde::Deserialize;
@@ -26,7 +28,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Submit a job.
 ///
 /// Submitting the same spec under the same name again is a safe retry (200);
-/// a different spec under a live job's name is a conflict (409).
+/// a different spec under a live job's name is a conflict (409). The job's
+/// owner is the token's: a spec without `owner` gets it; a spec naming another
+/// owner is refused (403) unless the token is an admin's.
 // The body is read raw so that parse errors name the offending field.
 #[utoipa::path(
     post,
@@ -47,13 +51,44 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )
 )]
-async fn submit(
-    State(state): State<AppState>,
-    body: Bytes,
+async fn submit(State(state): State<AppState>, caller: Caller, body: Bytes) -> Response {
+    let mut spec = match JobSpec::from_json(&body) {
+        Ok(spec) => spec,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let target = AuditTarget(format!("job={}", spec.name));
+    let answer = submit_owned(&state, &caller, &body, &mut spec).await;
+    (Extension(target), answer).into_response()
+}
+
+/// Only the `owner` of a spec, to tell "not given" from the default.
+#[derive(Deserialize)]
+struct OwnerField {
+    owner: Option<String>,
+}
+
+async fn submit_owned(
+    state: &AppState,
+    caller: &Caller,
+    body: &[u8],
+    spec: &mut JobSpec,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
-    let spec = JobSpec::from_json(&body)?;
-    refuse_unbuilt(&spec)?;
-    match state.store.submit(&spec).await? {
+    let given = serde_json::from_slice::<OwnerField>(body)
+        .ok()
+        .and_then(|o| o.owner);
+    match given {
+        None => spec.owner = caller.owner.clone(),
+        Some(owner) if !caller.may_change(&owner) => {
+            return Err(ApiError::Forbidden(format!(
+                "token {} submits jobs as {}; only an admin submits for another owner ({owner})",
+                caller.token, caller.owner
+            )))
+        }
+        Some(_) => {}
+    }
+    let spec = &*spec;
+    refuse_unbuilt(spec)?;
+    match state.store.submit(spec).await? {
         SubmitOutcome::Created(job) => Ok((StatusCode::CREATED, Json(job))),
         SubmitOutcome::Unchanged(job) => Ok((StatusCode::OK, Json(job))),
         SubmitOutcome::Conflict(job) => Err(ApiError::Conflict(format!(
@@ -112,6 +147,7 @@ struct ListQuery {
 )]
 async fn list(
     State(state): State<AppState>,
+    caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<JobList>> {
     let filter = match q.state.as_deref() {
@@ -128,7 +164,11 @@ async fn list(
             message: format!("must be between 1 and {MAX_JOB_PAGE}"),
         });
     }
-    let jobs = state.store.list_jobs(filter, limit).await?;
+    let owner = caller.list_scope();
+    let jobs = state
+        .store
+        .list_jobs(filter, owner.as_deref(), limit)
+        .await?;
     Ok(Json(JobList { jobs }))
 }
 
@@ -170,6 +210,7 @@ fn int_param<T: std::str::FromStr>(field: &str, value: Option<&str>) -> ApiResul
 )]
 async fn detail(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<DetailQuery>,
 ) -> ApiResult<Json<JobView>> {
@@ -183,10 +224,12 @@ async fn detail(
             message: format!("must be between 1 and {MAX_TASK_PAGE}"),
         });
     }
+    // The owner is checked on the job read, so what is shown is what was checked.
     state
         .store
         .job_detail(&name, page)
         .await?
+        .filter(|job| caller.may_read(&job.owner))
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no job named {name}")))
 }
@@ -205,8 +248,14 @@ async fn detail(
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )
 )]
-async fn kill(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<JobView>> {
-    match state.store.kill_job(&name, "user").await? {
+async fn kill(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<JobView>> {
+    caller.job(&state.store, &name, true).await?;
+    let by = format!("{} (token {})", caller.owner, caller.token);
+    match state.store.kill_job(&name, &by).await? {
         KillOutcome::Killed(job) => Ok(Json(*job)),
         KillOutcome::NotFound => Err(ApiError::NotFound(format!("no job named {name}"))),
         KillOutcome::AlreadyFinished(s) => {

@@ -3,6 +3,7 @@
 //! reaches the client line by line as the task writes).
 
 use super::{ApiError, ApiResult, AppState};
+use crate::auth::Caller;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -53,6 +54,7 @@ struct LogQuery {
 )]
 async fn logs(
     State(state): State<AppState>,
+    caller: Caller,
     Path((name, index)): Path<(String, String)>,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
@@ -64,6 +66,7 @@ async fn logs(
         field: "index".into(),
         message: format!("`{index}` is not a task index"),
     })?;
+    caller.job(&state.store, &name, false).await?;
     let loc = state
         .store
         .locate_task(&name, index)

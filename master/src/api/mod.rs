@@ -1,5 +1,6 @@
 //! The REST API: one router per resource, merged here.
 
+mod audit;
 mod cordon;
 mod error;
 mod events;
@@ -11,6 +12,7 @@ mod metrics;
 mod quotas;
 mod resolve;
 mod scale;
+mod tokens;
 
 pub use error::{ApiError, ApiResult};
 
@@ -41,6 +43,8 @@ pub struct AppState {
     pub leader: Arc<crate::leader::Status>,
     /// Whether Postgres answers (watched apart from requests).
     pub db: Arc<crate::dbhealth::DbHealth>,
+    /// `--insecure`: no authentication, every caller is an admin.
+    pub insecure: bool,
 }
 
 /// The document's root; paths and schemas come from the handlers' `#[utoipa::path]`.
@@ -58,6 +62,7 @@ pub struct AppState {
         (name = "quotas", description = "Cpu and memory per owner and priority band; work over quota waits"),
         (name = "operations", description = "Health and metrics"),
         (name = "events", description = "Every state change as server-sent events, resumable"),
+        (name = "access", description = "API tokens and the audit log (admins)"),
     )
 )]
 struct ApiDoc;
@@ -76,24 +81,97 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(events::router())
         .merge(crate::dashboard::router())
         .merge(resolve::router())
+        .merge(tokens::router())
+        .merge(audit::router())
 }
 
 pub fn router(state: AppState) -> Router {
-    let (api, doc) = api_router().split_for_parts();
+    let (api, mut doc) = api_router().split_for_parts();
+    document_access(&mut doc);
     // Rendered once; `Bytes` makes each answer a cheap clone.
     let doc = axum::body::Bytes::from(doc.to_json().expect("the OpenAPI document serializes"));
     api.route(
         "/openapi.json",
         get(|| async move { ([(header::CONTENT_TYPE, "application/json")], doc) }),
     )
+    // Runs on matched routes only, after routing: it needs the path template.
+    .route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::auth::authorize,
+    ))
     .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
     .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
     .layer(axum::middleware::from_fn_with_state(
         state.clone(),
         store_unavailable,
     ))
-    .layer(tower_http::trace::TraceLayer::new_for_http())
+    // Spans name the path, never the query: `?access_token=` must not reach a log.
+    .layer(
+        tower_http::trace::TraceLayer::new_for_http().make_span_with(
+            |req: &axum::http::Request<axum::body::Body>| {
+                tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+            },
+        ),
+    )
     .with_state(state)
+}
+
+/// Add the bearer scheme, and to every operation that needs a token its
+/// security requirement and its 401 and 403 answers (from `auth::policy`).
+fn document_access(doc: &mut utoipa::openapi::OpenApi) {
+    use crate::auth::{policy, Access};
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let ops = [
+            (axum::http::Method::GET, item.get.as_mut()),
+            (axum::http::Method::PUT, item.put.as_mut()),
+            (axum::http::Method::POST, item.post.as_mut()),
+            (axum::http::Method::DELETE, item.delete.as_mut()),
+        ];
+        for (method, op) in ops {
+            let Some(op) = op else { continue };
+            let access = policy(&method, path);
+            if access == Access::Public {
+                continue;
+            }
+            op.security = Some(vec![SecurityRequirement::new(
+                "bearer",
+                Vec::<String>::new(),
+            )]);
+            let responses = &mut op.responses.responses;
+            responses.entry("401".into()).or_insert_with(|| {
+                error("No token, or an unknown or revoked one (`unauthorized`)").into()
+            });
+            let why = match access {
+                Access::Token => "The token's owner may not do this to this resource (`forbidden`)",
+                Access::Operator => "The token is not an operator's or an admin's (`forbidden`)",
+                _ => "The token is not an admin's (`forbidden`)",
+            };
+            responses
+                .entry("403".into())
+                .or_insert_with(|| error(why).into());
+        }
+    }
 }
 
 /// Map axum's JSON body rejections onto our error body.

@@ -3,6 +3,7 @@
 //! the reason); it is never refused.
 
 use super::{json_rejection, ApiError, ApiResult, AppState};
+use crate::auth::Caller;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::Json;
@@ -16,7 +17,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Owners are job owners: 1 to 63 characters, none of them a control character.
-fn validate_owner(owner: &str) -> ApiResult<()> {
+pub(super) fn validate_owner(owner: &str) -> ApiResult<()> {
     if owner.is_empty() || owner.len() > 63 || owner.chars().any(char::is_control) {
         return Err(ApiError::Invalid {
             field: "owner".into(),
@@ -42,9 +43,16 @@ fn validate_owner(owner: &str) -> ApiResult<()> {
 )]
 async fn get_quota(
     State(state): State<AppState>,
+    caller: Caller,
     Path(owner): Path<String>,
 ) -> ApiResult<Json<QuotaView>> {
     validate_owner(&owner)?;
+    if !caller.may_read(&owner) {
+        return Err(ApiError::Forbidden(format!(
+            "token {} reads the quota of {} only",
+            caller.token, caller.owner
+        )));
+    }
     Ok(Json(state.store.quota(&owner).await?))
 }
 

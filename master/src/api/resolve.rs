@@ -2,6 +2,7 @@
 //! that want to reach it (Borg's BNS).
 
 use super::{ApiError, ApiResult, AppState};
+use crate::auth::Caller;
 use axum::extract::{Path, State};
 use axum::Json;
 use borg_shared::naming::{Resolved, ResolvedTask};
@@ -28,8 +29,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 )]
 async fn resolve(
     State(state): State<AppState>,
+    caller: Caller,
     Path(job): Path<String>,
 ) -> ApiResult<Json<Resolved>> {
+    caller.job(&state.store, &job, false).await?;
     let Some(rows) = state.store.running_tasks(&job).await? else {
         return Err(ApiError::NotFound(format!("no job named {job}")));
     };

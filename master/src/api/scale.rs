@@ -1,6 +1,7 @@
 //! `POST /v1/jobs/{name}/scale`: change a live service's replica count.
 
 use super::{json_rejection, ApiError, ApiResult, AppState};
+use crate::auth::Caller;
 use crate::store::ScaleOutcome;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -44,6 +45,7 @@ pub struct ScaleRequest {
 )]
 async fn scale(
     State(state): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     body: Result<Json<ScaleRequest>, JsonRejection>,
 ) -> ApiResult<Json<JobView>> {
@@ -54,6 +56,7 @@ async fn scale(
             message: format!("must be between 1 and {MAX_REPLICAS}, got {}", req.replicas),
         });
     }
+    caller.job(&state.store, &name, true).await?;
     match state.store.scale_job(&name, req.replicas as i32).await? {
         ScaleOutcome::Scaled(job) | ScaleOutcome::Unchanged(job) => Ok(Json(*job)),
         ScaleOutcome::NotFound => Err(ApiError::NotFound(format!("no job named {name}"))),

@@ -2,6 +2,9 @@
 // event stream (GET /v1/events). Rows are created once and updated in place;
 // what an event cannot tell exactly (a job's counts, a machine's allocation)
 // is re-read from the API at most once a second per job, once for machines.
+// A master that needs a token gets one from a prompt; it is kept in this tab's
+// sessionStorage and sent as a Bearer header (the event stream, which cannot
+// send headers, takes it as `?access_token=`).
 "use strict";
 
 const TASK_STATES = ["pending", "assigned", "starting", "running", "succeeded", "failed", "killed", "lost"];
@@ -18,6 +21,8 @@ const dirtyJobs = new Set();
 let machinesDirty = false;
 let current = null;          // the open job page: {name, id, tasks: Map(index -> {row, task})}
 let logAbort = null;
+const TOKEN_KEY = "borg.token";
+let token = sessionStorage.getItem(TOKEN_KEY);
 
 function $(sel) { return document.querySelector(sel); }
 function el(tag, props, ...children) {
@@ -31,10 +36,36 @@ function el(tag, props, ...children) {
   for (const c of children) e.append(c);
   return e;
 }
+function headers(extra) {
+  const h = Object.assign({}, extra);
+  if (token) h.authorization = "Bearer " + token;
+  return h;
+}
 async function api(path) {
-  const r = await fetch(path, { headers: { accept: "application/json" } });
+  const r = await fetch(path, { headers: headers({ accept: "application/json" }) });
+  if (r.status === 401) askToken("the master refused the token: enter another");
   if (!r.ok) throw new Error(path + ": " + r.status);
   return r.json();
+}
+
+// ---------- the token prompt ----------
+
+function askToken(why) {
+  token = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  $("#login-why").textContent = why;
+  $("#login").hidden = false;
+  $("#token-input").focus();
+}
+function onLogin(ev) {
+  ev.preventDefault();
+  const value = $("#token-input").value.trim();
+  if (!value) return;
+  token = value;
+  sessionStorage.setItem(TOKEN_KEY, value);
+  $("#token-input").value = "";
+  $("#login").hidden = true;
+  if (!started) begin();
 }
 function age(t) {
   if (!t) return "-";
@@ -195,7 +226,7 @@ async function openLog(index) {
   $("#log-task").textContent = current.name + "/" + index;
   const url = "/v1/jobs/" + encodeURIComponent(current.name) + "/tasks/" + index + "/logs?follow=true&tail=200";
   try {
-    const r = await fetch(url, { signal });
+    const r = await fetch(url, { signal, headers: headers() });
     if (!r.ok) {
       const body = await r.json().catch(() => null);
       pre.textContent = body && body.error ? body.error.message : "no log (" + r.status + ")";
@@ -277,7 +308,7 @@ async function flush() {
 }
 function connect() {
   const live = $("#live");
-  const es = new EventSource("/v1/events");
+  const es = new EventSource("/v1/events" + (token ? "?access_token=" + encodeURIComponent(token) : ""));
   for (const kind of ["task", "job", "machine"]) {
     es.addEventListener(kind, m => onEvent(JSON.parse(m.data)));
   }
@@ -300,8 +331,10 @@ function route() {
   if (job) openJob(decodeURIComponent(job[1])).catch(err => { $("#job-name").textContent = err.message; });
 }
 
+let started = false;
 async function start() {
   // Subscribe first, then load: a change in between is re-read, never missed.
+  started = true;
   connect();
   const [list] = await Promise.all([api("/v1/jobs"), loadMachines()]);
   for (const j of list.jobs.slice().reverse()) { jobs.set(j.name, j); jobRow(j); }
@@ -311,4 +344,14 @@ async function start() {
   window.addEventListener("hashchange", route);
   route();
 }
-start().catch(err => { $("#live").textContent = "error: " + err.message; });
+// Ask for a token only if the master wants one (one started --insecure does not).
+async function begin() {
+  const probe = await fetch("/v1/machines", { headers: headers({ accept: "application/json" }) });
+  if (probe.status === 401) {
+    askToken(token ? "the master refused the token: enter another" : "this master needs an API token");
+    return;
+  }
+  await start();
+}
+$("#login").addEventListener("submit", onLogin);
+begin().catch(err => { $("#live").textContent = "error: " + err.message; });

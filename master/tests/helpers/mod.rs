@@ -6,6 +6,29 @@ use borgmaster::Config;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// The admin token every test master is started with (as `bootstrap`), and
+/// which `TestApp::http` sends by default.
+pub const ADMIN_TOKEN: &str = "borg_test-admin-0123456789abcdef";
+
+/// The auth settings of a test master: the bootstrap admin token above.
+pub fn test_auth() -> borgmaster::auth::AuthConfig {
+    borgmaster::auth::AuthConfig {
+        bootstrap_token: Some(ADMIN_TOKEN.into()),
+        ..Default::default()
+    }
+}
+
+/// A client that sends `token` on every request.
+pub fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = format!("Bearer {token}").parse().unwrap();
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 pub struct TestApp {
     pub url: String,
     pub store: Store,
@@ -34,6 +57,15 @@ pub async fn spawn_app_polling_every(poll_interval: Duration) -> TestApp {
 
 /// A master on an existing database (a second master, or one restarted).
 pub async fn spawn_app_on(database_url: &str, poll_interval: Duration) -> TestApp {
+    spawn_app_leading(database_url, poll_interval, Default::default()).await
+}
+
+/// A master with these leader settings (e.g. a long `down_after`).
+pub async fn spawn_app_leading(
+    database_url: &str,
+    poll_interval: Duration,
+    leader: borgmaster::leader::LeaderConfig,
+) -> TestApp {
     let database_url = database_url.to_string();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -41,12 +73,13 @@ pub async fn spawn_app_on(database_url: &str, poll_interval: Duration) -> TestAp
         listen: listener.local_addr().unwrap(),
         database_url: database_url.clone(),
         poll_interval,
-        leader: Default::default(),
+        leader,
+        auth: test_auth(),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(borgmaster::run(listener, config, shutdown.clone()));
     let store = Store::connect(&database_url).await.unwrap();
-    let http = reqwest::Client::new();
+    let http = client_with(ADMIN_TOKEN);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !http
         .get(format!("{url}/healthz"))

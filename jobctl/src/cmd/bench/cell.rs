@@ -18,6 +18,8 @@ const STOP_WITHIN: Duration = Duration::from_secs(60);
 
 pub struct DevCell {
     pub master: String,
+    /// The cell's admin token (its `admin.token`).
+    pub token: String,
     pub pid: i32,
     child: tokio::process::Child,
     /// Removed when the cell stops, unless kept after a failure.
@@ -58,7 +60,7 @@ fn database_url(port: u16) -> String {
 
 impl DevCell {
     /// Start the cell and wait until the master answers and `borglets` machines are up.
-    pub async fn start(borglets: u16, token: Option<String>) -> anyhow::Result<DevCell> {
+    pub async fn start(borglets: u16) -> anyhow::Result<DevCell> {
         let dir = tempfile::Builder::new()
             .prefix("borg-bench-")
             .tempdir_in(std::env::temp_dir())
@@ -85,9 +87,6 @@ impl DevCell {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
-        if let Some(t) = &token {
-            cmd.env("BORG_TOKEN", t);
-        }
         // SAFETY: prctl is async-signal-safe. If the bench dies, the cell stops
         // itself (SIGTERM is a clean stop for `jobctl dev`).
         unsafe {
@@ -102,6 +101,7 @@ impl DevCell {
         let pid = child.id().context("jobctl dev has no pid")? as i32;
         let mut cell = DevCell {
             master,
+            token: String::new(),
             pid,
             child,
             path: dir.path().to_path_buf(),
@@ -113,7 +113,7 @@ impl DevCell {
             cell.master,
             cell.data_dir().display()
         );
-        cell.wait_up(borglets as usize, token).await?;
+        cell.wait_up(borglets as usize).await?;
         Ok(cell)
     }
 
@@ -132,9 +132,9 @@ impl DevCell {
         Ok(database_url(port))
     }
 
-    async fn wait_up(&mut self, want: usize, token: Option<String>) -> anyhow::Result<()> {
-        let api = Api::new(&self.master, token)?;
+    async fn wait_up(&mut self, want: usize) -> anyhow::Result<()> {
         let deadline = Instant::now() + START_WITHIN;
+        let mut api = None;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 self.keep();
@@ -143,9 +143,18 @@ impl DevCell {
                     self.log.display()
                 );
             }
-            let up = match api.healthz().await {
-                Ok(()) => api.machines_up().await.unwrap_or(0),
-                Err(_) => 0,
+            // `jobctl dev` writes its admin token before it starts the master.
+            if api.is_none() {
+                let file = self.path.join(crate::credentials::ADMIN_TOKEN_FILE);
+                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                if text.ends_with('\n') {
+                    self.token = text.trim().to_string();
+                    api = Some(Api::new(&self.master, Some(self.token.clone()))?);
+                }
+            }
+            let up = match &api {
+                Some(api) if api.healthz().await.is_ok() => api.machines_up().await.unwrap_or(0),
+                _ => 0,
             };
             if up >= want {
                 return Ok(());

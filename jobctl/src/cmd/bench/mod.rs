@@ -184,8 +184,10 @@ async fn phases(
     }
     let mut cell = match &master {
         Some(_) => None,
-        None => Some(cell::DevCell::start(args.borglets, token.clone()).await?),
+        None => Some(cell::DevCell::start(args.borglets).await?),
     };
+    // The bench's own cell takes its own admin token.
+    let token = cell.as_ref().map(|c| c.token.clone()).or(token);
     let url = match (&master, &cell) {
         (Some(m), _) => m.clone(),
         (None, Some(c)) => c.master.clone(),
