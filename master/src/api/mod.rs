@@ -10,6 +10,7 @@ mod machines;
 mod metrics;
 mod quotas;
 mod resolve;
+mod rollout;
 mod scale;
 
 pub use error::{ApiError, ApiResult};
@@ -68,6 +69,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(jobs::router())
         .merge(machines::router())
         .merge(scale::router())
+        .merge(rollout::router())
         .merge(cordon::router())
         .merge(logs::router())
         .merge(health::router())
