@@ -25,7 +25,16 @@ pub enum What {
 pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
     let What::Job { name } = args.what;
     let job = client.job_with_all_tasks(&name).await?;
-    emit(&render(&job, Utc::now()))?;
+    let now = Utc::now();
+    let mut text = render(&job, now);
+    // A job that was ever updated shows its rollout (a failure to read it is not the job's).
+    if job.version > 1 {
+        if let Ok(r) = client.rollout(&job.name).await {
+            text.push('\n');
+            text.push_str(crate::cmd::rollout::describe(&r, now).trim_end());
+        }
+    }
+    emit(&text)?;
     Ok(())
 }
 
@@ -55,6 +64,7 @@ pub fn render(job: &JobView, now: DateTime<Utc>) -> String {
         ("Owner", job.owner.clone()),
         ("Priority", job.priority.to_string()),
         ("Replicas", job.replicas.to_string()),
+        ("Version", job.version.to_string()),
         ("Progress", output::task_summary(job)),
         ("Created", when(job.created_at, now)),
     ];
@@ -120,7 +130,7 @@ pub fn render(job: &JobView, now: DateTime<Utc>) -> String {
     out.push_str("\nTasks:\n");
     match job.tasks.as_deref() {
         Some(tasks) if !tasks.is_empty() => {
-            out.push_str(&indent(&output::tasks_table(&job.name, tasks, now)));
+            out.push_str(&indent(&output::tasks_table(job, tasks, now)));
             out.push('\n');
         }
         _ => out.push_str("  <none>\n"),
