@@ -70,7 +70,9 @@ fn service(name: &str, replicas: u32, line: &str, greeting: &str, min_healthy: &
 
 /// Write `spec` as a file jobctl reads and `jobctl apply -f` it.
 fn apply(cell: &Cell, spec: &Value) -> (bool, String) {
-    let path = cell.path().join(format!("{}.json", spec["name"].as_str().unwrap()));
+    let path = cell
+        .path()
+        .join(format!("{}.json", spec["name"].as_str().unwrap()));
     std::fs::write(&path, spec.to_string()).unwrap();
     jobctl(cell, &["apply", "-f", path.to_str().unwrap()])
 }
@@ -101,10 +103,8 @@ async fn running_on(cell: &Cell, job: &str, n: i64, version: i64) -> Tasks {
         Duration::from_secs(90),
         || async {
             let t = tasks(cell, job).await?;
-            (t.len() as i64 == n
-                && t.values()
-                    .all(|t| t.0 == "running" && t.2 == Some(version)))
-            .then_some(t)
+            (t.len() as i64 == n && t.values().all(|t| t.0 == "running" && t.2 == Some(version)))
+                .then_some(t)
         },
     )
     .await
@@ -171,10 +171,19 @@ async fn a_rolling_update_replaces_every_task_one_at_a_time() {
     let v2 = service("web", 3, &alive.line(), "v2", "1s");
     let (ok, out) = apply(&cell, &v2);
     assert!(ok, "{out}");
-    assert!(out.contains("job/web configured (version 1 → 2, rolling out)"), "{out}");
-    let (ok, out) = jobctl(&cell, &["rollout", "status", "web", "--wait", "--timeout", "2m"]);
+    assert!(
+        out.contains("job/web configured (version 1 → 2, rolling out)"),
+        "{out}"
+    );
+    let (ok, out) = jobctl(
+        &cell,
+        &["rollout", "status", "web", "--wait", "--timeout", "2m"],
+    );
     assert!(ok, "{out}");
-    assert!(out.contains("successfully rolled out (version 2, 3 of 3 tasks ready)"), "{out}");
+    assert!(
+        out.contains("successfully rolled out (version 2, 3 of 3 tasks ready)"),
+        "{out}"
+    );
 
     let after = running_on(&cell, "web", 3, 2).await;
     for i in 0..3 {
@@ -182,9 +191,18 @@ async fn a_rolling_update_replaces_every_task_one_at_a_time() {
     }
     assert_eq!(most_down_at_once(&pool, "web", mark).await, 1);
     let steps = rollout_steps(&pool, "web", mark).await;
-    let replacing = steps.iter().filter(|s| s.contains(": replacing web/")).count();
+    let replacing = steps
+        .iter()
+        .filter(|s| s.contains(": replacing web/"))
+        .count();
     assert_eq!(replacing, 3, "one task per step: {steps:?}");
-    assert!(steps.last().unwrap().contains("version 2 rolled out: 3 of 3 tasks ready"), "{steps:?}");
+    assert!(
+        steps
+            .last()
+            .unwrap()
+            .contains("version 2 rolled out: 3 of 3 tasks ready"),
+        "{steps:?}"
+    );
     // Every old attempt ended as replaced, and its task went back to the queue for it.
     let ends: Vec<String> = sqlx::query_scalar(
         "SELECT e.reason FROM events e JOIN tasks t ON t.id = e.task_id
@@ -195,14 +213,28 @@ async fn a_rolling_update_replaces_every_task_one_at_a_time() {
     .await
     .unwrap();
     assert_eq!(ends.len(), 3, "{ends:?}");
-    assert!(ends.iter().all(|r| r.starts_with("replaced by version 2 (update)")), "{ends:?}");
+    assert!(
+        ends.iter()
+            .all(|r| r.starts_with("replaced by version 2 (update)")),
+        "{ends:?}"
+    );
     let r = rollout(&cell, "web").await;
-    assert_eq!((r["state"].as_str(), r["updated"].as_i64()), (Some("done"), Some(3)), "{r}");
+    assert_eq!(
+        (r["state"].as_str(), r["updated"].as_i64()),
+        (Some("done"), Some(3)),
+        "{r}"
+    );
 
     let (ok, out) = jobctl(&cell, &["get", "tasks", "web"]);
-    assert!(ok && out.contains("VERSION") && !out.contains("(stale)"), "{out}");
+    assert!(
+        ok && out.contains("VERSION") && !out.contains("(stale)"),
+        "{out}"
+    );
     let (ok, out) = jobctl(&cell, &["describe", "job", "web"]);
-    assert!(ok && out.contains("Version:") && out.contains("Rollout:"), "{out}");
+    assert!(
+        ok && out.contains("Version:") && out.contains("Rollout:"),
+        "{out}"
+    );
 
     // A replica count alone is a scale: no new version, no task disturbed.
     let (ok, out) = apply(&cell, &service("web", 4, &alive.line(), "v2", "1s"));
@@ -222,7 +254,10 @@ async fn a_rolling_update_replaces_every_task_one_at_a_time() {
     let mut batch2 = batch.clone();
     batch2["task"]["env"] = json!({"X": "1"});
     let (ok, out) = apply(&cell, &batch2);
-    assert!(!ok && out.contains("batch job is not updated in place"), "{out}");
+    assert!(
+        !ok && out.contains("batch job is not updated in place"),
+        "{out}"
+    );
     assert!(out.contains("(conflict)"), "{out}");
 }
 
@@ -238,7 +273,10 @@ async fn a_failing_version_rolls_back_by_itself() {
 
     let (ok, out) = apply(&cell, &service("web", 3, "exit 3", "v2", "1s"));
     assert!(ok, "{out}");
-    let (ok, out) = jobctl(&cell, &["rollout", "status", "web", "--wait", "--timeout", "2m"]);
+    let (ok, out) = jobctl(
+        &cell,
+        &["rollout", "status", "web", "--wait", "--timeout", "2m"],
+    );
     assert!(!ok, "a rolled-back rollout exits 1: {out}");
     assert!(out.contains("rolled back to version 1"), "{out}");
     assert!(out.contains("version 2 failed"), "{out}");
@@ -267,9 +305,18 @@ async fn a_failing_version_rolls_back_by_itself() {
         .unwrap_or_else(|| panic!("{steps:?}"));
     assert!(failed.contains("rolling back to version 1"), "{failed}");
     assert!(failed.contains("web/"), "names the failing task: {failed}");
-    assert!(steps.last().unwrap().contains("rolled back to version 1: 3 of 3 tasks ready"), "{steps:?}");
+    assert!(
+        steps
+            .last()
+            .unwrap()
+            .contains("rolled back to version 1: 3 of 3 tasks ready"),
+        "{steps:?}"
+    );
     let r = rollout(&cell, "web").await;
-    assert_eq!((r["state"].as_str(), r["target_version"].as_i64()), (Some("rolled_back"), Some(1)));
+    assert_eq!(
+        (r["state"].as_str(), r["target_version"].as_i64()),
+        (Some("rolled_back"), Some(1))
+    );
     let job = cell.get("/v1/jobs/web").await.unwrap();
     assert_eq!(job["spec"]["task"]["env"]["GREETING"], "v1");
 }
@@ -299,22 +346,33 @@ async fn pause_holds_a_rollout_and_resume_finishes_it() {
     // Hold until the replaced task has run past `min_healthy` (3 s) by longer
     // than the controller takes between steps (500 ms), several times over: an
     // unpaused rollout would have replaced the next one by then.
-    wait_for("a replaced task running for 5 s", Duration::from_secs(60), || async {
-        let ready: Option<bool> = sqlx::query_scalar(
-            "SELECT bool_or(t.state = 'running' AND a.version = 2
+    wait_for(
+        "a replaced task running for 5 s",
+        Duration::from_secs(60),
+        || async {
+            let ready: Option<bool> = sqlx::query_scalar(
+                "SELECT bool_or(t.state = 'running' AND a.version = 2
                             AND t.updated_at < now() - interval '5 seconds')
              FROM tasks t JOIN attempts a ON a.id = t.attempt_id",
-        )
-        .fetch_one(&pool)
-        .await
-        .ok()?;
-        ready?.then_some(())
-    })
+            )
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+            ready?.then_some(())
+        },
+    )
     .await;
     let r = rollout(&cell, "web").await;
-    assert_eq!((r["state"].as_str(), r["updated"].as_i64()), (Some("paused"), Some(1)), "{r}");
+    assert_eq!(
+        (r["state"].as_str(), r["updated"].as_i64()),
+        (Some("paused"), Some(1)),
+        "{r}"
+    );
     let held = rollout_steps(&pool, "web", paused_at).await;
-    assert!(held.iter().all(|s| !s.contains("replacing")), "a step while paused: {held:?}");
+    assert!(
+        held.iter().all(|s| !s.contains("replacing")),
+        "a step while paused: {held:?}"
+    );
 
     let (ok, out) = jobctl(&cell, &["rollout", "resume", "web"]);
     assert!(ok && out.contains("resumed"), "{out}");

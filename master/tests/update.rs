@@ -39,7 +39,10 @@ async fn an_update_stores_a_version_and_starts_a_rollout() {
     assert_eq!(app.post_json("/v1/jobs", web(3, "sleep 100")).await.0, 201);
     let (status, body) = app.get_json("/v1/jobs/web/rollout").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["state"].as_str(), body["target_version"].as_i64()), (Some("done"), Some(1)));
+    assert_eq!(
+        (body["state"].as_str(), body["target_version"].as_i64()),
+        (Some("done"), Some(1))
+    );
 
     // The same spec: nothing new.
     let (status, body) = put(&app, "/v1/jobs/web", web(3, "sleep 100")).await;
@@ -53,11 +56,20 @@ async fn an_update_stores_a_version_and_starts_a_rollout() {
     assert_eq!(app.count("job_versions").await, 2);
     let (_, r) = app.get_json("/v1/jobs/web/rollout").await;
     assert_eq!(r["state"], "rolling", "{r}");
-    assert_eq!((r["from_version"].as_i64(), r["to_version"].as_i64()), (Some(1), Some(2)));
-    assert_eq!((r["total"].as_i64(), r["max_unavailable"].as_i64()), (Some(3), Some(1)));
+    assert_eq!(
+        (r["from_version"].as_i64(), r["to_version"].as_i64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(
+        (r["total"].as_i64(), r["max_unavailable"].as_i64()),
+        (Some(3), Some(1))
+    );
     assert_eq!(r["min_healthy_ms"], 5000);
     let events = rollout_events(&app).await;
-    assert!(events[0].starts_with("rollout: updated to version 2 (from 1)"), "{events:?}");
+    assert!(
+        events[0].starts_with("rollout: updated to version 2 (from 1)"),
+        "{events:?}"
+    );
 
     // Retrying the same update is safe.
     let (status, body) = put(&app, "/v1/jobs/web", web(3, "sleep 200")).await;
@@ -69,19 +81,40 @@ async fn an_update_stores_a_version_and_starts_a_rollout() {
     assert_eq!((status, r["state"].as_str()), (200, Some("paused")), "{r}");
     let (status, r) = app.post_json("/v1/jobs/web/rollout/pause", json!({})).await;
     assert_eq!((status, r["state"].as_str()), (200, Some("paused")), "{r}");
-    let (status, r) = app.post_json("/v1/jobs/web/rollout/resume", json!({})).await;
+    let (status, r) = app
+        .post_json("/v1/jobs/web/rollout/resume", json!({}))
+        .await;
     assert_eq!((status, r["state"].as_str()), (200, Some("rolling")), "{r}");
     let (status, r) = app.post_json("/v1/jobs/web/rollout/undo", json!({})).await;
     assert_eq!(status, 200, "{r}");
-    assert_eq!((r["state"].as_str(), r["target_version"].as_i64()), (Some("rolling_back"), Some(1)));
+    assert_eq!(
+        (r["state"].as_str(), r["target_version"].as_i64()),
+        (Some("rolling_back"), Some(1))
+    );
     let (_, job) = app.get_json("/v1/jobs/web").await;
-    assert_eq!((job["version"].as_i64(), &job["spec"]["task"]["command"][2]), (Some(1), &json!("sleep 100")));
+    assert_eq!(
+        (job["version"].as_i64(), &job["spec"]["task"]["command"][2]),
+        (Some(1), &json!("sleep 100"))
+    );
     let (status, body) = app.post_json("/v1/jobs/web/rollout/undo", json!({})).await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("nothing to undo"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to undo"),
+        "{body}"
+    );
     let events = rollout_events(&app).await;
-    for said in ["paused by user", "resumed by user", "undone by user: rolling back to version 1"] {
-        assert!(events.iter().any(|e| e.contains(said)), "{said}: {events:?}");
+    for said in [
+        "paused by user",
+        "resumed by user",
+        "undone by user: rolling back to version 1",
+    ] {
+        assert!(
+            events.iter().any(|e| e.contains(said)),
+            "{said}: {events:?}"
+        );
     }
     let (status, _) = app.get_json("/v1/jobs/nope/rollout").await;
     assert_eq!(status, 404);
@@ -93,7 +126,10 @@ async fn a_new_replica_count_alone_is_a_scale() {
     assert_eq!(app.post_json("/v1/jobs", web(2, "sleep 100")).await.0, 201);
     let (status, body) = put(&app, "/v1/jobs/web", web(4, "sleep 100")).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["replicas"].as_i64(), body["version"].as_i64()), (Some(4), Some(1)));
+    assert_eq!(
+        (body["replicas"].as_i64(), body["version"].as_i64()),
+        (Some(4), Some(1))
+    );
     assert_eq!(app.count("tasks").await, 4);
     assert_eq!(app.count("job_versions").await, 1);
     assert_eq!(app.count("rollouts").await, 0);
@@ -108,7 +144,10 @@ async fn a_new_replica_count_alone_is_a_scale() {
     // Replicas and the template together: a scale, then a new version of that size.
     let (status, body) = put(&app, "/v1/jobs/web", web(3, "sleep 300")).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["replicas"].as_i64(), body["version"].as_i64()), (Some(3), Some(2)));
+    assert_eq!(
+        (body["replicas"].as_i64(), body["version"].as_i64()),
+        (Some(3), Some(2))
+    );
 }
 
 #[tokio::test]
@@ -122,36 +161,78 @@ async fn what_an_update_may_not_do_is_refused_and_says_why() {
     changed["task"]["command"] = json!(["sleep", "200"]);
     let (status, body) = put(&app, "/v1/jobs/b", changed).await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("batch job is not updated in place"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("batch job is not updated in place"),
+        "{body}"
+    );
 
     let mut kind = web(2, "sleep 100");
     kind["kind"] = json!("batch");
     let (status, body) = put(&app, "/v1/jobs/web", kind).await;
-    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("kind")), "{body}");
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("kind")),
+        "{body}"
+    );
     let mut owner = web(2, "sleep 100");
     owner["owner"] = json!("bob");
     let (status, body) = put(&app, "/v1/jobs/web", owner).await;
-    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("owner")), "{body}");
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("owner")),
+        "{body}"
+    );
     let (status, body) = put(&app, "/v1/jobs/other", web(2, "sleep 100")).await;
-    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("name")), "{body}");
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("name")),
+        "{body}"
+    );
 
     let mut surge = web(2, "sleep 100");
     surge["update"] = json!({"max_surge": 1});
     let (status, body) = put(&app, "/v1/jobs/web", surge).await;
-    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("update.max_surge")), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().starts_with("not supported yet"));
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("update.max_surge")),
+        "{body}"
+    );
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("not supported yet"));
     let mut zero = web(2, "sleep 100");
     zero["update"] = json!({"max_unavailable": 0});
     let (status, body) = put(&app, "/v1/jobs/web", zero).await;
-    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("update.max_unavailable")), "{body}");
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("update.max_unavailable")),
+        "{body}"
+    );
     let mut batch_policy = batch.clone();
     batch_policy["update"] = json!({"max_unavailable": 1});
     let (status, body) = app.post_json("/v1/jobs", batch_policy).await;
-    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("update")), "{body}");
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("update")),
+        "{body}"
+    );
 
-    let (status, body) = put(&app, "/v1/jobs/nope", json!({"name": "nope", "task": {"command": ["true"]}})).await;
+    let (status, body) = put(
+        &app,
+        "/v1/jobs/nope",
+        json!({"name": "nope", "task": {"command": ["true"]}}),
+    )
+    .await;
     assert_eq!(status, 404, "{body}");
     let (status, body) = app.post_json("/v1/jobs/web/rollout/pause", json!({})).await;
     assert_eq!(status, 409, "never updated: {body}");
-    assert_eq!(app.count("job_versions").await, 2, "nothing refused was stored");
+    assert_eq!(
+        app.count("job_versions").await,
+        2,
+        "nothing refused was stored"
+    );
 }

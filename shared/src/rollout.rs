@@ -63,7 +63,10 @@ pub fn immutable_change(old: &JobSpec, new: &JobSpec) -> Option<SpecError> {
         });
     }
     if old.kind != new.kind {
-        return Some(refuse("kind", format!("kind ({} → {})", old.kind, new.kind)));
+        return Some(refuse(
+            "kind",
+            format!("kind ({} → {})", old.kind, new.kind),
+        ));
     }
     if old.owner != new.owner {
         return Some(refuse(
@@ -172,11 +175,22 @@ mod tests {
     #[test]
     fn kind_owner_and_name_are_immutable() {
         let old = spec(WEB);
-        let changed = |text: &str| immutable_change(&old, &spec(text)).and_then(|e| e.field().map(String::from));
+        let changed = |text: &str| {
+            immutable_change(&old, &spec(text)).and_then(|e| e.field().map(String::from))
+        };
         assert_eq!(changed(&WEB.replace("'100'", "'200'")), None);
         assert_eq!(changed(&WEB.replace("replicas: 3", "replicas: 5")), None);
-        assert_eq!(changed(&WEB.replace("kind: service", "kind: batch")).as_deref(), Some("kind"));
-        assert_eq!(changed(&format!("owner: bob\n{WEB}")).as_deref(), Some("owner"));
-        assert_eq!(changed(&WEB.replace("name: web", "name: api")).as_deref(), Some("name"));
+        assert_eq!(
+            changed(&WEB.replace("kind: service", "kind: batch")).as_deref(),
+            Some("kind")
+        );
+        assert_eq!(
+            changed(&format!("owner: bob\n{WEB}")).as_deref(),
+            Some("owner")
+        );
+        assert_eq!(
+            changed(&WEB.replace("name: web", "name: api")).as_deref(),
+            Some("name")
+        );
     }
 }

@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
 /// The columns of a job view; `c` is `COUNTS_JOIN`.
-const JOB_COLUMNS: &str = "j.id, j.name, j.kind, j.state, j.owner, j.priority, j.replicas, j.version, j.spec,
+const JOB_COLUMNS: &str =
+    "j.id, j.name, j.kind, j.state, j.owner, j.priority, j.replicas, j.version, j.spec,
     j.created_at, j.finished_at, c.*";
 
 /// Jobs per list, unless asked otherwise.

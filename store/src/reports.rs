@@ -411,7 +411,9 @@ fn collect(
             if !row.is_current() {
                 return;
             }
-            if let (Some(why), true) = (requeue_after_stop(row.stop_reason.as_deref()), row.job_live) {
+            if let (Some(why), true) =
+                (requeue_after_stop(row.stop_reason.as_deref()), row.job_live)
+            {
                 // Back to the queue at once, and the run it lost is not spent.
                 batch.tasks.push(row.task_move(
                     machine,

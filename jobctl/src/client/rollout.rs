@@ -7,7 +7,11 @@ use reqwest::Method;
 
 impl Client {
     /// `PUT /v1/jobs/{name}` with the full spec: the job, updated, scaled or unchanged.
-    pub async fn update(&self, name: &str, spec: &serde_json::Value) -> Result<JobView, ClientError> {
+    pub async fn update(
+        &self,
+        name: &str,
+        spec: &serde_json::Value,
+    ) -> Result<JobView, ClientError> {
         let req = self
             .request(Method::PUT, &["v1", "jobs", name])
             .timeout(REQUEST_TIMEOUT)
@@ -26,11 +30,16 @@ impl Client {
     }
 
     /// `POST /v1/jobs/{name}/rollout/{action}`: `pause`, `resume` or `undo`.
-    pub async fn rollout_action(&self, name: &str, action: &str) -> Result<RolloutView, ClientError> {
+    pub async fn rollout_action(
+        &self,
+        name: &str,
+        action: &str,
+    ) -> Result<RolloutView, ClientError> {
         let req = self
             .request(Method::POST, &["v1", "jobs", name, "rollout", action])
             .timeout(REQUEST_TIMEOUT);
         let resp = self.send(req).await?;
-        self.json("POST /v1/jobs/{name}/rollout/{action}", resp).await
+        self.json("POST /v1/jobs/{name}/rollout/{action}", resp)
+            .await
     }
 }

@@ -18,7 +18,12 @@ pub struct Args {
     #[arg(long)]
     pub wait: bool,
     /// Give up waiting after this long.
-    #[arg(long, value_name = "DURATION", default_value = "10m", requires = "wait")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10m",
+        requires = "wait"
+    )]
     pub timeout: humantime::Duration,
 }
 

@@ -228,6 +228,7 @@ mod tests {
         let mut running = task(0, TaskState::Running);
         running.machine = Some("m1".into());
         running.runs = 1;
+        running.version = Some(1);
         let mut pending = task(1, TaskState::Pending);
         pending.reason = Some("no machine has 64Gi free memory".into());
         let mut j = job(
@@ -249,15 +250,16 @@ State:      running
 Owner:      default
 Priority:   100
 Replicas:   2
+Version:    1
 Progress:   1 pending, 1 running
 Created:    2026-05-01 12:00:00 UTC (2m ago)
 Command:    [\"/bin/sh\",\"-c\",\"echo hi\"]
 Resources:  cpu 250m, memory 64Mi
 
 Tasks:
-  TASK      STATE     MACHINE   RUNS   RESTARTS   EXIT   CPU   MEMORY   REASON                            AGE
-  hello/0   running   m1        1      0          -      -     -        -                                 2m
-  hello/1   pending   -         0      0          -      -     -        no machine has 64Gi free memory   2m
+  TASK      STATE     VERSION   MACHINE   RUNS   RESTARTS   EXIT   CPU   MEMORY   REASON                            AGE
+  hello/0   running   1         m1        1      0          -      -     -        -                                 2m
+  hello/1   pending   -         -         0      0          -      -     -        no machine has 64Gi free memory   2m
 
 Events:
   TIME (UTC)            TASK      CHANGE                MACHINE   REASON

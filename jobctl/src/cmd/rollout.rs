@@ -42,7 +42,12 @@ pub struct StatusArgs {
     #[arg(long, short = 'w')]
     pub wait: bool,
     /// Give up waiting after this long (exit 1).
-    #[arg(long, value_name = "DURATION", default_value = "10m", requires = "wait")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10m",
+        requires = "wait"
+    )]
     pub timeout: humantime::Duration,
     /// `json`: the rollout as the API gives it.
     #[arg(long, short = 'o', value_parser = ["json"])]
@@ -100,7 +105,9 @@ async fn status(client: &Client, args: StatusArgs) -> anyhow::Result<()> {
         if Instant::now() >= deadline {
             return Err(JobFailed(format!(
                 "job/{}: gave up waiting after {} ({})",
-                r.job, args.timeout, progress(&r)
+                r.job,
+                args.timeout,
+                progress(&r)
             ))
             .into());
         }

@@ -69,8 +69,9 @@ pub(super) fn refuse_unbuilt(spec: &JobSpec) -> ApiResult<()> {
         if spec.kind != JobKind::Service {
             return Err(ApiError::Invalid {
                 field: "update".into(),
-                message: "only services roll: a batch job is not updated in place; leave `update` out"
-                    .into(),
+                message:
+                    "only services roll: a batch job is not updated in place; leave `update` out"
+                        .into(),
             });
         }
         if update.max_surge.is_some_and(|s| s > 0) {

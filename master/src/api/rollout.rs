@@ -56,13 +56,16 @@ pub(super) async fn update(
     if spec.name != name {
         return Err(ApiError::Invalid {
             field: "name".into(),
-            message: format!("the spec names `{}` but the path is for job `{name}`", spec.name),
+            message: format!(
+                "the spec names `{}` but the path is for job `{name}`",
+                spec.name
+            ),
         });
     }
     match state.store.update_job(&spec).await? {
-        UpdateOutcome::Updated { job, .. } | UpdateOutcome::Scaled(job) | UpdateOutcome::Unchanged(job) => {
-            Ok((StatusCode::OK, Json(*job)))
-        }
+        UpdateOutcome::Updated { job, .. }
+        | UpdateOutcome::Scaled(job)
+        | UpdateOutcome::Unchanged(job) => Ok((StatusCode::OK, Json(*job))),
         UpdateOutcome::NotFound => Err(ApiError::NotFound(format!(
             "no live job named {name}: submit it with POST /v1/jobs"
         ))),
@@ -121,7 +124,10 @@ async fn status(
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )
 )]
-async fn pause(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<RolloutView>> {
+async fn pause(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<RolloutView>> {
     answer(&name, state.store.pause_rollout(&name, "user").await?)
 }
 
@@ -139,7 +145,10 @@ async fn pause(State(state): State<AppState>, Path(name): Path<String>) -> ApiRe
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )
 )]
-async fn resume(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<RolloutView>> {
+async fn resume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<RolloutView>> {
     answer(&name, state.store.resume_rollout(&name, "user").await?)
 }
 
@@ -159,7 +168,10 @@ async fn resume(State(state): State<AppState>, Path(name): Path<String>) -> ApiR
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )
 )]
-async fn undo(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<RolloutView>> {
+async fn undo(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<RolloutView>> {
     answer(&name, state.store.undo_rollout(&name, "user").await?)
 }
 

@@ -64,7 +64,10 @@ impl Store {
     pub async fn resume_rollout(&self, name: &str, by: &str) -> Result<ControlOutcome> {
         self.control(name, |row| {
             if !row.state.is_active() {
-                return Err(format!("no rollout in progress: the latest is {}", row.state.view(false)));
+                return Err(format!(
+                    "no rollout in progress: the latest is {}",
+                    row.state.view(false)
+                ));
             }
             Ok(row.paused.then(|| Change {
                 sql: "UPDATE rollouts SET paused = false, reason = $2, progress_at = now(),
@@ -124,7 +127,9 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         let Some(locked) = lock_job(&mut tx, job.id).await? else {
-            return Ok(ControlOutcome::Conflict(format!("job {name} has already finished")));
+            return Ok(ControlOutcome::Conflict(format!(
+                "job {name} has already finished"
+            )));
         };
         let Some(row) = read_rollout(&mut tx, job.id, true).await? else {
             return Ok(ControlOutcome::Conflict(format!(

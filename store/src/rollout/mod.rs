@@ -6,8 +6,8 @@
 //! version a rollout completed on when the new one fails. Operators read,
 //! pause, resume and undo it (`control.rs`).
 
-pub mod decide;
 mod control;
+pub mod decide;
 mod snapshot;
 mod step;
 mod update;
@@ -115,7 +115,11 @@ pub(crate) async fn lock_job(conn: &mut PgConnection, job: JobId) -> Result<Opti
 /// Make `version` the job's target: its spec (keeping the job's replica count)
 /// becomes the job's, and its requests the tasks' (what their next placement
 /// asks for). The caller holds the job row.
-pub(crate) async fn set_target(conn: &mut PgConnection, job: &LockedJob, version: i32) -> Result<()> {
+pub(crate) async fn set_target(
+    conn: &mut PgConnection,
+    job: &LockedJob,
+    version: i32,
+) -> Result<()> {
     let spec: Option<Json<JobSpec>> =
         sqlx::query_scalar("SELECT spec FROM job_versions WHERE job_id = $1 AND version = $2")
             .bind(job.id)

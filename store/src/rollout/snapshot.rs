@@ -41,13 +41,16 @@ pub(crate) async fn read_tasks(conn: &mut PgConnection, job: &LockedJob) -> Resu
     .await?)
 }
 
+/// index, attempt state, restarts, last exit, reason.
+type FailureRow = (i32, TaskState, i32, Option<String>, Option<String>);
+
 /// Attempts of `version` made since `row.phase_at` that restarted or failed.
 async fn read_failures(
     conn: &mut PgConnection,
     job: &LockedJob,
     row: &RolloutRow,
 ) -> Result<Vec<Failure>> {
-    let rows: Vec<(i32, TaskState, i32, Option<String>, Option<String>)> = sqlx::query_as(
+    let rows: Vec<FailureRow> = sqlx::query_as(
         "SELECT t.index, a.state, a.restarts, a.last_exit, a.reason
          FROM tasks t JOIN attempts a ON a.task_id = t.id
          WHERE t.job_id = $1 AND a.version = $2 AND a.created_at >= $3

@@ -4,8 +4,8 @@
 
 use super::decide::{decide, Outcome, Plan};
 use super::snapshot::{snapshot, TaskRow};
-use super::{lock_job, read_rollout, rollout_event, set_target, LockedJob, Phase, RolloutRow};
 use super::REPLACED_BY;
+use super::{lock_job, read_rollout, rollout_event, set_target, LockedJob, Phase, RolloutRow};
 use crate::lease::check_epoch;
 use crate::{live_attempt, live_job, Store, CHANNEL_PLACED};
 use borg_shared::{AttemptId, JobId, MachineId};
@@ -135,7 +135,10 @@ async fn replace(
     }
     let names: Vec<String> = chosen
         .iter()
-        .filter(|t| t.attempt_id.is_some_and(|a| stopped.iter().any(|(s, _)| *s == a)))
+        .filter(|t| {
+            t.attempt_id
+                .is_some_and(|a| stopped.iter().any(|(s, _)| *s == a))
+        })
         .map(|t| match t.version {
             Some(v) => format!("{}/{} (version {v})", job.name, t.index),
             None => format!("{}/{}", job.name, t.index),

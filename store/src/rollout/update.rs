@@ -14,7 +14,10 @@ use sqlx::types::Json;
 #[derive(Debug)]
 pub enum UpdateOutcome {
     /// A new version, rolling out.
-    Updated { job: Box<JobView>, version: i32 },
+    Updated {
+        job: Box<JobView>,
+        version: i32,
+    },
     /// Only the replica count changed: scaled.
     Scaled(Box<JobView>),
     /// The live job already has this spec.
@@ -26,7 +29,9 @@ pub enum UpdateOutcome {
     /// A field that stays for the job's life changed.
     Immutable(SpecError),
     /// The scale part could not be done (see `ScaleOutcome::IndexesTaken`).
-    IndexesTaken { first: i32 },
+    IndexesTaken {
+        first: i32,
+    },
 }
 
 impl Store {
@@ -117,10 +122,10 @@ impl Store {
         set_target(&mut tx, &job, version).await?;
         let policy = spec.update_policy();
         let reason = format!(
-            "updated to version {version} (from {}): rolling with max_unavailable {}, min_healthy {}",
+            "updated to version {version} (from {}): rolling with max_unavailable {}, min_healthy {:?}",
             job.version,
             policy.max_unavailable(),
-            humantime_secs(policy.min_healthy()),
+            policy.min_healthy(),
         );
         rollout_event(&mut tx, &job, &reason).await?;
         tx.commit().await?;
@@ -145,15 +150,5 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::Vanished(format!("job {name} vanished")))?;
         Ok(wrap(Box::new(job)))
-    }
-}
-
-/// `5s`, `1.5s`: a duration as a spec would say it.
-pub(crate) fn humantime_secs(d: std::time::Duration) -> String {
-    let ms = d.as_millis();
-    if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{}s", ms as f64 / 1000.0)
     }
 }

@@ -137,8 +137,14 @@ fn a_simulated_rollout_ends_on_the_target_within_the_budget() {
             for i in &p.replace {
                 tasks[*i as usize] = pending(*i);
             }
-            let down = tasks.iter().filter(|t| !available(t, &snap(max_unavailable, vec![]))).count();
-            assert!(down <= max_unavailable as usize, "step {steps}: {down} down");
+            let down = tasks
+                .iter()
+                .filter(|t| !available(t, &snap(max_unavailable, vec![])))
+                .count();
+            assert!(
+                down <= max_unavailable as usize,
+                "step {steps}: {down} down"
+            );
             // The world moves one stage per step.
             for t in tasks.iter_mut() {
                 *t = match (t.state, t.running_for) {
