@@ -236,3 +236,20 @@ async fn what_an_update_may_not_do_is_refused_and_says_why() {
         "nothing refused was stored"
     );
 }
+
+#[tokio::test]
+async fn the_openapi_document_has_the_update_and_rollout_operations() {
+    let app = spawn_app().await;
+    let (status, doc) = app.get_json("/openapi.json").await;
+    assert_eq!(status, 200);
+    let op = |path: &str, method: &str| doc["paths"][path][method]["operationId"].clone();
+    assert_eq!(op("/v1/jobs/{name}", "put"), "update_job");
+    assert_eq!(op("/v1/jobs/{name}", "get"), "get_job");
+    assert_eq!(op("/v1/jobs/{name}/rollout", "get"), "get_rollout");
+    for action in ["pause", "resume", "undo"] {
+        let path = format!("/v1/jobs/{{name}}/rollout/{action}");
+        assert_eq!(op(&path, "post"), format!("{action}_rollout"));
+    }
+    let schemas = &doc["components"]["schemas"];
+    assert!(schemas["RolloutView"].is_object() && schemas["RolloutState"].is_object());
+}
