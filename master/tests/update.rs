@@ -141,6 +141,19 @@ async fn a_new_replica_count_alone_is_a_scale() {
     .unwrap();
     assert_eq!(scaled, 1);
 
+    // The update policy alone: kept, no version, nothing to roll.
+    let mut policy = web(4, "sleep 100");
+    policy["update"] = json!({"max_unavailable": 2, "min_healthy": "1s"});
+    let (status, body) = put(&app, "/v1/jobs/web", policy).await;
+    assert_eq!((status, body["version"].as_i64()), (200, Some(1)), "{body}");
+    assert_eq!(body["spec"]["update"]["max_unavailable"], 2);
+    assert_eq!(app.count("rollouts").await, 0);
+    let (_, r) = app.get_json("/v1/jobs/web/rollout").await;
+    assert_eq!(
+        (r["max_unavailable"].as_i64(), r["min_healthy_ms"].as_i64()),
+        (Some(2), Some(1000))
+    );
+
     // Replicas and the template together: a scale, then a new version of that size.
     let (status, body) = put(&app, "/v1/jobs/web", web(3, "sleep 300")).await;
     assert_eq!(status, 200, "{body}");

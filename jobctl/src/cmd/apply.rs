@@ -1,7 +1,8 @@
 //! `jobctl apply -f FILE [--wait]`: make the cell run this spec, as `kubectl
 //! apply` does: a job not live yet is submitted; a live one is updated
 //! (`PUT /v1/jobs/{name}`): a new version rolls out, a new replica count alone
-//! scales, the same spec changes nothing. `--wait` follows the rollout.
+//! scales, a new update policy alone is kept, the same spec changes nothing.
+//! `--wait` follows the rollout.
 
 use crate::client::{Client, ClientError};
 use crate::cmd::rollout;
@@ -49,6 +50,8 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
         )
     } else if after.replicas != before.replicas {
         format!("scaled to {} replicas", after.replicas)
+    } else if after.spec != before.spec {
+        "configured (update policy only: nothing to roll)".to_string()
     } else {
         "unchanged".to_string()
     };

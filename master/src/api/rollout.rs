@@ -27,8 +27,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// A changed spec becomes the job's next version and rolls out: tasks on older
 /// versions are replaced at most `update.max_unavailable` at a time, each new
 /// one running `update.min_healthy` before the next; if the new version fails,
-/// the job rolls back by itself. A changed `replicas` alone is a scale; the
-/// identical spec changes nothing (200).
+/// the job rolls back by itself. A changed `replicas` alone is a scale, a
+/// changed `update` policy alone is kept without replacing tasks; the identical
+/// spec changes nothing (200).
 // The body is read raw so that parse errors name the offending field.
 #[utoipa::path(
     put,
@@ -65,6 +66,7 @@ pub(super) async fn update(
     match state.store.update_job(&spec).await? {
         UpdateOutcome::Updated { job, .. }
         | UpdateOutcome::Scaled(job)
+        | UpdateOutcome::PolicyChanged(job)
         | UpdateOutcome::Unchanged(job) => Ok((StatusCode::OK, Json(*job))),
         UpdateOutcome::NotFound => Err(ApiError::NotFound(format!(
             "no live job named {name}: submit it with POST /v1/jobs"

@@ -1,6 +1,7 @@
 //! `PUT /v1/jobs/{name}`: a new spec for a live service. The same spec changes
-//! nothing; a new replica count alone is a scale; anything else is a new
-//! version, which becomes the job's target and starts a rollout.
+//! nothing; a new replica count alone is a scale; a new update policy alone is
+//! kept (how to roll is not what runs); anything else is a new version, which
+//! becomes the job's target and starts a rollout.
 
 use super::{lock_job, read_rollout, rollout_event, set_target, Phase};
 use crate::error::{Result, StoreError};
@@ -18,6 +19,8 @@ pub enum UpdateOutcome {
         job: Box<JobView>,
         version: i32,
     },
+    /// Only the update policy changed: kept, nothing replaced.
+    PolicyChanged(Box<JobView>),
     /// Only the replica count changed: scaled.
     Scaled(Box<JobView>),
     /// The live job already has this spec.
@@ -86,6 +89,34 @@ impl Store {
             // The same update raced this one and won.
             drop(tx);
             return self.view_as(&spec.name, UpdateOutcome::Unchanged).await;
+        }
+        let policy_only = JobSpec {
+            update: spec.update.clone(),
+            ..job.spec.0.clone()
+        } == spec;
+        if policy_only {
+            // How to roll is not what runs: no new version, nothing replaced.
+            sqlx::query("UPDATE jobs SET spec = $2, updated_at = now() WHERE id = $1")
+                .bind(job.id)
+                .bind(Json(&spec))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE job_versions SET spec = $3 WHERE job_id = $1 AND version = $2")
+                .bind(job.id)
+                .bind(job.version)
+                .bind(Json(&spec))
+                .execute(&mut *tx)
+                .await?;
+            let p = spec.update_policy();
+            let reason = format!(
+                "update policy of version {} changed: max_unavailable {}, min_healthy {:?}",
+                job.version,
+                p.max_unavailable(),
+                p.min_healthy()
+            );
+            rollout_event(&mut tx, &job, &reason).await?;
+            tx.commit().await?;
+            return self.view_as(&spec.name, UpdateOutcome::PolicyChanged).await;
         }
         let version: i32 = sqlx::query_scalar(
             "INSERT INTO job_versions (job_id, version, spec)
