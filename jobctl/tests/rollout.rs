@@ -70,11 +70,16 @@ fn service(name: &str, replicas: u32, line: &str, greeting: &str, min_healthy: &
 
 /// Write `spec` as a file jobctl reads and `jobctl apply -f` it.
 fn apply(cell: &Cell, spec: &Value) -> (bool, String) {
-    let path = cell
-        .path()
-        .join(format!("{}.json", spec["name"].as_str().unwrap()));
+    apply_with(cell, spec, &[])
+}
+
+fn apply_with(cell: &Cell, spec: &Value, flags: &[&str]) -> (bool, String) {
+    let name = spec["name"].as_str().unwrap();
+    let path = cell.path().join(format!("{name}.json"));
     std::fs::write(&path, spec.to_string()).unwrap();
-    jobctl(cell, &["apply", "-f", path.to_str().unwrap()])
+    let mut args = vec!["apply", "-f", path.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    jobctl(cell, &args)
 }
 
 /// index → (state, attempt, version)
@@ -267,7 +272,9 @@ async fn a_failing_version_rolls_back_by_itself() {
     let cell = Cell::start_with(flags()).await;
     let alive = Alive::new(cell.path());
     let pool = sqlx::PgPool::connect(&cell.database_url).await.unwrap();
-    assert!(apply(&cell, &service("web", 3, &alive.line(), "v1", "1s")).0);
+    let v1 = service("web", 3, &alive.line(), "v1", "1s");
+    let (ok, out) = apply_with(&cell, &v1, &["--wait", "--timeout", "2m"]);
+    assert!(ok && out.contains("job/web created"), "{out}");
     let before = running_on(&cell, "web", 3, 1).await;
     let mark = event_mark(&pool).await;
 

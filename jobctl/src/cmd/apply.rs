@@ -6,16 +6,20 @@
 
 use crate::client::{Client, ClientError};
 use crate::cmd::rollout;
+use crate::follow::{self, Show, Until};
 use crate::output::emit;
 use reqwest::StatusCode;
 use std::path::PathBuf;
+use std::time::Duration;
+use tokio::time::Instant;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The job spec, YAML or JSON (`-` reads standard input).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: PathBuf,
-    /// Follow the rollout until it is done (exit 0) or rolled back (exit 1).
+    /// Follow the rollout until it is done (exit 0) or rolled back (exit 1); a
+    /// new job, as `run --wait` does.
     #[arg(long)]
     pub wait: bool,
     /// Give up waiting after this long.
@@ -40,6 +44,19 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
     let Some(before) = before else {
         let submitted = client.submit(&spec).await?;
         emit(&format!("job/{} created", submitted.job.name))?;
+        if args.wait {
+            let deadline = Instant::now() + Duration::from(args.timeout);
+            let until = Until::EndedOrServing;
+            let line = follow::follow(
+                client,
+                &submitted.job,
+                until,
+                Show::for_terminal(),
+                Some(deadline),
+            )
+            .await?;
+            emit(&line)?;
+        }
         return Ok(());
     };
     let after = client.update(&name, &spec).await?;
