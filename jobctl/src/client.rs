@@ -3,6 +3,7 @@
 //! wrong (unreachable master, the API's own error body, or an odd answer).
 
 mod operate;
+mod rollout;
 mod tokens;
 
 use borg_shared::quota::{QuotaSpec, QuotaView};

@@ -64,6 +64,12 @@ pub enum Command {
     Version(cmd::version::Args),
     /// Set a service's replica count (down stops the highest indexes first).
     Scale(cmd::scale::Args),
+    /// Submit a job, or update a live one to this spec (a new version rolls out;
+    /// a new replica count alone scales), as `kubectl apply`.
+    #[command(visible_alias = "update")]
+    Apply(cmd::apply::Args),
+    /// A job's rolling update: status, pause, resume, undo.
+    Rollout(cmd::rollout::Args),
     /// Drain a machine: place nothing new there and move its tasks elsewhere.
     Drain(cmd::cordon::Args),
     /// Put a drained machine back into service.
@@ -111,6 +117,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completion(args) => cmd::completion::run(args),
         Command::Version(args) => block_on(async { cmd::version::run(&client()?, args).await }),
         Command::Scale(args) => block_on(async { cmd::scale::run(&client()?, args).await }),
+        Command::Apply(args) => block_on(async { cmd::apply::run(&client()?, args).await }),
+        Command::Rollout(args) => block_on(async { cmd::rollout::run(&client()?, args).await }),
         Command::Drain(args) => block_on(async { cmd::cordon::drain(&client()?, args).await }),
         Command::Uncordon(args) => {
             block_on(async { cmd::cordon::uncordon(&client()?, args).await })

@@ -124,13 +124,23 @@ pub fn jobs_table(jobs: &[JobView], now: DateTime<Utc>) -> String {
     )
 }
 
-pub fn tasks_table(job: &str, tasks: &[TaskView], now: DateTime<Utc>) -> String {
+/// The job version a task's attempt runs; `(stale)` when it is not the job's.
+pub fn version_text(task: &TaskView, job_version: i32) -> String {
+    match task.version {
+        Some(v) if v != job_version => format!("{v} (stale)"),
+        Some(v) => v.to_string(),
+        None => "-".to_string(),
+    }
+}
+
+pub fn tasks_table(job: &JobView, tasks: &[TaskView], now: DateTime<Utc>) -> String {
     let rows = tasks
         .iter()
         .map(|t| {
             vec![
-                task_name(job, t.index),
+                task_name(&job.name, t.index),
                 t.state.to_string(),
+                version_text(t, job.version),
                 or_dash(t.machine.as_ref()),
                 t.runs.to_string(),
                 restarts_text(t),
@@ -144,8 +154,8 @@ pub fn tasks_table(job: &str, tasks: &[TaskView], now: DateTime<Utc>) -> String 
         .collect();
     table(
         &[
-            "TASK", "STATE", "MACHINE", "RUNS", "RESTARTS", "EXIT", "CPU", "MEMORY", "REASON",
-            "AGE",
+            "TASK", "STATE", "VERSION", "MACHINE", "RUNS", "RESTARTS", "EXIT", "CPU", "MEMORY",
+            "REASON", "AGE",
         ],
         rows,
     )
@@ -249,6 +259,7 @@ pub(crate) mod fixtures {
             reason: None,
             machine: None,
             attempt: None,
+            version: None,
             runs: 0,
             pid: None,
             exit_code: None,
@@ -274,6 +285,7 @@ pub(crate) mod fixtures {
             owner: "default".into(),
             priority: 100,
             replicas: tasks.len() as i64,
+            version: 1,
             created_at: t0(),
             finished_at: None,
             task_counts: counts,
@@ -399,13 +411,17 @@ web-frontend   service   pending   1 pending, 1 running   100        default   5
             cpu: borg_shared::MilliCpu(1500),
             memory: borg_shared::Bytes(48 << 20),
         });
-        let out = tasks_table("hello", &[t0_, t1, t2, t3], t0() + Duration::seconds(30));
+        t0_.version = Some(1);
+        t3.version = Some(2);
+        let mut j = job("hello", JobKind::Batch, JobState::Running, vec![]);
+        j.version = 2;
+        let out = tasks_table(&j, &[t0_, t1, t2, t3], t0() + Duration::seconds(30));
         let expected = "\
-TASK      STATE       MACHINE   RUNS   RESTARTS                 EXIT    CPU     MEMORY   REASON                            AGE
-hello/0   succeeded   m1        1      0                        0       -       -        -                                 30s
-hello/1   pending     -         0      0                        -       -       -        no machine has 64Gi free memory   30s
-hello/2   failed      m3        3      1 (exited with code 3)   sig 9   -       -        -                                 30s
-hello/3   running     m1        1      0                        -       1500m   48Mi     -                                 30s";
+TASK      STATE       VERSION     MACHINE   RUNS   RESTARTS                 EXIT    CPU     MEMORY   REASON                            AGE
+hello/0   succeeded   1 (stale)   m1        1      0                        0       -       -        -                                 30s
+hello/1   pending     -           -         0      0                        -       -       -        no machine has 64Gi free memory   30s
+hello/2   failed      -           m3        3      1 (exited with code 3)   sig 9   -       -        -                                 30s
+hello/3   running     2           m1        1      0                        -       1500m   48Mi     -                                 30s";
         assert_eq!(out, expected);
     }
 

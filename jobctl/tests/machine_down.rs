@@ -276,23 +276,21 @@ async fn a_killed_borglet_goes_down_and_its_batch_tasks_run_elsewhere_spending_n
 }
 
 #[tokio::test]
-async fn an_update_policy_is_refused_until_rolling_updates_exist() {
+async fn a_surge_is_refused_until_it_is_built() {
     let _serial = SERIAL.lock().await;
     let cell = Cell::start_with(fast_flags()).await;
     let spec = json!({"name": "svc", "kind": "service", "task": {"command": ["/bin/true"]},
-        "update": {"max_unavailable": 1}});
+        "update": {"max_unavailable": 1, "max_surge": 1}});
     let (status, body) = cell.post("/v1/jobs", spec).await;
     assert_eq!(status, 422, "{body}");
-    assert_eq!(body["error"]["field"], "update");
+    assert_eq!(body["error"]["field"], "update.max_surge");
     assert!(body["error"]["message"]
         .as_str()
         .unwrap()
         .contains("not supported yet"));
-    // Nor is there an update endpoint.
-    let job = json!({"name": "svc", "kind": "service", "task": {"command": ["/bin/true"]}});
+    // A path without the method still says so.
     let resp = cell::http_client()
-        .put(format!("{}/v1/jobs/svc", cell.master_url()))
-        .json(&job)
+        .delete(format!("{}/v1/jobs/svc", cell.master_url()))
         .send()
         .await
         .unwrap();

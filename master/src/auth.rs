@@ -123,7 +123,8 @@ impl Caller {
     /// The job `name` stands for, if the caller may read it; another owner's
     /// job answers as if it did not exist. With `change`, a job the caller may
     /// read but not change (an operator's view of another's) is 403.
-    pub async fn job(&self, store: &Store, name: &str, change: bool) -> Result<(), ApiError> {
+    /// Answers the job's owner.
+    pub async fn job(&self, store: &Store, name: &str, change: bool) -> Result<String, ApiError> {
         let owner = store.job_owner(name).await?;
         match owner {
             Some(owner) if self.may_read(&owner) => {
@@ -133,7 +134,7 @@ impl Caller {
                         self.role
                     )));
                 }
-                Ok(())
+                Ok(owner)
             }
             _ => Err(ApiError::NotFound(format!("no job named {name}"))),
         }
@@ -182,6 +183,13 @@ pub fn policy(method: &Method, path: &str) -> Access {
         ("GET" | "POST", "/v1/jobs") => Token,
         ("GET", "/v1/jobs/{name}" | "/v1/jobs/{name}/tasks/{index}/logs") => Token,
         ("POST", "/v1/jobs/{name}/kill" | "/v1/jobs/{name}/scale") => Token,
+        ("PUT", "/v1/jobs/{name}") | ("GET", "/v1/jobs/{name}/rollout") => Token,
+        (
+            "POST",
+            "/v1/jobs/{name}/rollout/pause"
+            | "/v1/jobs/{name}/rollout/resume"
+            | "/v1/jobs/{name}/rollout/undo",
+        ) => Token,
         ("GET", "/v1/resolve/{job}" | "/v1/events" | "/v1/quotas/{owner}") => Token,
         _ => Admin,
     }

@@ -1,12 +1,12 @@
 //! Leadership: every replica serves the API; the one holding the lease in
 //! Postgres also polls borglets and runs the controllers (down detection,
-//! draining, the job sweep). A replica that cannot renew in time stops leading before its
+//! draining, rollouts, the job sweep). A replica that cannot renew in time stops leading before its
 //! lease can expire, so two leaders never act at once under the same epoch;
 //! writes that matter also check the epoch in their own transaction.
 
 use crate::poller::{self, Machines, PollerConfig};
 use crate::store::Store;
-use crate::{drain, liveness, sweep};
+use crate::{drain, liveness, rollout, sweep};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -132,7 +132,7 @@ pub async fn run(parts: Leading, holder: String, shutdown: CancellationToken) {
     }
 }
 
-/// One term: the poller, down detection and the job sweep, until `term` ends.
+/// One term: the poller, down detection, the job sweep, draining and rollouts, until `term` ends.
 async fn lead(parts: Leading, epoch: i64, term: CancellationToken) {
     let sweep = tokio::spawn(sweep::run(
         parts.store.clone(),
@@ -140,6 +140,7 @@ async fn lead(parts: Leading, epoch: i64, term: CancellationToken) {
         term.clone(),
     ));
     let drain = tokio::spawn(drain::run(parts.store.clone(), epoch, term.clone()));
+    let rollout = tokio::spawn(rollout::run(parts.store.clone(), epoch, term.clone()));
     let liveness = tokio::spawn(liveness::run(
         parts.store.clone(),
         parts.machines.clone(),
@@ -166,4 +167,5 @@ async fn lead(parts: Leading, epoch: i64, term: CancellationToken) {
     let _ = liveness.await;
     let _ = sweep.await;
     let _ = drain.await;
+    let _ = rollout.await;
 }

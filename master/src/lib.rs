@@ -11,6 +11,7 @@ pub mod leader;
 pub mod liveness;
 pub mod metrics;
 pub mod poller;
+pub mod rollout;
 pub mod sweep;
 
 /// The store of record: every state change goes through it.

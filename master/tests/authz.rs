@@ -91,6 +91,35 @@ fn cases() -> BTreeMap<&'static str, Case> {
             case(OwnJob, "/v1/jobs/svc-a/tasks/0/logs", None, 404),
         ),
         ("kill_job", case(OwnJob, "/v1/jobs/svc-a/kill", None, 200)),
+        // Rows run in id order: no update yet when the rollout is read, paused,
+        // resumed or undone (409: nothing in progress, nothing to undo).
+        (
+            "get_rollout",
+            case(OwnJob, "/v1/jobs/svc-a/rollout", None, 200),
+        ),
+        (
+            "pause_rollout",
+            case(OwnJob, "/v1/jobs/svc-a/rollout/pause", None, 409),
+        ),
+        (
+            "resume_rollout",
+            case(OwnJob, "/v1/jobs/svc-a/rollout/resume", None, 409),
+        ),
+        (
+            "undo_rollout",
+            case(OwnJob, "/v1/jobs/svc-a/rollout/undo", None, 409),
+        ),
+        // After scale_job (replicas 2): a new command is a new version.
+        (
+            "update_job",
+            case(
+                OwnJob,
+                "/v1/jobs/svc-a",
+                Some(json!({"name": "svc-a", "kind": "service", "replicas": 2,
+                            "task": {"command": ["/bin/sleep", "61"]}})),
+                200,
+            ),
+        ),
         ("resolve", case(OwnJob, "/v1/resolve/svc-a", None, 200)),
         (
             "events",

@@ -9,6 +9,7 @@ pub mod ids;
 pub mod naming;
 pub mod quota;
 pub mod resources;
+pub mod rollout;
 pub mod spec;
 pub mod states;
 pub mod wire;

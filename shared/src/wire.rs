@@ -27,6 +27,9 @@ pub struct JobView {
     pub owner: String,
     pub priority: i64,
     pub replicas: i64,
+    /// The version of the spec its tasks should run (1 until the first update).
+    #[serde(default = "first_version")]
+    pub version: i32,
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
@@ -42,6 +45,10 @@ pub struct JobView {
     /// Recent state changes of this job's tasks (newest last); only on `GET /v1/jobs/{name}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<EventView>>,
+}
+
+fn first_version() -> i32 {
+    1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -60,6 +67,10 @@ pub struct TaskView {
     pub machine: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<AttemptId>,
+    /// The job version the current attempt runs: a copy on an older version
+    /// than the job's is stale (a rollout replaces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i32>,
     /// Runs so far, across attempts.
     pub runs: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,10 +12,9 @@ use borg_shared::wire::MachineView;
 use borg_shared::{AttemptId, JobId, MachineId, MachineState, TaskId, TaskState};
 use std::collections::HashMap;
 
-/// Tasks of one job that may be down at once while draining. A job's `update`
-/// policy would set it; that field is refused until rolling updates exist, so
-/// every job has this default.
-pub const DEFAULT_MAX_UNAVAILABLE: i64 = 1;
+/// Tasks of one job that may be down at once while draining, unless its
+/// `update.max_unavailable` says otherwise.
+pub const DEFAULT_MAX_UNAVAILABLE: i64 = borg_shared::rollout::DEFAULT_MAX_UNAVAILABLE as i64;
 
 #[derive(Debug)]
 pub enum CordonOutcome {
@@ -137,26 +136,26 @@ impl Store {
         let mut jobs: Vec<JobId> = rows.iter().map(|r| r.job_id).collect();
         jobs.sort();
         jobs.dedup();
-        // Tasks not running now: waiting for a machine or on their way up.
-        let down: HashMap<JobId, i64> = sqlx::query_as::<_, (JobId, i64)>(
-            "SELECT job_id, count(*) FROM tasks
-             WHERE job_id = ANY($1) AND state IN ('pending', 'assigned', 'starting')
-             GROUP BY job_id",
+        // Each job's budget: its `update.max_unavailable` less the tasks not
+        // running now (waiting for a machine, on their way up, or asked to
+        // stop, as by a rollout).
+        let mut budget: HashMap<JobId, i64> = sqlx::query_as::<_, (JobId, i64)>(
+            "SELECT j.id, COALESCE((j.spec->'update'->>'max_unavailable')::bigint, $2)
+                          - count(t.id)
+             FROM jobs j
+             LEFT JOIN tasks t ON t.job_id = j.id
+                 AND (t.state IN ('pending', 'assigned', 'starting')
+                      OR EXISTS (SELECT 1 FROM attempts a WHERE a.id = t.attempt_id
+                                 AND a.state = 'running' AND a.stop_reason IS NOT NULL))
+             WHERE j.id = ANY($1)
+             GROUP BY j.id",
         )
         .bind(&jobs)
+        .bind(DEFAULT_MAX_UNAVAILABLE)
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
         .collect();
-        let mut budget: HashMap<JobId, i64> = jobs
-            .iter()
-            .map(|j| {
-                (
-                    *j,
-                    DEFAULT_MAX_UNAVAILABLE - down.get(j).copied().unwrap_or(0),
-                )
-            })
-            .collect();
         let mut attempt_moves = Vec::new();
         let mut task_moves = Vec::new();
         let mut requeue = Vec::new();

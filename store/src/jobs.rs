@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
 /// The columns of a job view; `c` is `COUNTS_JOIN`.
-const JOB_COLUMNS: &str = "j.id, j.name, j.kind, j.state, j.owner, j.priority, j.replicas, j.spec,
+const JOB_COLUMNS: &str =
+    "j.id, j.name, j.kind, j.state, j.owner, j.priority, j.replicas, j.version, j.spec,
     j.created_at, j.finished_at, c.*";
 
 /// Jobs per list, unless asked otherwise.
@@ -76,6 +77,8 @@ WITH j AS (
     SELECT 'job', j.id, 'pending', 'submitted' FROM j
 ), c AS (
     INSERT INTO job_counts (job_id, shard, pending) SELECT j.id, 0, $6 FROM j
+), v AS (
+    INSERT INTO job_versions (job_id, version, spec) SELECT j.id, 1, $7 FROM j
 )
 SELECT j.created_at, pg_notify($12, j.id::text)::text FROM j";
 
@@ -121,6 +124,7 @@ impl Store {
             owner: spec.owner.clone(),
             priority: spec.priority as i32,
             replicas: spec.replicas as i32,
+            version: 1,
             spec: Json(spec.clone()),
             created_at,
             finished_at: None,
@@ -213,7 +217,7 @@ impl Store {
         let limit = page.limit.clamp(1, MAX_TASK_PAGE);
         // `attempt_id` names the newest attempt: one key lookup per task.
         let mut tasks: Vec<TaskRow> = sqlx::query_as(&format!(
-            "SELECT t.index, t.state, t.reason, m.name AS machine, a.id AS attempt, t.runs,
+            "SELECT t.index, t.state, t.reason, m.name AS machine, a.id AS attempt, a.version, t.runs,
                     a.pid, a.exit_code, a.signal, COALESCE(a.restarts, 0) AS restarts, a.last_exit,
                     t.updated_at, {TASK_ATTEMPT_COLUMNS}
              FROM tasks t

@@ -27,6 +27,7 @@ mod quotas;
 mod reports;
 mod resolve;
 mod restarts;
+pub mod rollout;
 mod rows;
 mod scale;
 pub mod sql;
@@ -50,6 +51,7 @@ pub use placements::{Committed, Placed, Placement, REASON_REFRESH};
 pub use preempt::{Preemption, PREEMPTED_BY};
 pub use quotas::{quota_usage, read_quotas, QuotaTable, QuotaUsage};
 pub use reports::ApplyOutcome;
+pub use rollout::{ControlOutcome, UpdateOutcome, REPLACED_BY};
 pub use scale::ScaleOutcome;
 pub use tasks::TaskLocation;
 pub use tokens::{

@@ -354,12 +354,16 @@ impl Store {
             |f: fn(&Placed) -> uuid::Uuid| -> Vec<uuid::Uuid> { placed.iter().map(f).collect() };
         sqlx::query(
             "WITH a AS (
-                 INSERT INTO attempts (id, task_id, machine_id, state, cpu_milli, memory, disk, ports)
+                 INSERT INTO attempts (id, task_id, machine_id, state, cpu_milli, memory, disk, ports,
+                                       version)
                  SELECT a.id, a.task_id, a.machine_id, 'assigned', t.cpu_milli, t.memory, t.disk,
-                        COALESCE(string_to_array(NULLIF(a.ports, ''), ',')::integer[], '{}')
+                        COALESCE(string_to_array(NULLIF(a.ports, ''), ',')::integer[], '{}'),
+                        -- A new attempt runs the job's version of now (see rollout/).
+                        j.version
                  FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $5::text[])
                      AS a(id, task_id, machine_id, ports)
                  JOIN tasks t ON t.id = a.task_id
+                 JOIN jobs j ON j.id = t.job_id
                  RETURNING machine_id)
              SELECT pg_notify($4, m.machine_id::text) FROM (SELECT DISTINCT machine_id FROM a) m",
         )

@@ -36,6 +36,8 @@ struct DesiredRow {
     max_runs: i32,
     restarts: i32,
     ports: Vec<i32>,
+    /// The job version this attempt runs: its template comes from that version.
+    version: i32,
 }
 
 impl DesiredRow {
@@ -144,7 +146,7 @@ impl Store {
     ) -> crate::Result<(Vec<AttemptSpec>, Vec<AttemptId>)> {
         let rows: Vec<DesiredRow> = sqlx::query_as(concat!(
             "SELECT a.id, a.state, t.job_id, j.name AS job, t.index, a.cpu_milli, a.memory, a.disk,
-                    j.kind, t.runs, t.max_runs, a.restarts, a.ports
+                    j.kind, t.runs, t.max_runs, a.restarts, a.ports, a.version
              FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN jobs j ON j.id = t.job_id
              WHERE a.machine_id = $1 AND a.state IN ",
             live_attempt!(),
@@ -159,24 +161,29 @@ impl Store {
             .filter(|r| r.state == TaskState::Assigned)
             .map(|r| r.id)
             .collect();
-        // Each job's task template is read and parsed once, not once per attempt.
-        let mut jobs: Vec<JobId> = rows.iter().map(|r| r.job_id).collect();
-        jobs.sort();
-        jobs.dedup();
-        let templates: HashMap<JobId, TaskTemplate> =
-            sqlx::query_as::<_, (JobId, Json<TaskTemplate>)>(
-                "SELECT id, spec->'task' FROM jobs WHERE id = ANY($1)",
+        // Each version's task template is read and parsed once, not once per
+        // attempt; a job written before versions existed has its spec as version 1.
+        let mut versions: Vec<(JobId, i32)> = rows.iter().map(|r| (r.job_id, r.version)).collect();
+        versions.sort();
+        versions.dedup();
+        let templates: HashMap<(JobId, i32), TaskTemplate> =
+            sqlx::query_as::<_, (JobId, i32, Json<TaskTemplate>)>(
+                "SELECT u.job_id, u.version, COALESCE(v.spec, j.spec)->'task'
+                 FROM unnest($1::uuid[], $2::int[]) AS u(job_id, version)
+                 JOIN jobs j ON j.id = u.job_id
+                 LEFT JOIN job_versions v ON v.job_id = u.job_id AND v.version = u.version",
             )
-            .bind(&jobs)
+            .bind(versions.iter().map(|(j, _)| j.0).collect::<Vec<_>>())
+            .bind(versions.iter().map(|(_, v)| *v).collect::<Vec<_>>())
             .fetch_all(&self.pool)
             .await?
             .into_iter()
-            .map(|(id, t)| (id, t.0))
+            .map(|(id, version, t)| ((id, version), t.0))
             .collect();
         let specs = rows
             .into_iter()
             .filter_map(|r| {
-                let Some(task) = templates.get(&r.job_id) else {
+                let Some(task) = templates.get(&(r.job_id, r.version)) else {
                     tracing::warn!(job = %r.job, "a live attempt's job has no readable task template");
                     return None;
                 };
@@ -404,13 +411,10 @@ fn collect(
             if !row.is_current() {
                 return;
             }
-            let preempted_by = row
-                .stop_reason
-                .as_deref()
-                .and_then(|s| s.strip_prefix(crate::PREEMPTED_BY));
-            if let (Some(by), true) = (preempted_by, row.job_live) {
+            if let (Some(why), true) =
+                (requeue_after_stop(row.stop_reason.as_deref()), row.job_live)
+            {
                 // Back to the queue at once, and the run it lost is not spent.
-                let why = format!("{}{by}: waiting to run again", crate::PREEMPTED_BY);
                 batch.tasks.push(row.task_move(
                     machine,
                     row.task_state,
@@ -455,6 +459,18 @@ fn collect(
             }
         }
     }
+}
+
+/// A task whose attempt was stopped to make room (preemption) or to be
+/// replaced by a newer version (rollout) goes back to the queue once the
+/// attempt is gone: the reason its task event gives.
+fn requeue_after_stop(stop_reason: Option<&str>) -> Option<String> {
+    let stop = stop_reason?;
+    if let Some(by) = stop.strip_prefix(crate::PREEMPTED_BY) {
+        return Some(format!("{}{by}: waiting to run again", crate::PREEMPTED_BY));
+    }
+    stop.starts_with(crate::REPLACED_BY)
+        .then(|| format!("{stop}: placing the new version"))
 }
 
 /// What one attempt's report means for the store.

@@ -25,7 +25,16 @@ pub enum What {
 pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
     let What::Job { name } = args.what;
     let job = client.job_with_all_tasks(&name).await?;
-    emit(&render(&job, Utc::now()))?;
+    let now = Utc::now();
+    let mut text = render(&job, now);
+    // A job that was ever updated shows its rollout (a failure to read it is not the job's).
+    if job.version > 1 {
+        if let Ok(r) = client.rollout(&job.name).await {
+            text.push('\n');
+            text.push_str(crate::cmd::rollout::describe(&r, now).trim_end());
+        }
+    }
+    emit(&text)?;
     Ok(())
 }
 
@@ -55,6 +64,7 @@ pub fn render(job: &JobView, now: DateTime<Utc>) -> String {
         ("Owner", job.owner.clone()),
         ("Priority", job.priority.to_string()),
         ("Replicas", job.replicas.to_string()),
+        ("Version", job.version.to_string()),
         ("Progress", output::task_summary(job)),
         ("Created", when(job.created_at, now)),
     ];
@@ -120,7 +130,7 @@ pub fn render(job: &JobView, now: DateTime<Utc>) -> String {
     out.push_str("\nTasks:\n");
     match job.tasks.as_deref() {
         Some(tasks) if !tasks.is_empty() => {
-            out.push_str(&indent(&output::tasks_table(&job.name, tasks, now)));
+            out.push_str(&indent(&output::tasks_table(job, tasks, now)));
             out.push('\n');
         }
         _ => out.push_str("  <none>\n"),
@@ -218,6 +228,7 @@ mod tests {
         let mut running = task(0, TaskState::Running);
         running.machine = Some("m1".into());
         running.runs = 1;
+        running.version = Some(1);
         let mut pending = task(1, TaskState::Pending);
         pending.reason = Some("no machine has 64Gi free memory".into());
         let mut j = job(
@@ -239,15 +250,16 @@ State:      running
 Owner:      default
 Priority:   100
 Replicas:   2
+Version:    1
 Progress:   1 pending, 1 running
 Created:    2026-05-01 12:00:00 UTC (2m ago)
 Command:    [\"/bin/sh\",\"-c\",\"echo hi\"]
 Resources:  cpu 250m, memory 64Mi
 
 Tasks:
-  TASK      STATE     MACHINE   RUNS   RESTARTS   EXIT   CPU   MEMORY   REASON                            AGE
-  hello/0   running   m1        1      0          -      -     -        -                                 2m
-  hello/1   pending   -         0      0          -      -     -        no machine has 64Gi free memory   2m
+  TASK      STATE     VERSION   MACHINE   RUNS   RESTARTS   EXIT   CPU   MEMORY   REASON                            AGE
+  hello/0   running   1         m1        1      0          -      -     -        -                                 2m
+  hello/1   pending   -         -         0      0          -      -     -        no machine has 64Gi free memory   2m
 
 Events:
   TIME (UTC)            TASK      CHANGE                MACHINE   REASON

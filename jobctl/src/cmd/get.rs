@@ -61,11 +61,11 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
             output::jobs_table(&list.jobs, now)
         }
         (What::Tasks { job }, format) => {
-            let view = client.job_with_all_tasks(&job).await?;
-            let tasks = view.tasks.unwrap_or_default();
+            let mut view = client.job_with_all_tasks(&job).await?;
+            let tasks = view.tasks.take().unwrap_or_default();
             match format {
                 Format::Json => output::json(&tasks)?,
-                Format::Table => output::tasks_table(&view.name, &tasks, now),
+                Format::Table => output::tasks_table(&view, &tasks, now),
             }
         }
         (What::Machines, Format::Json) => output::json(&client.machines().await?)?,

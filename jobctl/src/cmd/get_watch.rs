@@ -98,12 +98,9 @@ pub async fn watch(client: &Client, what: &What, format: Format) -> anyhow::Resu
     match (&job, format) {
         (None, Format::Table) => emit(&output::jobs_table(&client.jobs().await?.jobs, now))?,
         (Some(job), Format::Table) => {
-            let view = client.job_with_all_tasks(job).await?;
-            emit(&output::tasks_table(
-                &view.name,
-                &view.tasks.unwrap_or_default(),
-                now,
-            ))?
+            let mut view = client.job_with_all_tasks(job).await?;
+            let tasks = view.tasks.take().unwrap_or_default();
+            emit(&output::tasks_table(&view, &tasks, now))?
         }
         (_, Format::Json) => {}
     }

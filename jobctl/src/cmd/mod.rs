@@ -1,5 +1,6 @@
 //! One file per subcommand: its clap arguments and what it does.
 
+pub mod apply;
 pub mod bench;
 pub mod completion;
 pub mod component;
@@ -11,6 +12,7 @@ pub mod kill;
 pub mod logs;
 pub mod quota;
 pub mod resolve;
+pub mod rollout;
 pub mod run;
 pub mod scale;
 pub mod token;

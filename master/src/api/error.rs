@@ -24,8 +24,7 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     BadGateway(String),
-    /// The path exists but not with this method (e.g. `PUT /v1/jobs/{name}`:
-    /// rolling updates are not built).
+    /// The path exists but not with this method (e.g. `DELETE /v1/jobs/{name}`).
     #[error("this endpoint does not take this method")]
     MethodNotAllowed,
     /// The store cannot be reached: 503 with `Retry-After`; safe to retry.

@@ -1,4 +1,4 @@
-//! `/v1/jobs`: submit, list, read, kill.
+//! `/v1/jobs`: submit, list, read, kill (update: `rollout.rs`).
 
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::{AuditTarget, Caller};
@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use borg_shared::wire::{JobList, JobView};
-use borg_shared::{ErrorBody, JobSpec, JobState};
+use borg_shared::{ErrorBody, JobKind, JobSpec, JobState};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -21,7 +21,7 @@ use utoipa_axum::routes;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(submit, list))
-        .routes(routes!(detail))
+        .routes(routes!(detail, super::rollout::update))
         .routes(routes!(kill))
 }
 
@@ -67,16 +67,20 @@ struct OwnerField {
     owner: Option<String>,
 }
 
+/// The `owner` a spec's body names, if any.
+pub(super) fn given_owner(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<OwnerField>(body)
+        .ok()
+        .and_then(|o| o.owner)
+}
+
 async fn submit_owned(
     state: &AppState,
     caller: &Caller,
     body: &[u8],
     spec: &mut JobSpec,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
-    let given = serde_json::from_slice::<OwnerField>(body)
-        .ok()
-        .and_then(|o| o.owner);
-    match given {
+    match given_owner(body) {
         None => spec.owner = caller.owner.clone(),
         Some(owner) if !caller.may_change(&owner) => {
             return Err(ApiError::Forbidden(format!(
@@ -99,12 +103,24 @@ async fn submit_owned(
 }
 
 /// Spec fields parsed but not enforced yet are refused rather than ignored.
-fn refuse_unbuilt(spec: &JobSpec) -> ApiResult<()> {
-    if spec.update.is_some() {
-        return Err(ApiError::Invalid {
-            field: "update".into(),
-            message: "not supported yet: rolling updates are not built; leave `update` out".into(),
-        });
+pub(super) fn refuse_unbuilt(spec: &JobSpec) -> ApiResult<()> {
+    if let Some(update) = &spec.update {
+        if spec.kind != JobKind::Service {
+            return Err(ApiError::Invalid {
+                field: "update".into(),
+                message:
+                    "only services roll: a batch job is not updated in place; leave `update` out"
+                        .into(),
+            });
+        }
+        if update.max_surge.is_some_and(|s| s > 0) {
+            return Err(ApiError::Invalid {
+                field: "update.max_surge".into(),
+                message: "not supported yet: a rollout replaces tasks in place (max_unavailable); \
+                          leave `max_surge` out or 0"
+                    .into(),
+            });
+        }
     }
     if spec.task.health.is_some() {
         return Err(ApiError::Invalid {

@@ -11,6 +11,7 @@ mod machines;
 mod metrics;
 mod quotas;
 mod resolve;
+mod rollout;
 mod scale;
 mod tokens;
 
@@ -73,6 +74,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(jobs::router())
         .merge(machines::router())
         .merge(scale::router())
+        .merge(rollout::router())
         .merge(cordon::router())
         .merge(logs::router())
         .merge(health::router())

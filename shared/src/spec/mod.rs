@@ -443,6 +443,14 @@ impl JobSpec {
                 ));
             }
         }
+        if let Some(u) = &self.update {
+            if u.max_unavailable == Some(0) {
+                return Err(SpecError::invalid(
+                    "update.max_unavailable",
+                    "must be at least 1: a rollout replaces tasks by taking them down",
+                ));
+            }
+        }
         for (i, c) in self.constraints.iter().enumerate() {
             let field = format!("constraints[{i}]");
             if c.label.is_empty() {

@@ -1,0 +1,179 @@
+//! The step decision of a rollout, pure: one job's tasks in, what to do now
+//! out. No I/O and no clock: durations come in the snapshot.
+//!
+//! A task is *available* while it runs and nobody asked it to stop, and, if it
+//! already runs the target version, once it is ready (`replaced_task_ready`).
+//! A step replaces stale tasks (on another version): those already down at no
+//! cost, running ones only while fewer than `max_unavailable` tasks are down.
+
+use borg_shared::TaskState;
+use std::time::Duration;
+
+/// Failures of the target version (in-place restarts and failed attempts since
+/// the rollout began) that stop it: one may be bad luck, two are the version.
+pub const FAILURES_TO_ROLL_BACK: i64 = 2;
+/// A rollout in which no task became ready for this long (plus `min_healthy`)
+/// has failed: its new tasks do not come up (no room, crash before running, ...).
+pub const PROGRESS_DEADLINE: Duration = Duration::from_secs(60);
+
+/// One live task of the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSnap {
+    pub index: i32,
+    pub state: TaskState,
+    /// The version its live attempt runs; `None` without one (pending: its
+    /// next attempt runs the job's version of then, the target).
+    pub version: Option<i32>,
+    /// Its live attempt was asked to stop (replaced, preempted, ...).
+    pub stopping: bool,
+    /// In-place restarts of its live attempt.
+    pub restarts: i32,
+    /// How long it has been running, if it is.
+    pub running_for: Option<Duration>,
+}
+
+/// A failure of the target version, said for the rollout's reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub index: i32,
+    /// Restarts and failed ends of that attempt.
+    pub count: i64,
+    pub what: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub job: String,
+    pub target: i32,
+    pub max_unavailable: u32,
+    pub min_healthy: Duration,
+    pub tasks: Vec<TaskSnap>,
+    pub failures: Vec<Failure>,
+    /// Ready tasks at the last progress, and how long ago that was.
+    pub ready_before: i64,
+    pub since_progress: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Replace `Plan::replace` (possibly none: waiting for tasks to be ready).
+    Continue,
+    /// Every task runs the target and is ready.
+    Done,
+    /// The target version does not come up: why.
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Indexes of the tasks whose attempts to stop now (they come back on the target).
+    pub replace: Vec<i32>,
+    /// Tasks whose live attempt runs the target.
+    pub updated: i64,
+    pub ready: i64,
+    pub total: i64,
+    /// Tasks not available before this step.
+    pub down: i64,
+    pub outcome: Outcome,
+}
+
+/// Is this replaced task ready, so the rollout may take its next step? It runs
+/// the target version, has not restarted, and has run for `min_healthy`.
+// A task health check (when the borglet reports one) belongs here too: a task
+// with a check is ready only once healthy.
+pub fn replaced_task_ready(t: &TaskSnap, target: i32, min_healthy: Duration) -> bool {
+    t.state == TaskState::Running
+        && !t.stopping
+        && t.version == Some(target)
+        && t.restarts == 0
+        && t.running_for.is_some_and(|r| r >= min_healthy)
+}
+
+/// Counts as up for the unavailability budget.
+fn available(t: &TaskSnap, s: &Snapshot) -> bool {
+    let running = t.state == TaskState::Running && !t.stopping;
+    match t.version {
+        Some(v) if v != s.target => running,
+        _ => replaced_task_ready(t, s.target, s.min_healthy),
+    }
+}
+
+/// Runs another version and is not already on its way out.
+fn stale(t: &TaskSnap, target: i32) -> bool {
+    !t.stopping && t.version.is_some_and(|v| v != target)
+}
+
+/// What to do now.
+pub fn decide(s: &Snapshot) -> Plan {
+    let total = s.tasks.len() as i64;
+    let updated = s
+        .tasks
+        .iter()
+        .filter(|t| t.version == Some(s.target))
+        .count() as i64;
+    let ready = s
+        .tasks
+        .iter()
+        .filter(|t| replaced_task_ready(t, s.target, s.min_healthy))
+        .count() as i64;
+    let down = s.tasks.iter().filter(|t| !available(t, s)).count() as i64;
+    let plan = |replace: Vec<i32>, outcome| Plan {
+        replace,
+        updated,
+        ready,
+        total,
+        down,
+        outcome,
+    };
+    let failures: i64 = s.failures.iter().map(|f| f.count).sum();
+    if failures >= FAILURES_TO_ROLL_BACK {
+        let what: Vec<String> = s
+            .failures
+            .iter()
+            .take(3)
+            .map(|f| format!("{}/{} {}", s.job, f.index, f.what))
+            .collect();
+        return plan(
+            vec![],
+            Outcome::Failed(format!(
+                "version {} failed {failures} times: {}",
+                s.target,
+                what.join("; ")
+            )),
+        );
+    }
+    if ready == total {
+        return plan(vec![], Outcome::Done);
+    }
+    if ready <= s.ready_before && s.since_progress > PROGRESS_DEADLINE + s.min_healthy {
+        let stuck = s
+            .tasks
+            .iter()
+            .find(|t| !replaced_task_ready(t, s.target, s.min_healthy))
+            .map(|t| format!(" ({}/{} is {})", s.job, t.index, t.state))
+            .unwrap_or_default();
+        return plan(
+            vec![],
+            Outcome::Failed(format!(
+                "no task became ready on version {} for {}s{stuck}",
+                s.target,
+                s.since_progress.as_secs()
+            )),
+        );
+    }
+    let mut budget = i64::from(s.max_unavailable) - down;
+    let mut replace = Vec::new();
+    for t in s.tasks.iter().filter(|t| stale(t, s.target)) {
+        if !available(t, s) {
+            // Already down: it comes back on the target at no cost.
+            replace.push(t.index);
+        } else if budget > 0 {
+            budget -= 1;
+            replace.push(t.index);
+        }
+    }
+    plan(replace, Outcome::Continue)
+}
+
+#[cfg(test)]
+mod tests;
