@@ -10,6 +10,7 @@
 
 mod attempts;
 mod drain;
+mod enroll;
 mod error;
 mod event_feed;
 mod events;
@@ -31,6 +32,7 @@ mod scale;
 pub mod sql;
 mod tasks;
 
+pub use enroll::{Admission, Enrolled, KnownMachine};
 pub use drain::{CordonOutcome, DEFAULT_MAX_UNAVAILABLE};
 pub use error::{Result, StoreError};
 pub use event_feed::{EventFilter, FeedPage};

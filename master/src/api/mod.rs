@@ -41,6 +41,8 @@ pub struct AppState {
     pub leader: Arc<crate::leader::Status>,
     /// Whether Postgres answers (watched apart from requests).
     pub db: Arc<crate::dbhealth::DbHealth>,
+    /// Which borglet registrations are admitted.
+    pub agents: Arc<crate::agents::Gate>,
 }
 
 /// The document's root; paths and schemas come from the handlers' `#[utoipa::path]`.
