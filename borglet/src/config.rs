@@ -229,18 +229,9 @@ impl Config {
 
     /// The join token: `BORG_JOIN_TOKEN`, else the content of `--join-token-file`.
     pub fn join_token(&self) -> anyhow::Result<Option<String>> {
-        if let Some(v) = std::env::var("BORG_JOIN_TOKEN")
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-        {
-            return Ok(Some(v.trim().to_string()));
-        }
-        match &self.join_token_file {
-            Some(path) => borg_shared::agent::read_secret_file(path)
-                .with_context(|| format!("reading the join token {}", path.display()))
-                .map(Some),
-            None => Ok(None),
-        }
+        let file = self.join_token_file.as_deref();
+        borg_shared::agent::secret_from_env_or_file("BORG_JOIN_TOKEN", file)
+            .context("reading the join token (BORG_JOIN_TOKEN, --join-token-file)")
     }
 
     /// Capacity offered to the master: the overrides, else what this machine has

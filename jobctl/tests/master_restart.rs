@@ -78,6 +78,7 @@ async fn tasks_outlive_the_master_and_a_new_master_adopts_them() {
     let shutdown = CancellationToken::new();
     let scheduler = borgscheduler::Config {
         database_url: database_url.clone(),
+        database_url_file: None,
         interval: Duration::from_millis(200),
         batch_size: 100,
         name: "test-scheduler".into(),

@@ -40,15 +40,10 @@ impl AgentConfig {
 
 /// `var` from the environment when set and not empty, else the content of `file`.
 pub fn secret_from(var: &str, file: Option<&Path>) -> anyhow::Result<Option<String>> {
-    if let Some(v) = std::env::var(var).ok().filter(|v| !v.trim().is_empty()) {
-        return Ok(Some(v.trim().to_string()));
-    }
-    match file {
-        Some(path) => borg_shared::agent::read_secret_file(path)
-            .with_context(|| format!("reading {}", path.display()))
-            .map(Some),
-        None => Ok(None),
-    }
+    borg_shared::agent::secret_from_env_or_file(var, file).with_context(|| match file {
+        Some(path) => format!("reading {}", path.display()),
+        None => format!("reading {var}"),
+    })
 }
 
 /// What the master admits with.

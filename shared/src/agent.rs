@@ -49,6 +49,18 @@ pub fn read_secret_file(path: &std::path::Path) -> std::io::Result<String> {
     Ok(secret.to_string())
 }
 
+/// A secret that never comes from argv: the environment variable `var` when set
+/// and not blank, else the content of `file`, else None.
+pub fn secret_from_env_or_file(
+    var: &str,
+    file: Option<&std::path::Path>,
+) -> std::io::Result<Option<String>> {
+    if let Some(v) = std::env::var(var).ok().filter(|v| !v.trim().is_empty()) {
+        return Ok(Some(v.trim().to_string()));
+    }
+    file.map(read_secret_file).transpose()
+}
+
 /// Write `secret` to `path` with mode 0600, atomically (a temp file renamed over
 /// it), so a crash never leaves half a secret.
 pub fn write_secret_file(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
