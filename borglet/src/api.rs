@@ -76,7 +76,10 @@ async fn from_the_master(
     if app.credentials.accepts(authorization) {
         return next.run(req).await;
     }
-    let why = match (authorization.is_some(), app.credentials.credential().is_some()) {
+    let why = match (
+        authorization.is_some(),
+        app.credentials.credential().is_some(),
+    ) {
         (_, false) => "this machine is not registered yet",
         (false, true) => "no credential presented",
         (true, true) => "wrong credential",

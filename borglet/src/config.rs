@@ -364,7 +364,8 @@ mod tests {
     fn listens_where_it_advertises_unless_told() {
         let c = Config::try_parse_from(["borglet"]).unwrap();
         assert_eq!(c.listen_addr().unwrap().to_string(), "127.0.0.1:7701");
-        let c = Config::try_parse_from(["borglet", "--advertise", "http://127.0.0.2:9000"]).unwrap();
+        let c =
+            Config::try_parse_from(["borglet", "--advertise", "http://127.0.0.2:9000"]).unwrap();
         assert_eq!(c.listen_addr().unwrap().to_string(), "127.0.0.2:9000");
         let c = Config::try_parse_from([
             "borglet",

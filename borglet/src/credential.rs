@@ -86,7 +86,10 @@ mod tests {
         let again = Credentials::load(dir.path(), None).unwrap();
         assert_eq!(again.credential().as_deref(), Some("c1"));
         assert!(again.accepts(Some(&format!("Bearer {}", sync_key("c1")))));
-        assert!(!again.accepts(Some("Bearer c1")), "the credential itself is not the key");
+        assert!(
+            !again.accepts(Some("Bearer c1")),
+            "the credential itself is not the key"
+        );
         assert!(!again.accepts(None));
     }
 }

@@ -5,9 +5,9 @@
 //! given); a credential the master issues in answer replaces the kept one.
 
 use crate::credential::Credentials;
+use anyhow::Context;
 use borg_shared::agent::JOIN_TOKEN_HEADER;
 use borg_shared::wire::RegisterMachine;
-use anyhow::Context;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;

@@ -8,10 +8,7 @@ use common::{eventually, AttemptBuilder, SeenNudge, TestBorglet};
 use nix::fcntl::{Flock, FlockArg};
 
 /// One sync that must succeed.
-async fn sync_with_token(
-    b: &TestBorglet,
-    attempts: &[AttemptSpec],
-) -> SyncResponse {
+async fn sync_with_token(b: &TestBorglet, attempts: &[AttemptSpec]) -> SyncResponse {
     let resp = b.post_sync(&b.request(attempts, &[])).await;
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     resp.json().await.unwrap()
@@ -35,7 +32,10 @@ async fn wait_all_exited(b: &TestBorglet, attempts: &[AttemptSpec]) {
 fn nudge(b: &TestBorglet) -> SeenNudge {
     SeenNudge {
         machine: b.name.clone(),
-        authorization: Some(format!("Bearer {}", b.master.credential.as_deref().unwrap())),
+        authorization: Some(format!(
+            "Bearer {}",
+            b.master.credential.as_deref().unwrap()
+        )),
     }
 }
 
@@ -120,8 +120,5 @@ async fn a_burst_of_exits_makes_a_few_nudges_one_at_a_time() {
         total < 20,
         "201 exits made {total} nudges ({while_held} while the first was held)"
     );
-    assert!(nudges
-        .seen()
-        .iter()
-        .all(|n| *n == nudge(&b)));
+    assert!(nudges.seen().iter().all(|n| *n == nudge(&b)));
 }

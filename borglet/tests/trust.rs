@@ -19,11 +19,12 @@ async fn a_forged_sync_is_refused_and_cannot_wedge_the_epoch() {
         None,
         Some("Bearer not-the-key".to_string()),
         // The credential itself is what the borglet presents, not what it accepts.
-        Some(format!("Bearer {}", b.master.credential.as_deref().unwrap())),
+        Some(format!(
+            "Bearer {}",
+            b.master.credential.as_deref().unwrap()
+        )),
     ] {
-        let mut post = anonymous
-            .post(format!("{}/v1/sync", b.url))
-            .json(&forged);
+        let mut post = anonymous.post(format!("{}/v1/sync", b.url)).json(&forged);
         if let Some(a) = &authorization {
             post = post.header("authorization", a);
         }

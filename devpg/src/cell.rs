@@ -14,7 +14,10 @@ const READY_WITHIN: Duration = Duration::from_secs(60);
 
 pub(crate) async fn provision(server: &PgServer, database: &str) -> Result<String> {
     anyhow::ensure!(
-        !database.is_empty() && database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        !database.is_empty()
+            && database
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_'),
         "database name `{database}`: letters, digits and _ only"
     );
     let file = server.data_dir.join(CELL_PASSWORD_FILE);

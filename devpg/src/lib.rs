@@ -144,13 +144,14 @@ impl PgServer {
         if !data_dir.join("PG_VERSION").exists() {
             initdb(&bin, data_dir, &user)?;
         }
-        let password = read_password(&data_dir.join(SUPERUSER_PASSWORD_FILE)).with_context(|| {
-            format!(
-                "{} holds a cluster without a superuser password (made by an older version, \
+        let password =
+            read_password(&data_dir.join(SUPERUSER_PASSWORD_FILE)).with_context(|| {
+                format!(
+                    "{} holds a cluster without a superuser password (made by an older version, \
                  which trusted every local connection): remove it to start afresh",
-                data_dir.display()
-            )
-        })?;
+                    data_dir.display()
+                )
+            })?;
         // A cluster left behind by a killed parent still holds its pid file; stop it first.
         stop_stale(data_dir);
 
@@ -359,7 +360,15 @@ fn initdb(bin: &Path, data_dir: &Path, user: &Option<User>) -> Result<()> {
     let mut cmd = Command::new(bin.join("initdb"));
     cmd.arg("-D")
         .arg(data_dir)
-        .args(["-U", SUPERUSER, "-A", "scram-sha-256", "-E", "UTF8", "--no-sync"])
+        .args([
+            "-U",
+            SUPERUSER,
+            "-A",
+            "scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ])
         .arg(format!("--pwfile={}", pwfile.display()))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -399,7 +408,8 @@ fn write_private(path: &Path, secret: &str) -> Result<()> {
 }
 
 fn read_password(path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let pw = text.trim();
     if pw.is_empty() {
         bail!("{} is empty", path.display());

@@ -33,7 +33,10 @@ async fn passwords_are_required_and_the_cell_role_is_not_a_superuser() {
         assert!(PgConnection::connect(&wrong).await.is_err());
     }
     for file in ["superuser.password", "borg.password"] {
-        let mode = std::fs::metadata(data.join(file)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(data.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "{file}");
     }
 
@@ -46,7 +49,9 @@ async fn passwords_are_required_and_the_cell_role_is_not_a_superuser() {
     .unwrap();
     assert!(!superuser && !createrole && !createdb);
     borg_store::MIGRATOR.run(&mut conn).await.unwrap();
-    let refused = sqlx::query("CREATE DATABASE elsewhere").execute(&mut conn).await;
+    let refused = sqlx::query("CREATE DATABASE elsewhere")
+        .execute(&mut conn)
+        .await;
     assert!(refused.is_err(), "the cell role created a database");
     conn.close().await.unwrap();
 
@@ -65,5 +70,10 @@ async fn passwords_are_required_and_the_cell_role_is_not_a_superuser() {
         cell_url.split('@').next(),
         "the same role and password"
     );
-    PgConnection::connect(&url).await.unwrap().close().await.unwrap();
+    PgConnection::connect(&url)
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
 }

@@ -45,7 +45,10 @@ fn a_borglet_started_by_hand_joins_the_dev_cell_and_no_secret_is_on_a_command_li
     let token_file = dir.join("join.token");
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "join.token must be private");
-    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
     let db_password = std::fs::read_to_string(dir.join("pg/borg.password"))
         .unwrap()
         .trim()
@@ -63,9 +66,18 @@ fn a_borglet_started_by_hand_joins_the_dev_cell_and_no_secret_is_on_a_command_li
         .collect();
     assert!(components.len() >= 3, "found {components:?}");
     for (pid, line) in &components {
-        assert!(!line.contains(&db_password), "{pid}: the database password on argv: {line}");
-        assert!(!line.contains("postgres://"), "{pid}: a database URL on argv: {line}");
-        assert!(!line.contains(&token), "{pid}: the join token on argv: {line}");
+        assert!(
+            !line.contains(&db_password),
+            "{pid}: the database password on argv: {line}"
+        );
+        assert!(
+            !line.contains("postgres://"),
+            "{pid}: a database URL on argv: {line}"
+        );
+        assert!(
+            !line.contains(&token),
+            "{pid}: the join token on argv: {line}"
+        );
     }
 
     // A machine started by hand, as an operator would, with the cell's token file.
@@ -82,7 +94,14 @@ fn a_borglet_started_by_hand_joins_the_dev_cell_and_no_secret_is_on_a_command_li
         Command::new(JOBCTL)
             .args(["component", "borglet", "--join-token-file"])
             .arg(&token_file)
-            .args(["--master", &cell.master, "--name", "by-hand", "--label", "hand=yes"])
+            .args([
+                "--master",
+                &cell.master,
+                "--name",
+                "by-hand",
+                "--label",
+                "hand=yes",
+            ])
             .args(["--listen", &addr.to_string(), "--on-exit", "stop"])
             .args(["--cpu", "1", "--memory", "1Gi", "--disk", "1Gi"])
             .arg("--data-dir")
@@ -95,22 +114,30 @@ fn a_borglet_started_by_hand_joins_the_dev_cell_and_no_secret_is_on_a_command_li
             .unwrap(),
     );
     let http = reqwest::blocking::Client::new();
-    wait_for("the hand-started machine up", Duration::from_secs(60), || {
-        let v: Value = http
-            .get(format!("{}/v1/machines", cell.master))
-            .send()
-            .ok()?
-            .json()
-            .ok()?;
-        v["machines"]
-            .as_array()?
-            .iter()
-            .any(|m| m["name"] == "by-hand" && m["state"] == "up")
-            .then_some(())
-    });
+    wait_for(
+        "the hand-started machine up",
+        Duration::from_secs(60),
+        || {
+            let v: Value = http
+                .get(format!("{}/v1/machines", cell.master))
+                .send()
+                .ok()?
+                .json()
+                .ok()?;
+            v["machines"]
+                .as_array()?
+                .iter()
+                .any(|m| m["name"] == "by-hand" && m["state"] == "up")
+                .then_some(())
+        },
+    );
     let credential = sandbox.path().join("data/credential");
     let mode = std::fs::metadata(&credential).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o600, "the machine credential must be private");
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the machine credential must be private"
+    );
 
     // A forged sync with a huge epoch is refused; the real master's syncs (which
     // run the job below) are still taken: the epoch was not wedged.
@@ -133,15 +160,19 @@ fn a_borglet_started_by_hand_joins_the_dev_cell_and_no_secret_is_on_a_command_li
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().unwrap());
-    wait_for("the task succeeded on by-hand", Duration::from_secs(60), || {
-        let v: Value = http
-            .get(format!("{}/v1/jobs/on-hand", cell.master))
-            .send()
-            .ok()?
-            .json()
-            .ok()?;
-        (v["state"] == "succeeded").then_some(())
-    });
+    wait_for(
+        "the task succeeded on by-hand",
+        Duration::from_secs(60),
+        || {
+            let v: Value = http
+                .get(format!("{}/v1/jobs/on-hand", cell.master))
+                .send()
+                .ok()?
+                .json()
+                .ok()?;
+            (v["state"] == "succeeded").then_some(())
+        },
+    );
     let out = cell.jobctl(&["logs", "on-hand/0"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ran by hand\n");
     drop(hand);

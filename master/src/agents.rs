@@ -192,12 +192,20 @@ mod tests {
         let b = "http://10.0.0.2:7701";
         let m = known(a, "c1");
         assert_eq!(decide(&gate, join, &req(a), None), Ok(true), "new name");
-        assert_eq!(decide(&gate, join, &req(a), Some(&m)), Ok(true), "same address");
+        assert_eq!(
+            decide(&gate, join, &req(a), Some(&m)),
+            Ok(true),
+            "same address"
+        );
         assert!(matches!(
             decide(&gate, join, &req(b), Some(&m)),
             Err(Refusal::Forbidden(_))
         ));
-        assert_eq!(decide(&gate, own, &req(b), Some(&m)), Ok(false), "moved with its credential");
+        assert_eq!(
+            decide(&gate, own, &req(b), Some(&m)),
+            Ok(false),
+            "moved with its credential"
+        );
         let stolen = Proof {
             credential: Some("c2"),
             join_token: Some("join"),

@@ -90,7 +90,9 @@ pub async fn run(
     if gate.insecure {
         tracing::warn!("--insecure: any borglet registration is admitted without proof");
     } else if gate.join_token.is_none() {
-        tracing::warn!("no join token (--join-token-file, BORG_JOIN_TOKEN): new machines cannot join");
+        tracing::warn!(
+            "no join token (--join-token-file, BORG_JOIN_TOKEN): new machines cannot join"
+        );
     }
     let (feed, feed_task) = feed::Feed::start(store.clone(), shutdown.clone());
     let status = Arc::new(leader::Status::default());

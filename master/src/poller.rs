@@ -404,10 +404,7 @@ async fn sync_once(
         if let Some(key) = &key {
             post = post.bearer_auth(key);
         }
-        let resp = post
-            .send()
-            .await
-            .with_context(|| format!("POST {url}"))?;
+        let resp = post.send().await.with_context(|| format!("POST {url}"))?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();

@@ -57,7 +57,11 @@ async fn only_the_machines_credential_moves_it_to_another_address() {
     assert_eq!(body["error"]["code"], "unauthorized");
     let (status, _) = register(&app, A, None, Some("wrong-join-token")).await;
     assert_eq!(status, 401);
-    assert_eq!(address_of_m1(&app).await, A, "no forged registration moved it");
+    assert_eq!(
+        address_of_m1(&app).await,
+        A,
+        "no forged registration moved it"
+    );
     let refused: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events WHERE kind = 'machine' AND reason LIKE 'registration refused:%'",
     )

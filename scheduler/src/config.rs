@@ -48,10 +48,9 @@ impl Config {
         use anyhow::Context;
         if self.database_url.is_empty() {
             let file = self.database_url_file.as_deref();
-            self.database_url =
-                borg_shared::agent::secret_from_env_or_file("DATABASE_URL", file)
-                    .context("reading the database URL")?
-                    .context("no database: set DATABASE_URL or --database-url-file")?;
+            self.database_url = borg_shared::agent::secret_from_env_or_file("DATABASE_URL", file)
+                .context("reading the database URL")?
+                .context("no database: set DATABASE_URL or --database-url-file")?;
         }
         Ok(())
     }

@@ -28,8 +28,13 @@ pub enum Admission {
 
 #[derive(Debug, Clone)]
 pub enum Enrolled {
-    Registered { machine: MachineView, inserted: bool },
-    Refused { reason: String },
+    Registered {
+        machine: MachineView,
+        inserted: bool,
+    },
+    Refused {
+        reason: String,
+    },
 }
 
 impl Store {

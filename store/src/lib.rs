@@ -32,8 +32,8 @@ mod scale;
 pub mod sql;
 mod tasks;
 
-pub use enroll::{Admission, Enrolled, KnownMachine};
 pub use drain::{CordonOutcome, DEFAULT_MAX_UNAVAILABLE};
+pub use enroll::{Admission, Enrolled, KnownMachine};
 pub use error::{Result, StoreError};
 pub use event_feed::{EventFilter, FeedPage};
 pub use events::{EventCursor, EventPage, StoredEvent};

@@ -172,13 +172,11 @@ impl Store {
 
     /// Every machine the poller should talk to.
     pub async fn poll_targets(&self) -> crate::Result<Vec<MachineTarget>> {
-        Ok(
-            sqlx::query_as(
-                "SELECT id, name, address, state, credential_hash FROM machines ORDER BY name",
-            )
-                .fetch_all(&self.pool)
-                .await?,
+        Ok(sqlx::query_as(
+            "SELECT id, name, address, state, credential_hash FROM machines ORDER BY name",
         )
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Keep the usage a borglet reported: each live attempt's latest sample and

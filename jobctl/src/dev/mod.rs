@@ -293,10 +293,7 @@ impl Cell {
             (
                 "borgscheduler".into(),
                 "borgscheduler",
-                vec![
-                    "--listen".into(),
-                    scheduler_listen(self.listen).to_string(),
-                ],
+                vec!["--listen".into(), scheduler_listen(self.listen).to_string()],
             ),
         ];
         for (i, addr) in self.borglets.iter().enumerate() {

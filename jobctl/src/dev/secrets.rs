@@ -53,7 +53,10 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         let env = component_env("borglet", "postgres://u:p@h/d", &first);
-        assert!(env.iter().all(|(k, _)| k != "DATABASE_URL"), "borglets need no database");
+        assert!(
+            env.iter().all(|(k, _)| k != "DATABASE_URL"),
+            "borglets need no database"
+        );
         let env = component_env("borgmaster", "postgres://u:p@h/d", &first);
         assert_eq!(env.len(), 2);
     }

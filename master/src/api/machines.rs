@@ -1,17 +1,17 @@
 //! `/v1/machines`: borglets register and nudge; operators list.
 
 use super::{json_rejection, ApiError, ApiResult, AppState};
+use crate::agents::{admission, Proof, Refusal};
 use crate::poller::Nudge;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use borg_shared::spec::validate_name;
-use crate::agents::{admission, Proof, Refusal};
 use borg_shared::agent::{bearer, JOIN_TOKEN_HEADER};
+use borg_shared::spec::validate_name;
 use borg_shared::wire::{MachineList, MachineRegistered, RegisterMachine};
-use borg_store::Enrolled;
 use borg_shared::ErrorBody;
+use borg_store::Enrolled;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -176,7 +176,8 @@ async fn nudge(
             "no machine `{name}` is being polled"
         ))),
         Nudge::Unauthorized => Err(ApiError::Unauthorized(
-            "a nudge needs `Authorization: Bearer <credential>` with the machine's credential".into(),
+            "a nudge needs `Authorization: Bearer <credential>` with the machine's credential"
+                .into(),
         )),
     }
 }

@@ -10,7 +10,11 @@ use tokio_util::sync::CancellationToken;
 pub const JOIN_TOKEN: &str = "test-join-token";
 
 /// The master config of a test (a join token set, nothing open).
-pub fn test_config(listen: std::net::SocketAddr, database_url: &str, poll_interval: Duration) -> Config {
+pub fn test_config(
+    listen: std::net::SocketAddr,
+    database_url: &str,
+    poll_interval: Duration,
+) -> Config {
     Config {
         listen,
         database_url: database_url.to_string(),

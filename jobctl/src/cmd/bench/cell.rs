@@ -47,7 +47,6 @@ fn postmaster_port(pid_file: &str) -> Option<u16> {
     pid_file.lines().nth(3)?.trim().parse().ok()
 }
 
-
 impl DevCell {
     /// Start the cell and wait until the master answers and `borglets` machines are up.
     pub async fn start(borglets: u16, token: Option<String>) -> anyhow::Result<DevCell> {
