@@ -44,13 +44,16 @@ where
 
 // ---------- master stub ----------
 
+/// What a registration presented: its `Authorization` and join-token headers.
+pub type Proof = (Option<String>, Option<String>);
+
 pub struct MasterStub {
     pub url: String,
     /// The credential it issues on every registration (None: it refuses them, 401).
     pub credential: Option<String>,
     pub registrations: Arc<Mutex<Vec<RegisterMachine>>>,
     /// The `Authorization` and join-token headers of each registration.
-    pub proofs: Arc<Mutex<Vec<(Option<String>, Option<String>)>>>,
+    pub proofs: Arc<Mutex<Vec<Proof>>>,
     pub nudges: Arc<NudgeLog>,
     stop: CancellationToken,
 }
@@ -143,7 +146,7 @@ impl MasterStub {
     fn serve_issuing(listener: TcpListener, credential: Option<String>) -> Self {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let registrations: Arc<Mutex<Vec<RegisterMachine>>> = Default::default();
-        let proofs: Arc<Mutex<Vec<(Option<String>, Option<String>)>>> = Default::default();
+        let proofs: Arc<Mutex<Vec<Proof>>> = Default::default();
         let seen = Arc::clone(&registrations);
         let seen_proofs = Arc::clone(&proofs);
         let issue = credential.clone();
