@@ -1,6 +1,8 @@
 //! The borglet's HTTP API: the router, the sync handler the master polls, the health
-//! check, and the one error type every handler answers with.
+//! check, and the one error type every handler answers with. Syncs and log reads
+//! need the machine's sync key (`Authorization: Bearer`): only the master has it.
 
+use crate::credential::Credentials;
 use crate::logs;
 use crate::metrics::{self, Metrics, SyncResult};
 use crate::nudge::Nudger;
@@ -31,8 +33,9 @@ pub struct AppState {
     pub sync_gate: Arc<tokio::sync::Mutex<SyncGate>>,
     pub contact: Arc<Contact>,
     pub metrics: Arc<Metrics>,
-    /// Holds the nudge token of the latest accepted sync.
     pub nudger: Arc<Nudger>,
+    /// This machine's credential: what the master must prove it knows.
+    pub credentials: Arc<Credentials>,
     /// Cancelled when the borglet shuts down: long-lived responses (log follows)
     /// end then, or graceful shutdown would wait on them forever.
     pub shutdown: CancellationToken,
@@ -44,13 +47,48 @@ pub struct SyncGate {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let master_only = Router::new()
         .route("/v1/sync", post(sync))
         .route("/v1/attempts/{id}/logs", get(logs::get_logs))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            from_the_master,
+        ));
+    Router::new()
+        .merge(master_only)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::serve))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Refuse, with 401 and a warning, a request without this machine's sync key:
+/// whatever it carries (a huge epoch, commands to run) is never looked at.
+async fn from_the_master(
+    State(app): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let authorization = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if app.credentials.accepts(authorization) {
+        return next.run(req).await;
+    }
+    let why = match (
+        authorization.is_some(),
+        app.credentials.credential().is_some(),
+    ) {
+        (_, false) => "this machine is not registered yet",
+        (false, true) => "no credential presented",
+        (true, true) => "wrong credential",
+    };
+    tracing::warn!(path = %req.uri().path(), reason = why, "refused a request not from the master");
+    if req.uri().path() == "/v1/sync" {
+        app.metrics.sync_refused();
+    }
+    Error::Unauthorized(why).into_response()
 }
 
 async fn healthz(State(app): State<AppState>) -> Json<serde_json::Value> {
@@ -88,7 +126,7 @@ async fn sync(
     result.map(Json)
 }
 
-async fn reconcile(app: &AppState, mut req: SyncRequest) -> Result<SyncResponse, Error> {
+async fn reconcile(app: &AppState, req: SyncRequest) -> Result<SyncResponse, Error> {
     if req.machine != *app.name {
         return Err(Error::WrongMachine {
             ours: app.name.to_string(),
@@ -104,7 +142,6 @@ async fn reconcile(app: &AppState, mut req: SyncRequest) -> Result<SyncResponse,
     }
     gate.highest_epoch = Some(req.epoch.max(gate.highest_epoch.unwrap_or(req.epoch)));
     app.contact.synced();
-    app.nudger.set_token(req.nudge_token.take());
 
     let sup = &app.supervisor;
     let table = sup.table();
@@ -146,6 +183,8 @@ pub enum Error {
     WrongMachine { ours: String, theirs: String },
     #[error("epoch {got} is older than epoch {seen} already seen")]
     StaleEpoch { seen: i64, got: i64 },
+    #[error("{0}: syncs and log reads need this machine's key from the master")]
+    Unauthorized(&'static str),
     #[error("{message}")]
     MalformedJson { status: StatusCode, message: String },
     #[error("{message}")]
@@ -174,6 +213,7 @@ impl IntoResponse for Error {
         let (status, code, field) = match &self {
             Error::WrongMachine { .. } => (StatusCode::CONFLICT, "wrong_machine", Some("machine")),
             Error::StaleEpoch { .. } => (StatusCode::CONFLICT, "stale_epoch", Some("epoch")),
+            Error::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             Error::MalformedJson { status, .. } => (*status, "malformed_json", None),
             Error::BadRequest { code, field, .. } => (StatusCode::BAD_REQUEST, *code, *field),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),

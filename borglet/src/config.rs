@@ -29,9 +29,10 @@ pub enum OnExit {
     about = "The borg machine agent: runs the task processes the master asks for"
 )]
 pub struct Config {
-    /// Address to serve the borglet API on.
-    #[arg(long, env = "BORGLET_LISTEN", default_value = "0.0.0.0:7701")]
-    pub listen: SocketAddr,
+    /// Address to serve the borglet API on [default: the host and port of
+    /// `--advertise`, else 127.0.0.1:7701; never all interfaces unless told].
+    #[arg(long, env = "BORGLET_LISTEN")]
+    pub listen: Option<SocketAddr>,
 
     /// This machine's name, as registered with the master.
     #[arg(long, env = "BORGLET_NAME", default_value_t = default_name())]
@@ -125,6 +126,12 @@ pub struct Config {
     #[arg(long, env = "BORGLET_MIN_FREE_DISK", default_value = "1Gi", value_parser = parse_bytes)]
     pub min_free_disk: Bytes,
 
+    /// File holding the cluster join token, to register a new machine (or set
+    /// `BORG_JOIN_TOKEN`). Once registered, the machine's own credential (kept in
+    /// the data dir) is enough.
+    #[arg(long, env = "BORG_JOIN_TOKEN_FILE", value_name = "FILE")]
+    pub join_token_file: Option<PathBuf>,
+
     /// Register again when no sync has arrived for this long (the master may have lost us).
     #[arg(long, env = "BORGLET_REREGISTER_AFTER", default_value = "5s", value_parser = humantime::parse_duration)]
     pub reregister_after: Duration,
@@ -194,6 +201,37 @@ impl Config {
             Some(url) => url.trim_end_matches('/').to_string(),
             None => format!("http://127.0.0.1:{}", bound.port()),
         }
+    }
+
+    /// Where to listen: `--listen`, else the address advertised, else loopback.
+    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        const DEFAULT_PORT: u16 = 7701;
+        if let Some(listen) = self.listen {
+            return Ok(listen);
+        }
+        let Some(advertise) = &self.advertise else {
+            return Ok(SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)));
+        };
+        let url = reqwest::Url::parse(advertise)
+            .with_context(|| format!("--advertise `{advertise}` is not a URL"))?;
+        let host = url
+            .host_str()
+            .with_context(|| format!("--advertise `{advertise}` has no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = url.port().unwrap_or(DEFAULT_PORT);
+        use std::net::ToSocketAddrs;
+        (host, port)
+            .to_socket_addrs()
+            .with_context(|| format!("resolving the --advertise host `{host}`"))?
+            .next()
+            .with_context(|| format!("the --advertise host `{host}` has no address; use --listen"))
+    }
+
+    /// The join token: `BORG_JOIN_TOKEN`, else the content of `--join-token-file`.
+    pub fn join_token(&self) -> anyhow::Result<Option<String>> {
+        let file = self.join_token_file.as_deref();
+        borg_shared::agent::secret_from_env_or_file("BORG_JOIN_TOKEN", file)
+            .context("reading the join token (BORG_JOIN_TOKEN, --join-token-file)")
     }
 
     /// Capacity offered to the master: the overrides, else what this machine has
@@ -320,6 +358,24 @@ mod tests {
         assert!(Config::try_parse_from(["borglet", "--label", "novalue"]).is_err());
         assert!(Config::try_parse_from(["borglet", "--cpu", "lots"]).is_err());
         assert!(Config::try_parse_from(["borglet", "--on-exit", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn listens_where_it_advertises_unless_told() {
+        let c = Config::try_parse_from(["borglet"]).unwrap();
+        assert_eq!(c.listen_addr().unwrap().to_string(), "127.0.0.1:7701");
+        let c =
+            Config::try_parse_from(["borglet", "--advertise", "http://127.0.0.2:9000"]).unwrap();
+        assert_eq!(c.listen_addr().unwrap().to_string(), "127.0.0.2:9000");
+        let c = Config::try_parse_from([
+            "borglet",
+            "--advertise",
+            "http://127.0.0.2:9000",
+            "--listen",
+            "0.0.0.0:7000",
+        ])
+        .unwrap();
+        assert_eq!(c.listen_addr().unwrap().to_string(), "0.0.0.0:7000");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod credential;
 pub mod isolation;
 pub mod janitor;
 pub mod logs;
@@ -55,9 +56,10 @@ where
         .build()
         .context("building the tokio runtime")?;
     runtime.block_on(async move {
-        let listener = TcpListener::bind(config.listen)
+        let listen = config.listen_addr()?;
+        let listener = TcpListener::bind(listen)
             .await
-            .with_context(|| format!("binding {}", config.listen))?;
+            .with_context(|| format!("binding {listen}"))?;
         let shutdown = CancellationToken::new();
         let on_signal = shutdown.clone();
         tokio::spawn(async move {
@@ -117,6 +119,13 @@ pub async fn run(
         .context("setting up task isolation (--isolation)")?;
     let isolation_mode = isolator.mode();
 
+    let credentials = Arc::new(credential::Credentials::load(
+        &data_dir,
+        config.join_token()?,
+    )?);
+    if credentials.credential().is_none() && credentials.join_token().is_none() {
+        tracing::warn!("no machine credential yet and no join token (--join-token-file, BORG_JOIN_TOKEN): only an --insecure master will admit this machine");
+    }
     let metrics = Arc::new(metrics::Metrics::new(&config.name));
     let table = Arc::new(state::AttemptTable::new(metrics.running_gauge()));
     let nudger = Arc::new(nudge::Nudger::default());
@@ -160,6 +169,7 @@ pub async fn run(
         },
         Arc::clone(&contact),
         config.reregister_after,
+        Arc::clone(&credentials),
     )?;
     let stop_background = shutdown.child_token();
     let registering = tokio::spawn(registrar.run(stop_background.clone()));
@@ -176,6 +186,7 @@ pub async fn run(
         &config.name,
         Arc::clone(&nudger),
         Arc::clone(&metrics),
+        Arc::clone(&credentials),
     ) {
         Ok(sender) => Some(tokio::spawn(sender.run(stop_background.clone()))),
         Err(e) => {
@@ -200,6 +211,7 @@ pub async fn run(
         contact,
         metrics,
         nudger,
+        credentials,
         shutdown: shutdown.clone(),
     };
     tracing::info!(listen = %bound, name = %config.name, advertise = %advertise,

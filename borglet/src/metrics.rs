@@ -125,6 +125,7 @@ pub struct Metrics {
     syncs_ok: Counter,
     syncs_stale_epoch: Counter,
     syncs_wrong_machine: Counter,
+    syncs_unauthorized: Counter,
     sync_duration: Histogram,
     nudges_sent: Counter,
     nudges_failed: Counter,
@@ -150,6 +151,7 @@ impl Metrics {
             syncs_ok: metrics::counter!("borglet_syncs_total", &result("ok")),
             syncs_stale_epoch: metrics::counter!("borglet_syncs_total", &result("stale_epoch")),
             syncs_wrong_machine: metrics::counter!("borglet_syncs_total", &result("wrong_machine")),
+            syncs_unauthorized: metrics::counter!("borglet_syncs_total", &result("unauthorized")),
             sync_duration: metrics::histogram!(SYNC_DURATION, &[m()]),
             nudges_sent: metrics::counter!("borglet_nudges_total", &result("sent")),
             nudges_failed: metrics::counter!("borglet_nudges_total", &result("failed")),
@@ -193,6 +195,11 @@ impl Metrics {
             SyncResult::WrongMachine => self.syncs_wrong_machine.increment(1),
         }
         self.sync_duration.record(took);
+    }
+
+    /// A sync refused before it was read: not from the master.
+    pub fn sync_refused(&self) {
+        self.syncs_unauthorized.increment(1);
     }
 
     /// One nudge sent to the master: accepted (`sent`) or not (`failed`).

@@ -4,12 +4,14 @@
 //! means the regular poll brings the news a little later.
 //!
 //! An exit only stores a wake-up ([`Nudger::request`], never blocks); one background
-//! sender sends at most one nudge at a time, and any exits while one is in flight
+//! sender sends at most one nudge at a time (with the machine credential as
+//! `Authorization: Bearer`), and any exits while one is in flight
 //! make exactly one more after it. A burst of exits costs a couple of syncs.
 
+use crate::credential::Credentials;
 use crate::metrics::Metrics;
 use anyhow::Context;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -24,23 +26,12 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 pub struct Nudger {
     /// `notify_one` stores a single permit: many requests during a send make one more.
     wanted: Notify,
-    /// The `nudge_token` of the latest accepted sync; no nudge is sent without one.
-    token: Mutex<Option<String>>,
 }
 
 impl Nudger {
     /// A task exited or failed to start: ask the master for a sync soon.
     pub fn request(&self) {
         self.wanted.notify_one();
-    }
-
-    /// Keep the token of a sync just accepted (`None` from a master that takes no nudges).
-    pub fn set_token(&self, token: Option<String>) {
-        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = token;
-    }
-
-    fn token(&self) -> Option<String> {
-        self.token.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -50,6 +41,7 @@ pub struct NudgeSender {
     metrics: Arc<Metrics>,
     client: reqwest::Client,
     url: reqwest::Url,
+    credentials: Arc<Credentials>,
 }
 
 impl NudgeSender {
@@ -58,6 +50,7 @@ impl NudgeSender {
         machine: &str,
         nudger: Arc<Nudger>,
         metrics: Arc<Metrics>,
+        credentials: Arc<Credentials>,
     ) -> anyhow::Result<Self> {
         let mut url =
             reqwest::Url::parse(master).with_context(|| format!("master URL `{master}`"))?;
@@ -73,6 +66,7 @@ impl NudgeSender {
             metrics,
             client,
             url,
+            credentials,
         })
     }
 
@@ -84,8 +78,8 @@ impl NudgeSender {
                 _ = shutdown.cancelled() => return,
                 _ = self.nudger.wanted.notified() => {}
             }
-            let Some(token) = self.nudger.token() else {
-                tracing::debug!("task exited before any sync gave a nudge token: not nudging");
+            let Some(token) = self.credentials.credential() else {
+                tracing::debug!("task exited before this machine was registered: not nudging");
                 continue;
             };
             let result = tokio::select! {
@@ -118,7 +112,7 @@ impl NudgeSender {
         if status.is_success() {
             return Ok(());
         }
-        // 401 after a master restart (a new token comes with its first sync), 404
+        // 401 while the master has not yet seen a credential it just issued, 404
         // before its poll loop for us runs: the poll covers both.
         let body = resp.text().await.unwrap_or_default();
         anyhow::bail!("master answered {status}: {}", body.trim())

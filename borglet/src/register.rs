@@ -1,7 +1,12 @@
 //! Registration with the master: announce this machine at start, and again whenever
 //! no sync has arrived for a while (the master may have lost us or restarted).
-//! Runs in the background; serving never waits for it.
+//! Runs in the background; serving never waits for it. Each registration
+//! presents the machine credential (if it has one) and the join token (if
+//! given); a credential the master issues in answer replaces the kept one.
 
+use crate::credential::Credentials;
+use anyhow::Context;
+use borg_shared::agent::JOIN_TOKEN_HEADER;
 use borg_shared::wire::RegisterMachine;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -57,6 +62,7 @@ pub struct Registrar {
     pub contact: std::sync::Arc<Contact>,
     /// Register again after this long without a sync.
     pub silence: Duration,
+    pub credentials: std::sync::Arc<Credentials>,
 }
 
 impl Registrar {
@@ -65,6 +71,7 @@ impl Registrar {
         body: RegisterMachine,
         contact: std::sync::Arc<Contact>,
         silence: Duration,
+        credentials: std::sync::Arc<Credentials>,
     ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
@@ -75,6 +82,7 @@ impl Registrar {
             body,
             contact,
             silence,
+            credentials,
         })
     }
 
@@ -141,12 +149,34 @@ impl Registrar {
     }
 
     async fn register_once(&self) -> anyhow::Result<()> {
-        let resp = self.client.post(&self.url).json(&self.body).send().await?;
+        let mut post = self.client.post(&self.url).json(&self.body);
+        if let Some(credential) = self.credentials.credential() {
+            post = post.bearer_auth(credential);
+        }
+        if let Some(join) = self.credentials.join_token() {
+            post = post.header(JOIN_TOKEN_HEADER, join);
+        }
+        let resp = post.send().await?;
         let status = resp.status();
         if status.is_success() {
+            let answer: Answer = resp
+                .json()
+                .await
+                .context("reading the master's answer to the registration")?;
+            if let Some(credential) = answer.credential {
+                self.credentials.replace(&credential)?;
+                tracing::info!(name = %self.body.name, "the master issued this machine a new credential");
+            }
             return Ok(());
         }
         let body = resp.text().await.unwrap_or_default();
         anyhow::bail!("master answered {status}: {}", body.trim())
     }
+}
+
+/// The part of the master's answer the borglet needs.
+#[derive(serde::Deserialize)]
+struct Answer {
+    #[serde(default)]
+    credential: Option<String>,
 }

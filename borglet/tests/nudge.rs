@@ -1,5 +1,5 @@
 //! Nudges: a task exit makes the borglet ask the master stub for a sync at once,
-//! with the token of the latest sync, and a burst of exits makes only a few nudges.
+//! with the machine credential, and a burst of exits makes only a few nudges.
 
 mod common;
 
@@ -7,23 +7,17 @@ use borg_shared::wire::{AttemptPhase, AttemptSpec, SyncResponse};
 use common::{eventually, AttemptBuilder, SeenNudge, TestBorglet};
 use nix::fcntl::{Flock, FlockArg};
 
-/// One sync carrying `token` that must succeed.
-async fn sync_with_token(
-    b: &TestBorglet,
-    attempts: &[AttemptSpec],
-    token: Option<&str>,
-) -> SyncResponse {
-    let mut req = b.request(attempts, &[]);
-    req.nudge_token = token.map(str::to_string);
-    let resp = b.post_sync(&req).await;
+/// One sync that must succeed.
+async fn sync_with_token(b: &TestBorglet, attempts: &[AttemptSpec]) -> SyncResponse {
+    let resp = b.post_sync(&b.request(attempts, &[])).await;
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     resp.json().await.unwrap()
 }
 
-/// Sync (with `token`) until every attempt in `attempts` is reported exited.
-async fn wait_all_exited(b: &TestBorglet, attempts: &[AttemptSpec], token: Option<&str>) {
+/// Sync until every attempt in `attempts` is reported exited.
+async fn wait_all_exited(b: &TestBorglet, attempts: &[AttemptSpec]) {
     eventually("every attempt exited", || async {
-        let resp = sync_with_token(b, attempts, token).await;
+        let resp = sync_with_token(b, attempts).await;
         let exited = resp
             .attempts
             .iter()
@@ -34,50 +28,46 @@ async fn wait_all_exited(b: &TestBorglet, attempts: &[AttemptSpec], token: Optio
     .await;
 }
 
-fn nudge(b: &TestBorglet, token: &str) -> SeenNudge {
+/// A nudge as the borglet must send it: with the credential the stub issued.
+fn nudge(b: &TestBorglet) -> SeenNudge {
     SeenNudge {
         machine: b.name.clone(),
-        authorization: Some(format!("Bearer {token}")),
+        authorization: Some(format!(
+            "Bearer {}",
+            b.master.credential.as_deref().unwrap()
+        )),
     }
 }
 
 #[tokio::test]
-async fn an_exit_nudges_the_master_with_the_latest_token() {
+async fn an_exit_nudges_the_master_with_the_machine_credential() {
     let b = TestBorglet::spawn().await;
     let nudges = &b.master.nudges;
-
-    // Before any sync carried a token there is nothing to authenticate with.
-    let early = AttemptBuilder::new(&["/bin/true"]).build();
-    wait_all_exited(&b, std::slice::from_ref(&early), None).await;
-    assert_eq!(nudges.count(), 0, "nudged without a token");
-
     let first = AttemptBuilder::new(&["/bin/true"]).build();
-    let mut wanted = vec![early, first];
-    sync_with_token(&b, &wanted, Some("token-one")).await;
+    sync_with_token(&b, std::slice::from_ref(&first)).await;
     eventually("a nudge after the exit", || async {
         (nudges.count() > 0).then_some(())
     })
     .await;
-    // The early exit may still have had its wake-up pending: then it is sent now, too.
     assert!(
-        nudges.seen().iter().all(|n| *n == nudge(&b, "token-one")),
+        nudges.seen().iter().all(|n| *n == nudge(&b)),
         "{:?}",
         nudges.seen()
     );
+}
 
-    // A new master loop (say, after a master restart) sends a new token: it is used.
-    let sent_before = nudges.count();
-    wanted.push(AttemptBuilder::new(&["/bin/true"]).build());
-    sync_with_token(&b, &wanted, Some("token-two")).await;
-    let later = eventually("a nudge with the new token", || async {
-        let seen = nudges.seen();
-        (seen.len() > sent_before).then(|| seen[sent_before..].to_vec())
+#[tokio::test]
+async fn an_unregistered_borglet_does_not_nudge() {
+    let master = common::MasterStub::spawn_refusing().await;
+    let b = TestBorglet::spawn_against(master, &[]).await;
+    eventually("a refused registration", || async {
+        (b.master.count() > 0).then_some(())
     })
     .await;
-    assert!(
-        later.iter().all(|n| *n == nudge(&b, "token-two")),
-        "{later:?}"
-    );
+    // Nothing can be synced to it either: it has no credential to check a key against.
+    let resp = b.post_sync(&b.request(&[], &[])).await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(b.master.nudges.count(), 0);
 }
 
 #[tokio::test]
@@ -97,7 +87,7 @@ async fn a_burst_of_exits_makes_a_few_nudges_one_at_a_time() {
                 .build()
         })
         .collect();
-    let started = sync_with_token(&b, &burst, Some("burst-token")).await;
+    let started = sync_with_token(&b, &burst).await;
     assert!(started
         .attempts
         .iter()
@@ -111,19 +101,16 @@ async fn a_burst_of_exits_makes_a_few_nudges_one_at_a_time() {
         (nudges.count() > 0).then_some(())
     })
     .await;
-    wait_all_exited(&b, &burst, Some("burst-token")).await;
+    wait_all_exited(&b, &burst).await;
     let while_held = nudges.count();
 
     nudges.hold(false);
     // A last exit after the release: its nudge comes after whatever the burst still owed.
     let mut wanted = burst.clone();
     wanted.push(AttemptBuilder::new(&["/bin/true"]).job("marker", 0).build());
-    sync_with_token(&b, &wanted, Some("marker-token")).await;
-    eventually("a nudge with the marker's token", || async {
-        nudges
-            .seen()
-            .contains(&nudge(&b, "marker-token"))
-            .then_some(())
+    sync_with_token(&b, &wanted).await;
+    eventually("a nudge for the marker", || async {
+        (nudges.count() > while_held).then_some(())
     })
     .await;
 
@@ -133,8 +120,5 @@ async fn a_burst_of_exits_makes_a_few_nudges_one_at_a_time() {
         total < 20,
         "201 exits made {total} nudges ({while_held} while the first was held)"
     );
-    assert!(nudges
-        .seen()
-        .iter()
-        .all(|n| *n == nudge(&b, "burst-token") || *n == nudge(&b, "marker-token")));
+    assert!(nudges.seen().iter().all(|n| *n == nudge(&b)));
 }

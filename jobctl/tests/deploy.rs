@@ -144,25 +144,33 @@ async fn the_deploy_units_run_a_cell_of_replicas_that_survives_killing_the_leade
     };
     let alive = p.dir.path().join("alive");
     std::fs::write(&alive, b"").unwrap();
+    // The secrets are files, as the units name them (never argv).
+    let url_file = p.dir.path().join("database-url");
+    std::fs::write(&url_file, &database_url).unwrap();
+    let token_file = p.dir.path().join("join.token");
+    std::fs::write(&token_file, "deploy-test-join-token\n").unwrap();
+    let url_file = url_file.display().to_string();
+    let token_file = token_file.display().to_string();
     // The operator's admin token file, as the env file names it.
     let admin = "borg_deploy-admin-0123456789abcdef";
-    let token_file = p.dir.path().join("admin.token");
-    std::fs::write(&token_file, format!("{admin}\n")).unwrap();
+    let admin_file = p.dir.path().join("admin.token");
+    std::fs::write(&admin_file, format!("{admin}\n")).unwrap();
     let masters: Vec<(String, String)> = (1..=2)
         .map(|n| (format!("master-{n}"), format!("127.0.0.1:{}", free_port())))
         .collect();
     for (label, addr) in &masters {
         let host = [
             ("BORG_LISTEN", addr.clone()),
-            ("DATABASE_URL", database_url.clone()),
+            ("BORG_DATABASE_URL_FILE", url_file.clone()),
+            ("BORG_JOIN_TOKEN_FILE", token_file.clone()),
             (
                 "BORG_BOOTSTRAP_TOKEN_FILE",
-                token_file.display().to_string(),
+                admin_file.display().to_string(),
             ),
         ];
         p.start(label, "borgmaster.service", "borgmaster.env", &host);
     }
-    let host = [("DATABASE_URL", database_url.clone())];
+    let host = [("BORG_DATABASE_URL_FILE", url_file.clone())];
     p.start(
         "scheduler",
         "borgscheduler.service",
@@ -178,6 +186,7 @@ async fn the_deploy_units_run_a_cell_of_replicas_that_survives_killing_the_leade
             ("BORGLET_NAME", format!("m{n}")),
             ("BORG_MASTER", format!("http://{}", masters[n - 1].1)),
             ("BORGLET_DATA_DIR", data.display().to_string()),
+            ("BORG_JOIN_TOKEN_FILE", token_file.clone()),
         ];
         p.start(
             &format!("borglet-{n}"),

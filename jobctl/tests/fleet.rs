@@ -93,6 +93,9 @@ async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
+/// The simulated fleet's join token (its borglets skip checking the master's key).
+const JOIN_TOKEN: &str = "fleet-join-token";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: minutes"]
 async fn one_master_polls_a_fleet_of_simulated_borglets() {
@@ -124,6 +127,8 @@ async fn one_master_polls_a_fleet_of_simulated_borglets() {
             .args(args)
             .env("RUST_LOG", "warn")
             .env("BORG_BOOTSTRAP_TOKEN", ADMIN_TOKEN)
+            .env("DATABASE_URL", &database_url)
+            .env("BORG_JOIN_TOKEN", JOIN_TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -132,18 +137,10 @@ async fn one_master_polls_a_fleet_of_simulated_borglets() {
     };
     let master_proc = spawn(
         "borgmaster",
-        vec![
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--database-url".into(),
-            database_url.clone(),
-        ],
+        vec!["--listen".into(), format!("127.0.0.1:{port}")],
     );
     let master_pid = master_proc.id();
-    let scheduler = spawn(
-        "borgscheduler",
-        vec!["--database-url".into(), database_url.clone()],
-    );
+    let scheduler = spawn("borgscheduler", vec![]);
     let _kids = Kids(vec![master_proc, scheduler]);
     let http = {
         let mut headers = reqwest::header::HeaderMap::new();
@@ -164,6 +161,7 @@ async fn one_master_polls_a_fleet_of_simulated_borglets() {
             "capacity": {"cpu": 2000, "memory": 4u64 << 30, "disk": 10u64 << 30}});
         let r = http
             .post(format!("{master}/v1/machines"))
+            .header(borg_shared::agent::JOIN_TOKEN_HEADER, JOIN_TOKEN)
             .json(&body)
             .send()
             .await

@@ -13,6 +13,8 @@ use borg_shared::{Bytes, JobId, MilliCpu, TaskId};
 use borgmaster::store::Placement;
 use borgmaster::store::Store;
 use clap::Parser;
+/// The join token of the test cell's master and borglets.
+const JOIN_TOKEN: &str = "test-join-token";
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -63,6 +65,11 @@ async fn spawn_app() -> TestApp {
     let config = borgmaster::Config {
         listen: listener.local_addr().unwrap(),
         database_url: database_url.clone(),
+        database_url_file: None,
+        agents: borgmaster::agents::AgentConfig {
+            join_token_file: None,
+            join_token: Some(JOIN_TOKEN.into()),
+        },
         poll_interval: Duration::from_millis(200),
         leader: Default::default(),
         auth: borgmaster::auth::AuthConfig {
@@ -109,8 +116,12 @@ impl Borglet {
     async fn start(app: &TestApp) -> Borglet {
         let data = tempfile::tempdir().unwrap();
         let name = format!("m-{}", &uuid::Uuid::new_v4().to_string()[..8]);
+        let token = data.path().join("join.token");
+        std::fs::write(&token, JOIN_TOKEN).unwrap();
         let config = borglet::Config::try_parse_from([
             "borglet",
+            "--join-token-file",
+            token.to_str().unwrap(),
             "--name",
             &name,
             "--master",

@@ -5,6 +5,8 @@
 
 use borg_shared::wire::JobView;
 use std::net::SocketAddr;
+/// The join token of the test cell's master and borglets.
+const JOIN_TOKEN: &str = "test-join-token";
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -35,6 +37,11 @@ fn start_master(listener: TcpListener, database_url: &str) -> (CancellationToken
     let config = borgmaster::Config {
         listen: listener.local_addr().unwrap(),
         database_url: database_url.to_string(),
+        database_url_file: None,
+        agents: borgmaster::agents::AgentConfig {
+            join_token_file: None,
+            join_token: Some(JOIN_TOKEN.into()),
+        },
         poll_interval: Duration::from_millis(200),
         leader: Default::default(),
         auth: borgmaster::auth::AuthConfig {
@@ -77,6 +84,7 @@ async fn tasks_outlive_the_master_and_a_new_master_adopts_them() {
     let shutdown = CancellationToken::new();
     let scheduler = borgscheduler::Config {
         database_url: database_url.clone(),
+        database_url_file: None,
         interval: Duration::from_millis(200),
         batch_size: 100,
         name: "test-scheduler".into(),
@@ -90,8 +98,12 @@ async fn tasks_outlive_the_master_and_a_new_master_adopts_them() {
         .tempdir()
         .unwrap();
     let borglet_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token = sandbox.path().join("join.token");
+    std::fs::write(&token, JOIN_TOKEN).unwrap();
     let borglet = <borglet::Config as clap::Parser>::try_parse_from([
         "borglet",
+        "--join-token-file",
+        token.to_str().unwrap(),
         "--name",
         "m1",
         "--master",

@@ -1,6 +1,7 @@
 //! borgmaster: the REST API, the store of record (Postgres), and the poller
 //! that drives every borglet toward the desired state.
 
+pub mod agents;
 pub mod api;
 pub mod auth;
 pub mod dashboard;
@@ -37,9 +38,15 @@ pub struct Config {
     /// Address the REST API listens on.
     #[arg(long, env = "BORG_LISTEN", default_value = "127.0.0.1:7700")]
     pub listen: SocketAddr,
-    /// PostgreSQL URL of the cell's store.
-    #[arg(long, env = "DATABASE_URL")]
+    /// PostgreSQL URL of the cell's store: `DATABASE_URL`, else the content of
+    /// `--database-url-file`. Never an argument: argv is public on the host.
+    #[arg(skip)]
     pub database_url: String,
+    /// File holding the PostgreSQL URL (when `DATABASE_URL` is not set).
+    #[arg(long, env = "BORG_DATABASE_URL_FILE", value_name = "FILE")]
+    pub database_url_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub agents: agents::AgentConfig,
     /// How often every borglet is polled (new work is sent at once regardless).
     #[arg(long, env = "BORG_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
@@ -47,6 +54,18 @@ pub struct Config {
     pub leader: leader::LeaderConfig,
     #[command(flatten)]
     pub auth: auth::AuthConfig,
+}
+
+impl Config {
+    /// Read what never comes from argv: the database URL and the join token.
+    pub fn resolve_secrets(&mut self) -> anyhow::Result<()> {
+        if self.database_url.is_empty() {
+            self.database_url =
+                agents::secret_from("DATABASE_URL", self.database_url_file.as_deref())?
+                    .context("no database: set DATABASE_URL or --database-url-file")?;
+        }
+        self.agents.resolve()
+    }
 }
 
 /// Run the master on `listener` until `shutdown` is cancelled.
@@ -66,6 +85,17 @@ pub async fn run(
         .context("building the HTTP client")?;
     let machines_changed = Arc::new(Notify::new());
     let machines = Arc::new(poller::Machines::default());
+    let gate = agents::Gate {
+        join_token: config.agents.join_token.clone(),
+        insecure: config.auth.insecure,
+    };
+    if gate.insecure {
+        tracing::warn!("--insecure: any borglet registration is admitted without proof");
+    } else if gate.join_token.is_none() {
+        tracing::warn!(
+            "no join token (--join-token-file, BORG_JOIN_TOKEN): new machines cannot join"
+        );
+    }
     let (feed, feed_task) = feed::Feed::start(store.clone(), shutdown.clone());
     let status = Arc::new(leader::Status::default());
     let db = Arc::new(dbhealth::DbHealth::default());
@@ -80,6 +110,7 @@ pub async fn run(
         leader: status.clone(),
         db: db.clone(),
         insecure: config.auth.insecure,
+        agents: Arc::new(gate),
     };
     let listen = listener.local_addr()?;
     // Unique per process: a restarted replica is a new holder and takes the
@@ -134,6 +165,7 @@ where
         )
         .with_writer(std::io::stderr)
         .try_init();
+    config.resolve_secrets()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

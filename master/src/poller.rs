@@ -5,8 +5,9 @@
 //! every poll interval, and at once when the scheduler places work there
 //! (NOTIFY on `borg_placed`); NOTIFY is not durable, so the interval is the
 //! safety net. A borglet whose task exited asks for a sync at once with a nudge
-//! (`POST /v1/machines/{name}/nudge`), authenticated by the secret its loop sends
-//! in every sync; the API wakes the loop through the shared [`Machines`].
+//! (`POST /v1/machines/{name}/nudge`), authenticated by its machine credential;
+//! the API wakes the loop through the shared [`Machines`]. Every sync carries the
+//! machine's sync key (`Authorization: Bearer`, see `borg_shared::agent`).
 
 use crate::store::{Store, CHANNEL_PLACED};
 use anyhow::Context;
@@ -17,7 +18,6 @@ use sqlx::postgres::PgListener;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use subtle::ConstantTimeEq;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,8 +41,10 @@ pub(crate) struct Slot {
     address: Mutex<String>,
     /// `notify_one` keeps one permit: wakes that arrive during a sync make one more.
     wake: Notify,
-    /// This loop's nudge secret (a uuid v4), sent in every sync; never logged.
-    nudge_token: String,
+    /// `agent::sync_key` of the machine's credential, as the store has it (None for
+    /// a machine registered before credentials: its borglet refuses our syncs
+    /// until it registers again). Never logged.
+    credential_hash: Mutex<Option<String>>,
     /// When it last answered: the leader's memory of liveness (see `liveness`).
     pub(crate) heard: Mutex<Heard>,
 }
@@ -66,6 +68,13 @@ pub(crate) struct Heard {
 }
 
 impl Slot {
+    fn credential_hash(&self) -> Option<String> {
+        self.credential_hash
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub(crate) fn heard(&self) -> std::sync::MutexGuard<'_, Heard> {
         self.heard.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -90,7 +99,7 @@ pub enum Nudge {
     Accepted,
     /// No loop polls a machine of that name.
     UnknownMachine,
-    /// The token is not the one that machine's loop sent.
+    /// The credential is not that machine's.
     Unauthorized,
 }
 
@@ -134,8 +143,8 @@ impl Machines {
         }
     }
 
-    /// Wake the loop of machine `name` if `token` is its secret.
-    pub fn nudge(&self, name: &str, token: &str) -> Nudge {
+    /// Wake the loop of machine `name` if `credential` is its credential.
+    pub fn nudge(&self, name: &str, credential: &str) -> Nudge {
         let slot = {
             let loops = self.lock();
             loops
@@ -147,8 +156,11 @@ impl Machines {
         let Some(slot) = slot else {
             return Nudge::UnknownMachine;
         };
-        // Constant time; the lengths are public (a uuid's 36 characters).
-        if !bool::from(slot.nudge_token.as_bytes().ct_eq(token.as_bytes())) {
+        let key = borg_shared::agent::sync_key(credential);
+        let own = slot
+            .credential_hash()
+            .is_some_and(|h| borg_shared::agent::same_secret(&h, &key));
+        if !own {
             return Nudge::Unauthorized;
         }
         slot.wake.notify_one();
@@ -176,13 +188,17 @@ pub async fn run(
                     let mut loops = machines.lock();
                     if let Some(slot) = loops.by_id.get(&t.id) {
                         *slot.address.lock().unwrap_or_else(|p| p.into_inner()) = t.address;
+                        *slot
+                            .credential_hash
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = t.credential_hash;
                         continue;
                     }
                     let slot = Arc::new(Slot {
                         name: t.name.clone(),
                         address: Mutex::new(t.address),
                         wake: Notify::new(),
-                        nudge_token: uuid::Uuid::new_v4().to_string(),
+                        credential_hash: Mutex::new(t.credential_hash),
                         // Every machine gets a full `down_after` from when this leader starts.
                         heard: Mutex::new(Heard {
                             last_ok: Instant::now(),
@@ -379,17 +395,16 @@ async fn sync_once(
         machine: slot.name.clone(),
         attempts,
         ack: std::mem::take(acks),
-        nudge_token: Some(slot.nudge_token.clone()),
+        nudge_token: None,
     };
+    let key = slot.credential_hash();
     let url = format!("{}/v1/sync", address.trim_end_matches('/'));
     let post = async {
-        let resp = http
-            .post(&url)
-            .timeout(SYNC_TIMEOUT)
-            .json(&req)
-            .send()
-            .await
-            .with_context(|| format!("POST {url}"))?;
+        let mut post = http.post(&url).timeout(SYNC_TIMEOUT).json(&req);
+        if let Some(key) = &key {
+            post = post.bearer_auth(key);
+        }
+        let resp = post.send().await.with_context(|| format!("POST {url}"))?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();

@@ -566,11 +566,12 @@ async fn a_master_without_an_admin_token_refuses_to_start_and_insecure_runs_open
         async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let config = borgmaster::Config {
-                listen: listener.local_addr().unwrap(),
-                database_url: url,
-                poll_interval: Duration::from_millis(200),
-                leader: Default::default(),
                 auth,
+                ..helpers::test_config(
+                    listener.local_addr().unwrap(),
+                    &url,
+                    Duration::from_millis(200),
+                )
             };
             let shutdown = tokio_util::sync::CancellationToken::new();
             let addr = listener.local_addr().unwrap();

@@ -16,13 +16,21 @@ use tokio::net::TcpListener;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
-type Syncs = Arc<Mutex<Vec<SyncRequest>>>;
+/// Every sync received, with its `Authorization` header.
+type Syncs = Arc<Mutex<Vec<(SyncRequest, Option<String>)>>>;
 
 /// A borglet that runs nothing and records every sync; its URL.
 async fn fake_borglet(syncs: Syncs) -> String {
-    async fn sync(State(syncs): State<Syncs>, Json(req): Json<SyncRequest>) -> Json<SyncResponse> {
+    async fn sync(
+        State(syncs): State<Syncs>,
+        headers: axum::http::HeaderMap,
+        Json(req): Json<SyncRequest>,
+    ) -> Json<SyncResponse> {
         let machine = req.machine.clone();
-        syncs.lock().unwrap().push(req);
+        let auth = headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string());
+        syncs.lock().unwrap().push((req, auth));
         Json(SyncResponse {
             machine,
             attempts: vec![],
@@ -38,7 +46,7 @@ async fn fake_borglet(syncs: Syncs) -> String {
 }
 
 /// Wait, with a deadline, until the fake borglet has received `n` syncs.
-async fn wait_for_syncs(syncs: &Syncs, n: usize) -> Vec<SyncRequest> {
+async fn wait_for_syncs(syncs: &Syncs, n: usize) -> Vec<(SyncRequest, Option<String>)> {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let seen = syncs.lock().unwrap().clone();
@@ -67,7 +75,7 @@ async fn nudge(app: &TestApp, machine: &str, token: Option<&str>) -> (u16, serde
 }
 
 #[tokio::test]
-async fn a_nudge_with_the_machines_token_syncs_it_before_the_poll_interval() {
+async fn a_nudge_with_the_machine_credential_syncs_it_before_the_poll_interval() {
     let app = spawn_app_polling_every(Duration::from_secs(3600)).await;
     let syncs: Syncs = Default::default();
     let address = fake_borglet(syncs.clone()).await;
@@ -79,14 +87,16 @@ async fn a_nudge_with_the_machines_token_syncs_it_before_the_poll_interval() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
+    let token = body["credential"]
+        .as_str()
+        .expect("a registration with the join token is issued a credential")
+        .to_string();
 
-    // A new machine loop syncs at once, and hands out its token.
+    // A new machine loop syncs at once, with the machine's sync key.
     let first = wait_for_syncs(&syncs, 1).await;
-    let token = first[0]
-        .nudge_token
-        .clone()
-        .expect("the sync carries a nudge token");
-    assert_eq!(first[0].machine, "m1");
+    assert_eq!(first[0].0.machine, "m1");
+    let key = format!("Bearer {}", borg_shared::agent::sync_key(&token));
+    assert_eq!(first[0].1.as_deref(), Some(key.as_str()));
 
     let (status, body) = nudge(&app, "m1", Some("not-the-token")).await;
     assert_eq!(status, 401, "{body}");
@@ -102,11 +112,7 @@ async fn a_nudge_with_the_machines_token_syncs_it_before_the_poll_interval() {
     let (status, body) = nudge(&app, "m1", Some(&token)).await;
     assert_eq!(status, 202, "{body}");
     let second = wait_for_syncs(&syncs, 2).await;
-    assert_eq!(
-        second[1].nudge_token.as_deref(),
-        Some(token.as_str()),
-        "one loop, one token"
-    );
+    assert_eq!(second[1].1.as_deref(), Some(key.as_str()));
 
     let metrics = app
         .http

@@ -8,6 +8,8 @@ mod helpers;
 use borgmaster::Config;
 use devpg::{pg_ctl, Options, PgServer};
 use serde_json::{json, Value};
+/// The join token of the test cell's master and borglets.
+const JOIN_TOKEN: &str = "test-join-token";
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +61,11 @@ async fn the_api_answers_503_at_once_while_postgres_is_down_and_resumes_by_itsel
     let config = Config {
         listen: listener.local_addr().unwrap(),
         database_url: server.url("postgres"),
+        database_url_file: None,
+        agents: borgmaster::agents::AgentConfig {
+            join_token_file: None,
+            join_token: Some(JOIN_TOKEN.into()),
+        },
         poll_interval: Duration::from_millis(200),
         leader: borgmaster::leader::LeaderConfig {
             lease_ttl: Duration::from_secs(1),

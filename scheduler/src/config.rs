@@ -9,9 +9,15 @@ use std::time::Duration;
     about = "Places pending tasks on machines; shares state with the master through Postgres"
 )]
 pub struct Config {
-    /// Postgres URL of the cell (the master runs the migrations).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    /// Postgres URL of the cell (the master runs the migrations): `DATABASE_URL`,
+    /// else the content of `--database-url-file`. Never an argument: argv is
+    /// public on the host.
+    #[arg(skip)]
     pub database_url: String,
+
+    /// File holding the Postgres URL (when `DATABASE_URL` is not set).
+    #[arg(long, env = "BORG_DATABASE_URL_FILE", value_name = "FILE")]
+    pub database_url_file: Option<std::path::PathBuf>,
 
     /// Longest wait between passes; `borg_pending` notifications wake the scheduler sooner.
     #[arg(long, env = "BORG_SCHEDULER_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
@@ -36,6 +42,20 @@ pub struct Config {
     pub listen: Option<std::net::SocketAddr>,
 }
 
+impl Config {
+    /// Read the database URL from `DATABASE_URL` or `--database-url-file`.
+    pub fn resolve_secrets(&mut self) -> anyhow::Result<()> {
+        use anyhow::Context;
+        if self.database_url.is_empty() {
+            let file = self.database_url_file.as_deref();
+            self.database_url = borg_shared::agent::secret_from_env_or_file("DATABASE_URL", file)
+                .context("reading the database URL")?
+                .context("no database: set DATABASE_URL or --database-url-file")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,15 +63,14 @@ mod tests {
 
     #[test]
     fn defaults_and_flags() {
-        let c =
-            Config::try_parse_from(["borgscheduler", "--database-url", "postgres://x/y"]).unwrap();
+        let c = Config::try_parse_from(["borgscheduler"]).unwrap();
         assert_eq!(c.interval, Duration::from_secs(1));
         assert_eq!(c.batch_size, 1000);
         assert_eq!(c.name, format!("scheduler-{}", std::process::id()));
 
         let c = Config::try_parse_from([
             "borgscheduler",
-            "--database-url=postgres://x/y",
+            "--database-url-file=/run/url",
             "--interval=250ms",
             "--batch-size=10",
             "--name=s1",
@@ -60,13 +79,16 @@ mod tests {
         assert_eq!(c.interval, Duration::from_millis(250));
         assert_eq!(c.batch_size, 10);
         assert_eq!(c.name, "s1");
+        assert!(
+            Config::try_parse_from(["borgscheduler", "--database-url=postgres://x/y"]).is_err(),
+            "the URL is never an argument"
+        );
     }
 
     #[test]
     fn rejects_bad_values() {
         for bad in ["--batch-size=0", "--interval=soon"] {
-            let err =
-                Config::try_parse_from(["borgscheduler", "--database-url=postgres://x/y", bad]);
+            let err = Config::try_parse_from(["borgscheduler", bad]);
             assert!(err.is_err(), "{bad} accepted");
         }
     }

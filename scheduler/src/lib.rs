@@ -35,7 +35,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let config = match Config::try_parse_from(args) {
+    let mut config = match Config::try_parse_from(args) {
         Ok(c) => c,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             // Nothing useful to do if stdout is gone (`--help | head`).
@@ -53,6 +53,7 @@ where
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .try_init();
+    config.resolve_secrets()?;
 
     anyhow::ensure!(
         tokio::runtime::Handle::try_current().is_err(),

@@ -57,7 +57,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .max_connections(3)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy(&config.database_url)
-            .context("--database-url is not a usable postgres URL")?,
+            .context("the database URL (DATABASE_URL) is not a usable postgres URL")?,
     );
     let pool = store.pool().clone();
     crate::metrics::install();

@@ -27,6 +27,7 @@ async fn metrics_count_placements_and_waiting_causes() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let config = borgscheduler::Config {
         database_url: url.clone(),
+        database_url_file: None,
         interval: Duration::from_millis(100),
         batch_size: 100,
         name: "sched-metrics".into(),

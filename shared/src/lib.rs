@@ -2,6 +2,7 @@
 //! validation, the state enums, and the wire formats of the REST API and the
 //! master→borglet sync protocol. A type lives here once and nowhere else.
 
+pub mod agent;
 pub mod auth;
 pub mod error;
 pub mod event_stream;

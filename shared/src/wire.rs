@@ -202,6 +202,18 @@ pub struct RegisterMachine {
     pub ports: PortRange,
 }
 
+/// The answer to `POST /v1/machines`: the machine, and the credential the
+/// borglet is to keep when one was issued (a registration with the join token,
+/// or an open `--insecure` master). Shown once: the master keeps only its hash.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MachineRegistered {
+    #[serde(flatten)]
+    pub machine: MachineView,
+    /// The machine's new credential: `Authorization: Bearer` on its calls to the master.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
 /// How a borglet isolates its tasks: a cgroup v2 or v1 per attempt, or not at all
 /// (no writable cgroup hierarchy, e.g. not root): limits are then not enforced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -313,9 +325,8 @@ pub struct SyncRequest {
     /// Finished attempts whose final state the master has durably recorded: the borglet may forget them.
     #[serde(default)]
     pub ack: Vec<AttemptId>,
-    /// Secret of the master's poll loop for this machine: the borglet presents it as
-    /// `Authorization: Bearer` on `POST /v1/machines/{name}/nudge` to be synced at once
-    /// (a task exited). Absent from a master that takes no nudges.
+    /// Not sent any more: nudges carry the machine credential (see `agent`).
+    /// Kept so that a borglet and master of different versions still parse each other.
     #[serde(default)]
     pub nudge_token: Option<String>,
 }

@@ -11,6 +11,7 @@
 mod attempts;
 mod audit;
 mod drain;
+mod enroll;
 mod error;
 mod event_feed;
 mod events;
@@ -36,6 +37,7 @@ mod tokens;
 
 pub use audit::{AuditRecord, DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE};
 pub use drain::{CordonOutcome, DEFAULT_MAX_UNAVAILABLE};
+pub use enroll::{Admission, Enrolled, KnownMachine};
 pub use error::{Result, StoreError};
 pub use event_feed::{EventFilter, FeedPage};
 pub use events::{EventCursor, EventPage, StoredEvent};

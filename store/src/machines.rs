@@ -17,6 +17,8 @@ pub struct MachineTarget {
     pub name: String,
     pub address: String,
     pub state: MachineState,
+    /// What the master presents to the borglet (`agent::sync_key` of its credential).
+    pub credential_hash: Option<String>,
 }
 
 /// The requests of a machine's live attempts, summed.
@@ -64,25 +66,41 @@ const USAGE_WRITE_EVERY_SECS: i32 = 5;
 
 impl Store {
     /// A borglet announces itself; known names keep their id (and their attempts).
-    /// Returns the machine and whether it was new.
+    /// Returns the machine and whether it was new. No proof is asked: the API
+    /// registers through [`Store::enroll_machine`].
     pub async fn register_machine(
         &self,
         req: &RegisterMachine,
     ) -> crate::Result<(MachineView, bool)> {
-        let mut tx = self.pool.begin().await?;
-        let before: Option<(MachineState,)> =
-            sqlx::query_as("SELECT state FROM machines WHERE name = $1 FOR NO KEY UPDATE")
-                .bind(&req.name)
-                .fetch_optional(&mut *tx)
-                .await?;
+        match self
+            .enroll_machine(req, |_| crate::Admission::Admit {
+                credential_hash: None,
+            })
+            .await?
+        {
+            crate::Enrolled::Registered { machine, inserted } => Ok((machine, inserted)),
+            crate::Enrolled::Refused { reason } => Err(crate::StoreError::Vanished(reason)),
+        }
+    }
+
+    /// Insert or update the machine in `tx` (its row already locked if it exists);
+    /// `credential_hash` replaces the stored one when given. Emit the transitions
+    /// after the commit.
+    pub(crate) async fn upsert_machine(
+        tx: &mut sqlx::PgConnection,
+        req: &RegisterMachine,
+        from: Option<MachineState>,
+        credential_hash: Option<&str>,
+    ) -> crate::Result<(MachineId, Transitions)> {
         let (id, state): (MachineId, MachineState) = sqlx::query_as(
             "INSERT INTO machines (id, name, address, labels, cpu_milli, memory, disk, state, last_heard,
-                                   isolation, version, port_first, port_last)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'up', now(), $8, $9, $10, $11)
+                                   isolation, version, port_first, port_last, credential_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'up', now(), $8, $9, $10, $11, $12)
              ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address, labels = EXCLUDED.labels,
                  cpu_milli = EXCLUDED.cpu_milli, memory = EXCLUDED.memory, disk = EXCLUDED.disk,
                  isolation = EXCLUDED.isolation, version = EXCLUDED.version,
                  port_first = EXCLUDED.port_first, port_last = EXCLUDED.port_last,
+                 credential_hash = COALESCE(EXCLUDED.credential_hash, machines.credential_hash),
                  state = CASE WHEN machines.state = 'down' THEN 'up'::machine_state ELSE machines.state END,
                  last_heard = now()
              RETURNING id, state",
@@ -98,9 +116,9 @@ impl Store {
         .bind(req.version.as_deref())
         .bind(i32::from(req.ports.first))
         .bind(i32::from(req.ports.last))
+        .bind(credential_hash)
         .fetch_one(&mut *tx)
         .await?;
-        let from = before.map(|(s,)| s);
         let mut moved = Transitions::default();
         if from != Some(state) {
             let mv = MovedMachine {
@@ -109,7 +127,7 @@ impl Store {
                 from,
                 to: state,
             };
-            machine_event(&mut tx, &mv).await?;
+            machine_event(&mut *tx, &mv).await?;
             moved.machines.push(mv);
         }
         // New capacity may fit tasks that were waiting.
@@ -118,14 +136,7 @@ impl Store {
             .bind(format!("machine:{id}"))
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        moved.emit();
-        let inserted = from.is_none();
-        tracing::info!(machine = %req.name, machine_id = %id, address = %req.address, inserted, "machine registered");
-        let view = self.machine(&req.name).await?.ok_or_else(|| {
-            crate::StoreError::Vanished(format!("machine {} vanished after registering", req.name))
-        })?;
-        Ok((view, inserted))
+        Ok((id, moved))
     }
 
     pub async fn machine(&self, name: &str) -> crate::Result<Option<MachineView>> {
@@ -161,11 +172,11 @@ impl Store {
 
     /// Every machine the poller should talk to.
     pub async fn poll_targets(&self) -> crate::Result<Vec<MachineTarget>> {
-        Ok(
-            sqlx::query_as("SELECT id, name, address, state FROM machines ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?,
+        Ok(sqlx::query_as(
+            "SELECT id, name, address, state, credential_hash FROM machines ORDER BY name",
         )
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Keep the usage a borglet reported: each live attempt's latest sample and

@@ -9,14 +9,22 @@ pub struct TaskLocation {
     pub reason: Option<String>,
     /// The newest attempt and its borglet's address, if it was ever placed.
     pub attempt: Option<(AttemptId, String)>,
+    /// What the master presents to that borglet (`agent::sync_key`).
+    pub credential_hash: Option<String>,
 }
 
-type LocationRow = (TaskState, Option<String>, Option<AttemptId>, Option<String>);
+type LocationRow = (
+    TaskState,
+    Option<String>,
+    Option<AttemptId>,
+    Option<String>,
+    Option<String>,
+);
 
 impl Store {
     pub async fn locate_task(&self, job: &str, index: i32) -> crate::Result<Option<TaskLocation>> {
         let row: Option<LocationRow> = sqlx::query_as(
-            "SELECT t.state, t.reason, a.id, m.address
+            "SELECT t.state, t.reason, a.id, m.address, m.credential_hash
              FROM jobs j JOIN tasks t ON t.job_id = j.id AND t.index = $2
              LEFT JOIN attempts a ON a.id = t.attempt_id
              LEFT JOIN machines m ON m.id = a.machine_id
@@ -27,10 +35,13 @@ impl Store {
         .bind(index)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(state, reason, attempt, address)| TaskLocation {
-            state,
-            reason,
-            attempt: attempt.zip(address),
-        }))
+        Ok(row.map(
+            |(state, reason, attempt, address, credential_hash)| TaskLocation {
+                state,
+                reason,
+                attempt: attempt.zip(address),
+                credential_hash,
+            },
+        ))
     }
 }

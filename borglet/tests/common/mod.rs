@@ -44,9 +44,16 @@ where
 
 // ---------- master stub ----------
 
+/// What a registration presented: its `Authorization` and join-token headers.
+pub type Proof = (Option<String>, Option<String>);
+
 pub struct MasterStub {
     pub url: String,
+    /// The credential it issues on every registration (None: it refuses them, 401).
+    pub credential: Option<String>,
     pub registrations: Arc<Mutex<Vec<RegisterMachine>>>,
+    /// The `Authorization` and join-token headers of each registration.
+    pub proofs: Arc<Mutex<Vec<Proof>>>,
     pub nudges: Arc<NudgeLog>,
     stop: CancellationToken,
 }
@@ -127,19 +134,52 @@ impl MasterStub {
     }
 
     pub fn serve(listener: TcpListener) -> Self {
+        Self::serve_issuing(listener, Some(format!("stub-{}", AttemptId::new())))
+    }
+
+    /// A stub that refuses every registration (401) and issues nothing.
+    pub async fn spawn_refusing() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve_issuing(listener, None)
+    }
+
+    fn serve_issuing(listener: TcpListener, credential: Option<String>) -> Self {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let registrations: Arc<Mutex<Vec<RegisterMachine>>> = Default::default();
+        let proofs: Arc<Mutex<Vec<Proof>>> = Default::default();
         let seen = Arc::clone(&registrations);
+        let seen_proofs = Arc::clone(&proofs);
+        let issue = credential.clone();
         let nudges = Arc::new(NudgeLog::new());
         let log = Arc::clone(&nudges);
         let app = Router::new()
             .route(
                 "/v1/machines",
-                post(move |Json(body): Json<RegisterMachine>| {
+                post(move |headers: HeaderMap, Json(body): Json<RegisterMachine>| {
                     let seen = Arc::clone(&seen);
+                    let seen_proofs = Arc::clone(&seen_proofs);
+                    let issue = issue.clone();
                     async move {
+                        let header = |name: &str| {
+                            headers
+                                .get(name)
+                                .map(|v| v.to_str().unwrap().to_string())
+                        };
+                        seen_proofs.lock().unwrap().push((
+                            header(header::AUTHORIZATION.as_str()),
+                            header(borg_shared::agent::JOIN_TOKEN_HEADER),
+                        ));
                         seen.lock().unwrap().push(body);
-                        (StatusCode::CREATED, Json(serde_json::json!({})))
+                        match issue {
+                            Some(c) => (
+                                StatusCode::CREATED,
+                                Json(serde_json::json!({ "credential": c })),
+                            ),
+                            None => (
+                                StatusCode::UNAUTHORIZED,
+                                Json(serde_json::json!({"error": {"code": "unauthorized", "message": "no"}})),
+                            ),
+                        }
                     }
                 }),
             )
@@ -160,17 +200,40 @@ impl MasterStub {
         });
         MasterStub {
             url,
+            credential,
             registrations,
+            proofs,
             nudges,
             stop,
         }
+    }
+
+    /// What the real master would send this stub's borglets: `Bearer <sync key>`.
+    pub fn authorization(&self) -> String {
+        let credential = self.credential.as_deref().unwrap_or("none");
+        format!("Bearer {}", borg_shared::agent::sync_key(credential))
+    }
+
+    /// An HTTP client that talks to borglets as this stub's master would.
+    pub fn client(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            self.authorization().parse().unwrap(),
+        );
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap()
     }
 
     /// A master URL nothing listens on (yet).
     pub fn not_listening(url: String) -> Self {
         MasterStub {
             url,
+            credential: None,
             registrations: Default::default(),
+            proofs: Default::default(),
             nudges: Arc::new(NudgeLog::new()),
             stop: CancellationToken::new(),
         }
@@ -230,6 +293,16 @@ impl TestBorglet {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(data_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let name = format!("m-{}", &AttemptId::new().to_string()[..8]);
+        Self::spawn_in(master, data_dir, name, extra).await
+    }
+
+    /// A borglet named `name` on `data_dir` (another one's, to restart it).
+    pub async fn spawn_in(
+        master: MasterStub,
+        data_dir: tempfile::TempDir,
+        name: String,
+        extra: &[&str],
+    ) -> Self {
         let mut args: Vec<String> = vec![
             "borglet".into(),
             "--name".into(),
@@ -251,10 +324,18 @@ impl TestBorglet {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(borglet::run(listener, config, shutdown.clone()));
+        let credential = data_dir.path().join(borglet::credential::FILE);
+        if master.credential.is_some() {
+            // Syncs are refused until the borglet holds the credential the stub issues.
+            let started = tokio::time::Instant::now();
+            while !credential.exists() && started.elapsed() < DEADLINE {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         TestBorglet {
             url,
             name,
-            client: reqwest::Client::new(),
+            client: master.client(),
             data_dir,
             master,
             epoch: 1,
@@ -330,6 +411,13 @@ impl TestBorglet {
             .send()
             .await
             .unwrap()
+    }
+
+    /// Shut down, handing back the data dir and name (to start it again on them).
+    pub async fn stop_keeping_data(mut self) -> (tempfile::TempDir, String) {
+        self.shutdown().await.unwrap();
+        let dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
+        (dir, self.name.clone())
     }
 
     /// Cancel the shutdown token and wait for `run` to return.

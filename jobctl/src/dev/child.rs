@@ -37,6 +37,8 @@ pub struct Spawn {
     pub name: String,
     pub component: &'static str,
     pub args: Vec<String>,
+    /// Set in its environment: its secrets (never in argv, which is public).
+    pub env: Vec<(String, String)>,
     pub log_dir: PathBuf,
     /// Echo output lines to the terminal (always written to the log).
     pub echo: bool,
@@ -66,6 +68,7 @@ impl Spawn {
             .arg("component")
             .arg(self.component)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -9,6 +9,7 @@
 mod admin_token;
 mod child;
 mod db;
+mod secrets;
 
 /// The cell's database on its embedded Postgres (the bench seeds history in it).
 pub use db::DATABASE;
@@ -62,38 +63,47 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     let token = Some(admin_token::ensure(&data_dir)?);
 
-    let (pg, database_url) = match std::env::var("DATABASE_URL") {
+    let join_token = secrets::join_token(&data_dir)?;
+
+    let (pg, given_url) = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => {
             println!("using the database at DATABASE_URL");
-            (None, url)
+            (None, Some(url))
         }
         _ => {
             let pg_dir = data_dir.join("pg");
             println!("starting postgres in {}...", pg_dir.display());
             let pg = devpg::PgServer::start(&pg_dir, &devpg::Options::default())
                 .context("starting the embedded postgres")?;
-            let url = pg.url(db::DATABASE);
-            (Some(pg), url)
+            (Some(pg), None)
         }
     };
 
-    let cell = Cell {
-        borglets: borglet_addrs,
-        listen: args.listen,
-        data_dir: data_dir.clone(),
-        log_dir,
-        database_url,
-        echo: !args.quiet,
-        startup_timeout: args.startup_timeout.into(),
-        token,
-    };
     // Current-thread on purpose: children are forked from this (main) thread,
     // which lives until the end, so their parent-death signal means "jobctl died".
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?
-        .block_on(cell.run(pg.as_ref().map(|pg| pg.url("postgres"))));
+        .block_on(async {
+            let database_url = match (&pg, given_url) {
+                (_, Some(url)) => url,
+                (Some(pg), None) => db::cell_database(pg).await?,
+                (None, None) => bail!("no database: neither DATABASE_URL nor an embedded postgres"),
+            };
+            let cell = Cell {
+                borglets: borglet_addrs,
+                listen: args.listen,
+                data_dir: data_dir.clone(),
+                log_dir,
+                database_url,
+                join_token,
+                echo: !args.quiet,
+                startup_timeout: args.startup_timeout.into(),
+                token,
+            };
+            cell.run().await
+        });
 
     if let Some(pg) = pg {
         println!("stopping postgres...");
@@ -143,7 +153,10 @@ struct Cell {
     listen: SocketAddr,
     data_dir: PathBuf,
     log_dir: PathBuf,
+    /// Given to the master and the scheduler in their environment.
     database_url: String,
+    /// Given to the master and the borglets in their environment.
+    join_token: String,
     echo: bool,
     startup_timeout: Duration,
     token: Option<String>,
@@ -226,11 +239,8 @@ impl Signals {
 }
 
 impl Cell {
-    async fn run(self, admin_url: Option<String>) -> anyhow::Result<()> {
+    async fn run(self) -> anyhow::Result<()> {
         let mut signals = Signals::new()?;
-        if let Some(admin_url) = admin_url {
-            db::create_database(&admin_url).await?;
-        }
         let (exit_tx, mut exits) = mpsc::unbounded_channel::<Exit>();
         let mut children: Vec<Child> = Vec::new();
         let mut revive = Revive::default();
@@ -283,8 +293,6 @@ impl Cell {
                 vec![
                     "--listen".into(),
                     self.listen.to_string(),
-                    "--database-url".into(),
-                    self.database_url.clone(),
                     "--bootstrap-token-file".into(),
                     admin_token::path(&self.data_dir).display().to_string(),
                 ],
@@ -292,12 +300,7 @@ impl Cell {
             (
                 "borgscheduler".into(),
                 "borgscheduler",
-                vec![
-                    "--database-url".into(),
-                    self.database_url.clone(),
-                    "--listen".into(),
-                    scheduler_listen(self.listen).to_string(),
-                ],
+                vec!["--listen".into(), scheduler_listen(self.listen).to_string()],
             ),
         ];
         for (i, addr) in self.borglets.iter().enumerate() {
@@ -316,6 +319,7 @@ impl Cell {
                 name,
                 component,
                 args,
+                env: secrets::component_env(component, &self.database_url, &self.join_token),
                 log_dir: self.log_dir.clone(),
                 echo: self.echo,
             }
@@ -392,6 +396,11 @@ impl Cell {
             println!("export BORG_TOKEN={token}");
         }
         println!("try: {exe}{flag} run -f examples/hello.yaml --wait");
+        println!(
+            "more machines join with: borglet --join-token-file {} --master {master} --name m{} ...",
+            self.data_dir.join(secrets::JOIN_TOKEN_FILE).display(),
+            self.borglets.len() + 1
+        );
         println!("Ctrl-C stops the cell.");
     }
 }

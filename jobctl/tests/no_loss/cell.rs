@@ -1,7 +1,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 //! The cell of the no-loss tests: a fresh database, and the master, the
-//! scheduler and 3 borglets as `jobctl component` processes with the argv
-//! `jobctl dev` gives them. Dropping it stops every process, pass or fail.
+//! scheduler and 3 borglets as `jobctl component` processes with the argv and
+//! the environment (database URL, join token) `jobctl dev` gives them. Dropping it stops every process, pass or fail.
 
 #[path = "../support/leftovers.rs"]
 mod leftovers;
@@ -19,6 +19,8 @@ const JOBCTL: &str = env!("CARGO_BIN_EXE_jobctl");
 /// Borglets of the test cell (`m1`..`m3`, zones a, b, c as in `jobctl dev`).
 const BORGLETS: usize = 3;
 const POLL: Duration = Duration::from_millis(20);
+/// The cell's join token, in every component's environment as `jobctl dev` does.
+pub const JOIN_TOKEN: &str = "no-loss-join-token";
 
 /// The admin token every master of the cell is bootstrapped with
 /// (`BORG_BOOTSTRAP_TOKEN`), and which the cell's client sends.
@@ -83,8 +85,7 @@ impl Cell {
             http: http_client(),
         };
         cell.start_master();
-        let scheduler = vec!["--database-url".into(), cell.database_url.clone()];
-        cell.spawn("borgscheduler", "borgscheduler", scheduler);
+        cell.spawn("borgscheduler", "borgscheduler", vec![]);
         for n in 1..=BORGLETS {
             let data = cell.path().join(format!("borglet-{n}"));
             std::fs::create_dir_all(&data).unwrap();
@@ -117,12 +118,7 @@ impl Cell {
 
     /// Another master replica (same database, flags and argv) named `name` on `port`.
     pub fn start_master_on(&mut self, name: &str, port: u16) {
-        let mut args = vec![
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--database-url".into(),
-            self.database_url.clone(),
-        ];
+        let mut args = vec!["--listen".into(), format!("127.0.0.1:{port}")];
         args.extend(self.master_flags.iter().cloned());
         self.spawn(name, "borgmaster", args);
     }
@@ -177,6 +173,8 @@ impl Cell {
             .arg(component)
             .args(args)
             .env("NO_COLOR", "1")
+            .env("DATABASE_URL", &self.database_url)
+            .env("BORG_JOIN_TOKEN", JOIN_TOKEN)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

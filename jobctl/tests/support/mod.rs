@@ -128,6 +128,11 @@ impl Cell {
         cell
     }
 
+    /// The cell's `--data-dir`.
+    pub fn data_dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     pub fn jobctl(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("running jobctl")
     }

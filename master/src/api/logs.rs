@@ -90,7 +90,11 @@ async fn logs(
     if q.follow {
         url.push_str("&follow=true");
     }
-    let resp = state.http.get(&url).send().await.map_err(|e| {
+    let mut get = state.http.get(&url);
+    if let Some(key) = &loc.credential_hash {
+        get = get.bearer_auth(key);
+    }
+    let resp = get.send().await.map_err(|e| {
         tracing::warn!(%url, error = %e, "fetching logs from borglet");
         ApiError::BadGateway(format!("the borglet at {address} did not answer"))
     })?;

@@ -1,14 +1,17 @@
 //! `/v1/machines`: borglets register and nudge; operators list.
 
 use super::{json_rejection, ApiError, ApiResult, AppState};
+use crate::agents::{admission, Proof, Refusal};
 use crate::poller::Nudge;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
+use borg_shared::agent::{bearer, JOIN_TOKEN_HEADER};
 use borg_shared::spec::validate_name;
-use borg_shared::wire::{MachineList, MachineView, RegisterMachine};
+use borg_shared::wire::{MachineList, MachineRegistered, RegisterMachine};
 use borg_shared::ErrorBody;
+use borg_store::Enrolled;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -19,24 +22,35 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Register a machine (what a borglet does at start-up); registering again updates it.
+/// Needs proof: the cluster join token (`x-borg-join-token`) for a new name or the
+/// machine's current address, or the machine's own credential (`Authorization:
+/// Bearer`) for anything, including a move to another address. A registration
+/// with the join token is answered with a new credential, shown once.
 #[utoipa::path(
     post,
     path = "/v1/machines",
     operation_id = "register_machine",
     tag = "machines",
+    params(
+        ("Authorization" = Option<String>, Header, description = "`Bearer <credential>`: the machine's credential"),
+        ("x-borg-join-token" = Option<String>, Header, description = "The cluster join token"),
+    ),
     request_body(content = RegisterMachine, content_type = "application/json"),
     responses(
-        (status = 201, description = "The machine is new", body = MachineView),
-        (status = 200, description = "The machine was known; its address, capacity and labels were updated", body = MachineView),
+        (status = 201, description = "The machine is new", body = MachineRegistered),
+        (status = 200, description = "The machine was known; its address, capacity and labels were updated", body = MachineRegistered),
         (status = 400, description = "The body is not JSON (`malformed_json`)", body = ErrorBody),
+        (status = 401, description = "No valid proof: neither the machine's credential nor the join token (`unauthorized`)", body = ErrorBody),
+        (status = 403, description = "The join token does not allow this: a known machine at another address, or no join token configured (`forbidden`)", body = ErrorBody),
         (status = 422, description = "A field is missing or invalid; `field` names it (`invalid_spec`)", body = ErrorBody),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )
 )]
 async fn register(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<RegisterMachine>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<MachineView>)> {
+) -> ApiResult<(StatusCode, Json<MachineRegistered>)> {
     let Json(req) = body.map_err(json_rejection)?;
     validate_name(&req.name).map_err(|message| ApiError::Invalid {
         field: "name".into(),
@@ -58,14 +72,51 @@ async fn register(
             ),
         });
     }
-    let (machine, inserted) = state.store.register_machine(&req).await?;
+    let proof = Proof {
+        credential: bearer(
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        ),
+        join_token: headers
+            .get(JOIN_TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim),
+    };
+    let fresh = borg_shared::agent::new_secret()
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("no randomness for a credential: {e}")))?;
+    let mut verdict = None;
+    let enrolled = state
+        .store
+        .enroll_machine(&req, |known| {
+            admission(&state.agents, proof, &req, known, &fresh, &mut verdict)
+        })
+        .await?;
+    let issued = matches!(verdict, Some(Ok(true)));
+    let (machine, inserted) = match enrolled {
+        Enrolled::Registered { machine, inserted } => (machine, inserted),
+        Enrolled::Refused { reason } => {
+            tracing::warn!(machine = %req.name, address = %req.address, %reason,
+                "machine registration refused");
+            return Err(match verdict {
+                Some(Err(Refusal::Forbidden(r))) => ApiError::Forbidden(r),
+                _ => ApiError::Unauthorized(reason),
+            });
+        }
+    };
     state.machines_changed.notify_one();
     let status = if inserted {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(machine)))
+    Ok((
+        status,
+        Json(MachineRegistered {
+            machine,
+            credential: issued.then_some(fresh),
+        }),
+    ))
 }
 
 /// List registered machines with their capacity and allocation.
@@ -95,11 +146,11 @@ async fn list(State(state): State<AppState>) -> ApiResult<Json<MachineList>> {
     params(
         ("name" = String, Path, description = "The machine's name"),
         ("Authorization" = String, Header,
-            description = "`Bearer <token>`: the `nudge_token` of the machine's latest sync"),
+            description = "`Bearer <credential>`: the machine's credential"),
     ),
     responses(
         (status = 202, description = "The machine will be synced now"),
-        (status = 401, description = "The token is missing or not this machine's (`unauthorized`)", body = ErrorBody),
+        (status = 401, description = "The credential is missing or not this machine's (`unauthorized`)", body = ErrorBody),
         (status = 404, description = "No poll loop runs for a machine of that name (`not_found`)", body = ErrorBody),
     )
 )]
@@ -108,11 +159,11 @@ async fn nudge(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let token = bearer(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
     let outcome = match token {
         Some(token) => state.machines.nudge(&name, token),
         None => Nudge::Unauthorized,
@@ -125,7 +176,7 @@ async fn nudge(
             "no machine `{name}` is being polled"
         ))),
         Nudge::Unauthorized => Err(ApiError::Unauthorized(
-            "a nudge needs `Authorization: Bearer <token>` with the token of the machine's latest sync"
+            "a nudge needs `Authorization: Bearer <credential>` with the machine's credential"
                 .into(),
         )),
     }

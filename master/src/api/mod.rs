@@ -46,6 +46,8 @@ pub struct AppState {
     pub db: Arc<crate::dbhealth::DbHealth>,
     /// `--insecure`: no authentication, every caller is an admin.
     pub insecure: bool,
+    /// Which borglet registrations are admitted.
+    pub agents: Arc<crate::agents::Gate>,
 }
 
 /// The document's root; paths and schemas come from the handlers' `#[utoipa::path]`.

@@ -29,6 +29,29 @@ pub fn client_with(token: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// The join token of every test master.
+pub const JOIN_TOKEN: &str = "test-join-token";
+
+/// The master config of a test (a join token set, nothing open).
+pub fn test_config(
+    listen: std::net::SocketAddr,
+    database_url: &str,
+    poll_interval: Duration,
+) -> Config {
+    Config {
+        listen,
+        database_url: database_url.to_string(),
+        database_url_file: None,
+        agents: borgmaster::agents::AgentConfig {
+            join_token_file: None,
+            join_token: Some(JOIN_TOKEN.into()),
+        },
+        poll_interval,
+        leader: Default::default(),
+        auth: test_auth(),
+    }
+}
+
 pub struct TestApp {
     pub url: String,
     pub store: Store,
@@ -70,11 +93,8 @@ pub async fn spawn_app_leading(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let config = Config {
-        listen: listener.local_addr().unwrap(),
-        database_url: database_url.clone(),
-        poll_interval,
         leader,
-        auth: test_auth(),
+        ..test_config(listener.local_addr().unwrap(), &database_url, poll_interval)
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(borgmaster::run(listener, config, shutdown.clone()));
@@ -103,14 +123,13 @@ pub async fn spawn_app_leading(
 }
 
 impl TestApp {
+    /// POST `body`; a registration (`/v1/machines`) carries the join token.
     pub async fn post_json(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let mut post = self.http.post(format!("{}{path}", self.url)).json(&body);
+        if path == "/v1/machines" {
+            post = post.header(borg_shared::agent::JOIN_TOKEN_HEADER, JOIN_TOKEN);
+        }
+        let resp = post.send().await.unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(serde_json::Value::Null))
     }

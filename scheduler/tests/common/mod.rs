@@ -244,6 +244,7 @@ pub fn start(url: &str, name: &str, interval: Duration, batch_size: u32) -> Runn
     let shutdown = CancellationToken::new();
     let config = Config {
         database_url: url.to_string(),
+        database_url_file: None,
         interval,
         batch_size,
         name: name.to_string(),

@@ -49,15 +49,6 @@ fn postmaster_port(pid_file: &str) -> Option<u16> {
     pid_file.lines().nth(3)?.trim().parse().ok()
 }
 
-/// The dev cell's database on an embedded server listening on `port`.
-fn database_url(port: u16) -> String {
-    format!(
-        "postgres://{}@127.0.0.1:{port}/{}",
-        devpg::SUPERUSER,
-        crate::dev::DATABASE
-    )
-}
-
 impl DevCell {
     /// Start the cell and wait until the master answers and `borglets` machines are up.
     pub async fn start(borglets: u16) -> anyhow::Result<DevCell> {
@@ -122,14 +113,15 @@ impl DevCell {
     }
 
     /// The URL of the cell's own database on its embedded Postgres (`<data-dir>/pg`),
-    /// as `jobctl dev` connects to it.
+    /// as `jobctl dev` gives it to its components (the cell role, its password).
     pub fn database_url(&self) -> anyhow::Result<String> {
-        let pid_file = self.path.join("pg").join("postmaster.pid");
+        let pg = self.path.join("pg");
+        let pid_file = pg.join("postmaster.pid");
         let text = std::fs::read_to_string(&pid_file)
             .with_context(|| format!("reading {}", pid_file.display()))?;
         let port = postmaster_port(&text)
             .with_context(|| format!("{} names no port", pid_file.display()))?;
-        Ok(database_url(port))
+        devpg::cell_url_of(&pg, port, crate::dev::DATABASE)
     }
 
     async fn wait_up(&mut self, want: usize) -> anyhow::Result<()> {
@@ -217,19 +209,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn database_url_from_the_postmaster_pid() {
+    fn port_from_the_postmaster_pid() {
         let pid =
             "4242\n/tmp/borg-bench-x/pg\n1700000000\n54321\n/tmp\n127.0.0.1\n  1 2\nready   \n";
         assert_eq!(postmaster_port(pid), Some(54321));
         assert_eq!(postmaster_port("4242\n/tmp\n"), None);
         assert_eq!(postmaster_port("4242\n/tmp\n1\nnot-a-port\n"), None);
-        assert_eq!(
-            database_url(54321),
-            format!(
-                "postgres://{}@127.0.0.1:54321/{}",
-                devpg::SUPERUSER,
-                crate::dev::DATABASE
-            )
-        );
     }
 }
