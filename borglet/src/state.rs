@@ -3,6 +3,7 @@
 //! Everything the borglet knows about its tasks lives here, in one place, so that
 //! re-adoption after a restart has a single table to rebuild.
 
+use crate::health::HealthStatus;
 use crate::isolation::{AttemptCgroup, Ending, Sample};
 use crate::restart::{Decision, RestartLog};
 use borg_shared::wire::{AttemptPhase, AttemptReport, AttemptSpec, ResourceUsage};
@@ -209,6 +210,8 @@ pub struct Attempt {
     /// Why the attempt ended where the exit alone does not say (handed back, ...).
     pub note: Option<String>,
     pub isolation: AttemptIsolation,
+    /// The current run's health, when the attempt has a health check.
+    pub health: HealthStatus,
 }
 
 /// What isolation knows of an attempt: its cgroup (none when unisolated), the
@@ -229,6 +232,7 @@ impl Attempt {
             restarts: RestartLog::default(),
             note: None,
             isolation: AttemptIsolation::default(),
+            health: HealthStatus::default(),
         }
     }
 
@@ -250,11 +254,13 @@ impl Attempt {
             stopped_by_borglet: false,
             message: self.note.clone(),
             restarts: self.restarts.restarts,
-            last_exit: self.restarts.last_exit.as_ref().map(Exit::describe),
+            last_exit: self.restarts.last_end(),
             oom_killed: false,
             peak_memory: None,
             stderr_tail: None,
             usage: None,
+            healthy: self.health.healthy,
+            health_message: self.health.message.clone(),
         };
         if self.phase.is_live() {
             r.usage = self.isolation.usage;
@@ -378,6 +384,11 @@ impl AttemptTable {
         self.publish_live(&inner);
     }
 
+    /// Run `f` on attempt `id` under the lock: a few field reads or writes, never I/O.
+    pub fn with_attempt<R>(&self, id: AttemptId, f: impl FnOnce(&mut Attempt) -> R) -> Option<R> {
+        self.lock().attempts.get_mut(&id).map(f)
+    }
+
     /// The token cancelled once attempt `id` has finished and its process is
     /// reaped; `None` if the attempt is not in the table.
     pub fn exit_token(&self, id: AttemptId) -> Option<CancellationToken> {
@@ -434,9 +445,14 @@ impl AttemptTable {
             // Only a run nobody asked to stop may restart.
             Phase::Running { started_at, .. } => {
                 let ran_for = (at - *started_at).to_std().unwrap_or_default();
-                attempt
+                let decision = attempt
                     .restarts
-                    .decide(attempt.spec.restart, &exit, ran_for, at)
+                    .decide(attempt.spec.restart, &exit, ran_for, at);
+                // Ended by its health check: that is the cause, not the signal.
+                match attempt.health.kill_reason.take() {
+                    Some(why) => attempt.restarts.ended_by(decision, why),
+                    None => decision,
+                }
             }
             _ => Decision::Final(None),
         };
@@ -454,13 +470,14 @@ impl AttemptTable {
         Ok(decision)
     }
 
-    /// The spec and restart count of attempt `id`, if it is known.
-    pub fn spec_of(&self, id: AttemptId) -> Option<(AttemptSpec, u32, Option<Exit>)> {
+    /// The spec, restart count and cause of the latest restart (when the
+    /// borglet ended that run) of attempt `id`, if it is known.
+    pub fn spec_of(&self, id: AttemptId) -> Option<(AttemptSpec, u32, Option<String>)> {
         self.lock().attempts.get(&id).map(|a| {
             (
                 a.spec.clone(),
                 a.restarts.restarts,
-                a.restarts.last_exit.clone(),
+                a.restarts.last_cause.clone(),
             )
         })
     }
@@ -617,6 +634,7 @@ mod tests {
             memory_limit: None,
             cpu_limit: None,
             ports: vec![],
+            health: None,
         }
     }
 

@@ -15,6 +15,7 @@ mod event_feed;
 mod events;
 mod finish;
 pub mod fixtures;
+mod health;
 mod jobs;
 mod lease;
 mod lost;
@@ -35,6 +36,7 @@ pub use drain::{CordonOutcome, DEFAULT_MAX_UNAVAILABLE};
 pub use error::{Result, StoreError};
 pub use event_feed::{EventFilter, FeedPage};
 pub use events::{EventCursor, EventPage, StoredEvent};
+pub use health::TASK_HEALTHY_SQL;
 pub use jobs::{
     KillOutcome, SubmitOutcome, TaskPage, DEFAULT_JOB_PAGE, DEFAULT_TASK_PAGE, MAX_JOB_PAGE,
     MAX_TASK_PAGE,

@@ -3,6 +3,7 @@
 //! set-based statements, whatever the number of attempts in it.
 
 use crate::attempts::{move_attempts, AttemptMove};
+use crate::health::{health_changes, record_health, StoredHealth};
 use crate::moves::{move_tasks, TaskMove, Transitions};
 use crate::restarts::{newly_restarted, record_restarts};
 use crate::{live_attempt, live_job, Store, CHANNEL_PENDING};
@@ -79,6 +80,8 @@ struct AttemptRow {
     restart: Option<Json<RestartPolicy>>,
     /// In-place restarts recorded so far.
     restarts: i32,
+    healthy: Option<bool>,
+    health_message: Option<String>,
 }
 
 impl AttemptRow {
@@ -182,7 +185,8 @@ impl Store {
                 };
                 Some((r, task))
             })
-            .map(|(r, task)| AttemptSpec {
+            .map(|(r, task)| {
+                AttemptSpec {
                 restart: Some(r.restart(task)),
                 id: r.id,
                 job: r.job,
@@ -198,6 +202,9 @@ impl Store {
                 memory_limit: task.resources.memory_limit,
                 cpu_limit: task.resources.cpu_limit,
                 ports: r.ports.iter().filter_map(|&p| u16::try_from(p).ok()).collect(),
+                health: None,
+            }
+            .with_health(task.health.as_ref())
             })
             .collect();
         Ok((specs, new))
@@ -357,6 +364,19 @@ impl Store {
             .filter(|r| ended.contains(&r.id) || !known.contains(&r.id))
             .map(|r| r.id)
             .collect();
+        // After the moves: a task reported running and healthy at once runs first.
+        let stored: HashMap<AttemptId, StoredHealth> = rows
+            .iter()
+            .filter(|r| !ended.contains(&r.id))
+            .map(|r| (r.id, (r.healthy, r.health_message.clone())))
+            .collect();
+        let changes = health_changes(reports, &stored);
+        if !changes.is_empty() {
+            let mut tx = self.pool.begin().await?;
+            let events = record_health(&mut tx, &changes).await?;
+            tx.commit().await?;
+            crate::health::emit(&events);
+        }
         self.record_usage(machine, reports).await?;
         Ok(out)
     }
@@ -515,6 +535,7 @@ fn plan<'a>(
 const ATTEMPT_COLUMNS: &str = concat!(
     "SELECT a.id, a.state, a.stop_reason, a.task_id, t.job_id, t.state AS task_state,
             t.attempt_id AS task_attempt, t.runs, t.max_runs, j.kind, a.restarts,
+            a.healthy, a.health_message,
             j.state IN ",
     live_job!(),
     " AS job_live, j.spec->'task'->'restart' AS restart
@@ -650,6 +671,8 @@ mod tests {
             job_live: true,
             restart: None,
             restarts: 0,
+            healthy: None,
+            health_message: None,
         }
     }
 
@@ -670,6 +693,8 @@ mod tests {
             peak_memory: Some(Bytes(5 << 20)),
             stderr_tail: Some("bye\n".into()),
             usage: None,
+            healthy: None,
+            health_message: None,
         }
     }
 

@@ -71,12 +71,6 @@ fn refuse_unbuilt(spec: &JobSpec) -> ApiResult<()> {
             message: "not supported yet: rolling updates are not built; leave `update` out".into(),
         });
     }
-    if spec.task.health.is_some() {
-        return Err(ApiError::Invalid {
-            field: "task.health".into(),
-            message: "not supported yet: health checks are not built; leave `health` out".into(),
-        });
-    }
     if spec.task.fence_after.is_some() {
         return Err(ApiError::Invalid {
             field: "task.fence_after".into(),
