@@ -39,7 +39,7 @@ pub struct HealthCheck {
         skip_serializing_if = "Option::is_none"
     )]
     pub interval: Option<Duration>,
-    /// One probe's limit (default 2s); at most `interval`.
+    /// One probe's limit (default 2s, or the interval if shorter); at most `interval`.
     #[schema(value_type = String, example = "2s")]
     #[serde(
         default,
@@ -93,8 +93,10 @@ impl HealthCheck {
     pub fn interval(&self) -> Duration {
         self.interval.unwrap_or(DEFAULT_INTERVAL)
     }
+    /// Given, or 2s but never more than the interval.
     pub fn timeout(&self) -> Duration {
-        self.timeout.unwrap_or(DEFAULT_TIMEOUT)
+        self.timeout
+            .unwrap_or_else(|| DEFAULT_TIMEOUT.min(self.interval()))
     }
     pub fn failures(&self) -> u32 {
         self.failures.unwrap_or(DEFAULT_FAILURES)
