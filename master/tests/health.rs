@@ -182,4 +182,11 @@ async fn health_changes_are_stored_with_an_event_and_decide_healthy_tasks() {
     let (_, job) = app.get_json("/v1/jobs/web").await;
     assert_eq!(job["tasks"][0]["healthy"], false, "{job}");
     assert!(job["tasks"][1].get("healthy").is_none(), "{job}");
+
+    // Restarted in place: the attempt shows the new run's pid.
+    let mut new_run = running(web[0], None, None);
+    new_run.pid = Some(5151);
+    report(vec![new_run]).await;
+    let (_, job) = app.get_json("/v1/jobs/web").await;
+    assert_eq!(job["tasks"][0]["pid"], 5151, "{job}");
 }

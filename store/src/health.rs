@@ -5,6 +5,7 @@
 //! the one definition of a healthy task, for controllers that wait on it.
 
 use crate::error::Result;
+use crate::restarts::{new_runs, record_new_runs};
 use crate::Store;
 use borg_shared::wire::{AttemptPhase, AttemptReport};
 use borg_shared::{AttemptId, JobId, TaskId};
@@ -103,6 +104,47 @@ pub(crate) async fn record_health(
     .bind(&messages)
     .fetch_all(&mut *conn)
     .await?)
+}
+
+/// What the store holds of an attempt a report names, for `record_runs`.
+pub(crate) struct StoredRun {
+    pub id: AttemptId,
+    /// Stored as running (not starting, not ended).
+    pub running: bool,
+    pub pid: Option<i32>,
+    pub healthy: Option<bool>,
+    pub health_message: Option<String>,
+}
+
+impl Store {
+    /// What a report says of runs beyond their state: a new pid (restarted in
+    /// place) and health changes, in one transaction when there are any.
+    pub(crate) async fn record_runs(
+        &self,
+        reports: &[AttemptReport],
+        stored: &[StoredRun],
+    ) -> Result<()> {
+        let health: HashMap<AttemptId, StoredHealth> = stored
+            .iter()
+            .map(|r| (r.id, (r.healthy, r.health_message.clone())))
+            .collect();
+        let changes = health_changes(reports, &health);
+        let pids: HashMap<AttemptId, Option<i32>> = stored
+            .iter()
+            .filter(|r| r.running)
+            .map(|r| (r.id, r.pid))
+            .collect();
+        let runs = new_runs(reports, &pids);
+        if changes.is_empty() && runs.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        record_new_runs(&mut tx, &runs).await?;
+        let events = record_health(&mut tx, &changes).await?;
+        tx.commit().await?;
+        emit(&events);
+        Ok(())
+    }
 }
 
 /// Logs and metrics of health transitions, once committed.
