@@ -311,3 +311,15 @@ fn bad_health_checks_name_their_field() {
     batch["kind"] = json!("batch");
     assert_eq!(field_of(parse(batch)), "task.health");
 }
+
+#[test]
+fn the_web_example_parses() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/web.yaml"))
+            .unwrap();
+    let spec = JobSpec::from_yaml(&text).unwrap();
+    assert_eq!(
+        spec.task.health.unwrap().initial_delay(),
+        Duration::from_secs(2)
+    );
+}
