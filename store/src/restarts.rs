@@ -102,7 +102,7 @@ pub(crate) fn new_runs(
         .filter(|r| r.phase == borg_shared::wire::AttemptPhase::Running)
         .filter_map(|r| {
             let pid = r.pid?;
-            (*stored.get(&r.id)? != Some(pid)).then(|| NewRun {
+            (*stored.get(&r.id)? != Some(pid)).then_some(NewRun {
                 attempt: r.id,
                 pid,
                 started_at: r.started_at,
