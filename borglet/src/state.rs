@@ -449,10 +449,16 @@ impl AttemptTable {
                     .restarts
                     .decide(attempt.spec.restart, &exit, ran_for, at);
                 // Ended by its health check: that is the cause, not the signal.
-                match attempt.health.kill_reason.take() {
+                let decision = match attempt.health.kill_reason.take() {
                     Some(why) => attempt.restarts.ended_by(decision, why),
                     None => decision,
+                };
+                // Waiting to restart, a checked task serves nothing: not healthy.
+                if attempt.spec.health.is_some() && attempt.health.healthy != Some(false) {
+                    attempt.health.healthy = Some(false);
+                    attempt.health.message = Some(format!("not running: {}", exit.describe()));
                 }
+                decision
             }
             _ => Decision::Final(None),
         };

@@ -128,6 +128,13 @@ fn a_run_ended_by_its_health_check_restarts_with_that_cause() {
         max_restarts: None,
         backoff_ms: 10,
     });
+    s.health = Some(borg_shared::wire::HealthProbe {
+        probe: borg_shared::wire::ProbeKind::Tcp { port: 1 },
+        interval_ms: 100,
+        timeout_ms: 100,
+        failures: 1,
+        initial_delay_ms: 0,
+    });
     let id = s.id;
     t.insert(Attempt::new(
         s,
@@ -154,9 +161,14 @@ fn a_run_ended_by_its_health_check_restarts_with_that_cause() {
         },
     )
     .unwrap();
+    t.with_attempt(id, |a| a.health.healthy = Some(true));
     t.on_exit(id, Exit::Code(2), Utc::now()).unwrap();
+    let r = &t.reports()[0];
+    assert_eq!(r.last_exit.as_deref(), Some("exited with code 2"));
+    // Waiting to restart, it serves nothing.
+    assert_eq!(r.healthy, Some(false));
     assert_eq!(
-        t.reports()[0].last_exit.as_deref(),
-        Some("exited with code 2")
+        r.health_message.as_deref(),
+        Some("not running: exited with code 2")
     );
 }

@@ -23,7 +23,8 @@ pub const TASK_HEALTHY_SQL: &str =
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HealthChange {
     pub attempt: AttemptId,
-    pub healthy: bool,
+    /// `None`: no verdict, the stored one stands.
+    pub healthy: Option<bool>,
     pub message: Option<String>,
 }
 
@@ -31,8 +32,8 @@ pub(crate) struct HealthChange {
 pub(crate) type StoredHealth = (Option<bool>, Option<String>);
 
 /// The reports of running attempts whose health differs from what is stored. A
-/// report without a verdict (`healthy` absent: unknown yet) changes nothing: the
-/// last verdict stands until a probe decides again.
+/// report without a verdict (`healthy` absent: unknown yet) leaves the stored
+/// verdict as it is: only a new failure message is kept.
 pub(crate) fn health_changes(
     reports: &[AttemptReport],
     stored: &HashMap<AttemptId, StoredHealth>,
@@ -41,12 +42,14 @@ pub(crate) fn health_changes(
         .iter()
         .filter(|r| matches!(r.phase, AttemptPhase::Running | AttemptPhase::Backoff))
         .filter_map(|r| {
-            let healthy = r.healthy?;
             let (was, message) = stored.get(&r.id)?;
-            let changed = *was != Some(healthy) || *message != r.health_message;
+            let changed = match r.healthy {
+                Some(h) => *was != Some(h) || *message != r.health_message,
+                None => r.health_message.is_some() && *message != r.health_message,
+            };
             changed.then(|| HealthChange {
                 attempt: r.id,
-                healthy,
+                healthy: r.healthy,
                 message: r.health_message.clone(),
             })
         })
@@ -72,16 +75,18 @@ pub(crate) async fn record_health(
         return Ok(Vec::new());
     }
     let ids: Vec<uuid::Uuid> = changes.iter().map(|c| c.attempt.0).collect();
-    let healthy: Vec<bool> = changes.iter().map(|c| c.healthy).collect();
+    let healthy: Vec<Option<bool>> = changes.iter().map(|c| c.healthy).collect();
     let messages: Vec<Option<String>> = changes.iter().map(|c| c.message.clone()).collect();
     Ok(sqlx::query_as(
         "WITH r AS (
             SELECT * FROM unnest($1::uuid[], $2::bool[], $3::text[]) AS r(id, healthy, message)
         ), old AS (
-            SELECT a.id, a.task_id, a.machine_id, a.healthy AS before, r.healthy AS after, r.message
+            SELECT a.id, a.task_id, a.machine_id, a.healthy AS before,
+                   COALESCE(r.healthy, a.healthy) AS after, r.message
             FROM attempts a JOIN r ON r.id = a.id
             WHERE a.state = 'running'
-              AND (a.healthy IS DISTINCT FROM r.healthy OR a.health_message IS DISTINCT FROM r.message)
+              AND (a.healthy IS DISTINCT FROM COALESCE(r.healthy, a.healthy)
+                   OR a.health_message IS DISTINCT FROM r.message)
             ORDER BY a.id
             FOR UPDATE OF a
         ), upd AS (
@@ -189,28 +194,35 @@ mod tests {
     }
 
     #[test]
-    fn only_a_new_verdict_of_a_running_attempt_is_a_change() {
+    fn only_news_of_a_running_attempt_is_a_change() {
         let healthy = report(AttemptPhase::Running, Some(true), None);
         let failing = report(AttemptPhase::Running, Some(true), Some("refused"));
-        let unknown = report(AttemptPhase::Running, None, Some("refused"));
+        let undecided = report(AttemptPhase::Running, None, Some("refused"));
+        let new_run = report(AttemptPhase::Running, None, None);
         let ended = report(AttemptPhase::Exited, Some(false), Some("refused"));
         let unstored = report(AttemptPhase::Running, Some(true), None);
         let stored: HashMap<AttemptId, StoredHealth> = [
             (healthy.id, (Some(true), None)),
             (failing.id, (Some(true), None)),
-            (unknown.id, (Some(true), None)),
+            (undecided.id, (Some(false), Some("gone".into()))),
+            (new_run.id, (Some(false), Some("gone".into()))),
             (ended.id, (Some(true), None)),
         ]
         .into();
-        let all = [healthy, failing.clone(), unknown, ended, unstored];
+        let all = [
+            healthy,
+            failing.clone(),
+            undecided.clone(),
+            new_run,
+            ended,
+            unstored,
+        ];
         let changes = health_changes(&all, &stored);
-        assert_eq!(
-            changes,
-            vec![HealthChange {
-                attempt: failing.id,
-                healthy: true,
-                message: Some("refused".into())
-            }]
-        );
+        let change = |r: &AttemptReport| HealthChange {
+            attempt: r.id,
+            healthy: r.healthy,
+            message: r.health_message.clone(),
+        };
+        assert_eq!(changes, vec![change(&failing), change(&undecided)]);
     }
 }
