@@ -137,19 +137,17 @@ async fn run_exec(t: &ExecTarget, timeout: Duration) -> Result<(), String> {
     })
     .await;
     match ran {
-        Ok((Ok(status), said)) if status.success() => {
-            let _ = said;
-            Ok(())
-        }
+        Ok((Ok(status), _)) if status.success() => Ok(()),
         Ok((Ok(status), said)) => {
             let said = String::from_utf8_lossy(&said).trim().to_string();
             let how = match status.code() {
                 Some(code) => format!("exited with code {code}"),
                 None => "was killed by a signal".to_string(),
             };
-            match said.is_empty() {
-                true => Err(format!("`{shown}` {how}")),
-                false => Err(format!("`{shown}` {how}: {said}")),
+            if said.is_empty() {
+                Err(format!("`{shown}` {how}"))
+            } else {
+                Err(format!("`{shown}` {how}: {said}"))
             }
         }
         Ok((Err(e), _)) => Err(format!("`{shown}`: waiting for it failed: {e}")),

@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use nix::sys::signal::Signal;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// How often to look again while there is no run to probe (backoff, stopping,
@@ -64,6 +65,7 @@ impl Probing {
         let delay = chrono::Duration::milliseconds(self.check.initial_delay_ms as i64);
         let mut tracker = Tracker::new(self.check.failures);
         let mut probing: Option<i32> = None;
+        let mut first_at = Instant::now();
         let mut ended: Option<i32> = None;
         loop {
             let (pid, started_at, cgroup) = match self.view() {
@@ -91,18 +93,24 @@ impl Probing {
                 probing = Some(pid);
                 tracker = Tracker::new(self.check.failures);
                 self.record(pid, None, None);
+                // From the run's start (a re-adopted one started long ago), on
+                // the monotonic clock from here on.
+                let left = (started_at + delay - Utc::now())
+                    .to_std()
+                    .unwrap_or_default();
+                first_at = Instant::now() + left;
             }
-            let first_at = started_at + delay;
-            let now = Utc::now();
+            let now = Instant::now();
             if now < first_at {
-                let wait = (first_at - now).to_std().unwrap_or_default();
-                if !self.pause(wait.min(interval)).await {
+                if !self.pause((first_at - now).min(interval)).await {
                     return;
                 }
                 continue;
             }
-            let target = self.target(cgroup);
-            let result = self.prober.probe(&target, timeout).await;
+            let result = match self.target(cgroup) {
+                Some(target) => self.prober.probe(&target, timeout).await,
+                None => Err("the task's environment is unknown: the command cannot run".into()),
+            };
             self.metrics.probed(result.is_ok());
             // A probe of a run that has ended since says nothing of the next one.
             if !matches!(self.view(), RunView::Running { pid: now, .. } if now == pid) {
@@ -160,26 +168,22 @@ impl Probing {
             .unwrap_or(RunView::Over)
     }
 
-    fn target(&self, cgroup: Option<Arc<AttemptCgroup>>) -> Target {
-        match (&self.check.probe, &self.exec) {
-            (ProbeKind::Http { port, path }, _) => Target::Http {
+    /// What to probe for the current run; `None` for an exec probe without the
+    /// task's environment (never run as the borglet instead).
+    fn target(&self, cgroup: Option<Arc<AttemptCgroup>>) -> Option<Target> {
+        Some(match &self.check.probe {
+            ProbeKind::Http { port, path } => Target::Http {
                 port: *port,
                 path: path.clone(),
             },
-            (ProbeKind::Tcp { port }, _) => Target::Tcp { port: *port },
-            (ProbeKind::Exec { command }, exec) => {
-                let mut t = exec.clone().unwrap_or(ExecTarget {
-                    argv: Vec::new(),
-                    env: Default::default(),
-                    cwd: std::env::temp_dir(),
-                    run_as: None,
-                    cgroup: None,
-                });
+            ProbeKind::Tcp { port } => Target::Tcp { port: *port },
+            ProbeKind::Exec { command } => {
+                let mut t = self.exec.clone()?;
                 t.argv.clone_from(command);
                 t.cgroup = cgroup;
                 Target::Exec(t)
             }
-        }
+        })
     }
 
     /// Set the health of run `pid`, if it is still the one running.
@@ -212,12 +216,15 @@ impl Probing {
         if let Err(e) = crate::supervisor::signal_group(pid, Signal::SIGTERM) {
             tracing::warn!(attempt = %id, pid, error = %e, "SIGTERM failed");
         }
-        let deadline = tokio::time::Instant::now() + grace;
-        while tokio::time::Instant::now() < deadline {
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
             if !matches!(self.view(), RunView::Running { pid: now, .. } if now == pid) {
                 return;
             }
             tokio::time::sleep(IDLE_POLL.min(grace)).await;
+        }
+        if !matches!(self.view(), RunView::Running { pid: now, .. } if now == pid) {
+            return;
         }
         tracing::info!(attempt = %id, pid, "grace over: SIGKILL");
         if let Err(e) = crate::supervisor::signal_group(pid, Signal::SIGKILL) {
@@ -236,3 +243,7 @@ impl Probing {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "run_tests.rs"]
+mod tests;
