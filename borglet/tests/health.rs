@@ -204,6 +204,33 @@ async fn a_probe_that_hangs_fails_at_its_timeout() {
     );
 }
 
+#[tokio::test]
+async fn a_service_that_keeps_failing_its_check_is_handed_back_like_any_other() {
+    let b = TestBorglet::spawn().await;
+    let probe = ProbeKind::Exec {
+        command: vec!["false".into()],
+    };
+    let spec = AttemptBuilder::sh("exec sleep 1000")
+        .restart(None, 10)
+        .grace_ms(1000)
+        .health(check(probe, 100, 1))
+        .build();
+    let (id, specs) = (spec.id, [spec]);
+    let done = b
+        .sync_until(&specs, id, "handed back", |r| {
+            r.phase == AttemptPhase::Exited
+        })
+        .await;
+    // Five runs ended by the check within ten minutes: four restarts, then handed back.
+    assert_eq!(done.restarts, 4, "{done:?}");
+    let note = done.message.clone().unwrap_or_default();
+    assert!(
+        note.starts_with("health check failed: `false` exited with code 1")
+            && note.contains("handed back"),
+        "{done:?}"
+    );
+}
+
 /// Nanosecond timestamps, one per line.
 fn stamps(path: &Path) -> Vec<i128> {
     std::fs::read_to_string(path)
