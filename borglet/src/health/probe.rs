@@ -82,10 +82,11 @@ impl Prober for RealProber {
                         Err(e) if e.is_timeout() => Err(format!(
                             "GET {path} on port {port}: no answer within {limit}"
                         )),
-                        Err(e) if e.is_connect() => {
-                            Err(format!("GET {path} on port {port}: connection refused"))
-                        }
-                        Err(e) => Err(format!("GET {path} on port {port}: {e}")),
+                        Err(e) if e.is_connect() => Err(format!(
+                            "GET {path} on port {port}: cannot connect: {}",
+                            root_cause(&e)
+                        )),
+                        Err(e) => Err(format!("GET {path} on port {port}: {}", root_cause(&e))),
                     }
                 }
                 Target::Tcp { port } => {
@@ -102,6 +103,16 @@ impl Prober for RealProber {
             }
         })
     }
+}
+
+/// The innermost error's words (`Connection refused (os error 111)`), not the
+/// wrapper's (`error sending request for url ...`).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 /// Run the command; its whole process group is killed if it outlives `timeout`.
