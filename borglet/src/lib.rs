@@ -5,6 +5,7 @@
 pub mod api;
 pub mod config;
 pub mod credential;
+pub mod health;
 pub mod isolation;
 pub mod janitor;
 pub mod logs;
@@ -141,6 +142,7 @@ pub async fn run(
             run_as,
             isolator: Arc::clone(&isolator),
             pids_limit: config.pids_limit,
+            prober: Arc::new(health::RealProber::new().context("building the health prober")?),
         },
     ));
     // Before serving: a sync must find every attempt a previous borglet left.

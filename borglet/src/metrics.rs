@@ -82,6 +82,14 @@ fn describe() {
         "borglet_nudges_total",
         "Nudges asking the master to sync now after task exits, by result (sent, failed)"
     );
+    describe_counter!(
+        "borglet_health_probes_total",
+        "Health probes of attempts with a health check, by result (passed, failed)"
+    );
+    describe_counter!(
+        "borglet_health_restarts_total",
+        "Runs ended because they failed their health check too many times in a row"
+    );
     describe_histogram!(
         SYNC_DURATION,
         Unit::Seconds,
@@ -130,6 +138,9 @@ pub struct Metrics {
     nudges_sent: Counter,
     nudges_failed: Counter,
     oom_killed: Counter,
+    probes_passed: Counter,
+    probes_failed: Counter,
+    health_restarts: Counter,
 }
 
 impl Metrics {
@@ -156,6 +167,9 @@ impl Metrics {
             nudges_sent: metrics::counter!("borglet_nudges_total", &result("sent")),
             nudges_failed: metrics::counter!("borglet_nudges_total", &result("failed")),
             oom_killed: metrics::counter!("borglet_attempts_oom_killed_total", &[m()]),
+            probes_passed: metrics::counter!("borglet_health_probes_total", &result("passed")),
+            probes_failed: metrics::counter!("borglet_health_probes_total", &result("failed")),
+            health_restarts: metrics::counter!("borglet_health_restarts_total", &[m()]),
         }
     }
 
@@ -181,6 +195,20 @@ impl Metrics {
 
     pub fn stopped(&self) {
         self.stopped.increment(1);
+    }
+
+    /// One health probe ended: passed or not.
+    pub fn probed(&self, passed: bool) {
+        if passed {
+            self.probes_passed.increment(1);
+        } else {
+            self.probes_failed.increment(1);
+        }
+    }
+
+    /// A run failed its health check `failures` times in a row and is being ended.
+    pub fn health_restart(&self) {
+        self.health_restarts.increment(1);
     }
 
     /// The gauge handle the attempt table keeps exact.

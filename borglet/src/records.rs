@@ -110,6 +110,9 @@ pub struct Restarts {
     pub restarts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<Ended>,
+    /// Why the borglet ended that run, when it did (a failed health check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_cause: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -22,6 +22,9 @@ pub const HANDBACK_WINDOW: Duration = Duration::from_secs(10 * 60);
 pub struct RestartLog {
     pub restarts: u32,
     pub last_exit: Option<Exit>,
+    /// Why the borglet ended the run before the latest restart, when it did
+    /// (`health check failed: ...`); said instead of how it exited.
+    pub last_cause: Option<String>,
     /// The wait before the next restart; zero until the first.
     next_backoff: Duration,
     /// When recent runs ended, for the hand-back rule.
@@ -39,11 +42,33 @@ pub enum Decision {
 
 impl RestartLog {
     /// A log that has seen `restarts` restarts already (read back after a borglet restart).
-    pub fn resumed(restarts: u32, last_exit: Option<Exit>) -> Self {
+    pub fn resumed(restarts: u32, last_exit: Option<Exit>, last_cause: Option<String>) -> Self {
         RestartLog {
             restarts,
             last_exit,
+            last_cause,
             ..RestartLog::default()
+        }
+    }
+
+    /// How the run before the latest restart ended, as reported: its cause if the
+    /// borglet ended it, else its exit.
+    pub fn last_end(&self) -> Option<String> {
+        self.last_cause
+            .clone()
+            .or_else(|| self.last_exit.as_ref().map(Exit::describe))
+    }
+
+    /// The run `decision` was about was ended by the borglet because `why`: the
+    /// restart's cause is that, and a final end says so.
+    pub fn ended_by(&mut self, decision: Decision, why: String) -> Decision {
+        match decision {
+            Decision::Restart(wait) => {
+                self.last_cause = Some(why);
+                Decision::Restart(wait)
+            }
+            Decision::Final(None) => Decision::Final(Some(why)),
+            Decision::Final(Some(note)) => Decision::Final(Some(format!("{why}; {note}"))),
         }
     }
 
@@ -89,6 +114,7 @@ impl RestartLog {
         self.next_backoff = (wait * 2).min(MAX_BACKOFF).max(base);
         self.restarts += 1;
         self.last_exit = Some(exit.clone());
+        self.last_cause = None;
         Decision::Restart(wait.min(MAX_BACKOFF))
     }
 }

@@ -3,6 +3,7 @@
 //! Everything the borglet knows about its tasks lives here, in one place, so that
 //! re-adoption after a restart has a single table to rebuild.
 
+use crate::health::HealthStatus;
 use crate::isolation::{AttemptCgroup, Ending, Sample};
 use crate::restart::{Decision, RestartLog};
 use borg_shared::wire::{AttemptPhase, AttemptReport, AttemptSpec, ResourceUsage};
@@ -209,6 +210,8 @@ pub struct Attempt {
     /// Why the attempt ended where the exit alone does not say (handed back, ...).
     pub note: Option<String>,
     pub isolation: AttemptIsolation,
+    /// The current run's health, when the attempt has a health check.
+    pub health: HealthStatus,
 }
 
 /// What isolation knows of an attempt: its cgroup (none when unisolated), the
@@ -229,6 +232,7 @@ impl Attempt {
             restarts: RestartLog::default(),
             note: None,
             isolation: AttemptIsolation::default(),
+            health: HealthStatus::default(),
         }
     }
 
@@ -250,11 +254,13 @@ impl Attempt {
             stopped_by_borglet: false,
             message: self.note.clone(),
             restarts: self.restarts.restarts,
-            last_exit: self.restarts.last_exit.as_ref().map(Exit::describe),
+            last_exit: self.restarts.last_end(),
             oom_killed: false,
             peak_memory: None,
             stderr_tail: None,
             usage: None,
+            healthy: self.health.healthy,
+            health_message: self.health.message.clone(),
         };
         if self.phase.is_live() {
             r.usage = self.isolation.usage;
@@ -378,6 +384,11 @@ impl AttemptTable {
         self.publish_live(&inner);
     }
 
+    /// Run `f` on attempt `id` under the lock: a few field reads or writes, never I/O.
+    pub fn with_attempt<R>(&self, id: AttemptId, f: impl FnOnce(&mut Attempt) -> R) -> Option<R> {
+        self.lock().attempts.get_mut(&id).map(f)
+    }
+
     /// The token cancelled once attempt `id` has finished and its process is
     /// reaped; `None` if the attempt is not in the table.
     pub fn exit_token(&self, id: AttemptId) -> Option<CancellationToken> {
@@ -434,9 +445,20 @@ impl AttemptTable {
             // Only a run nobody asked to stop may restart.
             Phase::Running { started_at, .. } => {
                 let ran_for = (at - *started_at).to_std().unwrap_or_default();
-                attempt
+                let decision = attempt
                     .restarts
-                    .decide(attempt.spec.restart, &exit, ran_for, at)
+                    .decide(attempt.spec.restart, &exit, ran_for, at);
+                // Ended by its health check: that is the cause, not the signal.
+                let decision = match attempt.health.kill_reason.take() {
+                    Some(why) => attempt.restarts.ended_by(decision, why),
+                    None => decision,
+                };
+                // Waiting to restart, a checked task serves nothing: not healthy.
+                if attempt.spec.health.is_some() && attempt.health.healthy != Some(false) {
+                    attempt.health.healthy = Some(false);
+                    attempt.health.message = Some(format!("not running: {}", exit.describe()));
+                }
+                decision
             }
             _ => Decision::Final(None),
         };
@@ -454,13 +476,14 @@ impl AttemptTable {
         Ok(decision)
     }
 
-    /// The spec and restart count of attempt `id`, if it is known.
-    pub fn spec_of(&self, id: AttemptId) -> Option<(AttemptSpec, u32, Option<Exit>)> {
+    /// The spec, restart count and cause of the latest restart (when the
+    /// borglet ended that run) of attempt `id`, if it is known.
+    pub fn spec_of(&self, id: AttemptId) -> Option<(AttemptSpec, u32, Option<String>)> {
         self.lock().attempts.get(&id).map(|a| {
             (
                 a.spec.clone(),
                 a.restarts.restarts,
-                a.restarts.last_exit.clone(),
+                a.restarts.last_cause.clone(),
             )
         })
     }
@@ -600,123 +623,5 @@ pub enum ApplyError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use borg_shared::wire::Capacity;
-
-    fn spec() -> AttemptSpec {
-        AttemptSpec {
-            id: AttemptId::new(),
-            job: "j".into(),
-            index: 0,
-            command: vec!["true".into()],
-            env: Default::default(),
-            resources: Capacity::default(),
-            kill_grace_ms: 100,
-            restart: None,
-            memory_limit: None,
-            cpu_limit: None,
-            ports: vec![],
-        }
-    }
-
-    fn running(table: &AttemptTable) -> AttemptId {
-        let s = spec();
-        let id = s.id;
-        table.insert(Attempt::new(
-            s,
-            Phase::Running {
-                pid: 42,
-                started_at: Utc::now(),
-            },
-            CancellationToken::new(),
-        ));
-        id
-    }
-
-    #[test]
-    fn a_stop_while_waiting_to_restart_is_a_kill_not_the_last_runs_oom() {
-        let t = AttemptTable::default();
-        let id = running(&t);
-        let at = Utc::now();
-        let exit = Exit::Signal(9);
-        let moved = t.apply(id, Event::RestartScheduled { at, exit });
-        assert!(matches!(moved, Ok(Phase::Backoff { .. })));
-        t.set_ending(
-            id,
-            Ending {
-                oom_killed: true,
-                peak_memory: Some(borg_shared::Bytes(32 << 20)),
-                stderr_tail: Some("eating\n".into()),
-            },
-        );
-        assert!(t.begin_stop(id).is_none(), "no process to signal");
-        let r = &t.reports()[0];
-        assert_eq!(r.phase, AttemptPhase::Exited);
-        assert!(r.stopped_by_borglet);
-        assert!(!r.oom_killed, "it ended because it was stopped: {r:?}");
-        assert_eq!(r.peak_memory, Some(borg_shared::Bytes(32 << 20)));
-        assert_eq!(r.stderr_tail.as_deref(), Some("eating\n"));
-    }
-
-    #[test]
-    fn stop_then_exit_is_stopped_by_borglet() {
-        let t = AttemptTable::default();
-        let id = running(&t);
-        let ticket = t.begin_stop(id).expect("running attempt can stop");
-        assert_eq!(ticket.pid, 42);
-        assert!(t.begin_stop(id).is_none(), "a stop is begun once");
-        let exit = Event::ProcessExited {
-            at: Utc::now(),
-            exit: Exit::Signal(15),
-        };
-        let phase = t.apply(id, exit).unwrap();
-        assert!(matches!(
-            phase,
-            Phase::Exited {
-                stopped_by_borglet: true,
-                ..
-            }
-        ));
-        let r = &t.reports()[0];
-        assert_eq!(r.phase, AttemptPhase::Exited);
-        assert_eq!(r.signal, Some(15));
-        assert!(r.stopped_by_borglet);
-    }
-
-    #[test]
-    fn finished_attempts_take_no_events() {
-        let t = AttemptTable::default();
-        let id = running(&t);
-        let exit = Event::ProcessExited {
-            at: Utc::now(),
-            exit: Exit::Code(0),
-        };
-        t.apply(id, exit.clone()).unwrap();
-        assert!(matches!(
-            t.apply(id, exit),
-            Err(ApplyError::Invalid(InvalidTransition {
-                phase: AttemptPhase::Exited,
-                ..
-            }))
-        ));
-        assert!(t.begin_stop(id).is_none());
-    }
-
-    #[test]
-    fn ack_forgets_only_finished_and_remembers_them() {
-        let t = AttemptTable::default();
-        let live = running(&t);
-        let done = running(&t);
-        let exit = Event::ProcessExited {
-            at: Utc::now(),
-            exit: Exit::Code(1),
-        };
-        t.apply(done, exit).unwrap();
-        assert_eq!(t.forget(&[live, done]), vec![done]);
-        assert_eq!(t.len(), 1);
-        assert!(t.seen(done), "a forgotten attempt is never started again");
-        assert!(t.seen(live));
-        assert!(!t.seen(AttemptId::new()));
-    }
-}
+#[path = "state_tests.rs"]
+mod tests;

@@ -99,6 +99,16 @@ pub fn restarts_text(task: &TaskView) -> String {
     }
 }
 
+/// The task's state, with its health when it runs and a probe has decided:
+/// `running/healthy`, `running/unhealthy`.
+pub fn state_text(task: &TaskView) -> String {
+    match (task.state, task.healthy) {
+        (TaskState::Running, Some(true)) => "running/healthy".into(),
+        (TaskState::Running, Some(false)) => "running/unhealthy".into(),
+        (state, _) => state.to_string(),
+    }
+}
+
 pub fn task_name(job: &str, index: i32) -> String {
     format!("{job}/{index}")
 }
@@ -139,7 +149,7 @@ pub fn tasks_table(job: &JobView, tasks: &[TaskView], now: DateTime<Utc>) -> Str
         .map(|t| {
             vec![
                 task_name(&job.name, t.index),
-                t.state.to_string(),
+                state_text(t),
                 version_text(t, job.version),
                 or_dash(t.machine.as_ref()),
                 t.runs.to_string(),
@@ -269,6 +279,8 @@ pub(crate) mod fixtures {
             updated_at: t0(),
             usage: None,
             death: None,
+            healthy: None,
+            health_message: None,
         }
     }
 
@@ -413,15 +425,22 @@ web-frontend   service   pending   1 pending, 1 running   100        default   5
         });
         t0_.version = Some(1);
         t3.version = Some(2);
+        let mut t4 = task(4, TaskState::Running);
+        t4.healthy = Some(true);
+        let mut t5 = task(5, TaskState::Running);
+        t5.healthy = Some(false);
         let mut j = job("hello", JobKind::Batch, JobState::Running, vec![]);
         j.version = 2;
-        let out = tasks_table(&j, &[t0_, t1, t2, t3], t0() + Duration::seconds(30));
+        let tasks = [t0_, t1, t2, t3, t4, t5];
+        let out = tasks_table(&j, &tasks, t0() + Duration::seconds(30));
         let expected = "\
-TASK      STATE       VERSION     MACHINE   RUNS   RESTARTS                 EXIT    CPU     MEMORY   REASON                            AGE
-hello/0   succeeded   1 (stale)   m1        1      0                        0       -       -        -                                 30s
-hello/1   pending     -           -         0      0                        -       -       -        no machine has 64Gi free memory   30s
-hello/2   failed      -           m3        3      1 (exited with code 3)   sig 9   -       -        -                                 30s
-hello/3   running     2           m1        1      0                        -       1500m   48Mi     -                                 30s";
+TASK      STATE               VERSION     MACHINE   RUNS   RESTARTS                 EXIT    CPU     MEMORY   REASON                            AGE
+hello/0   succeeded           1 (stale)   m1        1      0                        0       -       -        -                                 30s
+hello/1   pending             -           -         0      0                        -       -       -        no machine has 64Gi free memory   30s
+hello/2   failed              -           m3        3      1 (exited with code 3)   sig 9   -       -        -                                 30s
+hello/3   running             2           m1        1      0                        -       1500m   48Mi     -                                 30s
+hello/4   running/healthy     -           -         0      0                        -       -       -        -                                 30s
+hello/5   running/unhealthy   -           -         0      0                        -       -       -        -                                 30s";
         assert_eq!(out, expected);
     }
 

@@ -126,6 +126,8 @@ fn hello_view(state: JobState, tasks: Vec<(TaskState, Option<i32>)>) -> JobView 
             updated_at: now,
             usage: None,
             death: None,
+            healthy: None,
+            health_message: None,
         })
         .collect();
     let mut counts = BTreeMap::new();

@@ -32,6 +32,10 @@ fn describe() {
         "Task state changes applied by the master, by from and to state"
     );
     describe_counter!("borg_jobs_submitted_total", "Jobs accepted (201)");
+    describe_counter!(
+        "borg_task_health_transitions_total",
+        "Health changes of running tasks as their borglets report them, by to (healthy, unhealthy)"
+    );
     describe_gauge!(
         "borg_master_leader",
         "1 while this replica holds the leader lease (polls borglets, runs the controllers)"

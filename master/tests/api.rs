@@ -297,13 +297,13 @@ async fn quotas_read_unlimited_until_set_and_refuse_bad_input() {
 async fn fields_not_built_yet_are_refused_not_ignored() {
     let app = spawn_app().await;
     let cases = [
-        ("task.health", json!({"tcp": {"port": 0}})),
-        ("task.fence_after", json!("30s")),
+        ("task.health", "batch", json!({"tcp": {"port": 0}})),
+        ("task.fence_after", "service", json!("30s")),
     ];
-    for (field, value) in cases {
+    for (field, kind, value) in cases {
         let key = field.strip_prefix("task.").unwrap();
-        let mut spec =
-            json!({"name": "svc", "kind": "service", "task": {"command": ["/bin/true"]}});
+        let mut spec = json!({"name": "svc", "kind": kind,
+            "task": {"command": ["/bin/true"], "resources": {"ports": 1}}});
         spec["task"][key] = value;
         let (status, body) = app.post_json("/v1/jobs", spec).await;
         assert_eq!(status, 422, "{field}: {body}");
@@ -317,4 +317,19 @@ async fn fields_not_built_yet_are_refused_not_ignored() {
         );
     }
     assert_eq!(app.count("jobs").await, 0);
+}
+
+#[tokio::test]
+async fn a_service_health_check_is_accepted_and_a_bad_one_names_its_field() {
+    let app = spawn_app().await;
+    let spec = json!({"name": "web", "kind": "service", "task": {"command": ["/bin/true"],
+        "resources": {"ports": 1}, "health": {"tcp": {"port": 1}}}});
+    let (status, body) = app.post_json("/v1/jobs", spec.clone()).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "task.health.tcp.port");
+    let mut good = spec;
+    good["task"]["health"] = json!({"tcp": {"port": 0}, "interval": "1s"});
+    let (status, body) = app.post_json("/v1/jobs", good).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["spec"]["task"]["health"]["interval"], "1s");
 }

@@ -99,6 +99,8 @@ async fn drive(store: Store, m: MachineId) {
                     peak_memory: None,
                     stderr_tail: None,
                     usage: None,
+                    healthy: None,
+                    health_message: None,
                 })
                 .collect()
         };

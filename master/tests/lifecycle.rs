@@ -90,6 +90,8 @@ fn report(id: AttemptId, phase: AttemptPhase, code: Option<i32>) -> AttemptRepor
         peak_memory: None,
         stderr_tail: None,
         usage: None,
+        healthy: None,
+        health_message: None,
     }
 }
 

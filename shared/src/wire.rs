@@ -92,6 +92,13 @@ pub struct TaskView {
     /// How the current attempt ended, once it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub death: Option<DeathCertificate>,
+    /// The current attempt's health as last reported (tasks with a health check):
+    /// absent while unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+    /// Why its last probe failed, while it has not passed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_message: Option<String>,
 }
 
 /// What an attempt (or a machine's attempts together) uses: cpu as a rate
@@ -355,6 +362,40 @@ pub struct AttemptSpec {
     /// absent: never (the master makes a new attempt instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<InPlaceRestart>,
+    /// The task's health check, ports resolved; absent: not probed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthProbe>,
+}
+
+impl AttemptSpec {
+    /// The same, probed as `check` says (its port indexes resolved to `ports`).
+    pub fn with_health(mut self, check: Option<&crate::spec::HealthCheck>) -> Self {
+        self.health = check.and_then(|h| h.resolve(&self.ports));
+        self
+    }
+}
+
+/// What a borglet probes for one attempt (from the spec's `task.health`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthProbe {
+    pub probe: ProbeKind,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Failed probes in a row that restart the task in place.
+    pub failures: u32,
+    /// Wait after each start of the task before the first probe.
+    pub initial_delay_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    /// `GET http://127.0.0.1:{port}{path}`, healthy on 2xx/3xx.
+    Http { port: u16, path: String },
+    /// A connect to `127.0.0.1:{port}`.
+    Tcp { port: u16 },
+    /// Run in the task's sandbox, environment and cgroup; healthy on exit 0.
+    Exec { command: Vec<String> },
 }
 
 /// In-place restarts of one attempt (DESIGN.md: same attempt, `restarts` counted).
@@ -428,6 +469,14 @@ pub struct AttemptReport {
     /// Latest usage sample while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<ResourceUsage>,
+    /// The current run's health: `None` while unknown (no check, or no probe
+    /// has decided yet since it started); `Some(false)` once it failed
+    /// `failures` probes in a row (it is then restarted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+    /// Why the last probe failed, while it has not passed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_message: Option<String>,
 }
 
 /// Query of the log endpoints.

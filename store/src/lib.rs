@@ -17,6 +17,7 @@ mod event_feed;
 mod events;
 mod finish;
 pub mod fixtures;
+mod health;
 mod jobs;
 mod lease;
 mod lost;
@@ -41,6 +42,7 @@ pub use enroll::{Admission, Enrolled, KnownMachine};
 pub use error::{Result, StoreError};
 pub use event_feed::{EventFilter, FeedPage};
 pub use events::{EventCursor, EventPage, StoredEvent};
+pub use health::TASK_HEALTHY_SQL;
 pub use jobs::{
     KillOutcome, SubmitOutcome, TaskPage, DEFAULT_JOB_PAGE, DEFAULT_TASK_PAGE, MAX_JOB_PAGE,
     MAX_TASK_PAGE,

@@ -3,6 +3,7 @@
 //! set-based statements, whatever the number of attempts in it.
 
 use crate::attempts::{move_attempts, AttemptMove};
+use crate::health::StoredRun;
 use crate::moves::{move_tasks, TaskMove, Transitions};
 use crate::restarts::{newly_restarted, record_restarts};
 use crate::{live_attempt, live_job, Store, CHANNEL_PENDING};
@@ -81,6 +82,9 @@ struct AttemptRow {
     restart: Option<Json<RestartPolicy>>,
     /// In-place restarts recorded so far.
     restarts: i32,
+    healthy: Option<bool>,
+    health_message: Option<String>,
+    pid: Option<i32>,
 }
 
 impl AttemptRow {
@@ -189,7 +193,8 @@ impl Store {
                 };
                 Some((r, task))
             })
-            .map(|(r, task)| AttemptSpec {
+            .map(|(r, task)| {
+                AttemptSpec {
                 restart: Some(r.restart(task)),
                 id: r.id,
                 job: r.job,
@@ -205,6 +210,9 @@ impl Store {
                 memory_limit: task.resources.memory_limit,
                 cpu_limit: task.resources.cpu_limit,
                 ports: r.ports.iter().filter_map(|&p| u16::try_from(p).ok()).collect(),
+                health: None,
+            }
+            .with_health(task.health.as_ref())
             })
             .collect();
         Ok((specs, new))
@@ -364,6 +372,19 @@ impl Store {
             .filter(|r| ended.contains(&r.id) || !known.contains(&r.id))
             .map(|r| r.id)
             .collect();
+        // After the moves: a task reported running and healthy at once runs first.
+        let runs: Vec<StoredRun> = rows
+            .iter()
+            .filter(|r| !ended.contains(&r.id))
+            .map(|r| StoredRun {
+                id: r.id,
+                running: r.state == TaskState::Running,
+                pid: r.pid,
+                healthy: r.healthy,
+                health_message: r.health_message.clone(),
+            })
+            .collect();
+        self.record_runs(reports, &runs).await?;
         self.record_usage(machine, reports).await?;
         Ok(out)
     }
@@ -531,6 +552,7 @@ fn plan<'a>(
 const ATTEMPT_COLUMNS: &str = concat!(
     "SELECT a.id, a.state, a.stop_reason, a.task_id, t.job_id, t.state AS task_state,
             t.attempt_id AS task_attempt, t.runs, t.max_runs, j.kind, a.restarts,
+            a.healthy, a.health_message, a.pid,
             j.state IN ",
     live_job!(),
     " AS job_live, j.spec->'task'->'restart' AS restart
@@ -648,90 +670,5 @@ fn death_certificate(row: &AttemptRow, report: Option<&AttemptReport>) -> Option
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(stop_reason: Option<&str>) -> AttemptRow {
-        AttemptRow {
-            id: AttemptId::new(),
-            state: TaskState::Running,
-            stop_reason: stop_reason.map(str::to_string),
-            task_id: TaskId::new(),
-            job_id: JobId::new(),
-            task_state: TaskState::Running,
-            task_attempt: None,
-            runs: 1,
-            max_runs: 3,
-            kind: JobKind::Batch,
-            job_live: true,
-            restart: None,
-            restarts: 0,
-        }
-    }
-
-    fn exited(code: Option<i32>, signal: Option<i32>) -> AttemptReport {
-        AttemptReport {
-            id: AttemptId::new(),
-            phase: AttemptPhase::Exited,
-            pid: Some(7),
-            started_at: None,
-            finished_at: None,
-            exit_code: code,
-            signal,
-            stopped_by_borglet: false,
-            message: None,
-            restarts: 0,
-            last_exit: None,
-            oom_killed: false,
-            peak_memory: Some(Bytes(5 << 20)),
-            stderr_tail: Some("bye\n".into()),
-            usage: None,
-        }
-    }
-
-    #[test]
-    fn causes_follow_the_report_and_who_asked() {
-        let cause = |row: &AttemptRow, r: Option<&AttemptReport>| {
-            death_certificate(row, r).map(|d| (d.cause, d.killed_by))
-        };
-        let plain = row(None);
-        assert_eq!(
-            cause(&plain, Some(&exited(Some(3), None))),
-            Some((DeathCause::Exited, None))
-        );
-        assert_eq!(
-            cause(&plain, Some(&exited(None, Some(11)))),
-            Some((DeathCause::Signaled, None))
-        );
-        let mut oom = exited(None, Some(9));
-        oom.oom_killed = true;
-        assert_eq!(
-            cause(&plain, Some(&oom)),
-            Some((DeathCause::OomKilled, None))
-        );
-        assert_eq!(
-            final_state(&plain, &oom),
-            (TaskState::Failed, "oom-killed".into())
-        );
-
-        let killed = row(Some("killed by alice"));
-        let by = Some("killed by alice".to_string());
-        assert_eq!(
-            cause(&killed, Some(&exited(None, Some(15)))),
-            Some((DeathCause::Killed, by.clone()))
-        );
-        assert_eq!(cause(&killed, None), Some((DeathCause::Killed, by)));
-        let mut unwanted = exited(None, Some(15));
-        unwanted.stopped_by_borglet = true;
-        assert_eq!(
-            cause(&plain, Some(&unwanted)),
-            Some((DeathCause::Killed, Some(KILLED_BY_BORGLET.to_string())))
-        );
-        assert_eq!(cause(&plain, None), None, "vanished: nobody knows how");
-
-        let full = death_certificate(&plain, Some(&exited(Some(1), None))).unwrap();
-        assert_eq!(full.peak_memory, Some(Bytes(5 << 20)));
-        assert_eq!(full.stderr_tail.as_deref(), Some("bye\n"));
-        assert_eq!(full.exit_code, Some(1));
-    }
-}
+#[path = "reports_tests.rs"]
+mod tests;

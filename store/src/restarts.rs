@@ -6,6 +6,7 @@
 use crate::error::Result;
 use borg_shared::wire::AttemptReport;
 use borg_shared::AttemptId;
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use std::collections::HashMap;
 
@@ -81,4 +82,53 @@ pub(crate) async fn record_restarts(
     .fetch_one(&mut *conn)
     .await?;
     Ok(n as u64)
+}
+
+/// A run restarted in place: its attempt's new pid and start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NewRun {
+    pub attempt: AttemptId,
+    pub pid: i32,
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+/// Running reports whose pid is not the one `stored` for a running attempt.
+pub(crate) fn new_runs(
+    reports: &[AttemptReport],
+    stored: &HashMap<AttemptId, Option<i32>>,
+) -> Vec<NewRun> {
+    reports
+        .iter()
+        .filter(|r| r.phase == borg_shared::wire::AttemptPhase::Running)
+        .filter_map(|r| {
+            let pid = r.pid?;
+            (*stored.get(&r.id)? != Some(pid)).then_some(NewRun {
+                attempt: r.id,
+                pid,
+                started_at: r.started_at,
+            })
+        })
+        .collect()
+}
+
+/// Point running attempts at the pids of their current runs (no event: the
+/// restart that made the run wrote one).
+pub(crate) async fn record_new_runs(conn: &mut PgConnection, runs: &[NewRun]) -> Result<u64> {
+    if runs.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<uuid::Uuid> = runs.iter().map(|r| r.attempt.0).collect();
+    let pids: Vec<i32> = runs.iter().map(|r| r.pid).collect();
+    let starts: Vec<Option<DateTime<Utc>>> = runs.iter().map(|r| r.started_at).collect();
+    let done = sqlx::query(
+        "UPDATE attempts a SET pid = r.pid, started_at = COALESCE(r.started_at, a.started_at)
+         FROM unnest($1::uuid[], $2::int[], $3::timestamptz[]) AS r(id, pid, started_at)
+         WHERE a.id = r.id AND a.state = 'running' AND a.pid IS DISTINCT FROM r.pid",
+    )
+    .bind(&ids)
+    .bind(&pids)
+    .bind(&starts)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
 }

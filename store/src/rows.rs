@@ -115,6 +115,8 @@ pub struct TaskRow {
     pub killed_by: Option<String>,
     pub peak_memory: Option<i64>,
     pub stderr_tail: Option<String>,
+    pub healthy: Option<bool>,
+    pub health_message: Option<String>,
 }
 
 /// The attempt columns `TaskRow` reads beyond the task's; `a` is the attempt.
@@ -125,7 +127,13 @@ pub const TASK_ATTEMPT_COLUMNS: &str = concat!(
      CASE WHEN a.state IN ",
     crate::live_attempt!(),
     " THEN a.memory_used END AS memory_used,
-     a.cause, a.killed_by, a.peak_memory, a.stderr_tail"
+     a.cause, a.killed_by, a.peak_memory, a.stderr_tail,
+     CASE WHEN a.state IN ",
+    crate::live_attempt!(),
+    " THEN a.healthy END AS healthy,
+     CASE WHEN a.state IN ",
+    crate::live_attempt!(),
+    " THEN a.health_message END AS health_message"
 );
 
 pub(crate) fn usage(cpu: Option<i64>, memory: Option<i64>) -> Option<ResourceUsage> {
@@ -165,6 +173,8 @@ impl From<TaskRow> for TaskView {
             restarts: r.restarts,
             last_exit: r.last_exit,
             updated_at: r.updated_at,
+            healthy: r.healthy,
+            health_message: r.health_message,
         }
     }
 }

@@ -88,6 +88,7 @@ mod tests {
             memory_limit: None,
             cpu_limit: None,
             ports: vec![],
+            health: None,
             restart: None,
         }
     }

@@ -204,7 +204,11 @@ impl Supervisor {
 fn restarts_of(sandboxes: &Path, launch: &Launch) -> RestartLog {
     let dir = sandboxes.join(launch.spec.id.to_string());
     match read_opt::<Restarts>(&dir, records::RESTARTS) {
-        Some(r) => RestartLog::resumed(r.restarts, r.last_exit.map(super::watch::exit_of)),
+        Some(r) => RestartLog::resumed(
+            r.restarts,
+            r.last_exit.map(super::watch::exit_of),
+            r.last_cause,
+        ),
         None => RestartLog::default(),
     }
 }

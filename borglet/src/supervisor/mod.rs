@@ -12,6 +12,7 @@ mod watch;
 pub use adopt::Adopted;
 pub use start::default_shim_exe;
 
+use crate::health::Prober;
 use crate::isolation::Isolator;
 use crate::metrics::Metrics;
 use crate::nudge::Nudger;
@@ -56,6 +57,8 @@ pub struct Supervisor {
     isolator: Arc<dyn Isolator>,
     /// `pids.max` of each attempt.
     pids_limit: u64,
+    /// Runs the health probes of attempts that have a health check.
+    prober: Arc<dyn Prober>,
 }
 
 /// How every task of this borglet is run.
@@ -71,6 +74,8 @@ pub struct HowToRun {
     pub isolator: Arc<dyn Isolator>,
     /// `pids.max` of each attempt.
     pub pids_limit: u64,
+    /// Runs the health probes (`crate::health::RealProber`).
+    pub prober: Arc<dyn Prober>,
 }
 
 impl Supervisor {
@@ -89,6 +94,7 @@ impl Supervisor {
             run_as,
             isolator,
             pids_limit,
+            prober,
         } = how;
         let path_env = std::env::var("PATH")
             .ok()
@@ -108,6 +114,7 @@ impl Supervisor {
             stops: TaskTracker::new(),
             isolator,
             pids_limit,
+            prober,
         }
     }
 

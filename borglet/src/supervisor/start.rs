@@ -115,7 +115,7 @@ impl Supervisor {
 
     /// What the shim is told to run: argv (never a shell), a clean environment,
     /// the sandbox as working directory and HOME.
-    fn launch_record(&self, spec: &AttemptSpec) -> Result<Launch, StartError> {
+    pub(super) fn launch_record(&self, spec: &AttemptSpec) -> Result<Launch, StartError> {
         if spec.command.is_empty() {
             return Err(StartError::EmptyCommand);
         }

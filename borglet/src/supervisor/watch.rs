@@ -6,10 +6,12 @@
 //! task in place after a backoff (`crate::restart` decides) in a fresh cgroup.
 
 use super::{stop, Supervisor};
+use crate::health::{self, ExecTarget, Probing};
 use crate::isolation::{self, AttemptCgroup};
 use crate::records::{self, Ended, ExitRecord, ProcId, Restarts};
 use crate::restart::Decision;
 use crate::state::{Event, Exit};
+use borg_shared::wire::ProbeKind;
 use borg_shared::AttemptId;
 use chrono::Utc;
 use nix::sys::signal::Signal;
@@ -71,6 +73,45 @@ impl Supervisor {
             cgroup,
         };
         tokio::spawn(w.run(keeper));
+        self.probe(id);
+    }
+
+    /// Probe attempt `id` for its lifetime if its spec has a health check.
+    fn probe(self: &Arc<Self>, id: AttemptId) {
+        let Some(Some((spec, exited))) = self.table.with_attempt(id, |a| {
+            a.spec
+                .health
+                .is_some()
+                .then(|| (a.spec.clone(), a.exited.clone()))
+        }) else {
+            return;
+        };
+        let Some(check) = spec.health.clone() else {
+            return;
+        };
+        let exec = match &check.probe {
+            ProbeKind::Exec { .. } => self.launch_record(&spec).ok().map(|l| ExecTarget {
+                argv: Vec::new(),
+                env: l.env,
+                cwd: l.cwd,
+                run_as: l.run_as,
+                cgroup: None,
+            }),
+            _ => None,
+        };
+        health::spawn(Probing {
+            table: Arc::clone(&self.table),
+            prober: Arc::clone(&self.prober),
+            metrics: Arc::clone(&self.metrics),
+            nudger: Arc::clone(&self.nudger),
+            id,
+            job: spec.job.clone(),
+            index: spec.index,
+            kill_grace: Duration::from_millis(spec.kill_grace_ms),
+            check,
+            exec,
+            exited,
+        });
     }
 }
 
@@ -126,13 +167,14 @@ impl Watch {
         exit: &Exit,
     ) -> Option<(i32, Option<Arc<AttemptCgroup>>, Keeper)> {
         let (id, sup) = (self.id, &self.sup);
-        let (spec, restarts, _) = sup.table.spec_of(id)?;
+        let (spec, restarts, last_cause) = sup.table.spec_of(id)?;
         tracing::info!(attempt = %id, job = %self.job, index = self.index, restarts,
             wait_ms = wait.as_millis() as u64, last_exit = %exit.describe(), "restarting in place after a backoff");
         let dir = self.sandbox.clone();
         let record = Restarts {
             restarts,
             last_exit: Some(ended_of(exit)),
+            last_cause,
         };
         let noted =
             tokio::task::spawn_blocking(move || records::write(&dir, records::RESTARTS, &record))

@@ -509,6 +509,7 @@ impl AttemptBuilder {
             memory_limit: None,
             cpu_limit: None,
             ports: vec![],
+            health: None,
             restart: None,
         })
     }
@@ -534,6 +535,18 @@ impl AttemptBuilder {
             max_restarts,
             backoff_ms,
         });
+        self
+    }
+
+    /// Probed as `probe` says.
+    pub fn health(mut self, probe: borg_shared::wire::HealthProbe) -> Self {
+        self.0.health = Some(probe);
+        self
+    }
+
+    /// Host ports given to the task as `BORG_PORT0..`.
+    pub fn ports(mut self, ports: &[u16]) -> Self {
+        self.0.ports = ports.to_vec();
         self
     }
 

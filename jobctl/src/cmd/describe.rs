@@ -105,6 +105,9 @@ pub fn render(job: &JobView, now: DateTime<Utc>) -> String {
             fields.push(("Restart", text.join(", ")));
         }
     }
+    if let Some(h) = &task.health {
+        fields.push(("Health check", health_check_text(h)));
+    }
     if !spec.constraints.is_empty() {
         let c = spec.constraints.iter().map(ToString::to_string);
         fields.push(("Constraints", c.collect::<Vec<_>>().join("; ")));
@@ -135,6 +138,19 @@ pub fn render(job: &JobView, now: DateTime<Utc>) -> String {
         }
         _ => out.push_str("  <none>\n"),
     }
+    let probed: Vec<String> = job
+        .tasks
+        .iter()
+        .flatten()
+        .filter_map(|t| health_text(&job.name, t))
+        .collect();
+    if !probed.is_empty() {
+        out.push_str("\nHealth (current attempts):\n");
+        for line in probed {
+            out.push_str(&indent(&line));
+            out.push('\n');
+        }
+    }
     let ended: Vec<&TaskView> = job
         .tasks
         .iter()
@@ -157,6 +173,44 @@ pub fn render(job: &JobView, now: DateTime<Utc>) -> String {
         _ => out.push_str("  <none>"),
     }
     out
+}
+
+/// `http GET /healthz on port 0, every 10s, timeout 2s, 3 failures in a row, first after 5s`.
+fn health_check_text(h: &borg_shared::spec::HealthCheck) -> String {
+    let what = match (&h.http, &h.tcp, &h.exec) {
+        (Some(http), _, _) => format!("http GET {} on port {}", http.path, http.port),
+        (_, Some(tcp), _) => format!("tcp connect to port {}", tcp.port),
+        (_, _, Some(exec)) => format!(
+            "exec {}",
+            serde_json::to_string(&exec.command).unwrap_or_default()
+        ),
+        _ => "none".into(),
+    };
+    let d = |d| humantime::format_duration(d).to_string();
+    format!(
+        "{what}, every {}, timeout {}, {} failures in a row, first after {}",
+        d(h.interval()),
+        d(h.timeout()),
+        h.failures(),
+        d(h.initial_delay())
+    )
+}
+
+/// One running task's health, when a probe has said something of it.
+fn health_text(job: &str, t: &TaskView) -> Option<String> {
+    let verdict = match t.healthy {
+        Some(true) => "healthy",
+        Some(false) => "unhealthy",
+        None => "not decided yet",
+    };
+    match (&t.healthy, &t.health_message) {
+        (None, None) => None,
+        (_, Some(why)) => Some(format!(
+            "{}: {verdict} (last probe: {why})",
+            task_name(job, t.index)
+        )),
+        (_, None) => Some(format!("{}: {verdict}", task_name(job, t.index))),
+    }
 }
 
 /// Lines of stderr shown per task: the 4 KiB kept can be long.

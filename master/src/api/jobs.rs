@@ -122,12 +122,6 @@ pub(super) fn refuse_unbuilt(spec: &JobSpec) -> ApiResult<()> {
             });
         }
     }
-    if spec.task.health.is_some() {
-        return Err(ApiError::Invalid {
-            field: "task.health".into(),
-            message: "not supported yet: health checks are not built; leave `health` out".into(),
-        });
-    }
     if spec.task.fence_after.is_some() {
         return Err(ApiError::Invalid {
             field: "task.fence_after".into(),

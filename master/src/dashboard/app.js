@@ -173,7 +173,12 @@ function taskRow(t) {
   return row;
 }
 function updateTask(row, t) {
-  setState(row.querySelector(".state"), t.state);
+  const cell = row.querySelector(".state");
+  setState(cell, t.state);
+  // A running task's health, once a probe has decided (tasks with a health check).
+  const probed = t.state === "running" && t.healthy != null;
+  if (probed) cell.textContent = t.healthy ? "running/healthy" : "running/unhealthy";
+  cell.title = probed && !t.healthy ? t.health_message || "" : "";
   row.querySelector(".machine").textContent = t.machine || "-";
   row.querySelector(".runs").textContent = t.runs ?? "";
   row.querySelector(".exit").textContent = t.signal != null ? "sig " + t.signal : (t.exit_code ?? "-");
@@ -268,6 +273,14 @@ function applyEvents() {
     mine.push(e);
     if (e.kind === "task") {
       const entry = current.tasks.get(e.task_index);
+      // A health change is a running -> running event with its verdict as reason.
+      const health = e.from === "running" && e.to === "running" && e.reason ?
+        (e.reason === "healthy" ? true : e.reason.startsWith("unhealthy") ? false : null) : null;
+      if (entry && health !== null) {
+        entry.task.healthy = health;
+        entry.task.health_message = health ? null : e.reason.replace(/^unhealthy: /, "");
+        touched.add(entry);
+      }
       if (entry && entry.task.state !== e.to) {
         current.byState[entry.task.state]--;
         current.byState[e.to] = (current.byState[e.to] || 0) + 1;

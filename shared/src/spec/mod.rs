@@ -11,6 +11,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+mod health;
+pub use health::{ExecProbe, HealthCheck, HttpProbe, TcpProbe};
+
 pub const MAX_REPLICAS: i64 = 10_000;
 pub const MAX_PRIORITY: i64 = 1000;
 /// `>= PRODUCTION_PRIORITY` is the production band.
@@ -161,55 +164,6 @@ pub struct RestartPolicy {
         skip_serializing_if = "Option::is_none"
     )]
     pub backoff: Option<Duration>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HealthCheck {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<HttpProbe>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tcp: Option<TcpProbe>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exec: Option<ExecProbe>,
-    /// A duration such as `10s`.
-    #[schema(value_type = String, example = "10s")]
-    #[serde(
-        default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub interval: Option<Duration>,
-    /// A duration such as `1s` or `500ms`.
-    #[schema(value_type = String, example = "1s")]
-    #[serde(
-        default,
-        with = "opt_duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub timeout: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failures: Option<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HttpProbe {
-    pub path: String,
-    /// Index into the task's requested ports.
-    pub port: u16,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TcpProbe {
-    pub port: u16,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ExecProbe {
-    pub command: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -450,6 +404,9 @@ impl JobSpec {
                     "must be at least 1: a rollout replaces tasks by taking them down",
                 ));
             }
+        }
+        if let Some(h) = &task.health {
+            h.validate(self.kind, task.resources.ports)?;
         }
         for (i, c) in self.constraints.iter().enumerate() {
             let field = format!("constraints[{i}]");

@@ -52,7 +52,14 @@ constraints:
 spread: {label: zone}
 update: {max_unavailable: 1, max_surge: 0, min_healthy: 5s}
 "#;
-    let spec = JobSpec::from_yaml(yaml).unwrap();
+    // Health checks are for services: the example's batch job with one is refused.
+    let err = JobSpec::from_yaml(yaml).unwrap_err();
+    assert_eq!(err.field(), Some("task.health"), "{err}");
+    assert!(err.to_string().contains("not supported yet"), "{err}");
+    let spec = JobSpec::from_yaml(&yaml.replace("kind: batch", "kind: service")).unwrap();
+    let health = spec.task.health.as_ref().unwrap();
+    assert_eq!(health.interval(), Duration::from_secs(5));
+    assert_eq!(health.initial_delay(), Duration::ZERO);
     assert_eq!(spec.task.resources.disk, Bytes(100 << 20));
     assert_eq!(spec.task.max_attempts(), 3);
     assert_eq!(spec.constraints[0].op, ConstraintOp::Ne);
@@ -204,4 +211,115 @@ fn hard_limits_round_trip() {
     let again = JobSpec::from_json(&serde_json::to_vec(&spec).unwrap()).unwrap();
     assert_eq!(again, spec);
     assert_eq!(spec.to_json()["task"]["resources"]["memory_limit"], "128Mi");
+}
+
+fn service_with(health: serde_json::Value) -> serde_json::Value {
+    json!({"name": "web", "kind": "service",
+           "task": {"command": ["x"], "resources": {"ports": 2}, "health": health}})
+}
+
+#[test]
+fn health_checks_get_defaults_and_resolve_to_host_ports() {
+    let spec = parse(service_with(
+        json!({"http": {"path": "/healthz", "port": 1}}),
+    ))
+    .unwrap();
+    let h = spec.task.health.clone().unwrap();
+    assert_eq!(h.interval(), Duration::from_secs(10));
+    assert_eq!(h.timeout(), Duration::from_secs(2));
+    assert_eq!(h.failures(), 3);
+    assert_eq!(h.initial_delay(), Duration::ZERO);
+    let probe = h.resolve(&[20000, 20001]).unwrap();
+    assert_eq!(
+        probe.probe,
+        crate::wire::ProbeKind::Http {
+            port: 20001,
+            path: "/healthz".into()
+        }
+    );
+    assert_eq!(
+        (probe.interval_ms, probe.timeout_ms, probe.failures),
+        (10_000, 2_000, 3)
+    );
+    assert!(h.resolve(&[20000]).is_none(), "no host port for index 1");
+    let exec = parse(service_with(json!({
+        "exec": {"command": ["test", "-f", "healthy"]},
+        "interval": "500ms", "timeout": "200ms", "failures": 1, "initial_delay": "1m"
+    })))
+    .unwrap();
+    let probe = exec.task.health.as_ref().unwrap().resolve(&[]).unwrap();
+    assert_eq!(
+        (probe.interval_ms, probe.timeout_ms, probe.initial_delay_ms),
+        (500, 200, 60_000)
+    );
+    assert_eq!(parse(exec.to_json()).unwrap().to_json(), exec.to_json());
+}
+
+#[test]
+fn bad_health_checks_name_their_field() {
+    let cases = [
+        (json!({}), "task.health"),
+        (
+            json!({"tcp": {"port": 0}, "exec": {"command": ["x"]}}),
+            "task.health",
+        ),
+        (json!({"tcp": {"port": 2}}), "task.health.tcp.port"),
+        (
+            json!({"http": {"path": "healthz", "port": 0}}),
+            "task.health.http.path",
+        ),
+        (
+            json!({"http": {"path": "/a b", "port": 0}}),
+            "task.health.http.path",
+        ),
+        (json!({"exec": {"command": []}}), "task.health.exec.command"),
+        (
+            json!({"exec": {"command": [" "]}}),
+            "task.health.exec.command[0]",
+        ),
+        (
+            json!({"tcp": {"port": 0}, "interval": "10ms"}),
+            "task.health.interval",
+        ),
+        (
+            json!({"tcp": {"port": 0}, "interval": "1s", "timeout": "2s"}),
+            "task.health.timeout",
+        ),
+        (
+            json!({"tcp": {"port": 0}, "timeout": "0s"}),
+            "task.health.timeout",
+        ),
+        (
+            json!({"tcp": {"port": 0}, "failures": 0}),
+            "task.health.failures",
+        ),
+        (
+            json!({"tcp": {"port": 0}, "initial_delay": "2h"}),
+            "task.health.initial_delay",
+        ),
+        (
+            json!({"tcp": {"port": 0}, "grace": "1s"}),
+            "task.health.grace",
+        ),
+        (json!({"udp": {"port": 0}}), "task.health.udp"),
+    ];
+    for (health, want) in cases {
+        let got = field_of(parse(service_with(health.clone())));
+        assert_eq!(got, want, "for {health}");
+    }
+    let mut batch = service_with(json!({"tcp": {"port": 0}}));
+    batch["kind"] = json!("batch");
+    assert_eq!(field_of(parse(batch)), "task.health");
+}
+
+#[test]
+fn the_web_example_parses() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/web.yaml"))
+            .unwrap();
+    let spec = JobSpec::from_yaml(&text).unwrap();
+    assert_eq!(
+        spec.task.health.unwrap().initial_delay(),
+        Duration::from_secs(2)
+    );
 }

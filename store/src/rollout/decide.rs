@@ -30,6 +30,8 @@ pub struct TaskSnap {
     pub restarts: i32,
     /// How long it has been running, if it is.
     pub running_for: Option<Duration>,
+    /// Passes its health check (or has none).
+    pub healthy: bool,
 }
 
 /// A failure of the target version, said for the rollout's reason.
@@ -78,14 +80,14 @@ pub struct Plan {
 }
 
 /// Is this replaced task ready, so the rollout may take its next step? It runs
-/// the target version, has not restarted, and has run for `min_healthy`.
-// A task health check (when the borglet reports one) belongs here too: a task
-// with a check is ready only once healthy.
+/// the target version, has not restarted, passes its health check (if it has
+/// one), and has run for `min_healthy`.
 pub fn replaced_task_ready(t: &TaskSnap, target: i32, min_healthy: Duration) -> bool {
     t.state == TaskState::Running
         && !t.stopping
         && t.version == Some(target)
         && t.restarts == 0
+        && t.healthy
         && t.running_for.is_some_and(|r| r >= min_healthy)
 }
 

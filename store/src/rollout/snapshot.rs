@@ -19,6 +19,8 @@ pub(crate) struct TaskRow {
     pub restarts: i32,
     /// Since the task last moved to `running`, by the database's clock.
     pub running_ms: Option<i64>,
+    /// Its attempt's version has no health check, or the last probe passed.
+    pub healthy: bool,
 }
 
 /// The job's live tasks, by index.
@@ -29,11 +31,13 @@ pub(crate) async fn read_tasks(conn: &mut PgConnection, job: &LockedJob) -> Resu
                 COALESCE(a.restarts, 0) AS restarts,
                 CASE WHEN t.state = 'running'
                      THEN (EXTRACT(EPOCH FROM clock_timestamp() - t.updated_at) * 1000)::bigint
-                END AS running_ms
+                END AS running_ms,
+                COALESCE(v.spec->'task'->'health' IS NULL OR a.healthy IS TRUE, false) AS healthy
          FROM tasks t
          LEFT JOIN attempts a ON a.id = t.attempt_id AND a.state IN ",
         crate::live_attempt!(),
-        " WHERE t.job_id = $1 AND t.state IN ('pending', 'assigned', 'starting', 'running')
+        " LEFT JOIN job_versions v ON v.job_id = t.job_id AND v.version = a.version
+         WHERE t.job_id = $1 AND t.state IN ('pending', 'assigned', 'starting', 'running')
          ORDER BY t.index"
     ))
     .bind(job.id)
@@ -114,5 +118,6 @@ fn task_snap(t: &TaskRow) -> TaskSnap {
         stopping: t.stopping,
         restarts: t.restarts,
         running_for: t.running_ms.map(ms),
+        healthy: t.healthy,
     }
 }

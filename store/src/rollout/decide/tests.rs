@@ -13,6 +13,7 @@ fn running(index: i32, version: i32, secs: u64) -> TaskSnap {
         stopping: false,
         restarts: 0,
         running_for: Some(Duration::from_secs(secs)),
+        healthy: true,
     }
 }
 
@@ -24,6 +25,7 @@ fn pending(index: i32) -> TaskSnap {
         stopping: false,
         restarts: 0,
         running_for: None,
+        healthy: true,
     }
 }
 
@@ -175,8 +177,9 @@ fn arb_task(index: i32) -> impl Strategy<Value = TaskSnap> {
         any::<bool>(),
         0i32..2,
         0u64..10,
+        any::<bool>(),
     )
-        .prop_map(move |(state, version, stopping, restarts, secs)| {
+        .prop_map(move |(state, version, stopping, restarts, secs, healthy)| {
             let state = [
                 TaskState::Pending,
                 TaskState::Assigned,
@@ -191,6 +194,7 @@ fn arb_task(index: i32) -> impl Strategy<Value = TaskSnap> {
                 stopping: live && stopping,
                 restarts,
                 running_for: (state == TaskState::Running).then(|| Duration::from_secs(secs)),
+                healthy,
             }
         })
 }
@@ -242,4 +246,12 @@ proptest! {
             prop_assert!(!p.replace.is_empty());
         }
     }
+}
+
+#[test]
+fn an_unhealthy_replacement_is_not_ready_however_long_it_runs() {
+    let mut t = running(0, 2, 3600);
+    assert!(replaced_task_ready(&t, 2, MIN));
+    t.healthy = false;
+    assert!(!replaced_task_ready(&t, 2, MIN));
 }

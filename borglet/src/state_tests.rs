@@ -1,0 +1,174 @@
+//! Unit tests of the attempt table (`state.rs`).
+
+use super::*;
+use borg_shared::wire::Capacity;
+
+fn spec() -> AttemptSpec {
+    AttemptSpec {
+        id: AttemptId::new(),
+        job: "j".into(),
+        index: 0,
+        command: vec!["true".into()],
+        env: Default::default(),
+        resources: Capacity::default(),
+        kill_grace_ms: 100,
+        restart: None,
+        memory_limit: None,
+        cpu_limit: None,
+        ports: vec![],
+        health: None,
+    }
+}
+
+fn running(table: &AttemptTable) -> AttemptId {
+    let s = spec();
+    let id = s.id;
+    table.insert(Attempt::new(
+        s,
+        Phase::Running {
+            pid: 42,
+            started_at: Utc::now(),
+        },
+        CancellationToken::new(),
+    ));
+    id
+}
+
+#[test]
+fn a_stop_while_waiting_to_restart_is_a_kill_not_the_last_runs_oom() {
+    let t = AttemptTable::default();
+    let id = running(&t);
+    let at = Utc::now();
+    let exit = Exit::Signal(9);
+    let moved = t.apply(id, Event::RestartScheduled { at, exit });
+    assert!(matches!(moved, Ok(Phase::Backoff { .. })));
+    t.set_ending(
+        id,
+        Ending {
+            oom_killed: true,
+            peak_memory: Some(borg_shared::Bytes(32 << 20)),
+            stderr_tail: Some("eating\n".into()),
+        },
+    );
+    assert!(t.begin_stop(id).is_none(), "no process to signal");
+    let r = &t.reports()[0];
+    assert_eq!(r.phase, AttemptPhase::Exited);
+    assert!(r.stopped_by_borglet);
+    assert!(!r.oom_killed, "it ended because it was stopped: {r:?}");
+    assert_eq!(r.peak_memory, Some(borg_shared::Bytes(32 << 20)));
+    assert_eq!(r.stderr_tail.as_deref(), Some("eating\n"));
+}
+
+#[test]
+fn stop_then_exit_is_stopped_by_borglet() {
+    let t = AttemptTable::default();
+    let id = running(&t);
+    let ticket = t.begin_stop(id).expect("running attempt can stop");
+    assert_eq!(ticket.pid, 42);
+    assert!(t.begin_stop(id).is_none(), "a stop is begun once");
+    let exit = Event::ProcessExited {
+        at: Utc::now(),
+        exit: Exit::Signal(15),
+    };
+    let phase = t.apply(id, exit).unwrap();
+    assert!(matches!(
+        phase,
+        Phase::Exited {
+            stopped_by_borglet: true,
+            ..
+        }
+    ));
+    let r = &t.reports()[0];
+    assert_eq!(r.phase, AttemptPhase::Exited);
+    assert_eq!(r.signal, Some(15));
+    assert!(r.stopped_by_borglet);
+}
+
+#[test]
+fn finished_attempts_take_no_events() {
+    let t = AttemptTable::default();
+    let id = running(&t);
+    let exit = Event::ProcessExited {
+        at: Utc::now(),
+        exit: Exit::Code(0),
+    };
+    t.apply(id, exit.clone()).unwrap();
+    assert!(matches!(
+        t.apply(id, exit),
+        Err(ApplyError::Invalid(InvalidTransition {
+            phase: AttemptPhase::Exited,
+            ..
+        }))
+    ));
+    assert!(t.begin_stop(id).is_none());
+}
+
+#[test]
+fn ack_forgets_only_finished_and_remembers_them() {
+    let t = AttemptTable::default();
+    let live = running(&t);
+    let done = running(&t);
+    let exit = Event::ProcessExited {
+        at: Utc::now(),
+        exit: Exit::Code(1),
+    };
+    t.apply(done, exit).unwrap();
+    assert_eq!(t.forget(&[live, done]), vec![done]);
+    assert_eq!(t.len(), 1);
+    assert!(t.seen(done), "a forgotten attempt is never started again");
+    assert!(t.seen(live));
+    assert!(!t.seen(AttemptId::new()));
+}
+
+#[test]
+fn a_run_ended_by_its_health_check_restarts_with_that_cause() {
+    let t = AttemptTable::default();
+    let mut s = spec();
+    s.restart = Some(borg_shared::wire::InPlaceRestart {
+        max_restarts: None,
+        backoff_ms: 10,
+    });
+    s.health = Some(borg_shared::wire::HealthProbe {
+        probe: borg_shared::wire::ProbeKind::Tcp { port: 1 },
+        interval_ms: 100,
+        timeout_ms: 100,
+        failures: 1,
+        initial_delay_ms: 0,
+    });
+    let id = s.id;
+    t.insert(Attempt::new(
+        s,
+        Phase::Running {
+            pid: 42,
+            started_at: Utc::now(),
+        },
+        CancellationToken::new(),
+    ));
+    t.with_attempt(id, |a| {
+        a.health.kill_reason = Some("health check failed: refused".into())
+    });
+    let d = t.on_exit(id, Exit::Signal(15), Utc::now()).unwrap();
+    assert!(matches!(d, Decision::Restart(_)), "{d:?}");
+    let r = &t.reports()[0];
+    assert_eq!((r.phase, r.restarts), (AttemptPhase::Backoff, 1));
+    assert_eq!(r.last_exit.as_deref(), Some("health check failed: refused"));
+    // The next exit, not ended by the check, says how it exited.
+    t.apply(
+        id,
+        Event::Restarted {
+            at: Utc::now(),
+            pid: 43,
+        },
+    )
+    .unwrap();
+    t.with_attempt(id, |a| a.health.healthy = Some(true));
+    t.on_exit(id, Exit::Code(2), Utc::now()).unwrap();
+    let r = &t.reports()[0];
+    assert_eq!(r.last_exit.as_deref(), Some("exited with code 2"));
+    // Waiting to restart, it serves nothing.
+    assert_eq!(r.healthy, Some(false));
+    assert_eq!(
+        r.health_message.as_deref(),
+        Some("not running: exited with code 2")
+    );
+}
