@@ -43,6 +43,8 @@ pub struct Config {
     pub poll_interval: Duration,
     #[command(flatten)]
     pub leader: leader::LeaderConfig,
+    #[command(flatten)]
+    pub limits: api::LimitsConfig,
 }
 
 /// Run the master on `listener` until `shutdown` is cancelled.
@@ -74,6 +76,7 @@ pub async fn run(
         feed,
         leader: status.clone(),
         db: db.clone(),
+        limits: Arc::new(api::Limits::new(&config.limits)),
     };
     let listen = listener.local_addr()?;
     // Unique per process: a restarted replica is a new holder and takes the
@@ -91,7 +94,9 @@ pub async fn run(
     };
     let leader = tokio::spawn(leader::run(leading, holder, shutdown.clone()));
     tracing::info!(%listen, "borgmaster serving");
-    axum::serve(listener, api::router(state))
+    // The peer's address keys the submit rate of callers without a token.
+    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;
     shutdown.cancel();

@@ -1,11 +1,11 @@
 //! `/v1/jobs`: submit, list, read, kill.
 
+use super::body::JsonBytes;
 use super::{ApiError, ApiResult, AppState};
 use crate::store::{
     KillOutcome, SubmitOutcome, TaskPage, DEFAULT_JOB_PAGE, DEFAULT_TASK_PAGE, MAX_JOB_PAGE,
     MAX_TASK_PAGE,
 };
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -49,7 +49,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 )]
 async fn submit(
     State(state): State<AppState>,
-    body: Bytes,
+    JsonBytes(body): JsonBytes,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     let spec = JobSpec::from_json(&body)?;
     refuse_unbuilt(&spec)?;

@@ -1,10 +1,12 @@
 //! The REST API: one router per resource, merged here.
 
+mod body;
 mod cordon;
 mod error;
 mod events;
 mod health;
 mod jobs;
+mod limits;
 mod logs;
 mod machines;
 mod metrics;
@@ -13,6 +15,7 @@ mod resolve;
 mod scale;
 
 pub use error::{ApiError, ApiResult};
+pub use limits::{Limits, LimitsConfig};
 
 use crate::store::Store;
 use axum::extract::rejection::JsonRejection;
@@ -41,6 +44,8 @@ pub struct AppState {
     pub leader: Arc<crate::leader::Status>,
     /// Whether Postgres answers (watched apart from requests).
     pub db: Arc<crate::dbhealth::DbHealth>,
+    /// Body size and submission rate limits (`limits.rs`).
+    pub limits: Arc<Limits>,
 }
 
 /// The document's root; paths and schemas come from the handlers' `#[utoipa::path]`.
@@ -92,17 +97,27 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         store_unavailable,
     ))
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        limits::submit_rate,
+    ))
+    .layer(axum::extract::DefaultBodyLimit::max(
+        state.limits.max_body_bytes,
+    ))
     .layer(tower_http::trace::TraceLayer::new_for_http())
     .with_state(state)
 }
 
-/// Map axum's JSON body rejections onto our error body.
+/// Map axum's JSON body rejections onto our error body: a wrong content type is
+/// 415, a body past `--max-body-bytes` 413 (see `body.rs`).
 pub(crate) fn json_rejection(rej: JsonRejection) -> ApiError {
     match rej {
         JsonRejection::JsonDataError(e) => ApiError::Invalid {
             field: ".".into(),
             message: e.body_text(),
         },
+        JsonRejection::MissingJsonContentType(_) => body::unsupported_media_type(),
+        JsonRejection::BytesRejection(e) => body::bytes_rejection(e),
         other => ApiError::Malformed {
             message: other.body_text(),
         },

@@ -42,6 +42,7 @@ pub async fn spawn_app_on(database_url: &str, poll_interval: Duration) -> TestAp
         database_url: database_url.clone(),
         poll_interval,
         leader: Default::default(),
+        limits: Default::default(),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(borgmaster::run(listener, config, shutdown.clone()));

@@ -5,6 +5,9 @@
 //! duration fields are typed at parse time, and serialize back to the same
 //! human form, so a stored spec reads like the submitted one.
 
+pub mod bounds;
+pub mod schema;
+
 use crate::resources::{Bytes, MilliCpu, Quantity};
 use crate::states::JobKind;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -19,16 +22,21 @@ pub const PRODUCTION_PRIORITY: i64 = 200;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
+    #[schema(schema_with = schema::name)]
     pub name: String,
     #[serde(default)]
     pub kind: JobKind,
+    #[schema(schema_with = schema::owner)]
     #[serde(default = "default_owner")]
     pub owner: String,
+    #[schema(schema_with = schema::priority)]
     #[serde(default = "default_priority")]
     pub priority: i64,
+    #[schema(schema_with = schema::replicas)]
     #[serde(default = "default_replicas")]
     pub replicas: i64,
     pub task: TaskTemplate,
+    #[schema(schema_with = schema::constraints)]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<Constraint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -51,7 +59,9 @@ fn default_replicas() -> i64 {
 #[serde(deny_unknown_fields)]
 pub struct TaskTemplate {
     /// argv; never run through a shell.
+    #[schema(schema_with = schema::command)]
     pub command: Vec<String>,
+    #[schema(schema_with = schema::env)]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
@@ -61,7 +71,7 @@ pub struct TaskTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
     /// SIGTERM, then SIGKILL after this long (default 10s).
-    #[schema(value_type = String, example = "10s")]
+    #[schema(schema_with = schema::duration)]
     #[serde(
         default,
         with = "opt_duration",
@@ -69,7 +79,7 @@ pub struct TaskTemplate {
     )]
     pub kill_grace: Option<Duration>,
     /// Stop the task when no master has synced for this long (at-most-once semantics).
-    #[schema(value_type = String, example = "30s")]
+    #[schema(schema_with = schema::duration)]
     #[serde(
         default,
         with = "opt_duration",
@@ -100,26 +110,27 @@ impl TaskTemplate {
 #[serde(deny_unknown_fields)]
 pub struct Resources {
     /// Cores: `"250m"` (millicores) or `"2"`; a plain number of cores is also accepted. Default `100m`.
-    #[schema(value_type = String, example = "250m")]
+    #[schema(schema_with = schema::cpu_request)]
     #[serde(default = "default_cpu", with = "cpu_qty")]
     pub cpu: MilliCpu,
     /// A size: `"64Mi"`, `"1Gi"`, `"512k"` or plain bytes. Default `64Mi`.
-    #[schema(value_type = String, example = "64Mi")]
+    #[schema(schema_with = schema::size)]
     #[serde(default = "default_memory", with = "size_qty")]
     pub memory: Bytes,
     /// A size like `memory`. Default `0`.
-    #[schema(value_type = String, example = "1Gi")]
+    #[schema(schema_with = schema::size)]
     #[serde(default, with = "size_qty")]
     pub disk: Bytes,
     /// How many ports to allocate.
+    #[schema(schema_with = schema::ports)]
     #[serde(default)]
     pub ports: u16,
     /// Hard cpu cap (cgroup quota); by default a task may burst.
-    #[schema(value_type = String, example = "500m")]
+    #[schema(schema_with = schema::cpu_amount)]
     #[serde(default, with = "opt_cpu_qty", skip_serializing_if = "Option::is_none")]
     pub cpu_limit: Option<MilliCpu>,
     /// Hard memory cap (the kernel OOM-kills beyond it); by default the request.
-    #[schema(value_type = String, example = "128Mi")]
+    #[schema(schema_with = schema::size)]
     #[serde(
         default,
         with = "opt_size_qty",
@@ -151,10 +162,11 @@ impl Default for Resources {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestartPolicy {
+    #[schema(schema_with = schema::max_attempts)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
     /// A duration such as `5s` or `1m30s`.
-    #[schema(value_type = String, example = "5s")]
+    #[schema(schema_with = schema::duration)]
     #[serde(
         default,
         with = "opt_duration",
@@ -173,7 +185,7 @@ pub struct HealthCheck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecProbe>,
     /// A duration such as `10s`.
-    #[schema(value_type = String, example = "10s")]
+    #[schema(schema_with = schema::duration)]
     #[serde(
         default,
         with = "opt_duration",
@@ -181,7 +193,7 @@ pub struct HealthCheck {
     )]
     pub interval: Option<Duration>,
     /// A duration such as `1s` or `500ms`.
-    #[schema(value_type = String, example = "1s")]
+    #[schema(schema_with = schema::duration)]
     #[serde(
         default,
         with = "opt_duration",
@@ -243,10 +255,13 @@ impl std::fmt::Display for ConstraintOp {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Constraint {
+    #[schema(schema_with = schema::label_key)]
     pub label: String,
     pub op: ConstraintOp,
+    #[schema(schema_with = schema::value_list)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    #[schema(schema_with = schema::label_values)]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
 }
@@ -285,8 +300,10 @@ impl std::fmt::Display for Constraint {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Spread {
+    #[schema(schema_with = schema::label_key)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    #[schema(schema_with = schema::max_per_machine)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_per_machine: Option<u32>,
 }
@@ -299,7 +316,7 @@ pub struct UpdatePolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_surge: Option<u32>,
     /// A duration such as `30s`.
-    #[schema(value_type = String, example = "30s")]
+    #[schema(schema_with = schema::duration)]
     #[serde(
         default,
         with = "opt_duration",
@@ -375,9 +392,7 @@ impl JobSpec {
     /// Semantic checks beyond the shape serde already enforced.
     pub fn validate(&self) -> Result<(), SpecError> {
         validate_name(&self.name).map_err(|m| SpecError::invalid("name", m))?;
-        if self.owner.is_empty() || self.owner.len() > 63 {
-            return Err(SpecError::invalid("owner", "must be 1 to 63 characters"));
-        }
+        bounds::check_owner(&self.owner).map_err(|m| SpecError::invalid("owner", m))?;
         if !(0..=MAX_PRIORITY).contains(&self.priority) {
             return Err(SpecError::invalid(
                 "priority",
@@ -397,36 +412,13 @@ impl JobSpec {
             ));
         }
         let task = &self.task;
-        match task.command.first() {
-            None => return Err(SpecError::invalid("task.command", "must not be empty")),
-            Some(argv0) if argv0.trim().is_empty() => {
-                return Err(SpecError::invalid(
-                    "task.command[0]",
-                    "the program must not be empty",
-                ))
-            }
-            _ => {}
-        }
-        if let Some(i) = task.command.iter().position(|a| a.contains('\0')) {
+        bounds::check_command(&task.command, "task.command")?;
+        bounds::check_env(&task.env, "task.env")?;
+        if task.resources.ports > bounds::MAX_PORTS {
             return Err(SpecError::invalid(
-                format!("task.command[{i}]"),
-                "must not contain NUL bytes",
+                "task.resources.ports",
+                format!("at most {}", bounds::MAX_PORTS),
             ));
-        }
-        for (k, v) in &task.env {
-            let bad_key = k.is_empty() || k.contains('=') || k.contains('\0');
-            if bad_key || v.contains('\0') {
-                return Err(SpecError::invalid(
-                    format!("task.env.{k}"),
-                    "names must be non-empty without '=' or NUL; values without NUL",
-                ));
-            }
-            if k.starts_with("BORG_") {
-                return Err(SpecError::invalid(
-                    format!("task.env.{k}"),
-                    "BORG_* variables are set by the borglet",
-                ));
-            }
         }
         if task.resources.cpu.0 == 0 {
             return Err(SpecError::invalid(
@@ -436,26 +428,65 @@ impl JobSpec {
         }
         validate_limits(&task.resources)?;
         if let Some(r) = &task.restart {
-            if r.max_attempts == Some(0) {
+            if r.max_attempts
+                .is_some_and(|n| !(1..=bounds::MAX_ATTEMPTS).contains(&n))
+            {
                 return Err(SpecError::invalid(
                     "task.restart.max_attempts",
-                    "must be at least 1",
+                    format!("must be between 1 and {}", bounds::MAX_ATTEMPTS),
                 ));
             }
         }
+        self.validate_placement()
+    }
+
+    /// Constraints and spread: bounded counts, label keys and values.
+    fn validate_placement(&self) -> Result<(), SpecError> {
+        if self.constraints.len() > bounds::MAX_CONSTRAINTS {
+            return Err(SpecError::invalid(
+                "constraints",
+                format!("at most {} constraints", bounds::MAX_CONSTRAINTS),
+            ));
+        }
         for (i, c) in self.constraints.iter().enumerate() {
             let field = format!("constraints[{i}]");
-            if c.label.is_empty() {
+            bounds::check_label_key(&c.label)
+                .map_err(|m| SpecError::invalid(format!("{field}.label"), m))?;
+            if let Some(v) = &c.value {
+                bounds::check_value_list(v)
+                    .map_err(|m| SpecError::invalid(format!("{field}.value"), m))?;
+            }
+            if c.values.len() > bounds::MAX_CONSTRAINT_VALUES {
                 return Err(SpecError::invalid(
-                    format!("{field}.label"),
-                    "must not be empty",
+                    format!("{field}.values"),
+                    format!("at most {} values", bounds::MAX_CONSTRAINT_VALUES),
                 ));
+            }
+            for (j, v) in c.values.iter().enumerate() {
+                bounds::check_label_value(v)
+                    .map_err(|m| SpecError::invalid(format!("{field}.values[{j}]"), m))?;
             }
             let needs_value = !matches!(c.op, ConstraintOp::Exists);
             if needs_value && c.set().is_empty() {
                 return Err(SpecError::invalid(
                     format!("{field}.value"),
                     format!("operator {} needs a value", c.op),
+                ));
+            }
+        }
+        if let Some(spread) = &self.spread {
+            if let Some(label) = &spread.label {
+                bounds::check_label_key(label)
+                    .map_err(|m| SpecError::invalid("spread.label", m))?;
+            }
+            let max = bounds::MAX_PER_MACHINE;
+            if spread
+                .max_per_machine
+                .is_some_and(|n| !(1..=max).contains(&n))
+            {
+                return Err(SpecError::invalid(
+                    "spread.max_per_machine",
+                    format!("must be between 1 and {max}"),
                 ));
             }
         }
@@ -503,26 +534,46 @@ pub fn yaml_to_json(text: &str) -> Result<serde_json::Value, SpecError> {
 
 /// `[a-z0-9][a-z0-9-]{0,62}`
 pub fn validate_name(name: &str) -> Result<(), String> {
-    let ok_first = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let ok_rest = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if name.is_empty() || name.len() > 63 || !ok_first || !ok_rest {
+    if !bounds::is_name(name) {
         return Err(format!(
-            "`{name}` is not a valid name: use 1 to 63 lowercase letters, digits or '-', starting with a letter or digit"
+            "`{}` is not a valid name: use 1 to 63 lowercase letters, digits or '-', starting with a letter or digit",
+            name.escape_debug()
         ));
     }
     Ok(())
 }
 
+/// How a quantity's text and number forms are bounded (see `bounds.rs`).
+struct QuantityBounds {
+    text: fn(&str) -> Result<(), String>,
+    max_number: f64,
+}
+
+const CPU_BOUNDS: QuantityBounds = QuantityBounds {
+    text: bounds::check_cpu_text,
+    max_number: bounds::MAX_CPU_CORES,
+};
+const SIZE_BOUNDS: QuantityBounds = QuantityBounds {
+    text: bounds::check_size_text,
+    max_number: bounds::MAX_SIZE_BYTES as f64,
+};
+
 fn de_quantity<'de, D: Deserializer<'de>, T>(
     d: D,
+    limits: &QuantityBounds,
     parse: fn(&Quantity) -> Result<T, crate::resources::UnitError>,
 ) -> Result<T, D::Error> {
     let q = Quantity::deserialize(d)?;
+    match &q {
+        Quantity::Text(t) => (limits.text)(t).map_err(serde::de::Error::custom)?,
+        Quantity::Number(n) if *n > limits.max_number => {
+            return Err(serde::de::Error::custom(format!(
+                "must be at most {}",
+                limits.max_number
+            )))
+        }
+        Quantity::Number(_) => {}
+    }
     parse(&q).map_err(serde::de::Error::custom)
 }
 
@@ -532,7 +583,7 @@ pub(crate) mod cpu_qty {
         s.serialize_str(&v.to_string())
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MilliCpu, D::Error> {
-        de_quantity(d, MilliCpu::parse)
+        de_quantity(d, &CPU_BOUNDS, MilliCpu::parse)
     }
 }
 
@@ -545,7 +596,7 @@ pub(crate) mod opt_cpu_qty {
         }
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MilliCpu>, D::Error> {
-        de_quantity(d, MilliCpu::parse).map(Some)
+        de_quantity(d, &CPU_BOUNDS, MilliCpu::parse).map(Some)
     }
 }
 
@@ -555,7 +606,7 @@ pub(crate) mod size_qty {
         s.serialize_str(&v.exact())
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
-        de_quantity(d, Bytes::parse)
+        de_quantity(d, &SIZE_BOUNDS, Bytes::parse)
     }
 }
 
@@ -568,7 +619,7 @@ pub(crate) mod opt_size_qty {
         }
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bytes>, D::Error> {
-        de_quantity(d, Bytes::parse).map(Some)
+        de_quantity(d, &SIZE_BOUNDS, Bytes::parse).map(Some)
     }
 }
 
@@ -583,6 +634,7 @@ pub mod opt_duration {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let text = String::deserialize(d)?;
+        bounds::check_duration_text(&text).map_err(serde::de::Error::custom)?;
         humantime::parse_duration(text.trim())
             .map(Some)
             .map_err(|e| {
@@ -595,3 +647,6 @@ pub mod opt_duration {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod bounds_tests;
