@@ -352,7 +352,10 @@ fn get_jobs_prints_a_table_and_json() {
                 vec![(TaskState::Running, None), (TaskState::Running, None)],
             );
             view.tasks = None;
-            Json(JobList { jobs: vec![view] })
+            Json(JobList {
+                jobs: vec![view],
+                next: None,
+            })
         }),
     );
     let master = serve(router);

@@ -13,6 +13,9 @@ pub enum ApiError {
     Malformed { message: String },
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// A path or query string that does not parse.
+    #[error("{0}")]
+    BadRequest(String),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -87,6 +90,7 @@ impl IntoResponse for ApiError {
                 "invalid_spec",
                 Some(field.clone()),
             ),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", None),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),

@@ -26,10 +26,10 @@ pub struct LimitsConfig {
     /// Job submissions (`POST /v1/jobs`) per second one caller may make (keyed on
     /// its `Authorization` header, else its address); past the burst the API
     /// answers 429 with `Retry-After`. 0 turns the limit off.
-    #[arg(long, env = "BORG_SUBMIT_RATE", default_value_t = 50)]
+    #[arg(long, env = "BORG_SUBMIT_RATE", default_value_t = 100)]
     pub submit_rate: u32,
     /// Submissions one caller may make at once before `--submit-rate` applies.
-    #[arg(long, env = "BORG_SUBMIT_BURST", default_value_t = 100)]
+    #[arg(long, env = "BORG_SUBMIT_BURST", default_value_t = 500)]
     pub submit_burst: u32,
 }
 
@@ -37,8 +37,8 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            submit_rate: 50,
-            submit_burst: 100,
+            submit_rate: 100,
+            submit_burst: 500,
         }
     }
 }

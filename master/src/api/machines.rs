@@ -1,12 +1,13 @@
 //! `/v1/machines`: borglets register and nudge; operators list.
 
+use super::params::{known_name, MachineName, PageQuery};
 use super::{json_rejection, ApiError, ApiResult, AppState};
 use crate::poller::Nudge;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use borg_shared::spec::validate_name;
+use borg_shared::spec::{bounds, validate_name};
 use borg_shared::wire::{MachineList, MachineView, RegisterMachine};
 use borg_shared::ErrorBody;
 use utoipa_axum::router::OpenApiRouter;
@@ -29,7 +30,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 201, description = "The machine is new", body = MachineView),
         (status = 200, description = "The machine was known; its address, capacity and labels were updated", body = MachineView),
         (status = 400, description = "The body is not JSON (`malformed_json`)", body = ErrorBody),
-        (status = 422, description = "A field is missing or invalid; `field` names it (`invalid_spec`)", body = ErrorBody),
+        (status = 413, description = "The body is larger than the master's `--max-body-bytes` (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "A field is missing or invalid; `field` names it (`invalid_spec`). Besides the schema's bounds, `ports.last` must be at least `ports.first`", body = ErrorBody),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )
 )]
@@ -38,26 +41,7 @@ async fn register(
     body: Result<Json<RegisterMachine>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<MachineView>)> {
     let Json(req) = body.map_err(json_rejection)?;
-    validate_name(&req.name).map_err(|message| ApiError::Invalid {
-        field: "name".into(),
-        message,
-    })?;
-    let url_ok = req.address.starts_with("http://") || req.address.starts_with("https://");
-    if !url_ok || reqwest::Url::parse(&req.address).is_err() {
-        return Err(ApiError::Invalid {
-            field: "address".into(),
-            message: format!("`{}` is not an http(s) URL", req.address),
-        });
-    }
-    if req.ports.first == 0 || req.ports.last < req.ports.first {
-        return Err(ApiError::Invalid {
-            field: "ports".into(),
-            message: format!(
-                "port range {}-{} must be non-empty and start at 1 or above",
-                req.ports.first, req.ports.last
-            ),
-        });
-    }
+    validate_registration(&req)?;
     let (machine, inserted) = state.store.register_machine(&req).await?;
     state.machines_changed.notify_one();
     let status = if inserted {
@@ -68,20 +52,70 @@ async fn register(
     Ok((status, Json(machine)))
 }
 
+/// What the store can hold and the poller can reach: bounded capacity (the
+/// columns are BIGINT), Kubernetes-style labels, an http(s) URL.
+fn validate_registration(req: &RegisterMachine) -> ApiResult<()> {
+    let invalid = |field: &str, message: String| ApiError::Invalid {
+        field: field.into(),
+        message,
+    };
+    validate_name(&req.name).map_err(|m| invalid("name", m))?;
+    bounds::check_address(&req.address).map_err(|m| invalid("address", m))?;
+    if reqwest::Url::parse(&req.address).is_err() {
+        return Err(invalid(
+            "address",
+            format!("`{}` is not an http(s) URL", req.address.escape_debug()),
+        ));
+    }
+    let c = &req.capacity;
+    if c.cpu.0 > bounds::MAX_MACHINE_CPU {
+        let max = bounds::MAX_MACHINE_CPU;
+        return Err(invalid("capacity.cpu", format!("at most {max} millicores")));
+    }
+    for (field, v) in [("capacity.memory", c.memory), ("capacity.disk", c.disk)] {
+        if v.0 > bounds::MAX_MACHINE_BYTES {
+            let max = bounds::MAX_MACHINE_BYTES;
+            return Err(invalid(field, format!("at most {max} bytes")));
+        }
+    }
+    bounds::check_labels(&req.labels, "labels")?;
+    if let Some(v) = &req.version {
+        bounds::check_version(v).map_err(|m| invalid("version", m))?;
+    }
+    if req.ports.first == 0 || req.ports.last < req.ports.first {
+        return Err(invalid(
+            "ports",
+            format!(
+                "port range {}-{} must be non-empty and start at 1 or above",
+                req.ports.first, req.ports.last
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// List registered machines with their capacity and allocation.
 #[utoipa::path(
     get,
     path = "/v1/machines",
     operation_id = "list_machines",
     tag = "machines",
+    params(PageQuery),
     responses(
-        (status = 200, description = "The machines", body = MachineList),
+        (status = 200, description = "A page of machines by name; `next` is where the next page starts", body = MachineList),
+        (status = 422, description = "`limit` is out of range (`invalid_spec`)", body = ErrorBody),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )
 )]
-async fn list(State(state): State<AppState>) -> ApiResult<Json<MachineList>> {
+async fn list(
+    State(state): State<AppState>,
+    Query(page): Query<PageQuery>,
+) -> ApiResult<Json<MachineList>> {
+    let limit = page.limit()?;
+    let page = state.store.list_machines(page.after(), limit).await?;
     Ok(Json(MachineList {
-        machines: state.store.list_machines().await?,
+        machines: page.items,
+        next: page.next,
     }))
 }
 
@@ -93,7 +127,7 @@ async fn list(State(state): State<AppState>) -> ApiResult<Json<MachineList>> {
     operation_id = "nudge_machine",
     tag = "machines",
     params(
-        ("name" = String, Path, description = "The machine's name"),
+        MachineName,
         ("Authorization" = String, Header,
             description = "`Bearer <token>`: the `nudge_token` of the machine's latest sync"),
     ),
@@ -108,6 +142,7 @@ async fn nudge(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<StatusCode> {
+    known_name("machine", &name)?;
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

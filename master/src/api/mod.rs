@@ -10,7 +10,9 @@ mod limits;
 mod logs;
 mod machines;
 mod metrics;
+mod params;
 mod quotas;
+mod rejections;
 mod resolve;
 mod scale;
 
@@ -103,6 +105,10 @@ pub fn router(state: AppState) -> Router {
     ))
     .layer(axum::extract::DefaultBodyLimit::max(
         state.limits.max_body_bytes,
+    ))
+    .layer(axum::middleware::from_fn(rejections::error_bodies))
+    .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        rejections::panicked,
     ))
     .layer(tower_http::trace::TraceLayer::new_for_http())
     .with_state(state)

@@ -17,13 +17,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Owners are job owners: 1 to 63 characters, none of them a control character.
 fn validate_owner(owner: &str) -> ApiResult<()> {
-    if owner.is_empty() || owner.len() > 63 || owner.chars().any(char::is_control) {
-        return Err(ApiError::Invalid {
-            field: "owner".into(),
-            message: "an owner is 1 to 63 characters, none of them a control character".into(),
-        });
-    }
-    Ok(())
+    borg_shared::spec::bounds::check_owner(owner).map_err(|message| ApiError::Invalid {
+        field: "owner".into(),
+        message,
+    })
 }
 
 /// An owner's quota per band and what its live attempts hold against it. An
@@ -60,6 +57,8 @@ async fn get_quota(
     responses(
         (status = 200, description = "The quota as now set, with usage", body = QuotaView),
         (status = 400, description = "The body is not JSON (`malformed_json`)", body = ErrorBody),
+        (status = 413, description = "The body is larger than the master's `--max-body-bytes` (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
         (status = 422, description = "A field is invalid; `field` names it (`invalid_spec`)", body = ErrorBody),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )

@@ -34,6 +34,22 @@ pub async fn spawn_app_polling_every(poll_interval: Duration) -> TestApp {
 
 /// A master on an existing database (a second master, or one restarted).
 pub async fn spawn_app_on(database_url: &str, poll_interval: Duration) -> TestApp {
+    spawn_app_with(database_url, poll_interval, Default::default()).await
+}
+
+/// A master on a fresh database with these API limits.
+pub async fn spawn_app_limited(limits: borgmaster::api::LimitsConfig) -> TestApp {
+    let database_url = devpg::testing::fresh_database(&borg_store::MIGRATOR)
+        .await
+        .expect("test database");
+    spawn_app_with(&database_url, Duration::from_millis(200), limits).await
+}
+
+async fn spawn_app_with(
+    database_url: &str,
+    poll_interval: Duration,
+    limits: borgmaster::api::LimitsConfig,
+) -> TestApp {
     let database_url = database_url.to_string();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -42,7 +58,7 @@ pub async fn spawn_app_on(database_url: &str, poll_interval: Duration) -> TestAp
         database_url: database_url.clone(),
         poll_interval,
         leader: Default::default(),
-        limits: Default::default(),
+        limits,
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(borgmaster::run(listener, config, shutdown.clone()));
