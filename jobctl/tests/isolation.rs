@@ -62,6 +62,7 @@ async fn spawn_app() -> TestApp {
         database_url: database_url.clone(),
         poll_interval: Duration::from_millis(200),
         leader: Default::default(),
+        limits: Default::default(),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(borgmaster::run(listener, config, shutdown.clone()));

@@ -34,6 +34,7 @@ fn start_master(listener: TcpListener, database_url: &str) -> (CancellationToken
         database_url: database_url.to_string(),
         poll_interval: Duration::from_millis(200),
         leader: Default::default(),
+        limits: Default::default(),
     };
     let token = CancellationToken::new();
     let handle = tokio::spawn({

@@ -4,7 +4,8 @@
 //! Bounded: a fixed number of examples per operation and a time budget.
 //!
 //! Needs the `schemathesis` CLI (`pip install schemathesis==4.32.5`; `.ci/run`
-//! installs it). `BORG_SCHEMATHESIS_EXAMPLES` raises the examples per operation.
+//! installs it). `BORG_SCHEMATHESIS_EXAMPLES` raises the examples per operation;
+//! `BORG_SCHEMATHESIS_ARGS` adds arguments (later ones win).
 
 mod helpers;
 
@@ -47,7 +48,7 @@ async fn the_api_keeps_to_its_own_document_under_fuzzing() {
         .args(["--max-examples", &examples])
         .args(["--phases", "examples,coverage,fuzzing"])
         .args(["--workers", "2"])
-        .args(["--max-time", "150"])
+        .args(["--max-time", "90"])
         .args(["--request-timeout", "10"])
         .args(["--seed", "11"])
         .args(["--generation-database", "none"])
@@ -56,6 +57,12 @@ async fn the_api_keeps_to_its_own_document_under_fuzzing() {
         // Logs are proxied to a borglet this test does not run.
         .args(["--exclude-path-regex", "/logs$"])
         .args(["--no-color", "--output-truncate", "true"])
+        // More arguments to explore with, e.g. `--checks all --mode positive`.
+        .args(
+            std::env::var("BORG_SCHEMATHESIS_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .arg("--report-dir")
         .arg(report.path())
         .current_dir(report.path())
@@ -67,6 +74,9 @@ async fn the_api_keeps_to_its_own_document_under_fuzzing() {
         .expect("running schemathesis");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // The whole report stays as an artifact.
+    let artifact = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis.txt");
+    let _ = std::fs::write(&artifact, format!("{stdout}\n{stderr}"));
     assert!(
         out.status.success(),
         "schemathesis found failures:\n{stdout}\n{stderr}"

@@ -1,7 +1,7 @@
 //! `/v1/jobs`: submit, list, read, kill.
 
 use super::body::JsonBytes;
-use super::params::{int_param, known_name, JobName, PageQuery};
+use super::params::{int_param, known_name, JobName, JobPage, PageQuery};
 use super::{ApiError, ApiResult, AppState};
 use crate::store::{
     JobCursor, KillOutcome, SubmitOutcome, TaskPage, DEFAULT_TASK_PAGE, MAX_TASK_PAGE,
@@ -104,9 +104,10 @@ struct ListQuery {
     path = "/v1/jobs",
     operation_id = "list_jobs",
     tag = "jobs",
-    params(ListQuery, PageQuery),
+    params(ListQuery, JobPage),
     responses(
         (status = 200, description = "A page of jobs; `next` is where the next page starts", body = JobList),
+        (status = 400, description = "The query string does not parse, e.g. a parameter given twice (`bad_request`)", body = ErrorBody),
         (status = 422, description = "`state` is not a job state, `limit` is out of range or `after` is not a page's `next` (`invalid_spec`)", body = ErrorBody),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )
@@ -124,7 +125,7 @@ async fn list(
         })?),
     };
     let limit = page.limit()?;
-    let after = match page.after() {
+    let after = match page.after()? {
         None => None,
         Some(a) => Some(JobCursor::decode(a).ok_or_else(|| ApiError::Invalid {
             field: "after".into(),
@@ -158,6 +159,7 @@ struct DetailQuery {
     params(JobName, DetailQuery),
     responses(
         (status = 200, description = "The job, with `tasks` and `events`", body = JobView),
+        (status = 400, description = "The query string does not parse, e.g. a parameter given twice (`bad_request`)", body = ErrorBody),
         (status = 404, description = "No job has this name (`not_found`)", body = ErrorBody),
         (status = 422, description = "`tasks_after` or `tasks_limit` is not a valid number (`invalid_spec`)", body = ErrorBody),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),

@@ -59,6 +59,7 @@ struct LogQuery {
     params(TaskPath, LogQuery),
     responses(
         (status = 200, description = "The log text, streamed", body = String, content_type = "text/plain; charset=utf-8"),
+        (status = 400, description = "The query string does not parse, e.g. a parameter given twice (`bad_request`)", body = ErrorBody),
         (status = 404, description = "No such task, it has not run yet, or the borglet has no logs for it (`not_found`)", body = ErrorBody),
         (status = 422, description = "A bad query parameter or task index, or the borglet refused the log (not a file in the task's sandbox); `field` names it (`invalid_spec`)", body = ErrorBody),
         (status = 502, description = "The borglet did not answer or failed (`borglet_unreachable`)", body = ErrorBody),

@@ -1,6 +1,6 @@
 //! `/v1/machines`: borglets register and nudge; operators list.
 
-use super::params::{known_name, MachineName, PageQuery};
+use super::params::{known_name, MachineName, MachinePage, PageQuery};
 use super::{json_rejection, ApiError, ApiResult, AppState};
 use crate::poller::Nudge;
 use axum::extract::rejection::JsonRejection;
@@ -100,10 +100,11 @@ fn validate_registration(req: &RegisterMachine) -> ApiResult<()> {
     path = "/v1/machines",
     operation_id = "list_machines",
     tag = "machines",
-    params(PageQuery),
+    params(MachinePage),
     responses(
         (status = 200, description = "A page of machines by name; `next` is where the next page starts", body = MachineList),
-        (status = 422, description = "`limit` is out of range (`invalid_spec`)", body = ErrorBody),
+        (status = 400, description = "The query string does not parse, e.g. a parameter given twice (`bad_request`)", body = ErrorBody),
+        (status = 422, description = "`limit` is out of range, or `after` is not a page's `next` (`invalid_spec`)", body = ErrorBody),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )
 )]
@@ -112,7 +113,7 @@ async fn list(
     Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<MachineList>> {
     let limit = page.limit()?;
-    let page = state.store.list_machines(page.after(), limit).await?;
+    let page = state.store.list_machines(page.after()?, limit).await?;
     Ok(Json(MachineList {
         machines: page.items,
         next: page.next,
@@ -163,5 +164,27 @@ async fn nudge(
             "a nudge needs `Authorization: Bearer <token>` with the token of the machine's latest sync"
                 .into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use borg_shared::spec::bounds::{check_address, ADDRESS_PATTERN};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Every address the document's pattern admits is one the master can parse.
+        #[test]
+        fn documented_addresses_parse(
+            address in proptest::string::string_regex(
+                ADDRESS_PATTERN.trim_start_matches('^').trim_end_matches('$')
+            ).unwrap()
+        ) {
+            prop_assume!(address.chars().count() <= 2048);
+            prop_assert!(check_address(&address).is_ok(), "{}", address);
+            prop_assert!(reqwest::Url::parse(&address).is_ok(), "{}", address);
+        }
     }
 }

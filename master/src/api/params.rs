@@ -8,15 +8,38 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 /// `limit` and `after` of a list.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Deserialize)]
 pub struct PageQuery {
-    /// At most this many (default 100, at most 1000).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
-    /// Start after this: the previous page's `next`.
-    #[param(value_type = Option<String>, max_length = 128)]
     pub after: Option<String>,
+}
+
+/// The page parameters of `GET /v1/jobs`, for the document.
+#[allow(dead_code)]
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobPage {
+    /// At most this many jobs (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// Start after this: the previous page's `next`.
+    #[param(
+        pattern = r"^-?[0-9]{1,16}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
+    after: Option<String>,
+}
+
+/// The page parameters of `GET /v1/machines`, for the document.
+#[allow(dead_code)]
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MachinePage {
+    /// At most this many machines (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// Start after this machine name: the previous page's `next`.
+    #[param(pattern = r"^[^\x00]*$", max_length = 253)]
+    after: Option<String>,
 }
 
 impl PageQuery {
@@ -31,8 +54,16 @@ impl PageQuery {
         Ok(limit)
     }
 
-    pub fn after(&self) -> Option<&str> {
-        self.after.as_deref().filter(|a| !a.is_empty())
+    /// `after`, if given: no row's key holds a NUL (nor could a query take one).
+    pub fn after(&self) -> ApiResult<Option<&str>> {
+        match self.after.as_deref() {
+            None | Some("") => Ok(None),
+            Some(a) if a.contains('\0') || a.chars().count() > 253 => Err(ApiError::Invalid {
+                field: "after".into(),
+                message: "not a page cursor: pass the previous page's `next`".into(),
+            }),
+            Some(a) => Ok(Some(a)),
+        }
     }
 }
 

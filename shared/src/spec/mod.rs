@@ -36,7 +36,8 @@ pub struct JobSpec {
     #[serde(default = "default_replicas")]
     pub replicas: i64,
     pub task: TaskTemplate,
-    #[schema(schema_with = schema::constraints)]
+    /// At most 64 (`bounds::MAX_CONSTRAINTS`).
+    #[schema(max_items = 64)]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<Constraint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,7 +80,8 @@ pub struct TaskTemplate {
     )]
     pub kill_grace: Option<Duration>,
     /// Stop the task when no master has synced for this long (at-most-once semantics).
-    #[schema(schema_with = schema::duration)]
+    /// Not supported yet (refused): left out of the document.
+    #[schema(ignore)]
     #[serde(
         default,
         with = "opt_duration",

@@ -140,11 +140,6 @@ pub fn label_values() -> RefOr<Schema> {
         "description": "The values for `in` and `not_in`"}))
 }
 
-pub fn constraints() -> RefOr<Schema> {
-    schema(json!({"type": "array", "maxItems": MAX_CONSTRAINTS,
-        "items": {"$ref": "#/components/schemas/Constraint"}}))
-}
-
 pub fn address() -> RefOr<Schema> {
     schema(json!({"type": "string", "pattern": ADDRESS_PATTERN,
         "maxLength": MAX_ADDRESS_CHARS,
@@ -181,7 +176,6 @@ mod tests {
             ("cpu", cpu_request),
             ("size", size),
             ("labels", labels),
-            ("constraints", constraints),
             ("capacity", machine_capacity),
         ] {
             let v = serde_json::to_value(f()).unwrap();
