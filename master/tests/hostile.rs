@@ -263,6 +263,12 @@ async fn names_no_row_can_have_are_not_found_and_bad_queries_are_ours() {
     }
     let (s, _) = send(&app, post("/v1/machines/m%00/nudge").bearer_auth("x")).await;
     assert_eq!(s, 404);
+    for path in [
+        "/v1/events?job=a%00&follow=false",
+        "/v1/events?machine=m%00&follow=false",
+    ] {
+        assert_eq!(send(&app, get(path)).await.0, 404, "{path}");
+    }
     let (s, code) = send(&app, get("/v1/quotas/a%00b")).await;
     assert_eq!((s, code.as_str()), (422, "invalid_spec"));
     // Logs: a traversal in the name or the index, a bad index.
@@ -394,6 +400,8 @@ async fn the_document_states_the_limits() {
     let app = spawn_app().await;
     let (s, doc) = app.get_json("/openapi.json").await;
     assert_eq!(s, 200);
+    let artifact = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("openapi.json");
+    std::fs::write(artifact, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
     let spec = &doc["components"]["schemas"]["JobSpec"]["properties"];
     assert_eq!(
         spec["name"]["pattern"],

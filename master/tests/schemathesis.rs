@@ -47,7 +47,10 @@ async fn the_api_keeps_to_its_own_document_under_fuzzing() {
         .args(["--checks", CHECKS])
         .args(["--max-examples", &examples])
         .args(["--phases", "examples,coverage,fuzzing"])
-        .args(["--workers", "2"])
+        // One worker: with two, CPython 3.11's AST recursion counter is not thread
+        // safe and schemathesis now and then fails itself ("AST constructor
+        // recursion depth mismatch"), whatever the server answers.
+        .args(["--workers", "1"])
         .args(["--max-time", "90"])
         .args(["--request-timeout", "10"])
         .args(["--seed", "11"])
