@@ -15,6 +15,16 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_quota, put_quota))
 }
 
+/// An owner in a path.
+#[allow(dead_code)] // read as a string by the handlers; here for the document
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+struct OwnerPath {
+    /// The owner (a job spec's `owner`).
+    #[param(schema_with = borg_shared::spec::schema::owner)]
+    owner: String,
+}
+
 /// Owners are job owners: 1 to 63 characters, none of them a control character.
 fn validate_owner(owner: &str) -> ApiResult<()> {
     borg_shared::spec::bounds::check_owner(owner).map_err(|message| ApiError::Invalid {
@@ -30,7 +40,7 @@ fn validate_owner(owner: &str) -> ApiResult<()> {
     path = "/v1/quotas/{owner}",
     operation_id = "get_quota",
     tag = "quotas",
-    params(("owner" = String, Path, description = "The owner (a job spec's `owner`)")),
+    params(OwnerPath),
     responses(
         (status = 200, description = "The owner's quota and usage", body = QuotaView),
         (status = 422, description = "The owner is not a valid name (`invalid_spec`)", body = ErrorBody),
@@ -52,7 +62,7 @@ async fn get_quota(
     path = "/v1/quotas/{owner}",
     operation_id = "put_quota",
     tag = "quotas",
-    params(("owner" = String, Path, description = "The owner (a job spec's `owner`)")),
+    params(OwnerPath),
     request_body(content = QuotaSpec, content_type = "application/json"),
     responses(
         (status = 200, description = "The quota as now set, with usage", body = QuotaView),
