@@ -68,8 +68,8 @@ pub const MAX_MACHINE_CPU: u64 = 1_000_000_000;
 pub const MAX_MACHINE_BYTES: u64 = 1 << 60;
 pub const MAX_ADDRESS_CHARS: usize = 2048;
 /// An http(s) URL of an IPv4 address or a host name (labels starting with a
-/// letter), an optional port, an optional path.
-pub const ADDRESS_PATTERN: &str = r"^https?://(((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])|[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?)*)(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[!-~]*)?$";
+/// letter, no `--`, so no punycode), an optional port, an optional path.
+pub const ADDRESS_PATTERN: &str = r"^https?://(((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])|[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*(\.[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*)*)(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[!-~]*)?$";
 pub const VERSION_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]{0,64}$";
 
 macro_rules! pattern {
