@@ -5,6 +5,7 @@
 
 mod helpers;
 
+use borg_shared::spec::bounds;
 use borgmaster::api::LimitsConfig;
 use helpers::{spawn_app, spawn_app_limited, TestApp};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
@@ -420,6 +421,23 @@ async fn the_document_states_the_limits() {
     let submit = &doc["paths"]["/v1/jobs"]["post"]["responses"];
     for status in ["413", "415", "422", "429"] {
         assert!(submit[status].is_object(), "submit documents {status}");
+    }
+    // Every path parameter is required, as OpenAPI has it.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for op in item.as_object().unwrap().values() {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if p["in"] == "path" {
+                    assert_eq!(p["required"], true, "{path}: {p}");
+                }
+                // The same patterns as the checks (the attributes take literals).
+                if p["in"] == "path" && p["name"] == "name" {
+                    assert_eq!(p["schema"]["pattern"], bounds::NAME_PATTERN, "{path}");
+                }
+                if p["name"] == "owner" {
+                    assert_eq!(p["schema"]["pattern"], bounds::OWNER_PATTERN, "{path}");
+                }
+            }
+        }
     }
     let params = doc["paths"]["/v1/jobs"]["get"]["parameters"]
         .as_array()

@@ -24,7 +24,7 @@ const MAX_TAIL: u64 = 1_000_000_000;
 #[allow(dead_code)] // read as a tuple by the handler; here for the document
 struct TaskPath {
     /// The job's name.
-    #[param(schema_with = borg_shared::spec::schema::name)]
+    #[param(pattern = "^[a-z0-9][a-z0-9-]{0,62}$", min_length = 1, max_length = 63)]
     name: String,
     /// The task's index within the job (0-based).
     #[param(minimum = 0)]

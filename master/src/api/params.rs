@@ -3,7 +3,7 @@
 
 use super::{ApiError, ApiResult};
 use crate::store::{DEFAULT_PAGE, MAX_PAGE};
-use borg_shared::spec::{bounds, schema};
+use borg_shared::spec::bounds;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -84,7 +84,7 @@ pub fn int_param<T: std::str::FromStr>(field: &str, value: Option<&str>) -> ApiR
 #[into_params(parameter_in = Path)]
 pub struct JobName {
     /// The job's name.
-    #[param(schema_with = schema::name)]
+    #[param(pattern = "^[a-z0-9][a-z0-9-]{0,62}$", min_length = 1, max_length = 63)]
     pub name: String,
 }
 
@@ -94,7 +94,7 @@ pub struct JobName {
 #[into_params(parameter_in = Path)]
 pub struct MachineName {
     /// The machine's name.
-    #[param(schema_with = schema::name)]
+    #[param(pattern = "^[a-z0-9][a-z0-9-]{0,62}$", min_length = 1, max_length = 63)]
     pub name: String,
 }
 

@@ -21,7 +21,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Path)]
 struct OwnerPath {
     /// The owner (a job spec's `owner`).
-    #[param(schema_with = borg_shared::spec::schema::owner)]
+    #[param(
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,63}$",
+        min_length = 1,
+        max_length = 63
+    )]
     owner: String,
 }
 
