@@ -55,13 +55,17 @@ pub const MAX_PORTS: u16 = 1000;
 pub const CPU_PATTERN: &str = r"^ *([0-9]{1,6}(\.[0-9]{1,3})?|[0-9]{1,9}m) *$";
 /// Cores as a number.
 pub const MAX_CPU_CORES: f64 = 999_999.0;
-/// Sizes as text: plain bytes, or a number with a unit (k, M, G, T or Ki, Mi, Gi, Ti).
-pub const SIZE_PATTERN: &str =
-    r"^ *([0-9]{1,15}(\.[0-9]{1,3})?|[0-9]{1,6}(\.[0-9]{1,3})?(k|K|M|G|T|Ki|Mi|Gi|Ti)) *$";
-/// Sizes as a number of bytes.
-pub const MAX_SIZE_BYTES: u64 = 999_999_999_999_999;
-/// Durations: up to 4 parts of a number and a unit (ms, s, m, h): `10s`, `1m30s`.
+/// Sizes as text: plain bytes, or a number with a unit (k, M, G, T or Ki, Mi,
+/// Gi, Ti); each form's digits cover `MAX_SIZE_BYTES`, so the stored form
+/// (`Bytes::exact`: a whole binary unit or plain bytes) matches it again.
+pub const SIZE_PATTERN: &str = r"^ *([0-9]{1,16}(\.[0-9]{1,3})?|[0-9]{1,13}(\.[0-9]{1,3})?(k|K|Ki)|[0-9]{1,10}(\.[0-9]{1,3})?(M|Mi)|[0-9]{1,7}(\.[0-9]{1,3})?(G|Gi)|[0-9]{1,4}(\.[0-9]{1,3})?(T|Ti)) *$";
+/// The largest size, 1 PiB (a size past it, in any form, is refused).
+pub const MAX_SIZE_BYTES: u64 = 1 << 50;
+/// Durations: up to 4 parts of a number and a unit (ms, s, m, h): `10s`, `1m30s`;
+/// at most `MAX_DURATION` in all.
 pub const DURATION_PATTERN: &str = r"^ *([0-9]{1,6}(ms|s|m|h) *){1,4}$";
+/// The longest duration: 999,999 hours.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(999_999 * 3600);
 
 /// A machine's capacity as it registers: millicores and bytes.
 pub const MAX_MACHINE_CPU: u64 = 1_000_000_000;
@@ -71,6 +75,29 @@ pub const MAX_ADDRESS_CHARS: usize = 2048;
 /// letter, no `--`, so no punycode), an optional port, an optional path.
 pub const ADDRESS_PATTERN: &str = r"^https?://(((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])|[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*(\.[A-Za-z][A-Za-z0-9]*(-[A-Za-z0-9]+)*)*)(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[!-~]*)?$";
 pub const VERSION_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]{0,64}$";
+
+/// A duration as it is stored and shown: hours, minutes, seconds and
+/// milliseconds, each only if not zero (`1h30m`, `500ms`, `0s`): it matches
+/// `DURATION_PATTERN` for every duration up to `MAX_DURATION`.
+pub fn format_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    let parts = [
+        (ms / 3_600_000, "h"),
+        (ms / 60_000 % 60, "m"),
+        (ms / 1000 % 60, "s"),
+        (ms % 1000, "ms"),
+    ];
+    let text: String = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if text.is_empty() {
+        "0s".into()
+    } else {
+        text
+    }
+}
 
 macro_rules! pattern {
     ($name:ident, $pattern:expr) => {

@@ -178,10 +178,33 @@ proptest! {
         }
         let cpu_is_zero = MilliCpu::parse(&Quantity::Text(cpu.clone())).is_ok_and(|c| c.0 == 0);
         if !cpu_is_zero {
-            accepted(json!({"command": ["x"], "resources": {"cpu": cpu}}))?;
+            accepted(json!({"command": ["x"], "resources": {"cpu": cpu.clone()}}))?;
         }
-        accepted(json!({"command": ["x"], "resources": {"disk": size}}))?;
-        accepted(json!({"command": ["x"], "kill_grace": duration}))?;
+        let in_range = |v: serde_json::Value| match parse(v.clone()) {
+            Err(SpecError::Invalid { message, .. }) if message.contains("in all") || message.contains("longer than") => Ok(None),
+            Ok(spec) => Ok(Some(spec)),
+            Err(e) => Err(TestCaseError::fail(format!("{v} refused: {e:?}"))),
+        };
+        // What is stored and shown matches the patterns again (or a read would fail).
+        if let Some(spec) = in_range(with_task(json!({"command": ["x"], "resources": {"disk": size}})))? {
+            let stored = spec.to_json();
+            let text = stored["task"]["resources"]["disk"].as_str().unwrap().to_string();
+            prop_assert!(check_size_text(&text).is_ok(), "{} stored as {}", size, text);
+            prop_assert_eq!(parse(stored).unwrap(), spec);
+        }
+        if let Some(spec) = in_range(with_task(json!({"command": ["x"], "kill_grace": duration})))? {
+            let stored = spec.to_json();
+            let text = stored["task"]["kill_grace"].as_str().unwrap().to_string();
+            prop_assert!(check_duration_text(&text).is_ok(), "{} stored as {}", duration, text);
+            prop_assert_eq!(parse(stored).unwrap(), spec);
+        }
+        if cpu_is_zero {
+            return Ok(());
+        }
+        if let Some(spec) = in_range(with_task(json!({"command": ["x"], "resources": {"cpu": cpu.clone()}})))? {
+            let text = spec.to_json()["task"]["resources"]["cpu"].as_str().unwrap().to_string();
+            prop_assert!(check_cpu_text(&text).is_ok(), "{} stored as {}", cpu, text);
+        }
     }
 
     #[test]

@@ -549,18 +549,36 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 struct QuantityBounds {
     text: fn(&str) -> Result<(), String>,
     max_number: f64,
+    /// The most a parsed value may be, in its unit (millicores, bytes).
+    max_parsed: u64,
+}
+
+trait Amount {
+    fn amount(&self) -> u64;
+}
+impl Amount for MilliCpu {
+    fn amount(&self) -> u64 {
+        self.0
+    }
+}
+impl Amount for Bytes {
+    fn amount(&self) -> u64 {
+        self.0
+    }
 }
 
 const CPU_BOUNDS: QuantityBounds = QuantityBounds {
     text: bounds::check_cpu_text,
     max_number: bounds::MAX_CPU_CORES,
+    max_parsed: u64::MAX,
 };
 const SIZE_BOUNDS: QuantityBounds = QuantityBounds {
     text: bounds::check_size_text,
     max_number: bounds::MAX_SIZE_BYTES as f64,
+    max_parsed: bounds::MAX_SIZE_BYTES,
 };
 
-fn de_quantity<'de, D: Deserializer<'de>, T>(
+fn de_quantity<'de, D: Deserializer<'de>, T: Amount>(
     d: D,
     limits: &QuantityBounds,
     parse: fn(&Quantity) -> Result<T, crate::resources::UnitError>,
@@ -576,7 +594,14 @@ fn de_quantity<'de, D: Deserializer<'de>, T>(
         }
         Quantity::Number(_) => {}
     }
-    parse(&q).map_err(serde::de::Error::custom)
+    let v = parse(&q).map_err(serde::de::Error::custom)?;
+    if v.amount() > limits.max_parsed {
+        return Err(serde::de::Error::custom(format!(
+            "must be at most {} in all",
+            limits.max_parsed
+        )));
+    }
+    Ok(v)
 }
 
 pub(crate) mod cpu_qty {
@@ -630,20 +655,25 @@ pub mod opt_duration {
     use super::*;
     pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match v {
-            Some(v) => s.serialize_str(&humantime::format_duration(*v).to_string()),
+            Some(v) => s.serialize_str(&bounds::format_duration(*v)),
             None => s.serialize_none(),
         }
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let text = String::deserialize(d)?;
         bounds::check_duration_text(&text).map_err(serde::de::Error::custom)?;
-        humantime::parse_duration(text.trim())
-            .map(Some)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "`{text}` is not a duration ({e}); write e.g. 10s or 1m30s"
-                ))
-            })
+        let d = humantime::parse_duration(text.trim()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration ({e}); write e.g. 10s or 1m30s"
+            ))
+        })?;
+        if d > bounds::MAX_DURATION {
+            return Err(serde::de::Error::custom(format!(
+                "`{text}` is longer than {}h",
+                bounds::MAX_DURATION.as_secs() / 3600
+            )));
+        }
+        Ok(Some(d))
     }
 }
 

@@ -82,12 +82,12 @@ pub fn size() -> RefOr<Schema> {
             {"type": "string", "pattern": SIZE_PATTERN},
             {"type": "number", "minimum": 0, "maximum": MAX_SIZE_BYTES},
         ],
-        "description": "A size: `\"64Mi\"`, `\"1Gi\"`, `\"512k\"` or bytes", "example": "64Mi"}))
+        "description": "A size: `\"64Mi\"`, `\"1Gi\"`, `\"512k\"` or bytes; at most 1Pi in all", "example": "64Mi"}))
 }
 
 pub fn duration() -> RefOr<Schema> {
     schema(json!({"type": "string", "pattern": DURATION_PATTERN,
-        "description": "A duration: up to 4 parts of a number and a unit (ms, s, m, h), e.g. `10s`, `1m30s`",
+        "description": "A duration: up to 4 parts of a number and a unit (ms, s, m, h), e.g. `10s`, `1m30s`; at most 999999h in all",
         "example": "10s"}))
 }
 
