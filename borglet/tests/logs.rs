@@ -172,3 +172,54 @@ async fn shutdown_ends_a_follow_of_a_running_attempt() {
     read_to_end(&mut resp, &mut got).await;
     assert_eq!(got, "hi\n");
 }
+
+/// A task can write its sandbox: one that replaces its own log with a symlink
+/// to a file outside (here a "secret" beside the sandboxes) must not get the
+/// borglet to serve that file; a log path that escapes is refused.
+#[tokio::test]
+async fn a_log_that_points_outside_the_sandbox_is_refused() {
+    let b = TestBorglet::spawn().await;
+    let probe = AttemptBuilder::sh("true").build();
+    let secret = b
+        .sandbox(probe.id)
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("secret");
+    std::fs::write(&secret, "the borglet's secret\n").unwrap();
+    let script = format!(
+        "echo fine; rm -f stderr; ln -s {} stderr; touch linked",
+        secret.display()
+    );
+    let spec = AttemptBuilder::sh(&script).build();
+    let id = spec.id;
+    b.sync_until(std::slice::from_ref(&spec), id, "exited", |r| {
+        r.phase == AttemptPhase::Exited
+    })
+    .await;
+    assert!(
+        b.sandbox(id).join("linked").exists(),
+        "the task ran in its sandbox"
+    );
+
+    let resp = b.logs(&id.to_string(), "?stream=stdout").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "fine\n");
+    for query in [
+        "?stream=stderr",
+        "?stream=stderr&tail=5",
+        "?stream=stderr&follow=true",
+    ] {
+        let resp = b.logs(&id.to_string(), query).await;
+        assert_eq!(resp.status(), 400, "{query}");
+        let body: ErrorBody = resp.json().await.unwrap();
+        assert_eq!(body.error.code, "log_outside_sandbox", "{query}");
+        assert!(!body.error.message.contains("secret"), "{query}");
+    }
+    for id in ["..%2F..%2Fsecret", "..", "%2Fetc%2Fpasswd"] {
+        let resp = b.logs(id, "").await;
+        assert!(resp.status().is_client_error(), "{id}: {}", resp.status());
+        assert!(!resp.text().await.unwrap().contains("borglet's secret"));
+    }
+}

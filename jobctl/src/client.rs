@@ -15,6 +15,10 @@ use std::time::Duration;
 /// Calls that answer at once get this long; log streams are not bounded.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Rows asked for per page of a list (the API's most).
+const LIST_PAGE: u32 = 1000;
+/// Submissions refused for the rate (429) are tried again up to this many times in all.
+const SUBMIT_TRIES: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -165,13 +169,34 @@ impl Client {
         })
     }
 
-    /// `POST /v1/jobs` with the spec as JSON.
+    /// `POST /v1/jobs` with the spec as JSON. Past the master's submit rate
+    /// (429) it waits as `Retry-After` says and tries again, a few times.
     pub async fn submit(&self, spec: &serde_json::Value) -> Result<Submitted, ClientError> {
-        let req = self
-            .request(Method::POST, &["v1", "jobs"])
-            .timeout(REQUEST_TIMEOUT)
-            .json(spec);
-        let resp = self.send(req).await?;
+        let mut tries = 0;
+        let resp = loop {
+            let req = self
+                .request(Method::POST, &["v1", "jobs"])
+                .timeout(REQUEST_TIMEOUT)
+                .json(spec);
+            let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+            tries += 1;
+            if resp.status() != StatusCode::TOO_MANY_REQUESTS || tries >= SUBMIT_TRIES {
+                break resp;
+            }
+            let wait = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(1)
+                .clamp(1, 30);
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(error_from_body(status, &body));
+        }
         let created = resp.status() != StatusCode::OK;
         let job = self.json("POST /v1/jobs", resp).await?;
         Ok(Submitted { job, created })
@@ -204,20 +229,59 @@ impl Client {
         Ok(job)
     }
 
+    /// Every job (newest first), following the list's pages.
     pub async fn jobs(&self) -> Result<JobList, ClientError> {
-        let req = self
-            .request(Method::GET, &["v1", "jobs"])
-            .timeout(REQUEST_TIMEOUT);
-        let resp = self.send(req).await?;
-        self.json("GET /v1/jobs", resp).await
+        let mut all = JobList {
+            jobs: Vec::new(),
+            next: None,
+        };
+        let mut after: Option<String> = None;
+        loop {
+            let page: JobList = self.list_page(&["v1", "jobs"], after.as_deref()).await?;
+            all.jobs.extend(page.jobs);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
+    /// Every machine (by name), following the list's pages.
     pub async fn machines(&self) -> Result<MachineList, ClientError> {
+        let mut all = MachineList {
+            machines: Vec::new(),
+            next: None,
+        };
+        let mut after: Option<String> = None;
+        loop {
+            let page: MachineList = self
+                .list_page(&["v1", "machines"], after.as_deref())
+                .await?;
+            all.machines.extend(page.machines);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// One page of a list, as large as the API gives.
+    async fn list_page<T: serde::de::DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        after: Option<&str>,
+    ) -> Result<T, ClientError> {
+        let mut query = vec![("limit", LIST_PAGE.to_string())];
+        if let Some(after) = after {
+            query.push(("after", after.to_string()));
+        }
         let req = self
-            .request(Method::GET, &["v1", "machines"])
+            .request(Method::GET, segments)
+            .query(&query)
             .timeout(REQUEST_TIMEOUT);
         let resp = self.send(req).await?;
-        self.json("GET /v1/machines", resp).await
+        self.json(&format!("GET /{}", segments.join("/")), resp)
+            .await
     }
 
     /// `GET /v1/quotas/{owner}`.

@@ -135,9 +135,9 @@ mod tests {
     fn shape_errors_name_the_files_line_and_column() {
         let yaml = "name: x\ntask:\n  command: [a]\n  resources:\n    cpu: lots\n";
         let line = error_line(&parse(yaml).unwrap_err());
-        assert_eq!(
-            line,
-            "line 5 column 5: task.resources.cpu: `lots` is not a number"
+        assert!(
+            line.starts_with("line 5 column 5: task.resources.cpu: `lots` is not a cpu amount"),
+            "{line}"
         );
         assert!(!line.contains("line 1 column"), "{line}");
 

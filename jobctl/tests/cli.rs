@@ -221,8 +221,8 @@ fn a_yaml_shape_error_names_the_files_line_and_column() {
     assert_eq!(out.status.code(), Some(1));
     let line = one_error_line(&out);
     assert!(
-        line.ends_with(
-            "wrong-type.yaml: line 4 column 14: task.resources.cpu: `lots` is not a number"
+        line.contains(
+            "wrong-type.yaml: line 4 column 14: task.resources.cpu: `lots` is not a cpu amount"
         ),
         "{line}"
     );
@@ -356,7 +356,10 @@ fn get_jobs_prints_a_table_and_json() {
                 vec![(TaskState::Running, None), (TaskState::Running, None)],
             );
             view.tasks = None;
-            Json(JobList { jobs: vec![view] })
+            Json(JobList {
+                jobs: vec![view],
+                next: None,
+            })
         }),
     );
     let master = serve(router);
@@ -477,5 +480,77 @@ fn completion_scripts_and_version() {
     assert_eq!(
         stdout(&out),
         format!("jobctl {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn get_jobs_follows_every_page() {
+    let router = Router::new().route(
+        "/v1/jobs",
+        get(|Query(q): Query<HashMap<String, String>>| async move {
+            let mut view = hello_view(JobState::Running, vec![(TaskState::Running, None)]);
+            view.tasks = None;
+            let next = match q.get("after").map(String::as_str) {
+                None => {
+                    view.name = "first".into();
+                    Some("page-2".to_string())
+                }
+                Some("page-2") => {
+                    view.name = "second".into();
+                    None
+                }
+                Some(other) => panic!("unexpected cursor {other}"),
+            };
+            Json(JobList {
+                jobs: vec![view],
+                next,
+            })
+        }),
+    );
+    let master = serve(router);
+    let out = jobctl(&["--master", &master, "get", "jobs", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = list["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["first", "second"]);
+    assert!(list.get("next").is_none(), "{list}");
+}
+
+#[test]
+fn a_submission_past_the_rate_is_retried_after_the_wait() {
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let router = Router::new().route(
+        "/v1/jobs",
+        post(move || {
+            let refused = refused.clone();
+            async move {
+                if !refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    let body = serde_json::json!({"error": {"code": "rate_limited",
+                        "message": "too many submissions from this caller; retry in 1 s"}});
+                    return (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", "1")],
+                        Json(body),
+                    )
+                        .into_response();
+                }
+                let view = hello_view(JobState::Pending, vec![(TaskState::Pending, None)]);
+                (StatusCode::CREATED, Json(view)).into_response()
+            }
+        }),
+    );
+    let master = serve(router);
+    let file = spec_file("hello-rate.yaml", HELLO);
+    let out = jobctl(&["--master", &master, "run", "-f", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("job/hello submitted"),
+        "{}",
+        stdout(&out)
     );
 }

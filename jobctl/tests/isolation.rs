@@ -76,6 +76,7 @@ async fn spawn_app() -> TestApp {
             bootstrap_token: Some(ADMIN_TOKEN.into()),
             ..Default::default()
         },
+        limits: Default::default(),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(borgmaster::run(listener, config, shutdown.clone()));

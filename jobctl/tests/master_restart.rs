@@ -48,6 +48,7 @@ fn start_master(listener: TcpListener, database_url: &str) -> (CancellationToken
             bootstrap_token: Some(ADMIN_TOKEN.into()),
             ..Default::default()
         },
+        limits: Default::default(),
     };
     let token = CancellationToken::new();
     let handle = tokio::spawn({

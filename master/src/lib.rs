@@ -54,6 +54,8 @@ pub struct Config {
     pub leader: leader::LeaderConfig,
     #[command(flatten)]
     pub auth: auth::AuthConfig,
+    #[command(flatten)]
+    pub limits: api::LimitsConfig,
 }
 
 impl Config {
@@ -111,6 +113,7 @@ pub async fn run(
         db: db.clone(),
         insecure: config.auth.insecure,
         agents: Arc::new(gate),
+        limits: Arc::new(api::Limits::new(&config.limits)),
     };
     let listen = listener.local_addr()?;
     // Unique per process: a restarted replica is a new holder and takes the
@@ -128,6 +131,7 @@ pub async fn run(
     };
     let leader = tokio::spawn(leader::run(leading, holder, shutdown.clone()));
     tracing::info!(%listen, "borgmaster serving");
+    // The peer's address keys the submit rate of callers without a token.
     let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())

@@ -108,6 +108,7 @@ async fn bad_specs_get_422_naming_the_field_and_store_nothing() {
     let resp = app
         .http
         .post(format!("{}/v1/jobs", app.url))
+        .header("content-type", "application/json")
         .body("{\"name\": \"a\", ")
         .send()
         .await
@@ -242,8 +243,12 @@ async fn openapi_document_is_generated_from_the_handlers() {
         required.contains(&"name") && required.contains(&"task"),
         "{required:?}"
     );
-    // Quantities are strings on the wire, not the integers they are stored as.
-    assert_eq!(schemas["Resources"]["properties"]["cpu"]["type"], "string");
+    // Quantities are strings (or numbers of cores) on the wire, not the integers
+    // they are stored as, with the pattern the server enforces.
+    let cpu = &schemas["Resources"]["properties"]["cpu"]["anyOf"];
+    assert_eq!(cpu[0]["type"], "string");
+    assert_eq!(cpu[0]["pattern"], borg_shared::spec::bounds::CPU_PATTERN);
+    assert_eq!(cpu[1]["type"], "number");
 
     // Every reference resolves and operation ids are unique.
     let text = doc.to_string();

@@ -72,6 +72,7 @@ async fn the_api_answers_503_at_once_while_postgres_is_down_and_resumes_by_itsel
             ..Default::default()
         },
         auth: helpers::test_auth(),
+        limits: Default::default(),
     };
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();

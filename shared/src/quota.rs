@@ -51,11 +51,11 @@ impl std::fmt::Display for Band {
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Cores, as in a job spec (`"10"`, `"2500m"`).
-    #[schema(value_type = Option<String>, example = "10")]
+    #[schema(schema_with = crate::spec::schema::cpu_amount)]
     #[serde(default, with = "opt_cpu_qty", skip_serializing_if = "Option::is_none")]
     pub cpu: Option<MilliCpu>,
     /// A size, as in a job spec (`"64Gi"`).
-    #[schema(value_type = Option<String>, example = "64Gi")]
+    #[schema(schema_with = crate::spec::schema::size)]
     #[serde(
         default,
         with = "opt_size_qty",

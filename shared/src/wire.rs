@@ -54,6 +54,9 @@ fn first_version() -> i32 {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobList {
     pub jobs: Vec<JobView>,
+    /// More jobs follow: ask again with `after` set to this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -192,19 +195,24 @@ pub struct EventView {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterMachine {
+    #[schema(schema_with = crate::spec::schema::name)]
     pub name: String,
     /// Base URL the master reaches the borglet at, e.g. `http://127.0.0.1:7701`.
+    #[schema(schema_with = crate::spec::schema::address)]
     pub address: String,
+    #[schema(schema_with = crate::spec::schema::machine_capacity)]
     pub capacity: Capacity,
+    #[schema(schema_with = crate::spec::schema::labels)]
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// How the borglet isolates tasks (absent from older borglets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<IsolationMode>,
     /// The borglet's version.
+    #[schema(schema_with = crate::spec::schema::version)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// Host ports tasks may be given (default 20000-29999).
+    /// Host ports tasks may be given (default 20000-29999); `last` is at least `first`.
     #[serde(default)]
     pub ports: PortRange,
 }
@@ -251,7 +259,9 @@ impl IsolationMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortRange {
+    #[schema(minimum = 1, maximum = 65535)]
     pub first: u16,
+    #[schema(minimum = 1, maximum = 65535)]
     pub last: u16,
 }
 
@@ -316,6 +326,9 @@ pub struct MachineView {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineList {
     pub machines: Vec<MachineView>,
+    /// More machines follow: ask again with `after` set to this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 // ---------- master → borglet sync ----------

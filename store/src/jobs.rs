@@ -12,14 +12,10 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
 /// The columns of a job view; `c` is `COUNTS_JOIN`.
-const JOB_COLUMNS: &str =
+pub(crate) const JOB_COLUMNS: &str =
     "j.id, j.name, j.kind, j.state, j.owner, j.priority, j.replicas, j.version, j.spec,
     j.created_at, j.finished_at, c.*";
 
-/// Jobs per list, unless asked otherwise.
-pub const DEFAULT_JOB_PAGE: u32 = 1000;
-/// The most jobs one list may hold.
-pub const MAX_JOB_PAGE: u32 = 10_000;
 /// Tasks per page of a job's detail, unless asked otherwise.
 pub const DEFAULT_TASK_PAGE: u32 = 1000;
 /// The most tasks one page may hold.
@@ -151,35 +147,6 @@ impl Store {
         } else {
             SubmitOutcome::Conflict(live)
         })
-    }
-
-    /// The newest `limit` jobs, optionally in one state, optionally of one owner.
-    pub async fn list_jobs(
-        &self,
-        state: Option<JobState>,
-        owner: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<JobView>> {
-        // Two statements rather than `$1 IS NULL OR state = $1`, which no index serves.
-        let newest = match state {
-            Some(_) => {
-                "SELECT * FROM jobs WHERE state = $1 AND ($3::text IS NULL OR owner = $3)
-                 ORDER BY created_at DESC LIMIT $2"
-            }
-            None => {
-                "SELECT * FROM jobs WHERE $1::job_state IS NULL AND ($3::text IS NULL OR owner = $3)
-                 ORDER BY created_at DESC LIMIT $2"
-            }
-        };
-        let rows: Vec<JobRow> = sqlx::query_as(&format!(
-            "SELECT {JOB_COLUMNS} FROM ({newest}) j {COUNTS_JOIN} ORDER BY j.created_at DESC"
-        ))
-        .bind(state)
-        .bind(i64::from(limit.clamp(1, MAX_JOB_PAGE)))
-        .bind(owner)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(JobRow::into_view).collect())
     }
 
     /// The live job of that name, else the most recent one; without tasks or events.

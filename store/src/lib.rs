@@ -23,6 +23,7 @@ mod lease;
 mod lost;
 mod machines;
 mod moves;
+mod pages;
 mod placements;
 mod preempt;
 mod quotas;
@@ -43,14 +44,12 @@ pub use error::{Result, StoreError};
 pub use event_feed::{EventFilter, FeedPage};
 pub use events::{EventCursor, EventPage, StoredEvent};
 pub use health::TASK_HEALTHY_SQL;
-pub use jobs::{
-    KillOutcome, SubmitOutcome, TaskPage, DEFAULT_JOB_PAGE, DEFAULT_TASK_PAGE, MAX_JOB_PAGE,
-    MAX_TASK_PAGE,
-};
+pub use jobs::{KillOutcome, SubmitOutcome, TaskPage, DEFAULT_TASK_PAGE, MAX_TASK_PAGE};
 pub use lease::LeaseView;
 pub use lost::MachineDown;
 pub use machines::{machine_usage, MachineTarget, Usage};
 pub use moves::Transitions;
+pub use pages::{JobCursor, Page, DEFAULT_PAGE, MAX_PAGE};
 pub use placements::{Committed, Placed, Placement, REASON_REFRESH};
 pub use preempt::{Preemption, PREEMPTED_BY};
 pub use quotas::{quota_usage, read_quotas, QuotaTable, QuotaUsage};

@@ -56,7 +56,7 @@ pub async fn machine_usage<'e, E: sqlx::PgExecutor<'e>>(
         .collect())
 }
 
-const MACHINE_COLUMNS: &str =
+pub(crate) const MACHINE_COLUMNS: &str =
     "m.id, m.name, m.address, m.state, m.labels, m.cpu_milli, m.memory, m.disk, m.port_first, m.port_last,
      m.last_heard, m.isolation, m.version, m.cpu_used_milli, m.memory_used";
 
@@ -152,22 +152,6 @@ impl Store {
         let usage = machine_usage(&self.pool, Some(&[row.id])).await?;
         let usage = usage.get(&row.id).copied().unwrap_or_default();
         Ok(Some(row.into_view(usage)))
-    }
-
-    pub async fn list_machines(&self) -> crate::Result<Vec<MachineView>> {
-        let rows: Vec<MachineRow> = sqlx::query_as(&format!(
-            "SELECT {MACHINE_COLUMNS} FROM machines m ORDER BY m.name"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        let usage = machine_usage(&self.pool, None).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let u = usage.get(&r.id).copied().unwrap_or_default();
-                r.into_view(u)
-            })
-            .collect())
     }
 
     /// Every machine the poller should talk to.

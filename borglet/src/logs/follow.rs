@@ -21,8 +21,9 @@ const READ_CHUNK: usize = 64 * 1024;
 struct Follower {
     file: File,
     /// Where the file is found by name: when the log rotates, a new file is
-    /// there and the follow moves on to it.
+    /// there and the follow moves on to it (if it still lies in `sandbox`).
     path: PathBuf,
+    sandbox: PathBuf,
     /// Cancelled once the process has been reaped: it can write no more.
     exited: CancellationToken,
     shutdown: CancellationToken,
@@ -37,6 +38,7 @@ struct Follower {
 /// task outlives it.
 pub fn follow(
     file: File,
+    sandbox: PathBuf,
     path: PathBuf,
     exited: CancellationToken,
     shutdown: CancellationToken,
@@ -46,6 +48,7 @@ pub fn follow(
     let state = Follower {
         file,
         path,
+        sandbox,
         exited,
         shutdown,
         poll,
@@ -86,7 +89,13 @@ impl Follower {
             }
             if self.rotated().await {
                 // Everything in the old file has been read: go on with the new one.
-                self.file = File::open(&self.path).await?;
+                self.file =
+                    super::open_log(&self.sandbox, &self.path)
+                        .await
+                        .map_err(|e| match e {
+                            super::OpenLogError::Io(e) => e,
+                            other => std::io::Error::other(other.to_string()),
+                        })?;
                 continue;
             }
             if self.drained || self.shutdown.is_cancelled() {

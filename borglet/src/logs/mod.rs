@@ -3,8 +3,11 @@
 //! next until it ends (`follow.rs`). Sandboxes outlive their attempts, so logs of
 //! finished tasks stay readable.
 
+mod confine;
 mod follow;
 mod tail;
+
+use confine::{open_log, OpenLogError};
 
 use crate::api::{AppState, Error};
 use crate::supervisor::sandbox_dir;
@@ -48,9 +51,9 @@ pub async fn get_logs(
     })?;
     let dir = sandbox_dir(&app.data_dir, id);
     let path = dir.join(q.stream.file_name());
-    let file = match tokio::fs::File::open(&path).await {
+    let file = match open_log(&dir, &path).await {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(OpenLogError::NotFound) => {
             return if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
                 // A sandbox without that file: the task never got to write it
                 // (the file is created before the process starts).
@@ -59,7 +62,17 @@ pub async fn get_logs(
                 Err(Error::NotFound(format!("no logs for attempt {id}")))
             };
         }
-        Err(e) => {
+        Err(OpenLogError::OutsideSandbox) => {
+            return Err(Error::BadRequest {
+                code: "log_outside_sandbox",
+                message: format!(
+                    "the {} log of attempt {id} is not a file in its sandbox",
+                    q.stream.file_name()
+                ),
+                field: Some("stream"),
+            })
+        }
+        Err(OpenLogError::Io(e)) => {
             return Err(Error::Internal(
                 anyhow::Error::new(e).context(format!("opening {}", path.display())),
             ))
@@ -89,7 +102,13 @@ pub async fn get_logs(
     let body = match exited {
         Some(exited) => {
             tracing::debug!(attempt = %id, stream = q.stream.file_name(), "following log");
-            Body::from_stream(follow::follow(file, path, exited, app.shutdown.clone()))
+            Body::from_stream(follow::follow(
+                file,
+                dir,
+                path,
+                exited,
+                app.shutdown.clone(),
+            ))
         }
         None => Body::from_stream(ReaderStream::new(file)),
     };

@@ -2,6 +2,7 @@
 //! machine out of placement (its tasks are moved off by the leader, within each
 //! job's unavailability budget) and puts it back.
 
+use super::params::{known_name, MachineName};
 use super::{ApiError, ApiResult, AppState};
 use crate::store::CordonOutcome;
 use axum::extract::{Path, State};
@@ -24,7 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     path = "/v1/machines/{name}/drain",
     operation_id = "drain_machine",
     tag = "machines",
-    params(("name" = String, Path, description = "The machine's name")),
+    params(MachineName),
     responses(
         (status = 200, description = "The machine, now draining", body = MachineView),
         (status = 404, description = "No machine has this name (`not_found`)", body = ErrorBody),
@@ -36,6 +37,7 @@ async fn drain(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<MachineView>> {
+    known_name("machine", &name)?;
     answer(&name, state.store.drain_machine(&name).await?)
 }
 
@@ -45,7 +47,7 @@ async fn drain(
     path = "/v1/machines/{name}/uncordon",
     operation_id = "uncordon_machine",
     tag = "machines",
-    params(("name" = String, Path, description = "The machine's name")),
+    params(MachineName),
     responses(
         (status = 200, description = "The machine, now up", body = MachineView),
         (status = 404, description = "No machine has this name (`not_found`)", body = ErrorBody),
@@ -57,6 +59,7 @@ async fn uncordon(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<MachineView>> {
+    known_name("machine", &name)?;
     answer(&name, state.store.uncordon_machine(&name).await?)
 }
 

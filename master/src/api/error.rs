@@ -13,6 +13,9 @@ pub enum ApiError {
     Malformed { message: String },
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// A path or query string that does not parse.
+    #[error("{0}")]
+    BadRequest(String),
     #[error("{0}")]
     Unauthorized(String),
     /// Authenticated, but the token's role or owner does not allow this.
@@ -27,6 +30,15 @@ pub enum ApiError {
     /// The path exists but not with this method (e.g. `DELETE /v1/jobs/{name}`).
     #[error("this endpoint does not take this method")]
     MethodNotAllowed,
+    /// The body is larger than the master takes (`--max-body-bytes`).
+    #[error("{0}")]
+    TooLarge(String),
+    /// The body is not `application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// This caller submits faster than `--submit-rate`: 429 with `Retry-After`.
+    #[error("too many submissions from this caller; retry in {retry_after} s")]
+    TooManyRequests { retry_after: u64 },
     /// The store cannot be reached: 503 with `Retry-After`; safe to retry.
     #[error("{0}")]
     Unavailable(String),
@@ -80,11 +92,21 @@ impl IntoResponse for ApiError {
                 "invalid_spec",
                 Some(field.clone()),
             ),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", None),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "borglet_unreachable", None),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                None,
+            ),
+            ApiError::TooManyRequests { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None)
+            }
             ApiError::MethodNotAllowed => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
             }
@@ -108,11 +130,16 @@ impl IntoResponse for ApiError {
                 field,
             },
         };
+        let retry_after = match &self {
+            ApiError::Unavailable(_) => Some(crate::dbhealth::RETRY_AFTER_SECS),
+            ApiError::TooManyRequests { retry_after } => Some(*retry_after),
+            _ => None,
+        };
         let mut resp = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some(secs) = retry_after {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(crate::dbhealth::RETRY_AFTER_SECS),
+                axum::http::HeaderValue::from(secs),
             );
         }
         resp

@@ -98,6 +98,12 @@ async fn events(
             .map(|a| parse_cursor("after", a))
             .transpose()?,
     };
+    if let Some(job) = &q.job {
+        super::params::known_name("job", job)?;
+    }
+    if let Some(machine) = &q.machine {
+        super::params::known_name("machine", machine)?;
+    }
     let filter = EventFilter {
         job: q.job,
         machine: q.machine,

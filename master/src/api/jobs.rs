@@ -1,12 +1,12 @@
 //! `/v1/jobs`: submit, list, read, kill (update: `rollout.rs`).
 
+use super::body::JsonBytes;
+use super::params::{int_param, known_name, JobName, JobPage, PageQuery};
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::{AuditTarget, Caller};
 use crate::store::{
-    KillOutcome, SubmitOutcome, TaskPage, DEFAULT_JOB_PAGE, DEFAULT_TASK_PAGE, MAX_JOB_PAGE,
-    MAX_TASK_PAGE,
+    JobCursor, KillOutcome, SubmitOutcome, TaskPage, DEFAULT_TASK_PAGE, MAX_TASK_PAGE,
 };
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -47,11 +47,19 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 200, description = "A live job has this name and the identical spec; nothing changed", body = JobView),
         (status = 400, description = "The body is not JSON (`malformed_json`)", body = ErrorBody),
         (status = 409, description = "A live job has this name with a different spec (`conflict`)", body = ErrorBody),
-        (status = 422, description = "The spec is well-formed but invalid; `field` names the offending field (`invalid_spec`)", body = ErrorBody),
+        (status = 413, description = "The body is larger than the master's `--max-body-bytes` (1 MiB by default) (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
+        (status = 422, description = "The spec is well-formed but invalid; `field` names the offending field (`invalid_spec`). Besides the schema's bounds: `task.resources.cpu` must be more than 0, `cpu_limit` at least `cpu`, `memory_limit` at least `memory` and 4Mi, a constraint other than `exists` needs a value, and `update`, `task.health` and `task.fence_after` are not supported yet", body = ErrorBody),
+        (status = 429, description = "This caller submits faster than the master's `--submit-rate` allows; `Retry-After` says when to retry (`rate_limited`)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before submitting again"))),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )
 )]
-async fn submit(State(state): State<AppState>, caller: Caller, body: Bytes) -> Response {
+async fn submit(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBytes(body): JsonBytes,
+) -> Response {
     let mut spec = match JobSpec::from_json(&body) {
         Ok(spec) => spec,
         Err(e) => return ApiError::from(e).into_response(),
@@ -137,21 +145,19 @@ struct ListQuery {
     /// Only jobs in this state.
     #[param(value_type = Option<JobState>, inline)]
     state: Option<String>,
-    /// At most this many of the newest jobs (default 1000, at most 10000).
-    #[param(value_type = Option<u32>)]
-    limit: Option<String>,
 }
 
-/// List jobs (without their tasks and events).
+/// List jobs, newest first, a page at a time (without their tasks and events).
 #[utoipa::path(
     get,
     path = "/v1/jobs",
     operation_id = "list_jobs",
     tag = "jobs",
-    params(ListQuery),
+    params(ListQuery, JobPage),
     responses(
-        (status = 200, description = "The jobs", body = JobList),
-        (status = 422, description = "`state` is not a job state, or `limit` is out of range (`invalid_spec`)", body = ErrorBody),
+        (status = 200, description = "A page of jobs; `next` is where the next page starts", body = JobList),
+        (status = 400, description = "The query string does not parse, e.g. a parameter given twice (`bad_request`)", body = ErrorBody),
+        (status = 422, description = "`state` is not a job state, `limit` is out of range or `after` is not a page's `next` (`invalid_spec`)", body = ErrorBody),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )
 )]
@@ -159,6 +165,7 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<ListQuery>,
+    Query(page): Query<PageQuery>,
 ) -> ApiResult<Json<JobList>> {
     let filter = match q.state.as_deref() {
         None | Some("") => None,
@@ -167,19 +174,22 @@ async fn list(
             message,
         })?),
     };
-    let limit = int_param("limit", q.limit.as_deref())?.unwrap_or(DEFAULT_JOB_PAGE);
-    if !(1..=MAX_JOB_PAGE).contains(&limit) {
-        return Err(ApiError::Invalid {
-            field: "limit".into(),
-            message: format!("must be between 1 and {MAX_JOB_PAGE}"),
-        });
-    }
-    let owner = caller.list_scope();
-    let jobs = state
+    let limit = page.limit()?;
+    let after = match page.after()? {
+        None => None,
+        Some(a) => Some(JobCursor::decode(a).ok_or_else(|| ApiError::Invalid {
+            field: "after".into(),
+            message: "not a page cursor: pass the previous page's `next`".into(),
+        })?),
+    };
+    let page = state
         .store
-        .list_jobs(filter, owner.as_deref(), limit)
+        .list_jobs(filter, caller.list_scope().as_deref(), after, limit)
         .await?;
-    Ok(Json(JobList { jobs }))
+    Ok(Json(JobList {
+        jobs: page.items,
+        next: page.next.map(|c| c.encode()),
+    }))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -189,19 +199,8 @@ struct DetailQuery {
     #[param(value_type = Option<i32>)]
     tasks_after: Option<String>,
     /// Tasks per page (default 1000, at most 10000).
-    #[param(value_type = Option<u32>)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     tasks_limit: Option<String>,
-}
-
-/// An optional integer query parameter, or a 422 naming it.
-fn int_param<T: std::str::FromStr>(field: &str, value: Option<&str>) -> ApiResult<Option<T>> {
-    match value {
-        None | Some("") => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| ApiError::Invalid {
-            field: field.into(),
-            message: format!("`{v}` is not a valid number"),
-        }),
-    }
 }
 
 /// One job with a page of its tasks (by index) and its recent events.
@@ -210,9 +209,10 @@ fn int_param<T: std::str::FromStr>(field: &str, value: Option<&str>) -> ApiResul
     path = "/v1/jobs/{name}",
     operation_id = "get_job",
     tag = "jobs",
-    params(("name" = String, Path, description = "The job's name"), DetailQuery),
+    params(JobName, DetailQuery),
     responses(
         (status = 200, description = "The job, with `tasks` and `events`", body = JobView),
+        (status = 400, description = "The query string does not parse, e.g. a parameter given twice (`bad_request`)", body = ErrorBody),
         (status = 404, description = "No job has this name (`not_found`)", body = ErrorBody),
         (status = 422, description = "`tasks_after` or `tasks_limit` is not a valid number (`invalid_spec`)", body = ErrorBody),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
@@ -224,6 +224,7 @@ async fn detail(
     Path(name): Path<String>,
     Query(q): Query<DetailQuery>,
 ) -> ApiResult<Json<JobView>> {
+    known_name("job", &name)?;
     let page = TaskPage {
         after: int_param("tasks_after", q.tasks_after.as_deref())?,
         limit: int_param("tasks_limit", q.tasks_limit.as_deref())?.unwrap_or(DEFAULT_TASK_PAGE),
@@ -250,7 +251,7 @@ async fn detail(
     path = "/v1/jobs/{name}/kill",
     operation_id = "kill_job",
     tag = "jobs",
-    params(("name" = String, Path, description = "The job's name")),
+    params(JobName),
     responses(
         (status = 200, description = "The job, now killed", body = JobView),
         (status = 404, description = "No job has this name (`not_found`)", body = ErrorBody),
@@ -263,6 +264,7 @@ async fn kill(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<JobView>> {
+    known_name("job", &name)?;
     caller.job(&state.store, &name, true).await?;
     let by = format!("{} (token {})", caller.owner, caller.token);
     match state.store.kill_job(&name, &by).await? {

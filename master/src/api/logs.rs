@@ -2,6 +2,7 @@
 //! task's newest attempt, streamed through without buffering (so `follow=true`
 //! reaches the client line by line as the task writes).
 
+use super::params::known_name;
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::Caller;
 use axum::body::Body;
@@ -15,6 +16,22 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+/// The most lines `tail` may ask for.
+const MAX_TAIL: u64 = 1_000_000_000;
+
+/// A task in a path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // read as a tuple by the handler; here for the document
+struct TaskPath {
+    /// The job's name.
+    #[param(pattern = "^[a-z0-9][a-z0-9-]{0,62}$", min_length = 1, max_length = 63)]
+    name: String,
+    /// The task's index within the job (0-based).
+    #[param(minimum = 0)]
+    index: i32,
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(logs))
 }
@@ -27,6 +44,7 @@ struct LogQuery {
     #[serde(default)]
     stream: LogStream,
     /// Only the last this many lines.
+    #[param(minimum = 0, maximum = 1_000_000_000)]
     tail: Option<u64>,
     /// Keep streaming until the attempt ends (the borglet decides when).
     #[serde(default)]
@@ -39,15 +57,12 @@ struct LogQuery {
     path = "/v1/jobs/{name}/tasks/{index}/logs",
     operation_id = "task_logs",
     tag = "jobs",
-    params(
-        ("name" = String, Path, description = "The job's name"),
-        ("index" = i32, Path, description = "The task's index within the job (0-based)"),
-        LogQuery,
-    ),
+    params(TaskPath, LogQuery),
     responses(
         (status = 200, description = "The log text, streamed", body = String, content_type = "text/plain; charset=utf-8"),
+        (status = 400, description = "The query string does not parse, e.g. a parameter given twice (`bad_request`)", body = ErrorBody),
         (status = 404, description = "No such task, it has not run yet, or the borglet has no logs for it (`not_found`)", body = ErrorBody),
-        (status = 422, description = "A bad query parameter or task index; `field` names it (`invalid_spec`)", body = ErrorBody),
+        (status = 422, description = "A bad query parameter or task index, or the borglet refused the log (not a file in the task's sandbox); `field` names it (`invalid_spec`)", body = ErrorBody),
         (status = 502, description = "The borglet did not answer or failed (`borglet_unreachable`)", body = ErrorBody),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )
@@ -62,10 +77,21 @@ async fn logs(
         field: "stream".into(),
         message: e.body_text(),
     })?;
-    let index: i32 = index.parse().map_err(|_| ApiError::Invalid {
-        field: "index".into(),
-        message: format!("`{index}` is not a task index"),
-    })?;
+    known_name("job", &name)?;
+    let index: i32 = index
+        .parse()
+        .ok()
+        .filter(|i| *i >= 0)
+        .ok_or_else(|| ApiError::Invalid {
+            field: "index".into(),
+            message: format!("`{}` is not a task index", index.escape_debug()),
+        })?;
+    if q.tail.is_some_and(|t| t > MAX_TAIL) {
+        return Err(ApiError::Invalid {
+            field: "tail".into(),
+            message: format!("at most {MAX_TAIL} lines"),
+        });
+    }
     caller.job(&state.store, &name, false).await?;
     let loc = state
         .store
@@ -104,6 +130,15 @@ async fn logs(
             return Err(ApiError::NotFound(format!(
                 "the borglet at {address} has no logs for {name}/{index}"
             )))
+        }
+        StatusCode::BAD_REQUEST => {
+            tracing::warn!(%url, "the borglet refused a log request");
+            return Err(ApiError::Invalid {
+                field: "stream".into(),
+                message: format!(
+                    "the borglet refused to serve this log of {name}/{index} (not a file in the task's sandbox)"
+                ),
+            });
         }
         s => {
             tracing::warn!(%url, status = %s, "borglet log request failed");

@@ -1,21 +1,26 @@
 //! The REST API: one router per resource, merged here.
 
 mod audit;
+mod body;
 mod cordon;
 mod error;
 mod events;
 mod health;
 mod jobs;
+mod limits;
 mod logs;
 mod machines;
 mod metrics;
+mod params;
 mod quotas;
+mod rejections;
 mod resolve;
 mod rollout;
 mod scale;
 mod tokens;
 
 pub use error::{ApiError, ApiResult};
+pub use limits::{Limits, LimitsConfig};
 
 use crate::store::Store;
 use axum::extract::rejection::JsonRejection;
@@ -48,6 +53,8 @@ pub struct AppState {
     pub insecure: bool,
     /// Which borglet registrations are admitted.
     pub agents: Arc<crate::agents::Gate>,
+    /// Body size and submission rate limits (`limits.rs`).
+    pub limits: Arc<Limits>,
 }
 
 /// The document's root; paths and schemas come from the handlers' `#[utoipa::path]`.
@@ -108,6 +115,17 @@ pub fn router(state: AppState) -> Router {
     .layer(axum::middleware::from_fn_with_state(
         state.clone(),
         store_unavailable,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        limits::submit_rate,
+    ))
+    .layer(axum::extract::DefaultBodyLimit::max(
+        state.limits.max_body_bytes,
+    ))
+    .layer(axum::middleware::from_fn(rejections::error_bodies))
+    .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        rejections::panicked,
     ))
     // Spans name the path, never the query: `?access_token=` must not reach a log.
     .layer(
@@ -178,13 +196,16 @@ fn document_access(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// Map axum's JSON body rejections onto our error body.
+/// Map axum's JSON body rejections onto our error body: a wrong content type is
+/// 415, a body past `--max-body-bytes` 413 (see `body.rs`).
 pub(crate) fn json_rejection(rej: JsonRejection) -> ApiError {
     match rej {
         JsonRejection::JsonDataError(e) => ApiError::Invalid {
             field: ".".into(),
             message: e.body_text(),
         },
+        JsonRejection::MissingJsonContentType(_) => body::unsupported_media_type(),
+        JsonRejection::BytesRejection(e) => body::bytes_rejection(e),
         other => ApiError::Malformed {
             message: other.body_text(),
         },

@@ -16,15 +16,26 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_quota, put_quota))
 }
 
+/// An owner in a path.
+#[allow(dead_code)] // read as a string by the handlers; here for the document
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+struct OwnerPath {
+    /// The owner (a job spec's `owner`).
+    #[param(
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,63}$",
+        min_length = 1,
+        max_length = 63
+    )]
+    owner: String,
+}
+
 /// Owners are job owners: 1 to 63 characters, none of them a control character.
 pub(super) fn validate_owner(owner: &str) -> ApiResult<()> {
-    if owner.is_empty() || owner.len() > 63 || owner.chars().any(char::is_control) {
-        return Err(ApiError::Invalid {
-            field: "owner".into(),
-            message: "an owner is 1 to 63 characters, none of them a control character".into(),
-        });
-    }
-    Ok(())
+    borg_shared::spec::bounds::check_owner(owner).map_err(|message| ApiError::Invalid {
+        field: "owner".into(),
+        message,
+    })
 }
 
 /// An owner's quota per band and what its live attempts hold against it. An
@@ -34,7 +45,7 @@ pub(super) fn validate_owner(owner: &str) -> ApiResult<()> {
     path = "/v1/quotas/{owner}",
     operation_id = "get_quota",
     tag = "quotas",
-    params(("owner" = String, Path, description = "The owner (a job spec's `owner`)")),
+    params(OwnerPath),
     responses(
         (status = 200, description = "The owner's quota and usage", body = QuotaView),
         (status = 422, description = "The owner is not a valid name (`invalid_spec`)", body = ErrorBody),
@@ -63,11 +74,13 @@ async fn get_quota(
     path = "/v1/quotas/{owner}",
     operation_id = "put_quota",
     tag = "quotas",
-    params(("owner" = String, Path, description = "The owner (a job spec's `owner`)")),
+    params(OwnerPath),
     request_body(content = QuotaSpec, content_type = "application/json"),
     responses(
         (status = 200, description = "The quota as now set, with usage", body = QuotaView),
         (status = 400, description = "The body is not JSON (`malformed_json`)", body = ErrorBody),
+        (status = 413, description = "The body is larger than the master's `--max-body-bytes` (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
         (status = 422, description = "A field is invalid; `field` names it (`invalid_spec`)", body = ErrorBody),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )

@@ -1,6 +1,7 @@
 //! `GET /v1/resolve/{job}`: where each running task of a job is, for clients
 //! that want to reach it (Borg's BNS).
 
+use super::params::known_name;
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::Caller;
 use axum::extract::{Path, State};
@@ -20,7 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     path = "/v1/resolve/{job}",
     operation_id = "resolve",
     tag = "jobs",
-    params(("job" = String, Path, description = "The job's name")),
+    params(("job" = String, Path, description = "The job's name", pattern = "^[a-z0-9][a-z0-9-]{0,62}$")),
     responses(
         (status = 200, description = "The job's running tasks, by index", body = Resolved),
         (status = 404, description = "No job of that name (`not_found`)", body = ErrorBody),
@@ -32,6 +33,7 @@ async fn resolve(
     caller: Caller,
     Path(job): Path<String>,
 ) -> ApiResult<Json<Resolved>> {
+    known_name("job", &job)?;
     caller.job(&state.store, &job, false).await?;
     let Some(rows) = state.store.running_tasks(&job).await? else {
         return Err(ApiError::NotFound(format!("no job named {job}")));

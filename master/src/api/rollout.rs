@@ -1,11 +1,12 @@
 //! `PUT /v1/jobs/{name}` (a new spec: a new version rolled out, a scale, or
 //! nothing) and `/v1/jobs/{name}/rollout` (progress, pause, resume, undo).
 
+use super::body::JsonBytes;
 use super::jobs::refuse_unbuilt;
+use super::params::{known_name, JobName};
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::Caller;
 use crate::store::{ControlOutcome, UpdateOutcome};
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -37,12 +38,14 @@ pub fn router() -> OpenApiRouter<AppState> {
     path = "/v1/jobs/{name}",
     operation_id = "update_job",
     tag = "jobs",
-    params(("name" = String, Path, description = "The job's name (the spec's `name`)")),
+    params(JobName),
     request_body(content = JobSpec, content_type = "application/json", description = "The full new spec"),
     responses(
         (status = 200, description = "The job: updated (a rollout started; see `version`), scaled, or unchanged", body = JobView),
         (status = 400, description = "The body is not JSON (`malformed_json`)", body = ErrorBody),
         (status = 404, description = "No live job has this name: submit it with POST /v1/jobs (`not_found`)", body = ErrorBody),
+        (status = 413, description = "The body is larger than the master's `--max-body-bytes` (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
         (status = 409, description = "A batch job, a finished job, or indexes an earlier scale-down ended (`conflict`)", body = ErrorBody),
         (status = 422, description = "The spec is invalid, or changes a field that stays for the job's life (`kind`, `owner`, `name`); `field` names it (`invalid_spec`)", body = ErrorBody),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
@@ -52,8 +55,9 @@ pub(super) async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    body: Bytes,
+    JsonBytes(body): JsonBytes,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
+    known_name("job", &name)?;
     let owner = caller.job(&state.store, &name, true).await?;
     let mut spec = JobSpec::from_json(&body)?;
     // A spec without `owner` keeps the job's; naming another owner is refused
@@ -101,7 +105,7 @@ pub(super) async fn update(
     path = "/v1/jobs/{name}/rollout",
     operation_id = "get_rollout",
     tag = "jobs",
-    params(("name" = String, Path, description = "The job's name")),
+    params(JobName),
     responses(
         (status = 200, description = "The rollout (a job never updated: version 1, `done`)", body = RolloutView),
         (status = 404, description = "No job has this name (`not_found`)", body = ErrorBody),
@@ -113,6 +117,7 @@ async fn status(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<RolloutView>> {
+    known_name("job", &name)?;
     caller.job(&state.store, &name, false).await?;
     state
         .store
@@ -128,7 +133,7 @@ async fn status(
     path = "/v1/jobs/{name}/rollout/pause",
     operation_id = "pause_rollout",
     tag = "jobs",
-    params(("name" = String, Path, description = "The job's name")),
+    params(JobName),
     responses(
         (status = 200, description = "The rollout, paused (also if it already was)", body = RolloutView),
         (status = 404, description = "No job has this name (`not_found`)", body = ErrorBody),
@@ -141,6 +146,7 @@ async fn pause(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<RolloutView>> {
+    known_name("job", &name)?;
     caller.job(&state.store, &name, true).await?;
     let by = format!("{} (token {})", caller.owner, caller.token);
     answer(&name, state.store.pause_rollout(&name, &by).await?)
@@ -152,7 +158,7 @@ async fn pause(
     path = "/v1/jobs/{name}/rollout/resume",
     operation_id = "resume_rollout",
     tag = "jobs",
-    params(("name" = String, Path, description = "The job's name")),
+    params(JobName),
     responses(
         (status = 200, description = "The rollout, going on (also if it was not paused)", body = RolloutView),
         (status = 404, description = "No job has this name (`not_found`)", body = ErrorBody),
@@ -165,6 +171,7 @@ async fn resume(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<RolloutView>> {
+    known_name("job", &name)?;
     caller.job(&state.store, &name, true).await?;
     let by = format!("{} (token {})", caller.owner, caller.token);
     answer(&name, state.store.resume_rollout(&name, &by).await?)
@@ -178,7 +185,7 @@ async fn resume(
     path = "/v1/jobs/{name}/rollout/undo",
     operation_id = "undo_rollout",
     tag = "jobs",
-    params(("name" = String, Path, description = "The job's name")),
+    params(JobName),
     responses(
         (status = 200, description = "The rollout, rolling back", body = RolloutView),
         (status = 404, description = "No job has this name (`not_found`)", body = ErrorBody),
@@ -191,6 +198,7 @@ async fn undo(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<RolloutView>> {
+    known_name("job", &name)?;
     caller.job(&state.store, &name, true).await?;
     let by = format!("{} (token {})", caller.owner, caller.token);
     answer(&name, state.store.undo_rollout(&name, &by).await?)

@@ -1,5 +1,6 @@
 //! `POST /v1/jobs/{name}/scale`: change a live service's replica count.
 
+use super::params::{known_name, JobName};
 use super::{json_rejection, ApiError, ApiResult, AppState};
 use crate::auth::Caller;
 use crate::store::ScaleOutcome;
@@ -22,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct ScaleRequest {
     /// The new replica count (1 to 10000).
+    #[schema(schema_with = borg_shared::spec::schema::replicas)]
     pub replicas: i64,
 }
 
@@ -32,11 +34,13 @@ pub struct ScaleRequest {
     path = "/v1/jobs/{name}/scale",
     operation_id = "scale_job",
     tag = "jobs",
-    params(("name" = String, Path, description = "The job's name")),
+    params(JobName),
     request_body(content = ScaleRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The job with its new replica count (unchanged if it already had it)", body = JobView),
         (status = 400, description = "The body is not JSON (`malformed_json`)", body = ErrorBody),
+        (status = 413, description = "The body is larger than the master's `--max-body-bytes` (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
         (status = 404, description = "No job has this name (`not_found`)", body = ErrorBody),
         (status = 409, description = "The job has finished, is a batch job, or an earlier scale-down's tasks hold the indexes (`conflict`)", body = ErrorBody),
         (status = 422, description = "`replicas` is out of range (`invalid_spec`)", body = ErrorBody),
@@ -49,6 +53,7 @@ async fn scale(
     Path(name): Path<String>,
     body: Result<Json<ScaleRequest>, JsonRejection>,
 ) -> ApiResult<Json<JobView>> {
+    known_name("job", &name)?;
     let Json(req) = body.map_err(json_rejection)?;
     if !(1..=MAX_REPLICAS).contains(&req.replicas) {
         return Err(ApiError::Invalid {

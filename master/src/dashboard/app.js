@@ -157,8 +157,13 @@ function machineSummary() {
   counts($("#machine-summary"), by, MACHINE_STATES);
 }
 async function loadMachines() {
-  const list = await api("/v1/machines");
-  for (const m of list.machines) { machines.set(m.name, m); machineViews(m); }
+  // The list comes in pages: follow `next` to the end.
+  let page = await api("/v1/machines?limit=1000");
+  for (;;) {
+    for (const m of page.machines) { machines.set(m.name, m); machineViews(m); }
+    if (!page.next) break;
+    page = await api("/v1/machines?limit=1000&after=" + encodeURIComponent(page.next));
+  }
   machineSummary();
 }
 
@@ -349,7 +354,7 @@ async function start() {
   // Subscribe first, then load: a change in between is re-read, never missed.
   started = true;
   connect();
-  const [list] = await Promise.all([api("/v1/jobs"), loadMachines()]);
+  const [list] = await Promise.all([api("/v1/jobs?limit=1000"), loadMachines()]);
   for (const j of list.jobs.slice().reverse()) { jobs.set(j.name, j); jobRow(j); }
   taskSummary();
   setInterval(flush, 1000);

@@ -49,6 +49,7 @@ pub fn test_config(
         poll_interval,
         leader: Default::default(),
         auth: test_auth(),
+        limits: Default::default(),
     }
 }
 
@@ -80,7 +81,13 @@ pub async fn spawn_app_polling_every(poll_interval: Duration) -> TestApp {
 
 /// A master on an existing database (a second master, or one restarted).
 pub async fn spawn_app_on(database_url: &str, poll_interval: Duration) -> TestApp {
-    spawn_app_leading(database_url, poll_interval, Default::default()).await
+    spawn_app_with(
+        database_url,
+        poll_interval,
+        Default::default(),
+        Default::default(),
+    )
+    .await
 }
 
 /// A master with these leader settings (e.g. a long `down_after`).
@@ -89,11 +96,35 @@ pub async fn spawn_app_leading(
     poll_interval: Duration,
     leader: borgmaster::leader::LeaderConfig,
 ) -> TestApp {
+    spawn_app_with(database_url, poll_interval, leader, Default::default()).await
+}
+
+/// A master on a fresh database with these API limits.
+pub async fn spawn_app_limited(limits: borgmaster::api::LimitsConfig) -> TestApp {
+    let database_url = devpg::testing::fresh_database(&borg_store::MIGRATOR)
+        .await
+        .expect("test database");
+    spawn_app_with(
+        &database_url,
+        Duration::from_millis(200),
+        Default::default(),
+        limits,
+    )
+    .await
+}
+
+async fn spawn_app_with(
+    database_url: &str,
+    poll_interval: Duration,
+    leader: borgmaster::leader::LeaderConfig,
+    limits: borgmaster::api::LimitsConfig,
+) -> TestApp {
     let database_url = database_url.to_string();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let config = Config {
         leader,
+        limits,
         ..test_config(listener.local_addr().unwrap(), &database_url, poll_interval)
     };
     let shutdown = CancellationToken::new();

@@ -5,6 +5,9 @@
 //! duration fields are typed at parse time, and serialize back to the same
 //! human form, so a stored spec reads like the submitted one.
 
+pub mod bounds;
+pub mod schema;
+
 use crate::resources::{Bytes, MilliCpu, Quantity};
 use crate::states::JobKind;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -22,16 +25,22 @@ pub const PRODUCTION_PRIORITY: i64 = 200;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
+    #[schema(schema_with = schema::name)]
     pub name: String,
     #[serde(default)]
     pub kind: JobKind,
+    #[schema(schema_with = schema::owner)]
     #[serde(default = "default_owner")]
     pub owner: String,
+    #[schema(schema_with = schema::priority)]
     #[serde(default = "default_priority")]
     pub priority: i64,
+    #[schema(schema_with = schema::replicas)]
     #[serde(default = "default_replicas")]
     pub replicas: i64,
     pub task: TaskTemplate,
+    /// At most 64 (`bounds::MAX_CONSTRAINTS`).
+    #[schema(max_items = 64)]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<Constraint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,7 +63,9 @@ fn default_replicas() -> i64 {
 #[serde(deny_unknown_fields)]
 pub struct TaskTemplate {
     /// argv; never run through a shell.
+    #[schema(schema_with = schema::command)]
     pub command: Vec<String>,
+    #[schema(schema_with = schema::env)]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     #[serde(default)]
@@ -64,7 +75,7 @@ pub struct TaskTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
     /// SIGTERM, then SIGKILL after this long (default 10s).
-    #[schema(value_type = String, example = "10s")]
+    #[schema(schema_with = schema::duration)]
     #[serde(
         default,
         with = "opt_duration",
@@ -72,7 +83,8 @@ pub struct TaskTemplate {
     )]
     pub kill_grace: Option<Duration>,
     /// Stop the task when no master has synced for this long (at-most-once semantics).
-    #[schema(value_type = String, example = "30s")]
+    /// Not supported yet (refused): left out of the document.
+    #[schema(ignore)]
     #[serde(
         default,
         with = "opt_duration",
@@ -103,26 +115,27 @@ impl TaskTemplate {
 #[serde(deny_unknown_fields)]
 pub struct Resources {
     /// Cores: `"250m"` (millicores) or `"2"`; a plain number of cores is also accepted. Default `100m`.
-    #[schema(value_type = String, example = "250m")]
+    #[schema(schema_with = schema::cpu_request)]
     #[serde(default = "default_cpu", with = "cpu_qty")]
     pub cpu: MilliCpu,
     /// A size: `"64Mi"`, `"1Gi"`, `"512k"` or plain bytes. Default `64Mi`.
-    #[schema(value_type = String, example = "64Mi")]
+    #[schema(schema_with = schema::size)]
     #[serde(default = "default_memory", with = "size_qty")]
     pub memory: Bytes,
     /// A size like `memory`. Default `0`.
-    #[schema(value_type = String, example = "1Gi")]
+    #[schema(schema_with = schema::size)]
     #[serde(default, with = "size_qty")]
     pub disk: Bytes,
     /// How many ports to allocate.
+    #[schema(schema_with = schema::ports)]
     #[serde(default)]
     pub ports: u16,
     /// Hard cpu cap (cgroup quota); by default a task may burst.
-    #[schema(value_type = String, example = "500m")]
+    #[schema(schema_with = schema::cpu_amount)]
     #[serde(default, with = "opt_cpu_qty", skip_serializing_if = "Option::is_none")]
     pub cpu_limit: Option<MilliCpu>,
     /// Hard memory cap (the kernel OOM-kills beyond it); by default the request.
-    #[schema(value_type = String, example = "128Mi")]
+    #[schema(schema_with = schema::size)]
     #[serde(
         default,
         with = "opt_size_qty",
@@ -154,10 +167,11 @@ impl Default for Resources {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestartPolicy {
+    #[schema(schema_with = schema::max_attempts)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
     /// A duration such as `5s` or `1m30s`.
-    #[schema(value_type = String, example = "5s")]
+    #[schema(schema_with = schema::duration)]
     #[serde(
         default,
         with = "opt_duration",
@@ -197,10 +211,13 @@ impl std::fmt::Display for ConstraintOp {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Constraint {
+    #[schema(schema_with = schema::label_key)]
     pub label: String,
     pub op: ConstraintOp,
+    #[schema(schema_with = schema::value_list)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    #[schema(schema_with = schema::label_values)]
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
 }
@@ -239,8 +256,10 @@ impl std::fmt::Display for Constraint {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Spread {
+    #[schema(schema_with = schema::label_key)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    #[schema(schema_with = schema::max_per_machine)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_per_machine: Option<u32>,
 }
@@ -253,7 +272,7 @@ pub struct UpdatePolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_surge: Option<u32>,
     /// A duration such as `30s`.
-    #[schema(value_type = String, example = "30s")]
+    #[schema(schema_with = schema::duration)]
     #[serde(
         default,
         with = "opt_duration",
@@ -329,9 +348,7 @@ impl JobSpec {
     /// Semantic checks beyond the shape serde already enforced.
     pub fn validate(&self) -> Result<(), SpecError> {
         validate_name(&self.name).map_err(|m| SpecError::invalid("name", m))?;
-        if self.owner.is_empty() || self.owner.len() > 63 {
-            return Err(SpecError::invalid("owner", "must be 1 to 63 characters"));
-        }
+        bounds::check_owner(&self.owner).map_err(|m| SpecError::invalid("owner", m))?;
         if !(0..=MAX_PRIORITY).contains(&self.priority) {
             return Err(SpecError::invalid(
                 "priority",
@@ -351,36 +368,13 @@ impl JobSpec {
             ));
         }
         let task = &self.task;
-        match task.command.first() {
-            None => return Err(SpecError::invalid("task.command", "must not be empty")),
-            Some(argv0) if argv0.trim().is_empty() => {
-                return Err(SpecError::invalid(
-                    "task.command[0]",
-                    "the program must not be empty",
-                ))
-            }
-            _ => {}
-        }
-        if let Some(i) = task.command.iter().position(|a| a.contains('\0')) {
+        bounds::check_command(&task.command, "task.command")?;
+        bounds::check_env(&task.env, "task.env")?;
+        if task.resources.ports > bounds::MAX_PORTS {
             return Err(SpecError::invalid(
-                format!("task.command[{i}]"),
-                "must not contain NUL bytes",
+                "task.resources.ports",
+                format!("at most {}", bounds::MAX_PORTS),
             ));
-        }
-        for (k, v) in &task.env {
-            let bad_key = k.is_empty() || k.contains('=') || k.contains('\0');
-            if bad_key || v.contains('\0') {
-                return Err(SpecError::invalid(
-                    format!("task.env.{k}"),
-                    "names must be non-empty without '=' or NUL; values without NUL",
-                ));
-            }
-            if k.starts_with("BORG_") {
-                return Err(SpecError::invalid(
-                    format!("task.env.{k}"),
-                    "BORG_* variables are set by the borglet",
-                ));
-            }
         }
         if task.resources.cpu.0 == 0 {
             return Err(SpecError::invalid(
@@ -390,10 +384,12 @@ impl JobSpec {
         }
         validate_limits(&task.resources)?;
         if let Some(r) = &task.restart {
-            if r.max_attempts == Some(0) {
+            if r.max_attempts
+                .is_some_and(|n| !(1..=bounds::MAX_ATTEMPTS).contains(&n))
+            {
                 return Err(SpecError::invalid(
                     "task.restart.max_attempts",
-                    "must be at least 1",
+                    format!("must be between 1 and {}", bounds::MAX_ATTEMPTS),
                 ));
             }
         }
@@ -408,19 +404,56 @@ impl JobSpec {
         if let Some(h) = &task.health {
             h.validate(self.kind, task.resources.ports)?;
         }
+        self.validate_placement()
+    }
+
+    /// Constraints and spread: bounded counts, label keys and values.
+    fn validate_placement(&self) -> Result<(), SpecError> {
+        if self.constraints.len() > bounds::MAX_CONSTRAINTS {
+            return Err(SpecError::invalid(
+                "constraints",
+                format!("at most {} constraints", bounds::MAX_CONSTRAINTS),
+            ));
+        }
         for (i, c) in self.constraints.iter().enumerate() {
             let field = format!("constraints[{i}]");
-            if c.label.is_empty() {
+            bounds::check_label_key(&c.label)
+                .map_err(|m| SpecError::invalid(format!("{field}.label"), m))?;
+            if let Some(v) = &c.value {
+                bounds::check_value_list(v)
+                    .map_err(|m| SpecError::invalid(format!("{field}.value"), m))?;
+            }
+            if c.values.len() > bounds::MAX_CONSTRAINT_VALUES {
                 return Err(SpecError::invalid(
-                    format!("{field}.label"),
-                    "must not be empty",
+                    format!("{field}.values"),
+                    format!("at most {} values", bounds::MAX_CONSTRAINT_VALUES),
                 ));
+            }
+            for (j, v) in c.values.iter().enumerate() {
+                bounds::check_label_value(v)
+                    .map_err(|m| SpecError::invalid(format!("{field}.values[{j}]"), m))?;
             }
             let needs_value = !matches!(c.op, ConstraintOp::Exists);
             if needs_value && c.set().is_empty() {
                 return Err(SpecError::invalid(
                     format!("{field}.value"),
                     format!("operator {} needs a value", c.op),
+                ));
+            }
+        }
+        if let Some(spread) = &self.spread {
+            if let Some(label) = &spread.label {
+                bounds::check_label_key(label)
+                    .map_err(|m| SpecError::invalid("spread.label", m))?;
+            }
+            let max = bounds::MAX_PER_MACHINE;
+            if spread
+                .max_per_machine
+                .is_some_and(|n| !(1..=max).contains(&n))
+            {
+                return Err(SpecError::invalid(
+                    "spread.max_per_machine",
+                    format!("must be between 1 and {max}"),
                 ));
             }
         }
@@ -468,27 +501,72 @@ pub fn yaml_to_json(text: &str) -> Result<serde_json::Value, SpecError> {
 
 /// `[a-z0-9][a-z0-9-]{0,62}`
 pub fn validate_name(name: &str) -> Result<(), String> {
-    let ok_first = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let ok_rest = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if name.is_empty() || name.len() > 63 || !ok_first || !ok_rest {
+    if !bounds::is_name(name) {
         return Err(format!(
-            "`{name}` is not a valid name: use 1 to 63 lowercase letters, digits or '-', starting with a letter or digit"
+            "`{}` is not a valid name: use 1 to 63 lowercase letters, digits or '-', starting with a letter or digit",
+            name.escape_debug()
         ));
     }
     Ok(())
 }
 
-fn de_quantity<'de, D: Deserializer<'de>, T>(
+/// How a quantity's text and number forms are bounded (see `bounds.rs`).
+struct QuantityBounds {
+    text: fn(&str) -> Result<(), String>,
+    max_number: f64,
+    /// The most a parsed value may be, in its unit (millicores, bytes).
+    max_parsed: u64,
+}
+
+trait Amount {
+    fn amount(&self) -> u64;
+}
+impl Amount for MilliCpu {
+    fn amount(&self) -> u64 {
+        self.0
+    }
+}
+impl Amount for Bytes {
+    fn amount(&self) -> u64 {
+        self.0
+    }
+}
+
+const CPU_BOUNDS: QuantityBounds = QuantityBounds {
+    text: bounds::check_cpu_text,
+    max_number: bounds::MAX_CPU_CORES,
+    max_parsed: u64::MAX,
+};
+const SIZE_BOUNDS: QuantityBounds = QuantityBounds {
+    text: bounds::check_size_text,
+    max_number: bounds::MAX_SIZE_BYTES as f64,
+    max_parsed: bounds::MAX_SIZE_BYTES,
+};
+
+fn de_quantity<'de, D: Deserializer<'de>, T: Amount>(
     d: D,
+    limits: &QuantityBounds,
     parse: fn(&Quantity) -> Result<T, crate::resources::UnitError>,
 ) -> Result<T, D::Error> {
     let q = Quantity::deserialize(d)?;
-    parse(&q).map_err(serde::de::Error::custom)
+    match &q {
+        Quantity::Text(t) => (limits.text)(t).map_err(serde::de::Error::custom)?,
+        Quantity::Number(n) if *n > limits.max_number => {
+            return Err(serde::de::Error::custom(format!(
+                "must be at most {}",
+                limits.max_number
+            )))
+        }
+        Quantity::Number(_) => {}
+    }
+    let v = parse(&q).map_err(serde::de::Error::custom)?;
+    if v.amount() > limits.max_parsed {
+        return Err(serde::de::Error::custom(format!(
+            "must be at most {} in all",
+            limits.max_parsed
+        )));
+    }
+    Ok(v)
 }
 
 pub(crate) mod cpu_qty {
@@ -497,7 +575,7 @@ pub(crate) mod cpu_qty {
         s.serialize_str(&v.to_string())
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MilliCpu, D::Error> {
-        de_quantity(d, MilliCpu::parse)
+        de_quantity(d, &CPU_BOUNDS, MilliCpu::parse)
     }
 }
 
@@ -510,7 +588,7 @@ pub(crate) mod opt_cpu_qty {
         }
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MilliCpu>, D::Error> {
-        de_quantity(d, MilliCpu::parse).map(Some)
+        de_quantity(d, &CPU_BOUNDS, MilliCpu::parse).map(Some)
     }
 }
 
@@ -520,7 +598,7 @@ pub(crate) mod size_qty {
         s.serialize_str(&v.exact())
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
-        de_quantity(d, Bytes::parse)
+        de_quantity(d, &SIZE_BOUNDS, Bytes::parse)
     }
 }
 
@@ -533,7 +611,7 @@ pub(crate) mod opt_size_qty {
         }
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bytes>, D::Error> {
-        de_quantity(d, Bytes::parse).map(Some)
+        de_quantity(d, &SIZE_BOUNDS, Bytes::parse).map(Some)
     }
 }
 
@@ -542,21 +620,30 @@ pub mod opt_duration {
     use super::*;
     pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match v {
-            Some(v) => s.serialize_str(&humantime::format_duration(*v).to_string()),
+            Some(v) => s.serialize_str(&bounds::format_duration(*v)),
             None => s.serialize_none(),
         }
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(text.trim())
-            .map(Some)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "`{text}` is not a duration ({e}); write e.g. 10s or 1m30s"
-                ))
-            })
+        bounds::check_duration_text(&text).map_err(serde::de::Error::custom)?;
+        let d = humantime::parse_duration(text.trim()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration ({e}); write e.g. 10s or 1m30s"
+            ))
+        })?;
+        if d > bounds::MAX_DURATION {
+            return Err(serde::de::Error::custom(format!(
+                "`{text}` is longer than {}h",
+                bounds::MAX_DURATION.as_secs() / 3600
+            )));
+        }
+        Ok(Some(d))
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod bounds_tests;

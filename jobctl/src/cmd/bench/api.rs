@@ -85,11 +85,15 @@ impl Event {
 #[derive(Debug, Deserialize)]
 struct JobList {
     jobs: Vec<Job>,
+    #[serde(default)]
+    next: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 struct MachineList {
     machines: Vec<Machine>,
+    #[serde(default)]
+    next: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,11 +189,19 @@ impl Api {
         self.json("GET /v1/jobs/{name}", req).await
     }
 
-    /// `GET /v1/jobs`: every job, without tasks.
-    /// The newest 10,000 jobs (the API's most): every job of a bench run.
+    /// `GET /v1/jobs`: every job, without tasks, page by page.
     pub async fn jobs(&self) -> anyhow::Result<Vec<Job>> {
-        let req = self.request(Method::GET, "/v1/jobs?limit=10000");
-        Ok(self.json::<JobList>("GET /v1/jobs", req).await?.jobs)
+        let mut jobs = Vec::new();
+        let mut path = "/v1/jobs?limit=1000".to_string();
+        loop {
+            let req = self.request(Method::GET, &path);
+            let page = self.json::<JobList>("GET /v1/jobs", req).await?;
+            jobs.extend(page.jobs);
+            match page.next {
+                Some(next) => path = format!("/v1/jobs?limit=1000&after={next}"),
+                None => return Ok(jobs),
+            }
+        }
     }
 
     /// `GET path`, the whole body read; its length in bytes.
@@ -208,9 +220,17 @@ impl Api {
     }
 
     pub async fn machines_up(&self) -> anyhow::Result<usize> {
-        let req = self.request(Method::GET, "/v1/machines");
-        let list: MachineList = self.json("GET /v1/machines", req).await?;
-        Ok(list.machines.iter().filter(|m| m.state == "up").count())
+        let mut up = 0;
+        let mut path = "/v1/machines?limit=1000".to_string();
+        loop {
+            let req = self.request(Method::GET, &path);
+            let list: MachineList = self.json("GET /v1/machines", req).await?;
+            up += list.machines.iter().filter(|m| m.state == "up").count();
+            match list.next {
+                Some(next) => path = format!("/v1/machines?limit=1000&after={next}"),
+                None => return Ok(up),
+            }
+        }
     }
 }
 

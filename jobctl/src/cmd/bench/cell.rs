@@ -78,6 +78,8 @@ impl DevCell {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
+        // The bench measures the cell, not the master's per-caller submit limit.
+        cmd.env("BORG_SUBMIT_RATE", "0");
         // SAFETY: prctl is async-signal-safe. If the bench dies, the cell stops
         // itself (SIGTERM is a clean stop for `jobctl dev`).
         unsafe {
