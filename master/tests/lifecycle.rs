@@ -325,7 +325,7 @@ async fn killed_job_stops_its_attempts_through_the_sync() {
     store.apply_report(m, "m1", &ids, &running).await.unwrap();
     assert_eq!(job_state(store).await.0, "running");
 
-    store.kill_job("s", "user").await.unwrap();
+    store.kill_job("s", None, "user").await.unwrap();
     // Killed attempts are no longer wanted: the borglet will stop them.
     assert!(store.desired_attempts(m).await.unwrap().0.is_empty());
     // One has exited after SIGTERM; the other the borglet no longer knows.
@@ -544,4 +544,31 @@ async fn the_sweep_finishes_a_job_whose_check_was_missed() {
     assert_eq!(last, "running>succeeded");
     // Nothing more to do: a second sweep moves nothing.
     assert_eq!(store.refresh_jobs(None).await.unwrap(), 0);
+}
+
+/// Kill and scale act on the job whose owner the caller's rights were checked
+/// on: asked for another owner's job of that name, they find nothing.
+#[tokio::test]
+async fn kill_and_scale_touch_only_the_owner_that_was_checked() {
+    use borgmaster::store::{KillOutcome, ScaleOutcome};
+    let app = spawn_app().await;
+    let store = &app.store;
+    submit(store, r#"{"name": "s", "kind": "service", "owner": "alice", "replicas": 2, "task": {"command": ["/bin/sleep", "100"]}}"#).await;
+    assert!(matches!(
+        store.scale_job("s", Some("bob"), 3).await.unwrap(),
+        ScaleOutcome::NotFound
+    ));
+    assert!(matches!(
+        store.kill_job("s", Some("bob"), "bob").await.unwrap(),
+        KillOutcome::NotFound
+    ));
+    assert_eq!(job_state(store).await.0, "pending");
+    assert!(matches!(
+        store.scale_job("s", Some("alice"), 3).await.unwrap(),
+        ScaleOutcome::Scaled(_)
+    ));
+    assert!(matches!(
+        store.kill_job("s", Some("alice"), "alice").await.unwrap(),
+        KillOutcome::Killed(_)
+    ));
 }

@@ -226,10 +226,16 @@ impl Store {
 
     /// Kill a live job: pending tasks end at once; placed attempts are marked to
     /// stop and end when their borglet reports them gone.
-    pub async fn kill_job(&self, name: &str, by: &str) -> Result<KillOutcome> {
+    ///
+    /// With `owner`, only a job of that owner is killed (the one the caller's
+    /// rights were checked on); another owner's job of the same name is not found.
+    pub async fn kill_job(&self, name: &str, owner: Option<&str>, by: &str) -> Result<KillOutcome> {
         let Some(job) = self.find_job(name).await? else {
             return Ok(KillOutcome::NotFound);
         };
+        if owner.is_some_and(|o| o != job.owner) {
+            return Ok(KillOutcome::NotFound);
+        }
         if job.state.is_terminal() {
             return Ok(KillOutcome::AlreadyFinished(job.state));
         }

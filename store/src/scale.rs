@@ -45,10 +45,19 @@ SELECT count(*) FROM t";
 
 impl Store {
     /// Set a live service's replica count to `replicas` (1 ≤ replicas ≤ the spec's maximum).
-    pub async fn scale_job(&self, name: &str, replicas: i32) -> crate::Result<ScaleOutcome> {
+    /// With `owner`, only a job of that owner is scaled (as `kill_job`).
+    pub async fn scale_job(
+        &self,
+        name: &str,
+        owner: Option<&str>,
+        replicas: i32,
+    ) -> crate::Result<ScaleOutcome> {
         let Some(job) = self.find_job(name).await? else {
             return Ok(ScaleOutcome::NotFound);
         };
+        if owner.is_some_and(|o| o != job.owner) {
+            return Ok(ScaleOutcome::NotFound);
+        }
         if job.state.is_terminal() {
             return Ok(ScaleOutcome::AlreadyFinished(job.state));
         }

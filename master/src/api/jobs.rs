@@ -265,9 +265,9 @@ async fn kill(
     Path(name): Path<String>,
 ) -> ApiResult<Json<JobView>> {
     known_name("job", &name)?;
-    caller.job(&state.store, &name, true).await?;
+    let owner = caller.job(&state.store, &name, true).await?;
     let by = format!("{} (token {})", caller.owner, caller.token);
-    match state.store.kill_job(&name, &by).await? {
+    match state.store.kill_job(&name, Some(&owner), &by).await? {
         KillOutcome::Killed(job) => Ok(Json(*job)),
         KillOutcome::NotFound => Err(ApiError::NotFound(format!("no job named {name}"))),
         KillOutcome::AlreadyFinished(s) => {

@@ -61,8 +61,12 @@ async fn scale(
             message: format!("must be between 1 and {MAX_REPLICAS}, got {}", req.replicas),
         });
     }
-    caller.job(&state.store, &name, true).await?;
-    match state.store.scale_job(&name, req.replicas as i32).await? {
+    let owner = caller.job(&state.store, &name, true).await?;
+    match state
+        .store
+        .scale_job(&name, Some(&owner), req.replicas as i32)
+        .await?
+    {
         ScaleOutcome::Scaled(job) | ScaleOutcome::Unchanged(job) => Ok(Json(*job)),
         ScaleOutcome::NotFound => Err(ApiError::NotFound(format!("no job named {name}"))),
         ScaleOutcome::AlreadyFinished(s) => Err(ApiError::Conflict(format!(

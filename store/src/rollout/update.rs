@@ -56,7 +56,10 @@ impl Store {
             return Ok(UpdateOutcome::Batch(Box::new(live)));
         }
         if spec.replicas != live.replicas {
-            match self.scale_job(&spec.name, spec.replicas as i32).await? {
+            match self
+                .scale_job(&spec.name, Some(&spec.owner), spec.replicas as i32)
+                .await?
+            {
                 ScaleOutcome::Scaled(job) | ScaleOutcome::Unchanged(job) => {
                     if job.spec == *spec {
                         return Ok(UpdateOutcome::Scaled(job));
