@@ -340,7 +340,14 @@ impl Drop for Cleanup {
     }
 }
 
-async fn sync(url: &str, name: &str, specs: &[AttemptSpec]) -> Option<SyncResponse> {
+/// A sync as the stub's master sends it (`http` carries its sync key); `None`
+/// while the borglet answers otherwise (a fresh one holds no credential yet).
+async fn sync(
+    http: &reqwest::Client,
+    url: &str,
+    name: &str,
+    specs: &[AttemptSpec],
+) -> Option<SyncResponse> {
     let req = SyncRequest {
         epoch: 1,
         machine: name.into(),
@@ -348,16 +355,20 @@ async fn sync(url: &str, name: &str, specs: &[AttemptSpec]) -> Option<SyncRespon
         ack: vec![],
         nudge_token: None,
     };
-    let resp = reqwest::Client::new()
+    let resp = http
         .post(format!("{url}/v1/sync"))
         .json(&req)
         .send()
         .await
         .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
     resp.json().await.ok()
 }
 
 async fn report_until(
+    http: &reqwest::Client,
     url: &str,
     name: &str,
     specs: &[AttemptSpec],
@@ -365,7 +376,7 @@ async fn report_until(
     cond: impl Fn(&AttemptReport) -> bool,
 ) -> AttemptReport {
     eventually(what, || async {
-        let resp = sync(url, name, specs).await?;
+        let resp = sync(http, url, name, specs).await?;
         common::find(&resp, specs[0].id)
             .filter(|r| cond(r))
             .cloned()
@@ -376,6 +387,7 @@ async fn report_until(
 #[tokio::test]
 async fn a_readopted_task_is_probed_again_after_kill_9_of_the_borglet() {
     let master = MasterStub::spawn().await;
+    let http = master.client();
     let dir = tempfile::tempdir().unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -392,7 +404,7 @@ async fn a_readopted_task_is_probed_again_after_kill_9_of_the_borglet() {
         .build();
     let specs = [spec.clone()];
     let mut borglet = BorgletProcess::start(dir.path(), port, &master.url, name);
-    let first = report_until(&url, name, &specs, "healthy", |r| {
+    let first = report_until(&http, &url, name, &specs, "healthy", |r| {
         running(r) && r.healthy == Some(true)
     })
     .await;
@@ -402,7 +414,7 @@ async fn a_readopted_task_is_probed_again_after_kill_9_of_the_borglet() {
     borglet.kill9();
     let _borglet = BorgletProcess::start(dir.path(), port, &master.url, name);
     // Health is not kept across the restart: healthy again means probed again.
-    let again = report_until(&url, name, &specs, "re-adopted and healthy", |r| {
+    let again = report_until(&http, &url, name, &specs, "re-adopted and healthy", |r| {
         running(r) && r.healthy == Some(true)
     })
     .await;
@@ -414,9 +426,14 @@ async fn a_readopted_task_is_probed_again_after_kill_9_of_the_borglet() {
 
     let sandbox = dir.path().join("data/attempts").join(spec.id.to_string());
     std::fs::remove_file(sandbox.join("healthy")).unwrap();
-    let r = report_until(&url, name, &specs, "restarted by the new borglet", |r| {
-        running(r) && r.restarts == 1
-    })
+    let r = report_until(
+        &http,
+        &url,
+        name,
+        &specs,
+        "restarted by the new borglet",
+        |r| running(r) && r.restarts == 1,
+    )
     .await;
     cleanup.1.lock().unwrap().extend(r.pid);
     assert_ne!(r.pid, Some(pid));

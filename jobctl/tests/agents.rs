@@ -113,7 +113,15 @@ fn a_borglet_started_by_hand_joins_the_dev_cell_and_no_secret_is_on_a_command_li
             .spawn()
             .unwrap(),
     );
-    let http = reqwest::blocking::Client::new();
+    // The cell's admin token on every call to the master (a forged sync to the
+    // borglet below carries it too, and is refused all the same).
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {}", cell.token).parse().unwrap();
+    headers.insert(reqwest::header::AUTHORIZATION, bearer);
+    let http = reqwest::blocking::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
     wait_for(
         "the hand-started machine up",
         Duration::from_secs(60),

@@ -363,6 +363,19 @@ async fn submitting_past_the_rate_answers_429_per_caller() {
         ..Default::default()
     })
     .await;
+    // Two users, each with a token of their own: the bucket is per caller.
+    let mut secrets = Vec::new();
+    for who in ["alice", "bob"] {
+        let (status, body) = app
+            .post_json(
+                "/v1/tokens",
+                json!({"name": who, "owner": who, "role": "user"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        secrets.push(body["secret"].as_str().unwrap().to_string());
+    }
+    let (alice, bob) = (secrets[0].clone(), secrets[1].clone());
     let submit = |token: &str, name: String| {
         app.http
             .post(format!("{}/v1/jobs", app.url))
@@ -372,7 +385,7 @@ async fn submitting_past_the_rate_answers_429_per_caller() {
     // Far more than one a second refills: some are refused.
     let mut refused = None;
     for i in 0..20 {
-        let resp = submit("alice", format!("a{i}")).send().await.unwrap();
+        let resp = submit(&alice, format!("a{i}")).send().await.unwrap();
         if resp.status() == 429 {
             refused = Some(resp);
             break;
@@ -390,7 +403,7 @@ async fn submitting_past_the_rate_answers_429_per_caller() {
     assert_eq!(body["error"]["code"], "rate_limited");
     // Another caller has its own bucket; reads are not limited.
     assert_eq!(
-        submit("bob", "b0".into()).send().await.unwrap().status(),
+        submit(&bob, "b0".into()).send().await.unwrap().status(),
         201
     );
     assert_eq!(app.get_json("/v1/jobs").await.0, 200);

@@ -34,12 +34,12 @@ impl Client {
         self.json("GET /v1/tokens", resp).await
     }
 
-    /// `DELETE /v1/tokens/{name}`.
+    /// `DELETE /v1/tokens/{token}`.
     pub async fn revoke_token(&self, name: &str) -> Result<TokenView, ClientError> {
         let req = self
             .request(Method::DELETE, &["v1", "tokens", name])
             .timeout(REQUEST_TIMEOUT);
         let resp = self.send(req).await?;
-        self.json("DELETE /v1/tokens/{name}", resp).await
+        self.json("DELETE /v1/tokens/{token}", resp).await
     }
 }

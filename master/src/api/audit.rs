@@ -36,6 +36,7 @@ struct AuditQuery {
     params(AuditQuery),
     responses(
         (status = 200, description = "A page of the audit log", body = AuditPage),
+        (status = 400, description = "The query string does not parse, e.g. a parameter given twice (`bad_request`)", body = ErrorBody),
         (status = 422, description = "`after` or `limit` is not a valid number or out of range (`invalid_spec`)", body = ErrorBody),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )

@@ -15,6 +15,20 @@ use borg_store::{CreateTokenOutcome, RevokeOutcome};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+/// A token's name in a path (for the document; the handler reads a string).
+#[allow(dead_code)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+struct TokenName {
+    /// The token's name.
+    #[param(
+        pattern = "^[a-z0-9][a-z0-9._-]{0,62}$",
+        min_length = 1,
+        max_length = 63
+    )]
+    token: String,
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create, list))
@@ -31,6 +45,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses(
         (status = 201, description = "The token, with its secret (shown this once)", body = CreatedToken),
         (status = 400, description = "The body is not JSON (`malformed_json`)", body = ErrorBody),
+        (status = 413, description = "The body is larger than the master's `--max-body-bytes` (`payload_too_large`)", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
         (status = 409, description = "A token of that name exists, perhaps revoked: names are not reused (`conflict`)", body = ErrorBody),
         (status = 422, description = "A field is invalid; `field` names it (`invalid_spec`)", body = ErrorBody),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
@@ -82,10 +98,10 @@ async fn list(State(state): State<AppState>) -> ApiResult<Json<TokenList>> {
 /// Revoke a token: every call with it fails from now on (the name stays taken).
 #[utoipa::path(
     delete,
-    path = "/v1/tokens/{name}",
+    path = "/v1/tokens/{token}",
     operation_id = "revoke_token",
     tag = "access",
-    params(("name" = String, Path, description = "The token's name")),
+    params(TokenName),
     responses(
         (status = 200, description = "The token, now revoked", body = TokenView),
         (status = 404, description = "No token has this name (`not_found`)", body = ErrorBody),
@@ -97,6 +113,13 @@ async fn revoke(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<TokenView>> {
+    // A name no token can have never reaches a query.
+    if validate_token_name(&name).is_err() {
+        return Err(ApiError::NotFound(format!(
+            "no token named `{}`",
+            name.escape_debug()
+        )));
+    }
     match state.store.revoke_token(&name).await? {
         RevokeOutcome::Revoked(token) => Ok(Json(token)),
         RevokeOutcome::AlreadyRevoked(token) => Err(ApiError::Conflict(format!(
