@@ -110,6 +110,11 @@ impl Caller {
         (!self.reads_all()).then(|| self.owner.clone())
     }
 
+    /// Who the caller is, as event reasons name it: `OWNER (token NAME)`.
+    pub fn who(&self) -> String {
+        format!("{} (token {})", self.owner, self.token)
+    }
+
     /// Whether the caller may read what `owner` owns.
     pub fn may_read(&self, owner: &str) -> bool {
         self.reads_all() || self.owner == owner

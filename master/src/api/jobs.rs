@@ -266,8 +266,11 @@ async fn kill(
 ) -> ApiResult<Json<JobView>> {
     known_name("job", &name)?;
     let owner = caller.job(&state.store, &name, true).await?;
-    let by = format!("{} (token {})", caller.owner, caller.token);
-    match state.store.kill_job(&name, Some(&owner), &by).await? {
+    match state
+        .store
+        .kill_job(&name, Some(&owner), &caller.who())
+        .await?
+    {
         KillOutcome::Killed(job) => Ok(Json(*job)),
         KillOutcome::NotFound => Err(ApiError::NotFound(format!("no job named {name}"))),
         KillOutcome::AlreadyFinished(s) => {

@@ -146,9 +146,7 @@ async fn pause(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<RolloutView>> {
-    known_name("job", &name)?;
-    caller.job(&state.store, &name, true).await?;
-    let by = format!("{} (token {})", caller.owner, caller.token);
+    let by = may_steer(&state, &caller, &name).await?;
     answer(&name, state.store.pause_rollout(&name, &by).await?)
 }
 
@@ -171,9 +169,7 @@ async fn resume(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<RolloutView>> {
-    known_name("job", &name)?;
-    caller.job(&state.store, &name, true).await?;
-    let by = format!("{} (token {})", caller.owner, caller.token);
+    let by = may_steer(&state, &caller, &name).await?;
     answer(&name, state.store.resume_rollout(&name, &by).await?)
 }
 
@@ -198,10 +194,16 @@ async fn undo(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<RolloutView>> {
-    known_name("job", &name)?;
-    caller.job(&state.store, &name, true).await?;
-    let by = format!("{} (token {})", caller.owner, caller.token);
+    let by = may_steer(&state, &caller, &name).await?;
     answer(&name, state.store.undo_rollout(&name, &by).await?)
+}
+
+/// A caller may pause, resume or undo the rollout of a job it may change;
+/// answers who it is, for the rollout's reason.
+async fn may_steer(state: &AppState, caller: &Caller, name: &str) -> ApiResult<String> {
+    known_name("job", name)?;
+    caller.job(&state.store, name, true).await?;
+    Ok(caller.who())
 }
 
 fn answer(name: &str, outcome: ControlOutcome) -> ApiResult<Json<RolloutView>> {
