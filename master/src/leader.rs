@@ -6,7 +6,7 @@
 
 use crate::poller::{self, Machines, PollerConfig};
 use crate::store::Store;
-use crate::{drain, liveness, rollout, sweep};
+use crate::{drain, history, liveness, rollout, sweep};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +26,10 @@ pub struct LeaderConfig {
     /// it); a dead leader is replaced after at most about this long.
     #[arg(long, env = "BORG_LEASE_TTL", default_value = "3s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
+    /// How long a finished job stays readable (tasks, attempts, events, death
+    /// certificates) before the leader deletes it; `0` keeps history forever.
+    #[arg(long, env = "BORG_HISTORY_RETENTION", default_value = "48h", value_parser = humantime::parse_duration)]
+    pub history_retention: Duration,
 }
 
 impl Default for LeaderConfig {
@@ -33,6 +37,7 @@ impl Default for LeaderConfig {
         LeaderConfig {
             down_after: Duration::from_secs(10),
             lease_ttl: Duration::from_secs(3),
+            history_retention: Duration::from_secs(48 * 3600),
         }
     }
 }
@@ -132,7 +137,8 @@ pub async fn run(parts: Leading, holder: String, shutdown: CancellationToken) {
     }
 }
 
-/// One term: the poller, down detection, the job sweep, draining and rollouts, until `term` ends.
+/// One term: the poller, down detection, the job sweep, draining, rollouts and
+/// history collection, until `term` ends.
 async fn lead(parts: Leading, epoch: i64, term: CancellationToken) {
     let sweep = tokio::spawn(sweep::run(
         parts.store.clone(),
@@ -141,6 +147,12 @@ async fn lead(parts: Leading, epoch: i64, term: CancellationToken) {
     ));
     let drain = tokio::spawn(drain::run(parts.store.clone(), epoch, term.clone()));
     let rollout = tokio::spawn(rollout::run(parts.store.clone(), epoch, term.clone()));
+    let history = tokio::spawn(history::run(
+        parts.store.clone(),
+        epoch,
+        parts.config.history_retention,
+        term.clone(),
+    ));
     let liveness = tokio::spawn(liveness::run(
         parts.store.clone(),
         parts.machines.clone(),
@@ -168,4 +180,5 @@ async fn lead(parts: Leading, epoch: i64, term: CancellationToken) {
     let _ = sweep.await;
     let _ = drain.await;
     let _ = rollout.await;
+    let _ = history.await;
 }

@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod dbhealth;
 pub mod drain;
 pub mod feed;
+pub mod history;
 pub mod leader;
 pub mod liveness;
 pub mod metrics;

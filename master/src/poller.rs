@@ -434,7 +434,7 @@ async fn sync_once(
         }
     };
     let out = store
-        .apply_report(id, &slot.name, &sent, &resp.attempts)
+        .apply_report(id, &slot.name, config.epoch, &sent, &resp.attempts)
         .await
         .context("applying the borglet's report")?;
     *acks = out.ack;

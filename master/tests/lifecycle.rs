@@ -131,7 +131,7 @@ async fn batch_task_runs_to_success_and_is_acked() {
 
     let id = wanted[0].id;
     let out = store
-        .apply_report(m, "m1", &[id], &[report(id, AttemptPhase::Running, None)])
+        .apply_report(m, "m1", leader_epoch(&store).await, &[id], &[report(id, AttemptPhase::Running, None)])
         .await
         .unwrap();
     assert!(out.ack.is_empty());
@@ -141,7 +141,7 @@ async fn batch_task_runs_to_success_and_is_acked() {
     );
 
     let out = store
-        .apply_report(m, "m1", &[id], &[report(id, AttemptPhase::Exited, Some(0))])
+        .apply_report(m, "m1", leader_epoch(&store).await, &[id], &[report(id, AttemptPhase::Exited, Some(0))])
         .await
         .unwrap();
     assert_eq!(out.ack, vec![id]);
@@ -151,7 +151,7 @@ async fn batch_task_runs_to_success_and_is_acked() {
     );
     // Applying the same report twice changes nothing and still acks.
     let out = store
-        .apply_report(m, "m1", &[], &[report(id, AttemptPhase::Exited, Some(0))])
+        .apply_report(m, "m1", leader_epoch(&store).await, &[], &[report(id, AttemptPhase::Exited, Some(0))])
         .await
         .unwrap();
     assert_eq!((out.ack, out.changed), (vec![id], 0));
@@ -190,7 +190,7 @@ async fn failed_batch_task_retries_within_budget_then_fails_the_job() {
         assert_eq!(wanted.len(), 1, "run {run}");
         let id = wanted[0].id;
         store
-            .apply_report(m, "m1", &[id], &[report(id, AttemptPhase::Exited, Some(3))])
+            .apply_report(m, "m1", leader_epoch(&store).await, &[id], &[report(id, AttemptPhase::Exited, Some(3))])
             .await
             .unwrap();
         let (job, tasks) = job_state(store).await;
@@ -235,11 +235,11 @@ async fn in_place_restarts_are_recorded_and_spend_the_run_budget() {
     r.restarts = 2;
     r.last_exit = Some("exited with code 3".into());
     store
-        .apply_report(m, "m1", &[id], &[r.clone()])
+        .apply_report(m, "m1", leader_epoch(&store).await, &[id], &[r.clone()])
         .await
         .unwrap();
     // Repeated, the same report changes nothing.
-    store.apply_report(m, "m1", &[id], &[r]).await.unwrap();
+    store.apply_report(m, "m1", leader_epoch(&store).await, &[id], &[r]).await.unwrap();
     let (runs, restarts, last): (i32, i32, Option<String>) = sqlx::query_as(
         "SELECT t.runs, a.restarts, a.last_exit FROM tasks t JOIN attempts a ON a.id = t.attempt_id",
     )
@@ -274,7 +274,7 @@ async fn in_place_restarts_are_recorded_and_spend_the_run_budget() {
 
     let mut end = report(id, AttemptPhase::Exited, Some(3));
     end.restarts = 2;
-    store.apply_report(m, "m1", &[id], &[end]).await.unwrap();
+    store.apply_report(m, "m1", leader_epoch(&store).await, &[id], &[end]).await.unwrap();
     // Three runs of three: no new attempt.
     assert_eq!(
         job_state(store).await,
@@ -298,7 +298,7 @@ async fn a_task_that_cannot_start_fails_at_once_with_the_reason() {
     let id = wanted[0].id;
     let mut r = report(id, AttemptPhase::FailedToStart, None);
     r.message = Some("cannot start `/no/such`: No such file or directory (os error 2)".into());
-    store.apply_report(m, "m1", &[id], &[r]).await.unwrap();
+    store.apply_report(m, "m1", leader_epoch(&store).await, &[id], &[r]).await.unwrap();
     let (state, reason): (String, String) = sqlx::query_as("SELECT state::text, reason FROM tasks")
         .fetch_one(store.pool())
         .await
@@ -322,7 +322,7 @@ async fn killed_job_stops_its_attempts_through_the_sync() {
         .iter()
         .map(|id| report(*id, AttemptPhase::Running, None))
         .collect();
-    store.apply_report(m, "m1", &ids, &running).await.unwrap();
+    store.apply_report(m, "m1", leader_epoch(&store).await, &ids, &running).await.unwrap();
     assert_eq!(job_state(store).await.0, "running");
 
     store.kill_job("s", None, "user").await.unwrap();
@@ -332,7 +332,7 @@ async fn killed_job_stops_its_attempts_through_the_sync() {
     let mut gone = report(ids[0], AttemptPhase::Exited, None);
     gone.signal = Some(15);
     gone.stopped_by_borglet = true;
-    let out = store.apply_report(m, "m1", &[], &[gone]).await.unwrap();
+    let out = store.apply_report(m, "m1", leader_epoch(&store).await, &[], &[gone]).await.unwrap();
     assert_eq!(out.ack, vec![ids[0]]);
     assert_eq!(
         job_state(store).await,
@@ -389,8 +389,8 @@ async fn concurrent_reports_from_two_machines_finish_the_job() {
             [report(a2, AttemptPhase::Exited, Some(0))],
         );
         let (r1, r2) = tokio::join!(
-            store.apply_report(m1, "m1", std::slice::from_ref(&a1), &e1),
-            store.apply_report(m2, "m2", std::slice::from_ref(&a2), &e2),
+            store.apply_report(m1, "m1", leader_epoch(&store).await, std::slice::from_ref(&a1), &e1),
+            store.apply_report(m2, "m2", leader_epoch(&store).await, std::slice::from_ref(&a2), &e2),
         );
         r1.unwrap();
         r2.unwrap();
@@ -476,14 +476,11 @@ async fn a_task_failing_for_good_fails_the_job_and_stops_the_rest() {
     let (on_m2, _) = store.desired_attempts(m2).await.unwrap();
     let (a1, a2) = (on_m1[0].id, on_m2[0].id);
     store
-        .apply_report(m2, "m2", &[a2], &[report(a2, AttemptPhase::Running, None)])
+        .apply_report(m2, "m2", leader_epoch(&store).await, &[a2], &[report(a2, AttemptPhase::Running, None)])
         .await
         .unwrap();
     store
-        .apply_report(
-            m1,
-            "m1",
-            &[a1],
+        .apply_report(m1, "m1", leader_epoch(&store).await, &[a1],
             &[report(a1, AttemptPhase::Exited, Some(1))],
         )
         .await
@@ -503,7 +500,7 @@ async fn a_task_failing_for_good_fails_the_job_and_stops_the_rest() {
     // Its end, once reported, is recorded as killed.
     let mut gone = report(a2, AttemptPhase::Exited, None);
     gone.signal = Some(15);
-    store.apply_report(m2, "m2", &[], &[gone]).await.unwrap();
+    store.apply_report(m2, "m2", leader_epoch(&store).await, &[], &[gone]).await.unwrap();
     assert_eq!(job_state(store).await.1, ["failed", "killed", "killed"]);
     let job_moves: Vec<String> =
         sqlx::query_scalar("SELECT to_state FROM events WHERE kind = 'job' ORDER BY id")
@@ -571,4 +568,67 @@ async fn kill_and_scale_touch_only_the_owner_that_was_checked() {
         store.kill_job("s", Some("alice"), "alice").await.unwrap(),
         KillOutcome::Killed(_)
     ));
+}
+
+/// A paused old leader's report, applied after a newer leader took the lease,
+/// changes nothing: not the attempt, its task, its restarts nor the events.
+#[tokio::test]
+async fn a_deposed_leaders_report_changes_nothing() {
+    let app = spawn_app().await;
+    let store = &app.store;
+    let m = machine(store).await;
+    submit(
+        store,
+        r#"{"name": "b", "task": {"command": ["/bin/true"]}}"#,
+    )
+    .await;
+    place_all(store, m).await;
+    let old = leader_epoch(store).await;
+    let (wanted, new) = store.desired_attempts(m).await.unwrap();
+    store.mark_starting(m, old, &new).await.unwrap();
+    let id = wanted[0].id;
+    // Another replica leads now, for long enough that the test's master stays out.
+    sqlx::query(
+        "UPDATE leader_lease SET holder = 'newer', epoch = epoch + 1,
+             expires_at = now() + interval '1 hour'",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let events = app.count("events").await;
+    let mut running = report(id, AttemptPhase::Running, None);
+    running.restarts = 1;
+    running.last_exit = Some("exited with code 3".into());
+    running.healthy = Some(true);
+    let exited = report(id, AttemptPhase::Exited, Some(0));
+    for r in [running, exited.clone()] {
+        let err = store
+            .apply_report(m, "m1", old, &[id], &[r])
+            .await
+            .expect_err("the old epoch is refused");
+        assert!(
+            matches!(err, borgmaster::store::StoreError::Deposed { .. }),
+            "{err}"
+        );
+    }
+    let (attempt, restarts, task): (String, i32, String) = sqlx::query_as(
+        "SELECT a.state::text, a.restarts, t.state::text
+         FROM attempts a JOIN tasks t ON t.id = a.task_id",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (attempt.as_str(), restarts, task.as_str()),
+        ("starting", 0, "starting")
+    );
+    assert_eq!(app.count("events").await, events, "no event written");
+    // The same report from the new leader does apply.
+    let newer = leader_epoch(store).await;
+    assert_eq!(newer, old + 1);
+    store
+        .apply_report(m, "m1", newer, &[id], &[exited])
+        .await
+        .unwrap();
+    assert_eq!(job_state(store).await.1, vec!["succeeded"]);
 }

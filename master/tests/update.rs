@@ -271,3 +271,32 @@ async fn the_openapi_document_has_the_update_and_rollout_operations() {
     let schemas = &doc["components"]["schemas"];
     assert!(schemas["RolloutView"].is_object() && schemas["RolloutState"].is_object());
 }
+
+/// A killed job's rollout no longer reads `rolling`: it ends `aborted`, with
+/// why, and an event says so; its controls then answer 409.
+#[tokio::test]
+async fn a_killed_jobs_rollout_ends_aborted() {
+    let app = spawn_app().await;
+    assert_eq!(app.post_json("/v1/jobs", web(2, "sleep 100")).await.0, 201);
+    let (status, body) = put(&app, "/v1/jobs/web", web(2, "sleep 200")).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, r) = app.get_json("/v1/jobs/web/rollout").await;
+    assert_eq!(r["state"], "rolling", "{r}");
+
+    let (status, body) = app.post_json("/v1/jobs/web/kill", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, r) = app.get_json("/v1/jobs/web/rollout").await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["state"], "aborted", "{r}");
+    let reason = r["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("job killed: killed by"), "{reason}");
+    let events = rollout_events(&app).await;
+    assert!(
+        events
+            .last()
+            .is_some_and(|e| e.starts_with("rollout: aborted: job killed")),
+        "{events:?}"
+    );
+    let (status, _) = app.post_json("/v1/jobs/web/rollout/resume", json!({})).await;
+    assert_eq!(status, 409);
+}

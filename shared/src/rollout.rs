@@ -78,7 +78,8 @@ pub fn immutable_change(old: &JobSpec, new: &JobSpec) -> Option<SpecError> {
 }
 
 /// Where a job's rollout stands. `paused` is a rolling (or rolling back)
-/// rollout an operator paused.
+/// rollout an operator paused. `aborted`: its job ended (killed, failed)
+/// before the rollout finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutState {
@@ -88,6 +89,7 @@ pub enum RolloutState {
     RollingBack,
     RolledBack,
     Failed,
+    Aborted,
 }
 
 impl RolloutState {
@@ -99,6 +101,7 @@ impl RolloutState {
             RolloutState::RollingBack => "rolling_back",
             RolloutState::RolledBack => "rolled_back",
             RolloutState::Failed => "failed",
+            RolloutState::Aborted => "aborted",
         }
     }
 
@@ -106,7 +109,10 @@ impl RolloutState {
     pub fn is_settled(self) -> bool {
         matches!(
             self,
-            RolloutState::Done | RolloutState::RolledBack | RolloutState::Failed
+            RolloutState::Done
+                | RolloutState::RolledBack
+                | RolloutState::Failed
+                | RolloutState::Aborted
         )
     }
 }

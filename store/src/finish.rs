@@ -139,6 +139,12 @@ pub(crate) async fn end_jobs(
         .execute(&mut *conn)
         .await?;
     }
+    // A rollout under way ends with its job.
+    let aborts: Vec<(JobId, JobState, String)> = ends
+        .iter()
+        .map(|e| (e.job, e.to, e.reason.clone()))
+        .collect();
+    crate::rollout::abort_rollouts(conn, &aborts).await?;
     let moved: Vec<MovedJob> = ends
         .iter()
         .map(|e| MovedJob {

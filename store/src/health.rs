@@ -123,9 +123,11 @@ pub(crate) struct StoredRun {
 
 impl Store {
     /// What a report says of runs beyond their state: a new pid (restarted in
-    /// place) and health changes, in one transaction when there are any.
+    /// place) and health changes, in one transaction when there are any,
+    /// written as leader at `epoch`.
     pub(crate) async fn record_runs(
         &self,
+        epoch: i64,
         reports: &[AttemptReport],
         stored: &[StoredRun],
     ) -> Result<()> {
@@ -144,6 +146,7 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
+        crate::lease::check_epoch(&mut tx, epoch).await?;
         record_new_runs(&mut tx, &runs).await?;
         let events = record_health(&mut tx, &changes).await?;
         tx.commit().await?;

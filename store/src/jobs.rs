@@ -78,9 +78,31 @@ WITH j AS (
 )
 SELECT j.created_at, pg_notify($12, j.id::text)::text FROM j";
 
+/// Inserts tried when the name's live job keeps finishing in between.
+const SUBMIT_TRIES: usize = 3;
+
 impl Store {
     /// Commit a job, its tasks and their `pending` events in one statement.
+    ///
+    /// A name is taken only by a live job: a finished job's name takes a new,
+    /// distinct job at once (the name then stands for the new one; the old
+    /// keeps its history, by id in the event stream, until collected). When the
+    /// live job of that name finishes between our insert and our look at it,
+    /// the insert is simply tried again.
     pub async fn submit(&self, spec: &JobSpec) -> Result<SubmitOutcome> {
+        for _ in 0..SUBMIT_TRIES {
+            if let Some(out) = self.try_submit(spec).await? {
+                return Ok(out);
+            }
+        }
+        Err(StoreError::Vanished(format!(
+            "job {} kept finishing during submit",
+            spec.name
+        )))
+    }
+
+    /// One try; `None` when the name's live job finished meanwhile.
+    async fn try_submit(&self, spec: &JobSpec) -> Result<Option<SubmitOutcome>> {
         let id = JobId::new();
         let r = &spec.task.resources;
         let max_runs = match spec.kind {
@@ -129,24 +151,23 @@ impl Store {
                 ..Counts::default()
             },
         };
-        Ok(SubmitOutcome::Created(row.into_view()))
+        Ok(Some(SubmitOutcome::Created(row.into_view())))
     }
 
-    async fn resolve_duplicate(&self, spec: &JobSpec) -> Result<SubmitOutcome> {
-        let vanished =
-            || StoreError::Vanished(format!("job {} changed state during submit", spec.name));
+    /// The name is taken by a live job: the same spec is that job, another a
+    /// conflict. `None` if it finished (or went) since our insert failed.
+    async fn resolve_duplicate(&self, spec: &JobSpec) -> Result<Option<SubmitOutcome>> {
         let Some(live) = self.find_job(&spec.name).await? else {
-            // It finished between our insert and this read: a retry will succeed.
-            return Err(vanished());
+            return Ok(None);
         };
         if live.state.is_terminal() {
-            return Err(vanished());
+            return Ok(None);
         }
-        Ok(if live.spec == *spec {
+        Ok(Some(if live.spec == *spec {
             SubmitOutcome::Unchanged(live)
         } else {
             SubmitOutcome::Conflict(live)
-        })
+        }))
     }
 
     /// The live job of that name, else the most recent one; without tasks or events.

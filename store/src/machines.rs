@@ -166,10 +166,15 @@ impl Store {
     /// Keep the usage a borglet reported: each live attempt's latest sample and
     /// their sum on the machine, at most every few seconds per machine (one
     /// cheap conditional statement decides). A machine that never reported
-    /// usage (unisolated) keeps none rather than a misleading zero.
+    /// usage (unisolated) keeps none rather than a misleading zero. Written as
+    /// leader at `epoch`: each statement checks the lease itself, so a deposed
+    /// leader writes nothing, and a poll that has nothing due costs no extra
+    /// round trip. Samples are not state: the check takes no lock on the lease
+    /// row (a takeover committing during the statement may see one last sample).
     pub async fn record_usage(
         &self,
         machine: MachineId,
+        epoch: i64,
         reports: &[AttemptReport],
     ) -> crate::Result<()> {
         let live: Vec<(uuid::Uuid, i64, i64)> = reports
@@ -186,6 +191,7 @@ impl Store {
             "UPDATE machines SET cpu_used_milli = $2, memory_used = $3, usage_at = now()
              WHERE id = $1 AND ($4 OR cpu_used_milli IS NOT NULL)
                AND (usage_at IS NULL OR usage_at < now() - make_interval(secs => $5))
+               AND EXISTS (SELECT 1 FROM leader_lease WHERE id = 1 AND epoch = $6)
              RETURNING id",
         )
         .bind(machine)
@@ -193,6 +199,7 @@ impl Store {
         .bind(memory)
         .bind(!live.is_empty())
         .bind(f64::from(USAGE_WRITE_EVERY_SECS))
+        .bind(epoch)
         .fetch_optional(&self.pool)
         .await?;
         if due.is_none() || live.is_empty() {
@@ -201,12 +208,14 @@ impl Store {
         sqlx::query(
             "UPDATE attempts a SET cpu_used_milli = u.cpu, memory_used = u.memory, usage_at = now()
              FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS u(id, cpu, memory)
-             WHERE a.id = u.id AND a.machine_id = $4",
+             WHERE a.id = u.id AND a.machine_id = $4
+               AND EXISTS (SELECT 1 FROM leader_lease WHERE id = 1 AND epoch = $5)",
         )
         .bind(live.iter().map(|l| l.0).collect::<Vec<_>>())
         .bind(live.iter().map(|l| l.1).collect::<Vec<_>>())
         .bind(live.iter().map(|l| l.2).collect::<Vec<_>>())
         .bind(machine)
+        .bind(epoch)
         .execute(&self.pool)
         .await?;
         Ok(())

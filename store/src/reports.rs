@@ -266,9 +266,12 @@ impl Store {
         Ok(())
     }
 
-    /// Apply a borglet's report. `sent` are the attempts the request listed as wanted.
+    /// Apply a borglet's report, as leader at `epoch`. `sent` are the attempts
+    /// the request listed as wanted.
     ///
-    /// The attempts and tasks that change are locked (in attempt id order) and
+    /// Every transaction that writes checks the epoch first (`Deposed` if
+    /// another replica leads now), holding the lease row share-locked until it
+    /// commits: a paused old leader's late report changes nothing. The attempts and tasks that change are locked (in attempt id order) and
     /// re-read, then all their moves are written in a few statements. The job
     /// rows are not touched here: the jobs' states follow from their counters
     /// right after the commit. Most polls change nothing and take no lock.
@@ -276,6 +279,7 @@ impl Store {
         &self,
         machine: MachineId,
         machine_name: &str,
+        epoch: i64,
         sent: &[AttemptId],
         reports: &[AttemptReport],
     ) -> crate::Result<ApplyOutcome> {
@@ -291,6 +295,7 @@ impl Store {
         let restarted = newly_restarted(reports, &stored);
         if !restarted.is_empty() {
             let mut tx = self.pool.begin().await?;
+            crate::lease::check_epoch(&mut tx, epoch).await?;
             out.restarted = record_restarts(&mut tx, &restarted).await? as usize;
             tx.commit().await?;
         }
@@ -318,6 +323,7 @@ impl Store {
 
         if !changing.is_empty() {
             let mut tx = self.pool.begin().await?;
+            crate::lease::check_epoch(&mut tx, epoch).await?;
             // Re-read under the locks: this sees everything committed before them.
             let locked = lock_attempts(&mut tx, &changing).await?;
             let mut batch = Batch::default();
@@ -384,8 +390,8 @@ impl Store {
                 health_message: r.health_message.clone(),
             })
             .collect();
-        self.record_runs(reports, &runs).await?;
-        self.record_usage(machine, reports).await?;
+        self.record_runs(epoch, reports, &runs).await?;
+        self.record_usage(machine, epoch, reports).await?;
         Ok(out)
     }
 }

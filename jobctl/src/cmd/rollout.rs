@@ -119,12 +119,13 @@ async fn status(client: &Client, args: StatusArgs) -> anyhow::Result<()> {
 /// Exit 1 for a rollout that ended badly (the line said why).
 fn settled(r: &RolloutView) -> anyhow::Result<()> {
     match r.state {
-        RolloutState::RolledBack | RolloutState::Failed => Err(JobFailed(format!(
+        RolloutState::RolledBack | RolloutState::Failed | RolloutState::Aborted => Err(JobFailed(format!(
             "job/{} rollout of version {} {}",
             r.job,
             r.to_version,
             match r.state {
                 RolloutState::RolledBack => "was rolled back",
+                RolloutState::Aborted => "was aborted",
                 _ => "failed",
             }
         ))
@@ -170,6 +171,7 @@ pub fn line(r: &RolloutView) -> String {
             r.job, r.target_version, r.to_version
         ),
         RolloutState::Failed => format!("job/{} rollout failed ({}){why}", r.job, progress(r)),
+        RolloutState::Aborted => format!("job/{} rollout aborted ({}){why}", r.job, progress(r)),
     }
 }
 

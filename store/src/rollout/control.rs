@@ -86,7 +86,7 @@ impl Store {
             let back_to = match row.state {
                 Phase::Rolling | Phase::Failed => row.stable_version,
                 Phase::Done => row.from_version,
-                Phase::RollingBack | Phase::RolledBack => {
+                Phase::RollingBack | Phase::RolledBack | Phase::Aborted => {
                     return Err(format!(
                         "nothing to undo: the rollout of version {} is already {}",
                         row.to_version,

@@ -36,6 +36,8 @@ pub(crate) enum Phase {
     RollingBack,
     RolledBack,
     Failed,
+    /// Its job ended before it finished.
+    Aborted,
 }
 
 impl Phase {
@@ -51,6 +53,7 @@ impl Phase {
             Phase::RollingBack => RolloutState::RollingBack,
             Phase::RolledBack => RolloutState::RolledBack,
             Phase::Failed => RolloutState::Failed,
+            Phase::Aborted => RolloutState::Aborted,
         }
     }
 }
@@ -176,3 +179,42 @@ pub(crate) async fn rollout_event(
 
 /// The prefix every rollout event's reason starts with.
 pub const ROLLOUT_EVENT: &str = "rollout: ";
+
+/// End the active rollouts of jobs that ended (`aborted`, with why, and a job
+/// event each): a killed or failed job's rollout no longer reads `rolling`.
+/// The caller holds the job rows (lock order: job rows, then rollout rows).
+pub(crate) async fn abort_rollouts(
+    conn: &mut PgConnection,
+    ends: &[(JobId, JobState, String)],
+) -> Result<u64> {
+    if ends.is_empty() {
+        return Ok(0);
+    }
+    let aborted: Vec<(JobId, String)> = sqlx::query_as(
+        "WITH u AS (
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(job_id, state, why)
+         ), a AS (
+             UPDATE rollouts r SET state = 'aborted', paused = false, updated_at = now(),
+                 reason = 'job ' || u.state || ': ' || u.why
+             FROM u WHERE r.job_id = u.job_id AND r.state IN ('rolling', 'rolling_back')
+             RETURNING r.job_id, r.reason
+         ), e AS (
+             INSERT INTO events (kind, job_id, from_state, to_state, reason)
+             SELECT 'job', a.job_id, u.state, u.state, $4 || 'aborted: ' || a.reason
+             FROM a JOIN u ON u.job_id = a.job_id
+         )
+         SELECT job_id, reason FROM a",
+    )
+    .bind(ends.iter().map(|e| e.0 .0).collect::<Vec<_>>())
+    .bind(ends.iter().map(|e| e.1.as_str()).collect::<Vec<_>>())
+    .bind(ends.iter().map(|e| e.2.as_str()).collect::<Vec<_>>())
+    .bind(ROLLOUT_EVENT)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (job, reason) in &aborted {
+        tracing::info!(job_id = %job, reason, "rollout aborted");
+    }
+    metrics::counter!("borg_rollouts_finished_total", "state" => "aborted")
+        .increment(aborted.len() as u64);
+    Ok(aborted.len() as u64)
+}
