@@ -105,11 +105,23 @@ async fn drive(store: Store, m: MachineId) {
                 .collect()
         };
         store
-            .apply_report(m, "m1", helpers::leader_epoch(&store).await, &ids, &report(AttemptPhase::Running, None))
+            .apply_report(
+                m,
+                "m1",
+                helpers::leader_epoch(&store).await,
+                &ids,
+                &report(AttemptPhase::Running, None),
+            )
             .await
             .unwrap();
         store
-            .apply_report(m, "m1", helpers::leader_epoch(&store).await, &ids, &report(AttemptPhase::Exited, Some(0)))
+            .apply_report(
+                m,
+                "m1",
+                helpers::leader_epoch(&store).await,
+                &ids,
+                &report(AttemptPhase::Exited, Some(0)),
+            )
             .await
             .unwrap();
     }

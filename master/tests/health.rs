@@ -132,7 +132,12 @@ async fn health_changes_are_stored_with_an_event_and_decide_healthy_tasks() {
     let ids: Vec<AttemptId> = wanted.iter().map(|s| s.id).collect();
     let report = |reports: Vec<AttemptReport>| {
         let ids = ids.clone();
-        async move { store.apply_report(m, "m1", leader_epoch(store).await, &ids, &reports).await.unwrap() }
+        async move {
+            store
+                .apply_report(m, "m1", leader_epoch(store).await, &ids, &reports)
+                .await
+                .unwrap()
+        }
     };
 
     // Running, no verdict yet: a task with a check is not healthy yet.

@@ -131,7 +131,13 @@ async fn batch_task_runs_to_success_and_is_acked() {
 
     let id = wanted[0].id;
     let out = store
-        .apply_report(m, "m1", leader_epoch(&store).await, &[id], &[report(id, AttemptPhase::Running, None)])
+        .apply_report(
+            m,
+            "m1",
+            leader_epoch(store).await,
+            &[id],
+            &[report(id, AttemptPhase::Running, None)],
+        )
         .await
         .unwrap();
     assert!(out.ack.is_empty());
@@ -141,7 +147,13 @@ async fn batch_task_runs_to_success_and_is_acked() {
     );
 
     let out = store
-        .apply_report(m, "m1", leader_epoch(&store).await, &[id], &[report(id, AttemptPhase::Exited, Some(0))])
+        .apply_report(
+            m,
+            "m1",
+            leader_epoch(store).await,
+            &[id],
+            &[report(id, AttemptPhase::Exited, Some(0))],
+        )
         .await
         .unwrap();
     assert_eq!(out.ack, vec![id]);
@@ -151,7 +163,13 @@ async fn batch_task_runs_to_success_and_is_acked() {
     );
     // Applying the same report twice changes nothing and still acks.
     let out = store
-        .apply_report(m, "m1", leader_epoch(&store).await, &[], &[report(id, AttemptPhase::Exited, Some(0))])
+        .apply_report(
+            m,
+            "m1",
+            leader_epoch(store).await,
+            &[],
+            &[report(id, AttemptPhase::Exited, Some(0))],
+        )
         .await
         .unwrap();
     assert_eq!((out.ack, out.changed), (vec![id], 0));
@@ -190,7 +208,13 @@ async fn failed_batch_task_retries_within_budget_then_fails_the_job() {
         assert_eq!(wanted.len(), 1, "run {run}");
         let id = wanted[0].id;
         store
-            .apply_report(m, "m1", leader_epoch(&store).await, &[id], &[report(id, AttemptPhase::Exited, Some(3))])
+            .apply_report(
+                m,
+                "m1",
+                leader_epoch(store).await,
+                &[id],
+                &[report(id, AttemptPhase::Exited, Some(3))],
+            )
             .await
             .unwrap();
         let (job, tasks) = job_state(store).await;
@@ -235,11 +259,14 @@ async fn in_place_restarts_are_recorded_and_spend_the_run_budget() {
     r.restarts = 2;
     r.last_exit = Some("exited with code 3".into());
     store
-        .apply_report(m, "m1", leader_epoch(&store).await, &[id], &[r.clone()])
+        .apply_report(m, "m1", leader_epoch(store).await, &[id], &[r.clone()])
         .await
         .unwrap();
     // Repeated, the same report changes nothing.
-    store.apply_report(m, "m1", leader_epoch(&store).await, &[id], &[r]).await.unwrap();
+    store
+        .apply_report(m, "m1", leader_epoch(store).await, &[id], &[r])
+        .await
+        .unwrap();
     let (runs, restarts, last): (i32, i32, Option<String>) = sqlx::query_as(
         "SELECT t.runs, a.restarts, a.last_exit FROM tasks t JOIN attempts a ON a.id = t.attempt_id",
     )
@@ -274,7 +301,10 @@ async fn in_place_restarts_are_recorded_and_spend_the_run_budget() {
 
     let mut end = report(id, AttemptPhase::Exited, Some(3));
     end.restarts = 2;
-    store.apply_report(m, "m1", leader_epoch(&store).await, &[id], &[end]).await.unwrap();
+    store
+        .apply_report(m, "m1", leader_epoch(store).await, &[id], &[end])
+        .await
+        .unwrap();
     // Three runs of three: no new attempt.
     assert_eq!(
         job_state(store).await,
@@ -298,7 +328,10 @@ async fn a_task_that_cannot_start_fails_at_once_with_the_reason() {
     let id = wanted[0].id;
     let mut r = report(id, AttemptPhase::FailedToStart, None);
     r.message = Some("cannot start `/no/such`: No such file or directory (os error 2)".into());
-    store.apply_report(m, "m1", leader_epoch(&store).await, &[id], &[r]).await.unwrap();
+    store
+        .apply_report(m, "m1", leader_epoch(store).await, &[id], &[r])
+        .await
+        .unwrap();
     let (state, reason): (String, String) = sqlx::query_as("SELECT state::text, reason FROM tasks")
         .fetch_one(store.pool())
         .await
@@ -322,7 +355,10 @@ async fn killed_job_stops_its_attempts_through_the_sync() {
         .iter()
         .map(|id| report(*id, AttemptPhase::Running, None))
         .collect();
-    store.apply_report(m, "m1", leader_epoch(&store).await, &ids, &running).await.unwrap();
+    store
+        .apply_report(m, "m1", leader_epoch(store).await, &ids, &running)
+        .await
+        .unwrap();
     assert_eq!(job_state(store).await.0, "running");
 
     store.kill_job("s", None, "user").await.unwrap();
@@ -332,7 +368,10 @@ async fn killed_job_stops_its_attempts_through_the_sync() {
     let mut gone = report(ids[0], AttemptPhase::Exited, None);
     gone.signal = Some(15);
     gone.stopped_by_borglet = true;
-    let out = store.apply_report(m, "m1", leader_epoch(&store).await, &[], &[gone]).await.unwrap();
+    let out = store
+        .apply_report(m, "m1", leader_epoch(store).await, &[], &[gone])
+        .await
+        .unwrap();
     assert_eq!(out.ack, vec![ids[0]]);
     assert_eq!(
         job_state(store).await,
@@ -389,8 +428,20 @@ async fn concurrent_reports_from_two_machines_finish_the_job() {
             [report(a2, AttemptPhase::Exited, Some(0))],
         );
         let (r1, r2) = tokio::join!(
-            store.apply_report(m1, "m1", leader_epoch(&store).await, std::slice::from_ref(&a1), &e1),
-            store.apply_report(m2, "m2", leader_epoch(&store).await, std::slice::from_ref(&a2), &e2),
+            store.apply_report(
+                m1,
+                "m1",
+                leader_epoch(store).await,
+                std::slice::from_ref(&a1),
+                &e1
+            ),
+            store.apply_report(
+                m2,
+                "m2",
+                leader_epoch(store).await,
+                std::slice::from_ref(&a2),
+                &e2
+            ),
         );
         r1.unwrap();
         r2.unwrap();
@@ -476,11 +527,21 @@ async fn a_task_failing_for_good_fails_the_job_and_stops_the_rest() {
     let (on_m2, _) = store.desired_attempts(m2).await.unwrap();
     let (a1, a2) = (on_m1[0].id, on_m2[0].id);
     store
-        .apply_report(m2, "m2", leader_epoch(&store).await, &[a2], &[report(a2, AttemptPhase::Running, None)])
+        .apply_report(
+            m2,
+            "m2",
+            leader_epoch(store).await,
+            &[a2],
+            &[report(a2, AttemptPhase::Running, None)],
+        )
         .await
         .unwrap();
     store
-        .apply_report(m1, "m1", leader_epoch(&store).await, &[a1],
+        .apply_report(
+            m1,
+            "m1",
+            leader_epoch(store).await,
+            &[a1],
             &[report(a1, AttemptPhase::Exited, Some(1))],
         )
         .await
@@ -496,11 +557,18 @@ async fn a_task_failing_for_good_fails_the_job_and_stops_the_rest() {
         .fetch_one(store.pool())
         .await
         .unwrap();
-    assert_eq!(stop.as_deref(), Some("a task failed for good"));
+    // It names the task that failed and how.
+    assert_eq!(
+        stop.as_deref(),
+        Some("c/0 failed for good: exited with code 1")
+    );
     // Its end, once reported, is recorded as killed.
     let mut gone = report(a2, AttemptPhase::Exited, None);
     gone.signal = Some(15);
-    store.apply_report(m2, "m2", leader_epoch(&store).await, &[], &[gone]).await.unwrap();
+    store
+        .apply_report(m2, "m2", leader_epoch(store).await, &[], &[gone])
+        .await
+        .unwrap();
     assert_eq!(job_state(store).await.1, ["failed", "killed", "killed"]);
     let job_moves: Vec<String> =
         sqlx::query_scalar("SELECT to_state FROM events WHERE kind = 'job' ORDER BY id")
@@ -508,6 +576,12 @@ async fn a_task_failing_for_good_fails_the_job_and_stops_the_rest() {
             .await
             .unwrap();
     assert_eq!(job_moves, ["pending", "running", "failed"]);
+    let why: String =
+        sqlx::query_scalar("SELECT reason FROM events WHERE kind = 'job' AND to_state = 'failed'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(why, "c/0 failed for good: exited with code 1");
     assert_counts_match_rows(store).await;
 }
 

@@ -297,6 +297,8 @@ async fn a_killed_jobs_rollout_ends_aborted() {
             .is_some_and(|e| e.starts_with("rollout: aborted: job killed")),
         "{events:?}"
     );
-    let (status, _) = app.post_json("/v1/jobs/web/rollout/resume", json!({})).await;
+    let (status, _) = app
+        .post_json("/v1/jobs/web/rollout/resume", json!({}))
+        .await;
     assert_eq!(status, 409);
 }

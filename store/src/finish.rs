@@ -160,6 +160,23 @@ pub(crate) async fn end_jobs(
     Ok(())
 }
 
+/// Why a job failed: the task that failed for good first, and its cause (the
+/// exit code, signal or OOM its last attempt ended with).
+async fn failure_reason(conn: &mut PgConnection, job: &LiveJob) -> Result<String> {
+    let first: Option<(i32, Option<String>)> = sqlx::query_as(
+        "SELECT index, reason FROM tasks WHERE job_id = $1 AND state = 'failed'
+         ORDER BY updated_at, index LIMIT 1",
+    )
+    .bind(job.id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match first {
+        Some((index, Some(cause))) => format!("{}/{index} failed for good: {cause}", job.name),
+        Some((index, None)) => format!("{}/{index} failed for good", job.name),
+        None => "a task failed for good".to_string(),
+    })
+}
+
 impl Store {
     /// Bring the state of `jobs` in line with their counters; `None` checks
     /// every live job (the sweep). Returns how many jobs moved.
@@ -203,7 +220,7 @@ impl Store {
             }
             let reason = match next {
                 JobState::Succeeded => "every task succeeded".to_string(),
-                JobState::Failed => "a task failed for good".to_string(),
+                JobState::Failed => failure_reason(&mut tx, j).await?,
                 _ => "a task is running".to_string(),
             };
             if next.is_terminal() {

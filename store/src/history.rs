@@ -92,12 +92,18 @@ impl Store {
             .increment(out.events);
         metrics::counter!("borg_history_deleted_rows_total", "table" => "tasks")
             .increment(out.tasks);
-        metrics::counter!("borg_history_deleted_rows_total", "table" => "jobs")
-            .increment(out.jobs);
+        metrics::counter!("borg_history_deleted_rows_total", "table" => "jobs").increment(out.jobs);
         if out.jobs > 0 {
-            tracing::info!(jobs = out.jobs, "finished jobs past their retention deleted");
+            tracing::info!(
+                jobs = out.jobs,
+                "finished jobs past their retention deleted"
+            );
         } else {
-            tracing::debug!(events = out.events, tasks = out.tasks, "history collection step");
+            tracing::debug!(
+                events = out.events,
+                tasks = out.tasks,
+                "history collection step"
+            );
         }
         Ok(out)
     }

@@ -133,7 +133,10 @@ async fn collection_deletes_only_finished_jobs_past_retention_in_bounded_steps()
         }
         assert!(step.events <= max_rows as u64 && step.tasks <= max_rows as u64);
         steps.push(step);
-        assert!(std::time::Instant::now() < deadline, "never done: {steps:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never done: {steps:?}"
+        );
     }
     // 103 events in 7s, then 20 tasks in 7s, then the job: 15 + 3 + 1 steps.
     assert_eq!(steps.len(), 19, "{steps:?}");
@@ -192,7 +195,10 @@ async fn a_finished_name_is_reused_at_once_by_a_distinct_job() {
         store.kill_job("x", None, "test").await.unwrap(),
         KillOutcome::Killed(_)
     ));
-    let before = store.events_after(EventCursor::default(), 1000).await.unwrap();
+    let before = store
+        .events_after(EventCursor::default(), 1000)
+        .await
+        .unwrap();
     // The same name and the very same spec: a new job, not the finished one.
     let SubmitOutcome::Created(second) = store.submit(&spec).await.unwrap() else {
         panic!("a finished name is free");
@@ -208,7 +214,9 @@ async fn a_finished_name_is_reused_at_once_by_a_distinct_job() {
     let events = shown.events.unwrap();
     assert!(!events.is_empty());
     assert!(
-        events.iter().all(|e| e.to == borg_shared::TaskState::Pending),
+        events
+            .iter()
+            .all(|e| e.to == borg_shared::TaskState::Pending),
         "only the new job's events: {events:?}"
     );
     // The stream goes on from where it was: the new job's events, none again.
@@ -237,8 +245,7 @@ async fn a_finished_name_is_reused_at_once_by_a_distinct_job() {
     store.kill_job("x", None, "test").await.unwrap();
     let resumed = store.events_after(after.next, 1000).await.unwrap();
     assert!(
-        !resumed.events.is_empty()
-            && resumed.events.iter().all(|e| e.job_id == Some(second.id)),
+        !resumed.events.is_empty() && resumed.events.iter().all(|e| e.job_id == Some(second.id)),
         "{:?}",
         resumed.events
     );

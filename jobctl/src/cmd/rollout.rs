@@ -119,17 +119,19 @@ async fn status(client: &Client, args: StatusArgs) -> anyhow::Result<()> {
 /// Exit 1 for a rollout that ended badly (the line said why).
 fn settled(r: &RolloutView) -> anyhow::Result<()> {
     match r.state {
-        RolloutState::RolledBack | RolloutState::Failed | RolloutState::Aborted => Err(JobFailed(format!(
-            "job/{} rollout of version {} {}",
-            r.job,
-            r.to_version,
-            match r.state {
-                RolloutState::RolledBack => "was rolled back",
-                RolloutState::Aborted => "was aborted",
-                _ => "failed",
-            }
-        ))
-        .into()),
+        RolloutState::RolledBack | RolloutState::Failed | RolloutState::Aborted => {
+            Err(JobFailed(format!(
+                "job/{} rollout of version {} {}",
+                r.job,
+                r.to_version,
+                match r.state {
+                    RolloutState::RolledBack => "was rolled back",
+                    RolloutState::Aborted => "was aborted",
+                    _ => "failed",
+                }
+            ))
+            .into())
+        }
         _ => Ok(()),
     }
 }
