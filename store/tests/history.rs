@@ -4,7 +4,9 @@
 
 use borg_shared::wire::{Capacity, RegisterMachine};
 use borg_shared::{Bytes, JobId, JobSpec, MilliCpu};
-use borg_store::{Collected, EventCursor, KillOutcome, Store, StoreError, SubmitOutcome};
+use borg_store::{
+    Collected, EventCursor, EventPage, KillOutcome, Store, StoreError, StoredEvent, SubmitOutcome,
+};
 use sqlx::postgres::PgPoolOptions;
 use std::time::Duration;
 
@@ -83,6 +85,33 @@ async fn rows_of(store: &Store, job: JobId) -> [i64; 6] {
             .unwrap();
     }
     out
+}
+
+/// Read the stream from `after` until an event matches `until`. Events show
+/// only once every older transaction of the server ended (other tests' too),
+/// so the reader waits for them as a client would.
+async fn read_until(
+    store: &Store,
+    after: EventCursor,
+    until: impl Fn(&StoredEvent) -> bool,
+) -> EventPage {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut all = EventPage {
+        events: vec![],
+        next: after,
+    };
+    while !all.events.iter().any(&until) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never came: {:?}",
+            all.events
+        );
+        let page = store.events_after(all.next, 1000).await.unwrap();
+        all.next = page.next;
+        all.events.extend(page.events);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    all
 }
 
 /// Make a job look finished `ago`: the test does not wait hours.
@@ -195,10 +224,10 @@ async fn a_finished_name_is_reused_at_once_by_a_distinct_job() {
         store.kill_job("x", None, "test").await.unwrap(),
         KillOutcome::Killed(_)
     ));
-    let before = store
-        .events_after(EventCursor::default(), 1000)
-        .await
-        .unwrap();
+    let before = read_until(&store, EventCursor::default(), |e| {
+        e.job_id == Some(first.id) && e.kind == "job" && e.to_state.as_deref() == Some("killed")
+    })
+    .await;
     // The same name and the very same spec: a new job, not the finished one.
     let SubmitOutcome::Created(second) = store.submit(&spec).await.unwrap() else {
         panic!("a finished name is free");
@@ -220,8 +249,7 @@ async fn a_finished_name_is_reused_at_once_by_a_distinct_job() {
         "only the new job's events: {events:?}"
     );
     // The stream goes on from where it was: the new job's events, none again.
-    let after = store.events_after(before.next, 1000).await.unwrap();
-    assert!(!after.events.is_empty());
+    let after = read_until(&store, before.next, |e| e.job_id == Some(second.id)).await;
     assert!(
         after.events.iter().all(|e| e.job_id == Some(second.id)),
         "{:?}",
@@ -240,12 +268,13 @@ async fn a_finished_name_is_reused_at_once_by_a_distinct_job() {
     assert_eq!(rows_of(&store, first_id).await, [0; 6]);
     let second_rows = rows_of(&store, second.id).await;
     assert_eq!(second_rows[..2], [1, 1]);
-    let resumed = store.events_after(after.next, 1000).await.unwrap();
-    assert!(resumed.events.is_empty(), "{:?}", resumed.events);
     store.kill_job("x", None, "test").await.unwrap();
-    let resumed = store.events_after(after.next, 1000).await.unwrap();
+    let resumed = read_until(&store, after.next, |e| {
+        e.job_id == Some(second.id) && e.kind == "job" && e.to_state.as_deref() == Some("killed")
+    })
+    .await;
     assert!(
-        !resumed.events.is_empty() && resumed.events.iter().all(|e| e.job_id == Some(second.id)),
+        resumed.events.iter().all(|e| e.job_id == Some(second.id)),
         "{:?}",
         resumed.events
     );
