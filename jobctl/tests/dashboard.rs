@@ -264,6 +264,21 @@ async fn browse(cell: &Cell, driver: &Driver, profile: &std::path::Path) {
         c.screenshot().await.unwrap(),
     )
     .unwrap();
+
+    // The API reference, drawn from the master's own document.
+    c.goto(&format!("{}/docs", cell.master)).await.unwrap();
+    until(
+        "the submit operation on /docs",
+        Duration::from_secs(20),
+        || async {
+            let op = text(&c, "#submit_job").await?;
+            (op.contains("POST") && op.contains("/v1/jobs") && op.contains("201")).then_some(())
+        },
+    )
+    .await;
+    let schema = text(&c, "#schema-JobSpec").await.unwrap_or_default();
+    assert!(schema.contains("replicas"), "the JobSpec schema: {schema}");
+    std::fs::write(artifact("docs.png"), c.screenshot().await.unwrap()).unwrap();
     c.close().await.unwrap();
 }
 

@@ -179,7 +179,7 @@ pub fn policy(method: &Method, path: &str) -> Access {
         method.as_str()
     };
     match (method, path) {
-        ("GET", "/" | "/healthz" | "/metrics" | "/openapi.json") => Public,
+        ("GET", "/" | "/docs" | "/healthz" | "/metrics" | "/openapi.json") => Public,
         // The borglets' calls: they have their own credentials (nudge) or none yet.
         ("POST", "/v1/machines" | "/v1/machines/{name}/nudge") => Public,
         ("GET", "/v1/machines") => Token,

@@ -6,6 +6,11 @@ use crate::store::Store;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
+/// Histogram buckets in seconds: from half a millisecond to half a minute.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Install the process-wide recorder once (tests run several masters in one
@@ -13,7 +18,11 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 pub fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // Buckets (not summaries), so quantiles aggregate across routes and replicas.
+            let recorder = match PrometheusBuilder::new().set_buckets(BUCKETS) {
+                Ok(b) => b.build_recorder(),
+                Err(_) => PrometheusBuilder::new().build_recorder(),
+            };
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
@@ -55,6 +64,11 @@ fn describe() {
     describe_counter!(
         "borg_nudges_total",
         "Nudges from borglets asking to be synced now, by result (accepted, unknown_machine, unauthorized)"
+    );
+    describe_histogram!(
+        "borg_api_request_duration_seconds",
+        Unit::Seconds,
+        "API requests by route template, method and status, to the response's head"
     );
     describe_histogram!(
         "borg_sync_duration_seconds",

@@ -186,6 +186,13 @@ async fn metrics_show_state_gauges_from_the_store() {
     assert!(text.contains("borg_tasks{state=\"pending\"} 3"), "{text}");
     assert!(text.contains("borg_jobs{state=\"pending\"} 1"), "{text}");
     assert!(text.contains("borg_jobs_submitted_total"), "{text}");
+    // Requests are timed by route template, method and status, in buckets.
+    let submit = "borg_api_request_duration_seconds_count{route=\"/v1/jobs\",method=\"POST\",status=\"201\"}";
+    assert!(text.contains(submit), "{text}");
+    assert!(
+        text.contains("borg_api_request_duration_seconds_bucket{route=\"/v1/jobs\",method=\"POST\",status=\"201\",le=\"0.005\"}"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

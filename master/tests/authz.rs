@@ -51,6 +51,7 @@ fn cases() -> BTreeMap<&'static str, Case> {
     let job = json!({"name": "sub-a", "task": {"command": ["/bin/true"]}});
     BTreeMap::from([
         ("dashboard", case(Public, "/", None, 200)),
+        ("docs", case(Public, "/docs", None, 200)),
         ("healthz", case(Public, "/healthz", None, 200)),
         ("metrics", case(Public, "/metrics", None, 200)),
         // The borglets' own proof (join token or machine credential) decides

@@ -416,3 +416,129 @@ async fn a_live_only_client_resumes_from_its_start_mark_without_a_gap() {
         "{got:?}"
     );
 }
+
+/// The `borg_event_streams_ended_total{why="stalled"}` count on `/metrics`.
+async fn stalled_streams(app: &helpers::TestApp) -> u64 {
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("borg_event_streams_ended_total") && l.contains("why=\"stalled\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_while_a_reading_one_keeps_every_event() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = helpers::spawn_app_limited(borgmaster::api::LimitsConfig {
+        event_client_stall: Duration::from_secs(1),
+        submit_rate: 0,
+        ..Default::default()
+    })
+    .await;
+    let addr: std::net::SocketAddr = app.url.trim_start_matches("http://").parse().unwrap();
+
+    // The slow client: a tiny receive window, headers read, then nothing.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(addr).await.unwrap();
+    slow.write_all(
+        format!(
+            "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n",
+            helpers::ADMIN_TOKEN
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = vec![0u8; 256];
+    let n = slow.read(&mut head).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+
+    // The reading client counts task events as they come.
+    let seen = Arc::new(Mutex::new(0usize));
+    let resp = app
+        .http
+        .get(format!("{}/v1/events", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream().eventsource();
+    let counter = seen.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(e)) = stream.next().await {
+            if e.event == "task" {
+                *counter.lock().unwrap() += 1;
+            }
+        }
+    });
+
+    // Events until the slow client is dropped (its socket buffers fill first).
+    const REPLICAS: usize = 1000;
+    let before = stalled_streams(&app).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut jobs = 0;
+    while stalled_streams(&app).await == before {
+        assert!(
+            Instant::now() < deadline && jobs < 200,
+            "a client reading nothing was never dropped ({jobs} jobs of {REPLICAS} tasks sent)"
+        );
+        let (status, body) = app
+            .post_json(
+                "/v1/jobs",
+                serde_json::json!({
+                    "name": format!("flood-{jobs}"), "replicas": REPLICAS,
+                    "task": {"command": ["/bin/true"], "resources": {"cpu": "10m", "memory": "1Mi"}}
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        jobs += 1;
+    }
+
+    // The reading client was not dropped with it: it gets every task's event.
+    let want = jobs * REPLICAS;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while *seen.lock().unwrap() < want {
+        assert!(
+            !reader.is_finished(),
+            "the reading client's stream ended after {} of {want} task events",
+            seen.lock().unwrap()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the reading client saw {} of {want} task events",
+            seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The dropped client, reading again, gets what was queued and then the end.
+    let drained = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(drained, Ok(true), "the dropped client's stream never ended");
+    reader.abort();
+}

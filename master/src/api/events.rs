@@ -22,8 +22,9 @@ use utoipa_axum::routes;
 
 /// History events read per query.
 const HISTORY_PAGE: u32 = 500;
-/// Events queued for one client's socket; beyond this its reader waits (and
-/// falls behind the live feed, which drops it).
+/// Events queued for one client's socket; beyond this its reader waits, and
+/// a client that takes none for `--event-client-stall` is dropped (as is one
+/// that falls a whole feed buffer behind).
 const CLIENT_QUEUE: usize = 256;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -142,6 +143,7 @@ async fn events(
             after,
             follow,
             head,
+            stall: state.limits.event_client_stall,
         },
         tx,
     ));
@@ -167,6 +169,8 @@ struct Client {
     follow: bool,
     /// The live tail's position when the client subscribed.
     head: Option<EventCursor>,
+    /// How long an event may wait for room in the client's queue.
+    stall: std::time::Duration,
 }
 
 /// Why a client's stream ended (for the log).
@@ -175,6 +179,8 @@ enum End {
     ClientGone,
     Shutdown,
     Lagged(u64),
+    /// The client took no event for its stall limit.
+    Stalled,
     FeedClosed,
     Store(String),
     /// A `follow=false` read has sent everything up to now.
@@ -193,6 +199,7 @@ async fn serve_client(
         End::ClientGone => "client_gone",
         End::Shutdown => "shutdown",
         End::Lagged(_) => "lagged",
+        End::Stalled => "stalled",
         End::FeedClosed => "feed_closed",
         End::Store(_) => "store_error",
         End::HistoryDone => "history_done",
@@ -205,6 +212,10 @@ async fn serve_client(
                 "event stream client too slow: dropped (it resumes from its cursor)"
             )
         }
+        End::Stalled => tracing::info!(
+            stall = ?client.stall,
+            "event stream client took no event for its stall limit: dropped (it resumes from its cursor)"
+        ),
         End::Store(e) => tracing::warn!(error = %e, "event stream ended: store error"),
         _ => tracing::debug!(why = ?end, "event stream ended"),
     }
@@ -232,7 +243,7 @@ async fn stream_to(
             };
             let n = page.events.len();
             for e in &page.events {
-                if let Err(end) = send(feed, tx, e).await {
+                if let Err(end) = send(feed, tx, e, client.stall).await {
                     return end;
                 }
             }
@@ -274,7 +285,7 @@ async fn stream_to(
             if last.is_some_and(|l| cursor <= l) || !filter.matches(e) {
                 continue;
             }
-            if let Err(end) = send(feed, tx, e).await {
+            if let Err(end) = send(feed, tx, e, client.stall).await {
                 return end;
             }
             last = Some(cursor);
@@ -282,7 +293,12 @@ async fn stream_to(
     }
 }
 
-async fn send(feed: &Feed, tx: &mpsc::Sender<Event>, e: &StreamEvent) -> Result<(), End> {
+async fn send(
+    feed: &Feed,
+    tx: &mpsc::Sender<Event>,
+    e: &StreamEvent,
+    stall: std::time::Duration,
+) -> Result<(), End> {
     let data = match serde_json::to_string(e) {
         Ok(d) => d,
         Err(err) => return Err(End::Store(err.to_string())),
@@ -293,6 +309,9 @@ async fn send(feed: &Feed, tx: &mpsc::Sender<Event>, e: &StreamEvent) -> Result<
         .data(data);
     tokio::select! {
         _ = feed.shutdown.cancelled() => Err(End::Shutdown),
-        r = tx.send(event) => r.map_err(|_| End::ClientGone),
+        r = tokio::time::timeout(stall, tx.send(event)) => match r {
+            Ok(sent) => sent.map_err(|_| End::ClientGone),
+            Err(_) => Err(End::Stalled),
+        },
     }
 }

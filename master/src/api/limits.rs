@@ -31,6 +31,11 @@ pub struct LimitsConfig {
     /// Submissions one caller may make at once before `--submit-rate` applies.
     #[arg(long, env = "BORG_SUBMIT_BURST", default_value_t = 500)]
     pub submit_burst: u32,
+    /// An event-stream client (`GET /v1/events`) that takes no event for this
+    /// long while events wait for it is dropped: its queue is freed and it
+    /// resumes from its `Last-Event-ID` when it reads again.
+    #[arg(long, env = "BORG_EVENT_CLIENT_STALL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub event_client_stall: std::time::Duration,
 }
 
 impl Default for LimitsConfig {
@@ -39,6 +44,7 @@ impl Default for LimitsConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             submit_rate: 100,
             submit_burst: 500,
+            event_client_stall: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -54,6 +60,8 @@ fn parse_size(s: &str) -> Result<u64, String> {
 /// The limits in force, shared by every request.
 pub struct Limits {
     pub max_body_bytes: usize,
+    /// `--event-client-stall`.
+    pub event_client_stall: std::time::Duration,
     submit: Option<DefaultKeyedRateLimiter<u64>>,
     /// Keyed per process: a caller's key says nothing of its token.
     hasher: std::collections::hash_map::RandomState,
@@ -70,6 +78,7 @@ impl Limits {
         });
         Limits {
             max_body_bytes: usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX),
+            event_client_stall: config.event_client_stall,
             submit,
             hasher: Default::default(),
         }

@@ -110,6 +110,8 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         crate::auth::authorize,
     ))
+    // Outside authorization, so refused calls are timed too.
+    .route_layer(axum::middleware::from_fn(request_metrics))
     .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
     .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
     .layer(axum::middleware::from_fn_with_state(
@@ -136,6 +138,30 @@ pub fn router(state: AppState) -> Router {
         ),
     )
     .with_state(state)
+}
+
+/// `borg_api_request_duration_seconds` by route template, method and status:
+/// the time to the response's head (a stream's body is not included).
+async fn request_metrics(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let method = req.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    ::metrics::histogram!(
+        "borg_api_request_duration_seconds",
+        "route" => route,
+        "method" => method,
+        "status" => resp.status().as_u16().to_string(),
+    )
+    .record(started.elapsed().as_secs_f64());
+    resp
 }
 
 /// Add the bearer scheme, and to every operation that needs a token its

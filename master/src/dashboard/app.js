@@ -204,7 +204,9 @@ function eventItem(e) {
 }
 async function openJob(name) {
   const view = await api("/v1/jobs/" + encodeURIComponent(name));
-  current = { name, id: view.id, tasks: new Map(), byState: {} };
+  // `early`: events of tasks whose rows are not loaded yet (a big job's pages
+  // arrive over seconds); each row replays its own when it is made.
+  current = { name, id: view.id, tasks: new Map(), byState: {}, early: new Map() };
   $("#job-name").textContent = name;
   setState($("#job-state"), view.state);
   $("#job-kind").textContent = view.kind + ", " + view.replicas + " task" + (view.replicas === 1 ? "" : "s");
@@ -216,6 +218,7 @@ async function openJob(name) {
   for (;;) {
     const frag = document.createDocumentFragment();
     for (const t of page.tasks || []) {
+      replayEarly(t);
       const row = taskRow(t);
       current.tasks.set(t.index, { row, task: t });
       current.byState[t.state] = (current.byState[t.state] || 0) + 1;
@@ -225,7 +228,27 @@ async function openJob(name) {
     if (page.tasks_next == null || current.name !== name) break;
     page = await api("/v1/jobs/" + encodeURIComponent(name) + "?tasks_after=" + page.tasks_next);
   }
+  if (current.name !== name) return;
+  current.loaded = true;
+  current.early.clear();
   jobCounts();
+}
+// A row read from a page may be older or newer than the events that came for
+// it meanwhile. They form one chain (each starts where the one before ended),
+// so replaying from the first whose `from` is the row's state lands on the
+// task's state now; none matching means the row was read after them all.
+function replayEarly(t) {
+  const events = current.early.get(t.index);
+  if (!events) return;
+  current.early.delete(t.index);
+  let on = false;
+  for (const e of events) {
+    on = on || e.from === t.state;
+    if (!on) continue;
+    t.state = e.to;
+    if (e.machine) t.machine = e.machine;
+    if (e.reason) t.reason = e.reason;
+  }
 }
 async function openLog(index) {
   if (logAbort) logAbort.abort();
@@ -278,6 +301,21 @@ function applyEvents() {
     mine.push(e);
     if (e.kind === "task") {
       const entry = current.tasks.get(e.task_index);
+      if (!entry && current.loaded) {
+        // A task made after the page was read (a scale up): a new row.
+        const t = { index: e.task_index, state: e.to, machine: e.machine, reason: e.reason };
+        const row = taskRow(t);
+        current.tasks.set(t.index, { row, task: t });
+        current.byState[t.state] = (current.byState[t.state] || 0) + 1;
+        $("#tasks tbody").append(row);
+        touched.add(current.tasks.get(t.index));
+        continue;
+      }
+      if (!entry) {
+        const early = current.early.get(e.task_index);
+        if (early) early.push(e); else current.early.set(e.task_index, [e]);
+        continue;
+      }
       // A health change is a running -> running event with its verdict as reason.
       const health = e.from === "running" && e.to === "running" && e.reason ?
         (e.reason === "healthy" ? true : e.reason.startsWith("unhealthy") ? false : null) : null;

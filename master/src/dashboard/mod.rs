@@ -21,8 +21,20 @@ const PAGE: &str = concat!(
     "</script>\n</body>\n</html>\n"
 );
 
+/// The API reference: a page that draws `/openapi.json` in the browser.
+const DOCS: &str = concat!(
+    include_str!("docs.html"),
+    include_str!("docs.js"),
+    "</script>\n</body>\n</html>\n"
+);
+
+/// Everything the pages need is in them or from this origin.
+const CSP: &str = "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'";
+
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(index))
+    OpenApiRouter::new()
+        .routes(routes!(index))
+        .routes(routes!(docs))
 }
 
 /// The dashboard: cell overview, jobs, a job's tasks, events and log tail, machines.
@@ -37,12 +49,27 @@ async fn index() -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            // Everything the page needs is in it or from this origin.
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
-            ),
+            (header::CONTENT_SECURITY_POLICY, CSP),
         ],
         PAGE,
+    )
+}
+
+/// The API reference, drawn from `/openapi.json`: every operation by tag with
+/// its parameters, body fields and limits, answers, and every schema.
+#[utoipa::path(
+    get,
+    path = "/docs",
+    operation_id = "docs",
+    tag = "operations",
+    responses((status = 200, description = "The API reference page", body = String, content_type = "text/html; charset=utf-8"))
+)]
+async fn docs() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+        ],
+        DOCS,
     )
 }
