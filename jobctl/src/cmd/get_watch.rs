@@ -4,7 +4,7 @@
 use super::get::What;
 use crate::client::Client;
 use crate::events::{event_line, EventStream, Query};
-use crate::output::{self, emit, Format};
+use crate::output::{self, emit, ListFormat};
 use borg_shared::event_stream::{EventKind, StreamEvent};
 use chrono::Utc;
 
@@ -42,7 +42,7 @@ impl Kind {
 pub async fn events(
     client: &Client,
     args: &EventArgs,
-    format: Format,
+    format: ListFormat,
     watch: bool,
 ) -> anyhow::Result<()> {
     let query = Query {
@@ -59,18 +59,20 @@ pub async fn events(
     Ok(())
 }
 
-fn print_event(e: &StreamEvent, format: Format) -> anyhow::Result<()> {
+/// One event: a line, a JSON object per line, or a YAML document.
+fn print_event(e: &StreamEvent, format: ListFormat) -> anyhow::Result<()> {
     match format {
-        Format::Json => emit(&serde_json::to_string(e)?)?,
-        Format::Table => emit(&event_line(e))?,
+        ListFormat::Json => emit(&serde_json::to_string(e)?)?,
+        ListFormat::Yaml => emit(&format!("---\n{}", output::yaml(e)?))?,
+        ListFormat::Table | ListFormat::Wide => emit(&event_line(e))?,
     }
     Ok(())
 }
 
 /// `get jobs --watch`, `get tasks JOB --watch`.
-pub async fn watch(client: &Client, what: &What, format: Format) -> anyhow::Result<()> {
+pub async fn watch(client: &Client, what: &What, format: ListFormat) -> anyhow::Result<()> {
     let (query, job) = match what {
-        What::Jobs => (
+        What::Jobs { .. } => (
             Query {
                 kind: Some("job".into()),
                 follow: true,
@@ -78,7 +80,7 @@ pub async fn watch(client: &Client, what: &What, format: Format) -> anyhow::Resu
             },
             None,
         ),
-        What::Tasks { job } => (
+        What::Tasks { job, .. } => (
             Query {
                 job: Some(job.clone()),
                 kind: Some("task".into()),
@@ -95,17 +97,18 @@ pub async fn watch(client: &Client, what: &What, format: Format) -> anyhow::Resu
     // (twice at worst), never lost.
     let mut stream = EventStream::open(client, query).await?;
     let now = Utc::now();
-    match (&job, format) {
-        (None, Format::Table) => emit(&output::jobs_table(&client.jobs().await?.jobs, now))?,
-        (Some(job), Format::Table) => {
+    let table = matches!(format, ListFormat::Table | ListFormat::Wide);
+    match (&job, table) {
+        (None, true) => emit(&output::jobs_table(&client.jobs().await?.jobs, now))?,
+        (Some(job), true) => {
             let mut view = client.job_with_all_tasks(job).await?;
             let tasks = view.tasks.take().unwrap_or_default();
             emit(&output::tasks_table(&view, &tasks, now))?
         }
-        (_, Format::Json) => {}
+        (_, false) => {}
     }
     while let Some(e) = stream.next().await? {
-        if format == Format::Json {
+        if !table {
             print_event(&e, format)?;
             continue;
         }
