@@ -66,7 +66,14 @@ fn get_wide_filters_describe_top_and_plan_on_a_real_cell() {
 
     // Several files at once, each followed to its end (or to serving).
     let out = ok(&cell.jobctl(&[
-        "run", "-f", &p(&web), "-f", &p(&hi), "-f", &p(&filler), "--wait",
+        "run",
+        "-f",
+        &p(&web),
+        "-f",
+        &p(&hi),
+        "-f",
+        &p(&filler),
+        "--wait",
     ]));
     for line in [
         "job/web submitted (2 tasks)",
@@ -102,7 +109,10 @@ fn get_wide_filters_describe_top_and_plan_on_a_real_cell() {
     let on_m1 = ok(&cell.jobctl(&["get", "tasks", "web", "--machine", "m1"]));
     assert_eq!(task_rows(&on_m1, "web").len(), 2, "{on_m1}");
     let none = cell.jobctl(&["get", "tasks", "web", "--state", "pending,failed"]);
-    assert_eq!((ok(&none), stderr(&none).trim()), (String::new(), "no tasks"));
+    assert_eq!(
+        (ok(&none), stderr(&none).trim()),
+        (String::new(), "no tasks")
+    );
     let yaml = ok(&cell.jobctl(&["get", "jobs", "--state", "succeeded", "-o", "yaml"]));
     let list: Value = serde_yaml_ng::from_str(&yaml).unwrap();
     let names: Vec<&str> = list["jobs"]
@@ -113,7 +123,10 @@ fn get_wide_filters_describe_top_and_plan_on_a_real_cell() {
         .collect();
     assert_eq!(names, ["hi"], "{yaml}");
     let machines = ok(&cell.jobctl(&["get", "machines", "-o", "wide", "--state", "up"]));
-    assert!(machines.lines().next().unwrap().contains("FREE"), "{machines}");
+    assert!(
+        machines.lines().next().unwrap().contains("FREE"),
+        "{machines}"
+    );
     assert!(machines.lines().any(|l| l.starts_with("m1 ")), "{machines}");
 
     // describe task and machine.
@@ -138,7 +151,11 @@ fn get_wide_filters_describe_top_and_plan_on_a_real_cell() {
         "the latest events on m1: {m1}"
     );
     let (code, line) = failed(&cell.jobctl(&["describe", "machine", "m9"]));
-    assert_eq!((code, line.contains("no machine named m9")), (3, true), "{line}");
+    assert_eq!(
+        (code, line.contains("no machine named m9")),
+        (3, true),
+        "{line}"
+    );
 
     // top: the running jobs' usage once the borglet has sampled it, and the machine.
     let top = wait_for("top shows web's two tasks", Duration::from_secs(60), || {
@@ -161,16 +178,27 @@ fn get_wide_filters_describe_top_and_plan_on_a_real_cell() {
     ));
     assert!(big.contains("accepted; would be created (1 task)"), "{big}");
     assert_eq!(plan_row(&big, "big/0")[..2], ["big/0", "wait"], "{big}");
-    assert!(big.contains("insufficient memory (nearest: m1 has"), "{big}");
+    assert!(
+        big.contains("insufficient memory (nearest: m1 has"),
+        "{big}"
+    );
 
     let prod = ok(&plan(
         "name: prod\npriority: 300\ntask:\n  command: [/bin/true]\n  resources: {memory: 2Gi}\n",
     ));
-    assert_eq!(plan_row(&prod, "prod/0"), ["prod/0", "preempt", "m1"], "{prod}");
+    assert_eq!(
+        plan_row(&prod, "prod/0"),
+        ["prod/0", "preempt", "m1"],
+        "{prod}"
+    );
     assert!(prod.contains("filler/0"), "{prod}");
 
     let fits = ok(&plan(&WEB.replace("name: web", "name: web2")));
-    assert_eq!(plan_row(&fits, "web2/0"), ["web2/0", "place", "m1"], "{fits}");
+    assert_eq!(
+        plan_row(&fits, "web2/0"),
+        ["web2/0", "place", "m1"],
+        "{fits}"
+    );
     assert!(fits.contains("2 would start now"), "{fits}");
 
     let update = ok(&plan(&WEB.replace("'600'", "'700'")));
@@ -183,14 +211,22 @@ fn get_wide_filters_describe_top_and_plan_on_a_real_cell() {
     assert!(scale.contains("would scale"), "{scale}");
     let rows: Vec<&str> = scale.lines().filter(|l| l.starts_with("  web/")).collect();
     assert_eq!(rows.len(), 1, "only the added task: {scale}");
-    assert_eq!(plan_row(&scale, "web/2"), ["web/2", "place", "m1"], "{scale}");
+    assert_eq!(
+        plan_row(&scale, "web/2"),
+        ["web/2", "place", "m1"],
+        "{scale}"
+    );
     let same = ok(&plan(WEB));
     assert!(same.contains("unchanged"), "{same}");
 
     let kind = plan(&WEB.replace("kind: service", "kind: batch"));
     let (code, line) = failed(&kind);
     assert_eq!(code, 1, "{line}");
-    assert!(stdout(&kind).contains("NOT accepted: kind:"), "{}", stdout(&kind));
+    assert!(
+        stdout(&kind).contains("NOT accepted: kind:"),
+        "{}",
+        stdout(&kind)
+    );
     let (code, line) = failed(&plan(&WEB.replace("replicas: 2", "replicas: -1")));
     assert_eq!(code, 1, "{line}");
     assert!(line.contains("replicas"), "{line}");

@@ -74,7 +74,10 @@ fn cases() -> BTreeMap<&'static str, Case> {
         ),
         ("list_jobs", case(AnyToken, "/v1/jobs", None, 200)),
         // Another owner's token submitting for alice: 403.
-        ("submit_job", case(SameOwner, "/v1/jobs", Some(job.clone()), 201)),
+        (
+            "submit_job",
+            case(SameOwner, "/v1/jobs", Some(job.clone()), 201),
+        ),
         // A dry run of a submit: the same owner rule, nothing written.
         ("plan_job", case(SameOwner, "/v1/plan", Some(job), 200)),
         ("get_job", case(OwnJob, "/v1/jobs/svc-a", None, 200)),

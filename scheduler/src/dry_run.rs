@@ -4,8 +4,8 @@
 
 use crate::place::{place, Decision};
 use crate::snapshot::{
-    capacity_from_db, read_job_counts, read_machines, read_quotas, read_used_ports,
-    read_victims, PendingTask,
+    capacity_from_db, read_job_counts, read_machines, read_quotas, read_used_ports, read_victims,
+    PendingTask,
 };
 use anyhow::Context;
 use borg_shared::quota::Band;

@@ -30,7 +30,10 @@ pub async fn task(client: &Client, job: &str, index: u32) -> anyhow::Result<()> 
         )));
     };
     let placement = match task.machine {
-        Some(_) => Placement::new(&client.machines().await?.machines, &client.resolve(job).await?),
+        Some(_) => Placement::new(
+            &client.machines().await?.machines,
+            &client.resolve(job).await?,
+        ),
         None => Placement::default(),
     };
     emit(&render_task(&view, &task, &placement, Utc::now()))?;

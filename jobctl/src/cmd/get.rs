@@ -194,7 +194,15 @@ mod tests {
         assert!(
             matches!(a.what, What::Jobs { ref state } if *state == [JobState::Running, JobState::Pending])
         );
-        let a = parse(&["get", "tasks", "web", "--state", "failed", "--machine", "m2"]);
+        let a = parse(&[
+            "get",
+            "tasks",
+            "web",
+            "--state",
+            "failed",
+            "--machine",
+            "m2",
+        ]);
         assert!(matches!(a.what, What::Tasks { ref state, ref machine, .. }
             if *state == [TaskState::Failed] && machine.as_deref() == Some("m2")));
         let a = parse(&["get", "machines", "--state", "draining"]);

@@ -53,9 +53,9 @@ fn headline(plan: &PlanView) -> String {
         PlanAction::Scale => format!(
             "job/{job}: accepted; would scale (only the replica count changes; {n} new {tasks})"
         ),
-        PlanAction::Policy => format!(
-            "job/{job}: accepted; only the update policy changes (kept, no task replaced)"
-        ),
+        PlanAction::Policy => {
+            format!("job/{job}: accepted; only the update policy changes (kept, no task replaced)")
+        }
         PlanAction::Update => format!(
             "job/{job}: accepted; version {} would roll out, replacing {n} {tasks} in turn",
             plan.current_version.map_or(1, |v| v + 1)

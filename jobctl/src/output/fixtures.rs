@@ -3,9 +3,7 @@ use borg_shared::spec::JobSpec;
 use borg_shared::wire::{
     Capacity, EventView, IsolationMode, JobView, MachineView, ResourceUsage, TaskView,
 };
-use borg_shared::{
-    Bytes, JobId, JobKind, JobState, MachineId, MachineState, MilliCpu, TaskState,
-};
+use borg_shared::{Bytes, JobId, JobKind, JobState, MachineId, MachineState, MilliCpu, TaskState};
 use chrono::{DateTime, TimeZone, Utc};
 use std::collections::BTreeMap;
 
@@ -66,13 +64,7 @@ pub fn job(name: &str, kind: JobKind, state: JobState, tasks: Vec<TaskView>) -> 
     }
 }
 
-pub fn event(
-    id: i64,
-    job: &str,
-    index: i32,
-    from: Option<TaskState>,
-    to: TaskState,
-) -> EventView {
+pub fn event(id: i64, job: &str, index: i32, from: Option<TaskState>, to: TaskState) -> EventView {
     EventView {
         id,
         time: t0(),

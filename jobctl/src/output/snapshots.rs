@@ -194,8 +194,8 @@ fn describe_task_dead() {
 
 #[test]
 fn describe_machine() {
-    let e = |id: i64, kind: EventKind, task: Option<i32>, from: Option<&str>, to: &str| {
-        StreamEvent {
+    let e =
+        |id: i64, kind: EventKind, task: Option<i32>, from: Option<&str>, to: &str| StreamEvent {
             cursor: format!("100-{id}"),
             id,
             time: t0() + Duration::seconds(id),
@@ -209,8 +209,7 @@ fn describe_machine() {
             from: from.map(str::to_string),
             to: to.into(),
             reason: None,
-        }
-    };
+        };
     let events = vec![
         e(1, EventKind::Machine, None, None, "up"),
         e(2, EventKind::Task, Some(0), Some("assigned"), "running"),

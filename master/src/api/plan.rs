@@ -231,7 +231,9 @@ fn planned_tasks(tasks: &[PendingTask], run: &borgscheduler::DryRun) -> Vec<Plan
         .map(|d| {
             let index = index.get(&d.task()).copied().unwrap_or(-1);
             match d {
-                Decision::Place { machine: m, ports, .. } => PlannedTask {
+                Decision::Place {
+                    machine: m, ports, ..
+                } => PlannedTask {
                     index,
                     outcome: PlanOutcome::Place,
                     machine: machine(m),
@@ -346,8 +348,14 @@ mod tests {
         let old = spec(WEB);
         let new = spec(&WEB.replace("'1000'", "'2000'"));
         let d = diff(&old, &new, 3).unwrap();
-        assert!(d.starts_with("--- live (version 3)\n+++ this spec\n"), "{d}");
-        assert!(d.contains("\n-  - '1000'\n") || d.contains("\n-    - '1000'\n"), "{d}");
+        assert!(
+            d.starts_with("--- live (version 3)\n+++ this spec\n"),
+            "{d}"
+        );
+        assert!(
+            d.contains("\n-  - '1000'\n") || d.contains("\n-    - '1000'\n"),
+            "{d}"
+        );
         assert!(d.contains("'2000'"), "{d}");
         assert_eq!(diff(&old, &old, 3), None);
     }
