@@ -3,6 +3,7 @@
 //! wrong (unreachable master, the API's own error body, or an odd answer).
 
 mod operate;
+mod plan;
 mod rollout;
 mod tokens;
 

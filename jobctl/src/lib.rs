@@ -54,6 +54,9 @@ pub enum Command {
     Logs(cmd::logs::Args),
     /// Kill a job: stop all its tasks.
     Kill(cmd::kill::Args),
+    /// Dry run: would the master take this spec, what would change, where
+    /// would its tasks go now (or why wait, whom preempt). Writes nothing.
+    Plan(cmd::plan::Args),
     /// Where a job's running tasks are: machine, host and ports.
     Resolve(cmd::resolve::Args),
     /// Wait until a job ends; exit 0 if it succeeded, 1 if it failed or was killed.
@@ -74,6 +77,8 @@ pub enum Command {
     Drain(cmd::cordon::Args),
     /// Put a drained machine back into service.
     Uncordon(cmd::cordon::Args),
+    /// What is used now: cpu and memory by job and by machine, biggest first.
+    Top(cmd::top::Args),
     /// Read or set an owner's quota per priority band.
     Quota(cmd::quota::Args),
     /// Make, list or revoke API tokens (admins).
@@ -112,6 +117,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Describe(args) => block_on(async { cmd::describe::run(&client()?, args).await }),
         Command::Logs(args) => block_on(async { cmd::logs::run(&client()?, args).await }),
         Command::Kill(args) => block_on(async { cmd::kill::run(&client()?, args).await }),
+        Command::Plan(args) => block_on(async { cmd::plan::run(&client()?, args).await }),
         Command::Resolve(args) => block_on(async { cmd::resolve::run(&client()?, args).await }),
         Command::Wait(args) => block_on(async { cmd::wait::run(&client()?, args).await }),
         Command::Completion(args) => cmd::completion::run(args),
@@ -123,6 +129,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Uncordon(args) => {
             block_on(async { cmd::cordon::uncordon(&client()?, args).await })
         }
+        Command::Top(args) => block_on(async { cmd::top::run(&client()?, args).await }),
         Command::Quota(args) => block_on(async { cmd::quota::run(&client()?, args).await }),
         Command::Token(args) => block_on(async { cmd::token::run(&client()?, args).await }),
     }

@@ -230,7 +230,7 @@ fn a_yaml_shape_error_names_the_files_line_and_column() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let out = jobctl(&["get", "jobs", "-o", "yaml"]);
+    let out = jobctl(&["get", "jobs", "-o", "xml"]);
     assert_eq!(out.status.code(), Some(2));
     let out = jobctl(&["logs", "hello"]);
     assert_eq!(out.status.code(), Some(2));

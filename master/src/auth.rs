@@ -185,7 +185,7 @@ pub fn policy(method: &Method, path: &str) -> Access {
         ("GET", "/v1/machines") => Token,
         ("POST", "/v1/machines/{name}/drain" | "/v1/machines/{name}/uncordon") => Operator,
         ("POST", "/v1/machines/{name}/cordon") => Operator,
-        ("GET" | "POST", "/v1/jobs") => Token,
+        ("GET" | "POST", "/v1/jobs") | ("POST", "/v1/plan") => Token,
         ("GET", "/v1/jobs/{name}" | "/v1/jobs/{name}/tasks/{index}/logs") => Token,
         ("POST", "/v1/jobs/{name}/kill" | "/v1/jobs/{name}/scale") => Token,
         ("PUT", "/v1/jobs/{name}") | ("GET", "/v1/jobs/{name}/rollout") => Token,

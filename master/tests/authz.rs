@@ -75,7 +75,12 @@ fn cases() -> BTreeMap<&'static str, Case> {
         ),
         ("list_jobs", case(AnyToken, "/v1/jobs", None, 200)),
         // Another owner's token submitting for alice: 403.
-        ("submit_job", case(SameOwner, "/v1/jobs", Some(job), 201)),
+        (
+            "submit_job",
+            case(SameOwner, "/v1/jobs", Some(job.clone()), 201),
+        ),
+        // A dry run of a submit: the same owner rule, nothing written.
+        ("plan_job", case(SameOwner, "/v1/plan", Some(job), 200)),
         ("get_job", case(OwnJob, "/v1/jobs/svc-a", None, 200)),
         (
             "scale_job",
@@ -304,7 +309,7 @@ async fn every_route_answers_each_caller_as_its_role_and_owner_allow() {
         // Bob: a user of another owner.
         let body = match (id.as_str(), &c.body) {
             // Bob submitting a job for alice.
-            ("submit_job", Some(b)) => {
+            ("submit_job" | "plan_job", Some(b)) => {
                 let mut b = b.clone();
                 b["owner"] = json!("alice");
                 Some(b)

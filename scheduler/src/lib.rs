@@ -5,6 +5,7 @@
 
 mod commit;
 mod config;
+mod dry_run;
 mod metrics;
 mod place;
 pub mod replay;
@@ -16,6 +17,7 @@ pub use borg_store::{
     Committed, Placed, CHANNEL_PENDING as PENDING_CHANNEL, CHANNEL_PLACED as PLACED_CHANNEL,
 };
 pub use config::Config;
+pub use dry_run::{dry_run, DryRun};
 pub use place::{place, Decision};
 pub use run::{run, PassStats};
 pub use score::Scoring;

@@ -8,6 +8,7 @@ pub mod error;
 pub mod event_stream;
 pub mod ids;
 pub mod naming;
+pub mod plan;
 pub mod quota;
 pub mod resources;
 pub mod rollout;

@@ -15,9 +15,10 @@ use tokio::time::Instant;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The job spec, YAML or JSON (`-` reads standard input).
-    #[arg(short = 'f', long = "file", value_name = "FILE")]
-    pub file: PathBuf,
+    /// The job spec, YAML or JSON (`-` reads standard input); repeat for
+    /// several jobs, applied in the order given.
+    #[arg(short = 'f', long = "file", value_name = "FILE", required = true)]
+    pub file: Vec<PathBuf>,
     /// Follow the rollout until it is done (exit 0) or rolled back (exit 1); a
     /// new job, as `run --wait` does.
     #[arg(long)]
@@ -33,7 +34,15 @@ pub struct Args {
 }
 
 pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
-    let spec = crate::spec_file::load(&args.file)?;
+    // Every file is read before anything is applied.
+    let specs = super::run::load_all(&args.file)?;
+    for spec in specs {
+        apply(client, spec, &args).await?;
+    }
+    Ok(())
+}
+
+async fn apply(client: &Client, spec: serde_json::Value, args: &Args) -> anyhow::Result<()> {
     let name = spec["name"].as_str().unwrap_or_default().to_string();
     let before = match client.job(&name).await {
         Ok(job) if !job.state.is_terminal() => Some(job),

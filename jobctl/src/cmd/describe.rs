@@ -1,5 +1,7 @@
-//! `jobctl describe job NAME`: everything about one job on one screen, the way
-//! `kubectl describe` reads: header fields, the task table, recent events.
+//! `jobctl describe job NAME|task JOB/INDEX|machine NAME`: everything about one
+//! thing on one screen, the way `kubectl describe` reads: header fields, the
+//! task table, why pending, how tasks ended, recent events. The task and the
+//! machine pages are in `describe_more.rs`.
 
 use crate::client::Client;
 use crate::output::{self, age, emit, table, task_name};
@@ -20,13 +22,38 @@ pub enum What {
         /// The job's name.
         name: String,
     },
+    /// One task: where it runs (machine, node, ports), usage, restarts, why
+    /// pending, how it ended, its recent events.
+    Task {
+        /// The task, as JOB/INDEX (e.g. `hello/0`).
+        #[arg(value_parser = super::logs::parse_task, value_name = "JOB/INDEX")]
+        task: (String, u32),
+    },
+    /// One machine: capacity, allocation, usage, its tasks, recent events.
+    Machine {
+        /// The machine's name.
+        name: String,
+    },
 }
 
 pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
-    let What::Job { name } = args.what;
+    let name = match args.what {
+        What::Job { name } => name,
+        What::Task { task: (job, index) } => {
+            return super::describe_more::task(client, &job, index).await
+        }
+        What::Machine { name } => return super::describe_more::machine(client, &name).await,
+    };
     let job = client.job_with_all_tasks(&name).await?;
     let now = Utc::now();
-    let mut text = render(&job, now);
+    // Ports are held by running tasks only; ask where they are when the job has any.
+    let placement = if job.spec.task.resources.ports > 0 {
+        let machines = client.machines().await?.machines;
+        output::Placement::new(&machines, &client.resolve(&job.name).await?)
+    } else {
+        output::Placement::default()
+    };
+    let mut text = render_with(&job, &placement, now);
     // A job that was ever updated shows its rollout (a failure to read it is not the job's).
     if job.version > 1 {
         if let Ok(r) = client.rollout(&job.name).await {
@@ -38,7 +65,7 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn when(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+pub(crate) fn when(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     format!(
         "{} ({} ago)",
         t.format("%Y-%m-%d %H:%M:%S UTC"),
@@ -46,7 +73,7 @@ fn when(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     )
 }
 
-fn indent(text: &str) -> String {
+pub(crate) fn indent(text: &str) -> String {
     text.lines()
         .map(|l| format!("  {l}"))
         .collect::<Vec<_>>()
@@ -54,6 +81,11 @@ fn indent(text: &str) -> String {
 }
 
 pub fn render(job: &JobView, now: DateTime<Utc>) -> String {
+    render_with(job, &output::Placement::default(), now)
+}
+
+/// The page, with the node and ports of running tasks from `placement`.
+pub fn render_with(job: &JobView, placement: &output::Placement, now: DateTime<Utc>) -> String {
     let spec = &job.spec;
     let task = &spec.task;
     let res = &task.resources;
@@ -138,6 +170,23 @@ pub fn render(job: &JobView, now: DateTime<Utc>) -> String {
         }
         _ => out.push_str("  <none>\n"),
     }
+    if !placement.ports.is_empty() {
+        out.push_str("\nPorts (running tasks):\n");
+        for t in job.tasks.iter().flatten() {
+            let Some(ports) = placement.ports.get(&t.index) else {
+                continue;
+            };
+            let node = t.machine.as_ref().and_then(|m| placement.hosts.get(m));
+            let at = node.map(|n| format!(" on {n}")).unwrap_or_default();
+            writeln!(
+                out,
+                "  {}: {}{at}",
+                task_name(&job.name, t.index),
+                output::ports_text(ports)
+            )
+            .ok();
+        }
+    }
     let probed: Vec<String> = job
         .tasks
         .iter()
@@ -197,7 +246,7 @@ fn health_check_text(h: &borg_shared::spec::HealthCheck) -> String {
 }
 
 /// One running task's health, when a probe has said something of it.
-fn health_text(job: &str, t: &TaskView) -> Option<String> {
+pub(crate) fn health_text(job: &str, t: &TaskView) -> Option<String> {
     let verdict = match t.healthy {
         Some(true) => "healthy",
         Some(false) => "unhealthy",
@@ -217,7 +266,7 @@ fn health_text(job: &str, t: &TaskView) -> Option<String> {
 const STDERR_LINES: usize = 5;
 
 /// One task's death certificate: the cause line, then the end of its stderr.
-fn death_text(job: &str, t: &TaskView) -> String {
+pub(crate) fn death_text(job: &str, t: &TaskView) -> String {
     let Some(d) = &t.death else {
         return String::new();
     };
@@ -246,7 +295,7 @@ fn death_text(job: &str, t: &TaskView) -> String {
     line
 }
 
-fn events_table(events: &[EventView], now: DateTime<Utc>) -> String {
+pub(crate) fn events_table(events: &[EventView], now: DateTime<Utc>) -> String {
     let rows = events
         .iter()
         .map(|e| {

@@ -4,7 +4,7 @@
 use super::get::What;
 use crate::client::Client;
 use crate::events::{event_line, EventStream, Query};
-use crate::output::{self, emit, Format};
+use crate::output::{self, emit, ListFormat};
 use borg_shared::event_stream::{EventKind, StreamEvent};
 use chrono::Utc;
 
@@ -42,7 +42,7 @@ impl Kind {
 pub async fn events(
     client: &Client,
     args: &EventArgs,
-    format: Format,
+    format: ListFormat,
     watch: bool,
 ) -> anyhow::Result<()> {
     let query = Query {
@@ -59,34 +59,45 @@ pub async fn events(
     Ok(())
 }
 
-fn print_event(e: &StreamEvent, format: Format) -> anyhow::Result<()> {
+/// One event: a line, a JSON object per line, or a YAML document.
+fn print_event(e: &StreamEvent, format: ListFormat) -> anyhow::Result<()> {
     match format {
-        Format::Json => emit(&serde_json::to_string(e)?)?,
-        Format::Table => emit(&event_line(e))?,
+        ListFormat::Json => emit(&serde_json::to_string(e)?)?,
+        ListFormat::Yaml => emit(&format!("---\n{}", output::yaml(e)?))?,
+        ListFormat::Table | ListFormat::Wide => emit(&event_line(e))?,
     }
     Ok(())
 }
 
-/// `get jobs --watch`, `get tasks JOB --watch`.
-pub async fn watch(client: &Client, what: &What, format: Format) -> anyhow::Result<()> {
-    let (query, job) = match what {
-        What::Jobs => (
-            Query {
-                kind: Some("job".into()),
-                follow: true,
-                ..Default::default()
-            },
-            None,
-        ),
-        What::Tasks { job } => (
-            Query {
-                job: Some(job.clone()),
-                kind: Some("task".into()),
-                follow: true,
-                ..Default::default()
-            },
-            Some(job.clone()),
-        ),
+/// Whether a change event passes `get`'s `--state`/`--machine` filters (by
+/// the state it moved to and the machine it names).
+pub fn passes(what: &What, e: &StreamEvent) -> bool {
+    let state_in = |states: Vec<String>| states.is_empty() || states.contains(&e.to);
+    match what {
+        What::Jobs { state } => state_in(state.iter().map(ToString::to_string).collect()),
+        What::Tasks { state, machine, .. } => {
+            state_in(state.iter().map(ToString::to_string).collect())
+                && (machine.is_none() || e.machine == *machine)
+        }
+        _ => true,
+    }
+}
+
+/// `get jobs --watch`, `get tasks JOB --watch`: the filtered list, then each
+/// change that passes the filters.
+pub async fn watch(client: &Client, what: &What, format: ListFormat) -> anyhow::Result<()> {
+    let query = match what {
+        What::Jobs { .. } => Query {
+            kind: Some("job".into()),
+            follow: true,
+            ..Default::default()
+        },
+        What::Tasks { job, .. } => Query {
+            job: Some(job.clone()),
+            kind: Some("task".into()),
+            follow: true,
+            ..Default::default()
+        },
         other => anyhow::bail!(
             "--watch works with `get jobs`, `get tasks JOB` and `get events`, not {other:?}"
         ),
@@ -95,17 +106,32 @@ pub async fn watch(client: &Client, what: &What, format: Format) -> anyhow::Resu
     // (twice at worst), never lost.
     let mut stream = EventStream::open(client, query).await?;
     let now = Utc::now();
-    match (&job, format) {
-        (None, Format::Table) => emit(&output::jobs_table(&client.jobs().await?.jobs, now))?,
-        (Some(job), Format::Table) => {
+    let table = matches!(format, ListFormat::Table | ListFormat::Wide);
+    match (what, table) {
+        (What::Jobs { state }, true) => {
+            let jobs = super::get::filter_jobs(client.jobs().await?.jobs, state);
+            emit(&output::jobs_table(&jobs, now))?
+        }
+        (
+            What::Tasks {
+                job,
+                state,
+                machine,
+            },
+            true,
+        ) => {
             let mut view = client.job_with_all_tasks(job).await?;
-            let tasks = view.tasks.take().unwrap_or_default();
+            let all = view.tasks.take().unwrap_or_default();
+            let tasks = super::get::filter_tasks(all, state, machine.as_deref());
             emit(&output::tasks_table(&view, &tasks, now))?
         }
-        (_, Format::Json) => {}
+        _ => {}
     }
     while let Some(e) = stream.next().await? {
-        if format == Format::Json {
+        if !passes(what, &e) {
+            continue;
+        }
+        if !table {
             print_event(&e, format)?;
             continue;
         }
@@ -136,4 +162,47 @@ pub async fn watch(client: &Client, what: &What, format: Format) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use borg_shared::{JobState, TaskState};
+
+    fn event(to: &str, machine: Option<&str>) -> StreamEvent {
+        StreamEvent {
+            cursor: "1-1".into(),
+            id: 1,
+            time: chrono::Utc::now(),
+            kind: EventKind::Task,
+            job: Some("web".into()),
+            owner: None,
+            job_id: None,
+            task_index: Some(0),
+            attempt: None,
+            machine: machine.map(str::to_string),
+            from: None,
+            to: to.into(),
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn watched_changes_pass_the_filters() {
+        let tasks = What::Tasks {
+            job: "web".into(),
+            state: vec![TaskState::Running],
+            machine: Some("m1".into()),
+        };
+        assert!(passes(&tasks, &event("running", Some("m1"))));
+        assert!(!passes(&tasks, &event("running", Some("m2"))));
+        assert!(!passes(&tasks, &event("failed", Some("m1"))));
+        let jobs = What::Jobs {
+            state: vec![JobState::Failed],
+        };
+        assert!(passes(&jobs, &event("failed", None)));
+        assert!(!passes(&jobs, &event("running", None)));
+        let all = What::Jobs { state: vec![] };
+        assert!(passes(&all, &event("running", None)));
+    }
 }

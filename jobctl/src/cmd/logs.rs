@@ -20,7 +20,7 @@ pub struct Args {
     pub follow: bool,
 }
 
-fn parse_task(s: &str) -> Result<(String, u32), String> {
+pub(crate) fn parse_task(s: &str) -> Result<(String, u32), String> {
     let bad = || format!("`{s}` is not a task: write JOB/INDEX, e.g. hello/0");
     let (job, index) = s.rsplit_once('/').ok_or_else(bad)?;
     if job.is_empty() {

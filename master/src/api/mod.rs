@@ -12,6 +12,7 @@ mod logs;
 mod machines;
 mod metrics;
 mod params;
+mod plan;
 mod quotas;
 mod rejections;
 mod resolve;
@@ -92,6 +93,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(events::router())
         .merge(crate::dashboard::router())
         .merge(resolve::router())
+        .merge(plan::router())
         .merge(tokens::router())
         .merge(audit::router())
 }

@@ -1,6 +1,10 @@
 //! Rendering for people and for scripts: kubectl-like aligned tables (no
-//! borders), `-o json`, ages, and the one-line error. Every function here is
-//! pure (the clock is a parameter) so tests can pin the output.
+//! borders), `-o wide|json|yaml`, ages, and the one-line error. Every function
+//! here is pure (the clock is a parameter) so tests can pin the output; the
+//! snapshot tests in `snapshots.rs` render fixed data from `fixtures.rs`.
+
+mod wide;
+pub use wide::{free_text, jobs_table_wide, machines_table_wide, tasks_table_wide, Placement};
 
 use borg_shared::wire::{JobView, MachineView, TaskView};
 use borg_shared::TaskState;
@@ -13,6 +17,16 @@ pub enum Format {
     #[default]
     Table,
     Json,
+}
+
+/// The formats of `get`: `table` (default), `wide` (more columns), `json`, `yaml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ListFormat {
+    #[default]
+    Table,
+    Wide,
+    Json,
+    Yaml,
 }
 
 /// The single line printed after `error: `: the error and its context, joined,
@@ -57,7 +71,7 @@ pub fn age(since: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
-fn or_dash(v: Option<impl ToString>) -> String {
+pub(crate) fn or_dash(v: Option<impl ToString>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
 
@@ -238,125 +252,47 @@ pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(value)?)
 }
 
-#[cfg(test)]
-pub(crate) mod fixtures {
-    //! Fixed views for rendering tests.
-    use borg_shared::spec::JobSpec;
-    use borg_shared::wire::{
-        Capacity, EventView, IsolationMode, JobView, MachineView, ResourceUsage, TaskView,
-    };
-    use borg_shared::{
-        Bytes, JobId, JobKind, JobState, MachineId, MachineState, MilliCpu, TaskState,
-    };
-    use chrono::{DateTime, TimeZone, Utc};
-    use std::collections::BTreeMap;
+/// YAML for `-o yaml` (the same fields as JSON), without a trailing newline.
+pub fn yaml<T: serde::Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
+    Ok(serde_yaml_ng::to_string(value)?.trim_end().to_string())
+}
 
-    pub fn t0() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 5, 1, 12, 0, 0).unwrap()
-    }
-
-    pub fn spec(name: &str, replicas: i64) -> JobSpec {
-        let text = format!(
-            "name: {name}\nreplicas: {replicas}\ntask:\n  command: [\"/bin/sh\", \"-c\", \"echo hi\"]\n  resources: {{cpu: 0.25, memory: 64Mi}}\n"
-        );
-        JobSpec::from_yaml(&text).expect("fixture spec parses")
-    }
-
-    pub fn task(index: i32, state: TaskState) -> TaskView {
-        TaskView {
-            index,
-            state,
-            reason: None,
-            machine: None,
-            attempt: None,
-            version: None,
-            runs: 0,
-            pid: None,
-            exit_code: None,
-            signal: None,
-            restarts: 0,
-            last_exit: None,
-            updated_at: t0(),
-            usage: None,
-            death: None,
-            healthy: None,
-            health_message: None,
-        }
-    }
-
-    pub fn job(name: &str, kind: JobKind, state: JobState, tasks: Vec<TaskView>) -> JobView {
-        let mut counts = BTreeMap::new();
-        for t in &tasks {
-            *counts.entry(t.state).or_insert(0) += 1;
-        }
-        JobView {
-            id: JobId::new(),
-            name: name.into(),
-            kind,
-            state,
-            owner: "default".into(),
-            priority: 100,
-            replicas: tasks.len() as i64,
-            version: 1,
-            created_at: t0(),
-            finished_at: None,
-            task_counts: counts,
-            spec: spec(name, (tasks.len() as i64).max(1)),
-            tasks: Some(tasks),
-            tasks_next: None,
-            events: Some(vec![]),
-        }
-    }
-
-    pub fn event(
-        id: i64,
-        job: &str,
-        index: i32,
-        from: Option<TaskState>,
-        to: TaskState,
-    ) -> EventView {
-        EventView {
-            id,
-            time: t0(),
-            job: job.into(),
-            task_index: Some(index),
-            attempt: None,
-            machine: None,
-            from,
-            to,
-            reason: None,
-        }
-    }
-
-    pub fn machine(name: &str, zone: &str) -> MachineView {
-        MachineView {
-            id: MachineId::new(),
-            name: name.into(),
-            address: format!("http://127.0.0.1:770{}", &name[1..]),
-            state: MachineState::Up,
-            labels: [("zone".to_string(), zone.to_string())].into(),
-            capacity: Capacity {
-                cpu: MilliCpu(2000),
-                memory: Bytes(4 << 30),
-                disk: Bytes(10 << 30),
-            },
-            ports: Default::default(),
-            allocated: Capacity {
-                cpu: MilliCpu(250),
-                memory: Bytes(64 << 20),
-                disk: Bytes(0),
-            },
-            tasks: 1,
-            last_heard: Some(t0()),
-            isolation: Some(IsolationMode::V1),
-            version: Some("0.1.0".into()),
-            usage: Some(ResourceUsage {
-                cpu: MilliCpu(120),
-                memory: Bytes(30 << 20),
-            }),
-        }
+/// `-o json` or `-o yaml` of `value`; `None` for the table formats.
+pub fn structured<T: serde::Serialize>(
+    format: ListFormat,
+    value: &T,
+) -> anyhow::Result<Option<String>> {
+    match format {
+        ListFormat::Json => json(value).map(Some),
+        ListFormat::Yaml => yaml(value).map(Some),
+        ListFormat::Table | ListFormat::Wide => Ok(None),
     }
 }
+
+/// The host of a borglet's address (`http://10.0.0.7:7701` → `10.0.0.7`).
+pub fn host_of(address: &str) -> String {
+    reqwest::Url::parse(address)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| address.to_string())
+}
+
+/// Ports as `20000,20001`; `-` for none.
+pub fn ports_text(ports: &[u16]) -> String {
+    if ports.is_empty() {
+        return "-".into();
+    }
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
+mod snapshots;
 
 #[cfg(test)]
 mod tests {
