@@ -351,23 +351,50 @@ async fn big(cell: &Cell, driver: &Driver, profile: &std::path::Path, n: usize) 
     let slowest = std::cell::RefCell::new(Duration::ZERO);
     let rows_at = std::cell::RefCell::new(None);
     let want = format!("{n} succeeded");
+    // The page answers while the cell works: every row is read in.
+    let page_rows = || async {
+        let asked = Instant::now();
+        let rows = c
+            .execute(
+                "return document.querySelectorAll('#tasks tbody tr').length",
+                vec![],
+            )
+            .await
+            .ok()?;
+        let took = asked.elapsed();
+        slowest.replace_with(|s| (*s).max(took));
+        if rows.as_u64() == Some(n as u64) && rows_at.borrow().is_none() {
+            rows_at.replace(Some(started.elapsed()));
+        }
+        Some(())
+    };
+    // First the cell: the job succeeds (by the API), however long this machine takes.
+    let api = reqwest::Client::new();
     until(
-        "every task succeeded on the page",
-        Duration::from_secs(60 + n as u64 / 20),
+        "the job to succeed (by the API)",
+        Duration::from_secs(120 + n as u64 / 5),
         || async {
-            let asked = Instant::now();
-            let rows = c
-                .execute(
-                    "return document.querySelectorAll('#tasks tbody tr').length",
-                    vec![],
-                )
+            page_rows().await;
+            let job: serde_json::Value = api
+                .get(format!("{}/v1/jobs/many?tasks_limit=1", cell.master))
+                .bearer_auth(&cell.token)
+                .send()
+                .await
+                .ok()?
+                .json()
                 .await
                 .ok()?;
-            let took = asked.elapsed();
-            slowest.replace_with(|s| (*s).max(took));
-            if rows.as_u64() == Some(n as u64) && rows_at.borrow().is_none() {
-                rows_at.replace(Some(started.elapsed()));
-            }
+            (job["state"] == "succeeded").then_some(())
+        },
+    )
+    .await;
+    let cell_done = started.elapsed();
+    // Then the page: it shows what the API shows, without a reload.
+    until(
+        "every task succeeded on the page",
+        Duration::from_secs(60),
+        || async {
+            page_rows().await;
             text(&c, "#job-counts")
                 .await?
                 .contains(want.as_str())
@@ -388,7 +415,7 @@ async fn big(cell: &Cell, driver: &Driver, profile: &std::path::Path, n: usize) 
     assert_eq!(succeeded_rows.as_u64(), Some(n as u64), "every row updated");
     std::fs::write(artifact("dashboard-big.png"), c.screenshot().await.unwrap()).unwrap();
     eprintln!(
-        "{n} tasks: all rows on the page after {:?}, every row succeeded after {done:?}, slowest page answer {slowest:?}",
+        "{n} tasks: all rows on the page after {:?}, job succeeded after {cell_done:?}, every row succeeded on the page after {done:?}, slowest page answer {slowest:?}",
         rows_at.unwrap_or_default()
     );
     c.close().await.unwrap();
