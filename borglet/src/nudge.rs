@@ -17,7 +17,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Each nudge gets this long.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// While nudges keep failing, warn at most this often (the poll covers for them).
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -46,6 +47,7 @@ pub struct NudgeSender {
 
 impl NudgeSender {
     pub fn new(
+        client: reqwest::Client,
         master: &str,
         machine: &str,
         nudger: Arc<Nudger>,
@@ -58,9 +60,6 @@ impl NudgeSender {
             .map_err(|()| anyhow::anyhow!("master URL `{master}` cannot be a base URL"))?
             .pop_if_empty()
             .extend(["v1", "machines", machine, "nudge"]);
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()?;
         Ok(NudgeSender {
             nudger,
             metrics,

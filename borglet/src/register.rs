@@ -17,7 +17,8 @@ const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// While the master stays unreachable, warn at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(30);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Each registration call gets this long.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// When the master last showed it knows us: a successful registration or a sync.
 #[derive(Debug)]
@@ -67,15 +68,13 @@ pub struct Registrar {
 
 impl Registrar {
     pub fn new(
+        client: reqwest::Client,
         master: &str,
         body: RegisterMachine,
         contact: std::sync::Arc<Contact>,
         silence: Duration,
         credentials: std::sync::Arc<Credentials>,
     ) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()?;
         Ok(Registrar {
             client,
             url: format!("{}/v1/machines", master.trim_end_matches('/')),

@@ -13,6 +13,7 @@ pub mod resources;
 pub mod rollout;
 pub mod spec;
 pub mod states;
+pub mod tls;
 pub mod wire;
 
 pub use error::{ApiError, ErrorBody};
