@@ -39,8 +39,15 @@ pub struct Config {
     #[arg(long, env = "BORGLET_NAME", default_value_t = default_name())]
     pub name: String,
 
-    /// Base URL of the master API.
-    #[arg(long, env = "BORG_MASTER", default_value = "http://127.0.0.1:7700")]
+    /// Base URL of the master API, or several comma-separated: registration and
+    /// nudges go to the one that answered last, and to the next while one
+    /// cannot be reached or answers 503.
+    #[arg(
+        long,
+        env = "BORG_MASTER",
+        value_name = "URL[,URL...]",
+        default_value = "http://127.0.0.1:7700"
+    )]
     pub master: String,
 
     /// Base URL the master should use to reach this borglet
@@ -213,7 +220,11 @@ impl Config {
     /// The advertised base URL, defaulting to loopback on the port actually bound
     /// (the listener may have been bound to port 0).
     pub fn advertise_url(&self, bound: SocketAddr) -> String {
-        let scheme = if self.tls_cert.is_some() { "https" } else { "http" };
+        let scheme = if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         match &self.advertise {
             Some(url) => url.trim_end_matches('/').to_string(),
             None => format!("{scheme}://127.0.0.1:{}", bound.port()),

@@ -160,9 +160,11 @@ pub async fn run(
         "attempts re-adopted"
     );
     let contact = Arc::new(register::Contact::default());
+    let masters =
+        Arc::new(borg_shared::masters::Masters::parse(&config.master).context("--master")?);
     let registrar = register::Registrar::new(
         config.master_client(register::REQUEST_TIMEOUT)?,
-        &config.master,
+        Arc::clone(&masters),
         RegisterMachine {
             name: config.name.clone(),
             address: advertise.clone(),
@@ -186,20 +188,15 @@ pub async fn run(
     };
     let sweeping = tokio::spawn(janitor.run(stop_background.clone()));
     // Without nudges the poll still brings every exit, only later: no reason to refuse to run.
-    let nudging = match nudge::NudgeSender::new(
+    let nudging = nudge::NudgeSender::new(
         config.master_client(nudge::REQUEST_TIMEOUT)?,
-        &config.master,
+        masters,
         &config.name,
         Arc::clone(&nudger),
         Arc::clone(&metrics),
         Arc::clone(&credentials),
-    ) {
-        Ok(sender) => Some(tokio::spawn(sender.run(stop_background.clone()))),
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "cannot nudge the master; exits wait for its next poll");
-            None
-        }
-    };
+    );
+    let nudging = tokio::spawn(nudging.run(stop_background.clone()));
 
     let sampling = (isolation_mode != borg_shared::wire::IsolationMode::None).then(|| {
         tokio::spawn(isolation::sample_forever(
@@ -254,10 +251,8 @@ pub async fn run(
             tracing::error!(error = %e, "usage sampling task failed");
         }
     }
-    if let Some(nudging) = nudging {
-        if let Err(e) = nudging.await {
-            tracing::error!(error = %e, "nudge task failed");
-        }
+    if let Err(e) = nudging.await {
+        tracing::error!(error = %e, "nudge task failed");
     }
     match config.on_exit {
         OnExit::Stop => {

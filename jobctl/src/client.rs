@@ -2,12 +2,11 @@
 //! method per call, and one error type that says in a single line what went
 //! wrong (unreachable master, the API's own error body, or an odd answer).
 
-mod masters;
 mod operate;
 mod rollout;
 mod tokens;
 
-pub use masters::Masters;
+use borg_shared::masters::Masters;
 
 use borg_shared::quota::{QuotaSpec, QuotaView};
 use borg_shared::wire::{JobList, JobView, LogStream, MachineList};
@@ -103,7 +102,10 @@ impl Client {
         token: Option<String>,
         ca: Option<&Path>,
     ) -> Result<Client, ClientError> {
-        let masters = Masters::parse(master)?;
+        let masters = Masters::parse(master).map_err(|e| ClientError::BadUrl {
+            url: e.url,
+            reason: e.reason,
+        })?;
         let transport = |reason: String| ClientError::Transport {
             master: master.to_string(),
             reason,
@@ -137,6 +139,16 @@ impl Client {
     /// The current master's URL + path segments, each escaped.
     fn url(&self, segments: &[&str]) -> Url {
         self.masters.url(segments)
+    }
+
+    /// Send to the master that answered last, failing over to the others
+    /// while one cannot be reached or answers 503.
+    async fn execute(&self, req: RequestBuilder) -> Result<Response, ClientError> {
+        let req = req.build().map_err(|e| self.transport_error(e))?;
+        self.masters
+            .execute(&self.http, req)
+            .await
+            .map_err(|e| self.transport_error(e))
     }
 
     fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {

@@ -42,7 +42,10 @@ impl TlsConfig {
 
     /// `builder` set to trust only the cluster CA and to present the master's
     /// certificate, when `--ca-cert` is given; else as it is.
-    pub fn client(&self, builder: reqwest::ClientBuilder) -> anyhow::Result<reqwest::ClientBuilder> {
+    pub fn client(
+        &self,
+        builder: reqwest::ClientBuilder,
+    ) -> anyhow::Result<reqwest::ClientBuilder> {
         let Some(ca) = &self.ca_cert else {
             if self.tls_cert.is_some() {
                 tracing::warn!("--tls-cert without --ca-cert: https borglets are checked against the public roots and get no client certificate");

@@ -75,8 +75,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     // jobctl run in or below this directory calls this cell (and trusts its CA).
     let url_file = data_dir.join(crate::credentials::MASTER_URL_FILE);
-    std::fs::write(&url_file, format!("{}\n", master_url(args.listen, tls.is_some())))
-        .with_context(|| format!("writing {}", url_file.display()))?;
+    std::fs::write(
+        &url_file,
+        format!("{}\n", master_url(args.listen, tls.is_some())),
+    )
+    .with_context(|| format!("writing {}", url_file.display()))?;
 
     let (pg, given_url) = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => {

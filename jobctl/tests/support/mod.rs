@@ -105,8 +105,9 @@ impl Cell {
         let scheme = if tls { "https" } else { "http" };
         let master = format!("{scheme}://127.0.0.1:{port}");
         let child = Command::new(JOBCTL)
-            .args(["dev", "--borglets", &borglets.to_string(), "--data-dir"])
+            .args(["dev", "--borglets", &borglets.to_string()])
             .args(tls.then_some("--tls"))
+            .arg("--data-dir")
             .arg(&data_dir)
             .args([
                 "--listen",

@@ -197,15 +197,14 @@ pub fn failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(describe(tls));
         }
-        // io::Error's `source` skips the error it wraps: look at it directly.
-        if let Some(tls) = e
+        // io::Error's `source` skips the error it wraps: step into it instead.
+        next = match e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         {
-            return Some(describe(tls));
-        }
-        next = e.source();
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
@@ -229,7 +228,9 @@ fn describe(e: &rustls::Error) -> String {
             "it does not speak TLS (a plain http server?)".into()
         }
         Error::AlertReceived(alert) => {
-            format!("it refused the TLS handshake ({alert:?}; a client certificate from another CA?)")
+            format!(
+                "it refused the TLS handshake ({alert:?}; a client certificate from another CA?)"
+            )
         }
         e => format!("TLS failed: {e}"),
     }

@@ -19,7 +19,9 @@ fn pki() -> Pki {
     let server = ca
         .write_identity(dir.path(), "server", &["localhost", "127.0.0.1"])
         .unwrap();
-    let client = ca.write_identity(dir.path(), "client", &["master"]).unwrap();
+    let client = ca
+        .write_identity(dir.path(), "client", &["master"])
+        .unwrap();
     let foreign = Ca::generate("test CA").unwrap();
     let foreign_ca = foreign.write_cert(&dir.path().join("foreign.pem")).unwrap();
     let foreign_client = foreign
@@ -95,7 +97,9 @@ async fn keys_are_private_and_a_kept_ca_signs_again() {
     let ca = Ca::load_or_generate(dir.path(), "kept").unwrap();
     let again = Ca::load_or_generate(dir.path(), "kept").unwrap();
     assert_eq!(ca.cert_pem, again.cert_pem);
-    let id = again.write_identity(dir.path(), "leaf", &["localhost"]).unwrap();
+    let id = again
+        .write_identity(dir.path(), "leaf", &["localhost"])
+        .unwrap();
     for key in [dir.path().join("ca.key"), id.key.clone()] {
         let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", key.display());
@@ -115,10 +119,43 @@ fn files_that_hold_nothing_are_named() {
     let empty = dir.path().join("empty.pem");
     std::fs::write(&empty, "").unwrap();
     let e = client_config(&empty, None).unwrap_err().to_string();
-    assert!(e.contains("empty.pem") && e.contains("no PEM certificate"), "{e}");
+    assert!(
+        e.contains("empty.pem") && e.contains("no PEM certificate"),
+        "{e}"
+    );
     let missing = dir.path().join("missing.pem");
     let e = client_config(&missing, None).unwrap_err().to_string();
     assert!(e.contains("missing.pem"), "{e}");
     assert!(Identity::from_flags(Some(&empty), None).is_err());
     assert_eq!(Identity::from_flags(None, None), Ok(None));
+}
+
+#[tokio::test]
+async fn reqwest_failures_are_recognised() {
+    let p = pki();
+    let server = server_config(&p.server, None).unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = TlsListener::new(tcp, server).unwrap();
+    tokio::spawn(async move {
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let _ = axum::serve(listener, app).await;
+    });
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(client_config(&p.foreign_ca, None).unwrap())
+        .build()
+        .unwrap();
+    let e = http
+        .get(format!("https://{addr}/"))
+        .send()
+        .await
+        .unwrap_err();
+    let said = failure(&e).unwrap_or_else(|| panic!("not seen as TLS: {e:?}"));
+    assert!(said.contains("not signed by the cluster CA"), "{said}");
+    let good = reqwest::Client::builder()
+        .use_preconfigured_tls(client_config(&p.ca, None).unwrap())
+        .build()
+        .unwrap();
+    let text = good.get(format!("https://{addr}/")).send().await.unwrap();
+    assert_eq!(text.text().await.unwrap(), "ok");
 }
