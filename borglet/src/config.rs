@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What the borglet does with its task processes when it shuts down.
@@ -38,8 +39,15 @@ pub struct Config {
     #[arg(long, env = "BORGLET_NAME", default_value_t = default_name())]
     pub name: String,
 
-    /// Base URL of the master API.
-    #[arg(long, env = "BORG_MASTER", default_value = "http://127.0.0.1:7700")]
+    /// Base URL of the master API, or several comma-separated: registration and
+    /// nudges go to the one that answered last, and to the next while one
+    /// cannot be reached or answers 503.
+    #[arg(
+        long,
+        env = "BORG_MASTER",
+        value_name = "URL[,URL...]",
+        default_value = "http://127.0.0.1:7700"
+    )]
     pub master: String,
 
     /// Base URL the master should use to reach this borglet
@@ -132,6 +140,21 @@ pub struct Config {
     #[arg(long, env = "BORG_JOIN_TOKEN_FILE", value_name = "FILE")]
     pub join_token_file: Option<PathBuf>,
 
+    /// Serve the borglet API over HTTPS with this certificate (PEM, leaf
+    /// first; it must name the host of `--advertise`); with `--tls-key`.
+    #[arg(long, env = "BORGLET_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "BORGLET_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The cluster CA (PEM): the master's certificate must chain to it, and,
+    /// with `--tls-cert`, so must the client certificate every caller of the
+    /// borglet API presents (mutual TLS).
+    #[arg(long, env = "BORG_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
     /// Register again when no sync has arrived for this long (the master may have lost us).
     #[arg(long, env = "BORGLET_REREGISTER_AFTER", default_value = "5s", value_parser = humantime::parse_duration)]
     pub reregister_after: Duration,
@@ -197,10 +220,47 @@ impl Config {
     /// The advertised base URL, defaulting to loopback on the port actually bound
     /// (the listener may have been bound to port 0).
     pub fn advertise_url(&self, bound: SocketAddr) -> String {
+        let scheme = if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         match &self.advertise {
             Some(url) => url.trim_end_matches('/').to_string(),
-            None => format!("http://127.0.0.1:{}", bound.port()),
+            None => format!("{scheme}://127.0.0.1:{}", bound.port()),
         }
+    }
+
+    fn identity(&self) -> anyhow::Result<Option<borg_shared::tls::Identity>> {
+        borg_shared::tls::Identity::from_flags(self.tls_cert.as_deref(), self.tls_key.as_deref())
+            .map_err(anyhow::Error::msg)
+    }
+
+    /// The API's TLS configuration when it serves HTTPS; with `--ca-cert`,
+    /// callers must present a certificate of the cluster CA.
+    pub fn server_tls(&self) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+        let Some(identity) = self.identity()? else {
+            return Ok(None);
+        };
+        if self.ca_cert.is_none() {
+            tracing::warn!("--tls-cert without --ca-cert: the API asks callers for no client certificate (only the machine credential keeps out forged syncs)");
+        }
+        borg_shared::tls::server_config(&identity, self.ca_cert.as_deref())
+            .map(Some)
+            .context("--tls-cert/--tls-key/--ca-cert")
+    }
+
+    /// A client for calls to the master, trusting only the cluster CA when
+    /// `--ca-cert` is given.
+    pub fn master_client(&self, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+        let builder = reqwest::Client::builder().timeout(timeout);
+        let builder = match &self.ca_cert {
+            Some(ca) => builder.use_preconfigured_tls(
+                borg_shared::tls::client_config(ca, None).context("--ca-cert")?,
+            ),
+            None => builder,
+        };
+        builder.build().context("building the client to the master")
     }
 
     /// Where to listen: `--listen`, else the address advertised, else loopback.

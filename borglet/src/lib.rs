@@ -102,6 +102,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let bound = listener.local_addr().context("reading the bound address")?;
+    // Bad certificate files stop the start before anything else happens.
+    let serve_tls = config.server_tls()?;
     std::fs::create_dir_all(supervisor::sandboxes_dir(&config.data_dir))
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     // Absolute, because it becomes the tasks' working directory and HOME.
@@ -158,8 +160,11 @@ pub async fn run(
         "attempts re-adopted"
     );
     let contact = Arc::new(register::Contact::default());
+    let masters =
+        Arc::new(borg_shared::masters::Masters::parse(&config.master).context("--master")?);
     let registrar = register::Registrar::new(
-        &config.master,
+        config.master_client(register::REQUEST_TIMEOUT)?,
+        Arc::clone(&masters),
         RegisterMachine {
             name: config.name.clone(),
             address: advertise.clone(),
@@ -183,19 +188,15 @@ pub async fn run(
     };
     let sweeping = tokio::spawn(janitor.run(stop_background.clone()));
     // Without nudges the poll still brings every exit, only later: no reason to refuse to run.
-    let nudging = match nudge::NudgeSender::new(
-        &config.master,
+    let nudging = nudge::NudgeSender::new(
+        config.master_client(nudge::REQUEST_TIMEOUT)?,
+        masters,
         &config.name,
         Arc::clone(&nudger),
         Arc::clone(&metrics),
         Arc::clone(&credentials),
-    ) {
-        Ok(sender) => Some(tokio::spawn(sender.run(stop_background.clone()))),
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "cannot nudge the master; exits wait for its next poll");
-            None
-        }
-    };
+    );
+    let nudging = tokio::spawn(nudging.run(stop_background.clone()));
 
     let sampling = (isolation_mode != borg_shared::wire::IsolationMode::None).then(|| {
         tokio::spawn(isolation::sample_forever(
@@ -220,10 +221,23 @@ pub async fn run(
         master = %config.master, data_dir = %data_dir.display(),
         cpu = %capacity.cpu, memory = %capacity.memory, disk = %capacity.disk,
         on_exit = ?config.on_exit, run_as = ?run_as, isolation = isolation_mode.as_str(),
-        cgroup_parent = %cgroup_parent.display(), "borglet serving");
-    let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+        cgroup_parent = %cgroup_parent.display(), tls = serve_tls.is_some(),
+        mutual_tls = serve_tls.is_some() && config.ca_cert.is_some(), "borglet serving");
+    let served = match serve_tls {
+        Some(tls) => match borg_shared::tls::TlsListener::new(listener, tls) {
+            Ok(listener) => {
+                axum::serve(listener, api::router(state))
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                    .await
+            }
+            Err(e) => Err(e),
+        },
+        None => {
+            axum::serve(listener, api::router(state))
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await
+        }
+    };
 
     stop_background.cancel();
     if let Err(e) = sweeping.await {
@@ -237,10 +251,8 @@ pub async fn run(
             tracing::error!(error = %e, "usage sampling task failed");
         }
     }
-    if let Some(nudging) = nudging {
-        if let Err(e) = nudging.await {
-            tracing::error!(error = %e, "nudge task failed");
-        }
+    if let Err(e) = nudging.await {
+        tracing::error!(error = %e, "nudge task failed");
     }
     match config.on_exit {
         OnExit::Stop => {

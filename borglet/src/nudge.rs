@@ -10,14 +10,14 @@
 
 use crate::credential::Credentials;
 use crate::metrics::Metrics;
-use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Each nudge gets this long.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// While nudges keep failing, warn at most this often (the poll covers for them).
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -40,34 +40,34 @@ pub struct NudgeSender {
     nudger: Arc<Nudger>,
     metrics: Arc<Metrics>,
     client: reqwest::Client,
-    url: reqwest::Url,
+    masters: Arc<borg_shared::masters::Masters>,
+    /// The machine's name: the nudge's path.
+    machine: String,
     credentials: Arc<Credentials>,
 }
 
 impl NudgeSender {
     pub fn new(
-        master: &str,
+        client: reqwest::Client,
+        masters: Arc<borg_shared::masters::Masters>,
         machine: &str,
         nudger: Arc<Nudger>,
         metrics: Arc<Metrics>,
         credentials: Arc<Credentials>,
-    ) -> anyhow::Result<Self> {
-        let mut url =
-            reqwest::Url::parse(master).with_context(|| format!("master URL `{master}`"))?;
-        url.path_segments_mut()
-            .map_err(|()| anyhow::anyhow!("master URL `{master}` cannot be a base URL"))?
-            .pop_if_empty()
-            .extend(["v1", "machines", machine, "nudge"]);
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()?;
-        Ok(NudgeSender {
+    ) -> Self {
+        NudgeSender {
             nudger,
             metrics,
             client,
-            url,
+            masters,
+            machine: machine.to_string(),
             credentials,
-        })
+        }
+    }
+
+    fn url(&self) -> reqwest::Url {
+        self.masters
+            .url(&["v1", "machines", &self.machine, "nudge"])
     }
 
     /// Send a nudge after every request, one at a time, until `shutdown`.
@@ -88,26 +88,22 @@ impl NudgeSender {
             };
             self.metrics.nudged(result.is_ok());
             match result {
-                Ok(()) => tracing::debug!(url = %self.url, "nudged the master"),
+                Ok(()) => tracing::debug!(url = %self.url(), "nudged the master"),
                 Err(e) if last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) => {
-                    tracing::warn!(url = %self.url, error = %format!("{e:#}"),
+                    tracing::warn!(url = %self.url(), error = %format!("{e:#}"),
                         "cannot nudge the master; the next poll will bring the news");
                     last_warn = Some(Instant::now());
                 }
                 Err(e) => {
-                    tracing::debug!(url = %self.url, error = %format!("{e:#}"), "nudge failed")
+                    tracing::debug!(url = %self.url(), error = %format!("{e:#}"), "nudge failed")
                 }
             }
         }
     }
 
     async fn send(&self, token: &str) -> anyhow::Result<()> {
-        let resp = self
-            .client
-            .post(self.url.clone())
-            .bearer_auth(token)
-            .send()
-            .await?;
+        let post = self.client.post(self.url()).bearer_auth(token).build()?;
+        let resp = self.masters.execute(&self.client, post).await?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());

@@ -17,7 +17,8 @@ const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// While the master stays unreachable, warn at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(30);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Each registration call gets this long.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// When the master last showed it knows us: a successful registration or a sync.
 #[derive(Debug)]
@@ -57,7 +58,8 @@ impl Contact {
 
 pub struct Registrar {
     pub client: reqwest::Client,
-    pub url: String,
+    /// The master(s): registration goes to the one that answered last.
+    pub masters: std::sync::Arc<borg_shared::masters::Masters>,
     pub body: RegisterMachine,
     pub contact: std::sync::Arc<Contact>,
     /// Register again after this long without a sync.
@@ -67,18 +69,16 @@ pub struct Registrar {
 
 impl Registrar {
     pub fn new(
-        master: &str,
+        client: reqwest::Client,
+        masters: std::sync::Arc<borg_shared::masters::Masters>,
         body: RegisterMachine,
         contact: std::sync::Arc<Contact>,
         silence: Duration,
         credentials: std::sync::Arc<Credentials>,
     ) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()?;
         Ok(Registrar {
             client,
-            url: format!("{}/v1/machines", master.trim_end_matches('/')),
+            masters,
             body,
             contact,
             silence,
@@ -125,21 +125,21 @@ impl Registrar {
             match self.register_once().await {
                 Ok(()) => {
                     if first || failures > 0 {
-                        tracing::info!(master = %self.url, name = %self.body.name,
+                        tracing::info!(master = %self.masters.current(), name = %self.body.name,
                             address = %self.body.address, failures, "registered with the master");
                     } else {
-                        tracing::debug!(master = %self.url, "registered again");
+                        tracing::debug!(master = %self.masters.current(), "registered again");
                     }
                     return;
                 }
                 Err(e) => {
                     failures += 1;
                     if last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-                        tracing::warn!(master = %self.url, failures, error = %format!("{e:#}"),
+                        tracing::warn!(master = %self.masters.current(), failures, error = %format!("{e:#}"),
                             "cannot register with the master; retrying");
                         last_warn = Some(Instant::now());
                     } else {
-                        tracing::debug!(master = %self.url, failures, error = %format!("{e:#}"), "registration failed");
+                        tracing::debug!(master = %self.masters.current(), failures, error = %format!("{e:#}"), "registration failed");
                     }
                 }
             }
@@ -149,14 +149,17 @@ impl Registrar {
     }
 
     async fn register_once(&self) -> anyhow::Result<()> {
-        let mut post = self.client.post(&self.url).json(&self.body);
+        let mut post = self
+            .client
+            .post(self.masters.url(&["v1", "machines"]))
+            .json(&self.body);
         if let Some(credential) = self.credentials.credential() {
             post = post.bearer_auth(credential);
         }
         if let Some(join) = self.credentials.join_token() {
             post = post.header(JOIN_TOKEN_HEADER, join);
         }
-        let resp = post.send().await?;
+        let resp = self.masters.execute(&self.client, post.build()?).await?;
         let status = resp.status();
         if status.is_success() {
             let answer: Answer = resp

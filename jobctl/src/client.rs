@@ -7,10 +7,13 @@ mod plan;
 mod rollout;
 mod tokens;
 
+use borg_shared::masters::Masters;
+
 use borg_shared::quota::{QuotaSpec, QuotaView};
 use borg_shared::wire::{JobList, JobView, LogStream, MachineList};
 use borg_shared::{ApiError, ErrorBody};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use std::path::Path;
 use std::time::Duration;
 
 /// Calls that answer at once get this long; log streams are not bounded.
@@ -39,6 +42,9 @@ pub enum ClientError {
     Status { status: StatusCode, body: String },
     #[error("unexpected answer from the master to {what}: {reason}")]
     Decode { what: String, reason: String },
+    /// TLS failed: a CA that is not the master's, or a master not serving TLS.
+    #[error("cannot talk securely to the master at {master}: {reason}")]
+    Tls { master: String, reason: String },
     #[error("talking to the master at {master}: {reason}")]
     Transport { master: String, reason: String },
 }
@@ -79,34 +85,50 @@ pub struct Submitted {
 
 pub struct Client {
     http: reqwest::Client,
-    base: Url,
-    /// The master URL as the user wrote it, for messages.
+    masters: Masters,
+    /// The master URL(s) as the user wrote them, for messages.
     master: String,
     token: Option<String>,
 }
 
 impl Client {
+    /// A client of `master` (one URL or several, comma-separated).
     pub fn new(master: &str, token: Option<String>) -> Result<Client, ClientError> {
-        let bad = |reason: String| ClientError::BadUrl {
-            url: master.to_string(),
+        Client::with_ca(master, token, None)
+    }
+
+    /// [`Client::new`], trusting only the cluster CA in the file `ca` (PEM) for https.
+    pub fn with_ca(
+        master: &str,
+        token: Option<String>,
+        ca: Option<&Path>,
+    ) -> Result<Client, ClientError> {
+        let masters = Masters::parse(master).map_err(|e| ClientError::BadUrl {
+            url: e.url,
+            reason: e.reason,
+        })?;
+        let transport = |reason: String| ClientError::Transport {
+            master: master.to_string(),
             reason,
         };
-        let base = Url::parse(master).map_err(|e| bad(e.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-            return Err(bad("use http://HOST:PORT".into()));
-        }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("jobctl/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ClientError::Transport {
-                master: master.to_string(),
-                reason: e.to_string(),
-            })?;
+            .user_agent(concat!("jobctl/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = ca {
+            let config = borg_shared::tls::client_config(ca, None)
+                .map_err(|e| transport(format!("{e} (--ca-cert, BORG_CA_CERT)")))?;
+            builder = builder.use_preconfigured_tls(config);
+        }
+        let http = builder.build().map_err(|e| transport(e.to_string()))?;
         Ok(Client {
             http,
-            base,
-            master: master.trim_end_matches('/').to_string(),
+            masters,
+            master: master
+                .split(',')
+                .map(|m| m.trim().trim_end_matches('/'))
+                .filter(|m| !m.is_empty())
+                .collect::<Vec<_>>()
+                .join(","),
             token: token.filter(|t| !t.is_empty()),
         })
     }
@@ -115,13 +137,19 @@ impl Client {
         &self.master
     }
 
-    /// `base` + path segments, each escaped (job names come from the user).
+    /// The current master's URL + path segments, each escaped.
     fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.base.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
-        }
-        url
+        self.masters.url(segments)
+    }
+
+    /// Send to the master that answered last, failing over to the others
+    /// while one cannot be reached or answers 503.
+    async fn execute(&self, req: RequestBuilder) -> Result<Response, ClientError> {
+        let req = req.build().map_err(|e| self.transport_error(e))?;
+        self.masters
+            .execute(&self.http, req)
+            .await
+            .map_err(|e| self.transport_error(e))
     }
 
     fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
@@ -134,7 +162,7 @@ impl Client {
 
     /// Send, and turn transport failures and non-2xx answers into a `ClientError`.
     async fn send(&self, req: RequestBuilder) -> Result<Response, ClientError> {
-        let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+        let resp = self.execute(req).await?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -146,7 +174,13 @@ impl Client {
     /// A failed send or body read, said in the user's terms.
     pub fn transport_error(&self, e: reqwest::Error) -> ClientError {
         let master = self.master.clone();
-        if e.is_connect() {
+        if let Some(reason) = borg_shared::tls::failure(&e) {
+            let master = e
+                .url()
+                .map(|u| u.origin().ascii_serialization())
+                .unwrap_or(master);
+            ClientError::Tls { master, reason }
+        } else if e.is_connect() {
             ClientError::Unreachable { master }
         } else if e.is_timeout() {
             ClientError::Timeout { master }
@@ -179,7 +213,7 @@ impl Client {
                 .request(Method::POST, &["v1", "jobs"])
                 .timeout(REQUEST_TIMEOUT)
                 .json(spec);
-            let resp = req.send().await.map_err(|e| self.transport_error(e))?;
+            let resp = self.execute(req).await?;
             tries += 1;
             if resp.status() != StatusCode::TOO_MANY_REQUESTS || tries >= SUBMIT_TRIES {
                 break resp;

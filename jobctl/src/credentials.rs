@@ -34,9 +34,41 @@ fn config_file() -> Option<PathBuf> {
 
 /// The nearest `.borg-dev/admin.token` from `dir` upwards.
 pub fn dev_cell_token_file(dir: &Path) -> Option<PathBuf> {
+    dev_cell_file(dir, Path::new(ADMIN_TOKEN_FILE))
+}
+
+/// The dev cell's CA certificate, in its data dir (`jobctl dev --tls`).
+pub const CA_CERT_FILE: &str = "tls/ca.pem";
+/// The URL the dev cell's master serves, in its data dir.
+pub const MASTER_URL_FILE: &str = "master.url";
+
+/// The nearest `.borg-dev/<name>` from `dir` upwards.
+pub fn dev_cell_file(dir: &Path, name: &Path) -> Option<PathBuf> {
     dir.ancestors()
-        .map(|d| d.join(DEV_DATA_DIR).join(ADMIN_TOKEN_FILE))
+        .map(|d| d.join(DEV_DATA_DIR).join(name))
         .find(|f| f.is_file())
+}
+
+/// The master URL(s) to call: `--master` or `BORG_MASTER`, else the URL of a
+/// dev cell started in this directory or one above, else the default.
+pub fn master(given: Option<String>) -> String {
+    given
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+        .or_else(|| {
+            let cwd = std::env::current_dir().ok()?;
+            dev_cell_file(&cwd, Path::new(MASTER_URL_FILE)).and_then(|f| read(&f))
+        })
+        .unwrap_or_else(|| crate::DEFAULT_MASTER.to_string())
+}
+
+/// The CA to trust: `--ca-cert` or `BORG_CA_CERT`, else the CA of a dev cell
+/// started with `--tls` in this directory or one above.
+pub fn ca_cert(given: Option<PathBuf>) -> Option<PathBuf> {
+    given.filter(|p| !p.as_os_str().is_empty()).or_else(|| {
+        let cwd = std::env::current_dir().ok()?;
+        dev_cell_file(&cwd, Path::new(CA_CERT_FILE))
+    })
 }
 
 /// A token file's first line, if it has one.
@@ -62,6 +94,18 @@ mod tests {
         let found = dev_cell_token_file(&below).unwrap();
         assert_eq!(found, data.join(ADMIN_TOKEN_FILE));
         assert_eq!(read(&found).as_deref(), Some("borg_abc"));
+    }
+
+    #[test]
+    fn a_dev_cells_url_and_ca_are_found_from_below_its_directory() {
+        let top = tempfile::tempdir().unwrap();
+        let below = top.path().join("a");
+        std::fs::create_dir_all(top.path().join(DEV_DATA_DIR).join("tls")).unwrap();
+        std::fs::create_dir_all(&below).unwrap();
+        assert_eq!(dev_cell_file(&below, Path::new(CA_CERT_FILE)), None);
+        let ca = top.path().join(DEV_DATA_DIR).join(CA_CERT_FILE);
+        std::fs::write(&ca, "pem").unwrap();
+        assert_eq!(dev_cell_file(&below, Path::new(CA_CERT_FILE)), Some(ca));
     }
 
     #[test]

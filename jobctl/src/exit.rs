@@ -6,7 +6,7 @@
 //! | 1 | the job failed or was killed, or any other error |
 //! | 2 | usage: a bad flag or argument (clap) |
 //! | 3 | not found: no such job, task or machine |
-//! | 4 | the master is unreachable (the line names the URL tried) |
+//! | 4 | the master is unreachable, or TLS with it failed (the line names the URL tried) |
 
 use crate::client::ClientError;
 use reqwest::StatusCode;
@@ -27,7 +27,9 @@ pub fn code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if let Some(c) = cause.downcast_ref::<ClientError>() {
             return match c {
-                ClientError::Unreachable { .. } | ClientError::Timeout { .. } => UNREACHABLE,
+                ClientError::Unreachable { .. }
+                | ClientError::Timeout { .. }
+                | ClientError::Tls { .. } => UNREACHABLE,
                 ClientError::Api { status, .. } | ClientError::Status { status, .. }
                     if *status == StatusCode::NOT_FOUND =>
                 {

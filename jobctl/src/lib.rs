@@ -28,10 +28,18 @@ pub const DEFAULT_MASTER: &str = "http://127.0.0.1:7700";
     propagate_version = true
 )]
 pub struct Cli {
-    /// Base URL of the borgmaster API [default: http://127.0.0.1:7700].
+    /// Base URL of the borgmaster API, or several comma-separated (tried in
+    /// turn while one is unreachable or answers 503) [default: the dev cell's
+    /// started in this directory or one above, else http://127.0.0.1:7700].
     /// `jobctl bench` uses this cell instead of starting its own.
-    #[arg(long, global = true, env = "BORG_MASTER")]
+    #[arg(long, global = true, env = "BORG_MASTER", value_name = "URL[,URL...]")]
     pub master: Option<String>,
+
+    /// The cluster CA (PEM) an https master's certificate must chain to
+    /// [default: the CA of a `jobctl dev --tls` cell started in this directory
+    /// or one above, else the system's roots].
+    #[arg(long, global = true, env = "BORG_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<std::path::PathBuf>,
 
     /// Bearer token for the API [default: ~/.config/borg/token, else the
     /// admin.token of a dev cell started in this directory or one above].
@@ -98,16 +106,22 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let Cli {
         master,
+        ca_cert,
         token,
         command,
     } = cli;
-    let url = master.clone().unwrap_or_else(|| DEFAULT_MASTER.to_string());
     // `dev` makes its own token and a component needs none.
-    let token = match &command {
-        Command::Dev(_) | Command::Component(_) | Command::Completion(_) => None,
-        _ => credentials::resolve(token),
+    let (token, url, ca) = match &command {
+        Command::Dev(_) | Command::Component(_) | Command::Completion(_) => {
+            (None, DEFAULT_MASTER.to_string(), None)
+        }
+        _ => (
+            credentials::resolve(token),
+            credentials::master(master.clone()),
+            credentials::ca_cert(ca_cert),
+        ),
     };
-    let client = || client::Client::new(&url, token.clone());
+    let client = || client::Client::with_ca(&url, token.clone(), ca.as_deref());
     match command {
         Command::Component(args) => cmd::component::run(args),
         Command::Dev(args) => dev::run(args),

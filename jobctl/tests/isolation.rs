@@ -77,6 +77,7 @@ async fn spawn_app() -> TestApp {
             ..Default::default()
         },
         limits: Default::default(),
+        tls: Default::default(),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(borgmaster::run(listener, config, shutdown.clone()));

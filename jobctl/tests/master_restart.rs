@@ -49,6 +49,7 @@ fn start_master(listener: TcpListener, database_url: &str) -> (CancellationToken
             ..Default::default()
         },
         limits: Default::default(),
+        tls: Default::default(),
     };
     let token = CancellationToken::new();
     let handle = tokio::spawn({

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod poller;
 pub mod rollout;
 pub mod sweep;
+pub mod tls;
 
 /// The store of record: every state change goes through it.
 pub use borg_store as store;
@@ -57,6 +58,8 @@ pub struct Config {
     pub auth: auth::AuthConfig,
     #[command(flatten)]
     pub limits: api::LimitsConfig,
+    #[command(flatten)]
+    pub tls: tls::TlsConfig,
 }
 
 impl Config {
@@ -77,13 +80,16 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Bad certificate files stop the start before anything else happens.
+    let serve_tls = config.tls.server()?;
     let store = store::Store::connect(&config.database_url)
         .await
         .context("connecting to postgres")?;
     store.migrate().await.context("applying migrations")?;
     auth::prepare(&store, &config.auth).await?;
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
+    let http = config
+        .tls
+        .client(reqwest::Client::builder().connect_timeout(Duration::from_secs(2)))?
         .build()
         .context("building the HTTP client")?;
     let machines_changed = Arc::new(Notify::new());
@@ -131,12 +137,24 @@ pub async fn run(
         db,
     };
     let leader = tokio::spawn(leader::run(leading, holder, shutdown.clone()));
-    tracing::info!(%listen, "borgmaster serving");
+    tracing::info!(%listen, tls = serve_tls.is_some(), "borgmaster serving");
     // The peer's address keys the submit rate of callers without a token.
     let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    match serve_tls {
+        Some(config) => {
+            use axum::serve::ListenerExt;
+            // tap_io: axum gives `ConnectInfo<SocketAddr>` to a tapped listener.
+            let listener = borg_shared::tls::TlsListener::new(listener, config)?.tap_io(|_| {});
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await?
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await?
+        }
+    }
     shutdown.cancel();
     leader.await?;
     db_watch.await?;

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 pub mod event_stream;
 pub mod ids;
+pub mod masters;
 pub mod naming;
 pub mod plan;
 pub mod quota;
@@ -14,6 +15,7 @@ pub mod resources;
 pub mod rollout;
 pub mod spec;
 pub mod states;
+pub mod tls;
 pub mod wire;
 
 pub use error::{ApiError, ErrorBody};

@@ -10,6 +10,7 @@ mod admin_token;
 mod child;
 mod db;
 mod secrets;
+mod tls;
 
 /// The cell's database on its embedded Postgres (the bench seeds history in it).
 pub use db::DATABASE;
@@ -47,6 +48,10 @@ pub struct Args {
     /// Do not echo the components' logs on the terminal (they still go to DIR/logs).
     #[arg(short, long)]
     pub quiet: bool,
+    /// Run the whole cell over https: a cluster CA and certificates in DIR/tls
+    /// (keys 0600); borglets require the master's client certificate.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// Run the cell until Ctrl-C/SIGTERM (Ok), restarting a component that dies, or
@@ -64,6 +69,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let token = Some(admin_token::ensure(&data_dir)?);
 
     let join_token = secrets::join_token(&data_dir)?;
+    let tls = match args.tls {
+        true => Some(tls::prepare(&data_dir, args.listen, borglet_addrs.len())?),
+        false => None,
+    };
+    // jobctl run in or below this directory calls this cell (and trusts its CA).
+    let url_file = data_dir.join(crate::credentials::MASTER_URL_FILE);
+    std::fs::write(
+        &url_file,
+        format!("{}\n", master_url(args.listen, tls.is_some())),
+    )
+    .with_context(|| format!("writing {}", url_file.display()))?;
 
     let (pg, given_url) = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => {
@@ -101,6 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 echo: !args.quiet,
                 startup_timeout: args.startup_timeout.into(),
                 token,
+                tls,
             };
             cell.run().await
         });
@@ -140,12 +157,13 @@ fn check_free(addr: SocketAddr, flag: &str) -> anyhow::Result<()> {
 }
 
 /// The URL clients use for a listen address (`0.0.0.0` is reached on loopback).
-fn master_url(listen: SocketAddr) -> String {
+fn master_url(listen: SocketAddr, tls: bool) -> String {
     let ip = match listen.ip() {
         ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, listen.port()))
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", SocketAddr::new(ip, listen.port()))
 }
 
 struct Cell {
@@ -160,6 +178,8 @@ struct Cell {
     echo: bool,
     startup_timeout: Duration,
     token: Option<String>,
+    /// `--tls`: the CA and every component's certificate.
+    tls: Option<tls::CellTls>,
 }
 
 /// A component that dies is started again, up to `REVIVE_LIMIT` times within
@@ -285,18 +305,18 @@ impl Cell {
         exits: &mpsc::UnboundedSender<Exit>,
         children: &mut Vec<Child>,
     ) -> anyhow::Result<()> {
-        let master = master_url(self.listen);
+        let master = master_url(self.listen, self.tls.is_some());
+        let mut master_args = vec![
+            "--listen".into(),
+            self.listen.to_string(),
+            "--bootstrap-token-file".into(),
+            admin_token::path(&self.data_dir).display().to_string(),
+        ];
+        if let Some(cell) = &self.tls {
+            master_args.extend(tls::flags(&cell.master, &cell.ca));
+        }
         let mut specs: Vec<(String, &'static str, Vec<String>)> = vec![
-            (
-                "borgmaster".into(),
-                "borgmaster",
-                vec![
-                    "--listen".into(),
-                    self.listen.to_string(),
-                    "--bootstrap-token-file".into(),
-                    admin_token::path(&self.data_dir).display().to_string(),
-                ],
-            ),
+            ("borgmaster".into(), "borgmaster", master_args),
             (
                 "borgscheduler".into(),
                 "borgscheduler",
@@ -307,11 +327,11 @@ impl Cell {
             let n = i + 1;
             let dir = self.data_dir.join(format!("borglet-{n}"));
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            specs.push((
-                format!("borglet-{n}"),
-                "borglet",
-                borglet_args(n, *addr, &master, &dir),
-            ));
+            let mut args = borglet_args(n, *addr, &master, &dir);
+            if let Some(cell) = &self.tls {
+                args.extend(tls::flags(&cell.borglets[i], &cell.ca));
+            }
+            specs.push((format!("borglet-{n}"), "borglet", args));
         }
         for (name, component, args) in specs {
             let child = Spawn {
@@ -331,8 +351,9 @@ impl Cell {
 
     /// Wait for the master's health check, then for every borglet to register as up.
     async fn wait_up(&self) -> anyhow::Result<()> {
-        let master = master_url(self.listen);
-        let client = crate::client::Client::new(&master, self.token.clone())?;
+        let master = master_url(self.listen, self.tls.is_some());
+        let ca = self.tls.as_ref().map(|t| t.ca.as_path());
+        let client = crate::client::Client::with_ca(&master, self.token.clone(), ca)?;
         let deadline = Instant::now() + self.startup_timeout;
         let logs = self.log_dir.display();
         let limit = humantime::format_duration(self.startup_timeout);
@@ -375,7 +396,7 @@ impl Cell {
     }
 
     fn banner(&self) {
-        let master = master_url(self.listen);
+        let master = master_url(self.listen, self.tls.is_some());
         let exe = jobctl_path();
         let flag = if master == crate::DEFAULT_MASTER {
             String::new()
@@ -395,9 +416,19 @@ impl Cell {
         if let Some(token) = &self.token {
             println!("export BORG_TOKEN={token}");
         }
+        if let Some(cell) = &self.tls {
+            println!("export BORG_CA_CERT={}", cell.ca.display());
+        }
         println!("try: {exe}{flag} run -f examples/hello.yaml --wait");
+        let tls = match &self.tls {
+            Some(cell) => format!(
+                " --ca-cert {} --tls-cert CERT --tls-key KEY",
+                cell.ca.display()
+            ),
+            None => String::new(),
+        };
         println!(
-            "more machines join with: borglet --join-token-file {} --master {master} --name m{} ...",
+            "more machines join with: borglet --join-token-file {} --master {master}{tls} --name m{} ...",
             self.data_dir.join(secrets::JOIN_TOKEN_FILE).display(),
             self.borglets.len() + 1
         );
@@ -555,12 +586,12 @@ mod tests {
     #[test]
     fn master_url_of_a_wildcard_listen_is_loopback() {
         assert_eq!(
-            master_url("0.0.0.0:7700".parse().unwrap()),
+            master_url("0.0.0.0:7700".parse().unwrap(), false),
             "http://127.0.0.1:7700"
         );
         assert_eq!(
-            master_url("127.0.0.1:8000".parse().unwrap()),
-            "http://127.0.0.1:8000"
+            master_url("127.0.0.1:8000".parse().unwrap(), true),
+            "https://127.0.0.1:8000"
         );
     }
 

@@ -161,6 +161,15 @@ impl Cell {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// Another borglet `mN` (its data in the cell's dir) reaching the master(s) at `master`.
+    pub fn start_borglet(&mut self, n: usize, master: &str) {
+        let data = self.path().join(format!("borglet-{n}"));
+        std::fs::create_dir_all(&data).unwrap();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let args = jobctl::dev::borglet_args(n, addr, master, &data);
+        self.spawn(&format!("borglet-{n}"), "borglet", args);
+    }
+
     fn spawn(&mut self, name: &str, component: &str, args: Vec<String>) {
         let log = File::options()
             .create(true)

@@ -69,6 +69,8 @@ pub struct Cell {
     /// The cell's admin token (`<data-dir>/admin.token`), which `command` sends.
     pub token: String,
     pub data_dir: PathBuf,
+    /// `jobctl dev --tls`: the cell's CA, which `command` trusts.
+    pub ca: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -88,6 +90,11 @@ impl Cell {
 
     /// The same with its data dir at `sub` in a fresh temporary directory.
     pub fn start_at(borglets: usize, sub: &str) -> Cell {
+        Cell::start_with(borglets, sub, false)
+    }
+
+    /// The same, `jobctl dev --tls` when `tls`: the whole cell over https.
+    pub fn start_with(borglets: usize, sub: &str, tls: bool) -> Cell {
         let dir = tempfile::Builder::new()
             .prefix("borg-e2e-")
             .tempdir_in("/tmp")
@@ -95,9 +102,12 @@ impl Cell {
         let data_dir = dir.path().join(sub);
         let port = free_port();
         let base = free_port_run(borglets as u16);
-        let master = format!("http://127.0.0.1:{port}");
+        let scheme = if tls { "https" } else { "http" };
+        let master = format!("{scheme}://127.0.0.1:{port}");
         let child = Command::new(JOBCTL)
-            .args(["dev", "--borglets", &borglets.to_string(), "--data-dir"])
+            .args(["dev", "--borglets", &borglets.to_string()])
+            .args(tls.then_some("--tls"))
+            .arg("--data-dir")
             .arg(&data_dir)
             .args([
                 "--listen",
@@ -116,6 +126,7 @@ impl Cell {
             child,
             master,
             token,
+            ca: tls.then(|| data_dir.join("tls").join("ca.pem")),
             data_dir,
             _dir: dir,
         };
@@ -144,6 +155,10 @@ impl Cell {
             .args(args)
             .env("BORG_TOKEN", &self.token)
             .current_dir(repo_root());
+        match &self.ca {
+            Some(ca) => c.env("BORG_CA_CERT", ca),
+            None => c.env_remove("BORG_CA_CERT"),
+        };
         c
     }
 }

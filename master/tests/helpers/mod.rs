@@ -50,6 +50,7 @@ pub fn test_config(
         leader: Default::default(),
         auth: test_auth(),
         limits: Default::default(),
+        tls: Default::default(),
     }
 }
 
