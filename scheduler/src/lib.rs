@@ -8,6 +8,7 @@ mod config;
 mod metrics;
 mod place;
 pub mod replay;
+pub mod synth;
 mod run;
 mod score;
 mod snapshot;

@@ -333,7 +333,7 @@ async fn pass(
         stats.placed += committed.placed.len();
         stats.lost_races += committed.lost_races;
         for p in &committed.placed {
-            tracing::debug!(task = %p.task, job = %p.job, attempt = %p.attempt, machine = %p.machine, "placed");
+            tracing::debug!(target: "borgscheduler::placed", task = %p.task, job = %p.job, attempt = %p.attempt, machine = %p.machine, "placed");
         }
         let reasons = page.reasons_to_write(reasons);
         stats.reasons_written += store.write_pending_reasons(&reasons).await?;
