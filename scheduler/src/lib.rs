@@ -8,10 +8,11 @@ mod config;
 mod metrics;
 mod place;
 pub mod replay;
-pub mod synth;
 mod run;
 mod score;
+mod slice;
 mod snapshot;
+pub mod synth;
 
 pub use borg_store::{
     Committed, Placed, CHANNEL_PENDING as PENDING_CHANNEL, CHANNEL_PLACED as PLACED_CHANNEL,

@@ -19,7 +19,11 @@ fn skips(scheduler: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unplaceable_queue_waits_for_a_change() {
     let (url, pool) = fresh_pool().await;
-    MachineBuilder::new("small").cpu(1000).mem(GI).insert(&pool).await;
+    MachineBuilder::new("small")
+        .cpu(1000)
+        .mem(GI)
+        .insert(&pool)
+        .await;
     let (_, big) = JobBuilder::new("big").cpu(4000).insert(&pool).await;
 
     let mut c = config(&url, "idle", Duration::from_millis(50), 100);
@@ -38,7 +42,11 @@ async fn an_unplaceable_queue_waits_for_a_change() {
     .await;
     // A row written behind the store's back (no event, no notification) is not
     // a change the scheduler can see: still no pass.
-    MachineBuilder::new("roomy").cpu(8000).mem(8 * GI).insert(&pool).await;
+    MachineBuilder::new("roomy")
+        .cpu(8000)
+        .mem(8 * GI)
+        .insert(&pool)
+        .await;
     let skipped = skips("idle");
     wait_until("five more idle wake-ups", DEADLINE, || async {
         skips("idle") >= skipped + 5
@@ -59,9 +67,11 @@ async fn an_unplaceable_queue_waits_for_a_change() {
     .execute(&pool)
     .await
     .unwrap();
-    wait_until("the task is placed on the new machine", DEADLINE, || async {
-        task_state(&pool, big[0]).await.0 == "assigned"
-    })
+    wait_until(
+        "the task is placed on the new machine",
+        DEADLINE,
+        || async { task_state(&pool, big[0]).await.0 == "assigned" },
+    )
     .await;
     s.stop().await;
 }

@@ -16,16 +16,26 @@ const BATCH: usize = 1000;
 /// whether tasks are scanned sequentially).
 async fn plan_after(url: &str, ids: &str, mode: &str, runs: usize) -> (f64, bool) {
     let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-    let sql = borg_store::CLAIM_TASKS.replace("$1::uuid[]", "$1").replace("$2::bigint[]", "$2")
-        .replace("$3::bigint[]", "$3").replace("$4::bigint[]", "$4");
+    let sql = borg_store::CLAIM_TASKS
+        .replace("$1::uuid[]", "$1")
+        .replace("$2::bigint[]", "$2")
+        .replace("$3::bigint[]", "$3")
+        .replace("$4::bigint[]", "$4");
     conn.execute(format!("PREPARE claim(uuid[], bigint[], bigint[], bigint[]) AS {sql}").as_str())
         .await
         .unwrap();
-    let args = format!("'{{{ids}}}', '{{{z}}}', '{{{z}}}', '{{{z}}}'", z = vec!["0"; BATCH].join(","));
+    let args = format!(
+        "'{{{ids}}}', '{{{z}}}', '{{{z}}}', '{{{z}}}'",
+        z = vec!["0"; BATCH].join(",")
+    );
     let mut tx = conn.begin().await.unwrap();
-    tx.execute(format!("SET LOCAL plan_cache_mode = {mode}").as_str()).await.unwrap();
+    tx.execute(format!("SET LOCAL plan_cache_mode = {mode}").as_str())
+        .await
+        .unwrap();
     for _ in 0..runs {
-        tx.execute(format!("EXECUTE claim({args})").as_str()).await.unwrap();
+        tx.execute(format!("EXECUTE claim({args})").as_str())
+            .await
+            .unwrap();
     }
     let row = sqlx::query(&format!("EXPLAIN (FORMAT JSON) EXECUTE claim({args})"))
         .fetch_one(&mut *tx)
@@ -63,22 +73,27 @@ async fn the_claim_is_planned_for_its_batch_every_time() {
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let store = Store::from_pool(pool.clone());
     synth::seed(&store, 100, 20_000).await.unwrap();
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT id::text FROM tasks ORDER BY random() LIMIT $1",
-    )
-    .bind(BATCH as i64)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id::text FROM tasks ORDER BY random() LIMIT $1")
+            .bind(BATCH as i64)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     let ids = ids.join(",");
 
     // What commit_placements runs under.
     for runs in [0, 6, 12] {
         let (rows, seq) = plan_after(&url, &ids, "force_custom_plan", runs).await;
-        assert_eq!(rows, BATCH as f64, "after {runs} runs the claim expects {rows} rows");
+        assert_eq!(
+            rows, BATCH as f64,
+            "after {runs} runs the claim expects {rows} rows"
+        );
         assert!(!seq, "after {runs} runs the claim scans all tasks");
     }
     // The control: a generic plan (what the default mode switches to) guesses.
     let (rows, _) = plan_after(&url, &ids, "force_generic_plan", 0).await;
-    assert_ne!(rows, BATCH as f64, "a generic plan cannot know the batch size");
+    assert_ne!(
+        rows, BATCH as f64,
+        "a generic plan cannot know the batch size"
+    );
 }

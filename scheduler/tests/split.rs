@@ -44,16 +44,24 @@ async fn two_scheduler_processes_split_the_queue_and_never_over_commit() {
         .unwrap();
     let store = Store::from_pool(pool.clone());
     let mut conn = pool.acquire().await.unwrap();
-    borg_store::fixtures::seed_machines(&mut conn, 1000).await.unwrap();
+    borg_store::fixtures::seed_machines(&mut conn, 1000)
+        .await
+        .unwrap();
     drop(conn);
 
     let exe = Path::new(env!("CARGO_BIN_EXE_borgscheduler"));
-    let args = ["--interval=200ms".to_string(), "--batch-size=500".to_string()];
+    let args = [
+        "--interval=200ms".to_string(),
+        "--batch-size=500".to_string(),
+    ];
     let mut procs = synth::SchedulerProcs::spawn(exe, &args, &url, 2).unwrap();
     // Both members before any work, so every pass sees the split.
     let deadline = Instant::now() + Duration::from_secs(60);
     while slots_held(&pool).await < 2 {
-        assert!(Instant::now() < deadline, "the schedulers never took their slots");
+        assert!(
+            Instant::now() < deadline,
+            "the schedulers never took their slots"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     synth::seed(&store, 0, TASKS).await.unwrap();
@@ -62,17 +70,30 @@ async fn two_scheduler_processes_split_the_queue_and_never_over_commit() {
         .await
         .unwrap();
 
-    let m = synth::measure(&procs, Duration::from_secs(300)).await.unwrap();
+    let m = synth::measure(&procs, Duration::from_secs(300))
+        .await
+        .unwrap();
     let v = synth::verdict(&pool).await.unwrap();
     eprintln!("{m:?}\n{v:?}");
     assert!(v.clean(), "{v:?}");
-    assert_eq!((v.placed, v.pending), (TASKS, 0), "the cell has room for all");
-    assert_eq!(m.placed, TASKS as u64, "the passes account for every placement");
+    assert_eq!(
+        (v.placed, v.pending),
+        (TASKS, 0),
+        "the cell has room for all"
+    );
+    assert_eq!(
+        m.placed, TASKS as u64,
+        "the passes account for every placement"
+    );
     let by = placers(&pool).await;
     let mut jobs: Vec<uuid::Uuid> = by.iter().map(|(j, _)| *j).collect();
     jobs.sort();
     jobs.dedup();
-    assert_eq!(jobs.len(), by.len(), "a job placed by both schedulers: {by:?}");
+    assert_eq!(
+        jobs.len(),
+        by.len(),
+        "a job placed by both schedulers: {by:?}"
+    );
     for name in ["bench-0", "bench-1"] {
         assert!(
             by.iter().any(|(_, s)| s == name),
@@ -85,7 +106,10 @@ async fn two_scheduler_processes_split_the_queue_and_never_over_commit() {
     procs.kill(1);
     let deadline = Instant::now() + Duration::from_secs(60);
     while slots_held(&pool).await > 1 {
-        assert!(Instant::now() < deadline, "the dead scheduler's slot stayed held");
+        assert!(
+            Instant::now() < deadline,
+            "the dead scheduler's slot stayed held"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let since = procs.passes().len();

@@ -74,7 +74,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         for &schedulers in &args.schedulers {
             let db = format!("bench_{machines}_{schedulers}");
             let mut admin = sqlx::PgConnection::connect(&server.url("postgres")).await?;
-            admin.execute(format!("CREATE DATABASE {db}").as_str()).await?;
+            admin
+                .execute(format!("CREATE DATABASE {db}").as_str())
+                .await?;
             let url = server.url(&db);
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(4)
@@ -118,7 +120,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 v.placed
             );
             pool.close().await;
-            admin.execute(format!("DROP DATABASE {db}").as_str()).await?;
+            admin
+                .execute(format!("DROP DATABASE {db}").as_str())
+                .await?;
         }
     }
     server.stop()?;

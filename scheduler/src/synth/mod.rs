@@ -92,9 +92,8 @@ impl Verdict {
 
 /// Check the placements from the rows alone.
 pub async fn verdict(pool: &PgPool) -> anyhow::Result<Verdict> {
-    let one = |sql: &'static str| async move {
-        sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await
-    };
+    let one =
+        |sql: &'static str| async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await };
     let mut v = Verdict {
         placed: one("SELECT count(*) FROM attempts WHERE state IN ('assigned', 'starting', 'running')")
             .await?,
@@ -123,8 +122,11 @@ pub async fn verdict(pool: &PgPool) -> anyhow::Result<Verdict> {
         .into_iter()
         .map(|(id, l)| (id, l.0))
         .collect();
-    let specs: HashMap<uuid::Uuid, Json<JobSpec>> =
-        sqlx::query_as("SELECT id, spec FROM jobs").fetch_all(pool).await?.into_iter().collect();
+    let specs: HashMap<uuid::Uuid, Json<JobSpec>> = sqlx::query_as("SELECT id, spec FROM jobs")
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .collect();
     let live: Vec<(uuid::Uuid, uuid::Uuid, i64)> = sqlx::query_as(
         "SELECT t.job_id, a.machine_id, count(*) FROM attempts a JOIN tasks t ON t.id = a.task_id
          WHERE a.state IN ('assigned', 'starting', 'running') GROUP BY 1, 2",

@@ -32,6 +32,8 @@ impl PassLine {
 /// Scheduler processes, killed on drop.
 pub struct SchedulerProcs {
     children: Vec<Child>,
+    /// Killed by `kill`: no longer expected to pass.
+    dead: Vec<usize>,
     pub started: Instant,
     pub lines: Arc<Mutex<Vec<PassLine>>>,
 }
@@ -78,9 +80,17 @@ impl SchedulerProcs {
         }
         Ok(SchedulerProcs {
             children,
+            dead: Vec::new(),
             started,
             lines,
         })
+    }
+
+    /// SIGKILL scheduler `i` (its session ends with it, as a crash would).
+    pub fn kill(&mut self, i: usize) {
+        let _ = self.children[i].kill();
+        let _ = self.children[i].wait();
+        self.dead.push(i);
     }
 
     pub fn passes(&self) -> Vec<PassLine> {
@@ -94,11 +104,13 @@ impl SchedulerProcs {
         let Some(last_busy) = passes.iter().filter(|p| p.busy()).map(|p| p.at).max() else {
             return false;
         };
-        (0..self.children.len()).all(|i| {
-            passes
-                .iter()
-                .any(|p| p.scheduler == i && !p.busy() && p.started() >= last_busy)
-        })
+        (0..self.children.len())
+            .filter(|i| !self.dead.contains(i))
+            .all(|i| {
+                passes
+                    .iter()
+                    .any(|p| p.scheduler == i && !p.busy() && p.started() >= last_busy)
+            })
     }
 }
 
@@ -119,7 +131,10 @@ fn parse(scheduler: usize, line: &str) -> Option<PassLine> {
     let field = |name: &str| -> Option<u64> {
         let key = format!(" {name}=");
         let rest = &line[line.find(&key)? + key.len()..];
-        rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
     };
     Some(PassLine {
         scheduler,
