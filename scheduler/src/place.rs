@@ -99,7 +99,7 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
             decisions.push(Decision::Unplaceable {
                 task: task.id,
                 reason: reason.clone(),
-                cause: *cause,
+                cause,
             });
             continue;
         }

@@ -193,7 +193,7 @@ pub async fn measure(procs: &SchedulerProcs, limit: Duration) -> anyhow::Result<
             .filter_map(|i| of(i).next().map(|p| (p.pending, p.ms)))
             .collect(),
         settled_pass: (0..n)
-            .filter_map(|i| of(i).last().map(|p| (p.pending, p.ms)))
+            .filter_map(|i| of(i).next_back().map(|p| (p.pending, p.ms)))
             .collect(),
     })
 }
