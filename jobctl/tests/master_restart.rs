@@ -92,6 +92,9 @@ async fn tasks_outlive_the_master_and_a_new_master_adopts_them() {
         name: "test-scheduler".into(),
         listen: None,
         scoring: Default::default(),
+        recheck_after: Duration::from_secs(30),
+        whole_queue: false,
+        sample: 128,
     };
     tokio::spawn(borgscheduler::run(scheduler, shutdown.clone()));
     // Reachable by tasks, which a root borglet runs as `nobody`.

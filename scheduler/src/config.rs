@@ -36,6 +36,23 @@ pub struct Config {
     #[arg(long, env = "BORG_SCHEDULER_SCORING", value_enum, default_value_t)]
     pub scoring: crate::Scoring,
 
+    /// Longest time between passes while nothing changes (no notification, no
+    /// event written, no backoff ended): an interval wake-up with nothing new
+    /// does not judge the queue again before this. 0: a pass every interval.
+    #[arg(long, env = "BORG_SCHEDULER_RECHECK_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub recheck_after: Duration,
+
+    /// Judge the whole pending queue instead of this scheduler's slice of it
+    /// (by default the running schedulers share the queue out by job; see slice.rs).
+    #[arg(long, env = "BORG_SCHEDULER_WHOLE_QUEUE")]
+    pub whole_queue: bool,
+
+    /// Score at most this many feasible machines per task (relaxed
+    /// randomization: each task walks the machines from a place of its own);
+    /// 0 scores every feasible machine.
+    #[arg(long, env = "BORG_SCHEDULER_SAMPLE", default_value_t = 128)]
+    pub sample: usize,
+
     /// Serve `GET /metrics` (Prometheus) and `GET /healthz` here, e.g. `127.0.0.1:7710`
     /// [default: not served].
     #[arg(long, env = "BORG_SCHEDULER_LISTEN")]

@@ -11,7 +11,9 @@ mod place;
 pub mod replay;
 mod run;
 mod score;
+mod slice;
 mod snapshot;
+pub mod synth;
 
 pub use borg_store::{
     Committed, Placed, CHANNEL_PENDING as PENDING_CHANNEL, CHANNEL_PLACED as PLACED_CHANNEL,

@@ -59,6 +59,10 @@ fn describe() {
         "One pass: read, place and commit every page of the pending queue"
     );
     describe_counter!(
+        "borg_scheduler_passes_skipped_total",
+        "Interval wake-ups with nothing changed since the last pass (no pass made)"
+    );
+    describe_counter!(
         "borg_scheduler_placements_total",
         "Placements committed (attempts created)"
     );
@@ -77,6 +81,11 @@ fn describe() {
 }
 
 /// Record one pass.
+/// An interval wake-up with nothing changed since the last pass: no pass.
+pub fn skipped() {
+    metrics::counter!("borg_scheduler_passes_skipped_total").increment(1);
+}
+
 pub fn record(stats: Option<&PassStats>, seconds: f64) {
     let result = if stats.is_some() { "ok" } else { "error" };
     metrics::counter!("borg_scheduler_passes_total", "result" => result).increment(1);

@@ -2,6 +2,7 @@
 //! decisions, with no I/O, clock or randomness, so its invariants can be
 //! property-tested and a batch can be replayed from a log.
 
+mod class;
 mod feasible;
 mod load;
 mod ports;
@@ -11,15 +12,14 @@ mod reason;
 
 use crate::score::tie_break;
 use crate::snapshot::{fits, sub, Machine, PendingTask, Snapshot};
-use borg_shared::spec::Constraint;
 use borg_shared::wire::Capacity;
-use borg_shared::{JobId, MachineId, TaskId};
+use borg_shared::{MachineId, TaskId};
+use class::Classes;
 use load::JobLoads;
 use ports::PortsTaken;
 use preempt::{Outcome, Preemptor};
 use quota::QuotaLedger;
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::HashSet;
 
 /// What to do with one pending task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,11 +67,16 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
     queue.sort_by(|a, b| a.queue_cmp(b));
 
     let mut free: Vec<Capacity> = machines.iter().map(Machine::free).collect();
-    let mut matching = MatchCache::default();
+    let mut classes = Classes::default();
     let mut loads = JobLoads::new(snapshot);
     let mut ports = PortsTaken::default();
     let mut quotas = QuotaLedger::new(snapshot);
     let spread_jobs = snapshot.scoring.spreads_jobs();
+    let sample = if snapshot.sample == 0 {
+        usize::MAX
+    } else {
+        snapshot.sample
+    };
     let mut preemptor = Preemptor::new(machines, &snapshot.victims, &snapshot.stopping);
     let mut seen = HashSet::with_capacity(queue.len());
     let mut decisions = Vec::with_capacity(queue.len());
@@ -89,24 +94,42 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
             continue;
         }
         loads.prepare(task, snapshot, spread_jobs);
-        let candidates = matching.get(task, machines);
-        // Among the machines that pass every check: the fewest of the job's tasks
-        // in the machine's spread group first, then (hybrid scoring) the fewest
-        // of them on the machine, then the best score, then the tie-break.
+        let class = classes.get(task, machines);
+        if let Some((reason, cause)) = &class.stuck {
+            decisions.push(Decision::Unplaceable {
+                task: task.id,
+                reason: reason.clone(),
+                cause,
+            });
+            continue;
+        }
+        // Relaxed randomization: from a place of its own in the class's open
+        // machines, the first `sample` feasible ones are scored. A task that
+        // spreads over a label sees them all, so its group is the emptiest.
+        let start = match class.open.len() {
+            0 => 0,
+            n => (tie_break(task.id.0, uuid::Uuid::nil()) % n as u64) as usize,
+        };
+        let sample = if task.spread_label().is_some() {
+            usize::MAX
+        } else {
+            sample
+        };
+        let feasible = class.sample(start, sample, |i| {
+            feasible::per_machine(task, loads.on_machine(task, i)).is_none()
+                && fits(&task.request, &free[i])
+                && (task.ports == 0 || feasible::ports(task, ports.free(machines, i)).is_none())
+        });
+        // Among them: the fewest of the job's tasks in the machine's spread
+        // group first, then (hybrid scoring) a machine in use before an empty
+        // one and the fewest of the job's tasks on it, then the best score,
+        // then the tie-break.
         let best = {
             let job_on = loads.counter(task);
-            candidates
+            feasible
                 .iter()
                 .copied()
-                .filter(|&i| {
-                    feasible::per_machine(task, loads.on_machine(task, i)).is_none()
-                        && fits(&task.request, &free[i])
-                        && (task.ports == 0
-                            || feasible::ports(task, ports.free(machines, i)).is_none())
-                })
                 .map(|i| {
-                    // Hybrid: a machine already in use before an empty one (pack), then
-                    // the fewest of the job's tasks on it (spread the job).
                     let (empty, on_machine) = if spread_jobs {
                         let m = &machines[i];
                         let empty = free[i] == m.capacity || m.used == Capacity::default();
@@ -141,7 +164,7 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
                 });
             }
             None => {
-                let planned = preemptor.plan(task, machines, &mut free, candidates, |i| {
+                let planned = preemptor.plan(task, machines, &mut free, &class.matching, |i| {
                     feasible::per_machine(task, loads.on_machine(task, i)).is_none()
                         && (task.ports == 0
                             || feasible::ports(task, ports.free(machines, i)).is_none())
@@ -185,6 +208,7 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
                     |i| loads.on_machine(task, i),
                     |i| ports.free(machines, i),
                 );
+                class.stuck = Some((reason.clone(), cause));
                 decisions.push(Decision::Unplaceable {
                     task: task.id,
                     reason,
@@ -194,43 +218,6 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
         }
     }
     decisions
-}
-
-/// Which machines satisfy a job's constraints, computed once per job: a batch is
-/// often thousands of tasks of a few jobs, and matching is per label lookup.
-#[derive(Default)]
-struct MatchCache {
-    by_job: HashMap<JobId, (Arc<[Constraint]>, Vec<usize>)>,
-    scratch: Vec<usize>,
-}
-
-impl MatchCache {
-    fn get<'a>(&'a mut self, task: &PendingTask, machines: &[Machine]) -> &'a [usize] {
-        let compute = || -> Vec<usize> {
-            (0..machines.len())
-                .filter(|&i| feasible::constraints(&task.constraints, &machines[i]).is_none())
-                .collect()
-        };
-        // Tasks of one job share its constraints; if a caller mixes them anyway,
-        // fall back to computing rather than trusting the cache.
-        let cached = self
-            .by_job
-            .get(&task.job_id)
-            .is_some_and(|(c, _)| Arc::ptr_eq(c, &task.constraints) || **c == *task.constraints);
-        if cached {
-            return &self.by_job[&task.job_id].1;
-        }
-        if self.by_job.contains_key(&task.job_id) {
-            self.scratch = compute();
-            return &self.scratch;
-        }
-        let list = compute();
-        &self
-            .by_job
-            .entry(task.job_id)
-            .or_insert((task.constraints.clone(), list))
-            .1
-    }
 }
 
 fn plural(n: usize, what: &str) -> String {

@@ -6,9 +6,10 @@
 
 use crate::commit::commit;
 use crate::place::{place, Decision};
+use crate::slice::{Membership, Slice};
 use crate::snapshot::{
     read_job_counts, read_machines, read_pending, read_quotas, read_used_ports, read_victims,
-    PendingTask, QueueKey,
+    PendingTask, QueueKey, Snapshot,
 };
 use crate::Config;
 use anyhow::Context;
@@ -28,6 +29,37 @@ use borg_store::{Store, CHANNEL_PENDING as PENDING_CHANNEL};
 const FIRST_PAGE: u32 = 128;
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(2);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// What could change a pass's answers, read as a pass begins: the newest
+/// event (every change of tasks, attempts, jobs and machines writes one) and
+/// the next end of a backoff.
+struct Stamp {
+    event: i64,
+    now: chrono::DateTime<chrono::Utc>,
+    next_due: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Stamp {
+    async fn read(pool: &PgPool) -> Result<Stamp, sqlx::Error> {
+        let (event, now, next_due) = sqlx::query_as(
+            "SELECT (SELECT COALESCE(max(id), 0) FROM events), now(),
+                    (SELECT min(not_before) FROM tasks
+                     WHERE state = 'pending' AND not_before > now())",
+        )
+        .fetch_one(pool)
+        .await?;
+        Ok(Stamp {
+            event,
+            now,
+            next_due,
+        })
+    }
+
+    /// Nothing written since `self`, and no backoff ended by `later`.
+    fn unchanged_at(&self, later: &Stamp) -> bool {
+        later.event == self.event && self.next_due.is_none_or(|due| due > later.now)
+    }
+}
 
 /// Figures of one pass, logged with it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -56,6 +88,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         PgPoolOptions::new()
             .max_connections(3)
             .acquire_timeout(Duration::from_secs(5))
+            // Plans made for the arrays and page at hand: a cached generic plan
+            // guesses 10 rows for every `unnest` and ANY (see borg_store::placements).
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(conn, "SET plan_cache_mode = force_custom_plan")
+                        .await
+                        .map(|_| ())
+                })
+            })
             .connect_lazy(&config.database_url)
             .context("the database URL (DATABASE_URL) is not a usable postgres URL")?,
     );
@@ -79,9 +120,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
 
     let mut listener: Option<PgListener> = None;
+    let mut membership = Membership::default();
     let mut pass_no: u64 = 0;
     let mut healthy = true;
-    while !shutdown.is_cancelled() {
+    'passes: while !shutdown.is_cancelled() {
         // LISTEN before the pass, so nothing notified after the pass read the
         // queue is missed. While the database is unreachable, don't spend the
         // pool's acquire timeout on the listener as well: the interval wakes us.
@@ -94,7 +136,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         pass_no += 1;
         let span = tracing::info_span!("pass", scheduler = %config.name, pass = pass_no);
         let started = Instant::now();
-        let pass = pass(&store, &config, &shutdown).instrument(span.clone());
+        let stamp = Stamp::read(&pool).await.ok();
+        let pass = pass(&store, &config, &mut membership, &shutdown).instrument(span.clone());
         tokio::pin!(pass);
         let result = tokio::select! {
             r = &mut pass => r,
@@ -134,12 +177,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             continue;
         }
 
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(config.interval) => {}
-            woke = notified(&mut listener) => if let Err(e) = woke {
-                tracing::warn!(scheduler = %config.name, "LISTEN {PENDING_CHANNEL} failed, relying on the interval: {e:#}");
-                listener = None;
+        // Notifications mean work (submit, retry, freed room, a machine or a
+        // quota changed): pass at once. The interval is the safety net: it
+        // passes again only if some state changed since this pass began (an
+        // event was written, a backoff ended), and at least every `--recheck-after`,
+        // so a queue of unplaceable tasks is not judged again every second.
+        loop {
+            let by_interval = tokio::select! {
+                _ = shutdown.cancelled() => break 'passes,
+                _ = tokio::time::sleep(config.interval) => true,
+                woke = notified(&mut listener) => {
+                    if let Err(e) = woke {
+                        tracing::warn!(scheduler = %config.name, "LISTEN {PENDING_CHANNEL} failed, relying on the interval: {e:#}");
+                        listener = None;
+                    }
+                    false
+                }
+            };
+            if !by_interval || !healthy || started.elapsed() >= config.recheck_after {
+                break;
+            }
+            match (&stamp, Stamp::read(&pool).await) {
+                (Some(before), Ok(now)) if before.unchanged_at(&now) => {
+                    tracing::debug!(scheduler = %config.name, "nothing changed since the last pass; no pass");
+                    crate::metrics::skipped();
+                    continue;
+                }
+                _ => break,
             }
         }
     }
@@ -220,14 +284,26 @@ fn is_missing_schema(e: &anyhow::Error) -> bool {
     })
 }
 
-/// One walk over the pending queue.
+/// One walk over the pending queue (this scheduler's slice of it).
+///
+/// The machines are read once per pass and kept up to date with this
+/// scheduler's own commits page after page; they are read again only after a
+/// page lost a race (someone else filled a machine) or preempted. What other
+/// writers free meanwhile is seen at the next pass; what they fill, the commit
+/// re-checks.
 async fn pass(
     store: &Store,
     config: &Config,
+    membership: &mut Membership,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<PassStats> {
     let pool = store.pool();
     let mut stats = PassStats::default();
+    let slice = if config.whole_queue {
+        Slice::ALL
+    } else {
+        membership.slice(&config.database_url).await
+    };
     let mut after: Option<QueueKey> = None;
     // Jobs with a task this pass could not place: a job's tasks all ask for the
     // same on the same machines, and room only shrinks within a pass, so the
@@ -236,32 +312,54 @@ async fn pass(
     let mut full: Vec<JobId> = Vec::new();
     // The reason of each skipped job's first unplaceable task, for the rest of it.
     let mut job_reasons: HashMap<JobId, String> = HashMap::new();
-    // Pages start small and double while everything in them is placed: when the
-    // cell is full (the common case under load, woken by every freed slot), a
-    // pass reads a few rows, not a whole batch.
+    // Pages start small and double each time: a pass woken for a few new tasks
+    // reads a few rows first, and a walk over a long queue that cannot move
+    // (each stuck job judged once, see `full`) takes few, large pages.
     let mut page_size = FIRST_PAGE.min(config.batch_size);
+    let mut snapshot = Snapshot::default();
+    let mut index: HashMap<MachineId, usize> = HashMap::new();
+    let mut reload = true;
     loop {
-        // Two independent reads on two connections.
-        let (mut snapshot, page) = tokio::try_join!(
-            read_machines(pool),
-            read_pending(pool, after.as_ref(), &full, page_size)
-        )?;
-        // Where the page's jobs already run (read after the machines,
-        // so no attempt the usage counted is missing here).
+        let pending = read_pending(pool, after.as_ref(), &full, page_size, slice);
+        let page = if reload {
+            let (fresh, page) = tokio::try_join!(read_machines(pool), pending)?;
+            snapshot = fresh;
+            index = snapshot
+                .machines
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.id, i))
+                .collect();
+            page
+        } else {
+            pending.await?
+        };
         snapshot.scoring = config.scoring;
+        snapshot.sample = config.sample;
+        // Where the page's jobs already run (read after the machines, so no
+        // attempt the usage counted is missing here); kept for the pass.
         let mut spreading: Vec<JobId> = page
             .tasks
             .iter()
             .filter(|t| t.spread.is_some() || config.scoring.spreads_jobs())
             .map(|t| t.job_id)
+            .filter(|j| !snapshot.job_counts.contains_key(j))
             .collect();
         spreading.sort();
         spreading.dedup();
-        snapshot.job_counts = read_job_counts(pool, &spreading).await?;
+        let mut counts = read_job_counts(pool, &spreading).await?;
+        for job in spreading {
+            let c = counts.remove(&job).unwrap_or_default();
+            snapshot.job_counts.insert(job, c);
+        }
         if page.tasks.iter().any(|t| t.ports > 0) {
             read_used_ports(pool, &mut snapshot).await?;
         }
+        snapshot.quotas.clear();
+        snapshot.quota_used.clear();
         read_quotas(pool, &mut snapshot, &page.tasks).await?;
+        snapshot.victims.clear();
+        snapshot.stopping.clear();
         if page
             .tasks
             .iter()
@@ -332,8 +430,21 @@ async fn pass(
         stats.preempted += store.preempt(&preemptions).await?;
         stats.placed += committed.placed.len();
         stats.lost_races += committed.lost_races;
+        // Charge our own placements to the snapshot the next page starts from.
         for p in &committed.placed {
-            tracing::debug!(task = %p.task, job = %p.job, attempt = %p.attempt, machine = %p.machine, "placed");
+            let (Some(&i), Some(t)) = (index.get(&p.machine), by_id.get(&p.task)) else {
+                continue;
+            };
+            let m = &mut snapshot.machines[i];
+            m.used = m.used.saturating_add(&t.request);
+            m.used_ports.extend(p.ports.iter().copied());
+            if let Some(on) = snapshot.job_counts.get_mut(&p.job) {
+                *on.entry(p.machine).or_insert(0) += 1;
+            }
+        }
+        reload = committed.lost_races > 0 || !preemptions.is_empty();
+        for p in &committed.placed {
+            tracing::debug!(target: "borgscheduler::placed", task = %p.task, job = %p.job, attempt = %p.attempt, machine = %p.machine, "placed");
         }
         let reasons = page.reasons_to_write(reasons);
         stats.reasons_written += store.write_pending_reasons(&reasons).await?;
@@ -345,8 +456,6 @@ async fn pass(
             return Ok(stats);
         }
         after = page.last;
-        if committed.placed.len() == page.rows {
-            page_size = page_size.saturating_mul(2).min(config.batch_size);
-        }
+        page_size = page_size.saturating_mul(2).min(config.batch_size);
     }
 }

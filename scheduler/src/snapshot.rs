@@ -34,6 +34,9 @@ pub struct Snapshot {
     pub stopping: HashMap<MachineId, Capacity>,
     /// How feasible machines are ranked.
     pub scoring: crate::Scoring,
+    /// Score at most this many feasible machines per task, walked from a
+    /// place of the task's own (relaxed randomization); 0 scores them all.
+    pub sample: usize,
 }
 
 /// A live attempt a production task may preempt.
@@ -271,6 +274,7 @@ pub async fn read_pending(
     after: Option<&QueueKey>,
     skip: &[JobId],
     limit: u32,
+    slice: crate::slice::Slice,
 ) -> anyhow::Result<PendingPage> {
     let rows: Vec<TaskRow> = sqlx::query_as(concat!(
         "SELECT t.id, t.job_id, t.priority, t.created_at, t.cpu_milli, t.memory, t.disk, t.reason,
@@ -289,6 +293,7 @@ pub async fn read_pending(
                 OR t.priority < $1
                 OR (t.priority = $1 AND (t.created_at, t.id) > ($2::timestamptz, $3::uuid)))
            AND t.job_id <> ALL($5)
+           AND ($7 <= 1 OR (hashtext(t.job_id::text)::bigint + 2147483648) % $7 = $8)
          ORDER BY t.priority DESC, t.created_at, t.id
          LIMIT $4"
     ))
@@ -298,6 +303,8 @@ pub async fn read_pending(
     .bind(i64::from(limit))
     .bind(skip)
     .bind(borg_store::REASON_REFRESH.as_millis() as f64)
+    .bind(slice.of)
+    .bind(slice.rank)
     .fetch_all(pool)
     .await
     .context("reading pending tasks")?;
@@ -403,6 +410,9 @@ pub async fn read_job_counts(
 /// The ports live attempts hold, onto each machine of `snapshot`: one
 /// statement, over the few attempts that hold any.
 pub async fn read_used_ports(pool: &PgPool, snapshot: &mut Snapshot) -> anyhow::Result<()> {
+    for m in &mut snapshot.machines {
+        m.used_ports.clear();
+    }
     let rows: Vec<(MachineId, Vec<i32>)> = sqlx::query_as(concat!(
         "SELECT a.machine_id, array_agg(p ORDER BY p) FROM attempts a, unnest(a.ports) AS p
          WHERE a.ports <> '{}' AND a.state IN ",

@@ -32,6 +32,9 @@ async fn metrics_count_placements_and_waiting_causes() {
         batch_size: 100,
         name: "sched-metrics".into(),
         scoring: Default::default(),
+        recheck_after: Duration::from_secs(30),
+        whole_queue: false,
+        sample: 128,
         listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),
     };
     let handle = tokio::spawn(borgscheduler::run(config, shutdown.clone()));

@@ -122,8 +122,15 @@ async fn two_schedulers_racing_never_over_commit() {
 
     // Small pages of different sizes: the cluster fills over many interleaved
     // commits, and the two walk the queue out of step.
-    let a = start(&url, SCHEDULERS[0], Duration::from_millis(50), 10);
-    let b = start(&url, SCHEDULERS[1], Duration::from_millis(50), 7);
+    // Both judge the whole queue (no split): every placement of one is a race
+    // the other may lose, the hardest case for the commit.
+    let racing = |name, batch| {
+        let mut c = config(&url, name, Duration::from_millis(50), batch);
+        c.whole_queue = true;
+        start_config(c)
+    };
+    let a = racing(SCHEDULERS[0], 10);
+    let b = racing(SCHEDULERS[1], 7);
 
     for round in 0..ROUNDS {
         let since = log_seq();

@@ -70,3 +70,24 @@ pub async fn seed_finished_job(
         .await?;
     Ok(())
 }
+
+/// `n` machines `m-00000..` as rows (no borglet behind them), for the
+/// scheduler's synthetic benchmark: zones `a`..`e` by turn, every fourth with
+/// `ssd`, every third twice the size (32 cores / 128 GiB, else 16 / 64).
+/// One statement.
+pub async fn seed_machines(conn: &mut PgConnection, n: i32) -> crate::Result<()> {
+    sqlx::query(
+        "INSERT INTO machines (id, name, address, state, labels, cpu_milli, memory, disk)
+         SELECT gen_random_uuid(), 'm-' || lpad(i::text, 5, '0'), '127.0.0.1:1', 'up',
+                jsonb_build_object('zone', chr(97 + i % 5))
+                    || CASE WHEN i % 4 = 0 THEN '{\"ssd\": \"true\"}'::jsonb ELSE '{}'::jsonb END,
+                CASE WHEN i % 3 = 0 THEN 32000 ELSE 16000 END,
+                CASE WHEN i % 3 = 0 THEN 128 ELSE 64 END * 1073741824::bigint,
+                1099511627776
+         FROM generate_series(0, $1 - 1) AS i",
+    )
+    .bind(n)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -24,6 +24,21 @@ use std::collections::{HashMap, HashSet};
 /// How long a pending task's reason stands before a changed one replaces it.
 pub const REASON_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The claim of a batch's tasks: those still pending with the request the
+/// scheduler accounted for, not locked by another (never wait on another
+/// scheduler). `$1..$4`: task ids and their cpu, memory and disk. Run under
+/// `plan_cache_mode = force_custom_plan` (see `commit_placements`): a generic
+/// plan guesses 10 rows for the `unnest` and walks the tasks the wrong way
+/// round; `scheduler/tests/plans.rs` checks the plan with `EXPLAIN`.
+pub const CLAIM_TASKS: &str = "SELECT t.id FROM tasks t
+     JOIN unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[])
+         AS u(task_id, cpu_milli, memory, disk) ON u.task_id = t.id
+     WHERE t.state = 'pending'
+       AND t.cpu_milli = u.cpu_milli AND t.memory = u.memory AND t.disk = u.disk
+       AND (t.not_before IS NULL OR t.not_before <= now())
+     ORDER BY t.id
+     FOR UPDATE OF t SKIP LOCKED";
+
 /// One decision of a scheduler: this task on this machine, with the request
 /// the scheduler accounted for.
 #[derive(Debug, Clone)]
@@ -194,6 +209,11 @@ impl Store {
         machine_ids.dedup();
 
         let mut tx = self.pool.begin().await?;
+        // Every statement below is planned for its arrays (a custom plan),
+        // whatever the connection's cached plans would otherwise settle on.
+        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+            .execute(&mut *tx)
+            .await?;
         type Locked = (MachineId, String, i64, i64, i64, i32, i32);
         let locked: Vec<Locked> = sqlx::query_as(
             "SELECT id, name, cpu_milli, memory, disk, port_first, port_last FROM machines
@@ -311,22 +331,13 @@ impl Store {
         let dim = |f: fn(&Capacity) -> u64| -> Vec<i64> {
             candidates.iter().map(|p| f(&p.request) as i64).collect()
         };
-        let claimed: Vec<(TaskId,)> = sqlx::query_as(
-            "SELECT t.id FROM tasks t
-             JOIN unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[])
-                 AS u(task_id, cpu_milli, memory, disk) ON u.task_id = t.id
-             WHERE t.state = 'pending'
-               AND t.cpu_milli = u.cpu_milli AND t.memory = u.memory AND t.disk = u.disk
-               AND (t.not_before IS NULL OR t.not_before <= now())
-             ORDER BY t.id
-             FOR UPDATE OF t SKIP LOCKED",
-        )
-        .bind(candidates.iter().map(|p| p.task).collect::<Vec<_>>())
-        .bind(dim(|c| c.cpu.0))
-        .bind(dim(|c| c.memory.0))
-        .bind(dim(|c| c.disk.0))
-        .fetch_all(&mut *tx)
-        .await?;
+        let claimed: Vec<(TaskId,)> = sqlx::query_as(CLAIM_TASKS)
+            .bind(candidates.iter().map(|p| p.task).collect::<Vec<_>>())
+            .bind(dim(|c| c.cpu.0))
+            .bind(dim(|c| c.memory.0))
+            .bind(dim(|c| c.disk.0))
+            .fetch_all(&mut *tx)
+            .await?;
         let claimed: HashSet<TaskId> = claimed.into_iter().map(|(t,)| t).collect();
         let placed: Vec<Placed> = candidates
             .iter()

@@ -60,7 +60,10 @@ fn t(n: u8) -> TaskId {
 }
 
 async fn pending(pool: &PgPool) -> Vec<PendingTask> {
-    read_pending(pool, None, &[], 100).await.unwrap().tasks
+    read_pending(pool, None, &[], 100, crate::slice::Slice::ALL)
+        .await
+        .unwrap()
+        .tasks
 }
 
 async fn go(pool: &PgPool, tasks: &[PendingTask], placements: &[(TaskId, MachineId)]) -> Committed {

@@ -240,9 +240,10 @@ pub struct Running {
     handle: JoinHandle<anyhow::Result<()>>,
 }
 
-pub fn start(url: &str, name: &str, interval: Duration, batch_size: u32) -> Running {
-    let shutdown = CancellationToken::new();
-    let config = Config {
+/// A scheduler's config as the tests run it: a pass every interval (no
+/// waiting for a change), the queue shared out with the other schedulers.
+pub fn config(url: &str, name: &str, interval: Duration, batch_size: u32) -> Config {
+    Config {
         database_url: url.to_string(),
         database_url_file: None,
         interval,
@@ -250,10 +251,22 @@ pub fn start(url: &str, name: &str, interval: Duration, batch_size: u32) -> Runn
         name: name.to_string(),
         listen: None,
         scoring: Default::default(),
-    };
+        recheck_after: Duration::ZERO,
+        whole_queue: false,
+        sample: 128,
+    }
+}
+
+pub fn start(url: &str, name: &str, interval: Duration, batch_size: u32) -> Running {
+    start_config(config(url, name, interval, batch_size))
+}
+
+pub fn start_config(config: Config) -> Running {
+    let shutdown = CancellationToken::new();
+    let name = config.name.clone();
     let handle = tokio::spawn(borgscheduler::run(config, shutdown.clone()));
     Running {
-        name: name.to_string(),
+        name,
         shutdown,
         handle,
     }

@@ -1,11 +1,14 @@
 use super::*;
 use crate::snapshot::Victim;
-use borg_shared::spec::{ConstraintOp, Spread};
+use borg_shared::spec::{Constraint, ConstraintOp, Spread};
 use borg_shared::wire::PortRange;
+use borg_shared::JobId;
 use borg_shared::{Bytes, MilliCpu};
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::sync::Arc;
 use uuid::Uuid;
 
 const GI: u64 = 1 << 30;

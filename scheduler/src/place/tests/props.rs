@@ -123,8 +123,11 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn placement_invariants(case in arb_case()) {
-        let snapshot = snap(case.machines.clone());
+    fn placement_invariants(case in arb_case(), sample in 0usize..3) {
+        // Sampling (relaxed randomization) on 1 or 2 feasible machines must
+        // keep every invariant; 0 scores them all.
+        let mut snapshot = snap(case.machines.clone());
+        snapshot.sample = sample;
         let decisions = place(&snapshot, &case.tasks);
         let by_id: HashMap<TaskId, &PendingTask> = case.tasks.iter().map(|t| (t.id, t)).collect();
         let index: HashMap<MachineId, usize> =

@@ -1,0 +1,117 @@
+//! Equivalence classes: tasks of one job asking for the same request, ports
+//! and priority are judged as one. A class keeps the machines its constraints
+//! allow and, of those, the ones still open to it: within one `place` call
+//! room only shrinks (free capacity, free ports) and job loads only grow, so a
+//! machine that could not take one task of the class cannot take the next and
+//! is dropped for the rest of the call. Once no machine is left and nothing can
+//! be preempted, the class's reason stands for the rest of its tasks.
+
+use super::feasible;
+use crate::snapshot::{Machine, PendingTask};
+use borg_shared::spec::Constraint;
+use borg_shared::JobId;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    job: JobId,
+    request: (u64, u64, u64),
+    ports: u16,
+    priority: i32,
+}
+
+pub struct Class {
+    constraints: Arc<[Constraint]>,
+    /// Machines whose labels the class's constraints accept.
+    pub matching: Vec<usize>,
+    /// Of `matching`, those not yet found unable to take a task of the class.
+    pub open: Vec<usize>,
+    /// Why the class waits, once none of its tasks can be placed.
+    pub stuck: Option<(String, &'static str)>,
+}
+
+#[derive(Default)]
+pub struct Classes {
+    by_key: HashMap<Key, Class>,
+    /// Constraints matched per job (classes of one job share them).
+    matching: HashMap<JobId, (Arc<[Constraint]>, Vec<usize>)>,
+}
+
+impl Classes {
+    pub fn get<'a>(&'a mut self, task: &PendingTask, machines: &[Machine]) -> &'a mut Class {
+        let key = Key {
+            job: task.job_id,
+            request: (
+                task.request.cpu.0,
+                task.request.memory.0,
+                task.request.disk.0,
+            ),
+            ports: task.ports,
+            priority: task.priority,
+        };
+        let same =
+            |c: &Arc<[Constraint]>| Arc::ptr_eq(c, &task.constraints) || **c == *task.constraints;
+        let stale = self.by_key.get(&key).is_some_and(|c| !same(&c.constraints));
+        if stale {
+            // Tasks of one job share its constraints; a caller mixing them gets a
+            // class of its own for each change rather than a wrong machine list.
+            self.by_key.remove(&key);
+        }
+        let matching = &mut self.matching;
+        self.by_key.entry(key).or_insert_with(|| {
+            let cached = matching.get(&task.job_id).filter(|(c, _)| same(c));
+            let list = match cached {
+                Some((_, list)) => list.clone(),
+                None => {
+                    let list: Vec<usize> = (0..machines.len())
+                        .filter(|&i| {
+                            feasible::constraints(&task.constraints, &machines[i]).is_none()
+                        })
+                        .collect();
+                    matching.insert(task.job_id, (task.constraints.clone(), list.clone()));
+                    list
+                }
+            };
+            Class {
+                constraints: task.constraints.clone(),
+                open: list.clone(),
+                matching: list,
+                stuck: None,
+            }
+        })
+    }
+}
+
+impl Class {
+    /// Walk the open machines from `start` (wrapping round) and return up to
+    /// `sample` that `fits` accepts; those it turns down are dropped from `open`.
+    pub fn sample(
+        &mut self,
+        start: usize,
+        sample: usize,
+        mut fits: impl FnMut(usize) -> bool,
+    ) -> Vec<usize> {
+        let n = self.open.len();
+        let mut found = Vec::with_capacity(sample.min(n));
+        let mut dead = Vec::new();
+        for step in 0..n {
+            if found.len() >= sample {
+                break;
+            }
+            let pos = (start + step) % n;
+            let i = self.open[pos];
+            if fits(i) {
+                found.push(i);
+            } else {
+                dead.push(pos);
+            }
+        }
+        // Highest position first: each swap_remove then moves an element that stays.
+        dead.sort_unstable_by(|a, b| b.cmp(a));
+        for pos in dead {
+            self.open.swap_remove(pos);
+        }
+        found
+    }
+}
