@@ -26,6 +26,13 @@ pub struct LeaderConfig {
     /// it); a dead leader is replaced after at most about this long.
     #[arg(long, env = "BORG_LEASE_TTL", default_value = "3s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
+    /// The leader keeps each machine's desired set in memory and skips a
+    /// report identical to the last one that changed nothing; this often it
+    /// reads the set from Postgres and applies the report all the same (a
+    /// safety net: every change to a desired set also wakes its loop).
+    /// `0s`: read and apply on every sync.
+    #[arg(long, env = "BORG_FULL_SYNC_EVERY", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub full_sync_every: Duration,
 }
 
 impl Default for LeaderConfig {
@@ -33,6 +40,7 @@ impl Default for LeaderConfig {
         LeaderConfig {
             down_after: Duration::from_secs(10),
             lease_ttl: Duration::from_secs(3),
+            full_sync_every: Duration::from_secs(30),
         }
     }
 }
@@ -157,6 +165,7 @@ async fn lead(parts: Leading, epoch: i64, term: CancellationToken) {
         parts.http.clone(),
         PollerConfig {
             interval: parts.poll_interval,
+            full_sync_every: parts.config.full_sync_every,
             epoch,
         },
         parts.machines_changed.clone(),

@@ -3,8 +3,14 @@
 //! scrape time (Postgres is the truth; nothing is counted twice in memory).
 
 use crate::store::Store;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
+
+/// One sync of one machine, from reading its desired set to applying its report.
+const SYNC_DURATION: &str = "borg_sync_duration_seconds";
+const SYNC_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -13,7 +19,16 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 pub fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // Sync durations as a histogram (not a summary), so a measurement can
+            // take the difference of two scrapes (`jobctl bench --only fleet`).
+            let builder = PrometheusBuilder::new();
+            let builder = builder
+                .set_buckets_for_metric(Matcher::Full(SYNC_DURATION.into()), SYNC_BUCKETS)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "sync duration buckets rejected");
+                    PrometheusBuilder::new()
+                });
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
@@ -51,6 +66,14 @@ fn describe() {
     describe_counter!(
         "borg_syncs_total",
         "Syncs with borglets, by result (ok, error)"
+    );
+    describe_counter!(
+        "borg_sync_desired_total",
+        "Desired sets sent to borglets, by source (cache: kept by the leader, store: read from Postgres)"
+    );
+    describe_counter!(
+        "borg_sync_reports_total",
+        "Borglet reports, by applied (no: the same as the last one, which changed nothing)"
     );
     describe_counter!(
         "borg_nudges_total",
