@@ -117,12 +117,16 @@ async fn a_fleet_of_simulated_borglets_registers_runs_finishes_and_stops_tasks()
     };
 
     // Every simulated borglet joined with the join token, each under its own name and path.
-    let machines = wait_for("every simulated borglet up", Duration::from_secs(120), || async {
-        let v = get(&http, &format!("{master}/v1/machines?limit=1000")).await?;
-        let list = v["machines"].as_array()?.clone();
-        let up = list.iter().filter(|m| m["state"] == "up").count();
-        (up == BORGLETS).then_some(list)
-    })
+    let machines = wait_for(
+        "every simulated borglet up",
+        Duration::from_secs(120),
+        || async {
+            let v = get(&http, &format!("{master}/v1/machines?limit=1000")).await?;
+            let list = v["machines"].as_array()?.clone();
+            let up = list.iter().filter(|m| m["state"] == "up").count();
+            (up == BORGLETS).then_some(list)
+        },
+    )
     .await;
     for m in &machines {
         let name = m["name"].as_str().unwrap();
@@ -133,33 +137,59 @@ async fn a_fleet_of_simulated_borglets_registers_runs_finishes_and_stops_tasks()
     // A batch job: every task runs on a simulated borglet and exits 0 after 1 s.
     let batch = json!({"name": "batch", "kind": "batch", "replicas": 2 * BORGLETS, "task": {
         "command": ["/bin/true"], "resources": {"cpu": "10m", "memory": "4Mi"}}});
-    let r = http.post(format!("{master}/v1/jobs")).json(&batch).send().await.unwrap();
+    let r = http
+        .post(format!("{master}/v1/jobs"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 201);
-    let job = wait_for("the batch job to succeed", Duration::from_secs(120), || async {
-        let v = get(&http, &format!("{master}/v1/jobs/batch")).await?;
-        assert_ne!(v["state"], "failed", "{v}");
-        (v["state"] == "succeeded").then_some(v)
-    })
+    let job = wait_for(
+        "the batch job to succeed",
+        Duration::from_secs(120),
+        || async {
+            let v = get(&http, &format!("{master}/v1/jobs/batch")).await?;
+            assert_ne!(v["state"], "failed", "{v}");
+            (v["state"] == "succeeded").then_some(v)
+        },
+    )
     .await;
     assert_eq!(job["task_counts"]["succeeded"], 2 * BORGLETS, "{job}");
 
     // A service restarts in place on its simulated borglet; a kill stops it there.
     let service = json!({"name": "svc", "kind": "service", "replicas": BORGLETS, "task": {
         "command": ["/bin/true"], "resources": {"cpu": "10m", "memory": "4Mi"}}});
-    let r = http.post(format!("{master}/v1/jobs")).json(&service).send().await.unwrap();
+    let r = http
+        .post(format!("{master}/v1/jobs"))
+        .json(&service)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 201);
-    wait_for("every service task running", Duration::from_secs(120), || async {
-        let v = get(&http, &format!("{master}/v1/jobs/svc")).await?;
-        (v["task_counts"]["running"] == BORGLETS).then_some(())
-    })
+    wait_for(
+        "every service task running",
+        Duration::from_secs(120),
+        || async {
+            let v = get(&http, &format!("{master}/v1/jobs/svc")).await?;
+            (v["task_counts"]["running"] == BORGLETS).then_some(())
+        },
+    )
     .await;
-    let r = http.post(format!("{master}/v1/jobs/svc/kill")).send().await.unwrap();
+    let r = http
+        .post(format!("{master}/v1/jobs/svc/kill"))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
     // Each stop reaches its simulated borglet, whose task dies of the SIGTERM.
-    let job = wait_for("every service task killed", Duration::from_secs(120), || async {
-        let v = get(&http, &format!("{master}/v1/jobs/svc")).await?;
-        (v["task_counts"]["killed"] == BORGLETS).then_some(v)
-    })
+    let job = wait_for(
+        "every service task killed",
+        Duration::from_secs(120),
+        || async {
+            let v = get(&http, &format!("{master}/v1/jobs/svc")).await?;
+            (v["task_counts"]["killed"] == BORGLETS).then_some(v)
+        },
+    )
     .await;
     assert_eq!(job["state"], "killed", "{job}");
     for t in job["tasks"].as_array().unwrap() {

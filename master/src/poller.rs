@@ -36,6 +36,11 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 /// together must not take every store connection. A slow or dead borglet holds
 /// one permit, never another machine's loop.
 const MAX_SYNCS_IN_FLIGHT: usize = 128;
+/// Of those, at most this many use the store at once (reading a desired set,
+/// marking attempts starting, applying a report), so a thousand first syncs
+/// after a new leader starts leave pool connections for the API and its health
+/// check. An unchanged sync needs none.
+const STORE_SYNCS_IN_FLIGHT: usize = 4;
 
 #[derive(Clone)]
 pub struct PollerConfig {
@@ -200,6 +205,7 @@ pub async fn run(
     machines.clear();
     let tracker = TaskTracker::new();
     let in_flight = Arc::new(Semaphore::new(MAX_SYNCS_IN_FLIGHT));
+    let store_in_flight = Arc::new(Semaphore::new(STORE_SYNCS_IN_FLIGHT));
     tracker.spawn(listen(store.clone(), machines.clone(), shutdown.clone()));
     loop {
         match store.poll_targets().await {
@@ -240,7 +246,7 @@ pub async fn run(
                         config.clone(),
                         t.id,
                         slot,
-                        in_flight.clone(),
+                        [in_flight.clone(), store_in_flight.clone()],
                         shutdown.clone(),
                     ));
                 }
@@ -309,7 +315,7 @@ async fn machine_loop(
     config: PollerConfig,
     id: MachineId,
     slot: Arc<Slot>,
-    in_flight: Arc<Semaphore>,
+    [in_flight, store_in_flight]: [Arc<Semaphore>; 2],
     shutdown: CancellationToken,
 ) {
     let mut acks: Vec<AttemptId> = Vec::new();
@@ -320,7 +326,16 @@ async fn machine_loop(
             return;
         };
         let started = Instant::now();
-        let result = sync_once(&store, &http, &config, id, &slot, &mut acks).await;
+        let result = sync_once(
+            &store,
+            &store_in_flight,
+            &http,
+            &config,
+            id,
+            &slot,
+            &mut acks,
+        )
+        .await;
         drop(permit);
         metrics::histogram!("borg_sync_duration_seconds").record(started.elapsed().as_secs_f64());
         let outcome = if result.is_ok() { "ok" } else { "error" };
@@ -390,6 +405,7 @@ async fn back_up(store: &Store, config: &PollerConfig, id: MachineId, slot: &Slo
 
 async fn sync_once(
     store: &Store,
+    store_in_flight: &Semaphore,
     http: &reqwest::Client,
     config: &PollerConfig,
     id: MachineId,
@@ -399,10 +415,12 @@ async fn sync_once(
     let started = Instant::now();
     let reading = slot.desired.needs_read(config.full_sync_every);
     slot.heard().asking_store = reading;
-    let desired = slot
-        .desired
-        .get(store, id, config.full_sync_every)
-        .await;
+    let permit = match reading {
+        true => Some(store_in_flight.acquire().await?),
+        false => None,
+    };
+    let desired = slot.desired.get(store, id, config.full_sync_every).await;
+    drop(permit);
     slot.heard().asking_store = false;
     let (attempts, new, source) = match desired {
         Ok(d) => d,
@@ -447,7 +465,14 @@ async fn sync_once(
     };
     // `assigned → starting` commits while the request travels and the borglet
     // forks: the two are independent, and the report is applied only after both.
-    let (marked, result) = tokio::join!(store.mark_starting(id, config.epoch, &new), post);
+    let mark = async {
+        if new.is_empty() {
+            return Ok(());
+        }
+        let _permit = store_in_flight.acquire().await;
+        store.mark_starting(id, config.epoch, &new).await
+    };
+    let (marked, result) = tokio::join!(mark, post);
     if let Err(e) = marked {
         *acks = req.ack;
         return Err(e.into());
@@ -476,9 +501,11 @@ async fn sync_once(
         }
     };
     slot.desired.applying();
+    let permit = store_in_flight.acquire().await?;
     let out = store
         .apply_report(id, &slot.name, &sent, &resp.attempts)
         .await;
+    drop(permit);
     let out = match out {
         Ok(out) => out,
         Err(e) => {

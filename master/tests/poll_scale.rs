@@ -84,7 +84,10 @@ async fn a_frozen_borglet_does_not_delay_the_other_borglets_syncs() {
     // The master is now waiting on the frozen borglet's first sync.
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while frozen_syncs.load(Ordering::SeqCst) == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the frozen borglet was never synced");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the frozen borglet was never synced"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut others = Vec::new();
@@ -139,5 +142,8 @@ async fn unchanged_syncs_are_served_from_the_leaders_memory() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let from_store = metric(&app, "borg_sync_desired_total{source=\"store\"}").await;
-    assert!(from_store >= 1.0, "the first desired set comes from the store");
+    assert!(
+        from_store >= 1.0,
+        "the first desired set comes from the store"
+    );
 }

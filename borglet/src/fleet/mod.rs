@@ -94,7 +94,14 @@ pub async fn run(
             config.reregister_after,
             Arc::clone(&credentials),
         )?;
-        background.push(tokio::spawn(registrar.run(stop_background.clone())));
+        // Staggered, as machines of a real fleet do not all join in the same millisecond.
+        let (stop, delay) = (stop_background.clone(), REGISTER_STAGGER * i as u32);
+        background.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(delay) => registrar.run(stop).await,
+            }
+        }));
         let sender = NudgeSender::new(
             &config.master,
             &name,
@@ -132,6 +139,9 @@ pub async fn run(
     }
     served.context("serving the fleet")
 }
+
+/// Between the registrations of two simulated borglets.
+const REGISTER_STAGGER: Duration = Duration::from_millis(5);
 
 /// `--fleet-task-runs-for`: a duration, or `forever`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

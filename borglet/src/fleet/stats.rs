@@ -77,10 +77,7 @@ impl Stats {
         self.syncs.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let Some(last) = self.last.get(i) else { return };
-        let before = last
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(now);
+        let before = last.lock().unwrap_or_else(|p| p.into_inner()).replace(now);
         if let Some(before) = before {
             let ms = now.duration_since(before).as_millis() as u64;
             let bucket = ((ms / GAP_BUCKET_MS) as usize).min(GAP_BUCKETS - 1);

@@ -70,6 +70,9 @@ impl FleetProc {
             .arg("--join-token-file")
             .arg(run.cell_dir.join("join.token"))
             .args(["--cpu", "4", "--memory", "16Gi", "--disk", "100Gi"])
+            // A machine registers again after this long without a sync; the
+            // first syncs of a thousand new machines take longer than the 5 s default.
+            .args(["--reregister-after", "60s"])
             .env_remove("BORG_JOIN_TOKEN")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -172,7 +175,10 @@ pub async fn run(ctx: &Ctx, run: FleetRun<'_>) -> anyhow::Result<PhaseResult> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let registered = t0.elapsed();
-    eprintln!("fleet: {n} machines up in {:.1} s", registered.as_secs_f64());
+    eprintln!(
+        "fleet: {n} machines up in {:.1} s",
+        registered.as_secs_f64()
+    );
 
     let name = format!("{}fleet", ctx.prefix);
     let spec = json!({"name": name, "kind": "service", "replicas": run.tasks,
@@ -187,7 +193,10 @@ pub async fn run(ctx: &Ctx, run: FleetRun<'_>) -> anyhow::Result<PhaseResult> {
             break;
         }
         if Instant::now() > deadline {
-            bail!("fleet: {running}/{} tasks running, {synced}/{n} borglets synced", run.tasks);
+            bail!(
+                "fleet: {running}/{} tasks running, {synced}/{n} borglets synced",
+                run.tasks
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -238,10 +247,30 @@ pub async fn run(ctx: &Ctx, run: FleetRun<'_>) -> anyhow::Result<PhaseResult> {
         run.tasks,
         wall,
     );
-    r.add("fleet_registered_s", &format!("{n} machines up"), registered.as_secs_f64(), "s");
-    r.add("fleet_all_running_s", "submit → all tasks running", all_running.as_secs_f64(), "s");
-    r.add("fleet_syncs_per_s", "syncs answered per second", syncs, "syncs/s");
-    r.add("fleet_syncs_share", "of the syncs wanted (N per second)", 100.0 * syncs / wanted, "%");
+    r.add(
+        "fleet_registered_s",
+        &format!("{n} machines up"),
+        registered.as_secs_f64(),
+        "s",
+    );
+    r.add(
+        "fleet_all_running_s",
+        "submit → all tasks running",
+        all_running.as_secs_f64(),
+        "s",
+    );
+    r.add(
+        "fleet_syncs_per_s",
+        "syncs answered per second",
+        syncs,
+        "syncs/s",
+    );
+    r.add(
+        "fleet_syncs_share",
+        "of the syncs wanted (N per second)",
+        100.0 * syncs / wanted,
+        "%",
+    );
     for (q, label) in [(0.5, "p50"), (0.99, "p99"), (1.0, "max")] {
         if let Some(ms) = quantile_ms(&gaps, q) {
             r.add(
@@ -262,12 +291,42 @@ pub async fn run(ctx: &Ctx, run: FleetRun<'_>) -> anyhow::Result<PhaseResult> {
             );
         }
     }
-    r.add("fleet_master_cores", "borgmaster CPU", cores(Group::Borgmaster), "cores");
-    r.add("fleet_postgres_cores", "postgres CPU", cores(Group::Postgres), "cores");
-    r.add("fleet_scheduler_cores", "borgscheduler CPU", cores(Group::Borgscheduler), "cores");
-    r.add("fleet_fleet_cores", "fleet process CPU", (fleet_cpu1 - fleet_cpu0) / wall, "cores");
-    r.add("fleet_machine_busy", "machine busy", 100.0 * cpu.machine_busy, "%");
-    r.add("fleet_running_after", "tasks still running at the end", job.count("running") as f64, "tasks");
+    r.add(
+        "fleet_master_cores",
+        "borgmaster CPU",
+        cores(Group::Borgmaster),
+        "cores",
+    );
+    r.add(
+        "fleet_postgres_cores",
+        "postgres CPU",
+        cores(Group::Postgres),
+        "cores",
+    );
+    r.add(
+        "fleet_scheduler_cores",
+        "borgscheduler CPU",
+        cores(Group::Borgscheduler),
+        "cores",
+    );
+    r.add(
+        "fleet_fleet_cores",
+        "fleet process CPU",
+        (fleet_cpu1 - fleet_cpu0) / wall,
+        "cores",
+    );
+    r.add(
+        "fleet_machine_busy",
+        "machine busy",
+        100.0 * cpu.machine_busy,
+        "%",
+    );
+    r.add(
+        "fleet_running_after",
+        "tasks still running at the end",
+        job.count("running") as f64,
+        "tasks",
+    );
     Ok(r)
 }
 
@@ -283,7 +342,10 @@ mod tests {
         let after = "borg_sync_duration_seconds_bucket{le=\"0.001\"} 15\n\
                      borg_sync_duration_seconds_bucket{le=\"0.01\"} 19\n\
                      borg_sync_duration_seconds_bucket{le=\"+Inf\"} 20\n";
-        let (b, a) = (histogram(before, SYNC_DURATION), histogram(after, SYNC_DURATION));
+        let (b, a) = (
+            histogram(before, SYNC_DURATION),
+            histogram(after, SYNC_DURATION),
+        );
         assert_eq!(histogram_quantile(&b, &a, 0.5), Some(0.001));
         assert_eq!(histogram_quantile(&b, &a, 0.9), Some(0.01));
         assert_eq!(histogram_quantile(&b, &a, 0.99), Some(f64::INFINITY));
