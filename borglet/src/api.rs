@@ -7,7 +7,7 @@ use crate::logs;
 use crate::metrics::{self, Metrics, SyncResult};
 use crate::nudge::Nudger;
 use crate::register::Contact;
-use crate::supervisor::Supervisor;
+use crate::tasks::Tasks;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -27,7 +27,8 @@ pub struct AppState {
     pub name: Arc<str>,
     /// Absolute.
     pub data_dir: Arc<PathBuf>,
-    pub supervisor: Arc<Supervisor>,
+    /// What runs the tasks: the real supervisor, or simulated processes (fleet mode).
+    pub supervisor: Arc<dyn Tasks>,
     /// Serialises syncs (so one attempt is never started by two concurrent polls)
     /// and holds the highest leadership epoch seen.
     pub sync_gate: Arc<tokio::sync::Mutex<SyncGate>>,
@@ -157,7 +158,7 @@ async fn reconcile(app: &AppState, req: SyncRequest) -> Result<SyncResponse, Err
         .filter(|spec| !table.seen(spec.id))
         .collect();
     let started = new.len();
-    sup.start_all(new).await;
+    Arc::clone(sup).start_all(new).await;
     sup.stop_unwanted(&wanted);
     let attempts = table.reports();
     drop(gate);

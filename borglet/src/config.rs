@@ -158,6 +158,20 @@ pub struct Config {
     /// Register again when no sync has arrived for this long (the master may have lost us).
     #[arg(long, env = "BORGLET_REREGISTER_AFTER", default_value = "5s", value_parser = humantime::parse_duration)]
     pub reregister_after: Duration,
+
+    /// Fleet mode, for tests and benchmarks: serve this many simulated
+    /// borglets (`<--name>-<i>`, each at `<advertised URL>/b/<its name>`, each
+    /// registering and syncing as a real one) whose tasks are simulated.
+    #[arg(long, value_name = "N")]
+    pub fleet: Option<usize>,
+
+    /// Fleet mode: a simulated task exits after this long (`forever`: it runs until stopped).
+    #[arg(long, default_value = "forever")]
+    pub fleet_task_runs_for: crate::fleet::RunsFor,
+
+    /// Fleet mode: the exit code a simulated task ends with.
+    #[arg(long, default_value_t = 0)]
+    pub fleet_task_exit_code: i32,
 }
 
 /// One `key=value` machine label.

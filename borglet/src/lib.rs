@@ -5,6 +5,7 @@
 pub mod api;
 pub mod config;
 pub mod credential;
+pub mod fleet;
 pub mod health;
 pub mod isolation;
 pub mod janitor;
@@ -19,6 +20,7 @@ pub mod shim;
 mod shim_logs;
 pub mod state;
 pub mod supervisor;
+pub mod tasks;
 
 pub use config::{Config, Label, OnExit};
 
@@ -70,7 +72,10 @@ where
             }
             on_signal.cancel();
         });
-        run(listener, config, shutdown).await
+        match config.fleet {
+            Some(n) => fleet::run(listener, config, n, shutdown).await,
+            None => run(listener, config, shutdown).await,
+        }
     })
 }
 
@@ -209,7 +214,7 @@ pub async fn run(
     let state = api::AppState {
         name: config.name.as_str().into(),
         data_dir: Arc::new(data_dir.clone()),
-        supervisor: Arc::clone(&supervisor),
+        supervisor: Arc::clone(&supervisor) as Arc<dyn tasks::Tasks>,
         sync_gate: Default::default(),
         contact,
         metrics,

@@ -1,60 +1,18 @@
-//! Fleet mode (a measurement, ignored by default): one process serves many
-//! simulated borglets (`/b/{i}/v1/sync`, each reporting what it is asked to run
-//! as running), a real master and scheduler (separate processes, real
-//! Postgres) poll and place on them, and the master's CPU is taken over a
-//! window of steady polling.
-//!
-//! `BORG_FLEET=1000 cargo test -p jobctl --test fleet -- --ignored --nocapture`
-//! (`BORG_FLEET_TASKS`, default 2 per borglet; `BORG_FLEET_WINDOW_S`, default 20).
+//! Fleet mode: one process (`jobctl component borglet --fleet N`) serves N
+//! simulated borglets, each registering with the join token and syncing
+//! through the real borglet sync handler; a real master and scheduler
+//! (separate processes, real Postgres) place and run jobs on them. The
+//! measurement at 1,000 borglets is `jobctl bench --only fleet`.
 
-use axum::extract::{Path, State};
-use axum::routing::post;
-use axum::{Json, Router};
-use borg_shared::wire::SyncRequest;
 use serde_json::{json, Value};
-use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The admin token the test's master is bootstrapped with, sent on every call.
 const ADMIN_TOKEN: &str = "borg_test-admin-0123456789abcdef";
-
+const JOIN_TOKEN: &str = "fleet-join-token";
 const JOBCTL: &str = env!("CARGO_BIN_EXE_jobctl");
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} must be a number"))
-        })
-        .unwrap_or(default)
-}
-
-#[derive(Default)]
-struct Fleet {
-    syncs: AtomicU64,
-    /// Borglets synced at least once.
-    seen: Mutex<HashSet<usize>>,
-}
-
-async fn sync(
-    State(fleet): State<Arc<Fleet>>,
-    Path(i): Path<usize>,
-    Json(req): Json<SyncRequest>,
-) -> Json<Value> {
-    fleet.syncs.fetch_add(1, Ordering::Relaxed);
-    fleet.seen.lock().unwrap().insert(i);
-    let now = chrono::Utc::now();
-    let attempts: Vec<Value> = req
-        .attempts
-        .iter()
-        .map(|a| json!({"id": a.id, "phase": "running", "pid": 100_000 + i, "started_at": now}))
-        .collect();
-    Json(json!({"machine": req.machine, "attempts": attempts}))
-}
+const BORGLETS: usize = 20;
 
 struct Kids(Vec<Child>);
 
@@ -67,12 +25,12 @@ impl Drop for Kids {
     }
 }
 
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = procfs::process::Process::new(pid as i32)
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
-        .stat()
-        .unwrap();
-    (stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
@@ -93,32 +51,17 @@ async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
-/// The simulated fleet's join token (its borglets skip checking the master's key).
-const JOIN_TOKEN: &str = "fleet-join-token";
+async fn get(http: &reqwest::Client, url: &str) -> Option<Value> {
+    http.get(url).send().await.ok()?.json().await.ok()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement: minutes"]
-async fn one_master_polls_a_fleet_of_simulated_borglets() {
-    let n = env_num("BORG_FLEET", 1000) as usize;
-    let tasks = env_num("BORG_FLEET_TASKS", 2 * n as u64);
-    let window = Duration::from_secs(env_num("BORG_FLEET_WINDOW_S", 20));
+async fn a_fleet_of_simulated_borglets_registers_runs_finishes_and_stops_tasks() {
     let database_url = devpg::testing::fresh_database(&borg_store::MIGRATOR)
         .await
         .unwrap();
-
-    let fleet = Arc::new(Fleet::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let fleet_addr = listener.local_addr().unwrap();
-    let app = Router::new()
-        .route("/b/{i}/v1/sync", post(sync))
-        .with_state(fleet.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let data = tempfile::tempdir().unwrap();
+    let (port, fleet_port) = (free_port(), free_port());
     let master = format!("http://127.0.0.1:{port}");
     let spawn = |component: &str, args: Vec<String>| {
         Command::new(JOBCTL)
@@ -131,7 +74,6 @@ async fn one_master_polls_a_fleet_of_simulated_borglets() {
             .env("BORG_JOIN_TOKEN", JOIN_TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap()
     };
@@ -139,9 +81,31 @@ async fn one_master_polls_a_fleet_of_simulated_borglets() {
         "borgmaster",
         vec!["--listen".into(), format!("127.0.0.1:{port}")],
     );
-    let master_pid = master_proc.id();
     let scheduler = spawn("borgscheduler", vec![]);
-    let _kids = Kids(vec![master_proc, scheduler]);
+    let fleet = spawn(
+        "borglet",
+        [
+            "--fleet",
+            &BORGLETS.to_string(),
+            "--name",
+            "f",
+            "--master",
+            &master,
+            "--listen",
+            &format!("127.0.0.1:{fleet_port}"),
+            "--data-dir",
+            &data.path().display().to_string(),
+            "--cpu",
+            "1",
+            "--memory",
+            "1Gi",
+            "--fleet-task-runs-for",
+            "1s",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let _kids = Kids(vec![master_proc, scheduler, fleet]);
     let http = {
         let mut headers = reqwest::header::HeaderMap::new();
         let bearer = format!("Bearer {ADMIN_TOKEN}").parse().unwrap();
@@ -151,60 +115,84 @@ async fn one_master_polls_a_fleet_of_simulated_borglets() {
             .build()
             .unwrap()
     };
-    wait_for("the master", Duration::from_secs(60), || async {
-        let r = http.get(format!("{master}/healthz")).send().await.ok()?;
-        r.status().is_success().then_some(())
-    })
+
+    // Every simulated borglet joined with the join token, each under its own name and path.
+    let machines = wait_for(
+        "every simulated borglet up",
+        Duration::from_secs(120),
+        || async {
+            let v = get(&http, &format!("{master}/v1/machines?limit=1000")).await?;
+            let list = v["machines"].as_array()?.clone();
+            let up = list.iter().filter(|m| m["state"] == "up").count();
+            (up == BORGLETS).then_some(list)
+        },
+    )
     .await;
-    for i in 0..n {
-        let body = json!({"name": format!("f{i}"), "address": format!("http://{fleet_addr}/b/{i}"),
-            "capacity": {"cpu": 2000, "memory": 4u64 << 30, "disk": 10u64 << 30}});
-        let r = http
-            .post(format!("{master}/v1/machines"))
-            .header(borg_shared::agent::JOIN_TOKEN_HEADER, JOIN_TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "registering f{i}: {}", r.status());
+    for m in &machines {
+        let name = m["name"].as_str().unwrap();
+        let address = m["address"].as_str().unwrap();
+        assert!(address.ends_with(&format!("/b/{name}")), "{m}");
     }
-    let spec = json!({"name": "fleet", "kind": "service", "replicas": tasks, "task": {
+
+    // A batch job: every task runs on a simulated borglet and exits 0 after 1 s.
+    let batch = json!({"name": "batch", "kind": "batch", "replicas": 2 * BORGLETS, "task": {
         "command": ["/bin/true"], "resources": {"cpu": "10m", "memory": "4Mi"}}});
     let r = http
         .post(format!("{master}/v1/jobs"))
-        .json(&spec)
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let job = wait_for(
+        "the batch job to succeed",
+        Duration::from_secs(120),
+        || async {
+            let v = get(&http, &format!("{master}/v1/jobs/batch")).await?;
+            assert_ne!(v["state"], "failed", "{v}");
+            (v["state"] == "succeeded").then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(job["task_counts"]["succeeded"], 2 * BORGLETS, "{job}");
+
+    // A service restarts in place on its simulated borglet; a kill stops it there.
+    let service = json!({"name": "svc", "kind": "service", "replicas": BORGLETS, "task": {
+        "command": ["/bin/true"], "resources": {"cpu": "10m", "memory": "4Mi"}}});
+    let r = http
+        .post(format!("{master}/v1/jobs"))
+        .json(&service)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
     wait_for(
-        "every borglet synced and every task running",
-        Duration::from_secs(600),
+        "every service task running",
+        Duration::from_secs(120),
         || async {
-            let v: Value = http
-                .get(format!("{master}/v1/jobs/fleet"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            let running = v["task_counts"]["running"].as_u64()?;
-            (fleet.seen.lock().unwrap().len() == n && running == tasks).then_some(())
+            let v = get(&http, &format!("{master}/v1/jobs/svc")).await?;
+            (v["task_counts"]["running"] == BORGLETS).then_some(())
         },
     )
     .await;
-
-    let (cpu0, syncs0, t0) = (
-        cpu_seconds(master_pid),
-        fleet.syncs.load(Ordering::Relaxed),
-        Instant::now(),
-    );
-    tokio::time::sleep(window).await;
-    let wall = t0.elapsed().as_secs_f64();
-    let cores = (cpu_seconds(master_pid) - cpu0) / wall;
-    let rate = (fleet.syncs.load(Ordering::Relaxed) - syncs0) as f64 / wall;
-    eprintln!(
-        "{n} simulated borglets, {tasks} running tasks: {rate:.0} syncs/s, master {cores:.2} cores over {wall:.0} s"
-    );
+    let r = http
+        .post(format!("{master}/v1/jobs/svc/kill"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    // Each stop reaches its simulated borglet, whose task dies of the SIGTERM.
+    let job = wait_for(
+        "every service task killed",
+        Duration::from_secs(120),
+        || async {
+            let v = get(&http, &format!("{master}/v1/jobs/svc")).await?;
+            (v["task_counts"]["killed"] == BORGLETS).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(job["state"], "killed", "{job}");
+    for t in job["tasks"].as_array().unwrap() {
+        assert_eq!(t["signal"], 15, "{t}");
+    }
 }

@@ -30,6 +30,13 @@ pub struct LeaderConfig {
     /// certificates) before the leader deletes it; `0` keeps history forever.
     #[arg(long, env = "BORG_HISTORY_RETENTION", default_value = "48h", value_parser = humantime::parse_duration)]
     pub history_retention: Duration,
+    /// The leader keeps each machine's desired set in memory and skips a
+    /// report identical to the last one that changed nothing; this often it
+    /// reads the set from Postgres and applies the report all the same (a
+    /// safety net: every change to a desired set also wakes its loop).
+    /// `0s`: read and apply on every sync.
+    #[arg(long, env = "BORG_FULL_SYNC_EVERY", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub full_sync_every: Duration,
 }
 
 impl Default for LeaderConfig {
@@ -38,6 +45,7 @@ impl Default for LeaderConfig {
             down_after: Duration::from_secs(10),
             lease_ttl: Duration::from_secs(3),
             history_retention: Duration::from_secs(48 * 3600),
+            full_sync_every: Duration::from_secs(30),
         }
     }
 }
@@ -169,6 +177,7 @@ async fn lead(parts: Leading, epoch: i64, term: CancellationToken) {
         parts.http.clone(),
         PollerConfig {
             interval: parts.poll_interval,
+            full_sync_every: parts.config.full_sync_every,
             epoch,
         },
         parts.machines_changed.clone(),

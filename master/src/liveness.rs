@@ -82,6 +82,8 @@ pub async fn run(
                     // Unless it answered meanwhile: then the next answer brings it back up.
                     heard.down = true;
                     drop(heard);
+                    // Its attempts are `lost` now: not in its desired set any more.
+                    slot.invalidate_desired();
                     if let Some(d) = done {
                         tracing::warn!(machine = %slot.name, ended = d.ended, requeued = d.requeued, %reason, "marked down");
                     }

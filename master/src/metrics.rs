@@ -18,7 +18,9 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 pub fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            // Buckets (not summaries), so quantiles aggregate across routes and replicas.
+            // Buckets (not summaries), so quantiles aggregate across routes and
+            // replicas, and a measurement can take the difference of two scrapes
+            // (`jobctl bench --only fleet`).
             let recorder = match PrometheusBuilder::new().set_buckets(BUCKETS) {
                 Ok(b) => b.build_recorder(),
                 Err(_) => PrometheusBuilder::new().build_recorder(),
@@ -60,6 +62,14 @@ fn describe() {
     describe_counter!(
         "borg_syncs_total",
         "Syncs with borglets, by result (ok, error)"
+    );
+    describe_counter!(
+        "borg_sync_desired_total",
+        "Desired sets sent to borglets, by source (cache: kept by the leader, store: read from Postgres)"
+    );
+    describe_counter!(
+        "borg_sync_reports_total",
+        "Borglet reports, by applied (no: the same as the last one, which changed nothing)"
     );
     describe_counter!(
         "borg_nudges_total",

@@ -8,6 +8,15 @@
 //! (`POST /v1/machines/{name}/nudge`), authenticated by its machine credential;
 //! the API wakes the loop through the shared [`Machines`]. Every sync carries the
 //! machine's sync key (`Authorization: Bearer`, see `borg_shared::agent`).
+//!
+//! An unchanged sync costs the store nothing: the desired set is kept in memory
+//! and read again only when something may have changed it, and a report equal
+//! to the last one whose application changed nothing is not applied again
+//! (`desired.rs`). Syncs run concurrently, at most `MAX_SYNCS_IN_FLIGHT` at once,
+//! each loop on its own jittered timer, so a slow or dead borglet holds up only
+//! its own loop.
+
+mod desired;
 
 use crate::store::{Store, CHANNEL_PLACED};
 use anyhow::Context;
@@ -27,10 +36,18 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 /// together must not take every store connection. A slow or dead borglet holds
 /// one permit, never another machine's loop.
 const MAX_SYNCS_IN_FLIGHT: usize = 128;
+/// Of those, at most this many use the store at once (reading a desired set,
+/// marking attempts starting, applying a report), so a thousand first syncs
+/// after a new leader starts leave pool connections for the API and its health
+/// check. An unchanged sync needs none.
+const STORE_SYNCS_IN_FLIGHT: usize = 4;
 
 #[derive(Clone)]
 pub struct PollerConfig {
     pub interval: Duration,
+    /// Read each desired set from the store and apply the report at least
+    /// this often, even with nothing known to have changed (0: every sync).
+    pub full_sync_every: Duration,
     /// The leadership epoch this poller runs under, sent with every sync.
     pub epoch: i64,
 }
@@ -47,6 +64,8 @@ pub(crate) struct Slot {
     credential_hash: Mutex<Option<String>>,
     /// When it last answered: the leader's memory of liveness (see `liveness`).
     pub(crate) heard: Mutex<Heard>,
+    /// The desired set and last quiet report, kept between syncs.
+    desired: desired::Desired,
 }
 
 /// A machine's liveness as this leader knows it.
@@ -77,6 +96,11 @@ impl Slot {
 
     pub(crate) fn heard(&self) -> std::sync::MutexGuard<'_, Heard> {
         self.heard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Something changed the machine's desired set: read it again next sync.
+    pub(crate) fn invalidate_desired(&self) {
+        self.desired.invalidate();
     }
 }
 
@@ -139,6 +163,7 @@ impl Machines {
 
     fn wake_all(&self) {
         for slot in self.lock().by_id.values() {
+            slot.desired.invalidate();
             slot.wake.notify_one();
         }
     }
@@ -180,6 +205,7 @@ pub async fn run(
     machines.clear();
     let tracker = TaskTracker::new();
     let in_flight = Arc::new(Semaphore::new(MAX_SYNCS_IN_FLIGHT));
+    let store_in_flight = Arc::new(Semaphore::new(STORE_SYNCS_IN_FLIGHT));
     tracker.spawn(listen(store.clone(), machines.clone(), shutdown.clone()));
     loop {
         match store.poll_targets().await {
@@ -208,6 +234,7 @@ pub async fn run(
                             unflushed: false,
                             down: t.state == MachineState::Down,
                         }),
+                        desired: Default::default(),
                     });
                     loops.by_id.insert(t.id, slot.clone());
                     loops.by_name.insert(t.name.clone(), t.id);
@@ -219,7 +246,7 @@ pub async fn run(
                         config.clone(),
                         t.id,
                         slot,
-                        in_flight.clone(),
+                        [in_flight.clone(), store_in_flight.clone()],
                         shutdown.clone(),
                     ));
                 }
@@ -267,6 +294,7 @@ async fn listen(store: Store, machines: Arc<Machines>, shutdown: CancellationTok
                         .ok()
                         .and_then(|id| machines.get(id));
                     if let Some(slot) = slot {
+                        slot.desired.invalidate();
                         slot.wake.notify_one();
                     }
                 }
@@ -287,7 +315,7 @@ async fn machine_loop(
     config: PollerConfig,
     id: MachineId,
     slot: Arc<Slot>,
-    in_flight: Arc<Semaphore>,
+    [in_flight, store_in_flight]: [Arc<Semaphore>; 2],
     shutdown: CancellationToken,
 ) {
     let mut acks: Vec<AttemptId> = Vec::new();
@@ -298,7 +326,16 @@ async fn machine_loop(
             return;
         };
         let started = Instant::now();
-        let result = sync_once(&store, &http, &config, id, &slot, &mut acks).await;
+        let result = sync_once(
+            &store,
+            &store_in_flight,
+            &http,
+            &config,
+            id,
+            &slot,
+            &mut acks,
+        )
+        .await;
         drop(permit);
         metrics::histogram!("borg_sync_duration_seconds").record(started.elapsed().as_secs_f64());
         let outcome = if result.is_ok() { "ok" } else { "error" };
@@ -359,6 +396,7 @@ async fn back_up(store: &Store, config: &PollerConfig, id: MachineId, slot: &Slo
     {
         Ok(_) => {
             slot.heard().down = false;
+            slot.desired.invalidate();
             tracing::info!(machine = %slot.name, "machine up again");
         }
         Err(e) => tracing::warn!(machine = %slot.name, error = %e, "marking the machine up"),
@@ -367,6 +405,7 @@ async fn back_up(store: &Store, config: &PollerConfig, id: MachineId, slot: &Slo
 
 async fn sync_once(
     store: &Store,
+    store_in_flight: &Semaphore,
     http: &reqwest::Client,
     config: &PollerConfig,
     id: MachineId,
@@ -374,10 +413,16 @@ async fn sync_once(
     acks: &mut Vec<AttemptId>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    slot.heard().asking_store = true;
-    let desired = store.desired_attempts(id).await;
+    let reading = slot.desired.needs_read(config.full_sync_every);
+    slot.heard().asking_store = reading;
+    let permit = match reading {
+        true => Some(store_in_flight.acquire().await?),
+        false => None,
+    };
+    let desired = slot.desired.get(store, id, config.full_sync_every).await;
+    drop(permit);
     slot.heard().asking_store = false;
-    let (attempts, new) = match desired {
+    let (attempts, new, source) = match desired {
         Ok(d) => d,
         Err(e) => {
             slot.excuse();
@@ -410,22 +455,30 @@ async fn sync_once(
             let body = resp.text().await.unwrap_or_default();
             anyhow::bail!("{url} answered {status}: {body}");
         }
-        let answer = resp
-            .json::<SyncResponse>()
+        let body = resp
+            .bytes()
             .await
             .with_context(|| format!("reading the sync answer of {url}"))?;
         // Alive, whatever the store makes of the report.
         slot.note_answer();
-        Ok(answer)
+        Ok(body)
     };
     // `assigned → starting` commits while the request travels and the borglet
     // forks: the two are independent, and the report is applied only after both.
-    let (marked, result) = tokio::join!(store.mark_starting(id, config.epoch, &new), post);
+    let mark = async {
+        if new.is_empty() {
+            return Ok(());
+        }
+        let _permit = store_in_flight.acquire().await;
+        store.mark_starting(id, config.epoch, &new).await
+    };
+    let (marked, result) = tokio::join!(mark, post);
     if let Err(e) = marked {
         *acks = req.ack;
         return Err(e.into());
     }
-    let resp = match result {
+    slot.desired.started(&new);
+    let body = match result {
         Ok(r) => r,
         Err(e) => {
             // Not acknowledged: send them again next time.
@@ -433,15 +486,41 @@ async fn sync_once(
             return Err(e);
         }
     };
+    metrics::counter!("borg_sync_desired_total", "source" => source.as_str()).increment(1);
+    if new.is_empty() && req.ack.is_empty() && slot.desired.is_quiet(&body) {
+        // Nothing was sent that could change it, and it says what it said last
+        // time, when applying it changed nothing: it would change nothing now.
+        metrics::counter!("borg_sync_reports_total", "applied" => "no").increment(1);
+        return Ok(());
+    }
+    let resp = match serde_json::from_slice::<SyncResponse>(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            *acks = req.ack;
+            return Err(anyhow::Error::new(e).context(format!("reading the sync answer of {url}")));
+        }
+    };
+    slot.desired.applying();
+    let permit = store_in_flight.acquire().await?;
     let out = store
         .apply_report(id, &slot.name, config.epoch, &sent, &resp.attempts)
-        .await
-        .context("applying the borglet's report")?;
+        .await;
+    drop(permit);
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            slot.desired.invalidate();
+            return Err(anyhow::Error::new(e).context("applying the borglet's report"));
+        }
+    };
+    metrics::counter!("borg_sync_reports_total", "applied" => "yes").increment(1);
+    let quiet = out.changed == 0 && out.requeued == 0 && out.restarted == 0 && out.ack.is_empty();
+    slot.desired.applied(body, quiet);
     *acks = out.ack;
     tracing::debug!(
         machine = %slot.name, wanted = sent.len(), new = new.len(), reported = resp.attempts.len(),
         changed = out.changed, requeued = out.requeued, ms = started.elapsed().as_millis() as u64,
-        "synced"
+        source = source.as_str(), "synced"
     );
     Ok(())
 }

@@ -30,8 +30,8 @@ const STOP_GRACE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// How many borglets (machines m1..mN) to run.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=200))]
+    /// How many borglets (machines m1..mN) to run (0: machines join from elsewhere).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(0..=200))]
     pub borglets: u16,
     /// Where the cell keeps its database, borglet state and logs.
     #[arg(long, value_name = "DIR", default_value = ".borg-dev")]

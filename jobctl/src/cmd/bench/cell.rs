@@ -147,12 +147,16 @@ impl DevCell {
                 }
             }
             let up = match &api {
-                Some(api) if api.healthz().await.is_ok() => api.machines_up().await.unwrap_or(0),
-                _ => 0,
+                Some(api) if api.healthz().await.is_ok() => {
+                    Some(api.machines_up().await.unwrap_or(0))
+                }
+                _ => None,
             };
-            if up >= want {
+            // With no borglet of its own (`--only fleet`): up once the master answers.
+            if up.is_some_and(|up| up >= want) {
                 return Ok(());
             }
+            let up = up.unwrap_or(0);
             if Instant::now() > deadline {
                 self.keep();
                 bail!(

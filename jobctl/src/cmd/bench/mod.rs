@@ -8,6 +8,7 @@ mod big;
 mod cell;
 mod cli;
 mod cpu;
+mod fleet;
 mod idle;
 mod reads;
 mod report;
@@ -33,6 +34,10 @@ pub enum Phase {
     /// Not by default: request latency around a 10,000-task job, before and after
     /// `--history` finished tasks are seeded in the cell's Postgres (own cell only).
     Reads,
+    /// Alone, not by default: one master polling `--borglets` simulated
+    /// borglets (one fleet process) with a service of `--tasks` on them:
+    /// syncs/s against the 1 s interval, sync gaps and durations, CPU.
+    Fleet,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -70,9 +75,13 @@ pub struct Args {
     /// Reads phase: finished tasks of history to seed (in jobs of 10,000).
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub history: u64,
-    /// Borglets of the cell the bench starts (ignored with --master).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=200))]
+    /// Borglets of the cell the bench starts (ignored with --master; at most
+    /// 200), or with `--only fleet` the simulated borglets of the fleet.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=10000))]
     pub borglets: u16,
+    /// Fleet phase: how long the steady polling is measured.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub fleet_window: humantime::Duration,
     /// Give up on a phase that has not finished after this long.
     #[arg(long, value_name = "DURATION", default_value = "10m")]
     pub timeout: humantime::Duration,
@@ -182,9 +191,17 @@ async fn phases(
     if master.is_some() && args.only.contains(&Phase::Reads) {
         bail!("--only reads needs the bench's own cell (it seeds history in its Postgres): drop --master");
     }
+    let fleet = args.only.contains(&Phase::Fleet);
+    if fleet && (args.only.len() > 1 || master.is_some()) {
+        bail!("--only fleet runs alone, on the bench's own cell (no --master)");
+    }
+    if !fleet && args.borglets > 200 {
+        bail!("--borglets: a cell of real borglets has at most 200 (more: --only fleet)");
+    }
     let mut cell = match &master {
         Some(_) => None,
-        None => Some(cell::DevCell::start(args.borglets).await?),
+        // The fleet's borglets are simulated; the cell runs no real one.
+        None => Some(cell::DevCell::start(if fleet { 0 } else { args.borglets }).await?),
     };
     // The bench's own cell takes its own admin token.
     let token = cell.as_ref().map(|c| c.token.clone()).or(token);
@@ -215,7 +232,13 @@ async fn phases(
     let meter = cpu::Meter::new(cell.as_ref().map(|c| c.pid));
 
     let result = async {
-        for phase in [Phase::Idle, Phase::Big, Phase::Small, Phase::Reads] {
+        for phase in [
+            Phase::Idle,
+            Phase::Big,
+            Phase::Small,
+            Phase::Reads,
+            Phase::Fleet,
+        ] {
             if !args.only.contains(&phase) {
                 continue;
             }
@@ -244,6 +267,19 @@ async fn phases(
                     report.phases.push(out.phase);
                     report.reads = out.rows;
                     report.reads_history = Some(args.history);
+                }
+                Phase::Fleet => {
+                    let Some(c) = &cell else {
+                        bail!("--only fleet needs the bench's own cell");
+                    };
+                    let run = fleet::FleetRun {
+                        borglets: args.borglets.into(),
+                        tasks: args.tasks,
+                        window: args.fleet_window.into(),
+                        cell_dir: c.data_dir(),
+                        meter: &meter,
+                    };
+                    report.phases.push(fleet::run(&ctx, run).await?);
                 }
                 _ => {}
             }

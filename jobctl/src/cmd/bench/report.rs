@@ -145,6 +145,7 @@ fn value(v: f64, unit: &str) -> String {
     match unit {
         "ms" => format!("{v:.1} ms"),
         "s" => format!("{v:.2} s"),
+        "cores" => format!("{v:.2} cores"),
         _ if v >= 1000.0 => format!("{} {unit}", thousands(v.round() as u64)),
         _ => format!("{v:.1} {unit}"),
     }
