@@ -62,6 +62,11 @@ pub async fn run(
     let mut app = Router::new()
         .route("/fleet/stats", get(stats::serve))
         .with_state(Arc::clone(&stats));
+    // One client each for registrations and nudges, shared by the fleet's borglets.
+    let masters =
+        Arc::new(borg_shared::masters::Masters::parse(&config.master).context("--master")?);
+    let register_client = config.master_client(crate::register::REQUEST_TIMEOUT)?;
+    let nudge_client = config.master_client(crate::nudge::REQUEST_TIMEOUT)?;
     for i in 0..borglets {
         let name = format!("{}-{i}", config.name);
         let data_dir = config.data_dir.join(&name);
@@ -80,7 +85,8 @@ pub async fn run(
         ));
         let contact = Arc::new(Contact::default());
         let registrar = Registrar::new(
-            &config.master,
+            register_client.clone(),
+            Arc::clone(&masters),
             RegisterMachine {
                 name: name.clone(),
                 address: format!("{base}/b/{name}"),
@@ -103,12 +109,13 @@ pub async fn run(
             }
         }));
         let sender = NudgeSender::new(
-            &config.master,
+            nudge_client.clone(),
+            Arc::clone(&masters),
             &name,
             Arc::clone(&nudger),
             Arc::clone(&metrics),
             Arc::clone(&credentials),
-        )?;
+        );
         background.push(tokio::spawn(sender.run(stop_background.clone())));
         let state = AppState {
             name: name.as_str().into(),
