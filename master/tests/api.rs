@@ -301,10 +301,7 @@ async fn quotas_read_unlimited_until_set_and_refuse_bad_input() {
 #[tokio::test]
 async fn fields_not_built_yet_are_refused_not_ignored() {
     let app = spawn_app().await;
-    let cases = [
-        ("task.health", "batch", json!({"tcp": {"port": 0}})),
-        ("task.fence_after", "service", json!("30s")),
-    ];
+    let cases = [("task.health", "batch", json!({"tcp": {"port": 0}}))];
     for (field, kind, value) in cases {
         let key = field.strip_prefix("task.").unwrap();
         let mut spec = json!({"name": "svc", "kind": kind,

@@ -414,8 +414,10 @@ impl TestBorglet {
     }
 
     /// Shut down, handing back the data dir and name (to start it again on them).
+    /// Its tasks are left to the next borglet (not killed when this one drops).
     pub async fn stop_keeping_data(mut self) -> (tempfile::TempDir, String) {
         self.shutdown().await.unwrap();
+        self.pids.lock().unwrap().clear();
         let dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
         (dir, self.name.clone())
     }
@@ -510,6 +512,7 @@ impl AttemptBuilder {
             cpu_limit: None,
             ports: vec![],
             health: None,
+            fence_after_ms: None,
             restart: None,
         })
     }
