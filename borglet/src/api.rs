@@ -37,6 +37,8 @@ pub struct AppState {
     pub nudger: Arc<Nudger>,
     /// This machine's credential: what the master must prove it knows.
     pub credentials: Arc<Credentials>,
+    /// When the last accepted sync came (`task.fence_after`).
+    pub fence: Arc<crate::fence::Fence>,
     /// Cancelled when the borglet shuts down: long-lived responses (log follows)
     /// end then, or graceful shutdown would wait on them forever.
     pub shutdown: CancellationToken,
@@ -143,6 +145,7 @@ async fn reconcile(app: &AppState, req: SyncRequest) -> Result<SyncResponse, Err
     }
     gate.highest_epoch = Some(req.epoch.max(gate.highest_epoch.unwrap_or(req.epoch)));
     app.contact.synced();
+    app.fence.synced();
 
     let sup = &app.supervisor;
     let table = sup.table();

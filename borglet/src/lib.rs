@@ -5,6 +5,7 @@
 pub mod api;
 pub mod config;
 pub mod credential;
+pub mod fence;
 pub mod fleet;
 pub mod health;
 pub mod isolation;
@@ -18,6 +19,7 @@ pub mod restart;
 pub mod run_as;
 pub mod shim;
 mod shim_logs;
+pub mod spawner;
 pub mod state;
 pub mod supervisor;
 pub mod tasks;
@@ -211,6 +213,13 @@ pub async fn run(
         ))
     });
 
+    let fence = Arc::new(fence::Fence::load(&data_dir));
+    let fencing = tokio::spawn(fence::run(
+        Arc::clone(&fence),
+        Arc::clone(&supervisor),
+        Arc::clone(&metrics),
+        stop_background.clone(),
+    ));
     let state = api::AppState {
         name: config.name.as_str().into(),
         data_dir: Arc::new(data_dir.clone()),
@@ -220,6 +229,7 @@ pub async fn run(
         metrics,
         nudger,
         credentials,
+        fence,
         shutdown: shutdown.clone(),
     };
     tracing::info!(listen = %bound, name = %config.name, advertise = %advertise,
@@ -247,6 +257,9 @@ pub async fn run(
     stop_background.cancel();
     if let Err(e) = sweeping.await {
         tracing::error!(error = %e, "sandbox janitor failed");
+    }
+    if let Err(e) = fencing.await {
+        tracing::error!(error = %e, "fencing task failed");
     }
     if let Err(e) = registering.await {
         tracing::error!(error = %e, "registration task failed");

@@ -67,6 +67,10 @@ fn describe() {
         "Stops begun because the master no longer wants the attempt"
     );
     describe_counter!(
+        "borglet_attempts_fenced_total",
+        "Stops begun because no master synced for longer than the attempt's fence_after"
+    );
+    describe_counter!(
         "borglet_attempts_oom_killed_total",
         "Attempts in whose cgroup the kernel OOM-killed a process"
     );
@@ -129,6 +133,7 @@ pub struct Metrics {
     signaled: Counter,
     exit_unknown: Counter,
     stopped: Counter,
+    fenced: Counter,
     running: Gauge,
     syncs_ok: Counter,
     syncs_stale_epoch: Counter,
@@ -158,6 +163,7 @@ impl Metrics {
             signaled: metrics::counter!("borglet_attempts_exited_total", &how("signaled")),
             exit_unknown: metrics::counter!("borglet_attempts_exited_total", &how("unknown")),
             stopped: metrics::counter!("borglet_attempts_stopped_total", &[m()]),
+            fenced: metrics::counter!("borglet_attempts_fenced_total", &[m()]),
             running: metrics::gauge!("borglet_attempts_running", &[m()]),
             syncs_ok: metrics::counter!("borglet_syncs_total", &result("ok")),
             syncs_stale_epoch: metrics::counter!("borglet_syncs_total", &result("stale_epoch")),
@@ -195,6 +201,10 @@ impl Metrics {
 
     pub fn stopped(&self) {
         self.stopped.increment(1);
+    }
+
+    pub fn fenced(&self) {
+        self.fenced.increment(1);
     }
 
     /// One health probe ended: passed or not.

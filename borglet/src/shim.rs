@@ -5,9 +5,11 @@
 //! known with its real code: a process that is not your child has no other way
 //! to tell its status.
 //!
-//! It is the borglet's own executable (or `jobctl`'s, which hosts the borglet)
-//! re-executed as `EXE __borglet-shim SANDBOX`: every binary that can run a
-//! borglet calls [`main_if_shim`] first thing in `main`.
+//! Each shim is forked by the borglet's shim spawner (`crate::spawner`), the
+//! borglet's own executable (or `jobctl`'s, which hosts the borglet) started
+//! once as `EXE __borglet-spawner`; `EXE __borglet-shim SANDBOX` runs one shim
+//! directly (by hand, or to debug). Every binary that can run a borglet calls
+//! [`main_if_shim`] first thing in `main`.
 //!
 //! Protocol: the shim reads `SANDBOX/launch.json`, starts the task, writes
 //! `run.json`, then tells the borglet one [`Handshake`] line on its stdout and
@@ -35,20 +37,27 @@ pub enum Handshake {
     Failed(String),
 }
 
-/// Run as a shim if argv says so (returns the exit code); `None` otherwise.
+/// Run as a shim, or as the shim spawner, if argv says so (returns the exit
+/// code); `None` otherwise.
 pub fn main_if_shim() -> Option<ExitCode> {
-    let args: Vec<OsString> = std::env::args_os().collect();
-    if args.get(1).map(|a| a.as_os_str()) != Some(SHIM_ARG.as_ref()) {
-        return None;
-    }
-    let Some(sandbox) = args.get(2) else {
-        eprintln!("usage: {SHIM_ARG} SANDBOX");
-        return Some(ExitCode::from(2));
+    let mut args = std::env::args_os().skip(1);
+    let first: Option<OsString> = args.next();
+    let code = match first.as_deref().and_then(|a| a.to_str()) {
+        Some(crate::spawner::SPAWNER_ARG) => crate::spawner::serve(),
+        Some(SHIM_ARG) => match args.next() {
+            Some(sandbox) => run(Path::new(&sandbox)),
+            None => {
+                eprintln!("usage: {SHIM_ARG} SANDBOX");
+                2
+            }
+        },
+        _ => return None,
     };
-    Some(run(Path::new(sandbox)))
+    Some(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
-fn run(sandbox: &Path) -> ExitCode {
+/// One shim, for the attempt in `sandbox`; the process's exit code.
+pub(crate) fn run(sandbox: &Path) -> i32 {
     // Its own session: neither the borglet's terminal nor its process group
     // reach it. Fails only if already a group leader, which is as good.
     let _ = nix::unistd::setsid();
@@ -61,7 +70,8 @@ fn run(sandbox: &Path) -> ExitCode {
         Ok(c) => c,
         Err(message) => return fail(sandbox, message),
     };
-    let mut copiers = Vec::new();
+    let (copied, all_copied) = std::sync::mpsc::channel::<()>();
+    let mut copiers = 0;
     for (out, path) in [
         (
             child
@@ -79,8 +89,8 @@ fn run(sandbox: &Path) -> ExitCode {
         ),
     ] {
         if let Some(out) = out {
-            match shim_logs::spawn_copier(out, path.clone(), launch.log_max_bytes) {
-                Ok(c) => copiers.push(c),
+            match shim_logs::spawn_copier(out, path.clone(), launch.log_max_bytes, copied.clone()) {
+                Ok(()) => copiers += 1,
                 Err(e) => eprintln!("borglet shim: cannot start a log copier: {e}"),
             }
         }
@@ -110,6 +120,7 @@ fn run(sandbox: &Path) -> ExitCode {
     }
     tell(&Handshake::Started(run));
 
+    drop(copied);
     let ended = match child.wait() {
         Ok(status) => match (status.code(), status.signal()) {
             (Some(code), _) => Ended::Code(code),
@@ -119,15 +130,16 @@ fn run(sandbox: &Path) -> ExitCode {
         },
         Err(e) => {
             eprintln!("borglet shim: waiting for the task: {e}");
-            return ExitCode::FAILURE;
+            return 1;
         }
     };
     // The task's last words are in the pipes: let the copiers drain them. Not
     // forever: a process that escaped the group may hold a pipe open.
     let deadline = std::time::Instant::now() + COPIER_PATIENCE;
-    for c in copiers {
-        while !c.is_finished() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(5));
+    for _ in 0..copiers {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if all_copied.recv_timeout(left).is_err() {
+            break;
         }
     }
     let record = ExitRecord {
@@ -135,10 +147,10 @@ fn run(sandbox: &Path) -> ExitCode {
         at: Utc::now(),
     };
     match records::write(sandbox, records::EXIT, &record) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("borglet shim: {e}");
-            ExitCode::FAILURE
+            1
         }
     }
 }
@@ -147,14 +159,14 @@ fn run(sandbox: &Path) -> ExitCode {
 const COPIER_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The task could not be started: record it (a restarted borglet reads it) and tell.
-fn fail(sandbox: &Path, message: String) -> ExitCode {
+fn fail(sandbox: &Path, message: String) -> i32 {
     let record = ExitRecord {
         ended: Ended::ExecFailed(message.clone()),
         at: Utc::now(),
     };
     let _ = records::write(sandbox, records::EXIT, &record);
     tell(&Handshake::Failed(message));
-    ExitCode::FAILURE
+    1
 }
 
 /// Write the handshake and close stdout, so the borglet's read ends. A borglet

@@ -18,12 +18,14 @@ pub fn rotated(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Copy `from` into `path`, rotating at `max_bytes / 2`, on a thread of its own.
+/// Copy `from` into `path`, rotating at `max_bytes / 2`, on a thread of its
+/// own; `done` hears once the copy ended (EOF or an error).
 pub fn spawn_copier(
     from: impl Read + Send + 'static,
     path: PathBuf,
     max_bytes: u64,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+    done: std::sync::mpsc::Sender<()>,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("log-copier".into())
         .stack_size(STACK)
@@ -31,7 +33,9 @@ pub fn spawn_copier(
             if let Err(e) = copy_rotating(from, &path, max_bytes) {
                 eprintln!("borglet shim: copying to {}: {e}", path.display());
             }
+            let _ = done.send(());
         })
+        .map(drop)
 }
 
 fn open(path: &Path) -> std::io::Result<File> {

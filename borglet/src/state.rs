@@ -590,6 +590,24 @@ impl AttemptTable {
             .collect()
     }
 
+    /// Running attempts (or waiting to restart) whose `fence_after` is at most
+    /// `silence`, noted with `why` (what their report will say): to be stopped.
+    pub fn fence(&self, silence: Duration, why: &str) -> Vec<AttemptId> {
+        let mut inner = self.lock();
+        let mut due = Vec::new();
+        for a in inner.attempts.values_mut() {
+            let passed = a
+                .spec
+                .fence_after_ms
+                .is_some_and(|ms| silence >= Duration::from_millis(ms));
+            if passed && matches!(a.phase, Phase::Running { .. } | Phase::Backoff { .. }) {
+                a.note = Some(why.to_string());
+                due.push(a.spec.id);
+            }
+        }
+        due
+    }
+
     pub fn reports(&self) -> Vec<AttemptReport> {
         self.lock().attempts.values().map(Attempt::report).collect()
     }

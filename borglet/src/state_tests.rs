@@ -17,6 +17,7 @@ fn spec() -> AttemptSpec {
         cpu_limit: None,
         ports: vec![],
         health: None,
+        fence_after_ms: None,
     }
 }
 

@@ -306,12 +306,23 @@ async fn quotas_read_unlimited_until_set_and_refuse_bad_input() {
 }
 
 #[tokio::test]
+async fn fence_after_is_accepted_from_one_second() {
+    let app = spawn_app().await;
+    let spec = |fence: &str| {
+        json!({"name": "fenced", "kind": "service",
+            "task": {"command": ["/bin/true"], "fence_after": fence}})
+    };
+    let (status, body) = app.post_json("/v1/jobs", spec("500ms")).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "task.fence_after");
+    let (status, body) = app.post_json("/v1/jobs", spec("30s")).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test]
 async fn fields_not_built_yet_are_refused_not_ignored() {
     let app = spawn_app().await;
-    let cases = [
-        ("task.health", "batch", json!({"tcp": {"port": 0}})),
-        ("task.fence_after", "service", json!("30s")),
-    ];
+    let cases = [("task.health", "batch", json!({"tcp": {"port": 0}}))];
     for (field, kind, value) in cases {
         let key = field.strip_prefix("task.").unwrap();
         let mut spec = json!({"name": "svc", "kind": kind,

@@ -378,6 +378,10 @@ pub struct AttemptSpec {
     /// The task's health check, ports resolved; absent: not probed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthProbe>,
+    /// The spec's `task.fence_after`: the borglet kills the task when no
+    /// accepted sync has come for this long. Absent: it keeps running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence_after_ms: Option<u64>,
 }
 
 impl AttemptSpec {

@@ -211,6 +211,7 @@ impl Store {
                 cpu_limit: task.resources.cpu_limit,
                 ports: r.ports.iter().filter_map(|&p| u16::try_from(p).ok()).collect(),
                 health: None,
+                fence_after_ms: task.fence_after.map(|d| d.as_millis() as u64),
             }
             .with_health(task.health.as_ref())
             })

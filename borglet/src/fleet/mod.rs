@@ -117,7 +117,10 @@ pub async fn run(
             Arc::clone(&credentials),
         );
         background.push(tokio::spawn(sender.run(stop_background.clone())));
+        // Syncs are recorded as a real borglet's are; simulated tasks are never fenced.
+        let fence = Arc::new(crate::fence::Fence::load(&data_dir));
         let state = AppState {
+            fence,
             name: name.as_str().into(),
             data_dir: Arc::new(data_dir),
             supervisor: tasks,

@@ -56,6 +56,7 @@ async fn probes_wait_the_delay_keep_the_interval_and_end_the_run_after_failures_
         ports: vec![],
         restart: None,
         health: Some(check()),
+        fence_after_ms: None,
     };
     let id = spec.id;
     let exited = CancellationToken::new();

@@ -89,6 +89,7 @@ mod tests {
             cpu_limit: None,
             ports: vec![],
             health: None,
+            fence_after_ms: None,
             restart: None,
         }
     }

@@ -103,8 +103,10 @@ impl Supervisor {
                     tracing::info!(attempt = %launch.spec.id, job = %launch.spec.job,
                         index = launch.spec.index, phase = ?phase.wire(), "attempt ended while no borglet ran");
                     let ending = self.ending_of(&launch).await;
+                    let note = stop_note(&self.sandboxes, &launch);
                     let mut attempt = Attempt::new(launch.spec, phase, done);
                     attempt.restarts = restarts;
+                    attempt.note = note;
                     attempt.isolation.ending = Some(ending);
                     self.table.insert(attempt);
                     n.exited += 1;
@@ -119,6 +121,7 @@ impl Supervisor {
                     done.cancel();
                     tracing::warn!(attempt = %launch.spec.id, "attempt ended with no shim to record its status");
                     let ending = self.ending_of(&launch).await;
+                    let note = stop_note(&self.sandboxes, &launch);
                     let mut attempt = Attempt::new(
                         launch.spec,
                         Phase::Exited {
@@ -133,6 +136,7 @@ impl Supervisor {
                         done,
                     );
                     attempt.restarts = restarts;
+                    attempt.note = note;
                     attempt.isolation.ending = Some(ending);
                     self.table.insert(attempt);
                     n.exited += 1;
@@ -247,6 +251,14 @@ fn scan(dir: &Path) -> Result<(Vec<Found>, usize), RecordError> {
 }
 
 struct Unstarted;
+
+/// Why the borglet stopped this attempt, when it said (a fence), from its stop marker.
+fn stop_note(sandboxes: &Path, launch: &Launch) -> Option<String> {
+    let marker = sandboxes.join(launch.spec.id.to_string()).join(STOPPING);
+    std::fs::read_to_string(marker)
+        .ok()
+        .filter(|note| !note.is_empty())
+}
 
 fn classify(sandbox: &Path, patience_ends: Instant) -> Result<Option<Found>, Unstarted> {
     let Some(launch) = read_opt::<Launch>(sandbox, records::LAUNCH) else {

@@ -44,8 +44,8 @@ pub struct Supervisor {
     /// `<data-dir>/attempts`
     sandboxes: PathBuf,
     path_env: String,
-    /// The executable re-run as each attempt's shim (`crate::shim`).
-    shim_exe: PathBuf,
+    /// Forks each run's shim (`crate::spawner`, `crate::shim`).
+    spawner: Arc<crate::spawner::Spawner>,
     /// Bytes of each output stream kept per attempt (0: unlimited).
     log_max_bytes: u64,
     /// The user tasks run as (`None`: the borglet's own).
@@ -64,7 +64,7 @@ pub struct Supervisor {
 /// How every task of this borglet is run.
 #[derive(Debug, Clone)]
 pub struct HowToRun {
-    /// The executable re-run as each attempt's shim (`crate::shim`).
+    /// The executable run (once) as the shim spawner (`crate::spawner`).
     pub shim_exe: PathBuf,
     /// Bytes of each output stream kept per attempt (0: unlimited).
     pub log_max_bytes: u64,
@@ -107,7 +107,7 @@ impl Supervisor {
             machine,
             sandboxes: sandboxes_dir(data_dir),
             path_env,
-            shim_exe,
+            spawner: Arc::new(crate::spawner::Spawner::new(shim_exe)),
             log_max_bytes,
             run_as,
             acked: Arc::default(),

@@ -1,8 +1,9 @@
 //! Starting an attempt: its sandbox and launch record (written before anything
-//! runs), then its shim, which starts the task in a fresh session and answers
-//! with the task's pid or why it could not start. The blocking part (mkdir, file
-//! writes, fork/exec of the shim) runs on the blocking pool; a sync's starts run
-//! a few at a time.
+//! runs), then its shim, forked by the shim spawner (`crate::spawner`), which
+//! starts the task in a fresh session and answers with the task's pid or why it
+//! could not start. The blocking part (mkdir, cgroup and file writes, the
+//! request to the spawner) runs on the blocking pool; a sync's starts run a few
+//! at a time, and the answers are read without holding a thread.
 //!
 //! Isolation: each run gets the attempt's cgroup, made fresh before the shim
 //! starts (an in-place restart makes it again under the same path once the
@@ -15,16 +16,16 @@ use super::watch::Keeper;
 use super::Supervisor;
 use crate::isolation::{self, AttemptCgroup, IsolationError};
 use crate::records::{self, Launch, RecordError, Run};
-use crate::shim::{Handshake, SHIM_ARG};
+use crate::shim::Handshake;
+use crate::spawner::Spawner;
 use crate::state::{Attempt, Phase};
 use borg_shared::wire::{borg_env, AttemptSpec};
 use chrono::Utc;
 use futures::StreamExt;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
-use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 /// Starts in flight at once within one sync: enough to keep both the shims'
@@ -67,7 +68,7 @@ impl Supervisor {
     async fn start(self: &Arc<Self>, spec: AttemptSpec) {
         let id = spec.id;
         match self.launch(&spec, false).await {
-            Ok((run, child, cgroup)) => {
+            Ok((run, cgroup)) => {
                 let (job, index) = (spec.job.clone(), spec.index);
                 tracing::info!(attempt = %id, job = %job, index, pid = run.task.pid,
                     shim = run.shim.pid, "attempt started");
@@ -92,7 +93,7 @@ impl Supervisor {
                     run.pgid,
                     exited,
                     cgroup,
-                    Keeper::Child(child),
+                    Keeper::Shim(run.shim),
                 );
             }
             Err(e) => {
@@ -146,10 +147,10 @@ impl Supervisor {
     /// `again`: a restart, whose previous run's records are cleared first.
     async fn launch(&self, spec: &AttemptSpec, again: bool) -> Result<Launched, StartError> {
         let mut launch = self.launch_record(spec)?;
-        let exe = self.shim_exe.clone();
+        let spawner = Arc::clone(&self.spawner);
         let isolator = Arc::clone(&self.isolator);
         let pids = self.pids_limit;
-        let (mut child, cgroup) = tokio::task::spawn_blocking(move || {
+        let (handshake, cgroup) = tokio::task::spawn_blocking(move || {
             let cgroup = isolation::create(&*isolator, &launch.spec, pids)?;
             if let Some(cg) = &cgroup {
                 // First, so `task.pid` names a task that is in its cgroup.
@@ -158,8 +159,8 @@ impl Supervisor {
                 launch.pid_files = files;
                 launch.cgroup = Some(cg.clone());
             }
-            match spawn_shim(&exe, &launch, again) {
-                Ok(child) => Ok((child, cgroup)),
+            match spawn_shim(&spawner, &launch, again) {
+                Ok(handshake) => Ok((handshake, cgroup)),
                 Err(e) => {
                     discard(cgroup.as_ref());
                     Err(e)
@@ -168,13 +169,13 @@ impl Supervisor {
         })
         .await??;
         let mut said = Vec::new();
-        if let Some(mut out) = child.stdout.take() {
-            // An I/O error here reads as an empty answer: the shim said nothing.
-            let _ = out.read_to_end(&mut said).await;
+        // An I/O error here reads as an empty answer: the shim said nothing.
+        if let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(handshake) {
+            let _ = pipe.read_to_end(&mut said).await;
         }
         let failed = match serde_json::from_slice::<Handshake>(&said) {
-            Ok(Handshake::Started(run)) => return Ok((run, child, cgroup.map(Arc::new))),
-            // The shim exits by itself; dropping the child leaves it to tokio's reaper.
+            Ok(Handshake::Started(run)) => return Ok((run, cgroup.map(Arc::new))),
+            // The shim exits by itself; the spawner reaps it.
             Ok(Handshake::Failed(why)) => StartError::Task(why),
             Err(_) => StartError::ShimSilent,
         };
@@ -185,8 +186,9 @@ impl Supervisor {
     }
 }
 
-/// A started run: what its shim recorded, the shim, and the run's cgroup.
-pub(super) type Launched = (Run, Child, Option<Arc<AttemptCgroup>>);
+/// A started run: what its shim recorded (the shim's pid, which keeps it), and
+/// the run's cgroup.
+pub(super) type Launched = (Run, Option<Arc<AttemptCgroup>>);
 
 /// Blocking: empty and remove the cgroup of a run that did not start.
 fn discard(cgroup: Option<&AttemptCgroup>) {
@@ -196,8 +198,9 @@ fn discard(cgroup: Option<&AttemptCgroup>) {
     }
 }
 
-/// Blocking: sandbox, launch record, and the shim process.
-fn spawn_shim(exe: &Path, launch: &Launch, again: bool) -> Result<Child, StartError> {
+/// Blocking: sandbox, launch record, and the shim process; returns the pipe
+/// the shim's handshake comes on.
+fn spawn_shim(spawner: &Spawner, launch: &Launch, again: bool) -> Result<OwnedFd, StartError> {
     let sandbox = &launch.cwd;
     let sandbox_err = |source| StartError::Sandbox {
         path: sandbox.display().to_string(),
@@ -217,25 +220,13 @@ fn spawn_shim(exe: &Path, launch: &Launch, again: bool) -> Result<Child, StartEr
         }
     }
     records::write(sandbox, records::LAUNCH, launch)?;
-    Command::new(exe)
-        .arg(SHIM_ARG)
-        .arg(sandbox)
-        // The shim needs nothing of the borglet's environment; the task gets only
-        // what the launch record names.
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        // The shim must outlive the borglet; it ends with its task.
-        .kill_on_drop(false)
-        .spawn()
-        .map_err(|source| StartError::Shim {
-            exe: exe.display().to_string(),
-            source,
-        })
+    spawner.spawn(sandbox).map_err(|source| StartError::Shim {
+        exe: spawner.exe().display().to_string(),
+        source,
+    })
 }
 
-/// The executable to run shims with when none is configured: this one.
+/// The executable to run the shim spawner with when none is configured: this one.
 pub fn default_shim_exe() -> std::io::Result<PathBuf> {
     std::env::current_exe()
 }

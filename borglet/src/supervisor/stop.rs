@@ -22,10 +22,16 @@ impl Supervisor {
         let Some(ticket) = self.table.begin_stop(id) else {
             return false;
         };
-        // Noted on disk, so an exit a restarted borglet finds is known as asked for.
+        // Noted on disk, so an exit a restarted borglet finds is known as asked
+        // for, with the reason the borglet had, if any (fenced).
+        let note = self
+            .table
+            .with_attempt(id, |a| a.note.clone())
+            .flatten()
+            .unwrap_or_default();
         let marker = self.sandboxes.join(id.to_string()).join(STOPPING);
         self.stops.spawn(async move {
-            let noted = tokio::task::spawn_blocking(move || std::fs::write(marker, b"")).await;
+            let noted = tokio::task::spawn_blocking(move || std::fs::write(marker, note)).await;
             if !matches!(noted, Ok(Ok(()))) {
                 tracing::warn!(attempt = %ticket.id, "cannot note the stop on disk");
             }

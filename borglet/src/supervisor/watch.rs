@@ -27,9 +27,7 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// What keeps the task and tells of its end.
 pub(super) enum Keeper {
-    /// A shim this borglet started.
-    Child(tokio::process::Child),
-    /// A shim a previous borglet started.
+    /// Its shim (this borglet's spawner forked it, or a previous borglet's did).
     Shim(ProcId),
     /// The task itself, whose shim is gone: its end is seen, its status is not.
     Orphan(ProcId),
@@ -188,7 +186,7 @@ impl Watch {
             () = self.exited.cancelled() => return None,
         }
         match sup.relaunch(&spec).await {
-            Ok((run, child, cgroup)) => {
+            Ok((run, cgroup)) => {
                 let event = Event::Restarted {
                     at: run.started_at,
                     pid: run.task.pid,
@@ -208,7 +206,7 @@ impl Watch {
                 sup.metrics.started();
                 tracing::info!(attempt = %id, pid = run.task.pid, restarts, "attempt restarted in place");
                 sup.nudger.request();
-                Some((run.pgid, cgroup, Keeper::Child(child)))
+                Some((run.pgid, cgroup, Keeper::Shim(run.shim)))
             }
             Err(e) => {
                 tracing::warn!(attempt = %id, error = %e, "restart failed");
@@ -246,12 +244,6 @@ impl Watch {
 
     async fn wait(&self, keeper: Keeper) -> Exit {
         match keeper {
-            Keeper::Child(mut child) => {
-                if let Err(e) = child.wait().await {
-                    tracing::warn!(attempt = %self.id, error = %e, "waiting for the shim failed");
-                }
-                self.read_exit().await
-            }
             Keeper::Shim(shim) => {
                 wait_gone(shim).await;
                 self.read_exit().await

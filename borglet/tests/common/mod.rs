@@ -273,6 +273,9 @@ pub struct TestBorglet {
     /// Pids last reported running or stopping: killed (as groups) when the test
     /// ends, so a failing test leaves no `sleep 1000` behind.
     pids: Mutex<HashSet<i32>>,
+    /// Set when its tasks are left to the next borglet: neither they nor their
+    /// cgroups are removed when this one drops.
+    keep_tasks: bool,
 }
 
 impl TestBorglet {
@@ -342,6 +345,7 @@ impl TestBorglet {
             shutdown,
             handle: Some(handle),
             pids: Default::default(),
+            keep_tasks: false,
         }
     }
 
@@ -414,8 +418,11 @@ impl TestBorglet {
     }
 
     /// Shut down, handing back the data dir and name (to start it again on them).
+    /// Its tasks are left to the next borglet (not killed when this one drops).
     pub async fn stop_keeping_data(mut self) -> (tempfile::TempDir, String) {
         self.shutdown().await.unwrap();
+        self.pids.lock().unwrap().clear();
+        self.keep_tasks = true;
         let dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
         (dir, self.name.clone())
     }
@@ -442,7 +449,9 @@ impl Drop for TestBorglet {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        remove_cgroups(&self.name);
+        if !self.keep_tasks {
+            remove_cgroups(&self.name);
+        }
     }
 }
 
@@ -510,6 +519,7 @@ impl AttemptBuilder {
             cpu_limit: None,
             ports: vec![],
             health: None,
+            fence_after_ms: None,
             restart: None,
         })
     }

@@ -82,9 +82,12 @@ pub struct TaskTemplate {
         skip_serializing_if = "Option::is_none"
     )]
     pub kill_grace: Option<Duration>,
-    /// Stop the task when no master has synced for this long (at-most-once semantics).
-    /// Not supported yet (refused): left out of the document.
-    #[schema(ignore)]
+    /// Kill the task (on its machine, by its borglet) when no master has synced
+    /// that machine for this long: at most one copy runs once the master has
+    /// given up on the machine and placed the task elsewhere. At least 1s; make it
+    /// several poll intervals. Absent (the default): the task keeps running
+    /// while no master polls.
+    #[schema(schema_with = schema::duration)]
     #[serde(
         default,
         with = "opt_duration",
@@ -94,6 +97,8 @@ pub struct TaskTemplate {
 }
 
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
+/// The shortest `task.fence_after`.
+pub const MIN_FENCE_AFTER: Duration = Duration::from_secs(1);
 pub const DEFAULT_BATCH_MAX_ATTEMPTS: u32 = 3;
 
 impl TaskTemplate {
@@ -403,6 +408,12 @@ impl JobSpec {
         }
         if let Some(h) = &task.health {
             h.validate(self.kind, task.resources.ports)?;
+        }
+        if task.fence_after.is_some_and(|d| d < MIN_FENCE_AFTER) {
+            return Err(SpecError::invalid(
+                "task.fence_after",
+                "must be at least 1s (several of the master's poll intervals is wise)",
+            ));
         }
         self.validate_placement()
     }

@@ -86,6 +86,10 @@ fn bad_inputs_name_their_field() {
         ),
         (json!({"name": "", "task": {"command": ["x"]}}), "name"),
         (
+            json!({"name": "a", "task": {"command": ["x"], "fence_after": "500ms"}}),
+            "task.fence_after",
+        ),
+        (
             json!({"name": "a", "replicas": 0, "task": {"command": ["x"]}}),
             "replicas",
         ),

@@ -1,6 +1,7 @@
 //! CPU time per component of the cell, from /proc: each process's utime+stime,
 //! plus the cutime+cstime of the parents that reap short-lived children
-//! (Postgres backends under the postmaster, task processes under a borglet).
+//! (Postgres backends under the postmaster, task processes under a borglet),
+//! and of their live children (a borglet's shim spawner, which reaps the shims).
 //! The delta of that sum between two samples is the CPU spent in between, even
 //! for processes that started or ended meanwhile. Also the whole machine's
 //! busy share from /proc/stat.
@@ -102,9 +103,11 @@ pub fn classify(procs: &[ProcTicks], dev: Option<i32>, me: i32) -> BTreeMap<Grou
         add(children, p.reaped);
         parents.push((p.pid, children));
     }
+    // Their live children, with what those reaped in turn (a borglet's shim
+    // spawner reaps the shims, each shim its task).
     for p in procs {
         if let Some((_, g)) = parents.iter().find(|(pid, _)| *pid == p.ppid) {
-            add(*g, p.own);
+            add(*g, p.own + p.reaped);
         }
     }
     ticks
@@ -323,16 +326,17 @@ procs_blocked 0
             p(15, 10, "jobctl", Some("borgscheduler"), 50, 0),
             p(16, 10, "jobctl", Some("borglet-1"), 60, 300),
             p(17, 10, "jobctl", Some("borglet-2"), 70, 200),
-            p(18, 16, "sleep", None, 7, 0), // a live task
+            p(18, 16, "sleep", None, 7, 0),   // a live task
+            p(19, 17, "jobctl", None, 3, 90), // a shim spawner and the shims it reaped
             p(20, 1, "jobctl", Some("borgmaster"), 1000, 0), // another cell's: not ours
-            p(30, 2, "jobctl", None, 8, 4), // the bench
+            p(30, 2, "jobctl", None, 8, 4),   // the bench
         ];
         let g = classify(&procs, Some(10), 30);
         assert_eq!(g[&Group::Postgres], 100 + 40 + 30 + 20);
         assert_eq!(g[&Group::Borgmaster], 200);
         assert_eq!(g[&Group::Borgscheduler], 50);
         assert_eq!(g[&Group::Borglets], 130);
-        assert_eq!(g[&Group::Tasks], 500 + 7);
+        assert_eq!(g[&Group::Tasks], 500 + 7 + 3 + 90);
         assert_eq!(g[&Group::Client], 12);
         let alone = classify(&procs, None, 30);
         assert_eq!(alone.len(), 1);
