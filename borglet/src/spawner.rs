@@ -28,6 +28,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 
+/// The process name (`/proc/PID/comm`) of every shim the spawner forks.
+pub const SHIM_NAME: &std::ffi::CStr = c"borglet-shim";
+
 /// argv\[1\] that turns a borglet-hosting binary into the shim spawner.
 pub const SPAWNER_ARG: &str = "__borglet-spawner";
 
@@ -181,6 +184,8 @@ pub(crate) fn serve() -> i32 {
         // SAFETY: this process is single-threaded, so the child may do anything.
         match unsafe { nix::unistd::fork() } {
             Ok(nix::unistd::ForkResult::Child) => {
+                // Named as what it now is (`ps`, `/proc/PID/comm`): argv is still the spawner's.
+                let _ = nix::sys::prctl::set_name(SHIM_NAME);
                 let _ = nix::unistd::dup2(pipe.as_raw_fd(), 1);
                 drop(pipe);
                 // The request socket is not the shim's (nor, later, the task's).

@@ -199,7 +199,11 @@ impl Cell {
             .collect();
         assert!(
             components.is_empty(),
-            "cell processes left behind: {components:?}"
+            "cell processes left behind: {:?}",
+            components
+                .iter()
+                .map(|p| (*p, argv(*p)))
+                .collect::<Vec<_>>()
         );
         left
     }
@@ -300,6 +304,9 @@ fn is_task_or_shim(pid: i32) -> bool {
     env.split(|b| *b == 0)
         .any(|kv| kv.starts_with(b"BORG_ATTEMPT="))
         || argv(pid).iter().any(|a| a == "__borglet-shim")
+        // A shim forked by the borglet's spawner keeps the spawner's argv.
+        || std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim_end() == "borglet-shim")
 }
 
 fn alive_not_zombie(pid: i32) -> bool {
