@@ -417,25 +417,8 @@ async fn a_live_only_client_resumes_from_its_start_mark_without_a_gap() {
     );
 }
 
-/// The `borg_event_streams_ended_total{why="stalled"}` count on `/metrics`.
-async fn stalled_streams(app: &helpers::TestApp) -> u64 {
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| {
-            l.starts_with("borg_event_streams_ended_total") && l.contains("why=\"stalled\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
-}
+/// Streams dropped for taking no event for their stall limit.
+const STALLED: &str = "borg_event_streams_ended_total{why=\"stalled\"}";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_dropped_while_a_reading_one_keeps_every_event() {
@@ -490,10 +473,10 @@ async fn a_client_that_stops_reading_is_dropped_while_a_reading_one_keeps_every_
 
     // Events until the slow client is dropped (its socket buffers fill first).
     const REPLICAS: usize = 1000;
-    let before = stalled_streams(&app).await;
+    let before = app.metric(STALLED).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut jobs = 0;
-    while stalled_streams(&app).await == before {
+    while app.metric(STALLED).await == before {
         assert!(
             Instant::now() < deadline && jobs < 200,
             "a client reading nothing was never dropped ({jobs} jobs of {REPLICAS} tasks sent)"

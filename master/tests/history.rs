@@ -58,15 +58,7 @@ async fn the_leader_collects_finished_jobs_after_the_retention_and_keeps_live_on
     assert_eq!(left, 0, "nothing of the collected job is left");
     let (status, body) = app.get_json("/v1/jobs/live").await;
     assert_eq!((status, &body["state"]), (200, &json!("pending")), "{body}");
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics
             .lines()

@@ -114,15 +114,7 @@ async fn a_nudge_with_the_machine_credential_syncs_it_before_the_poll_interval()
     let second = wait_for_syncs(&syncs, 2).await;
     assert_eq!(second[1].1.as_deref(), Some(key.as_str()));
 
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     for result in ["accepted", "unauthorized", "unknown_machine"] {
         assert!(
             metrics.contains(&format!("borg_nudges_total{{result=\"{result}\"}}")),

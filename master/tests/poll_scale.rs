@@ -57,23 +57,6 @@ async fn register(app: &TestApp, name: &str, address: &str) {
     assert_eq!(status, 201, "{body}");
 }
 
-async fn metric(app: &TestApp, line_start: &str) -> f64 {
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_borglet_does_not_delay_the_other_borglets_syncs() {
     // Polls every 200 ms; a sync the borglet does not answer is given up after 5 s.
@@ -129,8 +112,10 @@ async fn unchanged_syncs_are_served_from_the_leaders_memory() {
     // The first sync reads the set from the store and applies the report; the
     // following ones, with nothing changed, do neither.
     loop {
-        let cached = metric(&app, "borg_sync_desired_total{source=\"cache\"}").await;
-        let skipped = metric(&app, "borg_sync_reports_total{applied=\"no\"}").await;
+        let cached = app
+            .metric("borg_sync_desired_total{source=\"cache\"}")
+            .await;
+        let skipped = app.metric("borg_sync_reports_total{applied=\"no\"}").await;
         if cached >= 5.0 && skipped >= 5.0 {
             break;
         }
@@ -141,7 +126,9 @@ async fn unchanged_syncs_are_served_from_the_leaders_memory() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let from_store = metric(&app, "borg_sync_desired_total{source=\"store\"}").await;
+    let from_store = app
+        .metric("borg_sync_desired_total{source=\"store\"}")
+        .await;
     assert!(
         from_store >= 1.0,
         "the first desired set comes from the store"

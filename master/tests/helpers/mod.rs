@@ -177,6 +177,29 @@ impl TestApp {
         (status, resp.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// The text of `GET /metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The sum of the samples whose line starts with `line_start` (a name, or
+    /// a name and its labels): 0 when there is none.
+    pub async fn metric(&self, line_start: &str) -> f64 {
+        self.metrics_text()
+            .await
+            .lines()
+            .filter(|l| l.starts_with(line_start))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
             .fetch_one(self.store.pool())
