@@ -420,9 +420,74 @@ async fn a_live_only_client_resumes_from_its_start_mark_without_a_gap() {
 /// Streams dropped for taking no event for their stall limit.
 const STALLED: &str = "borg_event_streams_ended_total{why=\"stalled\"}";
 
+/// A client on a raw socket with a 4 KiB receive window: sends `GET path`
+/// and reads the answer's head (status line and headers), then nothing more
+/// until the test reads again. HTTP/1.0, so the body is not chunked.
+async fn raw_events(addr: std::net::SocketAddr, path: &str) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n\r\n",
+                helpers::ADMIN_TOKEN
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // Byte by byte up to the blank line, so no byte of the body is taken.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            stream.read(&mut byte).await.unwrap(),
+            1,
+            "the answer's head ended early"
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.contains(" 200 "), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("chunked"), "{head}");
+    (stream, head)
+}
+
+/// Submit jobs of 1,000 tasks (1,000 events each) until a stream was dropped
+/// for stalling; `jobs` counts every job submitted so far.
+async fn flood_until_a_stall(app: &helpers::TestApp, jobs: &mut usize) {
+    let before = app.metric(STALLED).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut sent = 0;
+    while app.metric(STALLED).await == before {
+        assert!(
+            Instant::now() < deadline && sent < 200,
+            "a client reading nothing was never dropped ({sent} jobs of 1,000 tasks sent)"
+        );
+        submit_flood_job(app, *jobs).await;
+        *jobs += 1;
+        sent += 1;
+    }
+}
+
+async fn submit_flood_job(app: &helpers::TestApp, n: usize) {
+    let (status, body) = app
+        .post_json(
+            "/v1/jobs",
+            serde_json::json!({
+                "name": format!("flood-{n}"), "replicas": 1000,
+                "task": {"command": ["/bin/true"], "resources": {"cpu": "10m", "memory": "1Mi"}}
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_dropped_while_a_reading_one_keeps_every_event() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let app = helpers::spawn_app_limited(borgmaster::api::LimitsConfig {
         event_client_stall: Duration::from_secs(1),
         submit_rate: 0,
@@ -431,26 +496,8 @@ async fn a_client_that_stops_reading_is_dropped_while_a_reading_one_keeps_every_
     .await;
     let addr: std::net::SocketAddr = app.url.trim_start_matches("http://").parse().unwrap();
 
-    // The slow client: a tiny receive window, headers read, then nothing.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut slow = socket.connect(addr).await.unwrap();
-    slow.write_all(
-        format!(
-            "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n",
-            helpers::ADMIN_TOKEN
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut head = vec![0u8; 256];
-    let n = slow.read(&mut head).await.unwrap();
-    assert!(
-        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head[..n])
-    );
+    // The slow client: a tiny receive window, the answer's head read, then nothing.
+    let (mut slow, _) = raw_events(addr, "/v1/events").await;
 
     // The reading client counts task events as they come.
     let seen = Arc::new(Mutex::new(0usize));
@@ -473,26 +520,8 @@ async fn a_client_that_stops_reading_is_dropped_while_a_reading_one_keeps_every_
 
     // Events until the slow client is dropped (its socket buffers fill first).
     const REPLICAS: usize = 1000;
-    let before = app.metric(STALLED).await;
-    let deadline = Instant::now() + Duration::from_secs(120);
     let mut jobs = 0;
-    while app.metric(STALLED).await == before {
-        assert!(
-            Instant::now() < deadline && jobs < 200,
-            "a client reading nothing was never dropped ({jobs} jobs of {REPLICAS} tasks sent)"
-        );
-        let (status, body) = app
-            .post_json(
-                "/v1/jobs",
-                serde_json::json!({
-                    "name": format!("flood-{jobs}"), "replicas": REPLICAS,
-                    "task": {"command": ["/bin/true"], "resources": {"cpu": "10m", "memory": "1Mi"}}
-                }),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        jobs += 1;
-    }
+    flood_until_a_stall(&app, &mut jobs).await;
 
     // The reading client was not dropped with it: it gets every task's event.
     let want = jobs * REPLICAS;
@@ -524,4 +553,53 @@ async fn a_client_that_stops_reading_is_dropped_while_a_reading_one_keeps_every_
     .await;
     assert_eq!(drained, Ok(true), "the dropped client's stream never ended");
     reader.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_read_that_pauses_is_not_dropped_and_gets_the_whole_history() {
+    use tokio::io::AsyncReadExt;
+    let app = helpers::spawn_app_limited(borgmaster::api::LimitsConfig {
+        event_client_stall: Duration::from_secs(1),
+        submit_rate: 0,
+        ..Default::default()
+    })
+    .await;
+    let addr: std::net::SocketAddr = app.url.trim_start_matches("http://").parse().unwrap();
+    // A history far larger than the buffers between server and client (the
+    // kernel's send buffer grows to 4 MiB; an event is ~130 bytes).
+    let mut jobs = 0;
+    while jobs < 100 {
+        submit_flood_job(&app, jobs).await;
+        jobs += 1;
+    }
+    // `jobctl get events | less`, paused: a bounded read that stops reading.
+    let (mut bounded, _) = raw_events(addr, "/v1/events?after=0-0&follow=false").await;
+    // A live client that stops reading too is dropped meanwhile: the bounded
+    // read has been stalled at least as long as the limit by then.
+    let (_live, _) = raw_events(addr, "/v1/events").await;
+    let stalled = app.metric(STALLED).await;
+    flood_until_a_stall(&app, &mut jobs).await;
+    assert_eq!(
+        app.metric(STALLED).await,
+        stalled + 1.0,
+        "only the live client is dropped"
+    );
+    // Reading again, the bounded read gets every event there is, then its end.
+    let body = tokio::time::timeout(Duration::from_secs(120), async {
+        let mut body = Vec::new();
+        bounded.read_to_end(&mut body).await.map(|_| body)
+    })
+    .await
+    .expect("the bounded read never ended")
+    .unwrap();
+    let got = String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| l.starts_with("data: "))
+        .count();
+    let all: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert!(all >= 100_000, "{all} events");
+    assert_eq!(got as i64, all, "the paused bounded read lost events");
 }

@@ -143,7 +143,9 @@ async fn events(
             after,
             follow,
             head,
-            stall: state.limits.event_client_stall,
+            // A bounded read holds nothing live and ends by itself; a client
+            // reading it slowly (`jobctl get events | less`) must get all of it.
+            stall: follow.then_some(state.limits.event_client_stall),
         },
         tx,
     ));
@@ -169,8 +171,9 @@ struct Client {
     follow: bool,
     /// The live tail's position when the client subscribed.
     head: Option<EventCursor>,
-    /// How long an event may wait for room in the client's queue.
-    stall: std::time::Duration,
+    /// How long an event may wait for room in the client's queue (live
+    /// streams only: `None` waits as long as the client takes).
+    stall: Option<std::time::Duration>,
 }
 
 /// Why a client's stream ended (for the log).
@@ -297,7 +300,7 @@ async fn send(
     feed: &Feed,
     tx: &mpsc::Sender<Event>,
     e: &StreamEvent,
-    stall: std::time::Duration,
+    stall: Option<std::time::Duration>,
 ) -> Result<(), End> {
     let data = match serde_json::to_string(e) {
         Ok(d) => d,
@@ -309,9 +312,14 @@ async fn send(
         .data(data);
     tokio::select! {
         _ = feed.shutdown.cancelled() => Err(End::Shutdown),
-        r = tokio::time::timeout(stall, tx.send(event)) => match r {
-            Ok(sent) => sent.map_err(|_| End::ClientGone),
-            Err(_) => Err(End::Stalled),
+        r = async {
+            match stall {
+                Some(stall) => tokio::time::timeout(stall, tx.send(event)).await.ok(),
+                None => Some(tx.send(event).await),
+            }
+        } => match r {
+            Some(sent) => sent.map_err(|_| End::ClientGone),
+            None => Err(End::Stalled),
         },
     }
 }
