@@ -104,26 +104,26 @@ async fn drive(store: Store, m: MachineId) {
                 })
                 .collect()
         };
-        store
-            .apply_report(
-                m,
-                "m1",
-                helpers::leader_epoch(&store).await,
-                &ids,
-                &report(AttemptPhase::Running, None),
-            )
-            .await
-            .unwrap();
-        store
-            .apply_report(
-                m,
-                "m1",
-                helpers::leader_epoch(&store).await,
-                &ids,
-                &report(AttemptPhase::Exited, Some(0)),
-            )
-            .await
-            .unwrap();
+        for phase in [
+            (AttemptPhase::Running, None),
+            (AttemptPhase::Exited, Some(0)),
+        ] {
+            // As above: a report made with an epoch that just went stale is made again.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while let Err(e) = store
+                .apply_report(
+                    m,
+                    "m1",
+                    helpers::leader_epoch(&store).await,
+                    &ids,
+                    &report(phase.0, phase.1),
+                )
+                .await
+            {
+                assert!(Instant::now() < deadline, "apply_report: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 
