@@ -9,6 +9,7 @@ mod common;
 use borg_shared::wire::{AttemptPhase, AttemptReport, HealthProbe, ProbeKind, SyncRequest};
 use borg_shared::wire::{AttemptSpec, SyncResponse};
 use common::{eventually, pid_running, AttemptBuilder, MasterStub, TestBorglet};
+use devpg::ports::free_port;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -23,14 +24,6 @@ fn check(probe: ProbeKind, interval_ms: u64, failures: u32) -> HealthProbe {
         failures,
         initial_delay_ms: 0,
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn running(r: &AttemptReport) -> bool {

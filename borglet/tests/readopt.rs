@@ -10,6 +10,7 @@ mod common;
 use borg_shared::wire::{AttemptPhase, AttemptSpec, IsolationMode, SyncRequest, SyncResponse};
 use borg_shared::AttemptId;
 use common::{eventually, AttemptBuilder, MasterStub};
+use devpg::ports::free_port;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -132,14 +133,6 @@ fn groups_of(id: AttemptId) -> HashSet<i32> {
         }
     }
     groups
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@
 //! [`PgServer::cell_url`]).
 
 mod cell;
+pub mod ports;
 pub mod testing;
 
 use anyhow::{bail, Context, Result};

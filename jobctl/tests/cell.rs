@@ -2,10 +2,10 @@
 //! borgscheduler, 3 borglets as separate processes) driven by the real
 //! `jobctl` binary over HTTP, exactly as the README's quick start does.
 
+use devpg::ports::free_port_run;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -17,30 +17,6 @@ fn repo_root() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `n` consecutive free ports.
-fn free_port_run(n: u16) -> u16 {
-    loop {
-        let base = free_port();
-        if base.checked_add(n).is_none() {
-            continue;
-        }
-        let held: Vec<_> = (base..base + n)
-            .filter_map(|p| TcpListener::bind(("127.0.0.1", p)).ok())
-            .collect();
-        if held.len() == n as usize {
-            return base;
-        }
-    }
 }
 
 fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -81,7 +57,8 @@ fn data_dir() -> tempfile::TempDir {
 
 impl Cell {
     fn start(dir: &Path) -> Cell {
-        let port = free_port();
+        // The cell's scheduler listens 10 ports above its master.
+        let port = free_port_run(11);
         let base = free_port_run(3);
         let master = format!("http://127.0.0.1:{port}");
         let out = dir.join(format!("jobctl-dev-{port}.out"));

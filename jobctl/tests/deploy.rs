@@ -5,11 +5,11 @@
 //! borglets, as separate processes (not through `jobctl dev`): jobs run, and
 //! after kill -9 of the leader the other replica leads and runs new work.
 
+use devpg::ports::free_port;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,14 +18,6 @@ const JOBCTL: &str = env!("CARGO_BIN_EXE_jobctl");
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/deploy")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The unit's `ExecStart`: the binary's name and its arguments.

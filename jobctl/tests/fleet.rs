@@ -4,6 +4,7 @@
 //! (separate processes, real Postgres) place and run jobs on them. The
 //! measurement at 1,000 borglets is `jobctl bench --only fleet`.
 
+use devpg::ports::free_port;
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,14 +24,6 @@ impl Drop for Kids {
             let _ = c.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(

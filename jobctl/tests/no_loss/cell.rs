@@ -5,11 +5,11 @@
 
 #[path = "../support/leftovers.rs"]
 mod leftovers;
+pub use devpg::ports::free_port;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 use std::fs::File;
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -35,11 +35,6 @@ pub fn http_client() -> reqwest::Client {
         .default_headers(headers)
         .build()
         .unwrap()
-}
-
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// The cell's processes; dropping it stops every one of them, pass or fail.

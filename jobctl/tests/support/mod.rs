@@ -2,8 +2,8 @@
 //! A real `jobctl dev` cell for end-to-end tests, stopped when dropped.
 
 mod leftovers;
+use devpg::ports::free_port_run;
 use serde_json::Value;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -15,30 +15,6 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `n` consecutive free ports.
-fn free_port_run(n: u16) -> u16 {
-    loop {
-        let base = free_port();
-        if base.checked_add(n).is_none() {
-            continue;
-        }
-        let held: Vec<_> = (base..base + n)
-            .filter_map(|p| TcpListener::bind(("127.0.0.1", p)).ok())
-            .collect();
-        if held.len() == n as usize {
-            return base;
-        }
-    }
 }
 
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -100,7 +76,8 @@ impl Cell {
             .tempdir_in("/tmp")
             .unwrap();
         let data_dir = dir.path().join(sub);
-        let port = free_port();
+        // The cell's scheduler listens 10 ports above its master.
+        let port = free_port_run(11);
         let base = free_port_run(borglets as u16);
         let scheme = if tls { "https" } else { "http" };
         let master = format!("{scheme}://127.0.0.1:{port}");

@@ -5,9 +5,9 @@
 
 use super::api::Api;
 use anyhow::{bail, Context};
+use devpg::ports::free_port_run;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -28,22 +28,6 @@ pub struct DevCell {
     log: PathBuf,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
-}
-
-/// A base port with `n` free ports from it.
-fn free_range(n: u16) -> anyhow::Result<u16> {
-    for _ in 0..100 {
-        let p = free_port()?;
-        if p < 60000 && (p..p + n).all(|q| TcpListener::bind(("127.0.0.1", q)).is_ok()) {
-            return Ok(p);
-        }
-    }
-    bail!("found no {n} free consecutive ports for the borglets")
-}
-
 /// The port in a `postmaster.pid` (its fourth line).
 fn postmaster_port(pid_file: &str) -> Option<u16> {
     pid_file.lines().nth(3)?.trim().parse().ok()
@@ -56,8 +40,9 @@ impl DevCell {
             .prefix("borg-bench-")
             .tempdir_in(std::env::temp_dir())
             .context("creating the cell's data dir")?;
-        let port = free_port()?;
-        let base = free_range(borglets)?;
+        // The cell's scheduler listens 10 ports above its master.
+        let port = free_port_run(11);
+        let base = free_port_run(borglets);
         let master = format!("http://127.0.0.1:{port}");
         let log = dir.path().join("cell.log");
         let out = std::fs::File::create(&log).context("creating the cell's log")?;
