@@ -186,54 +186,70 @@ pub fn tasks_table(job: &JobView, tasks: &[TaskView], now: DateTime<Utc>) -> Str
 }
 
 pub fn machines_table(machines: &[MachineView], now: DateTime<Utc>) -> String {
-    let rows = machines
-        .iter()
-        .map(|m| {
+    machine_columns(machines, now, false)
+}
+
+/// The machines table, narrow or `-o wide`: one list of columns, the wide ones
+/// (disk, free, port range) only when `wide`.
+pub(crate) fn machine_columns(machines: &[MachineView], now: DateTime<Utc>, wide: bool) -> String {
+    type Column = (
+        &'static str,
+        bool,
+        fn(&MachineView, DateTime<Utc>) -> String,
+    );
+    const COLUMNS: &[Column] = &[
+        ("NAME", false, |m, _| m.name.clone()),
+        ("STATE", false, |m, _| m.state.to_string()),
+        ("ADDRESS", false, |m, _| m.address.clone()),
+        ("CPU", false, |m, _| {
+            format!("{}/{}", m.allocated.cpu, m.capacity.cpu)
+        }),
+        ("MEMORY", false, |m, _| {
+            format!("{}/{}", m.allocated.memory, m.capacity.memory)
+        }),
+        ("DISK", true, |m, _| {
+            format!("{}/{}", m.allocated.disk, m.capacity.disk)
+        }),
+        ("FREE", true, |m, _| wide::free_text(m)),
+        ("USED", false, |m, _| {
+            m.usage
+                .map(|u| format!("{}, {}", u.cpu, u.memory))
+                .unwrap_or_else(|| "-".into())
+        }),
+        ("TASKS", false, |m, _| m.tasks.to_string()),
+        ("PORTS", true, |m, _| {
+            format!("{}-{}", m.ports.first, m.ports.last)
+        }),
+        ("ISOLATION", false, |m, _| {
+            or_dash(m.isolation.map(|i| i.as_str()))
+        }),
+        ("VERSION", false, |m, _| or_dash(m.version.as_ref())),
+        ("LABELS", false, |m, _| {
             let labels = m
                 .labels
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
                 .join(",");
-            vec![
-                m.name.clone(),
-                m.state.to_string(),
-                m.address.clone(),
-                format!("{}/{}", m.allocated.cpu, m.capacity.cpu),
-                format!("{}/{}", m.allocated.memory, m.capacity.memory),
-                m.usage
-                    .map(|u| format!("{}, {}", u.cpu, u.memory))
-                    .unwrap_or_else(|| "-".into()),
-                m.tasks.to_string(),
-                or_dash(m.isolation.map(|i| i.as_str())),
-                or_dash(m.version.as_ref()),
-                if labels.is_empty() {
-                    "-".into()
-                } else {
-                    labels
-                },
-                m.last_heard
-                    .map(|t| format!("{} ago", age(t, now)))
-                    .unwrap_or_else(|| "never".into()),
-            ]
-        })
+            if labels.is_empty() {
+                "-".into()
+            } else {
+                labels
+            }
+        }),
+        ("LAST-HEARD", false, |m, now| {
+            m.last_heard
+                .map(|t| format!("{} ago", age(t, now)))
+                .unwrap_or_else(|| "never".into())
+        }),
+    ];
+    let shown: Vec<&Column> = COLUMNS.iter().filter(|c| wide || !c.1).collect();
+    let rows = machines
+        .iter()
+        .map(|m| shown.iter().map(|c| (c.2)(m, now)).collect())
         .collect();
-    table(
-        &[
-            "NAME",
-            "STATE",
-            "ADDRESS",
-            "CPU",
-            "MEMORY",
-            "USED",
-            "TASKS",
-            "ISOLATION",
-            "VERSION",
-            "LABELS",
-            "LAST-HEARD",
-        ],
-        rows,
-    )
+    let header: Vec<&str> = shown.iter().map(|c| c.0).collect();
+    table(&header, rows)
 }
 
 /// Print `text` and a newline on stdout. A closed pipe (`| head`) ends the

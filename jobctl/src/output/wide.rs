@@ -139,58 +139,5 @@ pub fn free_text(m: &MachineView) -> String {
 }
 
 pub fn machines_table_wide(machines: &[MachineView], now: DateTime<Utc>) -> String {
-    let rows = machines
-        .iter()
-        .map(|m| {
-            let labels = m
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",");
-            vec![
-                m.name.clone(),
-                m.state.to_string(),
-                m.address.clone(),
-                format!("{}/{}", m.allocated.cpu, m.capacity.cpu),
-                format!("{}/{}", m.allocated.memory, m.capacity.memory),
-                format!("{}/{}", m.allocated.disk, m.capacity.disk),
-                free_text(m),
-                m.usage
-                    .map(|u| format!("{}, {}", u.cpu, u.memory))
-                    .unwrap_or_else(|| "-".into()),
-                m.tasks.to_string(),
-                format!("{}-{}", m.ports.first, m.ports.last),
-                or_dash(m.isolation.map(|i| i.as_str())),
-                or_dash(m.version.as_ref()),
-                if labels.is_empty() {
-                    "-".into()
-                } else {
-                    labels
-                },
-                m.last_heard
-                    .map(|t| format!("{} ago", age(t, now)))
-                    .unwrap_or_else(|| "never".into()),
-            ]
-        })
-        .collect();
-    table(
-        &[
-            "NAME",
-            "STATE",
-            "ADDRESS",
-            "CPU",
-            "MEMORY",
-            "DISK",
-            "FREE",
-            "USED",
-            "TASKS",
-            "PORTS",
-            "ISOLATION",
-            "VERSION",
-            "LABELS",
-            "LAST-HEARD",
-        ],
-        rows,
-    )
+    super::machine_columns(machines, now, true)
 }
