@@ -268,10 +268,11 @@ pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) 
         ))
         .into_response()
     };
+    // A dry run is a POST that changes nothing: not in the audit log.
     let mutating = matches!(
         method,
         Method::POST | Method::PUT | Method::DELETE | Method::PATCH
-    );
+    ) && template != "/v1/plan";
     let status = resp.status();
     if mutating && (status.is_success() || status == StatusCode::FORBIDDEN) {
         let target = resp

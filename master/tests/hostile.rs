@@ -401,6 +401,21 @@ async fn submitting_past_the_rate_answers_429_per_caller() {
     assert!((1..=2).contains(&wait), "Retry-After {wait}");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limited");
+    // A dry run draws on the same bucket: it costs what a submit costs.
+    let plan = app
+        .http
+        .post(format!("{}/v1/plan", app.url))
+        .header(AUTHORIZATION, format!("Bearer {alice}"))
+        .json(&spec("p0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plan.status(), 429);
+    assert_eq!(
+        app.metric("borg_api_rate_limited_total{route=\"plan\"}")
+            .await,
+        1.0
+    );
     // Another caller has its own bucket; reads are not limited.
     assert_eq!(
         submit(&bob, "b0".into()).send().await.unwrap().status(),

@@ -1,13 +1,21 @@
 //! `POST /v1/plan` against a real master and Postgres: the submit's checks,
 //! the scheduler's placement over the registered machines, the diff against
-//! a live job, and not one row written.
+//! a live job, and not one row written (not even in the audit log: a dry run
+//! changes nothing).
 
 mod helpers;
 
 use helpers::spawn_app;
 use serde_json::{json, Value};
 
-const TABLES: [&str; 5] = ["jobs", "tasks", "attempts", "events", "job_versions"];
+const TABLES: [&str; 6] = [
+    "jobs",
+    "tasks",
+    "attempts",
+    "events",
+    "job_versions",
+    "audit_log",
+];
 
 async fn counts(app: &helpers::TestApp) -> Vec<i64> {
     let mut out = Vec::new();

@@ -114,16 +114,22 @@ impl Limits {
     }
 }
 
-/// 429 with `Retry-After` for a caller that submits past its rate.
+/// 429 with `Retry-After` for a caller that submits past its rate. A dry run
+/// (`POST /v1/plan`) costs the master what a submit does (the spec's checks and
+/// a placement over the whole cell), so it draws on the same bucket.
 pub(super) async fn submit_rate(
     State(state): State<AppState>,
     req: Request,
     next: Next,
 ) -> Response {
-    let submit = req.method() == Method::POST && req.uri().path() == "/v1/jobs";
-    if submit {
+    let route = match (req.method(), req.uri().path()) {
+        (&Method::POST, "/v1/jobs") => Some("submit"),
+        (&Method::POST, "/v1/plan") => Some("plan"),
+        _ => None,
+    };
+    if let Some(route) = route {
         if let Err(retry_after) = state.limits.check_submit(&req) {
-            metrics::counter!("borg_api_rate_limited_total", "route" => "submit").increment(1);
+            metrics::counter!("borg_api_rate_limited_total", "route" => route).increment(1);
             return ApiError::TooManyRequests { retry_after }.into_response();
         }
     }

@@ -46,6 +46,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 413, description = "The body is larger than the master's `--max-body-bytes` (`payload_too_large`)", body = ErrorBody),
         (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
         (status = 422, description = "The spec is invalid, as a submit would answer (`invalid_spec`, `field` names the field)", body = ErrorBody),
+        (status = 429, description = "This caller submits or plans faster than the master's `--submit-rate` allows (one bucket for both); `Retry-After` says when to retry (`rate_limited`)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )
 )]
