@@ -353,7 +353,12 @@ async fn machine_loop(
                 let since = *failing_since.get_or_insert_with(Instant::now);
                 // One warning per 10 s per machine, not one per poll.
                 if last_warn.is_none_or(|w| w.elapsed() > Duration::from_secs(10)) {
-                    tracing::warn!(machine = %slot.name, failing_for = ?since.elapsed(), error = %format!("{e:#}"), "sync failed");
+                    // A TLS failure in words an operator can act on, not rustls's.
+                    let error = match e.chain().find_map(borg_shared::tls::failure) {
+                        Some(tls) => format!("the borglet's TLS: {tls}"),
+                        None => format!("{e:#}"),
+                    };
+                    tracing::warn!(machine = %slot.name, failing_for = ?since.elapsed(), %error, "sync failed");
                     last_warn = Some(Instant::now());
                 }
             }
