@@ -15,6 +15,7 @@
 mod cell;
 pub mod ports;
 pub mod testing;
+pub mod wait;
 
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};

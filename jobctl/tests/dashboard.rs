@@ -334,7 +334,7 @@ async fn big(cell: &Cell, driver: &Driver, profile: &std::path::Path, n: usize) 
     .await;
     let spec = serde_json::json!({
         "name": "many", "replicas": n,
-        "task": {"command": ["/bin/true"], "resources": {"cpu": "10m", "memory": "1Mi"}}
+        "task": {"command": ["/bin/true"], "resources": {"cpu": "10m", "memory": "4Mi"}}
     });
     let started = Instant::now();
     let resp = reqwest::Client::new()
@@ -384,6 +384,12 @@ async fn big(cell: &Cell, driver: &Driver, profile: &std::path::Path, n: usize) 
                 .json()
                 .await
                 .ok()?;
+            assert!(
+                !matches!(job["state"].as_str(), Some("failed" | "killed")),
+                "the job ended {}: {}",
+                job["state"],
+                job["tasks"][0]["reason"]
+            );
             (job["state"] == "succeeded").then_some(())
         },
     )

@@ -6,13 +6,14 @@
 //! after kill -9 of the leader the other replica leads and runs new work.
 
 use devpg::ports::free_port;
+use devpg::wait::wait_for;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const JOBCTL: &str = env!("CARGO_BIN_EXE_jobctl");
 
@@ -105,24 +106,6 @@ async fn get(http: &reqwest::Client, url: &str) -> Option<Value> {
         .await
         .ok()?;
     resp.json().await.ok()
-}
-
-async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 #[tokio::test]

@@ -5,9 +5,10 @@
 //! measurement at 1,000 borglets is `jobctl bench --only fleet`.
 
 use devpg::ports::free_port;
+use devpg::wait::wait_for;
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The admin token the test's master is bootstrapped with, sent on every call.
 const ADMIN_TOKEN: &str = "borg_test-admin-0123456789abcdef";
@@ -23,24 +24,6 @@ impl Drop for Kids {
             let _ = c.kill();
             let _ = c.wait();
         }
-    }
-}
-
-async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

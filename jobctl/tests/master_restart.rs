@@ -4,34 +4,17 @@
 //! from their libraries (real Postgres, real HTTP, real task processes).
 
 use borg_shared::wire::JobView;
+use devpg::wait::wait_for;
 use std::net::SocketAddr;
 /// The join token of the test cell's master and borglets.
 const JOIN_TOKEN: &str = "test-join-token";
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// The admin token the test's master is bootstrapped with, sent on every call.
 const ADMIN_TOKEN: &str = "borg_test-admin-0123456789abcdef";
-
-async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
 
 fn start_master(listener: TcpListener, database_url: &str) -> (CancellationToken, JoinHandle<()>) {
     let config = borgmaster::Config {

@@ -6,33 +6,16 @@
 mod helpers;
 
 use borgmaster::Config;
+use devpg::wait::wait_for;
 use devpg::{pg_ctl, Options, PgServer};
 use serde_json::{json, Value};
 /// The join token of the test cell's master and borglets.
 const JOIN_TOKEN: &str = "test-join-token";
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// A request that hangs on the store fails this test instead of waiting it out.
 const ANSWER_WITHIN: Duration = Duration::from_secs(3);
-
-async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
 
 async fn health(http: &reqwest::Client, url: &str) -> Option<(u16, Value)> {
     let resp = http.get(format!("{url}/healthz")).send().await.ok()?;
