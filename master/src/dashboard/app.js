@@ -245,6 +245,7 @@ function replayEarly(t) {
   for (const e of events) {
     on = on || e.from === t.state;
     if (!on) continue;
+    liveDetails(t, e);
     t.state = e.to;
     if (e.machine) t.machine = e.machine;
     if (e.reason) t.reason = e.reason;
@@ -327,6 +328,7 @@ function applyEvents() {
       if (entry && entry.task.state !== e.to) {
         current.byState[entry.task.state]--;
         current.byState[e.to] = (current.byState[e.to] || 0) + 1;
+        liveDetails(entry.task, e);
         entry.task.state = e.to;
         if (e.machine) entry.task.machine = e.machine;
         entry.task.reason = e.reason || entry.task.reason;
@@ -344,6 +346,19 @@ function applyEvents() {
   for (const e of mine.slice(-MAX_EVENTS).reverse()) frag.append(eventItem(e));
   list.prepend(frag);
   while (list.children.length > MAX_EVENTS) list.lastChild.remove();
+}
+// What an event says of a row's runs and exit beyond its state. A run is
+// counted when the task is placed (as the store counts it: a placement out of
+// `pending`); how a run ended is in the reason the store wrote for it
+// ("exited with code N", "killed by signal N", store/src/reports.rs).
+function liveDetails(t, e) {
+  if (e.from === "pending" && e.to === "assigned") {
+    t.runs = (t.runs || 0) + 1;
+    t.exit_code = t.signal = null;
+  }
+  const m = /^(exited with code|killed by signal) (-?\d+)/.exec(e.reason || "");
+  if (m && m[1] === "exited with code") { t.exit_code = Number(m[2]); t.signal = null; }
+  if (m && m[1] === "killed by signal") { t.signal = Number(m[2]); t.exit_code = null; }
 }
 async function flush() {
   const names = [...dirtyJobs];
