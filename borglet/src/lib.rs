@@ -22,6 +22,7 @@ mod shim_logs;
 pub mod spawner;
 pub mod state;
 pub mod supervisor;
+pub mod sync_wire;
 pub mod tasks;
 
 pub use config::{Config, Label, OnExit};
