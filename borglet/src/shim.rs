@@ -146,7 +146,7 @@ pub(crate) fn run(sandbox: &Path) -> i32 {
         ended,
         at: Utc::now(),
     };
-    match records::write(sandbox, records::EXIT, &record) {
+    match records::write_fresh(sandbox, records::EXIT, &record) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("borglet shim: {e}");
@@ -164,7 +164,7 @@ fn fail(sandbox: &Path, message: String) -> i32 {
         ended: Ended::ExecFailed(message.clone()),
         at: Utc::now(),
     };
-    let _ = records::write(sandbox, records::EXIT, &record);
+    let _ = records::write_fresh(sandbox, records::EXIT, &record);
     tell(&Handshake::Failed(message));
     1
 }
