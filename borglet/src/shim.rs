@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
@@ -66,32 +67,25 @@ pub(crate) fn run(sandbox: &Path) -> i32 {
         Ok(None) => return fail(sandbox, format!("no {}", records::LAUNCH)),
         Err(e) => return fail(sandbox, e.to_string()),
     };
-    let mut child = match spawn(&launch) {
+    let (mut child, logs) = match spawn(&launch) {
         Ok(c) => c,
         Err(message) => return fail(sandbox, message),
     };
-    let (copied, all_copied) = std::sync::mpsc::channel::<()>();
-    let mut copiers = 0;
-    for (out, path) in [
-        (
-            child
-                .stdout
-                .take()
-                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-            &launch.stdout,
-        ),
-        (
-            child
-                .stderr
-                .take()
-                .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
-            &launch.stderr,
-        ),
-    ] {
-        if let Some(out) = out {
-            match shim_logs::spawn_copier(out, path.clone(), launch.log_max_bytes, copied.clone()) {
-                Ok(()) => copiers += 1,
-                Err(e) => eprintln!("borglet shim: cannot start a log copier: {e}"),
+    // Each capped stream: the pipe's read end and its log file.
+    let mut streams = Vec::new();
+    if let Some([out_file, err_file]) = logs {
+        let pipes = [
+            child.stdout.take().map(OwnedFd::from),
+            child.stderr.take().map(OwnedFd::from),
+        ];
+        for (pipe, (path, file)) in pipes
+            .into_iter()
+            .zip([(&launch.stdout, out_file), (&launch.stderr, err_file)])
+        {
+            let Some(pipe) = pipe else { continue };
+            match shim_logs::Rotating::with_file(path.clone(), file, launch.log_max_bytes) {
+                Ok(out) => streams.push((pipe, out)),
+                Err(e) => eprintln!("borglet shim: cannot keep {}: {e}", path.display()),
             }
         }
     }
@@ -120,6 +114,22 @@ pub(crate) fn run(sandbox: &Path) -> i32 {
     }
     tell(&Handshake::Started(run));
 
+    // The task's output is copied on this thread while it runs (its pidfd says
+    // when it exited), or by a thread per stream without pidfds.
+    let pidfd = shim_logs::pidfd(task_pid);
+    let (copied, all_copied) = std::sync::mpsc::channel::<()>();
+    let mut copiers = 0;
+    match &pidfd {
+        Some(pidfd) => shim_logs::pump(streams, pidfd, COPIER_PATIENCE),
+        None => {
+            for (pipe, out) in streams {
+                match shim_logs::spawn_copier(std::fs::File::from(pipe), out, copied.clone()) {
+                    Ok(()) => copiers += 1,
+                    Err(e) => eprintln!("borglet shim: cannot start a log copier: {e}"),
+                }
+            }
+        }
+    }
     drop(copied);
     let ended = match child.wait() {
         Ok(status) => match (status.code(), status.signal()) {
@@ -181,7 +191,11 @@ fn tell(h: &Handshake) {
     }
 }
 
-fn spawn(launch: &Launch) -> Result<std::process::Child, String> {
+/// The task's process, and its log files when its output goes through pipes
+/// (capped logs): opened before it starts, so it finds them there.
+type Spawned = (std::process::Child, Option<[std::fs::File; 2]>);
+
+fn spawn(launch: &Launch) -> Result<Spawned, String> {
     let (program, args) = launch
         .argv
         .split_first()
@@ -196,10 +210,10 @@ fn spawn(launch: &Launch) -> Result<std::process::Child, String> {
     // Created before the task starts, so a reader finds them at once.
     let (out_file, err_file) = (open(&launch.stdout)?, open(&launch.stderr)?);
     // Capped: through a pipe to a copier that rotates; else straight to the file.
-    let (stdout, stderr) = if launch.log_max_bytes > 0 {
-        (Stdio::piped(), Stdio::piped())
+    let (stdout, stderr, logs) = if launch.log_max_bytes > 0 {
+        (Stdio::piped(), Stdio::piped(), Some([out_file, err_file]))
     } else {
-        (out_file.into(), err_file.into())
+        (out_file.into(), err_file.into(), None)
     };
     let pid_files = launch.pid_files.clone();
     let run_as = launch.run_as;
@@ -237,5 +251,6 @@ fn spawn(launch: &Launch) -> Result<std::process::Child, String> {
         });
     }
     cmd.spawn()
+        .map(|child| (child, logs))
         .map_err(|e| format!("cannot start `{program}`: {e}"))
 }
