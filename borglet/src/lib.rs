@@ -19,6 +19,7 @@ pub mod restart;
 pub mod run_as;
 pub mod shim;
 mod shim_logs;
+mod shim_spawn;
 pub mod spawner;
 pub mod state;
 pub mod supervisor;

@@ -16,16 +16,15 @@
 //! closes it. When the task exits it writes `exit.json` and exits.
 
 use crate::records::{self, Ended, ExitRecord, Launch, ProcId, Run};
-use crate::shim_logs;
+use crate::{shim_logs, shim_spawn};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::fd::OwnedFd;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 
 /// argv\[1\] that turns a borglet-hosting binary into a shim.
 pub const SHIM_ARG: &str = "__borglet-shim";
@@ -74,10 +73,7 @@ pub(crate) fn run(sandbox: &Path) -> i32 {
     // Each capped stream: the pipe's read end and its log file.
     let mut streams = Vec::new();
     if let Some([out_file, err_file]) = logs {
-        let pipes = [
-            child.stdout.take().map(OwnedFd::from),
-            child.stderr.take().map(OwnedFd::from),
-        ];
+        let pipes = [child.stdout.take(), child.stderr.take()];
         for (pipe, (path, file)) in pipes
             .into_iter()
             .zip([(&launch.stdout, out_file), (&launch.stderr, err_file)])
@@ -89,12 +85,13 @@ pub(crate) fn run(sandbox: &Path) -> i32 {
             }
         }
     }
-    let task_pid = child.id() as i32;
+    let task_pid = child.pid;
     // The task has exec'd (spawn returns only then) and is not reaped yet, so
     // its /proc entry exists even if it already exited.
     let (Some(shim), Some(task)) = (ProcId::of(std::process::id() as i32), ProcId::of(task_pid))
     else {
-        let _ = child.kill();
+        child.kill();
+        let _ = child.wait();
         return fail(sandbox, "cannot read the task's start time".into());
     };
     let run = Run {
@@ -193,7 +190,7 @@ fn tell(h: &Handshake) {
 
 /// The task's process, and its log files when its output goes through pipes
 /// (capped logs): opened before it starts, so it finds them there.
-type Spawned = (std::process::Child, Option<[std::fs::File; 2]>);
+type Spawned = (shim_spawn::Task, Option<[std::fs::File; 2]>);
 
 fn spawn(launch: &Launch) -> Result<Spawned, String> {
     let (program, args) = launch
@@ -210,47 +207,20 @@ fn spawn(launch: &Launch) -> Result<Spawned, String> {
     // Created before the task starts, so a reader finds them at once.
     let (out_file, err_file) = (open(&launch.stdout)?, open(&launch.stderr)?);
     // Capped: through a pipe to a copier that rotates; else straight to the file.
-    let (stdout, stderr, logs) = if launch.log_max_bytes > 0 {
-        (Stdio::piped(), Stdio::piped(), Some([out_file, err_file]))
+    let (output, logs) = if launch.log_max_bytes > 0 {
+        (shim_spawn::Output::Pipes, Some([out_file, err_file]))
     } else {
-        (out_file.into(), err_file.into(), None)
+        (shim_spawn::Output::Files(out_file, err_file), None)
     };
-    let pid_files = launch.pid_files.clone();
-    let run_as = launch.run_as;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .envs(&launch.env)
-        .current_dir(&launch.cwd)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr);
-    // SAFETY: the shim is single-threaded, so the forked child may allocate; it
-    // only makes its own session and writes its pid into files before exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Own session and process group (pgid = pid): a stop signals the group.
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            let pid = std::process::id().to_string();
-            for path in &pid_files {
-                OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(path)
-                    .and_then(|mut f| f.write_all(pid.as_bytes()))?;
-            }
-            // Last, once the pid files (cgroups) are written with privileges.
-            if let Some(user) = run_as {
-                let gid = nix::unistd::Gid::from_raw(user.gid);
-                nix::unistd::setgroups(&[gid])?;
-                nix::unistd::setgid(gid)?;
-                nix::unistd::setuid(nix::unistd::Uid::from_raw(user.uid))?;
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn()
-        .map(|child| (child, logs))
-        .map_err(|e| format!("cannot start `{program}`: {e}"))
+    shim_spawn::spawn(shim_spawn::Plan {
+        program,
+        args,
+        env: &launch.env,
+        cwd: &launch.cwd,
+        pid_files: &launch.pid_files,
+        output,
+        run_as: launch.run_as.map(|u| (u.uid, u.gid)),
+    })
+    .map(|task| (task, logs))
+    .map_err(|e| format!("cannot start `{program}`: {e}"))
 }
