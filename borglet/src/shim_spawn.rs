@@ -289,8 +289,8 @@ fn decimal(mut n: u32, buf: &mut [u8; 12]) -> usize {
             break;
         }
     }
-    for i in 0..len {
-        buf[i] = tmp[len - 1 - i];
+    for (to, from) in buf.iter_mut().zip(tmp[..len].iter().rev()) {
+        *to = *from;
     }
     len
 }
