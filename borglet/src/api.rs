@@ -7,14 +7,15 @@ use crate::logs;
 use crate::metrics::{self, Metrics, SyncResult};
 use crate::nudge::Nudger;
 use crate::register::Contact;
+use crate::sync_wire;
 use crate::tasks::Tasks;
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use borg_shared::wire::{SyncRequest, SyncResponse};
 use borg_shared::{ApiError, AttemptId, ErrorBody};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -99,18 +100,16 @@ async fn healthz(State(app): State<AppState>) -> Json<serde_json::Value> {
 }
 
 /// Reconcile with the master's desired set and report every attempt we know.
-async fn sync(
-    State(app): State<AppState>,
-    body: Result<Json<SyncRequest>, JsonRejection>,
-) -> Result<Json<SyncResponse>, Error> {
-    let Json(req) = body?;
+/// The body is read lazily (`crate::sync_wire`): only specs of attempts not
+/// seen yet are parsed, and the answer is written from cached encodings.
+async fn sync(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let began = Instant::now();
     // In a task of its own: a master that gives up on the request (timeout, crash)
     // drops this handler, and a reconcile cut short between starting processes
     // and recording them would let the next sync start them a second time.
     let result = match tokio::spawn({
         let app = app.clone();
-        async move { reconcile(&app, req).await }
+        async move { reconcile(&app, &headers, &body).await }
     })
     .await
     {
@@ -126,16 +125,30 @@ async fn sync(
     if let Some(label) = label {
         app.metrics.synced(label, began.elapsed());
     }
-    result.map(Json)
+    match result {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
-async fn reconcile(app: &AppState, req: SyncRequest) -> Result<SyncResponse, Error> {
+/// The `SyncResponse` (borg_shared::wire) as JSON.
+async fn reconcile(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, Error> {
+    let (req, wanted) = sync_wire::parse(headers, body)?;
     if req.machine != *app.name {
         return Err(Error::WrongMachine {
             ours: app.name.to_string(),
             theirs: req.machine,
         });
     }
+    let sup = &app.supervisor;
+    let table = sup.table();
+    // Parsed before anything changes, so a bad spec refuses the whole sync.
+    let mut new = table
+        .unseen(&wanted, |w| w.id)
+        .into_iter()
+        .map(|w| w.spec())
+        .collect::<Result<Vec<_>, Error>>()?;
+
     let mut gate = app.sync_gate.lock().await;
     if let Some(seen) = gate.highest_epoch.filter(|seen| req.epoch < *seen) {
         return Err(Error::StaleEpoch {
@@ -147,36 +160,38 @@ async fn reconcile(app: &AppState, req: SyncRequest) -> Result<SyncResponse, Err
     app.contact.synced();
     app.fence.synced();
 
-    let sup = &app.supervisor;
-    let table = sup.table();
     let forgotten = table.forget(&req.ack);
     let forgotten_n = forgotten.len();
     sup.mark_acked(forgotten);
-    let wanted: HashSet<AttemptId> = req.attempts.iter().map(|a| a.id).collect();
-    // Known, or finished and acknowledged: never a second start. The gate is held
+    let wanted: HashSet<AttemptId> = wanted.iter().map(|w| w.id).collect();
+    // Known, or finished and acknowledged: never a second start. Looked at again
+    // under the gate (a concurrent sync may have started some), which is held
     // until every start is in the table, so no concurrent sync starts one again.
-    let new: Vec<_> = req
-        .attempts
+    let unseen: HashSet<AttemptId> = table
+        .unseen(&new, |s| s.id)
         .into_iter()
-        .filter(|spec| !table.seen(spec.id))
+        .map(|s| s.id)
         .collect();
+    new.retain(|s| unseen.contains(&s.id));
     let started = new.len();
     Arc::clone(sup).start_all(new).await;
     sup.stop_unwanted(&wanted);
-    let attempts = table.reports();
+    let mut out = Vec::with_capacity(256 + table.len() * 192);
+    out.extend_from_slice(b"{\"machine\":");
+    serde_json::to_writer(&mut out, &*app.name).map_err(|e| Error::Internal(e.into()))?;
+    out.extend_from_slice(b",\"attempts\":");
+    let known = table.write_reports(&mut out);
+    out.push(b'}');
     drop(gate);
     tracing::debug!(
         epoch = req.epoch,
         wanted = wanted.len(),
         started,
         forgotten = forgotten_n,
-        known = attempts.len(),
+        known,
         "sync"
     );
-    Ok(SyncResponse {
-        machine: app.name.to_string(),
-        attempts,
-    })
+    Ok(out)
 }
 
 /// Every failure an endpoint can answer with, mapped to a status and the

@@ -19,9 +19,11 @@ pub mod restart;
 pub mod run_as;
 pub mod shim;
 mod shim_logs;
+mod shim_spawn;
 pub mod spawner;
 pub mod state;
 pub mod supervisor;
+pub mod sync_wire;
 pub mod tasks;
 
 pub use config::{Config, Label, OnExit};

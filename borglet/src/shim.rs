@@ -16,15 +16,15 @@
 //! closes it. When the task exits it writes `exit.json` and exits.
 
 use crate::records::{self, Ended, ExitRecord, Launch, ProcId, Run};
-use crate::shim_logs;
+use crate::{shim_logs, shim_spawn};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 
 /// argv\[1\] that turns a borglet-hosting binary into a shim.
 pub const SHIM_ARG: &str = "__borglet-shim";
@@ -66,41 +66,32 @@ pub(crate) fn run(sandbox: &Path) -> i32 {
         Ok(None) => return fail(sandbox, format!("no {}", records::LAUNCH)),
         Err(e) => return fail(sandbox, e.to_string()),
     };
-    let mut child = match spawn(&launch) {
+    let (mut child, logs) = match spawn(&launch) {
         Ok(c) => c,
         Err(message) => return fail(sandbox, message),
     };
-    let (copied, all_copied) = std::sync::mpsc::channel::<()>();
-    let mut copiers = 0;
-    for (out, path) in [
-        (
-            child
-                .stdout
-                .take()
-                .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-            &launch.stdout,
-        ),
-        (
-            child
-                .stderr
-                .take()
-                .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
-            &launch.stderr,
-        ),
-    ] {
-        if let Some(out) = out {
-            match shim_logs::spawn_copier(out, path.clone(), launch.log_max_bytes, copied.clone()) {
-                Ok(()) => copiers += 1,
-                Err(e) => eprintln!("borglet shim: cannot start a log copier: {e}"),
+    // Each capped stream: the pipe's read end and its log file.
+    let mut streams = Vec::new();
+    if let Some([out_file, err_file]) = logs {
+        let pipes = [child.stdout.take(), child.stderr.take()];
+        for (pipe, (path, file)) in pipes
+            .into_iter()
+            .zip([(&launch.stdout, out_file), (&launch.stderr, err_file)])
+        {
+            let Some(pipe) = pipe else { continue };
+            match shim_logs::Rotating::with_file(path.clone(), file, launch.log_max_bytes) {
+                Ok(out) => streams.push((pipe, out)),
+                Err(e) => eprintln!("borglet shim: cannot keep {}: {e}", path.display()),
             }
         }
     }
-    let task_pid = child.id() as i32;
+    let task_pid = child.pid;
     // The task has exec'd (spawn returns only then) and is not reaped yet, so
     // its /proc entry exists even if it already exited.
     let (Some(shim), Some(task)) = (ProcId::of(std::process::id() as i32), ProcId::of(task_pid))
     else {
-        let _ = child.kill();
+        child.kill();
+        let _ = child.wait();
         return fail(sandbox, "cannot read the task's start time".into());
     };
     let run = Run {
@@ -120,6 +111,22 @@ pub(crate) fn run(sandbox: &Path) -> i32 {
     }
     tell(&Handshake::Started(run));
 
+    // The task's output is copied on this thread while it runs (its pidfd says
+    // when it exited), or by a thread per stream without pidfds.
+    let pidfd = shim_logs::pidfd(task_pid);
+    let (copied, all_copied) = std::sync::mpsc::channel::<()>();
+    let mut copiers = 0;
+    match &pidfd {
+        Some(pidfd) => shim_logs::pump(streams, pidfd, COPIER_PATIENCE),
+        None => {
+            for (pipe, out) in streams {
+                match shim_logs::spawn_copier(std::fs::File::from(pipe), out, copied.clone()) {
+                    Ok(()) => copiers += 1,
+                    Err(e) => eprintln!("borglet shim: cannot start a log copier: {e}"),
+                }
+            }
+        }
+    }
     drop(copied);
     let ended = match child.wait() {
         Ok(status) => match (status.code(), status.signal()) {
@@ -146,7 +153,7 @@ pub(crate) fn run(sandbox: &Path) -> i32 {
         ended,
         at: Utc::now(),
     };
-    match records::write(sandbox, records::EXIT, &record) {
+    match records::write_fresh(sandbox, records::EXIT, &record) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("borglet shim: {e}");
@@ -164,7 +171,7 @@ fn fail(sandbox: &Path, message: String) -> i32 {
         ended: Ended::ExecFailed(message.clone()),
         at: Utc::now(),
     };
-    let _ = records::write(sandbox, records::EXIT, &record);
+    let _ = records::write_fresh(sandbox, records::EXIT, &record);
     tell(&Handshake::Failed(message));
     1
 }
@@ -181,7 +188,11 @@ fn tell(h: &Handshake) {
     }
 }
 
-fn spawn(launch: &Launch) -> Result<std::process::Child, String> {
+/// The task's process, and its log files when its output goes through pipes
+/// (capped logs): opened before it starts, so it finds them there.
+type Spawned = (shim_spawn::Task, Option<[std::fs::File; 2]>);
+
+fn spawn(launch: &Launch) -> Result<Spawned, String> {
     let (program, args) = launch
         .argv
         .split_first()
@@ -196,46 +207,20 @@ fn spawn(launch: &Launch) -> Result<std::process::Child, String> {
     // Created before the task starts, so a reader finds them at once.
     let (out_file, err_file) = (open(&launch.stdout)?, open(&launch.stderr)?);
     // Capped: through a pipe to a copier that rotates; else straight to the file.
-    let (stdout, stderr) = if launch.log_max_bytes > 0 {
-        (Stdio::piped(), Stdio::piped())
+    let (output, logs) = if launch.log_max_bytes > 0 {
+        (shim_spawn::Output::Pipes, Some([out_file, err_file]))
     } else {
-        (out_file.into(), err_file.into())
+        (shim_spawn::Output::Files(out_file, err_file), None)
     };
-    let pid_files = launch.pid_files.clone();
-    let run_as = launch.run_as;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .envs(&launch.env)
-        .current_dir(&launch.cwd)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr);
-    // SAFETY: the shim is single-threaded, so the forked child may allocate; it
-    // only makes its own session and writes its pid into files before exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Own session and process group (pgid = pid): a stop signals the group.
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            let pid = std::process::id().to_string();
-            for path in &pid_files {
-                OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(path)
-                    .and_then(|mut f| f.write_all(pid.as_bytes()))?;
-            }
-            // Last, once the pid files (cgroups) are written with privileges.
-            if let Some(user) = run_as {
-                let gid = nix::unistd::Gid::from_raw(user.gid);
-                nix::unistd::setgroups(&[gid])?;
-                nix::unistd::setgid(gid)?;
-                nix::unistd::setuid(nix::unistd::Uid::from_raw(user.uid))?;
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn()
-        .map_err(|e| format!("cannot start `{program}`: {e}"))
+    shim_spawn::spawn(shim_spawn::Plan {
+        program,
+        args,
+        env: &launch.env,
+        cwd: &launch.cwd,
+        pid_files: &launch.pid_files,
+        output,
+        run_as: launch.run_as.map(|u| (u.uid, u.gid)),
+    })
+    .map(|task| (task, logs))
+    .map_err(|e| format!("cannot start `{program}`: {e}"))
 }

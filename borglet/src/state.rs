@@ -6,7 +6,7 @@
 use crate::health::HealthStatus;
 use crate::isolation::{AttemptCgroup, Ending, Sample};
 use crate::restart::{Decision, RestartLog};
-use borg_shared::wire::{AttemptPhase, AttemptReport, AttemptSpec, ResourceUsage};
+use borg_shared::wire::{AttemptReport, AttemptSpec, ResourceUsage};
 use borg_shared::AttemptId;
 use chrono::{DateTime, Utc};
 use metrics::Gauge;
@@ -19,183 +19,9 @@ use tokio_util::sync::CancellationToken;
 /// still naming one cannot start it a second time.
 const TOMBSTONES: usize = 16_384;
 
-/// How an exited process ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Exit {
-    Code(i32),
-    Signal(i32),
-    /// Waiting for the process failed; its status is unknown.
-    Unknown(String),
-}
-
-impl Exit {
-    /// `exited with code 3`, `killed by signal 9`, or the reason it is unknown.
-    pub fn describe(&self) -> String {
-        match self {
-            Exit::Code(c) => format!("exited with code {c}"),
-            Exit::Signal(s) => format!("killed by signal {s}"),
-            Exit::Unknown(why) => why.clone(),
-        }
-    }
-}
-
-/// The phase of one attempt, carrying what is known in that phase.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Phase {
-    Running {
-        pid: i32,
-        started_at: DateTime<Utc>,
-    },
-    /// SIGTERM sent because the attempt is no longer wanted; not yet exited.
-    Stopping {
-        pid: i32,
-        started_at: DateTime<Utc>,
-        since: DateTime<Utc>,
-    },
-    Exited {
-        pid: i32,
-        started_at: DateTime<Utc>,
-        finished_at: DateTime<Utc>,
-        exit: Exit,
-        stopped_by_borglet: bool,
-    },
-    FailedToStart {
-        at: DateTime<Utc>,
-        message: String,
-    },
-    /// Exited; to be started again in place (same attempt) after a wait.
-    Backoff {
-        pid: i32,
-        started_at: DateTime<Utc>,
-        exited_at: DateTime<Utc>,
-        exit: Exit,
-    },
-}
-
-/// What can happen to a started attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    StopRequested {
-        at: DateTime<Utc>,
-    },
-    ProcessExited {
-        at: DateTime<Utc>,
-        exit: Exit,
-    },
-    /// Exited, and will be restarted in place.
-    RestartScheduled {
-        at: DateTime<Utc>,
-        exit: Exit,
-    },
-    /// The restart started a new process.
-    Restarted {
-        at: DateTime<Utc>,
-        pid: i32,
-    },
-    /// The restart could not start the task.
-    RestartFailed {
-        at: DateTime<Utc>,
-        message: String,
-    },
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("attempt in phase {phase:?} cannot take event {event:?}")]
-pub struct InvalidTransition {
-    pub phase: AttemptPhase,
-    pub event: Event,
-}
-
-impl Phase {
-    /// The allowed moves, in one screen. Anything else is a race lost to the
-    /// process (e.g. a stop requested just after it exited) and is refused.
-    pub fn transition(&self, event: Event) -> Result<Phase, InvalidTransition> {
-        match (self, event) {
-            (Phase::Running { pid, started_at }, Event::StopRequested { at }) => {
-                Ok(Phase::Stopping {
-                    pid: *pid,
-                    started_at: *started_at,
-                    since: at,
-                })
-            }
-            (Phase::Running { pid, started_at }, Event::ProcessExited { at, exit }) => {
-                Ok(Phase::Exited {
-                    pid: *pid,
-                    started_at: *started_at,
-                    finished_at: at,
-                    exit,
-                    stopped_by_borglet: false,
-                })
-            }
-            (
-                Phase::Stopping {
-                    pid, started_at, ..
-                },
-                Event::ProcessExited { at, exit },
-            ) => Ok(Phase::Exited {
-                pid: *pid,
-                started_at: *started_at,
-                finished_at: at,
-                exit,
-                stopped_by_borglet: true,
-            }),
-            (Phase::Running { pid, started_at }, Event::RestartScheduled { at, exit }) => {
-                Ok(Phase::Backoff {
-                    pid: *pid,
-                    started_at: *started_at,
-                    exited_at: at,
-                    exit,
-                })
-            }
-            (Phase::Backoff { .. }, Event::Restarted { at, pid }) => Ok(Phase::Running {
-                pid,
-                started_at: at,
-            }),
-            (Phase::Backoff { .. }, Event::RestartFailed { at, message }) => {
-                Ok(Phase::FailedToStart { at, message })
-            }
-            // No process to signal: the stop is done at once.
-            (
-                Phase::Backoff {
-                    pid,
-                    started_at,
-                    exited_at,
-                    exit,
-                },
-                Event::StopRequested { .. },
-            ) => Ok(Phase::Exited {
-                pid: *pid,
-                started_at: *started_at,
-                finished_at: *exited_at,
-                exit: exit.clone(),
-                stopped_by_borglet: true,
-            }),
-            (phase, event) => Err(InvalidTransition {
-                phase: phase.wire(),
-                event,
-            }),
-        }
-    }
-
-    pub fn wire(&self) -> AttemptPhase {
-        match self {
-            Phase::Running { .. } => AttemptPhase::Running,
-            Phase::Stopping { .. } => AttemptPhase::Stopping,
-            Phase::Exited { .. } => AttemptPhase::Exited,
-            Phase::FailedToStart { .. } => AttemptPhase::FailedToStart,
-            Phase::Backoff { .. } => AttemptPhase::Backoff,
-        }
-    }
-
-    pub fn is_finished(&self) -> bool {
-        matches!(self, Phase::Exited { .. } | Phase::FailedToStart { .. })
-    }
-
-    /// The process exists and has not been reaped.
-    pub fn is_live(&self) -> bool {
-        matches!(self, Phase::Running { .. } | Phase::Stopping { .. })
-    }
-}
+#[path = "state_phase.rs"]
+mod phase;
+pub use phase::{Event, Exit, InvalidTransition, Phase};
 
 /// One attempt: what the master asked for and where it is now.
 #[derive(Debug)]
@@ -212,6 +38,8 @@ pub struct Attempt {
     pub isolation: AttemptIsolation,
     /// The current run's health, when the attempt has a health check.
     pub health: HealthStatus,
+    /// `report()` as JSON, dropped at every change (`Inner::change`).
+    encoded: Option<Box<[u8]>>,
 }
 
 /// What isolation knows of an attempt: its cgroup (none when unisolated), the
@@ -233,6 +61,7 @@ impl Attempt {
             note: None,
             isolation: AttemptIsolation::default(),
             health: HealthStatus::default(),
+            encoded: None,
         }
     }
 
@@ -333,6 +162,16 @@ struct Inner {
     forgotten_order: VecDeque<AttemptId>,
 }
 
+impl Inner {
+    /// Attempt `id`, to be changed: its cached report is dropped. Every change
+    /// of an attempt in the table goes through here.
+    fn change(&mut self, id: &AttemptId) -> Option<&mut Attempt> {
+        let a = self.attempts.get_mut(id)?;
+        a.encoded = None;
+        Some(a)
+    }
+}
+
 /// The table, behind a plain mutex: every critical section is a few map operations,
 /// never I/O, so it is never held across an await.
 #[derive(Debug)]
@@ -386,7 +225,7 @@ impl AttemptTable {
 
     /// Run `f` on attempt `id` under the lock: a few field reads or writes, never I/O.
     pub fn with_attempt<R>(&self, id: AttemptId, f: impl FnOnce(&mut Attempt) -> R) -> Option<R> {
-        self.lock().attempts.get_mut(&id).map(f)
+        self.lock().change(&id).map(f)
     }
 
     /// The token cancelled once attempt `id` has finished and its process is
@@ -424,7 +263,7 @@ impl AttemptTable {
     /// Apply `event` to attempt `id`; returns the new phase.
     pub fn apply(&self, id: AttemptId, event: Event) -> Result<Phase, ApplyError> {
         let mut inner = self.lock();
-        let attempt = inner.attempts.get_mut(&id).ok_or(ApplyError::Unknown(id))?;
+        let attempt = inner.change(&id).ok_or(ApplyError::Unknown(id))?;
         let next = attempt.phase.transition(event)?;
         attempt.phase = next.clone();
         self.publish_live(&inner);
@@ -440,7 +279,7 @@ impl AttemptTable {
         at: DateTime<Utc>,
     ) -> Result<Decision, ApplyError> {
         let mut inner = self.lock();
-        let attempt = inner.attempts.get_mut(&id).ok_or(ApplyError::Unknown(id))?;
+        let attempt = inner.change(&id).ok_or(ApplyError::Unknown(id))?;
         let decision = match &attempt.phase {
             // Only a run nobody asked to stop may restart.
             Phase::Running { started_at, .. } => {
@@ -493,6 +332,10 @@ impl AttemptTable {
     pub fn begin_stop(&self, id: AttemptId) -> Option<StopTicket> {
         let mut inner = self.lock();
         let attempt = inner.attempts.get_mut(&id)?;
+        if !matches!(attempt.phase, Phase::Backoff { .. } | Phase::Running { .. }) {
+            return None;
+        }
+        attempt.encoded = None;
         if matches!(attempt.phase, Phase::Backoff { .. }) {
             // Waiting to restart: no process, so stopped at once.
             let next = attempt
@@ -506,9 +349,6 @@ impl AttemptTable {
                 e.oom_killed = false;
             }
             attempt.exited.cancel();
-            return None;
-        }
-        if !matches!(attempt.phase, Phase::Running { .. }) {
             return None;
         }
         let next = attempt
@@ -544,7 +384,11 @@ impl AttemptTable {
     pub fn set_usage(&self, samples: &[Sample]) {
         let mut inner = self.lock();
         for s in samples {
-            if let Some(a) = inner.attempts.get_mut(&s.id) {
+            let same = inner
+                .attempts
+                .get(&s.id)
+                .is_none_or(|a| a.isolation.usage == Some(s.usage));
+            if let (false, Some(a)) = (same, inner.change(&s.id)) {
                 a.isolation.usage = Some(s.usage);
             }
         }
@@ -552,7 +396,7 @@ impl AttemptTable {
 
     /// Record what the end of attempt `id` added to its exit status.
     pub fn set_ending(&self, id: AttemptId, ending: Ending) {
-        if let Some(a) = self.lock().attempts.get_mut(&id) {
+        if let Some(a) = self.lock().change(&id) {
             a.isolation.ending = Some(ending);
             a.isolation.usage = None;
         }
@@ -561,7 +405,7 @@ impl AttemptTable {
     /// A new run of attempt `id` (an in-place restart) lives in `cgroup`; what the
     /// previous run's end added is dropped with it.
     pub fn set_cgroup(&self, id: AttemptId, cgroup: Option<Arc<AttemptCgroup>>) {
-        if let Some(a) = self.lock().attempts.get_mut(&id) {
+        if let Some(a) = self.lock().change(&id) {
             a.isolation = AttemptIsolation {
                 cgroup,
                 ..AttemptIsolation::default()
@@ -602,6 +446,7 @@ impl AttemptTable {
                 .is_some_and(|ms| silence >= Duration::from_millis(ms));
             if passed && matches!(a.phase, Phase::Running { .. } | Phase::Backoff { .. }) {
                 a.note = Some(why.to_string());
+                a.encoded = None;
                 due.push(a.spec.id);
             }
         }
@@ -610,6 +455,45 @@ impl AttemptTable {
 
     pub fn reports(&self) -> Vec<AttemptReport> {
         self.lock().attempts.values().map(Attempt::report).collect()
+    }
+
+    /// Every attempt's report as a JSON array, appended to `out`; returns how
+    /// many. Each report is encoded once, and again only after its attempt changed.
+    pub fn write_reports(&self, out: &mut Vec<u8>) -> usize {
+        let mut inner = self.lock();
+        out.push(b'[');
+        let mut n = 0;
+        for a in inner.attempts.values_mut() {
+            if a.encoded.is_none() {
+                // Plain structs, strings and numbers: encoding cannot fail.
+                match serde_json::to_vec(&a.report()) {
+                    Ok(json) => a.encoded = Some(json.into_boxed_slice()),
+                    Err(e) => {
+                        tracing::error!(attempt = %a.spec.id, error = %e, "cannot encode a report")
+                    }
+                }
+            }
+            let Some(json) = &a.encoded else { continue };
+            if n > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(json);
+            n += 1;
+        }
+        out.push(b']');
+        n
+    }
+
+    /// Which of `ids` are neither known nor forgotten (one lock for all).
+    pub fn unseen<'a, T>(&self, items: &'a [T], id: impl Fn(&T) -> AttemptId) -> Vec<&'a T> {
+        let inner = self.lock();
+        items
+            .iter()
+            .filter(|t| {
+                let id = id(t);
+                !inner.attempts.contains_key(&id) && !inner.forgotten.contains(&id)
+            })
+            .collect()
     }
 
     pub fn len(&self) -> usize {

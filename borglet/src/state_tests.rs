@@ -1,7 +1,7 @@
 //! Unit tests of the attempt table (`state.rs`).
 
 use super::*;
-use borg_shared::wire::Capacity;
+use borg_shared::wire::{AttemptPhase, Capacity};
 
 fn spec() -> AttemptSpec {
     AttemptSpec {
@@ -172,4 +172,45 @@ fn a_run_ended_by_its_health_check_restarts_with_that_cause() {
         r.health_message.as_deref(),
         Some("not running: exited with code 2")
     );
+}
+
+/// The reports as the sync writes them (from cached encodings).
+fn written(t: &AttemptTable) -> Vec<AttemptReport> {
+    let mut out = Vec::new();
+    let n = t.write_reports(&mut out);
+    let reports: Vec<AttemptReport> = serde_json::from_slice(&out).unwrap();
+    assert_eq!(n, reports.len());
+    reports
+}
+
+#[test]
+fn written_reports_follow_every_change_of_an_attempt() {
+    let t = AttemptTable::default();
+    let id = running(&t);
+    let phase = |t: &AttemptTable| written(t)[0].phase;
+    assert_eq!(phase(&t), AttemptPhase::Running);
+    assert_eq!(phase(&t), AttemptPhase::Running, "cached, the same");
+    let usage = ResourceUsage {
+        cpu: borg_shared::MilliCpu(250),
+        memory: borg_shared::Bytes(1 << 20),
+    };
+    t.set_usage(&[Sample { id, usage }]);
+    assert_eq!(written(&t)[0].usage, Some(usage));
+    t.with_attempt(id, |a| a.note = Some("noted".into()));
+    assert_eq!(written(&t)[0].message.as_deref(), Some("noted"));
+    assert!(t.begin_stop(id).is_some());
+    assert_eq!(phase(&t), AttemptPhase::Stopping);
+    let exit = Exit::Signal(15);
+    t.on_exit(id, exit, Utc::now()).unwrap();
+    assert_eq!(phase(&t), AttemptPhase::Exited);
+    let other = running(&t);
+    assert_eq!(written(&t).len(), 2);
+    assert_eq!(t.fence(Duration::ZERO, "fenced").len(), 0, "no fence_after");
+    t.with_attempt(other, |a| a.spec.fence_after_ms = Some(1));
+    assert_eq!(t.fence(Duration::from_secs(1), "fenced: x"), vec![other]);
+    let r = written(&t);
+    let o = r.iter().find(|r| r.id == other).unwrap();
+    assert_eq!(o.message.as_deref(), Some("fenced: x"));
+    assert_eq!(t.forget(&[id]), vec![id]);
+    assert_eq!(written(&t).len(), 1);
 }

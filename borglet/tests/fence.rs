@@ -37,7 +37,13 @@ async fn a_fenced_task_dies_when_no_master_syncs_and_an_unfenced_one_keeps_runni
     assert!(pid_running(free_pid), "an unfenced task keeps running");
 
     // A master comes back: the report says why, and nothing is started again.
-    let r = b.sync(&both, &[]).await;
+    // (The task is a zombie before its shim reaped it and the borglet heard:
+    // until then it is still `stopping`.)
+    let r = eventually("the fenced attempt's end to be reported", || async {
+        let r = b.sync(&both, &[]).await;
+        (find(&r, fenced.id)?.phase != AttemptPhase::Stopping).then_some(r)
+    })
+    .await;
     let f = find(&r, fenced.id).unwrap();
     assert_eq!(f.phase, AttemptPhase::Exited, "{f:?}");
     assert!(f.stopped_by_borglet, "{f:?}");

@@ -21,6 +21,9 @@ pub struct V1Mounts {
 #[derive(Debug)]
 pub struct V1 {
     parents: V1Mounts,
+    /// The memory controller counts swap (`memory.memsw.*`): looked at once
+    /// here, not at every start.
+    memsw: bool,
 }
 
 impl V1 {
@@ -46,7 +49,8 @@ impl V1 {
                 source,
             })?;
         }
-        Ok(V1 { parents })
+        let memsw = parents.memory.join("memory.memsw.limit_in_bytes").exists();
+        Ok(V1 { parents, memsw })
     }
 
     /// The attempt's directory in each hierarchy: memory, cpu, cpuacct, pids.
@@ -87,7 +91,7 @@ impl Isolator for V1 {
             .and_then(|()| {
                 write_limit(memory, "memory.limit_in_bytes", limits.memory.0)?;
                 // Without this the cap only covers RAM and the task swaps past it.
-                if memory.join("memory.memsw.limit_in_bytes").exists() {
+                if self.memsw {
                     write_limit(memory, "memory.memsw.limit_in_bytes", limits.memory.0)?;
                 }
                 write_limit(cpu, "cpu.shares", limits.cpu_shares())?;

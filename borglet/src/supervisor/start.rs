@@ -219,7 +219,7 @@ fn spawn_shim(spawner: &Spawner, launch: &Launch, again: bool) -> Result<OwnedFd
             }
         }
     }
-    records::write(sandbox, records::LAUNCH, launch)?;
+    records::write_fresh(sandbox, records::LAUNCH, launch)?;
     spawner.spawn(sandbox).map_err(|source| StartError::Shim {
         exe: spawner.exe().display().to_string(),
         source,
