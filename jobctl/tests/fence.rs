@@ -143,6 +143,18 @@ async fn a_fenced_task_is_killed_once_no_master_synced_for_fence_after_and_other
         reason.contains("fenced: no master sync for"),
         "reason: {reason}"
     );
+    // The death certificate names who killed it and why: the borglet's fence.
+    let killed_by: Option<String> =
+        sqlx::query_scalar("SELECT killed_by FROM attempts WHERE id = $1::uuid")
+            .bind(&fenced)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let killed_by = killed_by.unwrap_or_default();
+    assert!(
+        killed_by.starts_with("its borglet: fenced: no master sync for"),
+        "killed_by: {killed_by}"
+    );
     assert!(
         attempt_alive(free_pid, &free),
         "the task without fence_after did not survive the master's absence"

@@ -640,9 +640,13 @@ const KILLED_BY_BORGLET: &str = "its borglet: the master no longer wanted it the
 /// attempt with no stop request has none: nobody knows how it ended.
 fn death_certificate(row: &AttemptRow, report: Option<&AttemptReport>) -> Option<DeathCertificate> {
     let killed_by = row.stop_reason.clone().or_else(|| {
+        // The borglet says why when it acted on its own (a fence).
         report
             .filter(|r| r.stopped_by_borglet)
-            .map(|_| KILLED_BY_BORGLET.to_string())
+            .map(|r| match &r.message {
+                Some(why) => format!("its borglet: {why}"),
+                None => KILLED_BY_BORGLET.to_string(),
+            })
     });
     let Some(r) = report else {
         return killed_by.map(|by| DeathCertificate {
