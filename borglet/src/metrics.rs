@@ -4,6 +4,8 @@
 
 use crate::api::AppState;
 use crate::state::Exit;
+use borg_shared::wire::ResourceUsage;
+use borg_shared::AttemptId;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -250,13 +252,79 @@ impl Metrics {
     }
 }
 
-/// `GET /metrics`: everything recorded in this process, in the Prometheus text format.
+/// `GET /metrics`: everything recorded in this process, in the Prometheus text
+/// format, then the per-task usage gauges.
 pub async fn serve(State(app): State<AppState>) -> impl IntoResponse {
-    let body = app
+    let mut body = app
         .metrics
         .handle
         .as_ref()
         .map(PrometheusHandle::render)
         .unwrap_or_default();
+    task_usage(&mut body, &app.supervisor.table().live_usage());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// Append `borg_task_cpu_cores` and `borg_task_memory_bytes` of each live
+/// attempt's latest usage sample (the one sync reports carry). Written at
+/// scrape time from the attempt table, so an attempt's series end with it.
+pub fn task_usage(out: &mut String, usage: &[(String, i32, AttemptId, ResourceUsage)]) {
+    use std::fmt::Write;
+    if usage.is_empty() {
+        return;
+    }
+    let labels = |job: &str, index: i32, attempt: &AttemptId| {
+        format!(
+            "job=\"{}\",index=\"{index}\",attempt=\"{attempt}\"",
+            escape_label(job)
+        )
+    };
+    let _ = writeln!(
+        out,
+        "# HELP borg_task_cpu_cores CPU used by a running attempt (cores, between the last two usage samples)"
+    );
+    let _ = writeln!(out, "# TYPE borg_task_cpu_cores gauge");
+    for (job, index, attempt, u) in usage {
+        let cores = u.cpu.0 as f64 / 1000.0;
+        let _ = writeln!(out, "borg_task_cpu_cores{{{}}} {cores}", labels(job, *index, attempt));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP borg_task_memory_bytes Memory used by a running attempt (its cgroup, at the last usage sample)"
+    );
+    let _ = writeln!(out, "# TYPE borg_task_memory_bytes gauge");
+    for (job, index, attempt, u) in usage {
+        let bytes = u.memory.0;
+        let _ = writeln!(out, "borg_task_memory_bytes{{{}}} {bytes}", labels(job, *index, attempt));
+    }
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use borg_shared::{Bytes, MilliCpu};
+
+    #[test]
+    fn task_usage_is_one_series_per_live_attempt() {
+        let id = AttemptId::new();
+        let usage = ResourceUsage {
+            cpu: MilliCpu(1500),
+            memory: Bytes(4096),
+        };
+        let mut out = String::new();
+        task_usage(&mut out, &[("we\"b".into(), 3, id, usage)]);
+        let labels = format!("job=\"we\\\"b\",index=\"3\",attempt=\"{id}\"");
+        assert!(out.contains(&format!("borg_task_cpu_cores{{{labels}}} 1.5\n")), "{out}");
+        assert!(out.contains(&format!("borg_task_memory_bytes{{{labels}}} 4096\n")), "{out}");
+        let mut none = String::new();
+        task_usage(&mut none, &[]);
+        assert_eq!(none, "", "no attempt, no series");
+    }
 }
