@@ -212,6 +212,7 @@ fn spawn_shim(spawner: &Spawner, launch: &Launch, again: bool) -> Result<OwnedFd
         std::os::unix::fs::chown(sandbox, Some(user.uid), Some(user.gid)).map_err(sandbox_err)?;
     }
     if again {
+        crate::logs::keep_previous_run(sandbox).map_err(sandbox_err)?;
         for name in [records::EXIT, records::RUN, records::TASK_PID] {
             match std::fs::remove_file(sandbox.join(name)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(sandbox_err(e)),
