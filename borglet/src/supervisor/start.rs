@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Starts in flight at once within one sync: enough to keep both the shims'
 /// exec and the handshake reads busy, few enough not to flood the blocking pool.
@@ -66,6 +67,11 @@ impl Supervisor {
     }
 
     async fn start(self: &Arc<Self>, spec: AttemptSpec) {
+        let span = super::attempt_span(&self.machine, &spec.job, spec.index, spec.id);
+        self.start_in_span(spec).instrument(span).await
+    }
+
+    async fn start_in_span(self: &Arc<Self>, spec: AttemptSpec) {
         let id = spec.id;
         match self.launch(&spec, false).await {
             Ok((run, cgroup)) => {
