@@ -4,11 +4,11 @@
 
 use crate::api::AppState;
 use crate::state::Exit;
-use borg_shared::wire::ResourceUsage;
-use borg_shared::AttemptId;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use borg_shared::wire::ResourceUsage;
+use borg_shared::AttemptId;
 use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -18,6 +18,8 @@ const SYNC_DURATION: &str = "borglet_sync_duration_seconds";
 /// A sync is map operations plus fork/exec per started attempt: milliseconds.
 const SYNC_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 /// Without a scrape, histogram samples pile up until drained; drain them this often.
+const TASK_CPU: &str = "borg_task_cpu_cores";
+const TASK_MEMORY: &str = "borg_task_memory_bytes";
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -281,21 +283,29 @@ pub fn task_usage(out: &mut String, usage: &[(String, i32, AttemptId, ResourceUs
     };
     let _ = writeln!(
         out,
-        "# HELP borg_task_cpu_cores CPU used by a running attempt (cores, between the last two usage samples)"
+        "# HELP {TASK_CPU} CPU used by a running attempt (cores, between the last two usage samples)\n\
+         # TYPE {TASK_CPU} gauge"
     );
-    let _ = writeln!(out, "# TYPE borg_task_cpu_cores gauge");
     for (job, index, attempt, u) in usage {
         let cores = u.cpu.0 as f64 / 1000.0;
-        let _ = writeln!(out, "borg_task_cpu_cores{{{}}} {cores}", labels(job, *index, attempt));
+        let _ = writeln!(
+            out,
+            "{TASK_CPU}{{{}}} {cores}",
+            labels(job, *index, attempt)
+        );
     }
     let _ = writeln!(
         out,
-        "# HELP borg_task_memory_bytes Memory used by a running attempt (its cgroup, at the last usage sample)"
+        "# HELP {TASK_MEMORY} Memory used by a running attempt (its cgroup, at the last usage sample)\n\
+         # TYPE {TASK_MEMORY} gauge"
     );
-    let _ = writeln!(out, "# TYPE borg_task_memory_bytes gauge");
     for (job, index, attempt, u) in usage {
         let bytes = u.memory.0;
-        let _ = writeln!(out, "borg_task_memory_bytes{{{}}} {bytes}", labels(job, *index, attempt));
+        let _ = writeln!(
+            out,
+            "{TASK_MEMORY}{{{}}} {bytes}",
+            labels(job, *index, attempt)
+        );
     }
 }
 
@@ -321,8 +331,14 @@ mod tests {
         let mut out = String::new();
         task_usage(&mut out, &[("we\"b".into(), 3, id, usage)]);
         let labels = format!("job=\"we\\\"b\",index=\"3\",attempt=\"{id}\"");
-        assert!(out.contains(&format!("borg_task_cpu_cores{{{labels}}} 1.5\n")), "{out}");
-        assert!(out.contains(&format!("borg_task_memory_bytes{{{labels}}} 4096\n")), "{out}");
+        assert!(
+            out.contains(&format!("borg_task_cpu_cores{{{labels}}} 1.5\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("borg_task_memory_bytes{{{labels}}} 4096\n")),
+            "{out}"
+        );
         let mut none = String::new();
         task_usage(&mut none, &[]);
         assert_eq!(none, "", "no attempt, no series");

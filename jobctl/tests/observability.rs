@@ -46,13 +46,22 @@ fn scrape(url: &str) -> Option<String> {
         .timeout(Duration::from_secs(10))
         .send()
         .ok()?;
-    resp.status().is_success().then(|| resp.text().ok()).flatten()
+    resp.status()
+        .is_success()
+        .then(|| resp.text().ok())
+        .flatten()
 }
 
 /// A sample's value from a Prometheus text page; 0 when the series is absent.
 fn sample(page: &str, series: &str) -> f64 {
     page.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or(0.0)
 }
 
@@ -93,8 +102,14 @@ fn histograms_usage_gauges_json_logs_with_spans_and_previous_logs() {
     let master_metrics = format!("{}/metrics", cell.master);
     let placed_count = "borg_task_submit_to_placed_seconds_count";
     let running_count = "borg_task_placed_to_running_seconds_count";
-    let placed_before = sample(&scrape(&scheduler_metrics).expect("scheduler /metrics"), placed_count);
-    let running_before = sample(&scrape(&master_metrics).expect("master /metrics"), running_count);
+    let placed_before = sample(
+        &scrape(&scheduler_metrics).expect("scheduler /metrics"),
+        placed_count,
+    );
+    let running_before = sample(
+        &scrape(&master_metrics).expect("master /metrics"),
+        running_count,
+    );
 
     // 1. Two tasks placed and running: each histogram counts exactly two more.
     apply(&cell, "sleepers", &sleepers(1));
@@ -120,7 +135,10 @@ fn histograms_usage_gauges_json_logs_with_spans_and_previous_logs() {
     // 2. JSON lines from every component; the borglet's start of each task is
     //    logged in a span naming machine, job, index and attempt.
     for component in ["borgmaster", "borgscheduler"] {
-        assert!(!json_lines(&cell, component).is_empty(), "{component} logged nothing");
+        assert!(
+            !json_lines(&cell, component).is_empty(),
+            "{component} logged nothing"
+        );
     }
     let borglet = json_lines(&cell, "borglet-1");
     let started: Vec<&Value> = borglet
@@ -139,7 +157,12 @@ fn histograms_usage_gauges_json_logs_with_spans_and_previous_logs() {
     let isolation = borglet
         .iter()
         .find(|l| l["fields"]["message"] == "borglet serving")
-        .map(|l| l["fields"]["isolation"].as_str().unwrap_or_default().to_string())
+        .map(|l| {
+            l["fields"]["isolation"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
         .expect("the borglet's start line");
 
     // 3. Per-task usage on the borglet's /metrics, measured from the cgroups.
@@ -177,7 +200,11 @@ fn histograms_usage_gauges_json_logs_with_spans_and_previous_logs() {
     let none = logs(&cell, &["sleepers/0", "--previous"]);
     assert_eq!(none.status.code(), Some(3), "{}", stderr(&none));
     assert_eq!(stderr(&none).trim().lines().count(), 1, "{}", stderr(&none));
-    assert!(stderr(&none).contains("no previous run"), "{}", stderr(&none));
+    assert!(
+        stderr(&none).contains("no previous run"),
+        "{}",
+        stderr(&none)
+    );
 
     // 5. An in-place restart: the previous run's output, not the current one's.
     apply(&cell, "again", AGAIN);

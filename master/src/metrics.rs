@@ -21,14 +21,12 @@ pub fn install() -> Option<PrometheusHandle> {
             // Buckets (not summaries), so quantiles aggregate across routes and
             // replicas, and a measurement can take the difference of two scrapes
             // (`jobctl bench --only fleet`).
-            let recorder = match PrometheusBuilder::new()
-                .set_buckets(BUCKETS)
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Prefix("borg_task_".into()),
-                        borg_store::TASK_LATENCY_BUCKETS,
-                    )
-                }) {
+            let recorder = match PrometheusBuilder::new().set_buckets(BUCKETS).and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Prefix("borg_task_".into()),
+                    borg_store::TASK_LATENCY_BUCKETS,
+                )
+            }) {
                 Ok(b) => b.build_recorder(),
                 Err(_) => PrometheusBuilder::new().build_recorder(),
             };

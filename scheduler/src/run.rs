@@ -447,7 +447,9 @@ async fn pass(
             // The span names the task (job, index) and where it went (machine).
             let task = by_id.get(&p.task).map_or("", |t| t.name.as_str());
             let (job, task_index) = task.rsplit_once('/').unwrap_or((task, ""));
-            let machine = index.get(&p.machine).map_or("", |&i| &snapshot.machines[i].name);
+            let machine = index
+                .get(&p.machine)
+                .map_or("", |&i| &snapshot.machines[i].name);
             let _in = tracing::debug_span!("place", job, index = task_index, machine).entered();
             tracing::debug!(target: "borgscheduler::placed", task = %p.task, job = %p.job, attempt = %p.attempt, machine = %p.machine, "placed");
         }

@@ -82,9 +82,7 @@ pub async fn get_logs(
         Err(OpenLogError::OutsideSandbox) => {
             return Err(Error::BadRequest {
                 code: "log_outside_sandbox",
-                message: format!(
-                    "the {name} log of attempt {id} is not a file in its sandbox"
-                ),
+                message: format!("the {name} log of attempt {id} is not a file in its sandbox"),
                 field: Some("stream"),
             })
         }

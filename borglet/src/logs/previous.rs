@@ -53,7 +53,10 @@ mod tests {
         std::fs::write(d.join("stdout.1"), "run 1, older half\n").unwrap();
         std::fs::write(d.join("stderr"), "err 1\n").unwrap();
         keep_previous_run(d).unwrap();
-        assert_eq!(std::fs::read_to_string(d.join("stdout.previous")).unwrap(), "run 1\n");
+        assert_eq!(
+            std::fs::read_to_string(d.join("stdout.previous")).unwrap(),
+            "run 1\n"
+        );
         assert!(d.join("stdout.previous.1").exists());
         assert!(!d.join("stdout").exists() && !d.join("stdout.1").exists());
 
@@ -61,8 +64,17 @@ mod tests {
         std::fs::write(d.join("stdout"), "run 2\n").unwrap();
         std::fs::write(d.join("stderr"), "err 2\n").unwrap();
         keep_previous_run(d).unwrap();
-        assert_eq!(std::fs::read_to_string(d.join("stdout.previous")).unwrap(), "run 2\n");
-        assert_eq!(std::fs::read_to_string(d.join("stderr.previous")).unwrap(), "err 2\n");
-        assert!(!d.join("stdout.previous.1").exists(), "run 1's half is not run 2's");
+        assert_eq!(
+            std::fs::read_to_string(d.join("stdout.previous")).unwrap(),
+            "run 2\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.join("stderr.previous")).unwrap(),
+            "err 2\n"
+        );
+        assert!(
+            !d.join("stdout.previous.1").exists(),
+            "run 1's half is not run 2's"
+        );
     }
 }

@@ -34,11 +34,11 @@ impl Supervisor {
         let span = super::attempt_span(&self.machine, &ticket.job, ticket.index, id);
         self.stops.spawn(
             async move {
-            let noted = tokio::task::spawn_blocking(move || std::fs::write(marker, note)).await;
-            if !matches!(noted, Ok(Ok(()))) {
-                tracing::warn!(attempt = %ticket.id, "cannot note the stop on disk");
-            }
-            stop_group(ticket).await
+                let noted = tokio::task::spawn_blocking(move || std::fs::write(marker, note)).await;
+                if !matches!(noted, Ok(Ok(()))) {
+                    tracing::warn!(attempt = %ticket.id, "cannot note the stop on disk");
+                }
+                stop_group(ticket).await
             }
             .instrument(span),
         );

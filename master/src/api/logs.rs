@@ -119,7 +119,11 @@ async fn logs(
     };
     let credential = loc.credential_hash.as_deref();
     let resp = match q.previous {
-        false => fetch.get(attempt, &address, credential, q.follow, false).await?,
+        false => {
+            fetch
+                .get(attempt, &address, credential, q.follow, false)
+                .await?
+        }
         true => match fetch.get(attempt, &address, credential, false, true).await {
             Err(ApiError::NotFound(_)) => {
                 let Some((before, address, credential)) =
