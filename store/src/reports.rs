@@ -335,6 +335,9 @@ impl Store {
             for row in &locked {
                 let report = by_report.get(&row.id).copied();
                 let action = plan(row, report, &sent, machine_name);
+                let (job, task, attempt) = (&row.job_id, &row.task_id, &row.id);
+                let _in = tracing::debug_span!("apply", %job, %task, %attempt).entered();
+                tracing::debug!(state = %row.state, "applying the report");
                 collect(&mut batch, row, action, machine, machine_name);
             }
             let mut moved = Transitions::default();
