@@ -172,6 +172,9 @@ pub struct Config {
     /// Fleet mode: the exit code a simulated task ends with.
     #[arg(long, default_value_t = 0)]
     pub fleet_task_exit_code: i32,
+
+    #[command(flatten)]
+    pub log: borg_shared::logging::LogArgs,
 }
 
 /// One `key=value` machine label.

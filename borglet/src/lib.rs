@@ -56,7 +56,7 @@ where
         }
         Err(e) => anyhow::bail!("{}", e.render().to_string().trim_end()),
     };
-    init_tracing();
+    borg_shared::logging::init(config.log.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("borglet")
@@ -81,17 +81,6 @@ where
             None => run(listener, config, shutdown).await,
         }
     })
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // try_init: `jobctl dev` may already have installed a subscriber.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
-        .try_init();
 }
 
 async fn wait_for_signal() -> std::io::Result<&'static str> {

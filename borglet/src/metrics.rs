@@ -7,6 +7,8 @@ use crate::state::Exit;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use borg_shared::wire::ResourceUsage;
+use borg_shared::AttemptId;
 use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -16,6 +18,8 @@ const SYNC_DURATION: &str = "borglet_sync_duration_seconds";
 /// A sync is map operations plus fork/exec per started attempt: milliseconds.
 const SYNC_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 /// Without a scrape, histogram samples pile up until drained; drain them this often.
+const TASK_CPU: &str = "borg_task_cpu_cores";
+const TASK_MEMORY: &str = "borg_task_memory_bytes";
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -250,13 +254,93 @@ impl Metrics {
     }
 }
 
-/// `GET /metrics`: everything recorded in this process, in the Prometheus text format.
+/// `GET /metrics`: everything recorded in this process, in the Prometheus text
+/// format, then the per-task usage gauges.
 pub async fn serve(State(app): State<AppState>) -> impl IntoResponse {
-    let body = app
+    let mut body = app
         .metrics
         .handle
         .as_ref()
         .map(PrometheusHandle::render)
         .unwrap_or_default();
+    task_usage(&mut body, &app.supervisor.table().live_usage());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// Append `borg_task_cpu_cores` and `borg_task_memory_bytes` of each live
+/// attempt's latest usage sample (the one sync reports carry). Written at
+/// scrape time from the attempt table, so an attempt's series end with it.
+pub fn task_usage(out: &mut String, usage: &[(String, i32, AttemptId, ResourceUsage)]) {
+    use std::fmt::Write;
+    if usage.is_empty() {
+        return;
+    }
+    let labels = |job: &str, index: i32, attempt: &AttemptId| {
+        format!(
+            "job=\"{}\",index=\"{index}\",attempt=\"{attempt}\"",
+            escape_label(job)
+        )
+    };
+    let _ = writeln!(
+        out,
+        "# HELP {TASK_CPU} CPU used by a running attempt (cores, between the last two usage samples)\n\
+         # TYPE {TASK_CPU} gauge"
+    );
+    for (job, index, attempt, u) in usage {
+        let cores = u.cpu.0 as f64 / 1000.0;
+        let _ = writeln!(
+            out,
+            "{TASK_CPU}{{{}}} {cores}",
+            labels(job, *index, attempt)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {TASK_MEMORY} Memory used by a running attempt (its cgroup, at the last usage sample)\n\
+         # TYPE {TASK_MEMORY} gauge"
+    );
+    for (job, index, attempt, u) in usage {
+        let bytes = u.memory.0;
+        let _ = writeln!(
+            out,
+            "{TASK_MEMORY}{{{}}} {bytes}",
+            labels(job, *index, attempt)
+        );
+    }
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use borg_shared::{Bytes, MilliCpu};
+
+    #[test]
+    fn task_usage_is_one_series_per_live_attempt() {
+        let id = AttemptId::new();
+        let usage = ResourceUsage {
+            cpu: MilliCpu(1500),
+            memory: Bytes(4096),
+        };
+        let mut out = String::new();
+        task_usage(&mut out, &[("we\"b".into(), 3, id, usage)]);
+        let labels = format!("job=\"we\\\"b\",index=\"3\",attempt=\"{id}\"");
+        assert!(
+            out.contains(&format!("borg_task_cpu_cores{{{labels}}} 1.5\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("borg_task_memory_bytes{{{labels}}} 4096\n")),
+            "{out}"
+        );
+        let mut none = String::new();
+        task_usage(&mut none, &[]);
+        assert_eq!(none, "", "no attempt, no series");
+    }
 }

@@ -453,6 +453,19 @@ impl AttemptTable {
         due
     }
 
+    /// Each live attempt's latest usage sample, with its job and index (for `/metrics`).
+    pub fn live_usage(&self) -> Vec<(String, i32, AttemptId, ResourceUsage)> {
+        self.lock()
+            .attempts
+            .values()
+            .filter(|a| a.phase.is_live())
+            .filter_map(|a| {
+                let usage = a.isolation.usage?;
+                Some((a.spec.job.clone(), a.spec.index, a.spec.id, usage))
+            })
+            .collect()
+    }
+
     pub fn reports(&self) -> Vec<AttemptReport> {
         self.lock().attempts.values().map(Attempt::report).collect()
     }

@@ -223,3 +223,46 @@ async fn a_log_that_points_outside_the_sandbox_is_refused() {
         assert!(!resp.text().await.unwrap().contains("borglet's secret"));
     }
 }
+
+/// `previous=true`: the run before the current one, kept at an in-place
+/// restart; an attempt that has not restarted has none (404), and the previous
+/// run's file is confined to the sandbox like the current one's.
+#[tokio::test]
+async fn previous_serves_the_run_before_the_restart() {
+    let b = TestBorglet::spawn().await;
+    let script = "n=$(( $(cat runs 2>/dev/null || echo 0) + 1 )); echo $n > runs; \
+                  echo \"out $n\"; echo \"err $n\" >&2; [ $n -ge 3 ] || exit 1; touch up; exec sleep 60";
+    let spec = AttemptBuilder::sh(script).restart(None, 10).build();
+    let id = spec.id;
+    let once = AttemptBuilder::sh("echo only; exec sleep 60").build();
+    let specs = [spec, once.clone()];
+    b.sync_until(&specs, id, "the third run", |r| r.restarts == 2)
+        .await;
+    eventually("the third run's output", || async {
+        let resp = b.logs(&id.to_string(), "").await;
+        (resp.text().await.unwrap() == "out 3\n").then_some(())
+    })
+    .await;
+    for (query, want) in [
+        ("?previous=true", "out 2\n"),
+        ("?previous=true&stream=stderr", "err 2\n"),
+        ("?previous=true&tail=1&follow=true", "out 2\n"),
+    ] {
+        let resp = b.logs(&id.to_string(), query).await;
+        assert_eq!(resp.status(), 200, "{query}");
+        assert_eq!(resp.text().await.unwrap(), want, "{query}");
+    }
+
+    let resp = b.logs(&once.id.to_string(), "?previous=true").await;
+    assert_eq!(resp.status(), 404);
+    let body: ErrorBody = resp.json().await.unwrap();
+    assert!(body.error.message.contains("no previous run"), "{body:?}");
+
+    let outside = b.sandbox(id).parent().unwrap().join("outside");
+    std::fs::write(&outside, "not a log\n").unwrap();
+    let previous = b.sandbox(id).join("stdout.previous");
+    std::fs::remove_file(&previous).unwrap();
+    std::os::unix::fs::symlink(&outside, &previous).unwrap();
+    let resp = b.logs(&id.to_string(), "?previous=true").await;
+    assert_eq!(resp.status(), 400);
+}

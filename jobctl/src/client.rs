@@ -354,9 +354,13 @@ impl Client {
         stream: LogStream,
         tail: Option<u64>,
         follow: bool,
+        previous: bool,
     ) -> Result<Response, ClientError> {
         let index = index.to_string();
         let mut query: Vec<(&str, String)> = vec![("stream", stream.file_name().to_string())];
+        if previous {
+            query.push(("previous", "true".to_string()));
+        }
         if let Some(tail) = tail {
             query.push(("tail", tail.to_string()));
         }

@@ -78,6 +78,7 @@ async fn spawn_app() -> TestApp {
         },
         limits: Default::default(),
         tls: Default::default(),
+        log: Default::default(),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(borgmaster::run(listener, config, shutdown.clone()));

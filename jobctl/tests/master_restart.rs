@@ -33,6 +33,7 @@ fn start_master(listener: TcpListener, database_url: &str) -> (CancellationToken
         },
         limits: Default::default(),
         tls: Default::default(),
+        log: Default::default(),
     };
     let token = CancellationToken::new();
     let handle = tokio::spawn({
@@ -78,6 +79,7 @@ async fn tasks_outlive_the_master_and_a_new_master_adopts_them() {
         recheck_after: Duration::from_secs(30),
         whole_queue: false,
         sample: 128,
+        log: Default::default(),
     };
     tokio::spawn(borgscheduler::run(scheduler, shutdown.clone()));
     // Reachable by tasks, which a root borglet runs as `nobody`.

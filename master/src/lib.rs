@@ -60,6 +60,8 @@ pub struct Config {
     pub limits: api::LimitsConfig,
     #[command(flatten)]
     pub tls: tls::TlsConfig,
+    #[command(flatten)]
+    pub log: borg_shared::logging::LogArgs,
 }
 
 impl Config {
@@ -181,13 +183,7 @@ where
     config.auth.bootstrap_token = std::env::var("BORG_BOOTSTRAP_TOKEN")
         .ok()
         .filter(|t| !t.trim().is_empty());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    borg_shared::logging::init(config.log.log_format);
     config.resolve_secrets()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

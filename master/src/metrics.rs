@@ -3,7 +3,7 @@
 //! scrape time (Postgres is the truth; nothing is counted twice in memory).
 
 use crate::store::Store;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
 /// Histogram buckets in seconds: from half a millisecond to half a minute.
@@ -21,7 +21,12 @@ pub fn install() -> Option<PrometheusHandle> {
             // Buckets (not summaries), so quantiles aggregate across routes and
             // replicas, and a measurement can take the difference of two scrapes
             // (`jobctl bench --only fleet`).
-            let recorder = match PrometheusBuilder::new().set_buckets(BUCKETS) {
+            let recorder = match PrometheusBuilder::new().set_buckets(BUCKETS).and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Prefix("borg_task_".into()),
+                    borg_store::TASK_LATENCY_BUCKETS,
+                )
+            }) {
                 Ok(b) => b.build_recorder(),
                 Err(_) => PrometheusBuilder::new().build_recorder(),
             };
@@ -84,6 +89,11 @@ fn describe() {
         "borg_sync_duration_seconds",
         Unit::Seconds,
         "One master→borglet sync: read desired set, POST /v1/sync, apply the report"
+    );
+    describe_histogram!(
+        "borg_task_placed_to_running_seconds",
+        Unit::Seconds,
+        "An attempt's time from its placement to the borglet reporting it running"
     );
     describe_gauge!(
         "borg_jobs",

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 /// Syncs in flight at once, over all machines: a thousand borglets answering
@@ -335,6 +336,7 @@ async fn machine_loop(
             &slot,
             &mut acks,
         )
+        .instrument(tracing::info_span!("sync", machine = %slot.name))
         .await;
         drop(permit);
         metrics::histogram!("borg_sync_duration_seconds").record(started.elapsed().as_secs_f64());

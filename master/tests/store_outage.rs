@@ -57,6 +57,7 @@ async fn the_api_answers_503_at_once_while_postgres_is_down_and_resumes_by_itsel
         auth: helpers::test_auth(),
         limits: Default::default(),
         tls: Default::default(),
+        log: Default::default(),
     };
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();

@@ -57,6 +57,9 @@ pub struct Config {
     /// [default: not served].
     #[arg(long, env = "BORG_SCHEDULER_LISTEN")]
     pub listen: Option<std::net::SocketAddr>,
+
+    #[command(flatten)]
+    pub log: borg_shared::logging::LogArgs,
 }
 
 impl Config {

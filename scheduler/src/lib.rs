@@ -50,13 +50,7 @@ where
     };
 
     // Someone else (jobctl dev) may have installed a subscriber already; keep theirs.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
+    borg_shared::logging::init(config.log.log_format);
     config.resolve_secrets()?;
 
     anyhow::ensure!(

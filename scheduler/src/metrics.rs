@@ -8,7 +8,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -35,7 +35,13 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 pub fn install() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Prefix("borg_task_".into()),
+                    borg_store::TASK_LATENCY_BUCKETS,
+                )
+                .expect("the latency buckets are not empty")
+                .build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
@@ -73,6 +79,11 @@ fn describe() {
     describe_counter!(
         "borg_scheduler_preemptions_total",
         "Lower-band attempts asked to stop to make room for production tasks"
+    );
+    describe_histogram!(
+        "borg_task_submit_to_placed_seconds",
+        Unit::Seconds,
+        "A task's wait from becoming pending (submitted, requeued, or its backoff ended) to its placement's commit"
     );
     describe_gauge!(
         "borg_scheduler_unplaceable",

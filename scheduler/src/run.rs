@@ -444,6 +444,13 @@ async fn pass(
         }
         reload = committed.lost_races > 0 || !preemptions.is_empty();
         for p in &committed.placed {
+            // The span names the task (job, index) and where it went (machine).
+            let task = by_id.get(&p.task).map_or("", |t| t.name.as_str());
+            let (job, task_index) = task.rsplit_once('/').unwrap_or((task, ""));
+            let machine = index
+                .get(&p.machine)
+                .map_or("", |&i| &snapshot.machines[i].name);
+            let _in = tracing::debug_span!("place", job, index = task_index, machine).entered();
             tracing::debug!(target: "borgscheduler::placed", task = %p.task, job = %p.job, attempt = %p.attempt, machine = %p.machine, "placed");
         }
         let reasons = page.reasons_to_write(reasons);

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 pub mod event_stream;
 pub mod ids;
+pub mod logging;
 pub mod masters;
 pub mod naming;
 pub mod plan;

@@ -148,3 +148,11 @@ pub(crate) fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
         _ => false,
     }
 }
+
+/// Buckets (seconds) of the task latency histograms this crate records
+/// (`borg_task_submit_to_placed_seconds` where placements are committed,
+/// `borg_task_placed_to_running_seconds` where borglet reports are applied):
+/// from 5 ms to 10 minutes.
+pub const TASK_LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];

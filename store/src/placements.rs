@@ -30,7 +30,14 @@ pub const REASON_REFRESH: std::time::Duration = std::time::Duration::from_secs(5
 /// `plan_cache_mode = force_custom_plan` (see `commit_placements`): a generic
 /// plan guesses 10 rows for the `unnest` and walks the tasks the wrong way
 /// round; `scheduler/tests/plans.rs` checks the plan with `EXPLAIN`.
-pub const CLAIM_TASKS: &str = "SELECT t.id FROM tasks t
+/// Besides the id, how long each task has waited: since it became pending (its
+/// creation, or the end of its last attempt), or since its backoff ended.
+pub const CLAIM_TASKS: &str = "SELECT t.id,
+            extract(epoch FROM now() - GREATEST(t.not_before, COALESCE(
+                (SELECT a.finished_at FROM attempts a WHERE a.task_id = t.id
+                 ORDER BY a.created_at DESC LIMIT 1),
+                t.created_at)))::float8 AS waited
+     FROM tasks t
      JOIN unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[])
          AS u(task_id, cpu_milli, memory, disk) ON u.task_id = t.id
      WHERE t.state = 'pending'
@@ -61,6 +68,8 @@ pub struct Placed {
     pub attempt: AttemptId,
     pub machine: MachineId,
     pub ports: Vec<u16>,
+    /// How long the task waited to be placed (see `CLAIM_TASKS`).
+    pub waited: std::time::Duration,
 }
 
 #[derive(Debug, Default)]
@@ -331,18 +340,19 @@ impl Store {
         let dim = |f: fn(&Capacity) -> u64| -> Vec<i64> {
             candidates.iter().map(|p| f(&p.request) as i64).collect()
         };
-        let claimed: Vec<(TaskId,)> = sqlx::query_as(CLAIM_TASKS)
+        let claimed: Vec<(TaskId, f64)> = sqlx::query_as(CLAIM_TASKS)
             .bind(candidates.iter().map(|p| p.task).collect::<Vec<_>>())
             .bind(dim(|c| c.cpu.0))
             .bind(dim(|c| c.memory.0))
             .bind(dim(|c| c.disk.0))
             .fetch_all(&mut *tx)
             .await?;
-        let claimed: HashSet<TaskId> = claimed.into_iter().map(|(t,)| t).collect();
+        let claimed: HashMap<TaskId, f64> = claimed.into_iter().collect();
         let placed: Vec<Placed> = candidates
             .iter()
-            .filter(|p| claimed.contains(&p.task))
-            .map(|p| Placed {
+            .filter_map(|p| Some((p, *claimed.get(&p.task)?)))
+            .map(|(p, waited)| Placed {
+                waited: std::time::Duration::try_from_secs_f64(waited).unwrap_or_default(),
                 task: p.task,
                 job: p.job,
                 attempt: AttemptId::new(),
@@ -413,6 +423,10 @@ impl Store {
 
         tx.commit().await?;
         moved.emit();
+        for p in &placed {
+            metrics::histogram!("borg_task_submit_to_placed_seconds")
+                .record(p.waited.as_secs_f64());
+        }
         Ok(Committed { placed, lost_races })
     }
 

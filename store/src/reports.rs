@@ -13,7 +13,7 @@ use borg_shared::wire::{
     InPlaceRestart,
 };
 use borg_shared::{AttemptId, Bytes, JobId, JobKind, MachineId, MilliCpu, TaskId, TaskState};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -85,6 +85,8 @@ struct AttemptRow {
     healthy: Option<bool>,
     health_message: Option<String>,
     pid: Option<i32>,
+    /// When the attempt was placed (the scheduler's commit).
+    created_at: DateTime<Utc>,
 }
 
 impl AttemptRow {
@@ -139,6 +141,8 @@ struct Batch {
     ended: Vec<AttemptId>,
     /// Tasks sent back to pending by a preemption: the run they lost is not counted.
     refund: Vec<TaskId>,
+    /// Attempts seen running for the first time, with their time since placement.
+    ran: Vec<(AttemptId, std::time::Duration)>,
 }
 
 impl Store {
@@ -331,6 +335,9 @@ impl Store {
             for row in &locked {
                 let report = by_report.get(&row.id).copied();
                 let action = plan(row, report, &sent, machine_name);
+                let (job, task, attempt) = (&row.job_id, &row.task_id, &row.id);
+                let _in = tracing::debug_span!("apply", %job, %task, %attempt).entered();
+                tracing::debug!(state = %row.state, "applying the report");
                 collect(&mut batch, row, action, machine, machine_name);
             }
             let mut moved = Transitions::default();
@@ -366,6 +373,10 @@ impl Store {
             }
             tx.commit().await?;
             ended.extend(batch.ended.iter().filter(|a| attempts_moved.contains(a)));
+            for (_, waited) in batch.ran.iter().filter(|(a, _)| attempts_moved.contains(a)) {
+                metrics::histogram!("borg_task_placed_to_running_seconds")
+                    .record(waited.as_secs_f64());
+            }
             let jobs = moved.task_jobs();
             moved.emit();
             self.refresh_jobs(Some(&jobs)).await?;
@@ -410,8 +421,11 @@ fn collect(
         Action::Running(report) => {
             let mut mv = AttemptMove::new(row.id, row.state, TaskState::Running);
             mv.pid = report.pid;
-            mv.started_at = Some(report.started_at.unwrap_or_else(Utc::now));
+            let started = report.started_at.unwrap_or_else(Utc::now);
+            mv.started_at = Some(started);
             batch.attempts.push(mv);
+            let waited = (started - row.created_at).to_std().unwrap_or_default();
+            batch.ran.push((row.id, waited));
             if row.is_current() {
                 let reason = format!("running on {machine_name}");
                 batch.tasks.push(row.task_move(
@@ -559,7 +573,7 @@ fn plan<'a>(
 const ATTEMPT_COLUMNS: &str = concat!(
     "SELECT a.id, a.state, a.stop_reason, a.task_id, t.job_id, t.state AS task_state,
             t.attempt_id AS task_attempt, t.runs, t.max_runs, j.kind, a.restarts,
-            a.healthy, a.health_message, a.pid,
+            a.healthy, a.health_message, a.pid, a.created_at,
             j.state IN ",
     live_job!(),
     " AS job_live, j.spec->'task'->'restart' AS restart

@@ -20,6 +20,7 @@ fn row(stop_reason: Option<&str>) -> AttemptRow {
         healthy: None,
         health_message: None,
         pid: None,
+        created_at: Utc::now(),
     }
 }
 

@@ -44,4 +44,28 @@ impl Store {
             },
         ))
     }
+
+    /// The attempt of task `job/index` before its newest one, and its
+    /// borglet's address and credential hash: (attempt, address, credential).
+    pub async fn previous_attempt(
+        &self,
+        job: &str,
+        index: i32,
+    ) -> crate::Result<Option<(AttemptId, String, Option<String>)>> {
+        Ok(sqlx::query_as(
+            "SELECT a.id, m.address, m.credential_hash
+             FROM (SELECT t.id, t.attempt_id FROM jobs j
+                   JOIN tasks t ON t.job_id = j.id AND t.index = $2
+                   WHERE j.name = $1
+                   ORDER BY (j.state IN ('pending', 'running')) DESC, j.created_at DESC
+                   LIMIT 1) t
+             JOIN attempts a ON a.task_id = t.id AND a.id IS DISTINCT FROM t.attempt_id
+             JOIN machines m ON m.id = a.machine_id
+             ORDER BY a.created_at DESC LIMIT 1",
+        )
+        .bind(job)
+        .bind(index)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
 }

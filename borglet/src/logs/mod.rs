@@ -1,11 +1,15 @@
 //! Serving a task's log files from its sandbox: the whole file or its last N lines
 //! (`tail.rs`), streamed, and with `follow=true` kept open for what the task writes
 //! next until it ends (`follow.rs`). Sandboxes outlive their attempts, so logs of
-//! finished tasks stay readable.
+//! finished tasks stay readable. An in-place restart keeps the run that ended as
+//! `stdout.previous`/`stderr.previous` (`previous.rs`), served with `previous=true`.
 
 mod confine;
 mod follow;
+mod previous;
 mod tail;
+
+pub use previous::keep_previous_run;
 
 use confine::{open_log, OpenLogError};
 
@@ -32,6 +36,10 @@ pub struct LogsQuery {
     /// Keep streaming what the task writes until it has finished.
     #[serde(default)]
     follow: bool,
+    /// The run before the current one (kept at an in-place restart); 404 when
+    /// the attempt has not restarted.
+    #[serde(default)]
+    previous: bool,
 }
 
 pub async fn get_logs(
@@ -50,9 +58,18 @@ pub async fn get_logs(
         field: None,
     })?;
     let dir = sandbox_dir(&app.data_dir, id);
-    let path = dir.join(q.stream.file_name());
+    let name = match q.previous {
+        true => previous::file_name(q.stream),
+        false => q.stream.file_name().to_string(),
+    };
+    let path = dir.join(&name);
     let file = match open_log(&dir, &path).await {
         Ok(f) => f,
+        Err(OpenLogError::NotFound) if q.previous => {
+            return Err(Error::NotFound(format!(
+                "attempt {id} has not restarted in place: no previous run"
+            )))
+        }
         Err(OpenLogError::NotFound) => {
             return if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
                 // A sandbox without that file: the task never got to write it
@@ -65,10 +82,7 @@ pub async fn get_logs(
         Err(OpenLogError::OutsideSandbox) => {
             return Err(Error::BadRequest {
                 code: "log_outside_sandbox",
-                message: format!(
-                    "the {} log of attempt {id} is not a file in its sandbox",
-                    q.stream.file_name()
-                ),
+                message: format!("the {name} log of attempt {id} is not a file in its sandbox"),
                 field: Some("stream"),
             })
         }
@@ -95,8 +109,8 @@ pub async fn get_logs(
     };
     // An attempt the table does not know (e.g. from before a borglet restart) has
     // no exit to wait for: its log is served as it stands.
-    let exited = q
-        .follow
+    // The previous run is over: nothing to follow.
+    let exited = (q.follow && !q.previous)
         .then(|| app.supervisor.table().exit_token(id))
         .flatten();
     let body = match exited {

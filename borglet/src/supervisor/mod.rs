@@ -28,6 +28,12 @@ use tokio_util::task::TaskTracker;
 
 pub use stop::signal_group;
 
+/// The span of what is done to one attempt (start, watch, restarts, stop):
+/// its machine, job, task index and attempt id.
+pub(crate) fn attempt_span(machine: &str, job: &str, index: i32, id: AttemptId) -> tracing::Span {
+    tracing::info_span!("attempt", machine, job, index, attempt = %id)
+}
+
 /// PATH given to tasks when the borglet itself has none.
 const FALLBACK_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 

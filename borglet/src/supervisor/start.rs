@@ -27,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Starts in flight at once within one sync: enough to keep both the shims'
 /// exec and the handshake reads busy, few enough not to flood the blocking pool.
@@ -66,6 +67,11 @@ impl Supervisor {
     }
 
     async fn start(self: &Arc<Self>, spec: AttemptSpec) {
+        let span = super::attempt_span(&self.machine, &spec.job, spec.index, spec.id);
+        self.start_in_span(spec).instrument(span).await
+    }
+
+    async fn start_in_span(self: &Arc<Self>, spec: AttemptSpec) {
         let id = spec.id;
         match self.launch(&spec, false).await {
             Ok((run, cgroup)) => {
@@ -212,6 +218,7 @@ fn spawn_shim(spawner: &Spawner, launch: &Launch, again: bool) -> Result<OwnedFd
         std::os::unix::fs::chown(sandbox, Some(user.uid), Some(user.gid)).map_err(sandbox_err)?;
     }
     if again {
+        crate::logs::keep_previous_run(sandbox).map_err(sandbox_err)?;
         for name in [records::EXIT, records::RUN, records::TASK_PID] {
             match std::fs::remove_file(sandbox.join(name)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(sandbox_err(e)),

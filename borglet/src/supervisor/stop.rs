@@ -11,6 +11,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// After SIGKILL the leader should be reaped at once; warn if it takes longer.
 const AFTER_KILL_PATIENCE: Duration = Duration::from_secs(10);
@@ -30,13 +31,17 @@ impl Supervisor {
             .flatten()
             .unwrap_or_default();
         let marker = self.sandboxes.join(id.to_string()).join(STOPPING);
-        self.stops.spawn(async move {
-            let noted = tokio::task::spawn_blocking(move || std::fs::write(marker, note)).await;
-            if !matches!(noted, Ok(Ok(()))) {
-                tracing::warn!(attempt = %ticket.id, "cannot note the stop on disk");
+        let span = super::attempt_span(&self.machine, &ticket.job, ticket.index, id);
+        self.stops.spawn(
+            async move {
+                let noted = tokio::task::spawn_blocking(move || std::fs::write(marker, note)).await;
+                if !matches!(noted, Ok(Ok(()))) {
+                    tracing::warn!(attempt = %ticket.id, "cannot note the stop on disk");
+                }
+                stop_group(ticket).await
             }
-            stop_group(ticket).await
-        });
+            .instrument(span),
+        );
         true
     }
 }

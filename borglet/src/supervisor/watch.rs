@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How often to look for a process's end where pidfds are not available.
 const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -60,6 +61,7 @@ impl Supervisor {
         cgroup: Option<Arc<AttemptCgroup>>,
         keeper: Keeper,
     ) {
+        let span = super::attempt_span(&self.machine, &job, index, id);
         let w = Watch {
             sup: Arc::clone(self),
             sandbox: self.sandboxes.join(id.to_string()),
@@ -70,7 +72,7 @@ impl Supervisor {
             exited,
             cgroup,
         };
-        tokio::spawn(w.run(keeper));
+        tokio::spawn(w.run(keeper).instrument(span));
         self.probe(id);
     }
 

@@ -16,8 +16,12 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub tail: Option<u64>,
     /// Keep streaming new output until the task ends.
-    #[arg(short = 'f', long)]
+    #[arg(short = 'f', long, conflicts_with = "previous")]
     pub follow: bool,
+    /// The run before the current one: before the task's last in-place restart,
+    /// else its attempt before the newest (exit 3 when there is none).
+    #[arg(short = 'p', long)]
+    pub previous: bool,
 }
 
 pub(crate) fn parse_task(s: &str) -> Result<(String, u32), String> {
@@ -38,7 +42,7 @@ pub async fn run(client: &Client, args: Args) -> anyhow::Result<()> {
         LogStream::Stdout
     };
     let mut resp = client
-        .logs(job, *index, stream, args.tail, args.follow)
+        .logs(job, *index, stream, args.tail, args.follow, args.previous)
         .await?;
     let mut out = std::io::stdout().lock();
     while let Some(chunk) = resp.chunk().await.map_err(|e| client.transport_error(e))? {

@@ -52,6 +52,9 @@ pub struct Args {
     /// (keys 0600); borglets require the master's client certificate.
     #[arg(long)]
     pub tls: bool,
+    /// Format of the components' log lines: `text` or `json` (passed to each as `--log-format`).
+    #[arg(long, value_enum, default_value_t)]
+    pub log_format: borg_shared::logging::LogFormat,
 }
 
 /// Run the cell until Ctrl-C/SIGTERM (Ok), restarting a component that dies, or
@@ -118,6 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 startup_timeout: args.startup_timeout.into(),
                 token,
                 tls,
+                log_format: args.log_format,
             };
             cell.run().await
         });
@@ -180,6 +184,7 @@ struct Cell {
     token: Option<String>,
     /// `--tls`: the CA and every component's certificate.
     tls: Option<tls::CellTls>,
+    log_format: borg_shared::logging::LogFormat,
 }
 
 /// A component that dies is started again, up to `REVIVE_LIMIT` times within
@@ -333,7 +338,11 @@ impl Cell {
             }
             specs.push((format!("borglet-{n}"), "borglet", args));
         }
-        for (name, component, args) in specs {
+        let log_format = clap::ValueEnum::to_possible_value(&self.log_format)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_else(|| "text".into());
+        for (name, component, mut args) in specs {
+            args.extend(["--log-format".into(), log_format.clone()]);
             let child = Spawn {
                 index: children.len(),
                 name,

@@ -58,6 +58,11 @@ impl Cell {
 
     /// The same, `jobctl dev --tls` when `tls`: the whole cell over https.
     pub fn start_with(borglets: usize, sub: &str, tls: bool) -> Cell {
+        Cell::start_flags(borglets, sub, tls, &[])
+    }
+
+    /// The same, with more `jobctl dev` flags (e.g. `--log-format json`).
+    pub fn start_flags(borglets: usize, sub: &str, tls: bool, flags: &[&str]) -> Cell {
         let dir = tempfile::Builder::new()
             .prefix("borg-e2e-")
             .tempdir_in("/tmp")
@@ -71,6 +76,7 @@ impl Cell {
         let child = Command::new(JOBCTL)
             .args(["dev", "--borglets", &borglets.to_string()])
             .args(tls.then_some("--tls"))
+            .args(flags)
             .arg("--data-dir")
             .arg(&data_dir)
             .args([

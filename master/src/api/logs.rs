@@ -1,6 +1,8 @@
 //! `/v1/jobs/{name}/tasks/{index}/logs`: proxied from the borglet that ran the
 //! task's newest attempt, streamed through without buffering (so `follow=true`
-//! reaches the client line by line as the task writes).
+//! reaches the client line by line as the task writes). `previous=true`: the
+//! run before the current one, i.e. the newest attempt's run before its last
+//! in-place restart, else the attempt before the newest.
 
 use super::params::known_name;
 use super::{ApiError, ApiResult, AppState};
@@ -10,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::Response;
 use borg_shared::wire::LogStream;
-use borg_shared::ErrorBody;
+use borg_shared::{AttemptId, ErrorBody};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -49,6 +51,10 @@ struct LogQuery {
     /// Keep streaming until the attempt ends (the borglet decides when).
     #[serde(default)]
     follow: bool,
+    /// The run before the current one: before the newest attempt's last in-place
+    /// restart, else the task's attempt before its newest (`follow` is ignored).
+    #[serde(default)]
+    previous: bool,
 }
 
 /// A task's output: its newest attempt's stdout or stderr, proxied from the borglet that ran it.
@@ -61,7 +67,7 @@ struct LogQuery {
     responses(
         (status = 200, description = "The log text, streamed", body = String, content_type = "text/plain; charset=utf-8"),
         (status = 400, description = "The query string does not parse, e.g. a parameter given twice (`bad_request`)", body = ErrorBody),
-        (status = 404, description = "No such task, it has not run yet, or the borglet has no logs for it (`not_found`)", body = ErrorBody),
+        (status = 404, description = "No such task, it has not run yet, the borglet has no logs for it, or (`previous`) it has no previous run (`not_found`)", body = ErrorBody),
         (status = 422, description = "A bad query parameter or task index, or the borglet refused the log (not a file in the task's sandbox); `field` names it (`invalid_spec`)", body = ErrorBody),
         (status = 502, description = "The borglet did not answer or failed (`borglet_unreachable`)", body = ErrorBody),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
@@ -105,51 +111,104 @@ async fn logs(
             loc.state
         )));
     };
-    let mut url = format!(
-        "{}/v1/attempts/{attempt}/logs?stream={}",
-        address.trim_end_matches('/'),
-        q.stream.file_name()
-    );
-    if let Some(tail) = q.tail {
-        url.push_str(&format!("&tail={tail}"));
-    }
-    if q.follow {
-        url.push_str("&follow=true");
-    }
-    let mut get = state.http.get(&url);
-    if let Some(key) = &loc.credential_hash {
-        get = get.bearer_auth(key);
-    }
-    let resp = get.send().await.map_err(|e| {
-        tracing::warn!(%url, error = %e, "fetching logs from borglet");
-        ApiError::BadGateway(format!("the borglet at {address} did not answer"))
-    })?;
-    match resp.status() {
-        s if s.is_success() => {}
-        StatusCode::NOT_FOUND => {
-            return Err(ApiError::NotFound(format!(
-                "the borglet at {address} has no logs for {name}/{index}"
-            )))
+    let fetch = Fetch {
+        state: &state,
+        stream: q.stream,
+        tail: q.tail,
+        task: format!("{name}/{index}"),
+    };
+    let credential = loc.credential_hash.as_deref();
+    let resp = match q.previous {
+        false => {
+            fetch
+                .get(attempt, &address, credential, q.follow, false)
+                .await?
         }
-        StatusCode::BAD_REQUEST => {
-            tracing::warn!(%url, "the borglet refused a log request");
-            return Err(ApiError::Invalid {
-                field: "stream".into(),
-                message: format!(
-                    "the borglet refused to serve this log of {name}/{index} (not a file in the task's sandbox)"
-                ),
-            });
-        }
-        s => {
-            tracing::warn!(%url, status = %s, "borglet log request failed");
-            return Err(ApiError::BadGateway(format!(
-                "the borglet at {address} answered {s}"
-            )));
-        }
-    }
+        true => match fetch.get(attempt, &address, credential, false, true).await {
+            Err(ApiError::NotFound(_)) => {
+                let Some((before, address, credential)) =
+                    state.store.previous_attempt(&name, index).await?
+                else {
+                    return Err(ApiError::NotFound(format!(
+                        "{name}/{index} has no previous run (its attempt has not restarted, and it had no attempt before)"
+                    )));
+                };
+                fetch
+                    .get(before, &address, credential.as_deref(), false, false)
+                    .await?
+            }
+            r => r?,
+        },
+    };
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Body::from_stream(resp.bytes_stream()))
         .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// One log request to a borglet.
+struct Fetch<'a> {
+    state: &'a AppState,
+    stream: LogStream,
+    tail: Option<u64>,
+    /// `job/index`, for messages.
+    task: String,
+}
+
+impl Fetch<'_> {
+    /// The log of `attempt` from the borglet at `address`, or why not.
+    async fn get(
+        &self,
+        attempt: AttemptId,
+        address: &str,
+        credential: Option<&str>,
+        follow: bool,
+        previous: bool,
+    ) -> ApiResult<reqwest::Response> {
+        let task = &self.task;
+        let mut url = format!(
+            "{}/v1/attempts/{attempt}/logs?stream={}",
+            address.trim_end_matches('/'),
+            self.stream.file_name()
+        );
+        if let Some(tail) = self.tail {
+            url.push_str(&format!("&tail={tail}"));
+        }
+        if follow {
+            url.push_str("&follow=true");
+        }
+        if previous {
+            url.push_str("&previous=true");
+        }
+        let mut get = self.state.http.get(&url);
+        if let Some(key) = credential {
+            get = get.bearer_auth(key);
+        }
+        let resp = get.send().await.map_err(|e| {
+            tracing::warn!(%url, error = %e, "fetching logs from borglet");
+            ApiError::BadGateway(format!("the borglet at {address} did not answer"))
+        })?;
+        match resp.status() {
+            s if s.is_success() => Ok(resp),
+            StatusCode::NOT_FOUND => Err(ApiError::NotFound(format!(
+                "the borglet at {address} has no logs for {task}"
+            ))),
+            StatusCode::BAD_REQUEST => {
+                tracing::warn!(%url, "the borglet refused a log request");
+                Err(ApiError::Invalid {
+                    field: "stream".into(),
+                    message: format!(
+                        "the borglet refused to serve this log of {task} (not a file in the task's sandbox)"
+                    ),
+                })
+            }
+            s => {
+                tracing::warn!(%url, status = %s, "borglet log request failed");
+                Err(ApiError::BadGateway(format!(
+                    "the borglet at {address} answered {s}"
+                )))
+            }
+        }
+    }
 }

@@ -51,6 +51,7 @@ pub fn test_config(
         auth: test_auth(),
         limits: Default::default(),
         tls: Default::default(),
+        log: Default::default(),
     }
 }
 

@@ -254,6 +254,7 @@ pub fn config(url: &str, name: &str, interval: Duration, batch_size: u32) -> Con
         recheck_after: Duration::ZERO,
         whole_queue: false,
         sample: 128,
+        log: Default::default(),
     }
 }
 
