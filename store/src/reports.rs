@@ -368,7 +368,7 @@ impl Store {
             ended.extend(batch.ended.iter().filter(|a| attempts_moved.contains(a)));
             let jobs = moved.task_jobs();
             moved.emit();
-            self.refresh_jobs(Some(&jobs)).await?;
+            self.refresh_jobs(epoch, Some(&jobs)).await?;
         }
 
         // Finished attempts whose end is on record (or that we never knew) may be forgotten.
