@@ -1,8 +1,12 @@
+//! What the leader reads and writes, against a real Postgres.
+//!
 //! Every write made as leader checks the epoch, in the write's own transaction:
 //! after another replica took the lease, the old leader's sweep, `last_heard`
 //! flush, down/up marking, drain step, rollout step and history collection are
 //! refused (`Deposed`) and write nothing; the new leader's same calls act, and
 //! the events they write record its epoch (`events.epoch`).
+//!
+//! Desired sets are read for many machines in one query, each the same as read alone.
 
 use borg_shared::wire::{Capacity, RegisterMachine};
 use borg_shared::{Bytes, JobId, JobSpec, MachineId, MilliCpu, TaskId};
@@ -57,18 +61,26 @@ async fn submit(store: &Store, json: &str) -> JobId {
 
 /// Place every pending task on `m` the way the scheduler commits it.
 async fn place_all(store: &Store, m: MachineId) {
+    place_some(store, &[m], i64::MAX).await;
+}
+
+/// Place up to `n` pending tasks, in index order, round robin over `on`.
+async fn place_some(store: &Store, on: &[MachineId], n: i64) {
     let rows: Vec<(TaskId, JobId, i64, i64)> = sqlx::query_as(
-        "SELECT id, job_id, cpu_milli, memory FROM tasks WHERE state = 'pending' ORDER BY index",
+        "SELECT id, job_id, cpu_milli, memory FROM tasks WHERE state = 'pending'
+         ORDER BY index LIMIT $1",
     )
+    .bind(n)
     .fetch_all(store.pool())
     .await
     .unwrap();
     let batch: Vec<Placement> = rows
         .into_iter()
-        .map(|(task, job, cpu, memory)| Placement {
+        .enumerate()
+        .map(|(i, (task, job, cpu, memory))| Placement {
             task,
             job,
-            machine: m,
+            machine: on[i % on.len()],
             request: Capacity {
                 cpu: MilliCpu(cpu as u64),
                 memory: Bytes(memory as u64),
@@ -202,4 +214,42 @@ async fn every_leader_write_at_an_old_epoch_is_refused_and_the_new_leaders_acts(
     }
     assert_eq!(events_at(&store, old).await, 1, "nothing more at {old}");
     assert!(events_at(&store, new).await >= 2, "b ended, m2 up");
+}
+
+#[tokio::test]
+async fn desired_sets_of_many_machines_are_read_in_one_call_each_as_read_alone() {
+    let store = store().await;
+    let m1 = machine(&store, "m1").await;
+    let m2 = machine(&store, "m2").await;
+    let idle = machine(&store, "m3").await;
+    submit(
+        &store,
+        r#"{"name": "s", "kind": "service", "replicas": 5,
+            "task": {"command": ["/bin/sleep", "600"], "env": {"A": "1"}}}"#,
+    )
+    .await;
+    // Four placed over m1 and m2, one left pending (on no machine).
+    place_some(&store, &[m1, m2], 4).await;
+    let sets = store.desired_attempts_of(&[m1, m2, idle]).await.unwrap();
+    assert_eq!(sets.len(), 3);
+    for m in [m1, m2, idle] {
+        let (alone, new) = store.desired_attempts(m).await.unwrap();
+        let batched = &sets[&m];
+        let ids = |a: &[borg_shared::wire::AttemptSpec]| a.iter().map(|a| a.id).collect::<Vec<_>>();
+        assert_eq!(ids(&batched.attempts), ids(&alone), "machine {m}");
+        assert_eq!(batched.new, new, "machine {m}");
+        assert_eq!(
+            serde_json::to_value(&batched.attempts).unwrap(),
+            serde_json::to_value(&alone).unwrap()
+        );
+    }
+    assert_eq!(sets[&m1].attempts.len(), 2);
+    assert_eq!(sets[&m2].attempts.len(), 2);
+    assert!(sets[&idle].attempts.is_empty());
+    let indexes: Vec<i32> = sets[&m1].attempts.iter().map(|a| a.index).collect();
+    assert_eq!(indexes, [0, 2], "each machine gets its own attempts");
+    assert_eq!(
+        sets[&m1].attempts[0].env.get("A").map(String::as_str),
+        Some("1")
+    );
 }
