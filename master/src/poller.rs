@@ -243,14 +243,18 @@ pub async fn run(
                     loops.by_name.insert(t.name.clone(), t.id);
                     drop(loops);
                     tracing::info!(machine = %t.name, "polling machine");
+                    let path = StorePath {
+                        store: store.clone(),
+                        reader: reader.clone(),
+                        slots: store_in_flight.clone(),
+                    };
                     tracker.spawn(machine_loop(
-                        store.clone(),
+                        path,
                         http.clone(),
                         config.clone(),
                         t.id,
                         slot,
-                        reader.clone(),
-                        [in_flight.clone(), store_in_flight.clone()],
+                        in_flight.clone(),
                         shutdown.clone(),
                     ));
                 }
@@ -314,20 +318,14 @@ async fn listen(store: Store, machines: Arc<Machines>, shutdown: CancellationTok
 }
 
 async fn machine_loop(
-    store: Store,
+    path: StorePath,
     http: reqwest::Client,
     config: PollerConfig,
     id: MachineId,
     slot: Arc<Slot>,
-    reader: reads::Reader,
-    [in_flight, store_in_flight]: [Arc<Semaphore>; 2],
+    in_flight: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
-    let path = StorePath {
-        store: store.clone(),
-        reader,
-        slots: store_in_flight,
-    };
     let mut acks: Vec<AttemptId> = Vec::new();
     let mut failing_since: Option<Instant> = None;
     let mut last_warn: Option<Instant> = None;
@@ -342,7 +340,7 @@ async fn machine_loop(
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::counter!("borg_syncs_total", "result" => outcome).increment(1);
         if slot.heard().last_answer.is_some_and(|t| t >= started) {
-            back_up(&store, &config, id, &slot).await;
+            back_up(&path.store, &config, id, &slot).await;
         }
         match result {
             Ok(()) => {
