@@ -2,7 +2,8 @@
 //! processes, the scheduler and 3 borglets. Exactly one master leads; after
 //! kill -9 of the leader another leads and polls within 5 s; a leader paused
 //! past its lease resumes as a follower and its writes as leader are refused
-//! (no machine is marked down by it); a leader killed during a stream of
+//! (no machine is marked down by it, no event carries its epoch once the next
+//! epoch began); a leader killed during a stream of
 //! submissions (200 here, `BORG_FAILOVER_SUBMITS=500` by hand; the client fails
 //! over to the other replica) loses no accepted job and runs no task twice. `BORG_FAILOVER_KILLS=20 cargo test -p
 //! jobctl --test failover -- --nocapture kill` measures takeover over 20 kills.
@@ -159,7 +160,7 @@ async fn kill_the_leader_and_another_leads_and_polls_within_5s() {
 }
 
 #[tokio::test]
-async fn a_paused_leader_resumes_as_a_follower_and_marks_no_machine_down() {
+async fn a_paused_leader_resumes_as_a_follower_and_writes_nothing_at_its_epoch() {
     let _serial = SERIAL.lock().await;
     let flags = [
         "--poll-interval",
@@ -203,6 +204,10 @@ async fn a_paused_leader_resumes_as_a_follower_and_marks_no_machine_down() {
     })
     .await;
     assert!(new_epoch > epoch);
+    let pool = sqlx::PgPool::connect(&cell.database_url).await.unwrap();
+    // Every event written as leader records its epoch; the new leader took the
+    // lease only after the old one's transactions in flight ended.
+    let at_old_epoch = events_at(&pool, epoch).await;
     // Long enough that the paused leader, on waking, finds every machine silent
     // past down_after by its own clock: it will try to mark them all down.
     wait_for(
@@ -227,7 +232,11 @@ async fn a_paused_leader_resumes_as_a_follower_and_marks_no_machine_down() {
     })
     .await;
     assert_eq!(leader.name, new.name, "leadership moved back");
-    let pool = sqlx::PgPool::connect(&cell.database_url).await.unwrap();
+    assert_eq!(
+        events_at(&pool, epoch).await,
+        at_old_epoch,
+        "the old leader wrote events at epoch {epoch} after epoch {new_epoch} began"
+    );
     let downs: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events WHERE kind = 'machine' AND to_state = 'down'",
     )
@@ -240,6 +249,29 @@ async fn a_paused_leader_resumes_as_a_follower_and_marks_no_machine_down() {
         .await
         .unwrap();
     assert_eq!(lost, 0);
+    // The new leader's writes do record its epoch: a scale down it carries out.
+    let resp = http
+        .post(format!("{}/v1/jobs/svc/scale", cell.master_url()))
+        .json(&json!({"replicas": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    wait_for(
+        "the new leader's events",
+        Duration::from_secs(30),
+        || async { (events_at(&pool, new_epoch).await > 0).then_some(()) },
+    )
+    .await;
+    assert_eq!(events_at(&pool, epoch).await, at_old_epoch);
+}
+
+async fn events_at(pool: &sqlx::PgPool, epoch: i64) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE epoch = $1")
+        .bind(epoch)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 /// Submit `spec` to the first replica that answers; a transport error moves on

@@ -150,6 +150,7 @@ pub async fn run(parts: Leading, holder: String, shutdown: CancellationToken) {
 async fn lead(parts: Leading, epoch: i64, term: CancellationToken) {
     let sweep = tokio::spawn(sweep::run(
         parts.store.clone(),
+        epoch,
         JOB_SWEEP_INTERVAL,
         term.clone(),
     ));

@@ -100,13 +100,21 @@ pub async fn run(
         }
         if last_flush.elapsed() >= HEARD_FLUSH {
             last_flush = Instant::now();
-            flush_heard(&store, &machines).await;
+            if let Err(StoreError::Deposed { epoch, current }) =
+                flush_heard(&store, &machines, config.epoch).await
+            {
+                tracing::warn!(epoch, current, "another master leads: stepping down");
+                deposed.cancel();
+                return;
+            }
         }
     }
-    flush_heard(&store, &machines).await;
+    // A term that ends by a takeover writes nothing here: the epoch is refused.
+    let _ = flush_heard(&store, &machines, config.epoch).await;
 }
 
-async fn flush_heard(store: &Store, machines: &Machines) {
+/// Write the `last_heard` not yet written, as leader at `epoch`.
+async fn flush_heard(store: &Store, machines: &Machines, epoch: i64) -> Result<(), StoreError> {
     let heard: Vec<_> = machines
         .slots()
         .into_iter()
@@ -117,7 +125,9 @@ async fn flush_heard(store: &Store, machines: &Machines) {
             Some((id, at))
         })
         .collect();
-    if let Err(e) = store.record_heard(&heard).await {
+    let written = store.record_heard(epoch, &heard).await;
+    if let Err(e) = &written {
         tracing::warn!(error = %e, machines = heard.len(), "writing last_heard");
     }
+    written
 }

@@ -17,6 +17,7 @@
 //! its own loop.
 
 mod desired;
+mod reads;
 
 use crate::store::{Store, CHANNEL_PLACED};
 use anyhow::Context;
@@ -37,10 +38,11 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 /// together must not take every store connection. A slow or dead borglet holds
 /// one permit, never another machine's loop.
 const MAX_SYNCS_IN_FLIGHT: usize = 128;
-/// Of those, at most this many use the store at once (reading a desired set,
-/// marking attempts starting, applying a report), so a thousand first syncs
-/// after a new leader starts leave pool connections for the API and its health
-/// check. An unchanged sync needs none.
+/// Of those, at most this many use the store at once (marking attempts
+/// starting, applying a report), so a thousand first syncs after a new leader
+/// starts leave pool connections for the API and its health check. Desired
+/// sets are read apart, many machines per query (`reads.rs`), on one
+/// connection. An unchanged sync needs none.
 const STORE_SYNCS_IN_FLIGHT: usize = 4;
 
 #[derive(Clone)]
@@ -208,6 +210,7 @@ pub async fn run(
     let in_flight = Arc::new(Semaphore::new(MAX_SYNCS_IN_FLIGHT));
     let store_in_flight = Arc::new(Semaphore::new(STORE_SYNCS_IN_FLIGHT));
     tracker.spawn(listen(store.clone(), machines.clone(), shutdown.clone()));
+    let reader = reads::Reader::start(store.clone(), shutdown.clone());
     loop {
         match store.poll_targets().await {
             Ok(targets) => {
@@ -241,13 +244,18 @@ pub async fn run(
                     loops.by_name.insert(t.name.clone(), t.id);
                     drop(loops);
                     tracing::info!(machine = %t.name, "polling machine");
+                    let path = StorePath {
+                        store: store.clone(),
+                        reader: reader.clone(),
+                        slots: store_in_flight.clone(),
+                    };
                     tracker.spawn(machine_loop(
-                        store.clone(),
+                        path,
                         http.clone(),
                         config.clone(),
                         t.id,
                         slot,
-                        [in_flight.clone(), store_in_flight.clone()],
+                        in_flight.clone(),
                         shutdown.clone(),
                     ));
                 }
@@ -311,12 +319,12 @@ async fn listen(store: Store, machines: Arc<Machines>, shutdown: CancellationTok
 }
 
 async fn machine_loop(
-    store: Store,
+    path: StorePath,
     http: reqwest::Client,
     config: PollerConfig,
     id: MachineId,
     slot: Arc<Slot>,
-    [in_flight, store_in_flight]: [Arc<Semaphore>; 2],
+    in_flight: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
     let mut acks: Vec<AttemptId> = Vec::new();
@@ -327,23 +335,15 @@ async fn machine_loop(
             return;
         };
         let started = Instant::now();
-        let result = sync_once(
-            &store,
-            &store_in_flight,
-            &http,
-            &config,
-            id,
-            &slot,
-            &mut acks,
-        )
-        .instrument(tracing::info_span!("sync", machine = %slot.name))
-        .await;
+        let result = sync_once(&path, &http, &config, id, &slot, &mut acks)
+            .instrument(tracing::info_span!("sync", machine = %slot.name))
+            .await;
         drop(permit);
         metrics::histogram!("borg_sync_duration_seconds").record(started.elapsed().as_secs_f64());
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::counter!("borg_syncs_total", "result" => outcome).increment(1);
         if slot.heard().last_answer.is_some_and(|t| t >= started) {
-            back_up(&store, &config, id, &slot).await;
+            back_up(&path.store, &config, id, &slot).await;
         }
         match result {
             Ok(()) => {
@@ -410,9 +410,16 @@ async fn back_up(store: &Store, config: &PollerConfig, id: MachineId, slot: &Slo
     }
 }
 
+/// How a sync reaches the store: desired sets through the batched reader,
+/// other writes within the store slots.
+struct StorePath {
+    store: Store,
+    reader: reads::Reader,
+    slots: Arc<Semaphore>,
+}
+
 async fn sync_once(
-    store: &Store,
-    store_in_flight: &Semaphore,
+    path: &StorePath,
     http: &reqwest::Client,
     config: &PollerConfig,
     id: MachineId,
@@ -420,20 +427,17 @@ async fn sync_once(
     acks: &mut Vec<AttemptId>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let reading = slot.desired.needs_read(config.full_sync_every);
-    slot.heard().asking_store = reading;
-    let permit = match reading {
-        true => Some(store_in_flight.acquire().await?),
-        false => None,
-    };
-    let desired = slot.desired.get(store, id, config.full_sync_every).await;
-    drop(permit);
+    slot.heard().asking_store = slot.desired.needs_read(config.full_sync_every);
+    let desired = slot
+        .desired
+        .get(&path.reader, id, config.full_sync_every)
+        .await;
     slot.heard().asking_store = false;
     let (attempts, new, source) = match desired {
         Ok(d) => d,
         Err(e) => {
             slot.excuse();
-            return Err(e.into());
+            return Err(e);
         }
     };
     let sent: Vec<AttemptId> = attempts.iter().map(|a| a.id).collect();
@@ -476,8 +480,8 @@ async fn sync_once(
         if new.is_empty() {
             return Ok(());
         }
-        let _permit = store_in_flight.acquire().await;
-        store.mark_starting(id, config.epoch, &new).await
+        let _permit = path.slots.acquire().await;
+        path.store.mark_starting(id, config.epoch, &new).await
     };
     let (marked, result) = tokio::join!(mark, post);
     if let Err(e) = marked {
@@ -508,8 +512,9 @@ async fn sync_once(
         }
     };
     slot.desired.applying();
-    let permit = store_in_flight.acquire().await?;
-    let out = store
+    let permit = path.slots.acquire().await?;
+    let out = path
+        .store
         .apply_report(id, &slot.name, config.epoch, &sent, &resp.attempts)
         .await;
     drop(permit);

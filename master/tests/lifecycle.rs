@@ -604,7 +604,13 @@ async fn the_sweep_finishes_a_job_whose_check_was_missed() {
     .execute(store.pool())
     .await
     .unwrap();
-    assert_eq!(store.refresh_jobs(None).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .refresh_jobs(leader_epoch(store).await, None)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(job_state(store).await.0, "succeeded");
     let last: String = sqlx::query_scalar(
         "SELECT from_state || '>' || to_state FROM events WHERE kind = 'job' ORDER BY id DESC LIMIT 1",
@@ -614,7 +620,13 @@ async fn the_sweep_finishes_a_job_whose_check_was_missed() {
     .unwrap();
     assert_eq!(last, "running>succeeded");
     // Nothing more to do: a second sweep moves nothing.
-    assert_eq!(store.refresh_jobs(None).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .refresh_jobs(leader_epoch(store).await, None)
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 /// Kill and scale act on the job whose owner the caller's rights were checked

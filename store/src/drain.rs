@@ -219,7 +219,7 @@ impl Store {
         let jobs = moved.task_jobs();
         moved.emit();
         if !jobs.is_empty() {
-            self.refresh_jobs(Some(&jobs)).await?;
+            self.refresh_jobs(epoch, Some(&jobs)).await?;
         }
         Ok(requeued.len())
     }

@@ -178,9 +178,10 @@ async fn failure_reason(conn: &mut PgConnection, job: &LiveJob) -> Result<String
 }
 
 impl Store {
-    /// Bring the state of `jobs` in line with their counters; `None` checks
+    /// Bring the state of `jobs` in line with their counters, as leader at
+    /// `epoch` (`Deposed`, moving nothing, if another leads); `None` checks
     /// every live job (the sweep). Returns how many jobs moved.
-    pub async fn refresh_jobs(&self, jobs: Option<&[JobId]>) -> Result<usize> {
+    pub async fn refresh_jobs(&self, epoch: i64, jobs: Option<&[JobId]>) -> Result<usize> {
         let ids: Vec<JobId> = match jobs {
             Some(j) => j.to_vec(),
             None => sqlx::query_as::<_, (JobId,)>(concat!(
@@ -210,6 +211,7 @@ impl Store {
             return Ok(0);
         }
         let mut tx = self.pool.begin().await?;
+        crate::lease::check_epoch(&mut tx, epoch).await?;
         let locked = lock_live_jobs(&mut tx, &due).await?;
         let mut ends = Vec::new();
         let mut moves = Vec::new();

@@ -83,12 +83,17 @@ impl Store {
 
 /// Fail with [`StoreError::Deposed`] unless `epoch` is the lease's epoch. The
 /// lease row stays share-locked until the caller's transaction ends, so no
-/// takeover commits between this check and the caller's commit.
+/// takeover commits between this check and the caller's commit. Call it inside
+/// a transaction: it also sets the transaction-local `borg.epoch`, which every
+/// event row the transaction inserts records (`events.epoch`).
 pub(crate) async fn check_epoch(conn: &mut sqlx::PgConnection, epoch: i64) -> Result<()> {
-    let current: Option<i64> =
-        sqlx::query_scalar("SELECT epoch FROM leader_lease WHERE id = 1 FOR SHARE")
-            .fetch_optional(&mut *conn)
-            .await?;
+    let current: Option<i64> = sqlx::query_scalar(
+        "SELECT epoch FROM leader_lease, set_config('borg.epoch', $1::text, true)
+         WHERE id = 1 FOR SHARE OF leader_lease",
+    )
+    .bind(epoch)
+    .fetch_optional(&mut *conn)
+    .await?;
     match current {
         Some(c) if c == epoch => Ok(()),
         current => Err(StoreError::Deposed {

@@ -10,6 +10,7 @@
 
 mod attempts;
 mod audit;
+mod desired;
 mod drain;
 mod enroll;
 mod error;
@@ -39,6 +40,7 @@ mod tasks;
 mod tokens;
 
 pub use audit::{AuditRecord, DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE};
+pub use desired::DesiredSet;
 pub use drain::{CordonOutcome, DEFAULT_MAX_UNAVAILABLE};
 pub use enroll::{Admission, Enrolled, KnownMachine};
 pub use error::{Result, StoreError};

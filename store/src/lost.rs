@@ -134,7 +134,7 @@ impl Store {
         metrics::counter!("borg_attempts_lost_total").increment(ended as u64);
         tracing::warn!(machine = %name, machine_id = %machine, ended, requeued = requeued.len(), reason, "machine down");
         if !jobs.is_empty() {
-            self.refresh_jobs(Some(&jobs)).await?;
+            self.refresh_jobs(epoch, Some(&jobs)).await?;
         }
         Ok(Some(MachineDown {
             ended,
@@ -186,11 +186,18 @@ impl Store {
     }
 
     /// Record when machines last answered, in one statement for many (the
-    /// leader writes these in batches; liveness itself lives in its memory).
-    pub async fn record_heard(&self, heard: &[(MachineId, DateTime<Utc>)]) -> crate::Result<()> {
+    /// leader writes these in batches; liveness itself lives in its memory),
+    /// as leader at `epoch`: `Deposed`, writing nothing, if another leads.
+    pub async fn record_heard(
+        &self,
+        epoch: i64,
+        heard: &[(MachineId, DateTime<Utc>)],
+    ) -> crate::Result<()> {
         if heard.is_empty() {
             return Ok(());
         }
+        let mut tx = self.pool.begin().await?;
+        check_epoch(&mut tx, epoch).await?;
         sqlx::query(
             "UPDATE machines m SET last_heard = u.at
              FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at)
@@ -198,8 +205,9 @@ impl Store {
         )
         .bind(heard.iter().map(|(m, _)| m.0).collect::<Vec<_>>())
         .bind(heard.iter().map(|(_, t)| *t).collect::<Vec<_>>())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! Unit tests of `reports.rs`: death certificates and final states.
 
 use super::*;
+use borg_shared::Bytes;
 
 fn row(stop_reason: Option<&str>) -> AttemptRow {
     AttemptRow {

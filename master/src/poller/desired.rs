@@ -12,7 +12,7 @@
 //! mark it stale here. Every `full_sync_every` the set is read and the report
 //! applied regardless (0: on every sync, as without the cache).
 
-use crate::store::{Store, StoreError};
+use super::reads::Reader;
 use borg_shared::wire::AttemptSpec;
 use borg_shared::{AttemptId, MachineId};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,10 +75,10 @@ impl Desired {
     /// memory when nothing can have changed them, else from the store.
     pub(crate) async fn get(
         &self,
-        store: &Store,
+        reader: &Reader,
         machine: MachineId,
         full_every: Duration,
-    ) -> Result<(Vec<AttemptSpec>, Vec<AttemptId>, Source), StoreError> {
+    ) -> anyhow::Result<(Vec<AttemptSpec>, Vec<AttemptId>, Source)> {
         // Cleared before the read: a change committed during it marks it stale again.
         let stale = self.stale.swap(false, Ordering::SeqCst);
         if !stale {
@@ -89,8 +89,8 @@ impl Desired {
             }
         }
         let read_at = Instant::now();
-        let (attempts, new) = match store.desired_attempts(machine).await {
-            Ok(d) => d,
+        let (attempts, new) = match reader.read(machine).await {
+            Ok(d) => (d.attempts, d.new),
             Err(e) => {
                 self.invalidate();
                 return Err(e);
