@@ -77,6 +77,15 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
     } else {
         snapshot.sample
     };
+    let home: Vec<bool> = machines
+        .iter()
+        .map(|m| snapshot.home.is_home(m.id))
+        .collect();
+    let homes: &[bool] = if snapshot.home.of > 1 {
+        &[true, false]
+    } else {
+        &[false]
+    };
     let mut preemptor = Preemptor::new(machines, &snapshot.victims, &snapshot.stopping);
     let mut seen = HashSet::with_capacity(queue.len());
     let mut decisions = Vec::with_capacity(queue.len());
@@ -120,19 +129,23 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
                 && fits(&task.request, &free[i])
                 && (task.ports == 0 || feasible::ports(task, ports.free(machines, i)).is_none())
         };
-        let feasible = match load.filter(|_| task.spread_label().is_some()) {
-            None => class.sample(start, sample, |_| true, &mut fits_here),
-            Some(l) => {
-                let mut found = Vec::new();
-                for level in l.spread_levels() {
-                    found = class.sample(start, sample, |i| group_of(i) == level, &mut fits_here);
-                    if !found.is_empty() || class.open.is_empty() {
-                        break;
-                    }
-                }
-                found
-            }
+        // Within a group (or all of them), this scheduler's home machines first.
+        let levels = match load.filter(|_| task.spread_label().is_some()) {
+            None => vec![None],
+            Some(l) => l.spread_levels().into_iter().map(Some).collect(),
         };
+        let mut feasible = Vec::new();
+        'levels: for level in levels {
+            for &home_only in homes {
+                let wanted = |i: usize| {
+                    level.is_none_or(|l| group_of(i) == l) && (!home_only || home[i])
+                };
+                feasible = class.sample(start, sample, wanted, &mut fits_here);
+                if !feasible.is_empty() || class.open.is_empty() {
+                    break 'levels;
+                }
+            }
+        }
         // Among them: (hybrid scoring) a machine in use before an empty one
         // and the fewest of the job's tasks on it, then the best score, then
         // the tie-break.
