@@ -322,11 +322,6 @@ async fn pass(
 ) -> anyhow::Result<PassStats> {
     let pool = store.pool();
     let mut stats = PassStats::default();
-    let slice = if config.whole_queue {
-        Slice::ALL
-    } else {
-        membership.slice(&config.database_url).await
-    };
     let mut after: Option<QueueKey> = None;
     // Jobs with a task this pass could not place: a job's tasks all ask for the
     // same on the same machines, and room only shrinks within a pass, so the
@@ -344,6 +339,14 @@ async fn pass(
     let mut reload = true;
     loop {
         let mut clock = Instant::now();
+        // The membership is read again for every page: a pass that began
+        // before another scheduler joined (a long first pass) hands it its
+        // share of the jobs and machines from the next page on.
+        let slice = if config.whole_queue {
+            Slice::ALL
+        } else {
+            membership.slice(&config.database_url).await
+        };
         let pending = read_pending(pool, after.as_ref(), &full, page_size, slice);
         let page = if reload {
             let (fresh, page) = tokio::try_join!(read_machines(pool), pending)?;
