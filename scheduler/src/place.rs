@@ -137,9 +137,8 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
         let mut feasible = Vec::new();
         'levels: for level in levels {
             for &home_only in homes {
-                let wanted = |i: usize| {
-                    level.is_none_or(|l| group_of(i) == l) && (!home_only || home[i])
-                };
+                let wanted =
+                    |i: usize| level.is_none_or(|l| group_of(i) == l) && (!home_only || home[i]);
                 feasible = class.sample(start, sample, wanted, &mut fits_here);
                 if !feasible.is_empty() || class.open.is_empty() {
                     break 'levels;
