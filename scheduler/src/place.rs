@@ -77,6 +77,15 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
     } else {
         snapshot.sample
     };
+    let home: Vec<bool> = machines
+        .iter()
+        .map(|m| snapshot.home.is_home(m.id))
+        .collect();
+    let homes: &[bool] = if snapshot.home.of > 1 {
+        &[true, false]
+    } else {
+        &[false]
+    };
     let mut preemptor = Preemptor::new(machines, &snapshot.victims, &snapshot.stopping);
     let mut seen = HashSet::with_capacity(queue.len());
     let mut decisions = Vec::with_capacity(queue.len());
@@ -105,55 +114,67 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
         }
         // Relaxed randomization: from a place of its own in the class's open
         // machines, the first `sample` feasible ones are scored. A task that
-        // spreads over a label sees them all, so its group is the emptiest.
+        // spreads over a label samples the group(s) holding the fewest of its
+        // job's tasks first, then the next fewest, until one has room: the
+        // group comes before the score.
         let start = match class.open.len() {
             0 => 0,
             n => (tie_break(task.id.0, uuid::Uuid::nil()) % n as u64) as usize,
         };
-        let sample = if task.spread_label().is_some() {
-            usize::MAX
-        } else {
-            sample
-        };
-        let feasible = class.sample(start, sample, |i| {
-            feasible::per_machine(task, loads.on_machine(task, i)).is_none()
+        let load = loads.of(task);
+        let on_machine = |i: usize| load.map_or(0, |l| l.on(i));
+        let group_of = |i: usize| load.map_or(0, |l| l.in_spread_group(i));
+        let mut fits_here = |i: usize| {
+            feasible::per_machine(task, on_machine(i)).is_none()
                 && fits(&task.request, &free[i])
                 && (task.ports == 0 || feasible::ports(task, ports.free(machines, i)).is_none())
-        });
-        // Among them: the fewest of the job's tasks in the machine's spread
-        // group first, then (hybrid scoring) a machine in use before an empty
-        // one and the fewest of the job's tasks on it, then the best score,
-        // then the tie-break.
-        let best = {
-            let job_on = loads.counter(task);
-            feasible
-                .iter()
-                .copied()
-                .map(|i| {
-                    let (empty, on_machine) = if spread_jobs {
-                        let m = &machines[i];
-                        let empty = free[i] == m.capacity || m.used == Capacity::default();
-                        (u8::from(empty), job_on(i))
-                    } else {
-                        (0, 0)
-                    };
-                    (
-                        i,
-                        (loads.in_spread_group(task, i), empty, on_machine),
-                        snapshot
-                            .scoring
-                            .score(&machines[i].capacity, &sub(&free[i], &task.request)),
-                    )
-                })
-                .max_by(|(a, ga, sa), (b, gb, sb)| {
-                    gb.cmp(ga).then_with(|| sa.total_cmp(sb)).then_with(|| {
-                        tie_break(task.id.0, machines[*a].id.0)
-                            .cmp(&tie_break(task.id.0, machines[*b].id.0))
-                    })
-                })
         };
+        // Within a group (or all of them), this scheduler's home machines first.
+        let levels = match load.filter(|_| task.spread_label().is_some()) {
+            None => vec![None],
+            Some(l) => l.spread_levels().into_iter().map(Some).collect(),
+        };
+        let mut feasible = Vec::new();
+        'levels: for level in levels {
+            for &home_only in homes {
+                let wanted =
+                    |i: usize| level.is_none_or(|l| group_of(i) == l) && (!home_only || home[i]);
+                feasible = class.sample(start, sample, wanted, &mut fits_here);
+                if !feasible.is_empty() || class.open.is_empty() {
+                    break 'levels;
+                }
+            }
+        }
+        // Among them: (hybrid scoring) a machine in use before an empty one
+        // and the fewest of the job's tasks on it, then the best score, then
+        // the tie-break.
+        let best = feasible
+            .iter()
+            .copied()
+            .map(|i| {
+                let (empty, on) = if spread_jobs {
+                    let m = &machines[i];
+                    let empty = free[i] == m.capacity || m.used == Capacity::default();
+                    (u8::from(empty), on_machine(i))
+                } else {
+                    (0, 0)
+                };
+                (
+                    i,
+                    (group_of(i), empty, on),
+                    snapshot
+                        .scoring
+                        .score(&machines[i].capacity, &sub(&free[i], &task.request)),
+                    tie_break(task.id.0, machines[i].id.0),
+                )
+            })
+            .max_by(|(_, ga, sa, ta), (_, gb, sb, tb)| {
+                gb.cmp(ga)
+                    .then_with(|| sa.total_cmp(sb))
+                    .then_with(|| ta.cmp(tb))
+            });
         match best {
-            Some((i, _, _)) => {
+            Some((i, _, _, _)) => {
                 free[i] = sub(&free[i], &task.request);
                 loads.add(task, i);
                 quotas.charge(task);

@@ -27,6 +27,8 @@ use borg_store::{Store, CHANNEL_PENDING as PENDING_CHANNEL};
 
 /// Rows in a pass's first page of the pending queue (see `pass`).
 const FIRST_PAGE: u32 = 128;
+/// A page that places nothing may be followed by one this many batches long.
+const STUCK_PAGES: u32 = 16;
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(2);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -78,6 +80,12 @@ pub struct PassStats {
     pub preempted: usize,
     /// `unplaceable`, by the cause that ruled out most machines.
     pub unplaceable_by_cause: BTreeMap<&'static str, usize>,
+    /// Where the pass spent its time (ms): reading the queue, machines and
+    /// loads; placing in memory; committing; writing reasons.
+    pub read_ms: u64,
+    pub place_ms: u64,
+    pub commit_ms: u64,
+    pub reasons_ms: u64,
 }
 
 /// Run the scheduler until `shutdown` is cancelled. A batch in flight is
@@ -225,6 +233,10 @@ fn log_pass(scheduler: &str, s: &PassStats, ms: u64) {
             lost_races = s.lost_races,
             batches = s.batches,
             reasons_written = s.reasons_written,
+            read_ms = s.read_ms,
+            place_ms = s.place_ms,
+            commit_ms = s.commit_ms,
+            reasons_ms = s.reasons_ms,
             ms,
             "pass"
         );
@@ -238,6 +250,10 @@ fn log_pass(scheduler: &str, s: &PassStats, ms: u64) {
             lost_races = s.lost_races,
             batches = s.batches,
             reasons_written = s.reasons_written,
+            read_ms = s.read_ms,
+            place_ms = s.place_ms,
+            commit_ms = s.commit_ms,
+            reasons_ms = s.reasons_ms,
             ms,
             "pass"
         );
@@ -273,6 +289,13 @@ async fn notified(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> 
     }
 }
 
+/// Milliseconds since `clock`, which restarts.
+fn lap(clock: &mut Instant) -> u64 {
+    let ms = clock.elapsed().as_millis() as u64;
+    *clock = Instant::now();
+    ms
+}
+
 /// Undefined table / type: the master has not migrated this database yet.
 fn is_missing_schema(e: &anyhow::Error) -> bool {
     e.chain().any(|cause| {
@@ -299,11 +322,6 @@ async fn pass(
 ) -> anyhow::Result<PassStats> {
     let pool = store.pool();
     let mut stats = PassStats::default();
-    let slice = if config.whole_queue {
-        Slice::ALL
-    } else {
-        membership.slice(&config.database_url).await
-    };
     let mut after: Option<QueueKey> = None;
     // Jobs with a task this pass could not place: a job's tasks all ask for the
     // same on the same machines, and room only shrinks within a pass, so the
@@ -320,6 +338,15 @@ async fn pass(
     let mut index: HashMap<MachineId, usize> = HashMap::new();
     let mut reload = true;
     loop {
+        let mut clock = Instant::now();
+        // The membership is read again for every page: a pass that began
+        // before another scheduler joined (a long first pass) hands it its
+        // share of the jobs and machines from the next page on.
+        let slice = if config.whole_queue {
+            Slice::ALL
+        } else {
+            membership.slice(&config.database_url).await
+        };
         let pending = read_pending(pool, after.as_ref(), &full, page_size, slice);
         let page = if reload {
             let (fresh, page) = tokio::try_join!(read_machines(pool), pending)?;
@@ -336,6 +363,7 @@ async fn pass(
         };
         snapshot.scoring = config.scoring;
         snapshot.sample = config.sample;
+        snapshot.home = slice;
         // Where the page's jobs already run (read after the machines, so no
         // attempt the usage counted is missing here); kept for the pass.
         let mut spreading: Vec<JobId> = page
@@ -370,6 +398,7 @@ async fn pass(
         stats.batches += 1;
         stats.pending += page.rows;
 
+        stats.read_ms += lap(&mut clock);
         let decisions = place(&snapshot, &page.tasks);
         let by_id: HashMap<TaskId, &PendingTask> = page.tasks.iter().map(|t| (t.id, t)).collect();
         let mut placements: Vec<(TaskId, MachineId, Vec<u16>)> = Vec::new();
@@ -425,7 +454,14 @@ async fn pass(
         full.dedup();
         stats.unplaceable += reasons.len();
 
-        let committed = commit(store, &config.name, &by_id, &placements).await?;
+        stats.place_ms += lap(&mut clock);
+        // At most `batch_size` placements per transaction, however long the page.
+        let mut committed = borg_store::Committed::default();
+        for chunk in placements.chunks(config.batch_size as usize) {
+            let c = commit(store, &config.name, &by_id, chunk).await?;
+            committed.placed.extend(c.placed);
+            committed.lost_races += c.lost_races;
+        }
         // After the placements: a victim's capacity stays booked until it has stopped.
         stats.preempted += store.preempt(&preemptions).await?;
         stats.placed += committed.placed.len();
@@ -443,6 +479,7 @@ async fn pass(
             }
         }
         reload = committed.lost_races > 0 || !preemptions.is_empty();
+        let stuck_page = placements.is_empty() && preemptions.is_empty();
         for p in &committed.placed {
             // The span names the task (job, index) and where it went (machine).
             let task = by_id.get(&p.task).map_or("", |t| t.name.as_str());
@@ -453,16 +490,26 @@ async fn pass(
             let _in = tracing::debug_span!("place", job, index = task_index, machine).entered();
             tracing::debug!(target: "borgscheduler::placed", task = %p.task, job = %p.job, attempt = %p.attempt, machine = %p.machine, "placed");
         }
+        stats.commit_ms += lap(&mut clock);
         let reasons = page.reasons_to_write(reasons);
         stats.reasons_written += store.write_pending_reasons(&reasons).await?;
+        stats.reasons_ms += lap(&mut clock);
 
         let more = page.rows >= page_size as usize;
         if !more || shutdown.is_cancelled() {
             let jobs: Vec<(JobId, String)> = job_reasons.into_iter().collect();
             stats.reasons_written += store.explain_waiting_jobs(&jobs).await?;
+            stats.reasons_ms += lap(&mut clock);
             return Ok(stats);
         }
         after = page.last;
-        page_size = page_size.saturating_mul(2).min(config.batch_size);
+        // A page that placed nothing committed nothing: the walk over a queue
+        // that cannot move may read pages longer than a batch.
+        let cap = if stuck_page {
+            config.batch_size.saturating_mul(STUCK_PAGES)
+        } else {
+            config.batch_size
+        };
+        page_size = page_size.saturating_mul(2).min(cap);
     }
 }

@@ -23,6 +23,21 @@ pub struct Slice {
 
 impl Slice {
     pub const ALL: Slice = Slice { rank: 0, of: 1 };
+
+    /// The machines this scheduler fills first: those whose id hashes to its
+    /// rank, so schedulers sharing a cell pack different machines and their
+    /// commits seldom meet on one. Every machine is home to the whole queue.
+    pub fn is_home(&self, machine: borg_shared::MachineId) -> bool {
+        self.of <= 1
+            || crate::score::tie_break(machine.0, uuid::Uuid::nil()) % self.of as u64
+                == self.rank as u64
+    }
+}
+
+impl Default for Slice {
+    fn default() -> Self {
+        Slice::ALL
+    }
 }
 
 #[derive(Default)]

@@ -37,6 +37,9 @@ pub struct Snapshot {
     /// Score at most this many feasible machines per task, walked from a
     /// place of the task's own (relaxed randomization); 0 scores them all.
     pub sample: usize,
+    /// This scheduler's share of the machines (see `Slice::is_home`): a task
+    /// goes to one of them when one can take it, else anywhere.
+    pub home: crate::slice::Slice,
 }
 
 /// A live attempt a production task may preempt.
@@ -106,14 +109,6 @@ impl PendingTask {
 
     pub fn spread_label(&self) -> Option<&str> {
         self.spread.as_ref().and_then(|s| s.label.as_deref())
-    }
-
-    fn key(&self) -> QueueKey {
-        QueueKey {
-            priority: self.priority,
-            created_at: self.created_at,
-            id: self.id,
-        }
     }
 }
 
@@ -256,12 +251,26 @@ struct TaskRow {
     disk: i64,
     reason: Option<String>,
     reason_due: bool,
+    index: i32,
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: JobId,
     constraints: Option<Json<serde_json::Value>>,
     spread: Option<Json<serde_json::Value>>,
     ports: Option<i32>,
     owner: String,
-    job: String,
-    index: i32,
+    name: String,
+}
+
+/// What a pending task takes from its job.
+struct JobInfo {
+    constraints: Arc<[Constraint]>,
+    spread: Option<Arc<Spread>>,
+    ports: u16,
+    owner: Arc<str>,
+    name: String,
 }
 
 /// Up to `limit` schedulable pending tasks after `after` in queue order: not
@@ -269,6 +278,9 @@ struct TaskRow {
 ///
 /// `skip`: jobs to leave out (this pass already found one of their tasks
 /// unplaceable; their other tasks ask for the same and cannot fit either).
+///
+/// Two statements: the tasks (narrow rows), then what the page's jobs say
+/// once per job (their specs are parsed once, not once per task).
 pub async fn read_pending(
     pool: &PgPool,
     after: Option<&QueueKey>,
@@ -279,9 +291,7 @@ pub async fn read_pending(
     let rows: Vec<TaskRow> = sqlx::query_as(concat!(
         "SELECT t.id, t.job_id, t.priority, t.created_at, t.cpu_milli, t.memory, t.disk, t.reason,
                 (t.reason IS NULL OR t.updated_at < now() - $6 * interval '1 millisecond') AS reason_due,
-                j.spec->'constraints' AS constraints, j.spec->'spread' AS spread,
-                (j.spec->'task'->'resources'->>'ports')::integer AS ports, j.owner,
-                j.name AS job, t.index
+                t.index
          FROM tasks t
          JOIN jobs j ON j.id = t.job_id
          WHERE t.state = 'pending'
@@ -309,16 +319,37 @@ pub async fn read_pending(
     .await
     .context("reading pending tasks")?;
 
-    // Each job's constraints come with every one of its rows; parse them once per job.
-    let mut constraints: JobConstraints = HashMap::new();
-    for r in &rows {
-        constraints.entry(r.job_id).or_insert_with(|| {
-            Ok((
-                parse_constraints(r.constraints.as_ref().map(|j| &j.0))?,
-                parse_spread(r.spread.as_ref().map(|j| &j.0))?,
-            ))
-        });
-    }
+    let mut job_ids: Vec<JobId> = rows.iter().map(|r| r.job_id).collect();
+    job_ids.sort();
+    job_ids.dedup();
+    let job_rows: Vec<JobRow> = if job_ids.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as(
+            "SELECT j.id, j.spec->'constraints' AS constraints, j.spec->'spread' AS spread,
+                    (j.spec->'task'->'resources'->>'ports')::integer AS ports, j.owner, j.name
+             FROM jobs j WHERE j.id = ANY($1)",
+        )
+        .bind(&job_ids)
+        .fetch_all(pool)
+        .await
+        .context("reading the pending tasks' jobs")?
+    };
+    let jobs: HashMap<JobId, Result<JobInfo, String>> = job_rows
+        .into_iter()
+        .map(|r| {
+            let info = parse_constraints(r.constraints.as_ref().map(|j| &j.0)).and_then(|c| {
+                Ok(JobInfo {
+                    constraints: c,
+                    spread: parse_spread(r.spread.as_ref().map(|j| &j.0))?,
+                    ports: r.ports.and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
+                    owner: Arc::from(r.owner.as_str()),
+                    name: r.name,
+                })
+            });
+            (r.id, info)
+        })
+        .collect();
 
     let mut page = PendingPage {
         rows: rows.len(),
@@ -328,24 +359,23 @@ pub async fn read_pending(
         if r.reason_due {
             page.replaceable.insert(r.id, r.reason.clone());
         }
-        let task = PendingTask {
-            id: r.id,
-            job_id: r.job_id,
+        page.last = Some(QueueKey {
             priority: r.priority,
             created_at: r.created_at,
-            request: capacity_from_db(r.cpu_milli, r.memory, r.disk),
-            constraints: Arc::from(Vec::new()),
-            spread: None,
-            ports: r.ports.and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
-            owner: Arc::from(r.owner.as_str()),
-            name: format!("{}/{}", r.job, r.index),
-        };
-        page.last = Some(task.key());
-        match constraints.get(&r.job_id) {
-            Some(Ok((c, spread))) => page.tasks.push(PendingTask {
-                constraints: c.clone(),
-                spread: spread.clone(),
-                ..task
+            id: r.id,
+        });
+        match jobs.get(&r.job_id) {
+            Some(Ok(job)) => page.tasks.push(PendingTask {
+                id: r.id,
+                job_id: r.job_id,
+                priority: r.priority,
+                created_at: r.created_at,
+                request: capacity_from_db(r.cpu_milli, r.memory, r.disk),
+                constraints: job.constraints.clone(),
+                spread: job.spread.clone(),
+                ports: job.ports,
+                owner: job.owner.clone(),
+                name: format!("{}/{}", job.name, r.index),
             }),
             Some(Err(e)) => page.unreadable.push((r.id, e.clone())),
             // The job vanished between the two reads (deleted): skip; it is gone next pass.
@@ -354,8 +384,6 @@ pub async fn read_pending(
     }
     Ok(page)
 }
-
-type JobConstraints = HashMap<JobId, Result<(Arc<[Constraint]>, Option<Arc<Spread>>), String>>;
 
 /// A job's constraints from its spec (absent or null: none).
 fn parse_constraints(value: Option<&serde_json::Value>) -> Result<Arc<[Constraint]>, String> {

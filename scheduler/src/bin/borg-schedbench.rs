@@ -121,7 +121,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             );
             pool.close().await;
             admin
-                .execute(format!("DROP DATABASE {db}").as_str())
+                .execute(format!("DROP DATABASE {db} WITH (FORCE)").as_str())
                 .await?;
         }
     }

@@ -85,11 +85,13 @@ impl Classes {
 
 impl Class {
     /// Walk the open machines from `start` (wrapping round) and return up to
-    /// `sample` that `fits` accepts; those it turns down are dropped from `open`.
+    /// `sample` of those `wanted` that `fits` accepts; those it turns down are
+    /// dropped from `open` (machines not `wanted` are skipped, not judged).
     pub fn sample(
         &mut self,
         start: usize,
         sample: usize,
+        wanted: impl Fn(usize) -> bool,
         mut fits: impl FnMut(usize) -> bool,
     ) -> Vec<usize> {
         let n = self.open.len();
@@ -101,6 +103,9 @@ impl Class {
             }
             let pos = (start + step) % n;
             let i = self.open[pos];
+            if !wanted(i) {
+                continue;
+            }
             if fits(i) {
                 found.push(i);
             } else {

@@ -5,16 +5,19 @@
 
 use crate::snapshot::{Machine, PendingTask, Snapshot};
 use borg_shared::{JobId, MachineId};
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 
+/// Looked up for every machine a task walks: a fast (non-DoS-resistant)
+/// hash is enough for ids and indexes the scheduler made itself.
 #[derive(Default)]
 pub struct JobLoads {
-    by_job: HashMap<JobId, JobLoad>,
-    machine_index: HashMap<MachineId, usize>,
+    by_job: FxHashMap<JobId, JobLoad>,
+    machine_index: FxHashMap<MachineId, usize>,
 }
 
-struct JobLoad {
-    on_machine: HashMap<usize, u32>,
+pub struct JobLoad {
+    on_machine: FxHashMap<usize, u32>,
     /// With a spread label: each machine's value (as an index into `per_value`).
     spread: Option<(Vec<usize>, Vec<u32>)>,
 }
@@ -22,7 +25,7 @@ struct JobLoad {
 impl JobLoads {
     pub fn new(snapshot: &Snapshot) -> Self {
         JobLoads {
-            by_job: HashMap::new(),
+            by_job: FxHashMap::default(),
             machine_index: snapshot
                 .machines
                 .iter()
@@ -40,25 +43,9 @@ impl JobLoads {
             .unwrap_or(0)
     }
 
-    /// `on_machine` for one task over many machines: the job is looked up once,
-    /// and a job with no live task anywhere costs no lookup per machine.
-    pub fn counter<'a>(&'a self, task: &PendingTask) -> impl Fn(usize) -> u32 + 'a {
-        let load = self
-            .by_job
-            .get(&task.job_id)
-            .filter(|l| !l.on_machine.is_empty());
-        move |i| {
-            load.and_then(|l| l.on_machine.get(&i).copied())
-                .unwrap_or(0)
-        }
-    }
-
-    /// The job's tasks in machine `i`'s value of the spread label (0 without one).
-    pub fn in_spread_group(&self, task: &PendingTask, i: usize) -> u32 {
-        self.by_job
-            .get(&task.job_id)
-            .and_then(|l| l.spread.as_ref())
-            .map_or(0, |(value_of, per_value)| per_value[value_of[i]])
+    /// The job's load, looked up once for a walk over many machines.
+    pub fn of(&self, task: &PendingTask) -> Option<&JobLoad> {
+        self.by_job.get(&task.job_id)
     }
 
     /// Make sure the job's load is known before its first task is judged
@@ -67,7 +54,7 @@ impl JobLoads {
         if (task.spread.is_none() && !all) || self.by_job.contains_key(&task.job_id) {
             return;
         }
-        let mut on_machine = HashMap::new();
+        let mut on_machine = FxHashMap::default();
         if let Some(counts) = snapshot.job_counts.get(&task.job_id) {
             for (machine, n) in counts {
                 if let Some(&i) = self.machine_index.get(machine) {
@@ -93,12 +80,39 @@ impl JobLoads {
     }
 }
 
+impl JobLoad {
+    /// The job's tasks on machine `i`.
+    pub fn on(&self, i: usize) -> u32 {
+        self.on_machine.get(&i).copied().unwrap_or(0)
+    }
+
+    /// The distinct counts of the job's tasks over the spread label's
+    /// groups, fewest first (empty without a spread label).
+    pub fn spread_levels(&self) -> Vec<u32> {
+        let mut levels = self
+            .spread
+            .as_ref()
+            .map(|(_, per_value)| per_value.clone())
+            .unwrap_or_default();
+        levels.sort_unstable();
+        levels.dedup();
+        levels
+    }
+
+    /// The job's tasks in machine `i`'s value of the spread label (0 without one).
+    pub fn in_spread_group(&self, i: usize) -> u32 {
+        self.spread
+            .as_ref()
+            .map_or(0, |(value_of, per_value)| per_value[value_of[i]])
+    }
+}
+
 /// Each machine's group under `label` (machines without it form a group of
 /// their own) and the job's tasks per group.
 fn groups(
     machines: &[Machine],
     label: &str,
-    on_machine: &HashMap<usize, u32>,
+    on_machine: &FxHashMap<usize, u32>,
 ) -> (Vec<usize>, Vec<u32>) {
     let mut index: HashMap<Option<&str>, usize> = HashMap::new();
     let value_of: Vec<usize> = machines

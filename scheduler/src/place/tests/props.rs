@@ -123,11 +123,14 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn placement_invariants(case in arb_case(), sample in 0usize..3) {
+    fn placement_invariants(case in arb_case(), sample in 0usize..3, of in 1i32..4) {
         // Sampling (relaxed randomization) on 1 or 2 feasible machines must
-        // keep every invariant; 0 scores them all.
+        // keep every invariant; 0 scores them all. So must a share of the
+        // machines preferred (one of `of` schedulers).
         let mut snapshot = snap(case.machines.clone());
         snapshot.sample = sample;
+        snapshot.home = crate::slice::Slice { rank: 0, of };
+        let home = |i: usize| snapshot.home.is_home(case.machines[i].id);
         let decisions = place(&snapshot, &case.tasks);
         let by_id: HashMap<TaskId, &PendingTask> = case.tasks.iter().map(|t| (t.id, t)).collect();
         let index: HashMap<MachineId, usize> =
@@ -214,6 +217,16 @@ proptest! {
             match placed_on.get(&t.id) {
                 Some(&i) => {
                     prop_assert!(feasible(i, &on, &free, &ports_free), "task {} placed where it does not fit", t.id);
+                    // Home machines first: placed away from home only when no
+                    // home machine could take it (spread groups come first).
+                    if t.spread_label().is_none() && !home(i) {
+                        for k in (0..case.machines.len()).filter(|&k| home(k)) {
+                            prop_assert!(
+                                !feasible(k, &on, &free, &ports_free),
+                                "task {} left home although {} could take it", t.id, case.machines[k].name
+                            );
+                        }
+                    }
                     if t.spread_label().is_some() {
                         let mine = group(&on, t.job_id, i);
                         for k in 0..case.machines.len() {
