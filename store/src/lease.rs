@@ -86,19 +86,69 @@ impl Store {
 /// takeover commits between this check and the caller's commit. Call it inside
 /// a transaction: it also sets the transaction-local `borg.epoch`, which every
 /// event row the transaction inserts records (`events.epoch`).
+///
+/// A leader paused or cut off inside such a transaction must not hold the lock
+/// past its lease, or the replica taking over would wait for it forever (a
+/// stopped client never ends its transaction). So the transaction also gets
+/// an `idle_in_transaction_session_timeout` of the lease's remaining time plus
+/// a second: Postgres ends the session of a leader that stalls that long, its
+/// locks go, and the takeover proceeds; the old leader finds its connection
+/// gone and, on retrying, that it is deposed.
 pub(crate) async fn check_epoch(conn: &mut sqlx::PgConnection, epoch: i64) -> Result<()> {
-    let current: Option<i64> = sqlx::query_scalar(
-        "SELECT epoch FROM leader_lease, set_config('borg.epoch', $1::text, true)
+    let current: Option<(i64, String)> = sqlx::query_as(
+        "SELECT epoch,
+                set_config('idle_in_transaction_session_timeout',
+                           (1000 + GREATEST(0, extract(epoch FROM expires_at - now()) * 1000))::bigint::text,
+                           true)
+         FROM leader_lease, set_config('borg.epoch', $1::text, true)
          WHERE id = 1 FOR SHARE OF leader_lease",
     )
     .bind(epoch)
     .fetch_optional(&mut *conn)
     .await?;
-    match current {
+    match current.map(|(c, _)| c) {
         Some(c) if c == epoch => Ok(()),
         current => Err(StoreError::Deposed {
             epoch,
             current: current.unwrap_or(0),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection;
+
+    /// A leader stopped (SIGSTOP) inside a checked write holds the lease row's
+    /// share lock; the replica taking over must not wait for it past the lease.
+    #[tokio::test]
+    async fn a_leader_stalled_inside_a_checked_write_does_not_block_the_takeover() {
+        let url = devpg::testing::fresh_database(&crate::MIGRATOR)
+            .await
+            .expect("a fresh database");
+        let store = Store::from_pool(sqlx::PgPool::connect(&url).await.unwrap());
+        let ttl = Duration::from_millis(300);
+        let epoch = store.acquire_lease("old", ttl).await.unwrap().unwrap();
+
+        // The old leader: inside a transaction, checked, then it stops talking.
+        let mut stalled = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut stalled).await.unwrap();
+        check_epoch(&mut stalled, epoch).await.unwrap();
+
+        // The new one takes the lease once it expired, without waiting on the lock.
+        let taken = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let Some(e) = store.acquire_lease("new", ttl).await.unwrap() {
+                    return e;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the takeover waited on the stalled leader's lock");
+        assert_eq!(taken, epoch + 1);
+        // The stalled leader's session was ended for it.
+        assert!(sqlx::query("SELECT 1").execute(&mut stalled).await.is_err());
     }
 }
