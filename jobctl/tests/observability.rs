@@ -96,7 +96,14 @@ fn json_lines(cell: &Cell, component: &str) -> Vec<Value> {
 
 #[test]
 fn histograms_usage_gauges_json_logs_with_spans_and_previous_logs() {
-    let cell = Cell::start_flags(1, "", false, &["--log-format", "json"]);
+    // Every task's state change at debug, from the store (one line per move).
+    let cell = Cell::start_env(
+        1,
+        "",
+        false,
+        &["--log-format", "json"],
+        &[("RUST_LOG", "info,borg_store=debug")],
+    );
     let port: u16 = cell.master.rsplit(':').next().unwrap().parse().unwrap();
     let scheduler_metrics = format!("http://127.0.0.1:{}/metrics", port + 10);
     let master_metrics = format!("{}/metrics", cell.master);
@@ -153,6 +160,29 @@ fn histograms_usage_gauges_json_logs_with_spans_and_previous_logs() {
         assert_eq!(span["machine"], "m1", "{line}");
         assert_eq!(span["attempt"], line["fields"]["attempt"], "{line}");
         assert!(span["index"] == 0 || span["index"] == 1, "{line}");
+    }
+    // Every state change of a task is a structured line naming its job, index,
+    // attempt and machine, whichever controller made it (here: the report).
+    let master = json_lines(&cell, "borgmaster");
+    let to_running: Vec<&Value> = master
+        .iter()
+        .filter(|l| l["fields"]["message"] == "task state" && l["fields"]["to"] == "running")
+        .collect();
+    assert_eq!(to_running.len(), 2, "{master:#?}");
+    let mut indexes: Vec<i64> = to_running
+        .iter()
+        .map(|l| l["fields"]["index"].as_i64().expect("an index"))
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, [0, 1]);
+    for line in &to_running {
+        for field in ["job_id", "attempt", "machine_id"] {
+            let value = line["fields"][field].as_str().unwrap_or_default();
+            assert!(
+                value.len() == 36 && value.matches('-').count() == 4,
+                "{field} is a uuid in {line}"
+            );
+        }
     }
     let isolation = borglet
         .iter()

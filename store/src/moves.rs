@@ -7,7 +7,7 @@
 use crate::error::{Result, StoreError};
 use borg_shared::{AttemptId, JobId, JobState, MachineId, MachineState, TaskId, TaskState};
 use sqlx::PgConnection;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 /// Counter shards per job for moves on machines (1..=SHARDS); shard 0 holds
@@ -44,7 +44,10 @@ pub(crate) struct TaskMove {
 pub struct MovedTask {
     pub job: JobId,
     pub task: TaskId,
+    /// The task's index in its job.
+    pub index: i32,
     pub attempt: Option<AttemptId>,
+    pub machine: Option<MachineId>,
     pub from: TaskState,
     pub to: TaskState,
     pub reason: String,
@@ -92,8 +95,11 @@ impl Transitions {
         let mut by_move: BTreeMap<(TaskState, TaskState), u64> = BTreeMap::new();
         for t in &self.tasks {
             *by_move.entry((t.from, t.to)).or_default() += 1;
+            let attempt = t.attempt.map(|a| a.to_string());
+            let machine = t.machine.map(|m| m.to_string());
             tracing::debug!(
-                job_id = %t.job, task_id = %t.task, attempt = ?t.attempt.map(|a| a.to_string()),
+                job_id = %t.job, index = t.index, task_id = %t.task,
+                attempt = attempt.as_deref(), machine_id = machine.as_deref(),
                 from = %t.from, to = %t.to, reason = %t.reason, "task state"
             );
         }
@@ -150,7 +156,7 @@ pub(crate) async fn move_tasks(
     let col = |f: fn(&TaskMove) -> Option<uuid::Uuid>| -> Vec<Option<uuid::Uuid>> {
         moves.iter().map(f).collect()
     };
-    let moved: Vec<(TaskId,)> = sqlx::query_as(MOVE_TASKS)
+    let moved: Vec<(TaskId, i32)> = sqlx::query_as(MOVE_TASKS)
         .bind(moves.iter().map(|m| m.task.0).collect::<Vec<_>>())
         .bind(col(|m| m.attempt.map(|a| a.0)))
         .bind(col(|m| m.machine.map(|a| a.0)))
@@ -167,21 +173,20 @@ pub(crate) async fn move_tasks(
         .bind(moves.iter().map(|m| shard(m.machine)).collect::<Vec<_>>())
         .fetch_all(&mut *conn)
         .await?;
-    let moved: HashSet<TaskId> = moved.into_iter().map(|(t,)| t).collect();
-    out.tasks.extend(
-        moves
-            .iter()
-            .filter(|m| moved.contains(&m.task))
-            .map(|m| MovedTask {
-                job: m.job,
-                task: m.task,
-                attempt: m.attempt,
-                from: m.from,
-                to: m.to,
-                reason: m.reason.clone(),
-            }),
-    );
-    Ok(moved)
+    let moved: HashMap<TaskId, i32> = moved.into_iter().collect();
+    out.tasks.extend(moves.iter().filter_map(|m| {
+        Some(MovedTask {
+            job: m.job,
+            task: m.task,
+            index: *moved.get(&m.task)?,
+            attempt: m.attempt,
+            machine: m.machine,
+            from: m.from,
+            to: m.to,
+            reason: m.reason.clone(),
+        })
+    }));
+    Ok(moved.into_keys().collect())
 }
 
 /// One statement: move the tasks still in their expected state, append their
@@ -204,7 +209,7 @@ WITH m AS (
                           ELSE t.not_before END
     FROM m
     WHERE t.id = m.task_id AND t.state = m.from_state::task_state
-    RETURNING t.id, t.job_id
+    RETURNING t.id, t.job_id, t.index
 ), ev AS (
     INSERT INTO events (kind, job_id, task_id, attempt_id, machine_id, from_state, to_state, reason)
     SELECT 'task', moved.job_id, m.task_id, m.attempt_id, m.machine_id, m.from_state, m.to_state, m.reason
@@ -231,7 +236,7 @@ WITH m AS (
         succeeded = c.succeeded + EXCLUDED.succeeded, failed = c.failed + EXCLUDED.failed,
         killed = c.killed + EXCLUDED.killed, lost = c.lost + EXCLUDED.lost
 )
-SELECT id FROM moved";
+SELECT id, index FROM moved";
 
 /// Append job events (`kind = 'job'`) for moves already written.
 pub(crate) async fn job_events(conn: &mut PgConnection, moved: &[MovedJob]) -> Result<()> {

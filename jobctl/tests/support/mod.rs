@@ -63,6 +63,17 @@ impl Cell {
 
     /// The same, with more `jobctl dev` flags (e.g. `--log-format json`).
     pub fn start_flags(borglets: usize, sub: &str, tls: bool, flags: &[&str]) -> Cell {
+        Cell::start_env(borglets, sub, tls, flags, &[])
+    }
+
+    /// The same, with variables in the cell's environment (e.g. `RUST_LOG`).
+    pub fn start_env(
+        borglets: usize,
+        sub: &str,
+        tls: bool,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> Cell {
         let dir = tempfile::Builder::new()
             .prefix("borg-e2e-")
             .tempdir_in("/tmp")
@@ -86,6 +97,7 @@ impl Cell {
                 &base.to_string(),
             ])
             .env_remove("DATABASE_URL")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
