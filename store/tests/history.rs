@@ -2,28 +2,16 @@
 //! jobs past the retention, in bounded steps, as the leader only; and a
 //! finished job's name is free for a new, distinct job at once.
 
-use borg_shared::wire::{Capacity, RegisterMachine};
-use borg_shared::{Bytes, JobId, JobSpec, MilliCpu};
+mod common;
+
+use borg_shared::{JobId, JobSpec};
 use borg_store::{
     Collected, EventCursor, EventPage, KillOutcome, Store, StoreError, StoredEvent, SubmitOutcome,
 };
-use sqlx::postgres::PgPoolOptions;
+use common::{machine, store};
 use std::time::Duration;
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-async fn store() -> Store {
-    let url = devpg::testing::fresh_database(&borg_store::MIGRATOR)
-        .await
-        .expect("a fresh database");
-    Store::from_pool(
-        PgPoolOptions::new()
-            .max_connections(4)
-            .connect(&url)
-            .await
-            .expect("connecting"),
-    )
-}
 
 async fn lead(store: &Store) -> i64 {
     store
@@ -31,26 +19,6 @@ async fn lead(store: &Store) -> i64 {
         .await
         .unwrap()
         .expect("nobody else leads")
-}
-
-async fn machine(store: &Store) -> String {
-    let (m, _) = store
-        .register_machine(&RegisterMachine {
-            name: "m1".into(),
-            address: "http://127.0.0.1:1".into(),
-            capacity: Capacity {
-                cpu: MilliCpu(4000),
-                memory: Bytes(8 << 30),
-                disk: Bytes(0),
-            },
-            labels: Default::default(),
-            isolation: None,
-            version: None,
-            ports: Default::default(),
-        })
-        .await
-        .unwrap();
-    m.id.to_string()
 }
 
 async fn seed(store: &Store, name: &str, tasks: i32, machine: &str) -> JobId {
@@ -128,7 +96,7 @@ async fn finished_ago(store: &Store, job: JobId, ago: Duration) {
 async fn collection_deletes_only_finished_jobs_past_retention_in_bounded_steps() {
     let store = store().await;
     let epoch = lead(&store).await;
-    let m = machine(&store).await;
+    let m = machine(&store, "m1").await.to_string();
     let old = seed(&store, "old", 20, &m).await;
     let recent = seed(&store, "recent", 3, &m).await;
     finished_ago(&store, old, 3 * HOUR).await;
@@ -196,7 +164,7 @@ async fn collection_deletes_only_finished_jobs_past_retention_in_bounded_steps()
 async fn a_deposed_leader_collects_nothing() {
     let store = store().await;
     let epoch = lead(&store).await;
-    let m = machine(&store).await;
+    let m = machine(&store, "m1").await.to_string();
     let old = seed(&store, "old", 2, &m).await;
     finished_ago(&store, old, 3 * HOUR).await;
     // Another replica takes over.

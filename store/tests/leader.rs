@@ -8,48 +8,17 @@
 //!
 //! Desired sets are read for many machines in one query, each the same as read alone.
 
-use borg_shared::wire::{Capacity, RegisterMachine};
+mod common;
+
+use borg_shared::wire::Capacity;
 use borg_shared::{Bytes, JobId, JobSpec, MachineId, MilliCpu, TaskId};
 use borg_store::rollout::UpdateOutcome;
 use borg_store::{Placement, Store, StoreError, SubmitOutcome};
 use chrono::Utc;
-use sqlx::postgres::PgPoolOptions;
+use common::{machine, store};
 use std::time::Duration;
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-async fn store() -> Store {
-    let url = devpg::testing::fresh_database(&borg_store::MIGRATOR)
-        .await
-        .expect("a fresh database");
-    Store::from_pool(
-        PgPoolOptions::new()
-            .max_connections(4)
-            .connect(&url)
-            .await
-            .expect("connecting"),
-    )
-}
-
-async fn machine(store: &Store, name: &str) -> MachineId {
-    let (m, _) = store
-        .register_machine(&RegisterMachine {
-            name: name.into(),
-            address: "http://127.0.0.1:1".into(),
-            capacity: Capacity {
-                cpu: MilliCpu(4000),
-                memory: Bytes(8 << 30),
-                disk: Bytes(0),
-            },
-            labels: Default::default(),
-            isolation: None,
-            version: None,
-            ports: Default::default(),
-        })
-        .await
-        .unwrap();
-    m.id
-}
 
 async fn submit(store: &Store, json: &str) -> JobId {
     let spec = JobSpec::from_json(json.as_bytes()).unwrap();
