@@ -61,7 +61,7 @@ async fn drive(store: Store, m: MachineId) {
                 machine: m,
                 request: Capacity {
                     cpu: MilliCpu(10),
-                    memory: Bytes(1 << 20),
+                    memory: Bytes(4 << 20),
                     disk: Bytes(0),
                 },
                 max_per_machine: None,
@@ -172,7 +172,7 @@ async fn a_reconnecting_client_sees_every_event_once_in_order_across_a_restart()
         .post_json(
             "/v1/jobs",
             serde_json::json!({"name": "big", "replicas": TASKS,
-                "task": {"command": ["/bin/true"], "resources": {"cpu": "10m", "memory": "1Mi"}}}),
+                "task": {"command": ["/bin/true"], "resources": {"cpu": "10m", "memory": "4Mi"}}}),
         )
         .await;
     assert_eq!(status, 201, "{body}");
@@ -478,7 +478,7 @@ async fn submit_flood_job(app: &helpers::TestApp, n: usize) {
             "/v1/jobs",
             serde_json::json!({
                 "name": format!("flood-{n}"), "replicas": 1000,
-                "task": {"command": ["/bin/true"], "resources": {"cpu": "10m", "memory": "1Mi"}}
+                "task": {"command": ["/bin/true"], "resources": {"cpu": "10m", "memory": "4Mi"}}
             }),
         )
         .await;

@@ -49,7 +49,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 409, description = "A live job has this name with a different spec (`conflict`)", body = ErrorBody),
         (status = 413, description = "The body is larger than the master's `--max-body-bytes` (1 MiB by default) (`payload_too_large`)", body = ErrorBody),
         (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
-        (status = 422, description = "The spec is well-formed but invalid; `field` names the offending field (`invalid_spec`). Besides the schema's bounds: `task.resources.cpu` must be more than 0, `cpu_limit` at least `cpu`, `memory_limit` at least `memory` and 4Mi, a constraint other than `exists` needs a value, `task.fence_after` is at least 1s, and parts of `update` and `task.health` are not supported yet", body = ErrorBody),
+        (status = 422, description = "The spec is well-formed but invalid; `field` names the offending field (`invalid_spec`). Besides the schema's bounds: `task.resources.cpu` must be more than 0, `cpu_limit` at least `cpu`, `memory_limit` at least `memory` and 4Mi (without one, `memory` at least 4Mi), a constraint other than `exists` needs a value, `task.fence_after` is at least 1s, and parts of `update` and `task.health` are not supported yet", body = ErrorBody),
         (status = 429, description = "This caller submits faster than the master's `--submit-rate` allows; `Retry-After` says when to retry (`rate_limited`)", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before submitting again"))),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),

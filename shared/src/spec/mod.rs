@@ -489,6 +489,15 @@ fn validate_limits(r: &Resources) -> Result<(), SpecError> {
             ));
         }
     }
+    if r.memory_limit.is_none() && r.memory < MIN_MEMORY_LIMIT {
+        return Err(SpecError::invalid(
+            "task.resources.memory",
+            format!(
+                "must be at least {MIN_MEMORY_LIMIT}: without a `memory_limit` the request is the task's hard memory cap, got {}",
+                r.memory
+            ),
+        ));
+    }
     if let Some(limit) = r.memory_limit {
         if limit < r.memory || limit < MIN_MEMORY_LIMIT {
             return Err(SpecError::invalid(

@@ -134,6 +134,11 @@ fn bad_inputs_name_their_field() {
             "task.resources.memory_limit",
         ),
         (
+            // Without a limit the request is the hard cap: too small to start anything.
+            json!({"name": "a", "task": {"command": ["x"], "resources": {"memory": "1Mi"}}}),
+            "task.resources.memory",
+        ),
+        (
             json!({"name": "a", "task": {"command": ["x"], "resources": {"memory_limit": "lots"}}}),
             "task.resources.memory_limit",
         ),
@@ -326,4 +331,12 @@ fn the_web_example_parses() {
         spec.task.health.unwrap().initial_delay(),
         Duration::from_secs(2)
     );
+}
+
+#[test]
+fn a_small_request_under_a_limit_is_accepted() {
+    let spec = parse(json!({"name": "a", "task": {"command": ["x"],
+        "resources": {"memory": "1Mi", "memory_limit": "4Mi"}}}))
+    .expect("a request below 4Mi with a 4Mi cap");
+    assert_eq!(spec.task.resources.memory, Bytes(1 << 20));
 }
