@@ -5,30 +5,16 @@
 
 mod helpers;
 
-use borg_shared::wire::{AttemptReport, Capacity, ProbeKind, RegisterMachine};
+use borg_shared::wire::{AttemptReport, Capacity, ProbeKind};
 use borg_shared::{AttemptId, Bytes, JobId, JobSpec, MachineId, MilliCpu, TaskId};
 use borgmaster::store::{Placement, Store};
 use chrono::Utc;
 use helpers::{leader_epoch, spawn_app};
 
 async fn machine(store: &Store) -> MachineId {
-    let (m, _) = store
-        .register_machine(&RegisterMachine {
-            name: "m1".into(),
-            address: "http://127.0.0.1:1".into(),
-            capacity: Capacity {
-                cpu: MilliCpu(4000),
-                memory: Bytes(8 << 30),
-                disk: Bytes(0),
-            },
-            labels: Default::default(),
-            isolation: None,
-            version: None,
-            ports: Default::default(),
-        })
+    borgmaster::store::fixtures::test_machine(store, "m1")
         .await
-        .unwrap();
-    m.id
+        .unwrap()
 }
 
 async fn place_all(store: &Store, m: MachineId) {

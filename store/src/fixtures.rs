@@ -1,8 +1,33 @@
 //! History for benchmarks: finished jobs written straight into the tables, as
 //! if they had run, so a bench can show that reads do not grow with history
-//! (`jobctl bench --only reads`). Never used by the cell itself.
+//! (`jobctl bench --only reads`); and the machine the store's and master's
+//! tests register. Never used by the cell itself.
 
+use crate::Store;
+use borg_shared::wire::{Capacity, RegisterMachine};
+use borg_shared::{Bytes, MachineId, MilliCpu};
 use sqlx::PgConnection;
+
+/// Register a machine of 4 cores and 8 GiB named `name`, reachable nowhere
+/// (`http://127.0.0.1:1`): for tests that play the borglet themselves.
+pub async fn test_machine(store: &Store, name: &str) -> crate::Result<MachineId> {
+    let (m, _) = store
+        .register_machine(&RegisterMachine {
+            name: name.into(),
+            address: "http://127.0.0.1:1".into(),
+            capacity: Capacity {
+                cpu: MilliCpu(4000),
+                memory: Bytes(8 << 30),
+                disk: Bytes(0),
+            },
+            labels: Default::default(),
+            isolation: None,
+            version: None,
+            ports: Default::default(),
+        })
+        .await?;
+    Ok(m.id)
+}
 
 /// One finished job in one statement: the job, its tasks, one attempt each
 /// (which `tasks.attempt_id` names; that key is deferred), every task's five

@@ -1,7 +1,7 @@
 //! What the lifecycle tests share: a machine, a submit, placement the way the
 //! scheduler commits it, reports as a borglet sends them, and the job's state.
 
-use borg_shared::wire::{AttemptPhase, AttemptReport, Capacity, RegisterMachine};
+use borg_shared::wire::{AttemptPhase, AttemptReport, Capacity};
 use borg_shared::{AttemptId, Bytes, JobId, JobSpec, MachineId, MilliCpu, TaskId};
 use borgmaster::store::{Placement, Store, SubmitOutcome};
 use chrono::Utc;
@@ -11,23 +11,9 @@ pub async fn machine(store: &Store) -> MachineId {
 }
 
 pub async fn named_machine(store: &Store, name: &str) -> MachineId {
-    let (m, _) = store
-        .register_machine(&RegisterMachine {
-            name: name.into(),
-            address: "http://127.0.0.1:1".into(),
-            capacity: Capacity {
-                cpu: MilliCpu(4000),
-                memory: Bytes(8 << 30),
-                disk: Bytes(0),
-            },
-            labels: Default::default(),
-            isolation: None,
-            version: None,
-            ports: Default::default(),
-        })
+    borgmaster::store::fixtures::test_machine(store, name)
         .await
-        .unwrap();
-    m.id
+        .unwrap()
 }
 
 pub async fn submit(store: &Store, json: &str) {

@@ -1,8 +1,7 @@
 //! What the store's integration tests share: a store on a fresh database and
 //! a registered machine.
 
-use borg_shared::wire::{Capacity, RegisterMachine};
-use borg_shared::{Bytes, MachineId, MilliCpu};
+use borg_shared::MachineId;
 use borg_store::Store;
 use sqlx::postgres::PgPoolOptions;
 
@@ -21,21 +20,7 @@ pub async fn store() -> Store {
 
 /// A machine of 4 cores and 8 GiB named `name`.
 pub async fn machine(store: &Store, name: &str) -> MachineId {
-    let (m, _) = store
-        .register_machine(&RegisterMachine {
-            name: name.into(),
-            address: "http://127.0.0.1:1".into(),
-            capacity: Capacity {
-                cpu: MilliCpu(4000),
-                memory: Bytes(8 << 30),
-                disk: Bytes(0),
-            },
-            labels: Default::default(),
-            isolation: None,
-            version: None,
-            ports: Default::default(),
-        })
+    borg_store::fixtures::test_machine(store, name)
         .await
-        .unwrap();
-    m.id
+        .unwrap()
 }
