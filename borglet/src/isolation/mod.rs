@@ -69,6 +69,10 @@ pub trait Isolator: Send + Sync + std::fmt::Debug {
         cg.remove()
     }
 
+    /// Never keep a finished attempt's cgroup for another one (tasks run as the
+    /// user who owns the cgroup files, so they could change them).
+    fn keep_no_spares(&self) {}
+
     /// Remove the borglet's parent cgroup if it is empty (at shutdown).
     fn remove_parent(&self);
 }

@@ -16,7 +16,10 @@
 //! per-cpu charge batch and some slab, which a fresh cgroup charges as soon as
 //! its first process runs anyway.
 //!
-//! Limits are written on take only where they differ from the set's last ones.
+//! Limits are written on take only where they differ from the set's last ones:
+//! a set's files belong to root, and tasks run as another user (`--run-as`,
+//! `nobody` by default), so no task can have changed them. Where tasks run as
+//! the borglet's own user (no `--run-as` switch) no set is kept at all.
 //! Spares are named `spare-<borglet pid>-<n>`; a borglet that starts removes the
 //! spares of one that is gone (killed before it could).
 
@@ -26,7 +29,7 @@ use super::{write_limit, IsolationError};
 use borg_shared::AttemptId;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Most spare sets kept at once.
@@ -51,6 +54,8 @@ pub struct Pool {
     spares: Mutex<Vec<Spare>>,
     in_use: Mutex<HashMap<AttemptId, Limits>>,
     next: AtomicU64,
+    /// No set is kept (`disable`).
+    off: AtomicBool,
 }
 
 impl Pool {
@@ -94,6 +99,11 @@ impl Pool {
         })
     }
 
+    /// Keep no set from now on.
+    pub fn disable(&self) {
+        self.off.store(true, Ordering::Relaxed);
+    }
+
     /// Attempt `id`'s new set holds `limits`.
     pub fn made(&self, id: AttemptId, limits: Limits) {
         lock(&self.in_use).insert(id, limits);
@@ -113,7 +123,10 @@ impl Pool {
         let (Some(limits), true, AttemptCgroup::V1 { .. }) = (limits, clean, cg) else {
             return cg.remove();
         };
-        if self.len() >= MAX_SPARES || reset_counters(cg).is_err() {
+        if self.off.load(Ordering::Relaxed)
+            || self.len() >= MAX_SPARES
+            || reset_counters(cg).is_err()
+        {
             return cg.remove();
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
@@ -372,6 +385,14 @@ mod tests {
         assert!(cg.dirs().iter().all(|d| !d.exists()));
         assert_eq!(pool.len(), 0);
         assert!(pool.take(id, &limits(32 << 20, None), false).is_none());
+        // Tasks that could have changed their set's files: nothing is kept.
+        pool.disable();
+        let id = AttemptId::new();
+        let cg = set(root.path(), &id.to_string());
+        pool.made(id, limits(32 << 20, None));
+        pool.retire(id, &cg, Some(&clean())).unwrap();
+        assert!(cg.dirs().iter().all(|d| !d.exists()));
+        assert_eq!(pool.len(), 0);
     }
 
     #[test]

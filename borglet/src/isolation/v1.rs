@@ -135,6 +135,10 @@ impl Isolator for V1 {
         self.pool.retire(id, cg, stats)
     }
 
+    fn keep_no_spares(&self) {
+        self.pool.disable();
+    }
+
     fn remove_parent(&self) {
         self.pool.drain();
         let p = &self.parents;

@@ -3,7 +3,8 @@
 //! watcher then reads that record, clears out what is left of the task's process
 //! group and of its cgroup (reading its OOM kills and peak memory, with the
 //! stderr tail, for the death certificate), records the exit, or restarts the
-//! task in place after a backoff (`crate::restart` decides) in a cgroup whose counters are its own.
+//! task in place after a backoff (`crate::restart` decides) in a cgroup whose
+//! counters are its own.
 
 use super::{stop, Supervisor};
 use crate::health::{self, ExecTarget, Probing};
