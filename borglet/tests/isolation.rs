@@ -422,7 +422,7 @@ async fn a_reused_cgroup_reports_the_new_attempts_peak_and_oom_not_the_previous_
     let b_spec = AttemptBuilder::new(&["sleep", "1000"])
         .memory(32 << 20)
         .build();
-    let r = b.sync(&[b_spec.clone()], &[a.id]).await;
+    let r = b.sync(std::slice::from_ref(&b_spec), &[a.id]).await;
     let pid = find(&r, b_spec.id).and_then(|x| x.pid).expect("B's pid");
     let memory = cgroup_dir(pid, mode, "memory");
     assert!(
@@ -470,7 +470,7 @@ async fn a_reused_cgroup_reports_the_new_attempts_peak_and_oom_not_the_previous_
     })
     .await;
     let d = AttemptBuilder::new(&["sleep", "1000"]).build();
-    let r = b.sync(&[d.clone()], &[c.id]).await;
+    let r = b.sync(std::slice::from_ref(&d), &[c.id]).await;
     let pid = find(&r, d.id).and_then(|x| x.pid).expect("D's pid");
     let oom = read(&cgroup_dir(pid, mode, "memory"), "memory.oom_control");
     assert!(oom.lines().any(|l| l == "oom_kill 0"), "{oom}");
