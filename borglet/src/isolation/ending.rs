@@ -22,10 +22,9 @@ pub struct Ending {
 
 /// After the leader exited: kill what is left in the cgroup (a daemon that
 /// escaped with setsid goes too), read its counters, retire it (removed, or
-/// kept as a spare by `isolator`), and read the
-/// stderr tail from `sandbox` (its `stderr` file, and the rotated `stderr.1`
-/// before it when `stderr` holds less than the tail). Blocking: run it off the
-/// async threads.
+/// kept as a spare by `isolator`), and read the stderr tail from `sandbox` (its
+/// `stderr` file, and the rotated `stderr.1` before it when `stderr` holds less
+/// than the tail). Blocking: run it off the async threads.
 pub fn finish(
     isolator: &dyn Isolator,
     id: AttemptId,

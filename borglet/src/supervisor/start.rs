@@ -10,9 +10,9 @@
 //! counters reset and its limits rewritten, else one made fresh
 //! (`isolation/pool.rs`); an in-place restart gets one again under the same
 //! path once the previous run's end retired it. Either way its counters and
-//! OOM kills are the run's own. The task joins it itself, before exec (`Launch.pid_files`); the shim
-//! stays outside, so its memory is not charged to the task and an OOM kill in
-//! the cgroup cannot take it.
+//! OOM kills are the run's own. The task joins it itself, before exec
+//! (`Launch.pid_files`); the shim stays outside, so its memory is not charged
+//! to the task and an OOM kill in the cgroup cannot take it.
 
 use super::watch::Keeper;
 use super::Supervisor;
