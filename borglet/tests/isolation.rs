@@ -475,3 +475,25 @@ async fn a_reused_cgroup_reports_the_new_attempts_peak_and_oom_not_the_previous_
     let oom = read(&cgroup_dir(pid, mode, "memory"), "memory.oom_control");
     assert!(oom.lines().any(|l| l == "oom_kill 0"), "{oom}");
 }
+
+#[tokio::test]
+async fn spare_cgroups_are_removed_when_the_borglet_shuts_down_leaving_its_tasks() {
+    let Some((mut b, mode)) = isolated_borglet(&["--on-exit", "keep"]).await else {
+        return;
+    };
+    if mode != IsolationMode::V1 {
+        eprintln!("SKIP: spare cgroups are kept on v1 only; this host isolates with {mode:?}");
+        return;
+    }
+    let done = AttemptBuilder::new(&["true"]).build();
+    b.sync_until(std::slice::from_ref(&done), done.id, "ended", |r| {
+        r.phase == AttemptPhase::Exited
+    })
+    .await;
+    eventually("a spare is kept", || async {
+        (spares(&b).len() == 1).then_some(())
+    })
+    .await;
+    b.shutdown().await.unwrap();
+    assert!(spares(&b).is_empty(), "{:?}", spares(&b));
+}

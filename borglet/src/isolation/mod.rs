@@ -73,6 +73,9 @@ pub trait Isolator: Send + Sync + std::fmt::Debug {
     /// user who owns the cgroup files, so they could change them).
     fn keep_no_spares(&self) {}
 
+    /// Remove the spare cgroups kept for later attempts (at shutdown). Blocking.
+    fn drop_spares(&self) {}
+
     /// Remove the borglet's parent cgroup if it is empty (at shutdown).
     fn remove_parent(&self);
 }

@@ -139,6 +139,10 @@ impl Isolator for V1 {
         self.pool.disable();
     }
 
+    fn drop_spares(&self) {
+        self.pool.drain();
+    }
+
     fn remove_parent(&self) {
         self.pool.drain();
         let p = &self.parents;

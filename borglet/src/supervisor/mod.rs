@@ -163,6 +163,12 @@ impl Supervisor {
         }
     }
 
+    /// Remove the spare cgroups (at a shutdown that leaves the tasks running).
+    pub async fn drop_spares(&self) {
+        let isolator = Arc::clone(&self.isolator);
+        let _ = tokio::task::spawn_blocking(move || isolator.drop_spares()).await;
+    }
+
     /// Stop every task and wait until all are reaped (`--on-exit stop`).
     pub async fn stop_all(&self) {
         for id in self.table.running_ids_except(|_| false) {
