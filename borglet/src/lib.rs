@@ -276,6 +276,7 @@ pub async fn run(
                 tasks = supervisor.table().len(),
                 "leaving tasks running for the next borglet to re-adopt"
             );
+            supervisor.drop_spares().await;
         }
     }
     served.context("serving the borglet API")

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const CHUNK: usize = 64 * 1024;
+/// What the pump reads with at first: most tasks say little, and zeroing (and
+/// faulting in) a whole `CHUNK` per start showed in the start path's profile.
+/// It grows to `CHUNK` once a read fills it.
+const FIRST_CHUNK: usize = 4 * 1024;
 /// The copier threads do little: a small stack each.
 const STACK: usize = 128 * 1024;
 
@@ -131,7 +135,7 @@ pub fn pump(streams: Vec<(OwnedFd, Rotating)>, exited: &OwnedFd, patience: Durat
         .into_iter()
         .map(|(fd, out)| (File::from(fd), out))
         .collect();
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; FIRST_CHUNK];
     let mut deadline: Option<Instant> = None;
     loop {
         let timeout = match deadline {
@@ -176,12 +180,15 @@ pub fn pump(streams: Vec<(OwnedFd, Rotating)>, exited: &OwnedFd, patience: Durat
             let (from, out) = &mut streams[i];
             let keep = match from.read(&mut buf) {
                 Ok(0) => false,
-                Ok(n) => out
-                    .write(&buf[..n])
-                    .map_err(|e| {
+                Ok(n) => {
+                    let kept = out.write(&buf[..n]).map_err(|e| {
                         eprintln!("borglet shim: copying to {}: {e}", out.path().display())
-                    })
-                    .is_ok(),
+                    });
+                    if n == buf.len() && n < CHUNK {
+                        buf.resize(CHUNK, 0);
+                    }
+                    kept.is_ok()
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => true,
                 Err(e) => {
                     eprintln!("borglet shim: reading the task's output: {e}");

@@ -373,3 +373,127 @@ async fn an_in_place_restart_runs_in_a_fresh_cgroup_of_the_same_attempt() {
         "the first run's OOM kill was seen: {metrics}"
     );
 }
+
+/// The spare directories (`spare-*`) under this borglet's memory parent (v1),
+/// with their inode numbers, which a rename keeps.
+fn spares(b: &TestBorglet) -> Vec<(String, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mounts = borglet::isolation::read_mounts();
+    let parent = mounts.v1["memory"].join(borglet::isolation::parent_path("borg", &b.name));
+    std::fs::read_dir(parent)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.starts_with("spare-")
+                .then(|| (name, e.metadata().unwrap().ino()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_reused_cgroup_reports_the_new_attempts_peak_and_oom_not_the_previous_ones() {
+    let Some((b, mode)) = isolated_borglet(&[]).await else {
+        return;
+    };
+    if mode != IsolationMode::V1 {
+        eprintln!("SKIP: spare cgroups are kept on v1 only; this host isolates with {mode:?}");
+        return;
+    }
+    let ended = |r: &borg_shared::wire::AttemptReport| r.phase == AttemptPhase::Exited;
+    // A holds 20 MiB at its peak and ends cleanly: its set is kept.
+    let a = AttemptBuilder::sh("head -c 20M /dev/zero | tail > /dev/null")
+        .memory(64 << 20)
+        .build();
+    let a_done = b
+        .sync_until(std::slice::from_ref(&a), a.id, "A ended", ended)
+        .await;
+    assert_eq!(a_done.exit_code, Some(0), "{a_done:?}");
+    let a_peak = a_done.peak_memory.expect("A's peak").0;
+    assert!(a_peak >= 20 << 20, "A's peak {a_peak}");
+    let (_, spare) = eventually("A's cgroup kept as a spare", || async {
+        let s = spares(&b);
+        (s.len() == 1).then(|| s[0].clone())
+    })
+    .await;
+
+    // B takes it, under its own id, with its own (smaller) limit and counters
+    // that start from nothing.
+    let b_spec = AttemptBuilder::new(&["sleep", "1000"])
+        .memory(32 << 20)
+        .build();
+    let r = b.sync(std::slice::from_ref(&b_spec), &[a.id]).await;
+    let pid = find(&r, b_spec.id).and_then(|x| x.pid).expect("B's pid");
+    let memory = cgroup_dir(pid, mode, "memory");
+    assert!(
+        memory.ends_with(b_spec.id.to_string()),
+        "{}",
+        memory.display()
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&memory).unwrap().ino(),
+        spare,
+        "B runs in A's former cgroup"
+    );
+    assert!(spares(&b).is_empty(), "the spare was taken");
+    assert_eq!(
+        read(&memory, "memory.limit_in_bytes"),
+        (32u64 << 20).to_string()
+    );
+    b.sync(&[], &[]).await;
+    let b_done = b.sync_until(&[], b_spec.id, "B stopped", ended).await;
+    assert!(!b_done.oom_killed, "{b_done:?}");
+    let b_peak = b_done.peak_memory.expect("B's peak").0;
+    assert!(
+        b_peak < 4 << 20,
+        "B's peak {b_peak} is its own, not A's {a_peak}"
+    );
+    eventually("B's cgroup kept as a spare", || async {
+        (spares(&b).len() == 1).then_some(())
+    })
+    .await;
+
+    // C takes it again and is OOM-killed: reported, with C's peak near its limit.
+    let c = AttemptBuilder::sh("head -c 200M /dev/zero | tail")
+        .memory(32 << 20)
+        .build();
+    let c_done = b
+        .sync_until(std::slice::from_ref(&c), c.id, "C ended", ended)
+        .await;
+    assert!(c_done.oom_killed, "{c_done:?}");
+    let c_peak = c_done.peak_memory.expect("C's peak").0;
+    assert!((30 << 20..=34 << 20).contains(&c_peak), "C's peak {c_peak}");
+    // A set that saw an OOM kill is never handed out again: D's is fresh.
+    eventually("C's cgroup removed, not kept", || async {
+        (!memory.exists() && spares(&b).is_empty()).then_some(())
+    })
+    .await;
+    let d = AttemptBuilder::new(&["sleep", "1000"]).build();
+    let r = b.sync(std::slice::from_ref(&d), &[c.id]).await;
+    let pid = find(&r, d.id).and_then(|x| x.pid).expect("D's pid");
+    let oom = read(&cgroup_dir(pid, mode, "memory"), "memory.oom_control");
+    assert!(oom.lines().any(|l| l == "oom_kill 0"), "{oom}");
+}
+
+#[tokio::test]
+async fn spare_cgroups_are_removed_when_the_borglet_shuts_down_leaving_its_tasks() {
+    let Some((mut b, mode)) = isolated_borglet(&["--on-exit", "keep"]).await else {
+        return;
+    };
+    if mode != IsolationMode::V1 {
+        eprintln!("SKIP: spare cgroups are kept on v1 only; this host isolates with {mode:?}");
+        return;
+    }
+    let done = AttemptBuilder::new(&["true"]).build();
+    b.sync_until(std::slice::from_ref(&done), done.id, "ended", |r| {
+        r.phase == AttemptPhase::Exited
+    })
+    .await;
+    eventually("a spare is kept", || async {
+        (spares(&b).len() == 1).then_some(())
+    })
+    .await;
+    b.shutdown().await.unwrap();
+    assert!(spares(&b).is_empty(), "{:?}", spares(&b));
+}

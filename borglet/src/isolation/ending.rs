@@ -4,6 +4,7 @@
 //! certificate.
 
 use super::cgroup::AttemptCgroup;
+use super::Isolator;
 use borg_shared::{AttemptId, Bytes};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -20,11 +21,16 @@ pub struct Ending {
 }
 
 /// After the leader exited: kill what is left in the cgroup (a daemon that
-/// escaped with setsid goes too), read its counters, remove it, and read the
-/// stderr tail from `sandbox` (its `stderr` file, and the rotated `stderr.1`
-/// before it when `stderr` holds less than the tail). Blocking: run it off the
-/// async threads.
-pub fn finish(id: AttemptId, cgroup: Option<&AttemptCgroup>, sandbox: &Path) -> Ending {
+/// escaped with setsid goes too), read its counters, retire it (removed, or
+/// kept as a spare by `isolator`), and read the stderr tail from `sandbox` (its
+/// `stderr` file, and the rotated `stderr.1` before it when `stderr` holds less
+/// than the tail). Blocking: run it off the async threads.
+pub fn finish(
+    isolator: &dyn Isolator,
+    id: AttemptId,
+    cgroup: Option<&AttemptCgroup>,
+    sandbox: &Path,
+) -> Ending {
     let mut ending = Ending {
         stderr_tail: tail_of(&[sandbox.join("stderr.1"), sandbox.join("stderr")]),
         ..Ending::default()
@@ -32,13 +38,14 @@ pub fn finish(id: AttemptId, cgroup: Option<&AttemptCgroup>, sandbox: &Path) -> 
     let Some(cg) = cgroup else {
         return ending;
     };
-    if let Err(e) = cg.kill_all() {
+    let emptied = cg.kill_all();
+    if let Err(e) = &emptied {
         tracing::warn!(attempt = %id, error = %e, "could not empty the attempt's cgroup");
     }
     let stats = cg.stats();
     ending.oom_killed = stats.oom_kills > 0;
     ending.peak_memory = stats.peak_memory.map(Bytes);
-    if let Err(e) = cg.remove() {
+    if let Err(e) = isolator.retire(id, cg, emptied.is_ok().then_some(&stats)) {
         tracing::warn!(attempt = %id, error = %e, "could not remove the attempt's cgroup");
     }
     ending
@@ -120,12 +127,16 @@ mod tests {
         let d = dir.path();
         std::fs::write(d.join("stderr.1"), format!("{}older\n", "o".repeat(8000))).unwrap();
         std::fs::write(d.join("stderr"), "newest\n").unwrap();
-        let tail = finish(AttemptId::new(), None, d).stderr_tail.unwrap();
+        let tail = finish(&crate::isolation::Unisolated, AttemptId::new(), None, d)
+            .stderr_tail
+            .unwrap();
         assert_eq!(tail.len(), 4096);
         assert!(tail.ends_with("older\nnewest\n"), "{tail:?}");
         // The newest file alone when it holds the whole tail.
         std::fs::write(d.join("stderr"), "n".repeat(5000)).unwrap();
-        let tail = finish(AttemptId::new(), None, d).stderr_tail.unwrap();
+        let tail = finish(&crate::isolation::Unisolated, AttemptId::new(), None, d)
+            .stderr_tail
+            .unwrap();
         assert_eq!(tail, "n".repeat(4096));
     }
 
@@ -133,7 +144,12 @@ mod tests {
     fn without_a_cgroup_only_the_tail_is_known() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("stderr"), "boom\n").unwrap();
-        let e = finish(AttemptId::new(), None, dir.path());
+        let e = finish(
+            &crate::isolation::Unisolated,
+            AttemptId::new(),
+            None,
+            dir.path(),
+        );
         assert_eq!(
             e,
             Ending {

@@ -2,12 +2,14 @@
 //! (one per machine name, so several borglets share a host), holding all of the
 //! attempt's processes and its limits. cgroup v2 or v1, whichever is writable
 //! (`detect.rs`); without either, tasks run unisolated and the machine reports it.
+//! On v1 a finished attempt's clean set is kept for the next one (`pool.rs`).
 
 mod cgroup;
 mod detect;
 mod ending;
 mod join;
 mod limits;
+mod pool;
 mod usage;
 mod v1;
 mod v2;
@@ -17,6 +19,7 @@ pub use detect::{detect, parse_mounts, read_mounts, Choice, Mounts};
 pub use ending::{finish, stderr_tail, Ending, STDERR_TAIL};
 pub use join::CgroupJoin;
 pub use limits::{Limits, DEFAULT_PIDS};
+pub use pool::{MAX_LEFTOVER, MAX_SPARES};
 pub use usage::{sample_forever, Sample, UsageSampler};
 pub use v1::{V1Mounts, V1};
 pub use v2::V2;
@@ -53,6 +56,25 @@ pub trait Isolator: Send + Sync + std::fmt::Debug {
     /// Create attempt `id`'s cgroup with `limits`; on error nothing is left behind.
     /// Blocking (mkdir and small writes).
     fn create(&self, id: AttemptId, limits: &Limits) -> Result<AttemptCgroup, IsolationError>;
+
+    /// Attempt `id` is done with `cg`, which is empty (`stats`: its counters,
+    /// read once it emptied). Removed here; an isolator that keeps spare sets
+    /// may keep it for a later attempt instead. Blocking.
+    fn retire(
+        &self,
+        _id: AttemptId,
+        cg: &AttemptCgroup,
+        _stats: Option<&CgroupStats>,
+    ) -> std::io::Result<()> {
+        cg.remove()
+    }
+
+    /// Never keep a finished attempt's cgroup for another one (tasks run as the
+    /// user who owns the cgroup files, so they could change them).
+    fn keep_no_spares(&self) {}
+
+    /// Remove the spare cgroups kept for later attempts (at shutdown). Blocking.
+    fn drop_spares(&self) {}
 
     /// Remove the borglet's parent cgroup if it is empty (at shutdown).
     fn remove_parent(&self);

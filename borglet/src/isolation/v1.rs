@@ -1,8 +1,9 @@
 //! cgroup v1: one hierarchy per controller. An attempt gets a directory under the
 //! borglet's parent in each of memory, cpu, cpuacct and pids.
 
-use super::cgroup::AttemptCgroup;
+use super::cgroup::{AttemptCgroup, CgroupStats};
 use super::limits::{Limits, CFS_PERIOD_US};
+use super::pool::{self, Pool};
 use super::{create_dir, write_limit, IsolationError, Isolator};
 use borg_shared::wire::IsolationMode;
 use borg_shared::AttemptId;
@@ -24,6 +25,8 @@ pub struct V1 {
     /// The memory controller counts swap (`memory.memsw.*`): looked at once
     /// here, not at every start.
     memsw: bool,
+    /// Sets of finished attempts kept for the next ones (`pool.rs`).
+    pool: Pool,
 }
 
 impl V1 {
@@ -48,9 +51,14 @@ impl V1 {
                 path: dir.display().to_string(),
                 source,
             })?;
+            pool::sweep(dir);
         }
         let memsw = parents.memory.join("memory.memsw.limit_in_bytes").exists();
-        Ok(V1 { parents, memsw })
+        Ok(V1 {
+            parents,
+            memsw,
+            pool: Pool::default(),
+        })
     }
 
     /// The attempt's directory in each hierarchy: memory, cpu, cpuacct, pids.
@@ -67,6 +75,9 @@ impl Isolator for V1 {
     }
 
     fn create(&self, id: AttemptId, limits: &Limits) -> Result<AttemptCgroup, IsolationError> {
+        if let Some(taken) = self.pool.take(id, limits, self.memsw) {
+            return taken;
+        }
         let [memory, cpu, cpuacct, pids] = self.dirs(id);
         let cg = AttemptCgroup::V1 {
             memory: memory.clone(),
@@ -102,7 +113,10 @@ impl Isolator for V1 {
                 write_limit(pids, "pids.max", limits.pids)
             });
         match made {
-            Ok(()) => Ok(cg),
+            Ok(()) => {
+                self.pool.made(id, *limits);
+                Ok(cg)
+            }
             Err(e) => {
                 if let Err(rm) = cg.remove() {
                     tracing::warn!(attempt = %id, error = %rm, "could not remove a half-made cgroup");
@@ -112,7 +126,25 @@ impl Isolator for V1 {
         }
     }
 
+    fn retire(
+        &self,
+        id: AttemptId,
+        cg: &AttemptCgroup,
+        stats: Option<&CgroupStats>,
+    ) -> std::io::Result<()> {
+        self.pool.retire(id, cg, stats)
+    }
+
+    fn keep_no_spares(&self) {
+        self.pool.disable();
+    }
+
+    fn drop_spares(&self) {
+        self.pool.drain();
+    }
+
     fn remove_parent(&self) {
+        self.pool.drain();
         let p = &self.parents;
         for dir in [&p.memory, &p.cpu, &p.cpuacct, &p.pids].into_iter() {
             // Not empty (tasks kept running for the next borglet) is fine.

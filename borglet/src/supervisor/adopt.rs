@@ -176,9 +176,12 @@ impl Supervisor {
     async fn ending_of(&self, launch: &Launch) -> Ending {
         let (id, cgroup) = (launch.spec.id, launch.cgroup.clone());
         let sandbox = self.sandboxes.join(id.to_string());
-        tokio::task::spawn_blocking(move || isolation::finish(id, cgroup.as_ref(), &sandbox))
-            .await
-            .unwrap_or_default()
+        let isolator = Arc::clone(&self.isolator);
+        tokio::task::spawn_blocking(move || {
+            isolation::finish(&*isolator, id, cgroup.as_ref(), &sandbox)
+        })
+        .await
+        .unwrap_or_default()
     }
 
     #[allow(clippy::too_many_arguments)]

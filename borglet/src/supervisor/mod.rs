@@ -106,6 +106,11 @@ impl Supervisor {
             .ok()
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| FALLBACK_PATH.to_string());
+        if run_as.is_none() {
+            // Tasks run as the user who owns the cgroup files, so a task could
+            // change its set's files: none is handed on to another attempt.
+            isolator.keep_no_spares();
+        }
         Supervisor {
             table,
             metrics,
@@ -156,6 +161,12 @@ impl Supervisor {
                 self.metrics.stopped();
             }
         }
+    }
+
+    /// Remove the spare cgroups (at a shutdown that leaves the tasks running).
+    pub async fn drop_spares(&self) {
+        let isolator = Arc::clone(&self.isolator);
+        let _ = tokio::task::spawn_blocking(move || isolator.drop_spares()).await;
     }
 
     /// Stop every task and wait until all are reaped (`--on-exit stop`).

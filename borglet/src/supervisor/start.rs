@@ -5,21 +5,24 @@
 //! request to the spawner) runs on the blocking pool; a sync's starts run a few
 //! at a time, and the answers are read without holding a thread.
 //!
-//! Isolation: each run gets the attempt's cgroup, made fresh before the shim
-//! starts (an in-place restart makes it again under the same path once the
-//! previous run's end removed it, so its counters and OOM kills are the run's
-//! own). The task joins it itself, before exec (`Launch.pid_files`); the shim
-//! stays outside, so its memory is not charged to the task and an OOM kill in
-//! the cgroup cannot take it.
+//! Isolation: each run gets the attempt's cgroup before the shim starts: on v1
+//! a spare set a finished attempt left clean, renamed to this attempt's id, its
+//! counters reset and its limits rewritten, else one made fresh
+//! (`isolation/pool.rs`); an in-place restart gets one again under the same
+//! path once the previous run's end retired it. Either way its counters and
+//! OOM kills are the run's own. The task joins it itself, before exec
+//! (`Launch.pid_files`); the shim stays outside, so its memory is not charged
+//! to the task and an OOM kill in the cgroup cannot take it.
 
 use super::watch::Keeper;
 use super::Supervisor;
-use crate::isolation::{self, AttemptCgroup, IsolationError};
+use crate::isolation::{self, AttemptCgroup, IsolationError, Isolator};
 use crate::records::{self, Launch, RecordError, Run};
 use crate::shim::Handshake;
 use crate::spawner::Spawner;
 use crate::state::{Attempt, Phase};
 use borg_shared::wire::{borg_env, AttemptSpec};
+use borg_shared::AttemptId;
 use chrono::Utc;
 use futures::StreamExt;
 use std::os::fd::OwnedFd;
@@ -153,8 +156,10 @@ impl Supervisor {
     /// `again`: a restart, whose previous run's records are cleared first.
     async fn launch(&self, spec: &AttemptSpec, again: bool) -> Result<Launched, StartError> {
         let mut launch = self.launch_record(spec)?;
+        let spec_id = spec.id;
         let spawner = Arc::clone(&self.spawner);
         let isolator = Arc::clone(&self.isolator);
+        let isolator_after = Arc::clone(&self.isolator);
         let pids = self.pids_limit;
         let (handshake, cgroup) = tokio::task::spawn_blocking(move || {
             let cgroup = isolation::create(&*isolator, &launch.spec, pids)?;
@@ -168,7 +173,7 @@ impl Supervisor {
             match spawn_shim(&spawner, &launch, again) {
                 Ok(handshake) => Ok((handshake, cgroup)),
                 Err(e) => {
-                    discard(cgroup.as_ref());
+                    discard(&*isolator, spec_id, cgroup.as_ref());
                     Err(e)
                 }
             }
@@ -186,7 +191,10 @@ impl Supervisor {
             Err(_) => StartError::ShimSilent,
         };
         if cgroup.is_some() {
-            let _ = tokio::task::spawn_blocking(move || discard(cgroup.as_ref())).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                discard(&*isolator_after, spec_id, cgroup.as_ref())
+            })
+            .await;
         }
         Err(failed)
     }
@@ -197,9 +205,9 @@ impl Supervisor {
 pub(super) type Launched = (Run, Option<Arc<AttemptCgroup>>);
 
 /// Blocking: empty and remove the cgroup of a run that did not start.
-fn discard(cgroup: Option<&AttemptCgroup>) {
+fn discard(isolator: &dyn Isolator, id: AttemptId, cgroup: Option<&AttemptCgroup>) {
     let Some(cg) = cgroup else { return };
-    if let Err(e) = cg.kill_all().and_then(|()| cg.remove()) {
+    if let Err(e) = cg.kill_all().and_then(|()| isolator.retire(id, cg, None)) {
         tracing::warn!(error = %e, "could not remove the cgroup of a failed start");
     }
 }

@@ -3,7 +3,8 @@
 //! watcher then reads that record, clears out what is left of the task's process
 //! group and of its cgroup (reading its OOM kills and peak memory, with the
 //! stderr tail, for the death certificate), records the exit, or restarts the
-//! task in place after a backoff (`crate::restart` decides) in a fresh cgroup.
+//! task in place after a backoff (`crate::restart` decides) in a cgroup whose
+//! counters are its own.
 
 use super::{stop, Supervisor};
 use crate::health::{self, ExecTarget, Probing};
@@ -197,8 +198,9 @@ impl Watch {
                     // Stopped during the start: this run is not wanted.
                     let _ = stop::signal_group(run.pgid, Signal::SIGKILL);
                     let sandbox = self.sandbox.clone();
+                    let isolator = Arc::clone(&sup.isolator);
                     let _ = tokio::task::spawn_blocking(move || {
-                        isolation::finish(id, cgroup.as_deref(), &sandbox)
+                        isolation::finish(&*isolator, id, cgroup.as_deref(), &sandbox)
                     })
                     .await;
                     return None;
@@ -232,10 +234,12 @@ impl Watch {
     /// keep the stderr tail; all of it goes on the attempt's report.
     async fn finish_run(&mut self) {
         let (id, cgroup, sandbox) = (self.id, self.cgroup.take(), self.sandbox.clone());
-        let ending =
-            tokio::task::spawn_blocking(move || isolation::finish(id, cgroup.as_deref(), &sandbox))
-                .await
-                .unwrap_or_default();
+        let isolator = Arc::clone(&self.sup.isolator);
+        let ending = tokio::task::spawn_blocking(move || {
+            isolation::finish(&*isolator, id, cgroup.as_deref(), &sandbox)
+        })
+        .await
+        .unwrap_or_default();
         if ending.oom_killed {
             self.sup.metrics.oom_killed();
             tracing::info!(attempt = %id, job = %self.job, index = self.index, pid = self.pgid,
