@@ -12,7 +12,8 @@
 //! commits late is never skipped; one seen already is merely read again).
 //! The machines it names are read again whole (row and usage), so a delta is
 //! never applied twice. Everything is read again after `FULL_EVERY`, when more
-//! than a quarter of the machines changed, or after a failed pass.
+//! than a quarter of the machines changed (or more events than that were
+//! written since the last read), or after a failed pass.
 //!
 //! Postgres stays the truth: the commit re-checks capacity under the
 //! machines' row locks, so a stale cache can cost a lost race, never an
@@ -60,26 +61,40 @@ impl MachineCache {
         self.snapshot.job_counts.clear();
         let due = self.last_full.is_none_or(|at| at.elapsed() >= FULL_EVERY);
         if let (Some(cursor), false) = (&self.cursor, due) {
-            let (xmin, changed): (String, Vec<MachineId>) = sqlx::query_as(
+            // More events since the cursor than a quarter of the machines: read
+            // them all rather than collect the machines the events name.
+            let most = (self.snapshot.machines.len() / 4) as i64;
+            let (xmin, events): (String, i64) = sqlx::query_as(
                 "SELECT pg_snapshot_xmin(pg_current_snapshot())::text,
-                        ARRAY(SELECT id FROM machines WHERE sched_txid >= $1::text::xid8
-                              UNION
-                              SELECT machine_id FROM events
-                              WHERE txid >= $1::text::xid8 AND machine_id IS NOT NULL)",
+                        (SELECT count(*) FROM (SELECT FROM events WHERE txid >= $1::text::xid8
+                                               LIMIT $2 + 1) e)",
             )
             .bind(cursor)
+            .bind(most)
             .fetch_one(pool)
             .await
-            .context("reading which machines changed")?;
-            if changed.len() * 4 <= self.snapshot.machines.len() {
-                let rows = read_machines_in(pool, &changed).await?;
-                let read = rows.len() as u64;
-                self.apply(&changed, rows);
-                self.cursor = Some(xmin);
-                return Ok(Refreshed {
-                    rows: read,
-                    full: false,
-                });
+            .context("counting the events since the last read")?;
+            if events <= most {
+                let changed: Vec<MachineId> = sqlx::query_scalar(
+                    "SELECT id FROM machines WHERE sched_txid >= $1::text::xid8
+                     UNION
+                     SELECT machine_id FROM events
+                     WHERE txid >= $1::text::xid8 AND machine_id IS NOT NULL",
+                )
+                .bind(cursor)
+                .fetch_all(pool)
+                .await
+                .context("reading which machines changed")?;
+                if changed.len() as i64 <= most {
+                    let rows = read_machines_in(pool, &changed).await?;
+                    let read = rows.len() as u64;
+                    self.apply(&changed, rows);
+                    self.cursor = Some(xmin);
+                    return Ok(Refreshed {
+                        rows: read,
+                        full: false,
+                    });
+                }
             }
         }
         // The cursor first: whatever finished before it, the read below sees.
