@@ -98,10 +98,11 @@ impl MachineCache {
             }
         }
         // The cursor first: whatever finished before it, the read below sees.
-        let xmin: String = sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
-            .fetch_one(pool)
-            .await
-            .context("reading the snapshot's xmin")?;
+        let xmin: String =
+            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+                .fetch_one(pool)
+                .await
+                .context("reading the snapshot's xmin")?;
         self.snapshot = read_machines(pool).await?;
         self.reindex();
         self.cursor = Some(xmin);
@@ -114,11 +115,7 @@ impl MachineCache {
 
     /// Replace the `changed` machines by their rows as read: `Some` (up) is
     /// put in, `None` (not up) or no row at all is taken out.
-    fn apply(
-        &mut self,
-        changed: &[MachineId],
-        rows: Vec<(MachineId, Option<crate::Machine>)>,
-    ) {
+    fn apply(&mut self, changed: &[MachineId], rows: Vec<(MachineId, Option<crate::Machine>)>) {
         let mut fresh: HashMap<MachineId, Option<crate::Machine>> = rows.into_iter().collect();
         let mut moved = false;
         for id in changed {

@@ -165,9 +165,11 @@ async fn a_pass_reads_only_the_machines_that_changed() {
         .insert(&pool)
         .await;
     wake(&pool).await;
-    wait_until("the task after the machine went down is explained", DEADLINE, || async {
-        task_state(&pool, after_down[0]).await.1.is_some()
-    })
+    wait_until(
+        "the task after the machine went down is explained",
+        DEADLINE,
+        || async { task_state(&pool, after_down[0]).await.1.is_some() },
+    )
     .await;
     assert_eq!(machine_of(&pool, after_down[0]).await, None);
 
@@ -178,9 +180,11 @@ async fn a_pass_reads_only_the_machines_that_changed() {
         .await
         .unwrap();
     wake(&pool).await;
-    wait_until("the task is placed on the machine back up", DEADLINE, || async {
-        machine_of(&pool, after_down[0]).await.is_some()
-    })
+    wait_until(
+        "the task is placed on the machine back up",
+        DEADLINE,
+        || async { machine_of(&pool, after_down[0]).await.is_some() },
+    )
     .await;
     assert_eq!(machine_of(&pool, after_down[0]).await, Some(machines[5]));
     s.stop().await;
