@@ -153,3 +153,64 @@ impl MachineCache {
             .collect();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Machine;
+    use borg_shared::wire::{Capacity, PortRange};
+
+    fn machine(name: &str, cpu: u64) -> Machine {
+        Machine {
+            id: MachineId::new(),
+            name: name.to_string(),
+            labels: Default::default(),
+            capacity: Capacity {
+                cpu: borg_shared::MilliCpu(cpu),
+                ..Capacity::default()
+            },
+            used: Capacity::default(),
+            ports: PortRange {
+                first: 20000,
+                last: 20010,
+            },
+            used_ports: Vec::new(),
+        }
+    }
+
+    fn names(cache: &MachineCache) -> Vec<(&str, u64)> {
+        cache
+            .snapshot
+            .machines
+            .iter()
+            .map(|m| (m.name.as_str(), m.capacity.cpu.0))
+            .collect()
+    }
+
+    #[test]
+    fn changed_machines_are_replaced_added_and_removed_in_name_order() {
+        let (a, b, c) = (machine("a", 1), machine("b", 1), machine("c", 1));
+        let mut cache = MachineCache::default();
+        cache.snapshot.machines = vec![a.clone(), b.clone(), c.clone()];
+        cache.reindex();
+
+        let mut bigger_b = b.clone();
+        bigger_b.capacity.cpu.0 = 8;
+        let new = machine("aa", 2);
+        let gone = MachineId::new(); // named by an event, no row: nothing to do
+        cache.apply(
+            &[b.id, a.id, new.id, c.id, gone],
+            vec![
+                (b.id, Some(bigger_b)),
+                (a.id, None), // no longer up
+                (new.id, Some(new.clone())),
+                // c: no row at all (left out of the read)
+            ],
+        );
+        assert_eq!(names(&cache), vec![("aa", 2), ("b", 8)]);
+        for (i, m) in cache.snapshot.machines.iter().enumerate() {
+            assert_eq!(cache.index[&m.id], i);
+        }
+        assert_eq!(cache.index.len(), 2);
+    }
+}
