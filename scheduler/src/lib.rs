@@ -3,6 +3,7 @@
 //! transaction that re-checks capacity, so any number of schedulers can run
 //! side by side (Omega's shared-state design). It never talks to the master.
 
+mod cache;
 mod commit;
 mod config;
 mod dry_run;

@@ -80,6 +80,14 @@ fn describe() {
         "borg_scheduler_preemptions_total",
         "Lower-band attempts asked to stop to make room for production tasks"
     );
+    describe_counter!(
+        "borg_scheduler_snapshot_rows_read_total",
+        "Machine rows (each with its usage) read into the scheduler's snapshot: all on a full read, else only those changed since the last read"
+    );
+    describe_counter!(
+        "borg_scheduler_snapshot_full_reads_total",
+        "Reads of every machine into the snapshot (the first, then at least every minute, or when many changed)"
+    );
     describe_histogram!(
         "borg_task_submit_to_placed_seconds",
         Unit::Seconds,
@@ -105,6 +113,8 @@ pub fn record(stats: Option<&PassStats>, seconds: f64) {
     metrics::counter!("borg_scheduler_placements_total").increment(s.placed as u64);
     metrics::counter!("borg_scheduler_conflicts_total").increment(s.lost_races as u64);
     metrics::counter!("borg_scheduler_preemptions_total").increment(s.preempted as u64);
+    metrics::counter!("borg_scheduler_snapshot_rows_read_total").increment(s.machines_read);
+    metrics::counter!("borg_scheduler_snapshot_full_reads_total").increment(s.full_reads as u64);
     for cause in CAUSES {
         let n = s.unplaceable_by_cause.get(cause).copied().unwrap_or(0);
         metrics::gauge!("borg_scheduler_unplaceable", "cause" => cause).set(n as f64);

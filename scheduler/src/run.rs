@@ -4,12 +4,13 @@
 //! committed on its own against a fresh capacity snapshot, so a head of
 //! unplaceable tasks can neither starve the tasks behind it nor make us spin.
 
+use crate::cache::MachineCache;
 use crate::commit::commit;
 use crate::place::{place, Decision};
 use crate::slice::{Membership, Slice};
 use crate::snapshot::{
-    read_job_counts, read_machines, read_pending, read_quotas, read_used_ports, read_victims,
-    PendingTask, QueueKey, Snapshot,
+    read_job_counts, read_pending, read_quotas, read_used_ports, read_victims, PendingTask,
+    QueueKey,
 };
 use crate::Config;
 use anyhow::Context;
@@ -86,6 +87,11 @@ pub struct PassStats {
     pub place_ms: u64,
     pub commit_ms: u64,
     pub reasons_ms: u64,
+    /// Machine rows read (each with its usage): all of them on a full read,
+    /// else only those changed since the last read (see `cache`).
+    pub machines_read: u64,
+    /// Reads of every machine.
+    pub full_reads: usize,
 }
 
 /// Run the scheduler until `shutdown` is cancelled. A batch in flight is
@@ -129,6 +135,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let mut listener: Option<PgListener> = None;
     let mut membership = Membership::default();
+    let mut machines = MachineCache::default();
     let mut pass_no: u64 = 0;
     let mut healthy = true;
     'passes: while !shutdown.is_cancelled() {
@@ -145,7 +152,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let span = tracing::info_span!("pass", scheduler = %config.name, pass = pass_no);
         let started = Instant::now();
         let stamp = Stamp::read(&pool).await.ok();
-        let pass = pass(&store, &config, &mut membership, &shutdown).instrument(span.clone());
+        let pass = pass(&store, &config, &mut membership, &mut machines, &shutdown)
+            .instrument(span.clone());
         tokio::pin!(pass);
         let result = tokio::select! {
             r = &mut pass => r,
@@ -237,6 +245,8 @@ fn log_pass(scheduler: &str, s: &PassStats, ms: u64) {
             place_ms = s.place_ms,
             commit_ms = s.commit_ms,
             reasons_ms = s.reasons_ms,
+            machines_read = s.machines_read,
+            full_reads = s.full_reads,
             ms,
             "pass"
         );
@@ -254,6 +264,8 @@ fn log_pass(scheduler: &str, s: &PassStats, ms: u64) {
             place_ms = s.place_ms,
             commit_ms = s.commit_ms,
             reasons_ms = s.reasons_ms,
+            machines_read = s.machines_read,
+            full_reads = s.full_reads,
             ms,
             "pass"
         );
@@ -309,15 +321,31 @@ fn is_missing_schema(e: &anyhow::Error) -> bool {
 
 /// One walk over the pending queue (this scheduler's slice of it).
 ///
-/// The machines are read once per pass and kept up to date with this
-/// scheduler's own commits page after page; they are read again only after a
-/// page lost a race (someone else filled a machine) or preempted. What other
-/// writers free meanwhile is seen at the next pass; what they fill, the commit
-/// re-checks.
+/// The machines are brought up to date once per pass (from what changed since
+/// the last pass, see `cache`) and kept up to date with this scheduler's own
+/// commits page after page; they are refreshed again only after a page lost a
+/// race (someone else filled a machine) or preempted. What other writers free
+/// meanwhile is seen at the next pass; what they fill, the commit re-checks.
 async fn pass(
     store: &Store,
     config: &Config,
     membership: &mut Membership,
+    machines: &mut MachineCache,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<PassStats> {
+    let result = walk(store, config, membership, machines, shutdown).await;
+    if result.is_err() {
+        // A commit may have landed without its placements charged: read all.
+        machines.invalidate();
+    }
+    result
+}
+
+async fn walk(
+    store: &Store,
+    config: &Config,
+    membership: &mut Membership,
+    machines: &mut MachineCache,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<PassStats> {
     let pool = store.pool();
@@ -334,8 +362,6 @@ async fn pass(
     // reads a few rows first, and a walk over a long queue that cannot move
     // (each stuck job judged once, see `full`) takes few, large pages.
     let mut page_size = FIRST_PAGE.min(config.batch_size);
-    let mut snapshot = Snapshot::default();
-    let mut index: HashMap<MachineId, usize> = HashMap::new();
     let mut reload = true;
     loop {
         let mut clock = Instant::now();
@@ -349,18 +375,14 @@ async fn pass(
         };
         let pending = read_pending(pool, after.as_ref(), &full, page_size, slice);
         let page = if reload {
-            let (fresh, page) = tokio::try_join!(read_machines(pool), pending)?;
-            snapshot = fresh;
-            index = snapshot
-                .machines
-                .iter()
-                .enumerate()
-                .map(|(i, m)| (m.id, i))
-                .collect();
+            let (read, page) = tokio::try_join!(machines.refresh(pool), pending)?;
+            stats.machines_read += read.rows;
+            stats.full_reads += usize::from(read.full);
             page
         } else {
             pending.await?
         };
+        let (snapshot, index) = (&mut machines.snapshot, &machines.index);
         snapshot.scoring = config.scoring;
         snapshot.sample = config.sample;
         snapshot.home = slice;
@@ -381,11 +403,11 @@ async fn pass(
             snapshot.job_counts.insert(job, c);
         }
         if page.tasks.iter().any(|t| t.ports > 0) {
-            read_used_ports(pool, &mut snapshot).await?;
+            read_used_ports(pool, snapshot).await?;
         }
         snapshot.quotas.clear();
         snapshot.quota_used.clear();
-        read_quotas(pool, &mut snapshot, &page.tasks).await?;
+        read_quotas(pool, snapshot, &page.tasks).await?;
         snapshot.victims.clear();
         snapshot.stopping.clear();
         if page
@@ -393,13 +415,13 @@ async fn pass(
             .iter()
             .any(|t| Band::of(i64::from(t.priority)) == Band::Production)
         {
-            read_victims(pool, &mut snapshot).await?;
+            read_victims(pool, snapshot).await?;
         }
         stats.batches += 1;
         stats.pending += page.rows;
 
         stats.read_ms += lap(&mut clock);
-        let decisions = place(&snapshot, &page.tasks);
+        let decisions = place(snapshot, &page.tasks);
         let by_id: HashMap<TaskId, &PendingTask> = page.tasks.iter().map(|t| (t.id, t)).collect();
         let mut placements: Vec<(TaskId, MachineId, Vec<u16>)> = Vec::new();
         let mut preemptions: Vec<Preemption> = Vec::new();

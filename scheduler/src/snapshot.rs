@@ -146,14 +146,35 @@ struct MachineRow {
     used_disk: i64,
     port_first: i32,
     port_last: i32,
+    up: bool,
 }
+
+impl MachineRow {
+    fn into_machine(self) -> Machine {
+        Machine {
+            id: self.id,
+            used: capacity_from_db(self.used_cpu, self.used_memory, self.used_disk),
+            labels: labels_from_json(&self.name, self.labels.0),
+            name: self.name,
+            capacity: capacity_from_db(self.cpu_milli, self.memory, self.disk),
+            ports: PortRange {
+                first: u16::try_from(self.port_first).unwrap_or(0),
+                last: u16::try_from(self.port_last).unwrap_or(0),
+            },
+            used_ports: Vec::new(),
+        }
+    }
+}
+
+/// The columns of a machine as the scheduler reads it, with its usage `u`.
+const MACHINE_COLUMNS: &str = "m.id, m.name, m.labels, m.cpu_milli, m.memory, m.disk,
+    COALESCE(u.cpu, 0) AS used_cpu, COALESCE(u.memory, 0) AS used_memory,
+    COALESCE(u.disk, 0) AS used_disk, m.port_first, m.port_last, m.state = 'up' AS up";
 
 /// Every `up` machine with its free capacity, ordered by name: one statement.
 pub async fn read_machines(pool: &PgPool) -> anyhow::Result<Snapshot> {
     let rows: Vec<MachineRow> = sqlx::query_as(&format!(
-        "SELECT m.id, m.name, m.labels, m.cpu_milli, m.memory, m.disk,
-                COALESCE(u.cpu, 0) AS used_cpu, COALESCE(u.memory, 0) AS used_memory,
-                COALESCE(u.disk, 0) AS used_disk, m.port_first, m.port_last
+        "SELECT {MACHINE_COLUMNS}
          FROM machines m LEFT JOIN ({usage}) u ON u.machine_id = m.id
          WHERE m.state = 'up' ORDER BY m.name",
         usage = borg_store::sql::USAGE_BY_MACHINE
@@ -161,25 +182,32 @@ pub async fn read_machines(pool: &PgPool) -> anyhow::Result<Snapshot> {
     .fetch_all(pool)
     .await
     .context("reading machines")?;
-    let machines = rows
-        .into_iter()
-        .map(|r| Machine {
-            id: r.id,
-            used: capacity_from_db(r.used_cpu, r.used_memory, r.used_disk),
-            labels: labels_from_json(&r.name, r.labels.0),
-            name: r.name,
-            capacity: capacity_from_db(r.cpu_milli, r.memory, r.disk),
-            ports: PortRange {
-                first: u16::try_from(r.port_first).unwrap_or(0),
-                last: u16::try_from(r.port_last).unwrap_or(0),
-            },
-            used_ports: Vec::new(),
-        })
-        .collect();
     Ok(Snapshot {
-        machines,
+        machines: rows.into_iter().map(MachineRow::into_machine).collect(),
         ..Snapshot::default()
     })
+}
+
+/// The machines `ids` as they are now, with their usage: `Some` for those
+/// `up`, `None` for those in another state; a machine not there is left out.
+pub async fn read_machines_in(
+    pool: &PgPool,
+    ids: &[MachineId],
+) -> anyhow::Result<Vec<(MachineId, Option<Machine>)>> {
+    let rows: Vec<MachineRow> = sqlx::query_as(&format!(
+        "SELECT {MACHINE_COLUMNS}
+         FROM machines m LEFT JOIN ({usage}) u ON u.machine_id = m.id
+         WHERE m.id = ANY($1)",
+        usage = borg_store::sql::USAGE_OF_MACHINES
+    ))
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+    .context("reading the changed machines")?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.id, r.up.then(|| r.into_machine())))
+        .collect())
 }
 
 /// Labels are a JSON object of strings; a number or bool is matched by its text

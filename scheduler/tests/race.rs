@@ -183,20 +183,26 @@ async fn two_schedulers_racing_never_over_commit() {
     );
 }
 
-/// Mark every other live attempt (and its task) succeeded.
+/// Mark every other live attempt (and its task) succeeded, with the event the
+/// store writes for each (what a scheduler's machine cache follows).
 async fn finish_every_other(pool: &PgPool) {
     sqlx::raw_sql(
         "WITH done AS (
-             SELECT id, task_id FROM (
-                 SELECT id, task_id, row_number() OVER (ORDER BY id) AS n
+             SELECT id, task_id, machine_id FROM (
+                 SELECT id, task_id, machine_id, row_number() OVER (ORDER BY id) AS n
                  FROM attempts WHERE state = 'assigned') x
              WHERE n % 2 = 0
          ), a AS (
              UPDATE attempts SET state = 'succeeded', finished_at = now()
              WHERE id IN (SELECT id FROM done)
+         ), t AS (
+             UPDATE tasks SET state = 'succeeded', updated_at = now()
+             WHERE id IN (SELECT task_id FROM done)
+             RETURNING id, job_id
          )
-         UPDATE tasks SET state = 'succeeded', updated_at = now()
-         WHERE id IN (SELECT task_id FROM done)",
+         INSERT INTO events (kind, job_id, task_id, attempt_id, machine_id, from_state, to_state)
+         SELECT 'task', t.job_id, done.task_id, done.id, done.machine_id, 'assigned', 'succeeded'
+         FROM done JOIN t ON t.id = done.task_id",
     )
     .execute(pool)
     .await

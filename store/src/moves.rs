@@ -204,6 +204,7 @@ WITH m AS (
         reason = CASE WHEN m.placed THEN NULL ELSE m.reason END,
         attempt_id = CASE WHEN m.placed THEN m.attempt_id ELSE t.attempt_id END,
         runs = t.runs + CASE WHEN m.placed THEN 1 ELSE 0 END,
+        pending_since = CASE WHEN m.to_state = 'pending' THEN now() ELSE t.pending_since END,
         not_before = CASE WHEN m.backoff_ms > 0
                           THEN now() + make_interval(secs => m.backoff_ms / 1000.0)
                           ELSE t.not_before END

@@ -30,13 +30,12 @@ pub const REASON_REFRESH: std::time::Duration = std::time::Duration::from_secs(5
 /// `plan_cache_mode = force_custom_plan` (see `commit_placements`): a generic
 /// plan guesses 10 rows for the `unnest` and walks the tasks the wrong way
 /// round; `scheduler/tests/plans.rs` checks the plan with `EXPLAIN`.
-/// Besides the id, how long each task has waited: since it became pending (its
-/// creation, or the end of its last attempt), or since its backoff ended.
+/// Besides the id, how long each task has waited: since it became pending
+/// (`pending_since`: its creation, or its last move back to pending), or since
+/// its backoff ended.
 pub const CLAIM_TASKS: &str = "SELECT t.id,
-            extract(epoch FROM now() - GREATEST(t.not_before, COALESCE(
-                (SELECT a.finished_at FROM attempts a WHERE a.task_id = t.id
-                 ORDER BY a.created_at DESC LIMIT 1),
-                t.created_at)))::float8 AS waited
+            extract(epoch FROM now() - GREATEST(t.not_before,
+                COALESCE(t.pending_since, t.created_at)))::float8 AS waited
      FROM tasks t
      JOIN unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[])
          AS u(task_id, cpu_milli, memory, disk) ON u.task_id = t.id
@@ -320,22 +319,23 @@ impl Store {
         let mut jobs: Vec<JobId> = kept.iter().map(|p| p.job).collect();
         jobs.sort();
         jobs.dedup();
-        let live: Vec<(JobId,)> = sqlx::query_as(concat!(
-            "SELECT id FROM jobs WHERE id = ANY($1) AND state IN ",
+        // With each live job's version: what its new attempts run (see rollout/).
+        let live: Vec<(JobId, i32)> = sqlx::query_as(concat!(
+            "SELECT id, version FROM jobs WHERE id = ANY($1) AND state IN ",
             live_job!(),
             " ORDER BY id FOR SHARE"
         ))
         .bind(&jobs)
         .fetch_all(&mut *tx)
         .await?;
-        let live: HashSet<JobId> = live.into_iter().map(|(j,)| j).collect();
+        let live: HashMap<JobId, i32> = live.into_iter().collect();
 
         // Claim only tasks still pending with the request we accounted for, and
         // not locked by someone else (never wait on another scheduler).
         let candidates: Vec<&Placement> = kept
             .iter()
             .copied()
-            .filter(|p| live.contains(&p.job))
+            .filter(|p| live.contains_key(&p.job))
             .collect();
         let dim = |f: fn(&Capacity) -> u64| -> Vec<i64> {
             candidates.iter().map(|p| f(&p.request) as i64).collect()
@@ -348,16 +348,20 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
         let claimed: HashMap<TaskId, f64> = claimed.into_iter().collect();
-        let placed: Vec<Placed> = candidates
+        // Each placement with the request the claim matched and its job's version.
+        let placed: Vec<(Placed, Capacity, i32)> = candidates
             .iter()
-            .filter_map(|p| Some((p, *claimed.get(&p.task)?)))
-            .map(|(p, waited)| Placed {
-                waited: std::time::Duration::try_from_secs_f64(waited).unwrap_or_default(),
-                task: p.task,
-                job: p.job,
-                attempt: AttemptId::new(),
-                machine: p.machine,
-                ports: p.ports.clone(),
+            .filter_map(|p| Some((p, *claimed.get(&p.task)?, *live.get(&p.job)?)))
+            .map(|(p, waited, version)| {
+                let placed = Placed {
+                    waited: std::time::Duration::try_from_secs_f64(waited).unwrap_or_default(),
+                    task: p.task,
+                    job: p.job,
+                    attempt: AttemptId::new(),
+                    machine: p.machine,
+                    ports: p.ports.clone(),
+                };
+                (placed, p.request, version)
             })
             .collect();
         lost_races += kept.len() - placed.len();
@@ -371,20 +375,24 @@ impl Store {
 
         // The attempts, and the wake-up of each machine's sync loop (delivered at
         // commit, so the master never syncs a machine before the rows exist).
-        let col =
-            |f: fn(&Placed) -> uuid::Uuid| -> Vec<uuid::Uuid> { placed.iter().map(f).collect() };
+        // Written from the batch's arrays: the claim matched each task's request
+        // and the job's version is read under its lock above.
+        let col = |f: fn(&Placed) -> uuid::Uuid| -> Vec<uuid::Uuid> {
+            placed.iter().map(|(p, _, _)| f(p)).collect()
+        };
+        let dim = |f: fn(&Capacity) -> u64| -> Vec<i64> {
+            placed.iter().map(|(_, r, _)| f(r) as i64).collect()
+        };
         sqlx::query(
             "WITH a AS (
                  INSERT INTO attempts (id, task_id, machine_id, state, cpu_milli, memory, disk, ports,
                                        version)
-                 SELECT a.id, a.task_id, a.machine_id, 'assigned', t.cpu_milli, t.memory, t.disk,
+                 SELECT a.id, a.task_id, a.machine_id, 'assigned', a.cpu_milli, a.memory, a.disk,
                         COALESCE(string_to_array(NULLIF(a.ports, ''), ',')::integer[], '{}'),
-                        -- A new attempt runs the job's version of now (see rollout/).
-                        j.version
-                 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $5::text[])
-                     AS a(id, task_id, machine_id, ports)
-                 JOIN tasks t ON t.id = a.task_id
-                 JOIN jobs j ON j.id = t.job_id
+                        a.version
+                 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $5::text[], $6::bigint[],
+                             $7::bigint[], $8::bigint[], $9::integer[])
+                     AS a(id, task_id, machine_id, ports, cpu_milli, memory, disk, version)
                  RETURNING machine_id)
              SELECT pg_notify($4, m.machine_id::text) FROM (SELECT DISTINCT machine_id FROM a) m",
         )
@@ -395,14 +403,19 @@ impl Store {
         .bind(
             placed
                 .iter()
-                .map(|p| {
+                .map(|(p, _, _)| {
                     let ports: Vec<String> = p.ports.iter().map(u16::to_string).collect();
                     ports.join(",")
                 })
                 .collect::<Vec<String>>(),
         )
+        .bind(dim(|c| c.cpu.0))
+        .bind(dim(|c| c.memory.0))
+        .bind(dim(|c| c.disk.0))
+        .bind(placed.iter().map(|(_, _, v)| *v).collect::<Vec<i32>>())
         .execute(&mut *tx)
         .await?;
+        let placed: Vec<Placed> = placed.into_iter().map(|(p, _, _)| p).collect();
 
         let moves: Vec<TaskMove> = placed
             .iter()

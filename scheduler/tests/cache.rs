@@ -1,0 +1,202 @@
+//! The scheduler keeps its machines between passes and reads again only what
+//! changed (see `borgscheduler`'s `cache`): a pass after a small change reads
+//! that change, and placements follow attempts that end, machines that are
+//! added and machines that go down or come back.
+
+mod common;
+
+use borg_shared::MachineId;
+use common::*;
+use sqlx::PgPool;
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// End the live attempt on `machine` (and its task) with the event the store
+/// writes for it, and wake the schedulers.
+async fn finish_on(pool: &PgPool, machine: MachineId) {
+    sqlx::query(
+        "WITH done AS (
+             SELECT id, task_id, machine_id FROM attempts
+             WHERE machine_id = $1 AND state = 'assigned'
+         ), a AS (
+             UPDATE attempts SET state = 'succeeded', finished_at = now()
+             WHERE id IN (SELECT id FROM done)
+         ), t AS (
+             UPDATE tasks SET state = 'succeeded', updated_at = now()
+             WHERE id IN (SELECT task_id FROM done)
+             RETURNING id, job_id
+         )
+         INSERT INTO events (kind, job_id, task_id, attempt_id, machine_id, from_state, to_state)
+         SELECT 'task', t.job_id, done.task_id, done.id, done.machine_id, 'assigned', 'succeeded'
+         FROM done JOIN t ON t.id = done.task_id",
+    )
+    .bind(machine)
+    .execute(pool)
+    .await
+    .unwrap();
+    wake(pool).await;
+}
+
+async fn wake(pool: &PgPool) {
+    sqlx::query("SELECT pg_notify('borg_pending', '')")
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// Where the task's live attempt is.
+async fn machine_of(pool: &PgPool, task: borg_shared::TaskId) -> Option<MachineId> {
+    sqlx::query_scalar(
+        "SELECT machine_id FROM attempts
+         WHERE task_id = $1 AND state IN ('assigned', 'starting', 'running')",
+    )
+    .bind(task)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+}
+
+/// The first pass logged after `seq` that placed something.
+fn placing_pass_after(seq: usize) -> Option<Logged> {
+    passes("cache")
+        .into_iter()
+        .find(|p| p.seq > seq && p.num("placed") > 0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_reads_only_the_machines_that_changed() {
+    let (url, pool) = fresh_pool().await;
+    let mut machines = Vec::new();
+    for i in 0..8 {
+        let m = MachineBuilder::new(&format!("m{i}"))
+            .cpu(1000)
+            .mem(GI)
+            .insert(&pool)
+            .await;
+        machines.push(m);
+    }
+    // One task fills each machine.
+    JobBuilder::new("fill")
+        .replicas(8)
+        .cpu(1000)
+        .mem(64 * MI)
+        .insert(&pool)
+        .await;
+    let s = start(&url, "cache", Duration::from_millis(100), 1000);
+    wait_until("every machine is filled", DEADLINE, || async {
+        count(&pool, "SELECT count(*) FROM tasks WHERE state = 'assigned'").await == 8
+    })
+    .await;
+    let first = passes("cache");
+    assert_eq!(
+        first[0].num("full_reads"),
+        1,
+        "the first pass reads every machine: {:?}",
+        first[0].fields
+    );
+    assert_eq!(first[0].num("machines_read"), 8);
+
+    // A task that cannot fit anywhere now.
+    let (_, waiting) = JobBuilder::new("waiting")
+        .cpu(1000)
+        .mem(64 * MI)
+        .insert(&pool)
+        .await;
+    wake(&pool).await;
+    wait_until("the waiting task is explained", DEADLINE, || async {
+        task_state(&pool, waiting[0]).await.1.is_some()
+    })
+    .await;
+    assert_eq!(task_state(&pool, waiting[0]).await.0, "pending");
+
+    // An attempt ends on m3: the next pass reads m3 alone and places there.
+    let seq = log_seq();
+    finish_on(&pool, machines[3]).await;
+    wait_until("the waiting task is placed", DEADLINE, || async {
+        machine_of(&pool, waiting[0]).await.is_some()
+    })
+    .await;
+    assert_eq!(machine_of(&pool, waiting[0]).await, Some(machines[3]));
+    let placing = placing_pass_after(seq).expect("the pass that placed is logged");
+    assert_eq!(
+        (placing.num("machines_read"), placing.num("full_reads")),
+        (1, 0),
+        "the pass read only the machine that changed: {:?}",
+        placing.fields
+    );
+
+    // A machine added behind the store's back is still seen (its row is stamped).
+    let seq = log_seq();
+    let added = MachineBuilder::new("m8")
+        .cpu(1000)
+        .mem(GI)
+        .insert(&pool)
+        .await;
+    let (_, late) = JobBuilder::new("late")
+        .cpu(1000)
+        .mem(64 * MI)
+        .insert(&pool)
+        .await;
+    wake(&pool).await;
+    wait_until("the late task is placed", DEADLINE, || async {
+        machine_of(&pool, late[0]).await.is_some()
+    })
+    .await;
+    assert_eq!(machine_of(&pool, late[0]).await, Some(added));
+    let placing = placing_pass_after(seq).expect("the pass that placed is logged");
+    // m8, and m3 once more (its placement's event came after the last read began).
+    assert!(
+        placing.num("machines_read") <= 2 && placing.num("full_reads") == 0,
+        "{:?}",
+        placing.fields
+    );
+
+    // m5 goes down as its attempt ends: its room is not used.
+    sqlx::query("UPDATE machines SET state = 'down' WHERE id = $1")
+        .bind(machines[5])
+        .execute(&pool)
+        .await
+        .unwrap();
+    finish_on(&pool, machines[5]).await;
+    let (_, after_down) = JobBuilder::new("after-down")
+        .cpu(1000)
+        .mem(64 * MI)
+        .insert(&pool)
+        .await;
+    wake(&pool).await;
+    wait_until(
+        "the task after the machine went down is explained",
+        DEADLINE,
+        || async { task_state(&pool, after_down[0]).await.1.is_some() },
+    )
+    .await;
+    assert_eq!(machine_of(&pool, after_down[0]).await, None);
+
+    // m5 comes back: the task goes there.
+    sqlx::query("UPDATE machines SET state = 'up' WHERE id = $1")
+        .bind(machines[5])
+        .execute(&pool)
+        .await
+        .unwrap();
+    wake(&pool).await;
+    wait_until(
+        "the task is placed on the machine back up",
+        DEADLINE,
+        || async { machine_of(&pool, after_down[0]).await.is_some() },
+    )
+    .await;
+    assert_eq!(machine_of(&pool, after_down[0]).await, Some(machines[5]));
+    s.stop().await;
+
+    // Nothing over-committed through all of it.
+    let over = count(
+        &pool,
+        "SELECT count(*) FROM (
+             SELECT m.id FROM machines m JOIN attempts a ON a.machine_id = m.id
+             WHERE a.state IN ('assigned', 'starting', 'running')
+             GROUP BY m.id HAVING sum(a.cpu_milli) > m.cpu_milli) x",
+    )
+    .await;
+    assert_eq!(over, 0);
+}
