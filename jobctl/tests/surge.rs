@@ -378,6 +378,33 @@ async fn killing_a_job_mid_surge_ends_every_attempt() {
     )
     .await;
 
+    // One state per task, the old copy beside the new one where it is asked about.
+    let job = cell.get("/v1/jobs/web").await.unwrap();
+    let surged = job["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| !t["superseded"].is_null())
+        .unwrap()["index"]
+        .as_i64()
+        .unwrap();
+    let (ok, out) = jobctl(&cell, &["describe", "task", &format!("web/{surged}")]);
+    assert!(ok, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("Superseded:") && l.contains("(version 1)") && l.ends_with("running")),
+        "{out}"
+    );
+    let (ok, out) = jobctl(&cell, &["rollout", "status", "web"]);
+    assert!(ok && out.contains("surge 1/1"), "{out}");
+    let (ok, out) = jobctl(&cell, &["get", "tasks", "web"]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("web/")).count(),
+        2,
+        "one row per task: {out}"
+    );
+
     let (status, body) = cell.post("/v1/jobs/web/kill", json!({})).await;
     assert_eq!(status, 200, "{body}");
     wait_for("every attempt ended", Duration::from_secs(30), || async {
