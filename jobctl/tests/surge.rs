@@ -442,3 +442,62 @@ async fn killing_a_job_mid_surge_ends_every_attempt() {
     let r = cell.get("/v1/jobs/web/rollout").await.unwrap();
     assert_eq!(r["state"], "aborted", "{r}");
 }
+
+/// A superseded attempt on a draining machine stops once its task runs its
+/// new attempt (no task goes down for it); the task keeps that attempt.
+#[tokio::test]
+async fn a_drain_stops_a_superseded_attempt_once_its_task_runs_anew() {
+    let _serial = SERIAL.lock().await;
+    let cell = Cell::start_with(flags()).await;
+    let alive = Alive::new(cell.path());
+    let pool = sqlx::PgPool::connect(&cell.database_url).await.unwrap();
+    // One copy per machine: the new attempt lands away from the old one. A
+    // long `min_healthy` holds the surge: only the drain stops the old copy.
+    let spread = |greeting: &str| {
+        let mut s = service(1, &alive.line(), greeting, "10m");
+        s["spread"] = json!({"max_per_machine": 1});
+        s
+    };
+    let (status, body) = cell.post("/v1/jobs", spread("v1")).await;
+    assert_eq!(status, 201, "{body}");
+    let before = running_on(&cell, 1, 1).await;
+    let (old, victim) = before[0].clone();
+    let (status, body) = put(&spread("v2"), &cell).await;
+    assert_eq!(status, 200, "{body}");
+    let new = wait_for(
+        "the new attempt running beside the old one",
+        Duration::from_secs(60),
+        || async {
+            let job = cell.get("/v1/jobs/web").await?;
+            let t = job["tasks"].as_array()?.first()?.clone();
+            (t["state"] == "running" && t["superseded"]["attempt"] == old.as_str())
+                .then(|| t["attempt"].as_str().map(String::from))
+                .flatten()
+        },
+    )
+    .await;
+
+    let (ok, out) = jobctl(&cell, &["drain", &victim]);
+    assert!(ok, "{out}");
+    let ended: (String, String) = wait_for("the old copy stopped", Duration::from_secs(30), || async {
+        sqlx::query_as(
+            "SELECT state::text, coalesce(reason, '') FROM attempts
+             WHERE id = $1::uuid AND state NOT IN ('assigned', 'starting', 'running')",
+        )
+        .bind(&old)
+        .fetch_optional(&pool)
+        .await
+        .ok()?
+    })
+    .await;
+    assert_eq!(ended.0, "killed", "{ended:?}");
+    assert!(ended.1.starts_with("moved off draining machine"), "{ended:?}");
+    let job = cell.get("/v1/jobs/web").await.unwrap();
+    let t = &job["tasks"][0];
+    assert_eq!(
+        (t["state"].as_str(), t["attempt"].as_str()),
+        (Some("running"), Some(new.as_str())),
+        "{job}"
+    );
+    assert!(t["superseded"].is_null(), "{job}");
+}
