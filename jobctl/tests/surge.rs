@@ -192,14 +192,18 @@ async fn a_surging_rollout_never_lowers_the_tasks_serving() {
     let (status, body) = put(&service(3, &alive.line(), "v2", "1s"), &cell).await;
     assert_eq!((status, body["version"].as_i64()), (200, Some(2)), "{body}");
     // Seen through the API: a task waiting for its new attempt shows its old one.
-    let shown = wait_for("a superseded attempt shown", Duration::from_secs(60), || async {
-        let job = cell.get("/v1/jobs/web").await?;
-        job["tasks"]
-            .as_array()?
-            .iter()
-            .find(|t| !t["superseded"].is_null())
-            .cloned()
-    })
+    let shown = wait_for(
+        "a superseded attempt shown",
+        Duration::from_secs(60),
+        || async {
+            let job = cell.get("/v1/jobs/web").await?;
+            job["tasks"]
+                .as_array()?
+                .iter()
+                .find(|t| !t["superseded"].is_null())
+                .cloned()
+        },
+    )
     .await;
     assert_eq!(shown["superseded"]["version"], 1, "{shown}");
     assert!(
@@ -210,7 +214,8 @@ async fn a_surging_rollout_never_lowers_the_tasks_serving() {
     );
     let reason = shown["reason"].as_str().unwrap_or_default();
     assert!(
-        reason.starts_with("surging to version 2: version 1 still runs on m") || shown["state"] != "pending",
+        reason.starts_with("surging to version 2: version 1 still runs on m")
+            || shown["state"] != "pending",
         "{shown}"
     );
     let (ok, out) = jobctl(
@@ -240,14 +245,16 @@ async fn a_surging_rollout_never_lowers_the_tasks_serving() {
     assert_eq!(most, 1, "more superseded attempts at once than max_surge");
 
     for (attempt, _) in &before {
-        assert!(after.iter().all(|(a, _)| a != attempt), "an old attempt is a task's");
+        assert!(
+            after.iter().all(|(a, _)| a != attempt),
+            "an old attempt is a task's"
+        );
     }
-    let ends: Vec<(String, String)> = sqlx::query_as(
-        "SELECT state::text, coalesce(reason, '') FROM attempts WHERE version = 1",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    let ends: Vec<(String, String)> =
+        sqlx::query_as("SELECT state::text, coalesce(reason, '') FROM attempts WHERE version = 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     assert_eq!(ends.len(), 3);
     for (state, reason) in &ends {
         assert_eq!(state, "killed", "{ends:?}");
@@ -257,7 +264,10 @@ async fn a_surging_rollout_never_lowers_the_tasks_serving() {
         );
     }
     let steps = rollout_steps(&pool).await;
-    let surged = steps.iter().filter(|s| s.contains(": surging web/")).count();
+    let surged = steps
+        .iter()
+        .filter(|s| s.contains(": surging web/"))
+        .count();
     assert_eq!(surged, 3, "one task per step: {steps:?}");
     assert!(
         steps.iter().any(|s| s.contains("surge 1 of 1")),
@@ -281,7 +291,11 @@ async fn a_surging_rollout_never_lowers_the_tasks_serving() {
     assert!(down.is_empty(), "{down:?}");
     let r = cell.get("/v1/jobs/web/rollout").await.unwrap();
     assert_eq!(
-        (r["state"].as_str(), r["max_surge"].as_i64(), r["surging"].as_i64()),
+        (
+            r["state"].as_str(),
+            r["max_surge"].as_i64(),
+            r["surging"].as_i64()
+        ),
         (Some("done"), Some(1), Some(0)),
         "{r}"
     );
@@ -391,8 +405,9 @@ async fn killing_a_job_mid_surge_ends_every_attempt() {
     let (ok, out) = jobctl(&cell, &["describe", "task", &format!("web/{surged}")]);
     assert!(ok, "{out}");
     assert!(
-        out.lines()
-            .any(|l| l.starts_with("Superseded:") && l.contains("(version 1)") && l.ends_with("running")),
+        out.lines().any(|l| l.starts_with("Superseded:")
+            && l.contains("(version 1)")
+            && l.ends_with("running")),
         "{out}"
     );
     let (ok, out) = jobctl(&cell, &["rollout", "status", "web"]);
@@ -417,17 +432,13 @@ async fn killing_a_job_mid_surge_ends_every_attempt() {
         (live == 0).then_some(())
     })
     .await;
-    let ends: Vec<(i32, bool, String)> = sqlx::query_as(
-        "SELECT version, superseded, state::text FROM attempts ORDER BY created_at",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    let ends: Vec<(i32, bool, String)> =
+        sqlx::query_as("SELECT version, superseded, state::text FROM attempts ORDER BY created_at")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     assert_eq!(ends.len(), 3, "two old attempts and one new: {ends:?}");
-    assert!(
-        ends.iter().all(|(_, _, s)| s == "killed"),
-        "{ends:?}"
-    );
+    assert!(ends.iter().all(|(_, _, s)| s == "killed"), "{ends:?}");
     assert!(ends.iter().any(|(v, s, _)| *v == 1 && *s), "{ends:?}");
     let job = cell.get("/v1/jobs/web").await.unwrap();
     assert_eq!(job["state"], "killed", "{job}");
@@ -479,19 +490,23 @@ async fn a_drain_stops_a_superseded_attempt_once_its_task_runs_anew() {
 
     let (ok, out) = jobctl(&cell, &["drain", &victim]);
     assert!(ok, "{out}");
-    let ended: (String, String) = wait_for("the old copy stopped", Duration::from_secs(30), || async {
-        sqlx::query_as(
-            "SELECT state::text, coalesce(reason, '') FROM attempts
+    let ended: (String, String) =
+        wait_for("the old copy stopped", Duration::from_secs(30), || async {
+            sqlx::query_as(
+                "SELECT state::text, coalesce(reason, '') FROM attempts
              WHERE id = $1::uuid AND state NOT IN ('assigned', 'starting', 'running')",
-        )
-        .bind(&old)
-        .fetch_optional(&pool)
-        .await
-        .ok()?
-    })
-    .await;
+            )
+            .bind(&old)
+            .fetch_optional(&pool)
+            .await
+            .ok()?
+        })
+        .await;
     assert_eq!(ended.0, "killed", "{ended:?}");
-    assert!(ended.1.starts_with("moved off draining machine"), "{ended:?}");
+    assert!(
+        ended.1.starts_with("moved off draining machine"),
+        "{ended:?}"
+    );
     let job = cell.get("/v1/jobs/web").await.unwrap();
     let t = &job["tasks"][0];
     assert_eq!(

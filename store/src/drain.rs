@@ -254,6 +254,9 @@ async fn stop_superseded(conn: &mut sqlx::PgConnection) -> crate::Result<u64> {
         .bind(&machines)
         .execute(&mut *conn)
         .await?;
-    tracing::info!(attempts = stopped.len(), "superseded attempts on draining machines asked to stop");
+    tracing::info!(
+        attempts = stopped.len(),
+        "superseded attempts on draining machines asked to stop"
+    );
     Ok(stopped.len() as u64)
 }

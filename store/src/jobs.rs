@@ -4,7 +4,9 @@
 use crate::error::{Result, StoreError};
 use crate::finish::{end_jobs, lock_live_jobs, EndJob};
 use crate::moves::{job_events, MovedJob, Transitions};
-use crate::rows::{Counts, EventRow, JobRow, TaskRow, COUNTS_JOIN, SUPERSEDED_JOIN, TASK_ATTEMPT_COLUMNS};
+use crate::rows::{
+    Counts, EventRow, JobRow, TaskRow, COUNTS_JOIN, SUPERSEDED_JOIN, TASK_ATTEMPT_COLUMNS,
+};
 use crate::{is_unique_violation, live_job, Store, CHANNEL_PENDING};
 use borg_shared::wire::{EventView, JobView, TaskView};
 use borg_shared::{JobId, JobKind, JobSpec, JobState};

@@ -249,6 +249,10 @@ mod tests {
             state: RolloutState::Paused,
             ..view(2, 1)
         };
-        assert!(line(&paused).contains("0 ready, surge 1/2)"), "{}", line(&paused));
+        assert!(
+            line(&paused).contains("0 ready, surge 1/2)"),
+            "{}",
+            line(&paused)
+        );
     }
 }

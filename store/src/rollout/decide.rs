@@ -153,8 +153,7 @@ pub fn decide(s: &Snapshot) -> Plan {
         .filter(|t| replaced_task_ready(t, s.target, s.min_healthy))
         .count() as i64;
     let down = s.tasks.iter().filter(|t| !available(t, s)).count() as i64;
-    let surging =
-        s.surges_stopping + s.tasks.iter().filter(|t| t.surged.is_some()).count() as i64;
+    let surging = s.surges_stopping + s.tasks.iter().filter(|t| t.surged.is_some()).count() as i64;
     let plan = |replace: Vec<i32>, outcome| Plan {
         replace,
         surge: vec![],

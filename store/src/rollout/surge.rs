@@ -37,7 +37,11 @@ struct Locked {
 }
 
 /// The live attempts of the job's tasks at `indexes`, locked with their tasks.
-async fn lock(conn: &mut PgConnection, job: &LockedJob, indexes: &[i32]) -> crate::Result<Vec<Locked>> {
+async fn lock(
+    conn: &mut PgConnection,
+    job: &LockedJob,
+    indexes: &[i32],
+) -> crate::Result<Vec<Locked>> {
     Ok(sqlx::query_as(concat!(
         "SELECT a.id, a.state, a.machine_id, m.name AS machine, a.version, a.superseded,
                 a.stop_reason IS NOT NULL AS stopping, t.id AS task_id, t.index,
@@ -53,7 +57,13 @@ async fn lock(conn: &mut PgConnection, job: &LockedJob, indexes: &[i32]) -> crat
     .await?)
 }
 
-fn task_move(job: &LockedJob, a: &Locked, from: TaskState, to: TaskState, reason: String) -> TaskMove {
+fn task_move(
+    job: &LockedJob,
+    a: &Locked,
+    from: TaskState,
+    to: TaskState,
+    reason: String,
+) -> TaskMove {
     TaskMove {
         job: job.id,
         task: a.task_id,
@@ -67,7 +77,11 @@ fn task_move(job: &LockedJob, a: &Locked, from: TaskState, to: TaskState, reason
     }
 }
 
-async fn notify(conn: &mut PgConnection, channel: &str, machines: &[MachineId]) -> crate::Result<()> {
+async fn notify(
+    conn: &mut PgConnection,
+    channel: &str,
+    machines: &[MachineId],
+) -> crate::Result<()> {
     let mut ids: Vec<uuid::Uuid> = machines.iter().map(|m| m.0).collect();
     ids.sort();
     ids.dedup();
@@ -143,7 +157,12 @@ pub(super) async fn surge(
         .await?;
     let names: Vec<String> = chosen
         .iter()
-        .map(|a| format!("{}/{} (version {} on {})", job.name, a.index, a.version, a.machine))
+        .map(|a| {
+            format!(
+                "{}/{} (version {} on {})",
+                job.name, a.index, a.version, a.machine
+            )
+        })
         .collect();
     let reason = format!(
         "{heading}: surging {}: each new attempt comes up before the old one stops; \
@@ -333,7 +352,12 @@ pub(super) async fn restore(
         .await?;
     let names: Vec<String> = back
         .iter()
-        .map(|a| format!("{}/{} (version {} on {})", job.name, a.index, a.version, a.machine))
+        .map(|a| {
+            format!(
+                "{}/{} (version {} on {})",
+                job.name, a.index, a.version, a.machine
+            )
+        })
         .collect();
     let reason = format!(
         "{heading}: superseded attempts run as their tasks' again: {}",

@@ -184,25 +184,27 @@ fn arb_task(index: i32) -> impl Strategy<Value = TaskSnap> {
         any::<bool>(),
         proptest::option::weighted(0.3, (1i32..=3, any::<bool>())),
     )
-        .prop_map(move |(state, version, stopping, restarts, secs, healthy, surged)| {
-            let state = [
-                TaskState::Pending,
-                TaskState::Assigned,
-                TaskState::Starting,
-                TaskState::Running,
-            ][state];
-            let live = state != TaskState::Pending;
-            TaskSnap {
-                index,
-                state,
-                version: if live { version.or(Some(1)) } else { None },
-                stopping: live && stopping,
-                restarts,
-                running_for: (state == TaskState::Running).then(|| Duration::from_secs(secs)),
-                healthy,
-                surged: surged.map(|(version, running)| Surged { version, running }),
-            }
-        })
+        .prop_map(
+            move |(state, version, stopping, restarts, secs, healthy, surged)| {
+                let state = [
+                    TaskState::Pending,
+                    TaskState::Assigned,
+                    TaskState::Starting,
+                    TaskState::Running,
+                ][state];
+                let live = state != TaskState::Pending;
+                TaskSnap {
+                    index,
+                    state,
+                    version: if live { version.or(Some(1)) } else { None },
+                    stopping: live && stopping,
+                    restarts,
+                    running_for: (state == TaskState::Running).then(|| Duration::from_secs(secs)),
+                    healthy,
+                    surged: surged.map(|(version, running)| Surged { version, running }),
+                }
+            },
+        )
 }
 
 fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
@@ -211,7 +213,11 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
             let tasks: Vec<_> = (0..n as i32).map(arb_task).collect();
             tasks.prop_map(move |tasks| Snapshot {
                 // Both zero is refused with the spec.
-                max_surge: if max_unavailable == 0 { max_surge.max(1) } else { max_surge },
+                max_surge: if max_unavailable == 0 {
+                    max_surge.max(1)
+                } else {
+                    max_surge
+                },
                 surges_stopping: stopping,
                 ..snap(max_unavailable, tasks)
             })
@@ -330,7 +336,10 @@ fn surges_within_max_surge_then_replaces_within_max_unavailable() {
         ..snap(0, tasks)
     };
     let p = decide(&s);
-    assert!(!p.acts(), "a stopping superseded attempt holds the surge: {p:?}");
+    assert!(
+        !p.acts(),
+        "a stopping superseded attempt holds the surge: {p:?}"
+    );
 }
 
 fn surged(index: i32, new: Option<TaskSnap>) -> TaskSnap {
@@ -354,12 +363,18 @@ fn a_surging_task_is_up_and_its_old_attempt_stops_once_the_new_one_is_ready() {
     assert!(!p.acts(), "the surge is used: {p:?}");
     let s = Snapshot {
         max_surge: 1,
-        ..snap(0, vec![surged(0, Some(running(0, 2, 1))), running(1, 1, 100)])
+        ..snap(
+            0,
+            vec![surged(0, Some(running(0, 2, 1))), running(1, 1, 100)],
+        )
     };
     assert!(!decide(&s).acts(), "not ready yet");
     let s = Snapshot {
         max_surge: 1,
-        ..snap(0, vec![surged(0, Some(running(0, 2, 5))), running(1, 1, 100)])
+        ..snap(
+            0,
+            vec![surged(0, Some(running(0, 2, 5))), running(1, 1, 100)],
+        )
     };
     let p = decide(&s);
     assert_eq!((p.retire, p.surge), (vec![0], vec![]));
@@ -381,7 +396,10 @@ fn a_rollback_restores_the_superseded_attempts_of_its_version() {
     let s = Snapshot {
         target: 1,
         max_surge: 1,
-        ..snap(0, vec![surged(0, Some(running(0, 2, 1))), running(1, 1, 100)])
+        ..snap(
+            0,
+            vec![surged(0, Some(running(0, 2, 1))), running(1, 1, 100)],
+        )
     };
     let p = decide(&s);
     assert_eq!((p.restore, p.replace), (vec![0], vec![]));
@@ -421,9 +439,7 @@ fn a_simulated_surge_never_lowers_the_tasks_up() {
             assert!(live_surges + stopping <= i64::from(max_surge));
             let serving = tasks
                 .iter()
-                .filter(|t| {
-                    t.surged.is_some() || (t.state == TaskState::Running && !t.stopping)
-                })
+                .filter(|t| t.surged.is_some() || (t.state == TaskState::Running && !t.stopping))
                 .count();
             assert_eq!(serving, n as usize, "step {steps}");
             for t in tasks.iter_mut() {
@@ -447,6 +463,8 @@ fn a_simulated_surge_never_lowers_the_tasks_up() {
             steps += 1;
             assert!(steps < 100, "the rollout never ends");
         }
-        assert!(tasks.iter().all(|t| t.version == Some(2) && t.surged.is_none()));
+        assert!(tasks
+            .iter()
+            .all(|t| t.version == Some(2) && t.surged.is_none()));
     }
 }
