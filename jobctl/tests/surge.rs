@@ -516,3 +516,47 @@ async fn a_drain_stops_a_superseded_attempt_once_its_task_runs_anew() {
     );
     assert!(t["superseded"].is_null(), "{job}");
 }
+
+/// A surged task with no room for its new attempt (one copy per machine, every
+/// machine holding one) waits `pending`, and its old copy keeps serving it:
+/// the job still resolves to every task, the old copy where the task waits.
+#[tokio::test]
+async fn a_task_waiting_for_room_is_served_by_its_old_copy() {
+    let _serial = SERIAL.lock().await;
+    let cell = Cell::start_with(flags()).await;
+    let alive = Alive::new(cell.path());
+    let spread = |greeting: &str| {
+        let mut s = service(3, &alive.line(), greeting, "1s");
+        s["spread"] = json!({"max_per_machine": 1});
+        s
+    };
+    let (status, body) = cell.post("/v1/jobs", spread("v1")).await;
+    assert_eq!(status, 201, "{body}");
+    let before = running_on(&cell, 3, 1).await;
+    let (status, body) = put(&spread("v2"), &cell).await;
+    assert_eq!(status, 200, "{body}");
+    let waiting = wait_for("a surged task pending", Duration::from_secs(60), || async {
+        let job = cell.get("/v1/jobs/web").await?;
+        job["tasks"]
+            .as_array()?
+            .iter()
+            .find(|t| t["state"] == "pending" && t["superseded"]["state"] == "running")
+            .cloned()
+    })
+    .await;
+    let old = waiting["superseded"]["attempt"].as_str().unwrap();
+    let resolved = cell.get("/v1/resolve/web").await.unwrap();
+    let tasks = resolved["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 3, "{resolved}");
+    let served = tasks
+        .iter()
+        .find(|t| t["index"] == waiting["index"])
+        .unwrap_or_else(|| panic!("{resolved}"));
+    assert_eq!(served["attempt"], old, "{resolved}");
+    for (attempt, _) in &before {
+        assert!(
+            tasks.iter().any(|t| t["attempt"] == attempt.as_str()),
+            "{attempt} not resolved: {resolved}"
+        );
+    }
+}
