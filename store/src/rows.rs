@@ -117,7 +117,7 @@ pub struct TaskRow {
     pub stderr_tail: Option<String>,
     pub healthy: Option<bool>,
     pub health_message: Option<String>,
-    /// Its live superseded attempt (`SUPERSEDED_JOIN`), if any.
+    /// Its live superseded attempt (`SUPERSEDED_CTE`), if any.
     pub superseded_attempt: Option<AttemptId>,
     pub superseded_version: Option<i32>,
     pub superseded_machine: Option<String>,
@@ -125,17 +125,21 @@ pub struct TaskRow {
     pub superseded_stopping: Option<bool>,
 }
 
-/// A task's newest live superseded attempt, as `TaskRow`'s `superseded_*`
-/// columns (select `g.*`); `t` is the task.
-pub const SUPERSEDED_JOIN: &str = concat!(
-    "LEFT JOIN LATERAL (
-         SELECT s.id AS superseded_attempt, s.version AS superseded_version,
-                sm.name AS superseded_machine, s.state AS superseded_state,
-                s.stop_reason IS NOT NULL AS superseded_stopping
-         FROM attempts s JOIN machines sm ON sm.id = s.machine_id
-         WHERE s.task_id = t.id AND s.superseded AND s.state IN ",
+/// The live superseded attempts (a surging rollout's old copies) of job `$1`,
+/// the newest of each task, as `TaskRow`'s `superseded_*` columns: a `WITH`
+/// item joined to the page by `g.task_id = t.id`. It reads the partial index
+/// that holds only live superseded attempts (a handful, during rollouts), once,
+/// not once per task; in the page's statement, so both see one snapshot.
+pub const SUPERSEDED_CTE: &str = concat!(
+    "g AS MATERIALIZED (
+         SELECT DISTINCT ON (s.task_id) s.task_id, s.id AS superseded_attempt,
+                s.version AS superseded_version, sm.name AS superseded_machine,
+                s.state AS superseded_state, s.stop_reason IS NOT NULL AS superseded_stopping
+         FROM attempts s JOIN tasks st ON st.id = s.task_id AND st.job_id = $1
+         JOIN machines sm ON sm.id = s.machine_id
+         WHERE s.superseded AND s.state IN ",
     crate::live_attempt!(),
-    " ORDER BY s.created_at DESC LIMIT 1) g ON true"
+    " ORDER BY s.task_id, s.created_at DESC)"
 );
 
 /// The attempt columns `TaskRow` reads beyond the task's; `a` is the attempt.

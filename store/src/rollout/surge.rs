@@ -241,8 +241,8 @@ pub(super) async fn restore(
         return Ok(0);
     }
     let rows = lock(conn, job, indexes).await?;
-    // Each task's newest superseded attempt not asked to stop (rows are in id
-    // order, not age: the last one seen per task wins only by version order).
+    // Each task's superseded attempt not asked to stop (of several, the one
+    // on the newest version).
     let mut back: Vec<&Locked> = Vec::new();
     for a in rows.iter().filter(|a| a.superseded && !a.stopping) {
         match back.iter_mut().find(|b| b.task_id == a.task_id) {
