@@ -560,3 +560,102 @@ async fn a_task_waiting_for_room_is_served_by_its_old_copy() {
         );
     }
 }
+
+/// `rollout undo` mid-surge: the surged task runs on its old attempt again
+/// (the same attempt, never stopped) and its new one is stopped.
+#[tokio::test]
+async fn an_undo_mid_surge_puts_the_task_back_on_its_old_attempt() {
+    let _serial = SERIAL.lock().await;
+    let cell = Cell::start_with(flags()).await;
+    let alive = Alive::new(cell.path());
+    let pool = sqlx::PgPool::connect(&cell.database_url).await.unwrap();
+    // A long `min_healthy` holds the surge while the operator undoes it.
+    let (status, body) = cell
+        .post("/v1/jobs", service(2, &alive.line(), "v1", "10m"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    running_on(&cell, 2, 1).await;
+    let (status, body) = put(&service(2, &alive.line(), "v2", "10m"), &cell).await;
+    assert_eq!(status, 200, "{body}");
+    let surged = wait_for(
+        "a new attempt running beside its superseded one",
+        Duration::from_secs(60),
+        || async {
+            let job = cell.get("/v1/jobs/web").await?;
+            job["tasks"]
+                .as_array()?
+                .iter()
+                .find(|t| t["state"] == "running" && t["superseded"]["state"] == "running")
+                .cloned()
+        },
+    )
+    .await;
+    let (index, old, new) = (
+        surged["index"].as_i64().unwrap(),
+        surged["superseded"]["attempt"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        surged["attempt"].as_str().unwrap().to_string(),
+    );
+
+    let (ok, out) = jobctl(&cell, &["rollout", "undo", "web"]);
+    assert!(ok && out.contains("rolling back to version 1"), "{out}");
+    let back = wait_for(
+        "the task on its old attempt",
+        Duration::from_secs(30),
+        || async {
+            let job = cell.get("/v1/jobs/web").await?;
+            let t = job["tasks"]
+                .as_array()?
+                .iter()
+                .find(|t| t["index"] == index)?
+                .clone();
+            (t["attempt"] == old.as_str() && t["state"] == "running").then_some(t)
+        },
+    )
+    .await;
+    assert_eq!(back["version"], 1, "{back}");
+    let ended: (String, String) = wait_for(
+        "the new attempt stopped",
+        Duration::from_secs(30),
+        || async {
+            sqlx::query_as(
+                "SELECT state::text, coalesce(reason, '') FROM attempts
+             WHERE id = $1::uuid AND state NOT IN ('assigned', 'starting', 'running')",
+            )
+            .bind(&new)
+            .fetch_optional(&pool)
+            .await
+            .ok()?
+        },
+    )
+    .await;
+    assert_eq!(ended.0, "killed", "{ended:?}");
+    assert!(
+        ended
+            .1
+            .starts_with("replaced by version 1 (its superseded attempt on m"),
+        "{ended:?}"
+    );
+    let old_state: String =
+        sqlx::query_scalar("SELECT state::text FROM attempts WHERE id = $1::uuid")
+            .bind(&old)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(old_state, "running", "the old attempt never stopped");
+    // Its task events: back to pending, then assigned and running on the old attempt.
+    let moves: Vec<String> = sqlx::query_scalar(
+        "SELECT e.from_state || '→' || e.to_state FROM events e JOIN tasks t ON t.id = e.task_id
+         WHERE e.kind = 'task' AND t.index = $1 ORDER BY e.id DESC LIMIT 3",
+    )
+    .bind(index as i32)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        moves,
+        ["assigned→running", "pending→assigned", "running→pending"]
+    );
+}
