@@ -275,20 +275,86 @@ async fn a_killed_borglet_goes_down_and_its_batch_tasks_run_elsewhere_spending_n
     assert_eq!(job["state"], "running", "{job}");
 }
 
+/// A superseded attempt (a surging rollout keeps it running beside its
+/// task's new one) on a machine that dies ends `lost` and moves no task: the
+/// task stays on its new attempt, and nothing else is placed for it.
 #[tokio::test]
-async fn a_surge_is_refused_until_it_is_built() {
+async fn a_lost_superseded_attempt_leaves_its_task_alone() {
     let _serial = SERIAL.lock().await;
-    let cell = Cell::start_with(fast_flags()).await;
-    let spec = json!({"name": "svc", "kind": "service", "task": {"command": ["/bin/true"]},
-        "update": {"max_unavailable": 1, "max_surge": 1}});
-    let (status, body) = cell.post("/v1/jobs", spec).await;
-    assert_eq!(status, 422, "{body}");
-    assert_eq!(body["error"]["field"], "update.max_surge");
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("not supported yet"));
-    // A path without the method still says so.
+    let mut cell = Cell::start_with(fast_flags()).await;
+    let alive = Alive::new(cell.path());
+    // One per machine: the new attempt lands beside no copy of the job. A
+    // long `min_healthy` holds the surge.
+    let spec = |greeting: &str| {
+        json!({"name": "svc", "kind": "service",
+            "task": {"command": alive.command(), "env": {"GREETING": greeting},
+                     "resources": {"cpu": "10m", "memory": "4Mi"}},
+            "spread": {"max_per_machine": 1},
+            "update": {"max_unavailable": 0, "max_surge": 1, "min_healthy": "10m"}})
+    };
+    let (status, body) = cell.post("/v1/jobs", spec("v1")).await;
+    assert_eq!(status, 201, "{body}");
+    let before = all_running(&cell, "svc", 1).await;
+    let (old, victim) = (
+        before[&0].attempt.clone().unwrap(),
+        before[&0].machine.clone().unwrap(),
+    );
+    let resp = cell::http_client()
+        .put(format!("{}/v1/jobs/svc", cell.master_url()))
+        .json(&spec("v2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let surging = wait_for(
+        "the new attempt running beside the old one",
+        Duration::from_secs(60),
+        || async {
+            let job = cell.get("/v1/jobs/svc").await?;
+            let t = job["tasks"].as_array()?.first()?.clone();
+            (t["state"] == "running" && t["superseded"]["attempt"] == old.as_str()).then_some(t)
+        },
+    )
+    .await;
+    let new = surging["attempt"].as_str().unwrap().to_string();
+    assert_ne!(surging["machine"], victim.as_str(), "{surging}");
+    let pool = db(&cell).await;
+    let task_events = |pool: sqlx::PgPool| async move {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE kind = 'task'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        n
+    };
+    let events_before = task_events(pool.clone()).await;
+
+    cell.kill_component(&borglet_of(&victim));
+    wait_for("the old attempt lost", Duration::from_secs(30), || async {
+        (attempt_state(&pool, &old).await == "lost").then_some(())
+    })
+    .await;
+    assert_eq!(machine_state(&cell, &victim).await.as_deref(), Some("down"));
+    let job = cell.get("/v1/jobs/svc").await.unwrap();
+    let t = &job["tasks"][0];
+    assert_eq!(
+        (t["state"].as_str(), t["attempt"].as_str()),
+        (Some("running"), Some(new.as_str())),
+        "{job}"
+    );
+    assert!(t["superseded"].is_null(), "{job}");
+    assert_eq!(
+        task_events(pool.clone()).await,
+        events_before,
+        "the lost superseded attempt moved its task"
+    );
+    let live: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM attempts WHERE state IN ('assigned', 'starting', 'running')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(live, 1, "nothing else was placed for the task");
+    // A path without the method says so.
     let resp = cell::http_client()
         .delete(format!("{}/v1/jobs/svc", cell.master_url()))
         .send()

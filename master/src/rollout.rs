@@ -16,9 +16,10 @@ pub async fn run(store: Store, epoch: i64, term: CancellationToken) {
         }
         let started = std::time::Instant::now();
         match store.rollout_step(epoch).await {
-            Ok(r) if r.replaced + r.finished + r.failed > 0 => tracing::info!(
+            Ok(r) if r.replaced + r.surged + r.finished + r.failed > 0 => tracing::info!(
                 rollouts = r.rollouts,
                 replaced = r.replaced,
+                surged = r.surged,
                 finished = r.finished,
                 failed = r.failed,
                 took_ms = started.elapsed().as_millis() as u64,

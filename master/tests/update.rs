@@ -210,26 +210,22 @@ async fn what_an_update_may_not_do_is_refused_and_says_why() {
     let (status, body) = put(&app, "/v1/jobs/other", web(2, "sleep 100")).await;
     assert_eq!(status, 404, "{body}");
 
-    let mut surge = web(2, "sleep 100");
-    surge["update"] = json!({"max_surge": 1});
-    let (status, body) = put(&app, "/v1/jobs/web", surge).await;
-    assert_eq!(
-        (status, body["error"]["field"].as_str()),
-        (422, Some("update.max_surge")),
-        "{body}"
-    );
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("not supported yet"));
-    let mut zero = web(2, "sleep 100");
-    zero["update"] = json!({"max_unavailable": 0});
-    let (status, body) = put(&app, "/v1/jobs/web", zero).await;
-    assert_eq!(
-        (status, body["error"]["field"].as_str()),
-        (422, Some("update.max_unavailable")),
-        "{body}"
-    );
+    // A rollout must be able to move: nothing down and nothing extra is refused.
+    for policy in [
+        json!({"max_unavailable": 0}),
+        json!({"max_unavailable": 0, "max_surge": 0}),
+    ] {
+        let mut zero = web(2, "sleep 100");
+        zero["update"] = policy;
+        let (status, body) = put(&app, "/v1/jobs/web", zero).await;
+        assert_eq!(
+            (status, body["error"]["field"].as_str()),
+            (422, Some("update.max_unavailable")),
+            "{body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("unless `max_surge` is"), "{message}");
+    }
     let mut batch_policy = batch.clone();
     batch_policy["update"] = json!({"max_unavailable": 1});
     let (status, body) = app.post_json("/v1/jobs", batch_policy).await;
@@ -252,6 +248,22 @@ async fn what_an_update_may_not_do_is_refused_and_says_why() {
         app.count("job_versions").await,
         2,
         "nothing refused was stored"
+    );
+
+    // A surging policy is built: accepted, and the rollout shows its budget.
+    let mut surge = web(2, "sleep 300");
+    surge["update"] = json!({"max_unavailable": 0, "max_surge": 1});
+    let (status, body) = put(&app, "/v1/jobs/web", surge).await;
+    assert_eq!((status, body["version"].as_i64()), (200, Some(2)), "{body}");
+    let (_, r) = app.get_json("/v1/jobs/web/rollout").await;
+    assert_eq!(
+        (
+            r["max_unavailable"].as_i64(),
+            r["max_surge"].as_i64(),
+            r["surging"].as_i64()
+        ),
+        (Some(0), Some(1), Some(0)),
+        "{r}"
     );
 }
 

@@ -16,6 +16,12 @@ impl UpdatePolicy {
         self.max_unavailable.unwrap_or(DEFAULT_MAX_UNAVAILABLE)
     }
 
+    /// Superseded attempts of a job that may run at once beside their tasks'
+    /// new ones (a surging rollout).
+    pub fn max_surge(&self) -> u32 {
+        self.max_surge.unwrap_or(0)
+    }
+
     pub fn min_healthy(&self) -> Duration {
         self.min_healthy.unwrap_or(DEFAULT_MIN_HEALTHY)
     }
@@ -31,7 +37,7 @@ impl JobSpec {
         });
         UpdatePolicy {
             max_unavailable: Some(p.max_unavailable()),
-            max_surge: Some(p.max_surge.unwrap_or(0)),
+            max_surge: Some(p.max_surge()),
             min_healthy: Some(p.min_healthy()),
         }
     }
@@ -148,6 +154,13 @@ pub struct RolloutView {
     /// The job's live tasks.
     pub total: i64,
     pub max_unavailable: u32,
+    /// Superseded attempts that may run beside their tasks' new ones.
+    #[serde(default)]
+    pub max_surge: u32,
+    /// Superseded attempts live now (old copies still running, or stopping,
+    /// while their tasks' new attempts come up).
+    #[serde(default)]
+    pub surging: i64,
     /// Milliseconds a replaced task must run before the next step.
     pub min_healthy_ms: u64,
     /// Why it is in this state (what failed, who paused or undid it).

@@ -102,6 +102,22 @@ pub struct TaskView {
     /// Why its last probe failed, while it has not passed since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_message: Option<String>,
+    /// Its old attempt, still live beside the new one while a surging rollout
+    /// brings that up (`update.max_surge`): no longer the task's attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded: Option<SupersededView>,
+}
+
+/// A task's superseded attempt: it runs an older version and stops once the
+/// task is ready on the new one (or runs as the task's again on a rollback).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SupersededView {
+    pub attempt: AttemptId,
+    pub version: i32,
+    pub machine: String,
+    pub state: TaskState,
+    /// Asked to stop (its task is ready on the new version).
+    pub stopping: bool,
 }
 
 /// What an attempt (or a machine's attempts together) uses: cpu as a rate

@@ -116,6 +116,7 @@ impl Store {
     pub async fn drain_step(&self, epoch: i64) -> crate::Result<usize> {
         let mut tx = self.pool.begin().await?;
         check_epoch(&mut tx, epoch).await?;
+        let superseded = stop_superseded(&mut tx).await?;
         let rows: Vec<OnDraining> = sqlx::query_as(concat!(
             "SELECT a.id, a.state, a.machine_id, m.name AS machine, a.task_id, t.job_id,
                     t.state AS task_state
@@ -131,6 +132,9 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
+            if superseded > 0 {
+                tx.commit().await?;
+            }
             return Ok(0);
         }
         let mut jobs: Vec<JobId> = rows.iter().map(|r| r.job_id).collect();
@@ -223,4 +227,36 @@ impl Store {
         }
         Ok(requeued.len())
     }
+}
+
+/// Superseded attempts (a surging rollout's old copies) on draining machines
+/// stop once their task runs its new attempt: that takes no task down, so it
+/// spends no budget. Until then they keep serving their task.
+async fn stop_superseded(conn: &mut sqlx::PgConnection) -> crate::Result<u64> {
+    let stopped: Vec<(MachineId,)> = sqlx::query_as(concat!(
+        "UPDATE attempts a SET stop_reason = 'moved off draining machine ' || m.name
+         FROM machines m, tasks t
+         WHERE m.id = a.machine_id AND m.state = 'draining' AND t.id = a.task_id
+           AND t.state = 'running' AND a.superseded AND a.stop_reason IS NULL AND a.state IN ",
+        live_attempt!(),
+        " RETURNING a.machine_id"
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
+    if stopped.is_empty() {
+        return Ok(0);
+    }
+    let mut machines: Vec<uuid::Uuid> = stopped.iter().map(|(m,)| m.0).collect();
+    machines.sort();
+    machines.dedup();
+    sqlx::query("SELECT pg_notify($1, m::text) FROM unnest($2::uuid[]) AS m")
+        .bind(CHANNEL_PLACED)
+        .bind(&machines)
+        .execute(&mut *conn)
+        .await?;
+    tracing::info!(
+        attempts = stopped.len(),
+        "superseded attempts on draining machines asked to stop"
+    );
+    Ok(stopped.len() as u64)
 }

@@ -49,6 +49,10 @@ impl Store {
                AND j.finished_at < now() - make_interval(secs => $1)
                AND NOT EXISTS (SELECT 1 FROM job_counts c WHERE c.job_id = j.id
                                AND c.pending + c.assigned + c.starting + c.running > 0)
+               -- Nor a superseded attempt (no task's any more) still stopping.
+               AND NOT EXISTS (SELECT 1 FROM tasks t JOIN attempts a ON a.task_id = t.id
+                               WHERE t.job_id = j.id AND a.superseded
+                                 AND a.state IN ('assigned', 'starting', 'running'))
              ORDER BY j.finished_at LIMIT $2
              FOR UPDATE OF j SKIP LOCKED",
         )

@@ -4,7 +4,9 @@
 use crate::error::{Result, StoreError};
 use crate::finish::{end_jobs, lock_live_jobs, EndJob};
 use crate::moves::{job_events, MovedJob, Transitions};
-use crate::rows::{Counts, EventRow, JobRow, TaskRow, COUNTS_JOIN, TASK_ATTEMPT_COLUMNS};
+use crate::rows::{
+    Counts, EventRow, JobRow, TaskRow, COUNTS_JOIN, SUPERSEDED_CTE, TASK_ATTEMPT_COLUMNS,
+};
 use crate::{is_unique_violation, live_job, Store, CHANNEL_PENDING};
 use borg_shared::wire::{EventView, JobView, TaskView};
 use borg_shared::{JobId, JobKind, JobSpec, JobState};
@@ -205,12 +207,15 @@ impl Store {
         let limit = page.limit.clamp(1, MAX_TASK_PAGE);
         // `attempt_id` names the newest attempt: one key lookup per task.
         let mut tasks: Vec<TaskRow> = sqlx::query_as(&format!(
-            "SELECT t.index, t.state, t.reason, m.name AS machine, a.id AS attempt, a.version, t.runs,
+            "WITH {SUPERSEDED_CTE}
+             SELECT t.index, t.state, t.reason, m.name AS machine, a.id AS attempt, a.version, t.runs,
                     a.pid, a.exit_code, a.signal, COALESCE(a.restarts, 0) AS restarts, a.last_exit,
-                    t.updated_at, {TASK_ATTEMPT_COLUMNS}
+                    t.updated_at, {TASK_ATTEMPT_COLUMNS}, g.superseded_attempt, g.superseded_version,
+                    g.superseded_machine, g.superseded_state, g.superseded_stopping
              FROM tasks t
              LEFT JOIN attempts a ON a.id = t.attempt_id
              LEFT JOIN machines m ON m.id = a.machine_id
+             LEFT JOIN g ON g.task_id = t.id
              WHERE t.job_id = $1 AND t.index > $2
              ORDER BY t.index LIMIT $3"
         ))

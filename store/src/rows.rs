@@ -2,7 +2,7 @@
 
 use borg_shared::wire::{
     Capacity, DeathCause, DeathCertificate, EventView, IsolationMode, JobView, MachineView,
-    ResourceUsage, TaskView,
+    ResourceUsage, SupersededView, TaskView,
 };
 use borg_shared::{
     AttemptId, Bytes, JobId, JobKind, JobSpec, JobState, MachineId, MachineState, MilliCpu,
@@ -117,7 +117,30 @@ pub struct TaskRow {
     pub stderr_tail: Option<String>,
     pub healthy: Option<bool>,
     pub health_message: Option<String>,
+    /// Its live superseded attempt (`SUPERSEDED_CTE`), if any.
+    pub superseded_attempt: Option<AttemptId>,
+    pub superseded_version: Option<i32>,
+    pub superseded_machine: Option<String>,
+    pub superseded_state: Option<TaskState>,
+    pub superseded_stopping: Option<bool>,
 }
+
+/// The live superseded attempts (a surging rollout's old copies) of job `$1`,
+/// the newest of each task, as `TaskRow`'s `superseded_*` columns: a `WITH`
+/// item joined to the page by `g.task_id = t.id`. It reads the partial index
+/// that holds only live superseded attempts (a handful, during rollouts), once,
+/// not once per task; in the page's statement, so both see one snapshot.
+pub const SUPERSEDED_CTE: &str = concat!(
+    "g AS MATERIALIZED (
+         SELECT DISTINCT ON (s.task_id) s.task_id, s.id AS superseded_attempt,
+                s.version AS superseded_version, sm.name AS superseded_machine,
+                s.state AS superseded_state, s.stop_reason IS NOT NULL AS superseded_stopping
+         FROM attempts s JOIN tasks st ON st.id = s.task_id AND st.job_id = $1
+         JOIN machines sm ON sm.id = s.machine_id
+         WHERE s.superseded AND s.state IN ",
+    crate::live_attempt!(),
+    " ORDER BY s.task_id, s.created_at DESC)"
+);
 
 /// The attempt columns `TaskRow` reads beyond the task's; `a` is the attempt.
 pub const TASK_ATTEMPT_COLUMNS: &str = concat!(
@@ -140,6 +163,22 @@ pub(crate) fn usage(cpu: Option<i64>, memory: Option<i64>) -> Option<ResourceUsa
     Some(ResourceUsage {
         cpu: MilliCpu(cpu?.max(0) as u64),
         memory: Bytes(memory?.max(0) as u64),
+    })
+}
+
+fn superseded(
+    attempt: Option<AttemptId>,
+    version: Option<i32>,
+    machine: Option<String>,
+    state: Option<TaskState>,
+    stopping: Option<bool>,
+) -> Option<SupersededView> {
+    Some(SupersededView {
+        attempt: attempt?,
+        version: version?,
+        machine: machine?,
+        state: state?,
+        stopping: stopping.unwrap_or(false),
     })
 }
 
@@ -175,6 +214,13 @@ impl From<TaskRow> for TaskView {
             updated_at: r.updated_at,
             healthy: r.healthy,
             health_message: r.health_message,
+            superseded: superseded(
+                r.superseded_attempt,
+                r.superseded_version,
+                r.superseded_machine,
+                r.superseded_state,
+                r.superseded_stopping,
+            ),
         }
     }
 }

@@ -109,8 +109,21 @@ async fn collection_deletes_only_finished_jobs_past_retention_in_bounded_steps()
         .await
         .unwrap();
     finished_ago(&store, stopping, 3 * HOUR).await;
+    // So does one whose tasks all ended while a superseded attempt (a surging
+    // rollout's old copy, no task's any more) is still stopping.
+    let surged = seed(&store, "surged", 1, &m).await;
+    sqlx::query(
+        "UPDATE attempts a SET state = 'running', finished_at = NULL, superseded = true
+         FROM tasks t WHERE t.id = a.task_id AND t.job_id = $1",
+    )
+    .bind(surged)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    finished_ago(&store, surged, 3 * HOUR).await;
     let recent_before = rows_of(&store, recent).await;
     let stopping_before = rows_of(&store, stopping).await;
+    let surged_before = rows_of(&store, surged).await;
     assert_eq!(
         rows_of(&store, old).await,
         [1, 20, 20, 20 * 5 + 3, 1, 0],
@@ -153,11 +166,12 @@ async fn collection_deletes_only_finished_jobs_past_retention_in_bounded_steps()
     assert_eq!(rows_of(&store, old).await, [0; 6]);
     assert_eq!(rows_of(&store, recent).await, recent_before);
     assert_eq!(rows_of(&store, stopping).await, stopping_before);
+    assert_eq!(rows_of(&store, surged).await, surged_before);
     let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts")
         .fetch_one(store.pool())
         .await
         .unwrap();
-    assert_eq!(attempts, 4, "only the kept jobs' attempts are left");
+    assert_eq!(attempts, 5, "only the kept jobs' attempts are left");
 }
 
 #[tokio::test]

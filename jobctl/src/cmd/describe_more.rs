@@ -131,6 +131,17 @@ pub fn render_task(
         fields.push(("Attempt", a.to_string()));
     }
     fields.push(("Version", output::version_text(t, job.version)));
+    if let Some(old) = &t.superseded {
+        // A surging rollout: the old copy runs until the new one is ready.
+        let stopping = if old.stopping { ", stopping" } else { "" };
+        fields.push((
+            "Superseded",
+            format!(
+                "attempt {} (version {}) on {}, {}{stopping}",
+                old.attempt, old.version, old.machine, old.state
+            ),
+        ));
+    }
     if let Some(pid) = t.pid {
         fields.push(("PID", pid.to_string()));
     }

@@ -138,9 +138,22 @@ fn settled(r: &RolloutView) -> anyhow::Result<()> {
 
 fn progress(r: &RolloutView) -> String {
     format!(
-        "{} of {} tasks on version {}, {} ready",
-        r.updated, r.total, r.target_version, r.ready
+        "{} of {} tasks on version {}, {} ready{}",
+        r.updated,
+        r.total,
+        r.target_version,
+        r.ready,
+        surge(r)
     )
+}
+
+/// ", surge N/M": old attempts still running beside new ones, of `max_surge`
+/// (nothing when the job does not surge).
+fn surge(r: &RolloutView) -> String {
+    if r.max_surge == 0 && r.surging == 0 {
+        return String::new();
+    }
+    format!(", surge {}/{}", r.surging, r.max_surge)
 }
 
 /// One line, as `kubectl rollout status` would say it.
@@ -152,8 +165,13 @@ pub fn line(r: &RolloutView) -> String {
         .unwrap_or_default();
     match r.state {
         RolloutState::Rolling => format!(
-            "Waiting for job/{} rollout to finish: {} of {} tasks updated, {} ready (version {})...",
-            r.job, r.updated, r.total, r.ready, r.target_version
+            "Waiting for job/{} rollout to finish: {} of {} tasks updated, {} ready{} (version {})...",
+            r.job,
+            r.updated,
+            r.total,
+            r.ready,
+            surge(r),
+            r.target_version
         ),
         RolloutState::Paused => format!(
             "job/{} rollout is paused ({}){why}",
@@ -165,8 +183,13 @@ pub fn line(r: &RolloutView) -> String {
             r.job, r.target_version, r.ready, r.total
         ),
         RolloutState::RollingBack => format!(
-            "Waiting for job/{} rollback to version {}: {} of {} tasks back, {} ready{why}",
-            r.job, r.target_version, r.updated, r.total, r.ready
+            "Waiting for job/{} rollback to version {}: {} of {} tasks back, {} ready{}{why}",
+            r.job,
+            r.target_version,
+            r.updated,
+            r.total,
+            r.ready,
+            surge(r)
         ),
         RolloutState::RolledBack => format!(
             "job/{} rolled back to version {} (version {} was not kept){why}",
@@ -189,4 +212,47 @@ pub fn describe(r: &RolloutView, now: chrono::DateTime<chrono::Utc>) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(max_surge: u32, surging: i64) -> RolloutView {
+        RolloutView {
+            job: "web".into(),
+            state: RolloutState::Rolling,
+            from_version: 1,
+            to_version: 2,
+            target_version: 2,
+            updated: 1,
+            ready: 0,
+            total: 3,
+            max_unavailable: 0,
+            max_surge,
+            surging,
+            min_healthy_ms: 5000,
+            reason: None,
+            started_at: None,
+            steps: vec![],
+        }
+    }
+
+    #[test]
+    fn a_surging_rollout_says_its_surge() {
+        assert_eq!(
+            line(&view(1, 1)),
+            "Waiting for job/web rollout to finish: 1 of 3 tasks updated, 0 ready, surge 1/1 (version 2)..."
+        );
+        assert!(!line(&view(0, 0)).contains("surge"));
+        let paused = RolloutView {
+            state: RolloutState::Paused,
+            ..view(2, 1)
+        };
+        assert!(
+            line(&paused).contains("0 ready, surge 1/2)"),
+            "{}",
+            line(&paused)
+        );
+    }
 }

@@ -112,23 +112,12 @@ async fn submit_owned(
 
 /// Spec fields parsed but not enforced yet are refused rather than ignored.
 pub(super) fn refuse_unbuilt(spec: &JobSpec) -> ApiResult<()> {
-    if let Some(update) = &spec.update {
-        if spec.kind != JobKind::Service {
-            return Err(ApiError::Invalid {
-                field: "update".into(),
-                message:
-                    "only services roll: a batch job is not updated in place; leave `update` out"
-                        .into(),
-            });
-        }
-        if update.max_surge.is_some_and(|s| s > 0) {
-            return Err(ApiError::Invalid {
-                field: "update.max_surge".into(),
-                message: "not supported yet: a rollout replaces tasks in place (max_unavailable); \
-                          leave `max_surge` out or 0"
-                    .into(),
-            });
-        }
+    if spec.update.is_some() && spec.kind != JobKind::Service {
+        return Err(ApiError::Invalid {
+            field: "update".into(),
+            message: "only services roll: a batch job is not updated in place; leave `update` out"
+                .into(),
+        });
     }
     Ok(())
 }

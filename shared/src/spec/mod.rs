@@ -399,10 +399,11 @@ impl JobSpec {
             }
         }
         if let Some(u) = &self.update {
-            if u.max_unavailable == Some(0) {
+            if u.max_unavailable == Some(0) && u.max_surge.unwrap_or(0) == 0 {
                 return Err(SpecError::invalid(
                     "update.max_unavailable",
-                    "must be at least 1: a rollout replaces tasks by taking them down",
+                    "must be at least 1 unless `max_surge` is: a rollout replaces tasks either \
+                     by taking them down or by starting their new copies first",
                 ));
             }
         }

@@ -221,6 +221,8 @@ async fn view(
         ready: plan.ready,
         total: plan.total,
         max_unavailable: policy.max_unavailable(),
+        max_surge: policy.max_surge(),
+        surging: plan.surging,
         min_healthy_ms: policy.min_healthy().as_millis() as u64,
         reason: row.reason.clone(),
         started_at: known.then_some(row.started_at),

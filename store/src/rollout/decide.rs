@@ -2,9 +2,14 @@
 //! out. No I/O and no clock: durations come in the snapshot.
 //!
 //! A task is *available* while it runs and nobody asked it to stop, and, if it
-//! already runs the target version, once it is ready (`replaced_task_ready`).
-//! A step replaces stale tasks (on another version): those already down at no
-//! cost, running ones only while fewer than `max_unavailable` tasks are down.
+//! already runs the target version, once it is ready (`replaced_task_ready`);
+//! a surging task is available while its superseded attempt runs. A step
+//! replaces stale tasks (on another version): those already down at no cost,
+//! running ones by a surge (their new attempt comes up before the old one
+//! stops) while fewer than `max_surge` superseded attempts live, else by
+//! stopping them first while fewer than `max_unavailable` tasks are down.
+//! A superseded attempt stops once its task is ready on the target; on a
+//! rollback to its version it becomes its task's attempt again.
 
 use borg_shared::TaskState;
 use std::time::Duration;
@@ -32,6 +37,18 @@ pub struct TaskSnap {
     pub running_for: Option<Duration>,
     /// Passes its health check (or has none).
     pub healthy: bool,
+    /// Its live superseded attempt not yet asked to stop, while it surges.
+    pub surged: Option<Surged>,
+}
+
+/// The old attempt of a surging task: no longer the task's attempt, still
+/// live until the rollout stops it (or makes it the task's attempt again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Surged {
+    /// The version it runs.
+    pub version: i32,
+    /// It runs (it was running when superseded; not on its way up).
+    pub running: bool,
 }
 
 /// A failure of the target version, said for the rollout's reason.
@@ -48,8 +65,12 @@ pub struct Snapshot {
     pub job: String,
     pub target: i32,
     pub max_unavailable: u32,
+    pub max_surge: u32,
     pub min_healthy: Duration,
     pub tasks: Vec<TaskSnap>,
+    /// Superseded attempts already asked to stop and still live: they hold
+    /// their room until their borglet reports them gone.
+    pub surges_stopping: i64,
     pub failures: Vec<Failure>,
     /// Ready tasks at the last progress, and how long ago that was.
     pub ready_before: i64,
@@ -70,6 +91,16 @@ pub enum Outcome {
 pub struct Plan {
     /// Indexes of the tasks whose attempts to stop now (they come back on the target).
     pub replace: Vec<i32>,
+    /// Tasks to surge now: their attempt is superseded (it keeps running) and
+    /// the task waits for a new attempt on the target.
+    pub surge: Vec<i32>,
+    /// Tasks ready on the target whose superseded attempt to stop now.
+    pub retire: Vec<i32>,
+    /// Tasks whose superseded attempt runs the target (a rollback): it becomes
+    /// their attempt again, and their current attempt, if any, stops.
+    pub restore: Vec<i32>,
+    /// Live superseded attempts before this step.
+    pub surging: i64,
     /// Tasks whose live attempt runs the target.
     pub updated: i64,
     pub ready: i64,
@@ -93,6 +124,9 @@ pub fn replaced_task_ready(t: &TaskSnap, target: i32, min_healthy: Duration) -> 
 
 /// Counts as up for the unavailability budget.
 fn available(t: &TaskSnap, s: &Snapshot) -> bool {
+    if t.surged.as_ref().is_some_and(|g| g.running) {
+        return true;
+    }
     let running = t.state == TaskState::Running && !t.stopping;
     match t.version {
         Some(v) if v != s.target => running,
@@ -119,8 +153,13 @@ pub fn decide(s: &Snapshot) -> Plan {
         .filter(|t| replaced_task_ready(t, s.target, s.min_healthy))
         .count() as i64;
     let down = s.tasks.iter().filter(|t| !available(t, s)).count() as i64;
+    let surging = s.surges_stopping + s.tasks.iter().filter(|t| t.surged.is_some()).count() as i64;
     let plan = |replace: Vec<i32>, outcome| Plan {
         replace,
+        surge: vec![],
+        retire: vec![],
+        restore: vec![],
+        surging,
         updated,
         ready,
         total,
@@ -144,7 +183,7 @@ pub fn decide(s: &Snapshot) -> Plan {
             )),
         );
     }
-    if ready == total {
+    if ready == total && s.tasks.iter().all(|t| t.surged.is_none()) {
         return plan(vec![], Outcome::Done);
     }
     if ready <= s.ready_before && s.since_progress > PROGRESS_DEADLINE + s.min_healthy {
@@ -164,17 +203,51 @@ pub fn decide(s: &Snapshot) -> Plan {
         );
     }
     let mut budget = i64::from(s.max_unavailable) - down;
-    let mut replace = Vec::new();
-    for t in s.tasks.iter().filter(|t| stale(t, s.target)) {
+    let mut room = i64::from(s.max_surge) - surging;
+    let mut p = plan(vec![], Outcome::Continue);
+    for t in &s.tasks {
+        if let Some(g) = &t.surged {
+            if g.version == s.target {
+                p.restore.push(t.index);
+            } else if replaced_task_ready(t, s.target, s.min_healthy) {
+                p.retire.push(t.index);
+            } else if stale(t, s.target) {
+                // Its new attempt went stale (another update): replaced at no
+                // cost while the superseded one serves (or it is down anyway).
+                if g.running || !available(t, s) {
+                    p.replace.push(t.index);
+                } else if budget > 0 {
+                    budget -= 1;
+                    p.replace.push(t.index);
+                }
+            }
+            continue;
+        }
+        if !stale(t, s.target) {
+            continue;
+        }
         if !available(t, s) {
             // Already down: it comes back on the target at no cost.
-            replace.push(t.index);
+            p.replace.push(t.index);
+        } else if room > 0 {
+            room -= 1;
+            p.surge.push(t.index);
         } else if budget > 0 {
             budget -= 1;
-            replace.push(t.index);
+            p.replace.push(t.index);
         }
     }
-    plan(replace, Outcome::Continue)
+    p
+}
+
+impl Plan {
+    /// Does this step change anything?
+    pub fn acts(&self) -> bool {
+        !(self.replace.is_empty()
+            && self.surge.is_empty()
+            && self.retire.is_empty()
+            && self.restore.is_empty())
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod control;
 pub mod decide;
 mod snapshot;
 mod step;
+mod surge;
 mod update;
 
 pub use control::ControlOutcome;

@@ -2,7 +2,7 @@
 //! versions, and the failures of the target version since the rollout (or its
 //! rollback) began.
 
-use super::decide::{Failure, Snapshot, TaskSnap};
+use super::decide::{Failure, Snapshot, Surged, TaskSnap};
 use super::{LockedJob, RolloutRow};
 use crate::error::Result;
 use borg_shared::{AttemptId, TaskState};
@@ -21,6 +21,11 @@ pub(crate) struct TaskRow {
     pub running_ms: Option<i64>,
     /// Its attempt's version has no health check, or the last probe passed.
     pub healthy: bool,
+    /// Its live superseded attempt not asked to stop (a surge), the version
+    /// that runs, and whether it runs.
+    pub surged_attempt: Option<AttemptId>,
+    pub surged_version: Option<i32>,
+    pub surged_running: Option<bool>,
 }
 
 /// The job's live tasks, by index.
@@ -32,16 +37,35 @@ pub(crate) async fn read_tasks(conn: &mut PgConnection, job: &LockedJob) -> Resu
                 CASE WHEN t.state = 'running'
                      THEN (EXTRACT(EPOCH FROM clock_timestamp() - t.updated_at) * 1000)::bigint
                 END AS running_ms,
-                COALESCE(v.spec->'task'->'health' IS NULL OR a.healthy IS TRUE, false) AS healthy
+                COALESCE(v.spec->'task'->'health' IS NULL OR a.healthy IS TRUE, false) AS healthy,
+                g.id AS surged_attempt, g.version AS surged_version,
+                g.state = 'running' AS surged_running
          FROM tasks t
          LEFT JOIN attempts a ON a.id = t.attempt_id AND a.state IN ",
         crate::live_attempt!(),
         " LEFT JOIN job_versions v ON v.job_id = t.job_id AND v.version = a.version
+         LEFT JOIN LATERAL (
+             SELECT s.id, s.version, s.state FROM attempts s
+             WHERE s.task_id = t.id AND s.superseded AND s.stop_reason IS NULL AND s.state IN ",
+        crate::live_attempt!(),
+        " ORDER BY s.created_at DESC LIMIT 1) g ON true
          WHERE t.job_id = $1 AND t.state IN ('pending', 'assigned', 'starting', 'running')
          ORDER BY t.index"
     ))
     .bind(job.id)
     .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Superseded attempts of the job asked to stop and still live.
+async fn surges_stopping(conn: &mut PgConnection, job: &LockedJob) -> Result<i64> {
+    Ok(sqlx::query_scalar(concat!(
+        "SELECT count(*) FROM tasks t JOIN attempts a ON a.task_id = t.id
+         WHERE t.job_id = $1 AND a.superseded AND a.stop_reason IS NOT NULL AND a.state IN ",
+        crate::live_attempt!()
+    ))
+    .bind(job.id)
+    .fetch_one(&mut *conn)
     .await?)
 }
 
@@ -101,8 +125,10 @@ pub(crate) async fn snapshot(
         job: job.name.clone(),
         target: job.version,
         max_unavailable: policy.max_unavailable(),
+        max_surge: policy.max_surge(),
         min_healthy: policy.min_healthy(),
         tasks: tasks.iter().map(task_snap).collect(),
+        surges_stopping: surges_stopping(conn, job).await?,
         failures,
         ready_before: i64::from(row.ready),
         since_progress: ms(row.since_progress_ms),
@@ -119,5 +145,9 @@ fn task_snap(t: &TaskRow) -> TaskSnap {
         restarts: t.restarts,
         running_for: t.running_ms.map(ms),
         healthy: t.healthy,
+        surged: t.surged_version.map(|version| Surged {
+            version,
+            running: t.surged_running.unwrap_or(false),
+        }),
     }
 }

@@ -4,9 +4,11 @@
 
 use super::decide::{decide, Outcome, Plan};
 use super::snapshot::{snapshot, TaskRow};
+use super::surge;
 use super::REPLACED_BY;
 use super::{lock_job, read_rollout, rollout_event, set_target, LockedJob, Phase, RolloutRow};
 use crate::lease::check_epoch;
+use crate::moves::Transitions;
 use crate::{live_attempt, live_job, Store, CHANNEL_PLACED};
 use borg_shared::{AttemptId, JobId, MachineId};
 
@@ -15,6 +17,8 @@ use borg_shared::{AttemptId, JobId, MachineId};
 pub struct StepReport {
     pub rollouts: usize,
     pub replaced: usize,
+    /// Tasks surged (their new attempt placed before the old one stops).
+    pub surged: usize,
     pub finished: usize,
     pub failed: usize,
 }
@@ -53,10 +57,18 @@ impl Store {
         report.rollouts += 1;
         let (snap, tasks) = snapshot(&mut tx, &job, &row).await?;
         let plan = decide(&snap);
+        let mut moved = Transitions::default();
+        let heading = heading(&job, &row);
         match &plan.outcome {
             Outcome::Continue => {
                 report.replaced += replace(&mut tx, &job, &row, &plan, &tasks).await?;
-                let progress = plan.ready > i64::from(row.ready) || !plan.replace.is_empty();
+                let (tx, job) = (&mut *tx, &job);
+                report.surged +=
+                    surge::surge(tx, job, &heading, &plan, snap.max_surge, &mut moved).await?;
+                let rolling_back = row.state == Phase::RollingBack;
+                surge::retire(tx, job, &heading, rolling_back, &plan).await?;
+                surge::restore(tx, job, &heading, &plan.restore, &mut moved).await?;
+                let progress = plan.ready > i64::from(row.ready) || plan.acts();
                 if progress {
                     sqlx::query(
                         "UPDATE rollouts SET progress_at = now(), ready = $2, updated_at = now()
@@ -74,10 +86,11 @@ impl Store {
             }
             Outcome::Failed(why) => {
                 report.failed += 1;
-                fail(&mut tx, &job, &row, why).await?;
+                fail(&mut tx, &job, &row, why, &tasks, &mut moved).await?;
             }
         }
         tx.commit().await?;
+        moved.emit();
         Ok(())
     }
 }
@@ -210,12 +223,21 @@ async fn fail(
     job: &LockedJob,
     row: &RolloutRow,
     why: &str,
+    tasks: &[TaskRow],
+    moved: &mut Transitions,
 ) -> crate::Result<()> {
     if row.state == Phase::RollingBack || row.stable_version == job.version {
         let reason = format!(
             "{} failed: {why}; stopped (update the job to go on)",
             heading(job, row)
         );
+        // No task is left on a new attempt while its old one still runs aside.
+        let surged: Vec<i32> = tasks
+            .iter()
+            .filter(|t| t.surged_attempt.is_some())
+            .map(|t| t.index)
+            .collect();
+        surge::restore(tx, job, &heading(job, row), &surged, moved).await?;
         sqlx::query(
             "UPDATE rollouts SET state = 'failed', reason = $2, updated_at = now() WHERE job_id = $1",
         )

@@ -112,9 +112,10 @@ impl Store {
                 .await?;
             let p = spec.update_policy();
             let reason = format!(
-                "update policy of version {} changed: max_unavailable {}, min_healthy {:?}",
+                "update policy of version {} changed: max_unavailable {}, max_surge {}, min_healthy {:?}",
                 job.version,
                 p.max_unavailable(),
+                p.max_surge(),
                 p.min_healthy()
             );
             rollout_event(&mut tx, &job, &reason).await?;
@@ -156,9 +157,11 @@ impl Store {
         set_target(&mut tx, &job, version).await?;
         let policy = spec.update_policy();
         let reason = format!(
-            "updated to version {version} (from {}): rolling with max_unavailable {}, min_healthy {:?}",
+            "updated to version {version} (from {}): rolling with max_unavailable {}, max_surge {}, \
+             min_healthy {:?}",
             job.version,
             policy.max_unavailable(),
+            policy.max_surge(),
             policy.min_healthy(),
         );
         rollout_event(&mut tx, &job, &reason).await?;
