@@ -189,6 +189,10 @@ async fn a_surging_rollout_never_lowers_the_tasks_serving() {
     let before = running_on(&cell, 3, 1).await;
 
     let watch = Watch::start(pool.clone());
+    let rolled_at: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     let (status, body) = put(&service(3, &alive.line(), "v2", "1s"), &cell).await;
     assert_eq!((status, body["version"].as_i64()), (200, Some(2)), "{body}");
     // Seen through the API: a task waiting for its new attempt shows its old one.
@@ -239,6 +243,17 @@ async fn a_surging_rollout_never_lowers_the_tasks_serving() {
         (live == 0).then_some(())
     })
     .await;
+    // An old copy's end moves no task (so no task event names its machine):
+    // its machine is stamped for the schedulers' machine caches instead.
+    let unstamped: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT m.name FROM attempts a JOIN machines m ON m.id = a.machine_id
+         WHERE a.version = 1 AND m.sched_txid <= $1::text::xid8",
+    )
+    .bind(&rolled_at)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(unstamped.is_empty(), "machines not re-read: {unstamped:?}");
     let (fewest, most, polls) = watch.finish().await;
     assert!(polls > 20, "watched {polls} times only");
     assert_eq!(fewest, 3, "tasks serving dropped below the replicas");

@@ -6,7 +6,10 @@
 //! name, labels, capacity or ports stamps `machines.sched_txid`
 //! (migration 0018), and every change of an attempt's state (what a
 //! machine's usage sums) writes an event naming its machine, stamped with its
-//! transaction (`events.txid`). Each read records the xmin of its snapshot:
+//! transaction (`events.txid`), except the end of an attempt that is no longer
+//! its task's (a surge's superseded copy, a stale copy on a machine that came
+//! back), which stamps its machine's `sched_txid` instead (store/src/reports.rs).
+//! Each read records the xmin of its snapshot:
 //! every transaction below it had finished and was seen by that read, so the
 //! next read only looks at rows stamped at or above it (a transaction that
 //! commits late is never skipped; one seen already is merely read again).

@@ -91,6 +91,10 @@ struct Batch {
     /// Second step, for tasks whose end above was written: back to pending.
     requeue: Vec<TaskMove>,
     ended: Vec<AttemptId>,
+    /// Ended attempts that were not their task's (superseded by a surge, or
+    /// stale on a machine that came back): they move no task, so no event names
+    /// their machine.
+    lone: Vec<AttemptId>,
     /// Tasks sent back to pending by a preemption: the run they lost is not counted.
     refund: Vec<TaskId>,
     /// Attempts seen running for the first time, with their time since placement.
@@ -240,6 +244,14 @@ impl Store {
             // A retry waits for a scheduler, and an ended attempt frees room a
             // waiting task may fit in: wake the schedulers once for both.
             let freed = batch.ended.iter().any(|a| attempts_moved.contains(a));
+            if batch.lone.iter().any(|a| attempts_moved.contains(a)) {
+                // Room freed that no task event names: stamp the machine so a
+                // scheduler's machine cache re-reads its usage (scheduler/src/cache.rs).
+                sqlx::query("UPDATE machines SET sched_txid = pg_current_xact_id() WHERE id = $1")
+                    .bind(machine)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             if out.requeued > 0 || freed || !refund.is_empty() {
                 sqlx::query("SELECT pg_notify($1, 'room')")
                     .bind(CHANNEL_PENDING)
@@ -326,6 +338,7 @@ fn collect(
             batch.attempts.push(mv);
             batch.ended.push(row.id);
             if !row.is_current() {
+                batch.lone.push(row.id);
                 return;
             }
             if let (Some(why), true) =

@@ -92,3 +92,26 @@ fn causes_follow_the_report_and_who_asked() {
     assert_eq!(full.stderr_tail.as_deref(), Some("bye\n"));
     assert_eq!(full.exit_code, Some(1));
 }
+
+#[test]
+fn only_the_end_of_an_attempt_no_longer_its_tasks_is_lone() {
+    let machine = MachineId::new();
+    let report = exited(Some(0), None);
+    let end = |row: &AttemptRow| {
+        let mut batch = Batch::default();
+        let action = Action::End {
+            to: TaskState::Succeeded,
+            reason: "exit 0".into(),
+            report: Some(&report),
+        };
+        collect(&mut batch, row, action, machine, "m1");
+        (batch.ended.len(), batch.lone.len(), batch.tasks.len())
+    };
+    // Superseded by a surge: the task points elsewhere, its end moves no task.
+    let superseded = row(None);
+    assert_eq!(end(&superseded), (1, 1, 0));
+    // The task's own attempt: its task moves (and that event names the machine).
+    let mut current = row(None);
+    current.task_attempt = Some(current.id);
+    assert_eq!(end(&current), (1, 0, 1));
+}
