@@ -8,6 +8,7 @@
 mod support;
 
 use fantoccini::{ClientBuilder, Locator};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::Cell;
@@ -24,7 +25,10 @@ impl Driver {
             .local_addr()
             .unwrap()
             .port();
+        // Its own process group, which the chromium it starts joins: dropping
+        // the driver ends them all, even when a failed test never closed its session.
         let child = Command::new("chromedriver")
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -42,8 +46,17 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        use nix::sys::signal::{killpg, Signal};
+        use nix::unistd::Pid;
+        let group = Pid::from_raw(self.child.id() as i32);
+        let _ = killpg(group, Signal::SIGTERM);
         let _ = self.child.wait();
+        // Chromium's processes end on their own after SIGTERM; give them a moment, then insist.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while killpg(group, None).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = killpg(group, Signal::SIGKILL);
     }
 }
 
@@ -230,6 +243,12 @@ async fn browse(cell: &Cell, driver: &Driver, profile: &std::path::Path) {
     .await;
     let events = text(&c, "#job-events").await.unwrap_or_default();
     assert!(events.contains("web/0"), "the job's events: {events}");
+    // The table draws the page's model of the job: both rows, as the model has them.
+    let seen = drawn_rows(&c).await;
+    assert!(
+        seen.drawn == 2 && seen.visible == [0, 1] && seen.wrong == 0,
+        "{seen:?}"
+    );
     std::fs::write(artifact("dashboard-job.png"), c.screenshot().await.unwrap()).unwrap();
 
     let still = c
@@ -566,8 +585,9 @@ fn renderer_cpu(profile: &std::path::Path) -> f64 {
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
             continue;
         };
+        // Chromium rewrites its command line as one string: split on spaces too.
         let args: Vec<_> = cmdline
-            .split(|b| *b == 0)
+            .split(|b| *b == 0 || *b == b' ')
             .map(String::from_utf8_lossy)
             .collect();
         if !args.iter().any(|a| a == "--type=renderer") || !args.iter().any(|a| *a == mark) {

@@ -5,8 +5,8 @@
 // index order): an event changes one task object in O(1) and marks it dirty.
 // The table is virtual: it holds only the rows in view plus OVERSCAN above and
 // below, between two spacer rows that keep the scroll height of the whole
-// list. At most once per animation frame `draw` binds those rows to tasks and
-// rewrites only cells whose text changed, reading layout before it writes.
+// list. In an animation frame `draw` binds those rows to tasks and rewrites
+// only cells whose text changed, reading layout before it writes.
 
 const OVERSCAN = 20;
 let rowHeight = 0;           // px, measured on the first drawn row (app.css fixes it)
@@ -55,14 +55,27 @@ function fillTaskRow(row, t) {
 
 // ---------- drawing, once per frame ----------
 
+// A scroll or resize draws at the next frame; events draw at most every
+// EVENT_DRAW_MS (under a storm of events each frame would repaint, for rows
+// that change again before anyone can read them).
+const EVENT_DRAW_MS = 100;
 let frameAsked = false;
+let drawTimer = null;
+let drawnAt = 0;
 function redraw() {
   if (frameAsked) return;
   frameAsked = true;
   requestAnimationFrame(draw);
 }
-function draw() {
+function redrawSoon() {
+  if (frameAsked || drawTimer) return;
+  const wait = drawnAt + EVENT_DRAW_MS - performance.now();
+  if (wait <= 0) { redraw(); return; }
+  drawTimer = setTimeout(() => { drawTimer = null; redraw(); }, wait);
+}
+function draw(now) {
   frameAsked = false;
+  drawnAt = now;
   const c = current;
   if (!c || c.id == null) return;
   drawTasks(c);
@@ -286,7 +299,7 @@ function jobEvent(c, e) {
       if (early) early.push(e); else c.early.set(e.task_index, [e]);
     }
   }
-  redraw();
+  redrawSoon();
 }
 async function openLog(index) {
   if (logAbort) logAbort.abort();

@@ -2,7 +2,7 @@
 //! in the binary at compile time (plain JS, no build step, nothing fetched
 //! from the network). It reads the REST API and stays live through
 //! `GET /v1/events`: each event updates the page's model of what it touches,
-//! and the page redraws only changed rows in view, once per frame.
+//! and the page redraws only changed rows in view, in an animation frame.
 
 use crate::api::AppState;
 use axum::http::header;
