@@ -1,7 +1,8 @@
 // The borg dashboard: plain JS over the master's REST API, kept live by the
-// event stream (GET /v1/events). Rows are created once and updated in place;
-// what an event cannot tell exactly (a job's counts, a machine's allocation)
-// is re-read from the API at most once a second per job, once for machines.
+// event stream (GET /v1/events). Rows are created once and updated in place
+// (a job's tasks are a model drawn as a virtual table: job.js); what an event
+// cannot tell exactly (a job's counts, a machine's allocation) is re-read
+// from the API at most once a second per job, once for machines.
 // A master that needs a token gets one from a prompt; it is kept in this tab's
 // sessionStorage and sent as a Bearer header (the event stream, which cannot
 // send headers, takes it as `?access_token=`).
@@ -19,7 +20,7 @@ const machineRows = new Map();
 const machineBars = new Map();
 const dirtyJobs = new Set();
 let machinesDirty = false;
-let current = null;          // the open job page: {name, id, tasks: Map(index -> {row, task})}
+let current = null;          // the open job page (job.js)
 let logAbort = null;
 const TOKEN_KEY = "borg.token";
 let token = sessionStorage.getItem(TOKEN_KEY);
@@ -167,198 +168,16 @@ async function loadMachines() {
   machineSummary();
 }
 
-// ---------- a job's page ----------
-
-function taskRow(t) {
-  const row = el("tr", { "data-task": String(t.index) });
-  for (const c of ["index", "state", "machine", "runs", "exit", "why", "act"]) row.append(el("td", { class: c }));
-  row.querySelector(".index").textContent = t.index;
-  row.querySelector(".act").append(el("button", { class: "logs", text: "logs", onclick: () => openLog(t.index) }));
-  updateTask(row, t);
-  return row;
-}
-function updateTask(row, t) {
-  const cell = row.querySelector(".state");
-  setState(cell, t.state);
-  // A running task's health, once a probe has decided (tasks with a health check).
-  const probed = t.state === "running" && t.healthy != null;
-  if (probed) cell.textContent = t.healthy ? "running/healthy" : "running/unhealthy";
-  cell.title = probed && !t.healthy ? t.health_message || "" : "";
-  row.querySelector(".machine").textContent = t.machine || "-";
-  row.querySelector(".runs").textContent = t.runs ?? "";
-  row.querySelector(".exit").textContent = t.signal != null ? "sig " + t.signal : (t.exit_code ?? "-");
-  row.querySelector(".why").textContent = t.reason || "";
-}
-// A job page's counts are kept per event (old state out, new in), never recounted.
-function jobCounts() {
-  if (current) counts($("#job-counts"), current.byState, TASK_STATES);
-}
-function eventItem(e) {
-  // The job view's recent events carry no kind: a task index makes a task event.
-  const kind = e.kind || (e.task_index != null ? "task" : "job");
-  const subject = kind === "task" ? e.job + "/" + e.task_index : kind === "job" ? "job/" + e.job : "machine/" + e.machine;
-  const text = new Date(e.time).toLocaleTimeString() + "  " + subject + "  " +
-    (e.from ? e.from + " → " : "") + e.to + (e.machine && kind === "task" ? " on " + e.machine : "") +
-    (e.reason ? " (" + e.reason + ")" : "");
-  return el("li", { class: "s-" + e.to, text });
-}
-async function openJob(name) {
-  const view = await api("/v1/jobs/" + encodeURIComponent(name));
-  // `early`: events of tasks whose rows are not loaded yet (a big job's pages
-  // arrive over seconds); each row replays its own when it is made.
-  current = { name, id: view.id, tasks: new Map(), byState: {}, early: new Map() };
-  $("#job-name").textContent = name;
-  setState($("#job-state"), view.state);
-  $("#job-kind").textContent = view.kind + ", " + view.replicas + " task" + (view.replicas === 1 ? "" : "s");
-  const body = $("#tasks tbody");
-  body.replaceChildren();
-  const events = $("#job-events");
-  events.replaceChildren(...(view.events || []).slice().reverse().map(eventItem));
-  let page = view;
-  for (;;) {
-    const frag = document.createDocumentFragment();
-    for (const t of page.tasks || []) {
-      replayEarly(t);
-      const row = taskRow(t);
-      current.tasks.set(t.index, { row, task: t });
-      current.byState[t.state] = (current.byState[t.state] || 0) + 1;
-      frag.append(row);
-    }
-    body.append(frag);
-    if (page.tasks_next == null || current.name !== name) break;
-    page = await api("/v1/jobs/" + encodeURIComponent(name) + "?tasks_after=" + page.tasks_next);
-  }
-  if (current.name !== name) return;
-  current.loaded = true;
-  current.early.clear();
-  jobCounts();
-}
-// A row read from a page may be older or newer than the events that came for
-// it meanwhile. They form one chain (each starts where the one before ended),
-// so replaying from the first whose `from` is the row's state lands on the
-// task's state now; none matching means the row was read after them all.
-function replayEarly(t) {
-  const events = current.early.get(t.index);
-  if (!events) return;
-  current.early.delete(t.index);
-  let on = false;
-  for (const e of events) {
-    on = on || e.from === t.state;
-    if (!on) continue;
-    liveDetails(t, e);
-    t.state = e.to;
-    if (e.machine) t.machine = e.machine;
-    if (e.reason) t.reason = e.reason;
-  }
-}
-async function openLog(index) {
-  if (logAbort) logAbort.abort();
-  logAbort = new AbortController();
-  const signal = logAbort.signal;
-  const pre = $("#log");
-  pre.textContent = "";
-  $("#log-task").textContent = current.name + "/" + index;
-  const url = "/v1/jobs/" + encodeURIComponent(current.name) + "/tasks/" + index + "/logs?follow=true&tail=200";
-  try {
-    const r = await fetch(url, { signal, headers: headers() });
-    if (!r.ok) {
-      const body = await r.json().catch(() => null);
-      pre.textContent = body && body.error ? body.error.message : "no log (" + r.status + ")";
-      return;
-    }
-    const reader = r.body.getReader();
-    const dec = new TextDecoder();
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      const stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-      pre.textContent = (pre.textContent + dec.decode(value, { stream: true })).slice(-MAX_LOG_CHARS);
-      if (stick) pre.scrollTop = pre.scrollHeight;
-    }
-  } catch (err) {
-    if (err.name !== "AbortError") pre.textContent += "\n[log ended: " + err.message + "]";
-  }
-}
-
 // ---------- live: the event stream ----------
 
-// Events are queued and applied every 100 ms: a burst of thousands costs one
-// pass that updates each touched row once and draws only the newest events.
-const queue = [];
-let queued = false;
+// Each event is applied as it comes, in O(1): the jobs and machines it
+// touches are marked for re-reading, and an event of the open job changes that
+// job's model, which the page draws at the next animation frame (job.js).
 function onEvent(e) {
-  queue.push(e);
-  if (!queued) { queued = true; setTimeout(applyEvents, 100); }
-}
-function applyEvents() {
-  queued = false;
-  const events = queue.splice(0);
-  const touched = new Set();
-  const mine = [];
-  for (const e of events) {
-    if (e.job) dirtyJobs.add(e.job);
-    if (e.kind === "machine" || e.machine) machinesDirty = true;
-    if (!current || e.job_id !== current.id) continue;
-    mine.push(e);
-    if (e.kind === "task") {
-      const entry = current.tasks.get(e.task_index);
-      if (!entry && current.loaded) {
-        // A task made after the page was read (a scale up): a new row.
-        const t = { index: e.task_index, state: e.to, machine: e.machine, reason: e.reason };
-        const row = taskRow(t);
-        current.tasks.set(t.index, { row, task: t });
-        current.byState[t.state] = (current.byState[t.state] || 0) + 1;
-        $("#tasks tbody").append(row);
-        touched.add(current.tasks.get(t.index));
-        continue;
-      }
-      if (!entry) {
-        const early = current.early.get(e.task_index);
-        if (early) early.push(e); else current.early.set(e.task_index, [e]);
-        continue;
-      }
-      // A health change is a running -> running event with its verdict as reason.
-      const health = e.from === "running" && e.to === "running" && e.reason ?
-        (e.reason === "healthy" ? true : e.reason.startsWith("unhealthy") ? false : null) : null;
-      if (entry && health !== null) {
-        entry.task.healthy = health;
-        entry.task.health_message = health ? null : e.reason.replace(/^unhealthy: /, "");
-        touched.add(entry);
-      }
-      if (entry && entry.task.state !== e.to) {
-        current.byState[entry.task.state]--;
-        current.byState[e.to] = (current.byState[e.to] || 0) + 1;
-        liveDetails(entry.task, e);
-        entry.task.state = e.to;
-        if (e.machine) entry.task.machine = e.machine;
-        entry.task.reason = e.reason || entry.task.reason;
-        touched.add(entry);
-      }
-    } else if (e.kind === "job") {
-      setState($("#job-state"), e.to);
-    }
-  }
-  if (!current) return;
-  for (const entry of touched) updateTask(entry.row, entry.task);
-  if (touched.size) jobCounts();
-  const list = $("#job-events");
-  const frag = document.createDocumentFragment();
-  for (const e of mine.slice(-MAX_EVENTS).reverse()) frag.append(eventItem(e));
-  list.prepend(frag);
-  while (list.children.length > MAX_EVENTS) list.lastChild.remove();
-}
-// What an event says of a row's runs and exit beyond its state. A run is
-// counted when the task is placed (as the store counts it: a placement out of
-// `pending`); how a run ended is in the reason the store wrote for it
-// ("exited with code N", "killed by signal N", store/src/reports.rs).
-function liveDetails(t, e) {
-  if (e.from === "pending" && e.to === "assigned") {
-    t.runs = (t.runs || 0) + 1;
-    t.exit_code = t.signal = null;
-  }
-  const m = /^(exited with code|killed by signal) (-?\d+)/.exec(e.reason || "");
-  if (m && m[1] === "exited with code") { t.exit_code = Number(m[2]); t.signal = null; }
-  if (m && m[1] === "killed by signal") { t.signal = Number(m[2]); t.exit_code = null; }
+  if (e.job) dirtyJobs.add(e.job);
+  if (e.kind === "machine" || e.machine) machinesDirty = true;
+  const c = current;
+  if (c && (e.job_id === c.id || (c.id == null && e.job === c.name))) jobEvent(c, e);
 }
 async function flush() {
   const names = [...dirtyJobs];
@@ -413,6 +232,8 @@ async function start() {
   setInterval(flush, 1000);
   setInterval(() => { for (const [n, r] of jobRows) r.querySelector(".age").textContent = age(jobs.get(n).created_at); }, 10000);
   window.addEventListener("hashchange", route);
+  $("#tasks-view").addEventListener("scroll", redraw, { passive: true });
+  window.addEventListener("resize", redraw);
   route();
 }
 // Ask for a token only if the master wants one (one started --insecure does not).
@@ -424,5 +245,3 @@ async function begin() {
   }
   await start();
 }
-$("#login").addEventListener("submit", onLogin);
-begin().catch(err => { $("#live").textContent = "error: " + err.message; });

@@ -1,7 +1,8 @@
 //! The web dashboard at `GET /`: one page whose style and script are embedded
 //! in the binary at compile time (plain JS, no build step, nothing fetched
 //! from the network). It reads the REST API and stays live through
-//! `GET /v1/events`: each event updates the rows it touches in place.
+//! `GET /v1/events`: each event updates the page's model of what it touches,
+//! and the page redraws only changed rows in view, in an animation frame.
 
 use crate::api::AppState;
 use axum::http::header;
@@ -18,6 +19,8 @@ const PAGE: &str = concat!(
     include_str!("body.html"),
     "<script>\n",
     include_str!("app.js"),
+    include_str!("job.js"),
+    include_str!("boot.js"),
     "</script>\n</body>\n</html>\n"
 );
 

@@ -1,0 +1,3 @@
+// Last, once every script above has defined what it holds.
+$("#login").addEventListener("submit", onLogin);
+begin().catch(err => { $("#live").textContent = "error: " + err.message; });
