@@ -139,7 +139,14 @@ fn a_borglet_started_by_hand_joins_the_dev_cell_and_no_secret_is_on_a_command_li
                 .then_some(())
         },
     );
+    // Registered, the master shows it up at once; the borglet writes the
+    // credential it was given right after.
     let credential = sandbox.path().join("data/credential");
+    wait_for(
+        "the machine credential kept",
+        Duration::from_secs(20),
+        || credential.exists().then_some(()),
+    );
     let mode = std::fs::metadata(&credential).unwrap().permissions().mode();
     assert_eq!(
         mode & 0o777,
