@@ -50,9 +50,21 @@ pub struct MachineCache {
     /// xmin (an `xid8`, as text) of the last read's snapshot; `None`: read all.
     cursor: Option<String>,
     last_full: Option<Instant>,
+    /// Below this many machines every refresh reads them all, with no cursor:
+    /// one query, cheaper than the change queries it would take instead.
+    small: usize,
 }
 
 impl MachineCache {
+    /// A cache that keeps the machines between passes once there are at least
+    /// `above` of them (0: always).
+    pub fn new(above: usize) -> MachineCache {
+        MachineCache {
+            small: above,
+            ..MachineCache::default()
+        }
+    }
+
     /// Read everything at the next refresh.
     pub fn invalidate(&mut self) {
         self.cursor = None;
@@ -99,6 +111,16 @@ impl MachineCache {
                     });
                 }
             }
+        }
+        if self.snapshot.machines.len() < self.small {
+            // A small cell: read it all, every time (no cursor to keep).
+            self.snapshot = read_machines(pool).await?;
+            self.reindex();
+            self.cursor = None;
+            return Ok(Refreshed {
+                rows: self.snapshot.machines.len() as u64,
+                full: true,
+            });
         }
         // The cursor first: whatever finished before it, the read below sees.
         let xmin: String =

@@ -53,6 +53,12 @@ pub struct Config {
     #[arg(long, env = "BORG_SCHEDULER_SAMPLE", default_value_t = 128)]
     pub sample: usize,
 
+    /// Keep the machines in memory between passes, re-reading only those that
+    /// changed, once the cell has at least this many (below it every pass reads
+    /// them all: one query, cheaper than the change queries); 0: always.
+    #[arg(long, env = "BORG_SCHEDULER_CACHE_MACHINES", default_value_t = 100)]
+    pub cache_machines: usize,
+
     /// Serve `GET /metrics` (Prometheus) and `GET /healthz` here, e.g. `127.0.0.1:7710`
     /// [default: not served].
     #[arg(long, env = "BORG_SCHEDULER_LISTEN")]

@@ -135,7 +135,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let mut listener: Option<PgListener> = None;
     let mut membership = Membership::default();
-    let mut machines = MachineCache::default();
+    let mut machines = MachineCache::new(config.cache_machines);
     let mut pass_no: u64 = 0;
     let mut healthy = true;
     'passes: while !shutdown.is_cancelled() {

@@ -200,3 +200,58 @@ async fn a_pass_reads_only_the_machines_that_changed() {
     .await;
     assert_eq!(over, 0);
 }
+
+/// Below `cache_machines` a pass reads every machine, every time (one query
+/// instead of the change queries), and still places where room was freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_cell_reads_all_its_machines_each_pass() {
+    let (url, pool) = fresh_pool().await;
+    let mut machines = Vec::new();
+    for i in 0..3 {
+        let m = MachineBuilder::new(&format!("s{i}"))
+            .cpu(1000)
+            .mem(GI)
+            .insert(&pool)
+            .await;
+        machines.push(m);
+    }
+    JobBuilder::new("fill")
+        .replicas(3)
+        .cpu(1000)
+        .mem(64 * MI)
+        .insert(&pool)
+        .await;
+    let mut config = config(&url, "small", Duration::from_millis(100), 1000);
+    config.cache_machines = 100;
+    let s = start_config(config);
+    wait_until("every machine is filled", DEADLINE, || async {
+        count(&pool, "SELECT count(*) FROM tasks WHERE state = 'assigned'").await == 3
+    })
+    .await;
+    let (_, waiting) = JobBuilder::new("waiting")
+        .cpu(1000)
+        .mem(64 * MI)
+        .insert(&pool)
+        .await;
+    let seq = log_seq();
+    finish_on(&pool, machines[1]).await;
+    wait_until("the waiting task is placed", DEADLINE, || async {
+        machine_of(&pool, waiting[0]).await.is_some()
+    })
+    .await;
+    assert_eq!(machine_of(&pool, waiting[0]).await, Some(machines[1]));
+    s.stop().await;
+    let after: Vec<Logged> = passes("small")
+        .into_iter()
+        .filter(|p| p.seq > seq)
+        .collect();
+    assert!(!after.is_empty());
+    for p in &after {
+        assert_eq!(
+            (p.num("machines_read"), p.num("full_reads")),
+            (3, 1),
+            "{:?}",
+            p.fields
+        );
+    }
+}

@@ -254,6 +254,8 @@ pub fn config(url: &str, name: &str, interval: Duration, batch_size: u32) -> Con
         recheck_after: Duration::ZERO,
         whole_queue: false,
         sample: 128,
+        // The cache path even for the few machines of a test (see tests/cache.rs).
+        cache_machines: 0,
         log: Default::default(),
     }
 }
