@@ -164,8 +164,31 @@ async fn scale_a_service_up_then_down_stopping_the_highest_indexes() {
         .post("/v1/jobs/nope/scale", json!({"replicas": 2}))
         .await;
     assert_eq!(status, 404);
+    // Growing back: index 2, ended by the scale-down, comes back as the same
+    // task (its history kept) and runs again.
     let (ok, out) = jobctl(&cell, &["scale", "web", "3"]);
-    assert!(!ok && out.contains("not supported yet"), "{out}");
+    assert!(ok, "{out}");
+    let three = running(&cell, "web", 0..3).await;
+    assert_ne!(three[&2].2, five[&2].2, "a new attempt at index 2");
+    let task2: Vec<(String, String)> = sqlx::query_as(
+        "SELECT coalesce(e.from_state, ''), e.to_state FROM events e JOIN tasks t ON t.id = e.task_id
+         JOIN jobs j ON j.id = t.job_id
+         WHERE j.name = 'web' AND t.index = 2 AND e.kind = 'task' ORDER BY e.id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        task2
+            .windows(2)
+            .any(|w| w[0].1 == "killed" && w[1] == ("killed".into(), "pending".into())),
+        "index 2's history: {task2:?}"
+    );
+    let job = cell.get("/v1/jobs/web").await.unwrap();
+    assert_eq!(
+        (job["replicas"].as_i64(), job["state"].as_str()),
+        (Some(3), Some("running"))
+    );
     let batch = json!({"name": "b", "task": {"command": alive.command(),
         "resources": {"cpu": "10m", "memory": "4Mi"}}});
     assert_eq!(cell.post("/v1/jobs", batch).await.0, 201);

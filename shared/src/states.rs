@@ -110,7 +110,9 @@ impl TaskState {
     }
 
     /// The only allowed moves. `lost` and `failed` tasks may go back to
-    /// `pending` for a new attempt; everything else moves forward.
+    /// `pending` for a new attempt, and so may a `killed` one, which only a
+    /// scale-up does (a service's index an earlier scale-down ended comes
+    /// back); everything else moves forward.
     pub fn can_move_to(self, to: TaskState) -> bool {
         use TaskState::*;
         matches!(
@@ -125,6 +127,7 @@ impl TaskState {
                 // Preempted: back to the queue once its attempt has stopped.
                 | (Assigned | Starting | Running, Pending)
                 | (Failed | Lost, Pending)
+                | (Killed, Pending)
         )
     }
 }
@@ -139,10 +142,14 @@ mod tests {
 
     #[test]
     fn terminal_states_do_not_move_forward() {
-        for from in [TaskState::Succeeded, TaskState::Killed] {
-            for to in TaskState::ALL {
-                assert!(!from.can_move_to(*to), "{from} -> {to}");
-            }
+        for to in TaskState::ALL {
+            assert!(!TaskState::Succeeded.can_move_to(*to), "succeeded -> {to}");
+            // Killed only back to the queue (a scale-up over its index).
+            assert_eq!(
+                TaskState::Killed.can_move_to(*to),
+                *to == TaskState::Pending,
+                "killed -> {to}"
+            );
         }
         assert!(TaskState::Failed.can_move_to(TaskState::Pending));
         assert!(!TaskState::Pending.can_move_to(TaskState::Running));

@@ -1,7 +1,9 @@
 //! Scaling a live service: its replica count changes in one transaction with
-//! the job row locked. Up adds `pending` tasks at the next indexes; down ends
-//! the highest indexes first (pending ones at once, placed ones asked to stop:
-//! they end `killed` when their borglet reports them gone).
+//! the job row locked. Up adds `pending` tasks at the next indexes, and brings
+//! back (`killed → pending`, history kept) the tasks at indexes an earlier
+//! scale-down ended; down ends the highest indexes first (pending ones at once,
+//! placed ones asked to stop: they end `killed` when their borglet reports them
+//! gone).
 
 use crate::finish::lock_live_jobs;
 use crate::moves::{move_tasks, TaskMove, Transitions};
@@ -18,20 +20,22 @@ pub enum ScaleOutcome {
     AlreadyFinished(JobState),
     /// Only services scale; a batch job's replicas are its work items.
     NotAService,
-    /// Growing back over indexes an earlier scale-down ended: those tasks keep
-    /// their history, and a task never comes back from `killed`.
-    IndexesTaken {
+    /// Growing back over an index whose task an earlier scale-down is still
+    /// stopping: it comes back once it has ended (`killed`).
+    StillStopping {
         first: i32,
     },
 }
 
-/// The next indexes: tasks copied from the job's task 0 (same requests and priority).
+/// The indexes in [$2, $3) with no task yet: tasks copied from the job's task
+/// 0 (same requests and priority).
 const ADD_TASKS: &str = "
 WITH t AS (
     INSERT INTO tasks (id, job_id, index, priority, cpu_milli, memory, disk, max_runs)
     SELECT gen_random_uuid(), t0.job_id, i, t0.priority, t0.cpu_milli, t0.memory, t0.disk, t0.max_runs
     FROM tasks t0, generate_series($2::int, $3::int - 1) AS i
     WHERE t0.job_id = $1 AND t0.index = 0
+      AND NOT EXISTS (SELECT 1 FROM tasks x WHERE x.job_id = $1 AND x.index = i)
     RETURNING id, job_id, index
 ), te AS (
     INSERT INTO events (kind, job_id, task_id, to_state, reason)
@@ -82,16 +86,8 @@ impl Store {
         let why = format!("scaled from {from} to {replicas} replicas");
         let mut moved = Transitions::default();
         if replicas > from {
-            let taken: Option<i32> = sqlx::query_scalar(
-                "SELECT min(index) FROM tasks WHERE job_id = $1 AND index >= $2 AND index < $3",
-            )
-            .bind(live.id)
-            .bind(from)
-            .bind(replicas)
-            .fetch_one(&mut *tx)
-            .await?;
-            if let Some(first) = taken {
-                return Ok(ScaleOutcome::IndexesTaken { first });
+            if let Err(first) = revive(&mut tx, live.id, from, replicas, &why, &mut moved).await? {
+                return Ok(ScaleOutcome::StillStopping { first });
             }
             sqlx::query(ADD_TASKS)
                 .bind(live.id)
@@ -144,6 +140,68 @@ impl Store {
             .ok_or_else(|| crate::StoreError::Vanished(format!("job {name} vanished")))?;
         Ok(wrap(Box::new(job)))
     }
+}
+
+/// Bring back the tasks an earlier scale-down ended at indexes [`from`,
+/// `replicas`): `killed → pending` with the requests, priority and run budget
+/// of today's task 0, runs counted afresh. `Err(index)` (nothing written) when
+/// one of them is still stopping.
+async fn revive(
+    tx: &mut sqlx::PgConnection,
+    job: JobId,
+    from: i32,
+    replicas: i32,
+    why: &str,
+    moved: &mut Transitions,
+) -> crate::Result<Result<(), i32>> {
+    let ended: Vec<(TaskId, i32, TaskState)> = sqlx::query_as(
+        "SELECT id, index, state FROM tasks
+         WHERE job_id = $1 AND index >= $2 AND index < $3
+         ORDER BY id FOR UPDATE",
+    )
+    .bind(job)
+    .bind(from)
+    .bind(replicas)
+    .fetch_all(&mut *tx)
+    .await?;
+    if let Some(first) = ended
+        .iter()
+        .filter(|(_, _, state)| *state != TaskState::Killed)
+        .map(|(_, index, _)| *index)
+        .min()
+    {
+        return Ok(Err(first));
+    }
+    if ended.is_empty() {
+        return Ok(Ok(()));
+    }
+    let ids: Vec<TaskId> = ended.iter().map(|(id, _, _)| *id).collect();
+    sqlx::query(
+        "UPDATE tasks t SET priority = t0.priority, cpu_milli = t0.cpu_milli, memory = t0.memory,
+             disk = t0.disk, max_runs = t0.max_runs, runs = 0, not_before = NULL
+         FROM tasks t0
+         WHERE t.id = ANY($2) AND t0.job_id = $1 AND t0.index = 0",
+    )
+    .bind(job)
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await?;
+    let moves: Vec<TaskMove> = ids
+        .into_iter()
+        .map(|task| TaskMove {
+            job,
+            task,
+            attempt: None,
+            machine: None,
+            from: TaskState::Killed,
+            to: TaskState::Pending,
+            reason: why.to_string(),
+            backoff: None,
+            placed: false,
+        })
+        .collect();
+    move_tasks(tx, &moves, moved).await?;
+    Ok(Ok(()))
 }
 
 /// End the tasks at `replicas` and above: pending ones now, placed ones by

@@ -46,7 +46,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 404, description = "No live job has this name: submit it with POST /v1/jobs (`not_found`)", body = ErrorBody),
         (status = 413, description = "The body is larger than the master's `--max-body-bytes` (`payload_too_large`)", body = ErrorBody),
         (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
-        (status = 409, description = "A batch job, a finished job, or indexes an earlier scale-down ended (`conflict`)", body = ErrorBody),
+        (status = 409, description = "A batch job, a finished job, or a task at the indexes asked for still stopping from an earlier scale-down (`conflict`)", body = ErrorBody),
         (status = 422, description = "The spec is invalid, or changes a field that stays for the job's life (`kind`, `owner`, `name`); `field` names it (`invalid_spec`)", body = ErrorBody),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )
@@ -92,9 +92,9 @@ pub(super) async fn update(
             job.state
         ))),
         UpdateOutcome::Immutable(e) => Err(e.into()),
-        UpdateOutcome::IndexesTaken { first } => Err(ApiError::Conflict(format!(
-            "task {name}/{first} was ended by an earlier scale-down and keeps its history; \
-             growing back over it is not supported yet"
+        UpdateOutcome::StillStopping { first } => Err(ApiError::Conflict(format!(
+            "task {name}/{first} is still stopping from an earlier scale-down; \
+             try again once it has stopped"
         ))),
     }
 }

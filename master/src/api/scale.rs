@@ -42,7 +42,7 @@ pub struct ScaleRequest {
         (status = 413, description = "The body is larger than the master's `--max-body-bytes` (`payload_too_large`)", body = ErrorBody),
         (status = 415, description = "The body is not `application/json` (`unsupported_media_type`)", body = ErrorBody),
         (status = 404, description = "No job has this name (`not_found`)", body = ErrorBody),
-        (status = 409, description = "The job has finished, is a batch job, or an earlier scale-down's tasks hold the indexes (`conflict`)", body = ErrorBody),
+        (status = 409, description = "The job has finished, is a batch job, or a task at the indexes asked for is still stopping from an earlier scale-down (`conflict`; retry once it has stopped)", body = ErrorBody),
         (status = 422, description = "`replicas` is out of range (`invalid_spec`)", body = ErrorBody),
         (status = 500, description = "Internal error (`internal`)", body = ErrorBody),
     )
@@ -75,9 +75,9 @@ async fn scale(
         ScaleOutcome::NotAService => Err(ApiError::Conflict(format!(
             "job {name} is a batch job: only services scale (submit another batch job for more work)"
         ))),
-        ScaleOutcome::IndexesTaken { first } => Err(ApiError::Conflict(format!(
-            "task {name}/{first} was ended by an earlier scale-down and keeps its history; \
-             growing back over it is not supported yet"
+        ScaleOutcome::StillStopping { first } => Err(ApiError::Conflict(format!(
+            "task {name}/{first} is still stopping from an earlier scale-down; \
+             try again once it has stopped"
         ))),
     }
 }

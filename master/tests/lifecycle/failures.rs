@@ -4,7 +4,7 @@
 use crate::helpers::{leader_epoch, spawn_app};
 use crate::support::*;
 use borg_shared::wire::{AttemptPhase, Capacity};
-use borg_shared::{Bytes, JobId, MilliCpu, TaskId};
+use borg_shared::{AttemptId, Bytes, JobId, MilliCpu, TaskId};
 use borgmaster::store::Placement;
 
 #[tokio::test]
@@ -182,6 +182,60 @@ async fn kill_and_scale_touch_only_the_owner_that_was_checked() {
         store.kill_job("s", Some("alice"), "alice").await.unwrap(),
         KillOutcome::Killed(_)
     ));
+}
+
+/// Growing back over an index whose task a scale-down is still stopping is a
+/// conflict to retry; once that task has ended it comes back (`killed →
+/// pending`) and the counters still match the rows.
+#[tokio::test]
+async fn scaling_back_up_waits_for_a_stopping_task_then_brings_it_back() {
+    use borgmaster::store::ScaleOutcome;
+    let app = spawn_app().await;
+    let store = &app.store;
+    let m = machine(store).await;
+    submit(store, r#"{"name": "s", "kind": "service", "replicas": 2, "task": {"command": ["/bin/sleep", "100"]}}"#).await;
+    place_all(store, m).await;
+    assert!(matches!(
+        store.scale_job("s", None, 1).await.unwrap(),
+        ScaleOutcome::Scaled(_)
+    ));
+    // Index 1's attempt is asked to stop, not gone yet.
+    assert!(matches!(
+        store.scale_job("s", None, 2).await.unwrap(),
+        ScaleOutcome::StillStopping { first: 1 }
+    ));
+    let (attempt,): (AttemptId,) = sqlx::query_as(
+        "SELECT a.id FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE t.index = 1",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    store
+        .apply_report(
+            m,
+            "m1",
+            leader_epoch(store).await,
+            &[attempt],
+            &[report(attempt, AttemptPhase::Exited, None)],
+        )
+        .await
+        .unwrap();
+    let state: String = sqlx::query_scalar("SELECT state::text FROM tasks WHERE index = 1")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(state, "killed");
+    assert!(matches!(
+        store.scale_job("s", None, 2).await.unwrap(),
+        ScaleOutcome::Scaled(_)
+    ));
+    let (state, runs): (String, i32) =
+        sqlx::query_as("SELECT state::text, runs FROM tasks WHERE index = 1")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), runs), ("pending", 0));
+    assert_counts_match_rows(store).await;
 }
 
 /// A paused old leader's report, applied after a newer leader took the lease,

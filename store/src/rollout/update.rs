@@ -31,8 +31,8 @@ pub enum UpdateOutcome {
     Batch(Box<JobView>),
     /// A field that stays for the job's life changed.
     Immutable(SpecError),
-    /// The scale part could not be done (see `ScaleOutcome::IndexesTaken`).
-    IndexesTaken {
+    /// The scale part could not be done (see `ScaleOutcome::StillStopping`).
+    StillStopping {
         first: i32,
     },
 }
@@ -68,8 +68,8 @@ impl Store {
                 ScaleOutcome::NotFound => return Ok(UpdateOutcome::NotFound),
                 ScaleOutcome::AlreadyFinished(s) => return Ok(UpdateOutcome::AlreadyFinished(s)),
                 ScaleOutcome::NotAService => return Ok(UpdateOutcome::Batch(Box::new(live))),
-                ScaleOutcome::IndexesTaken { first } => {
-                    return Ok(UpdateOutcome::IndexesTaken { first })
+                ScaleOutcome::StillStopping { first } => {
+                    return Ok(UpdateOutcome::StillStopping { first })
                 }
             }
         }
