@@ -142,10 +142,10 @@ impl Store {
     }
 }
 
-/// Bring back the tasks an earlier scale-down ended at indexes [`from`,
-/// `replicas`): `killed → pending` with the requests, priority and run budget
-/// of today's task 0, runs counted afresh. `Err(index)` (nothing written) when
-/// one of them is still stopping.
+/// Bring back the tasks that ended at indexes [`from`, `replicas`) (killed
+/// by an earlier scale-down, or failed for good before it): `→ pending` with
+/// the requests, priority and run budget of today's task 0, runs counted
+/// afresh. `Err(index)` (nothing written) when one of them is still stopping.
 async fn revive(
     tx: &mut sqlx::PgConnection,
     job: JobId,
@@ -164,9 +164,12 @@ async fn revive(
     .bind(replicas)
     .fetch_all(&mut *tx)
     .await?;
+    // Still live (a scale-down's stop not through yet): later. Ended tasks come
+    // back, also one that failed for good (a service's task that could not
+    // start) before the scale-down left it beyond the replicas.
     if let Some(first) = ended
         .iter()
-        .filter(|(_, _, state)| *state != TaskState::Killed)
+        .filter(|(_, _, state)| !(state.is_terminal() && state.can_move_to(TaskState::Pending)))
         .map(|(_, index, _)| *index)
         .min()
     {
@@ -176,6 +179,8 @@ async fn revive(
         return Ok(Ok(()));
     }
     let ids: Vec<TaskId> = ended.iter().map(|(id, _, _)| *id).collect();
+    let from_state: std::collections::HashMap<TaskId, TaskState> =
+        ended.iter().map(|(id, _, state)| (*id, *state)).collect();
     sqlx::query(
         "UPDATE tasks t SET priority = t0.priority, cpu_milli = t0.cpu_milli, memory = t0.memory,
              disk = t0.disk, max_runs = t0.max_runs, runs = 0, not_before = NULL
@@ -193,7 +198,7 @@ async fn revive(
             task,
             attempt: None,
             machine: None,
-            from: TaskState::Killed,
+            from: from_state[&task],
             to: TaskState::Pending,
             reason: why.to_string(),
             backoff: None,
