@@ -77,6 +77,20 @@ fn task_move(
     }
 }
 
+/// `web/3 (version 1 on m-2), ...`: the attempts a rollout event names.
+fn named(job: &LockedJob, attempts: &[&Locked]) -> String {
+    let names: Vec<String> = attempts
+        .iter()
+        .map(|a| {
+            format!(
+                "{}/{} (version {} on {})",
+                job.name, a.index, a.version, a.machine
+            )
+        })
+        .collect();
+    names.join(", ")
+}
+
 async fn notify(
     conn: &mut PgConnection,
     channel: &str,
@@ -155,19 +169,11 @@ pub(super) async fn surge(
         .bind(CHANNEL_PENDING)
         .execute(&mut *conn)
         .await?;
-    let names: Vec<String> = chosen
-        .iter()
-        .map(|a| {
-            format!(
-                "{}/{} (version {} on {})",
-                job.name, a.index, a.version, a.machine
-            )
-        })
-        .collect();
+    let names = named(job, &chosen);
     let reason = format!(
         "{heading}: surging {}: each new attempt comes up before the old one stops; \
          surge {} of {max_surge}, {} of {} tasks ready on version {}",
-        names.join(", "),
+        names,
         plan.surging + chosen.len() as i64,
         plan.ready,
         plan.total,
@@ -350,18 +356,10 @@ pub(super) async fn restore(
         .bind(&restored)
         .execute(&mut *conn)
         .await?;
-    let names: Vec<String> = back
-        .iter()
-        .map(|a| {
-            format!(
-                "{}/{} (version {} on {})",
-                job.name, a.index, a.version, a.machine
-            )
-        })
-        .collect();
+    let names = named(job, &back);
     let reason = format!(
         "{heading}: superseded attempts run as their tasks' again: {}",
-        names.join(", ")
+        names
     );
     rollout_event(conn, job, &reason).await?;
     Ok(back.len())
