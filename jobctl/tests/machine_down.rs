@@ -11,11 +11,10 @@
 #[path = "no_loss/cell.rs"]
 mod cell;
 
-use cell::{wait_for, Cell};
+use cell::{wait_for, Alive, Cell};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The tests load the machine: one at a time.
@@ -30,27 +29,6 @@ fn fast_flags() -> Vec<String> {
 
 /// Tasks run while this file exists; removing it (also when a test fails)
 /// ends every task process, even those whose borglet was killed.
-struct Alive(PathBuf);
-
-impl Alive {
-    fn new(dir: &Path) -> Alive {
-        let path = dir.join("alive");
-        std::fs::write(&path, b"").unwrap();
-        Alive(path)
-    }
-
-    fn command(&self) -> Value {
-        let line = format!("while [ -e {} ]; do sleep 0.1; done", self.0.display());
-        json!(["/bin/sh", "-c", line])
-    }
-}
-
-impl Drop for Alive {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// A task as the API shows it.
 #[derive(Debug, Clone, PartialEq)]
 struct Task {

@@ -5,59 +5,15 @@
 #[path = "no_loss/cell.rs"]
 mod cell;
 
-use cell::{wait_for, Cell};
+use cell::{jobctl, wait_for, Alive, Cell};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
-
-const JOBCTL: &str = env!("CARGO_BIN_EXE_jobctl");
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn flags() -> Vec<String> {
     ["--poll-interval", "200ms"].map(String::from).to_vec()
-}
-
-/// Tasks run while this file exists (removed on drop, also when a test fails).
-struct Alive(PathBuf);
-
-impl Alive {
-    fn new(dir: &Path) -> Alive {
-        let path = dir.join("alive");
-        std::fs::write(&path, b"").unwrap();
-        Alive(path)
-    }
-
-    fn command(&self) -> Value {
-        let line = format!("while [ -e {} ]; do sleep 0.1; done", self.0.display());
-        json!(["/bin/sh", "-c", line])
-    }
-}
-
-impl Drop for Alive {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// `jobctl --master URL args...`: (success, stdout + stderr).
-fn jobctl(cell: &Cell, args: &[&str]) -> (bool, String) {
-    let out = Command::new(JOBCTL)
-        .arg("--master")
-        .arg(cell.master_url())
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env("BORG_TOKEN", cell::ADMIN_TOKEN)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 /// index → (state, machine, attempt, pid)

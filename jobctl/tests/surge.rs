@@ -8,41 +8,16 @@
 #[path = "no_loss/cell.rs"]
 mod cell;
 
-use cell::{wait_for, Cell};
+use cell::{jobctl, wait_for, Alive, Cell};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-const JOBCTL: &str = env!("CARGO_BIN_EXE_jobctl");
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn flags() -> Vec<String> {
     ["--poll-interval", "200ms"].map(String::from).to_vec()
-}
-
-/// Tasks run while this file exists (removed on drop, also when a test fails).
-struct Alive(PathBuf);
-
-impl Alive {
-    fn new(dir: &Path) -> Alive {
-        let path = dir.join("alive");
-        std::fs::write(&path, b"").unwrap();
-        Alive(path)
-    }
-
-    fn line(&self) -> String {
-        format!("while [ -e {} ]; do sleep 0.1; done", self.0.display())
-    }
-}
-
-impl Drop for Alive {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// A service that surges: nothing down, one extra attempt at a time.
@@ -62,24 +37,6 @@ async fn put(spec: &Value, cell: &Cell) -> (u16, Value) {
         .unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-/// `jobctl --master URL args...`: (success, stdout + stderr).
-fn jobctl(cell: &Cell, args: &[&str]) -> (bool, String) {
-    let out = Command::new(JOBCTL)
-        .arg("--master")
-        .arg(cell.master_url())
-        .args(args)
-        .env("BORG_TOKEN", cell::ADMIN_TOKEN)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 /// index → (state, attempt, version) of every task, once all run `version`.

@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 use std::fs::File;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -300,3 +300,48 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
 }
 
 pub use devpg::wait::wait_for;
+
+/// Tasks run while this file exists (removed on drop, also when a test fails).
+pub struct Alive(PathBuf);
+
+impl Alive {
+    pub fn new(dir: &Path) -> Alive {
+        let path = dir.join("alive");
+        std::fs::write(&path, b"").unwrap();
+        Alive(path)
+    }
+
+    /// The shell line that runs while the file exists.
+    pub fn line(&self) -> String {
+        format!("while [ -e {} ]; do sleep 0.1; done", self.0.display())
+    }
+
+    /// That line as a task's `command`.
+    pub fn command(&self) -> Value {
+        json!(["/bin/sh", "-c", self.line()])
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `jobctl --master URL args...` with the admin token: (success, stdout + stderr).
+pub fn jobctl(cell: &Cell, args: &[&str]) -> (bool, String) {
+    let out = Command::new(JOBCTL)
+        .arg("--master")
+        .arg(cell.master_url())
+        .args(args)
+        .env("BORG_TOKEN", ADMIN_TOKEN)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
