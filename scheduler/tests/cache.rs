@@ -57,6 +57,27 @@ async fn machine_of(pool: &PgPool, task: borg_shared::TaskId) -> Option<MachineI
     .unwrap()
 }
 
+/// `n` machines of one core (`{prefix}0`..), and a job of one task per
+/// machine that fills them once placed.
+async fn filled(pool: &PgPool, prefix: &str, n: i32) -> Vec<MachineId> {
+    let mut machines = Vec::new();
+    for i in 0..n {
+        let m = MachineBuilder::new(&format!("{prefix}{i}"))
+            .cpu(1000)
+            .mem(GI)
+            .insert(pool)
+            .await;
+        machines.push(m);
+    }
+    JobBuilder::new("fill")
+        .replicas(n)
+        .cpu(1000)
+        .mem(64 * MI)
+        .insert(pool)
+        .await;
+    machines
+}
+
 /// The first pass logged after `seq` that placed something.
 fn placing_pass_after(seq: usize) -> Option<Logged> {
     passes("cache")
@@ -67,22 +88,8 @@ fn placing_pass_after(seq: usize) -> Option<Logged> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_reads_only_the_machines_that_changed() {
     let (url, pool) = fresh_pool().await;
-    let mut machines = Vec::new();
-    for i in 0..8 {
-        let m = MachineBuilder::new(&format!("m{i}"))
-            .cpu(1000)
-            .mem(GI)
-            .insert(&pool)
-            .await;
-        machines.push(m);
-    }
     // One task fills each machine.
-    JobBuilder::new("fill")
-        .replicas(8)
-        .cpu(1000)
-        .mem(64 * MI)
-        .insert(&pool)
-        .await;
+    let machines = filled(&pool, "m", 8).await;
     let s = start(&url, "cache", Duration::from_millis(100), 1000);
     wait_until("every machine is filled", DEADLINE, || async {
         count(&pool, "SELECT count(*) FROM tasks WHERE state = 'assigned'").await == 8
@@ -206,21 +213,7 @@ async fn a_pass_reads_only_the_machines_that_changed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_cell_reads_all_its_machines_each_pass() {
     let (url, pool) = fresh_pool().await;
-    let mut machines = Vec::new();
-    for i in 0..3 {
-        let m = MachineBuilder::new(&format!("s{i}"))
-            .cpu(1000)
-            .mem(GI)
-            .insert(&pool)
-            .await;
-        machines.push(m);
-    }
-    JobBuilder::new("fill")
-        .replicas(3)
-        .cpu(1000)
-        .mem(64 * MI)
-        .insert(&pool)
-        .await;
+    let machines = filled(&pool, "s", 3).await;
     let mut config = config(&url, "small", Duration::from_millis(100), 1000);
     config.cache_machines = 100;
     let s = start_config(config);
