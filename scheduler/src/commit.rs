@@ -1,10 +1,11 @@
 //! Turning a batch of decisions into rows: the store re-checks capacity, the
 //! job and the task under locks (see `borg_store::placements`); this side only
-//! pairs each decision with the request the snapshot accounted for.
+//! pairs each decision with the request the snapshot accounted for, and splits
+//! a page into streams that commit side by side.
 
 use crate::snapshot::PendingTask;
 use borg_shared::{MachineId, TaskId};
-use borg_store::{Committed, Placement, Store};
+use borg_store::{commit_stream, Committed, Placement, Store};
 use std::collections::HashMap;
 
 /// Commit `placements` (in queue order) made by scheduler `scheduler`.
@@ -32,6 +33,45 @@ pub async fn commit(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(store.commit_placements(scheduler, &batch).await?)
+}
+
+/// Commit a page's `placements` (in queue order): split by machine into
+/// `streams` groups whose batches never wait on each other (see
+/// `borg_store::commit_stream`), each group committed batch after batch in
+/// queue order, the groups concurrently, so Postgres works one transaction per
+/// core instead of one in all. A failed batch fails the page; batches that
+/// committed before it stay committed (the caller re-reads its machines).
+pub async fn commit_page(
+    store: &Store,
+    scheduler: &str,
+    tasks: &HashMap<TaskId, &PendingTask>,
+    placements: &[(TaskId, MachineId, Vec<u16>)],
+    batch_size: usize,
+    streams: usize,
+) -> anyhow::Result<Committed> {
+    let streams = streams.max(1);
+    let mut groups: Vec<Vec<(TaskId, MachineId, Vec<u16>)>> = vec![Vec::new(); streams];
+    for p in placements {
+        groups[commit_stream(p.1, streams)].push(p.clone());
+    }
+    let runs = groups
+        .iter()
+        .filter(|g| !g.is_empty())
+        .map(|group| async move {
+            let mut out = Committed::default();
+            for chunk in group.chunks(batch_size.max(1)) {
+                let c = commit(store, scheduler, tasks, chunk).await?;
+                out.placed.extend(c.placed);
+                out.lost_races += c.lost_races;
+            }
+            anyhow::Ok(out)
+        });
+    let mut committed = Committed::default();
+    for c in futures::future::try_join_all(runs).await? {
+        committed.placed.extend(c.placed);
+        committed.lost_races += c.lost_races;
+    }
+    Ok(committed)
 }
 
 #[cfg(test)]

@@ -53,6 +53,12 @@ pub struct Config {
     #[arg(long, env = "BORG_SCHEDULER_SAMPLE", default_value_t = 128)]
     pub sample: usize,
 
+    /// Concurrent transactions a page's placements are committed in (split by
+    /// machine, so they never wait on each other): Postgres spends a core on
+    /// each. 1: one batch after another.
+    #[arg(long, env = "BORG_SCHEDULER_COMMIT_STREAMS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub commit_streams: u16,
+
     /// Keep the machines in memory between passes, re-reading only those that
     /// changed, once the cell has at least this many (below it every pass reads
     /// them all: one query, cheaper than the change queries); 0: always.
@@ -92,6 +98,7 @@ mod tests {
         let c = Config::try_parse_from(["borgscheduler"]).unwrap();
         assert_eq!(c.interval, Duration::from_secs(1));
         assert_eq!(c.batch_size, 1000);
+        assert_eq!(c.commit_streams, 2);
         assert_eq!(c.name, format!("scheduler-{}", std::process::id()));
 
         let c = Config::try_parse_from([
@@ -113,7 +120,12 @@ mod tests {
 
     #[test]
     fn rejects_bad_values() {
-        for bad in ["--batch-size=0", "--interval=soon"] {
+        for bad in [
+            "--batch-size=0",
+            "--interval=soon",
+            "--commit-streams=0",
+            "--commit-streams=17",
+        ] {
             let err = Config::try_parse_from(["borgscheduler", bad]);
             assert!(err.is_err(), "{bad} accepted");
         }

@@ -5,12 +5,12 @@
 //! unplaceable tasks can neither starve the tasks behind it nor make us spin.
 
 use crate::cache::MachineCache;
-use crate::commit::commit;
+use crate::commit::commit_page;
 use crate::place::{place, Decision};
 use crate::slice::{Membership, Slice};
 use crate::snapshot::{
-    read_job_counts, read_pending, read_quotas, read_used_ports, read_victims, PendingTask,
-    QueueKey,
+    read_job_counts, read_pending, read_quotas, read_used_ports, read_victims, PendingPage,
+    PendingTask, QueueKey, Snapshot,
 };
 use crate::Config;
 use anyhow::Context;
@@ -100,7 +100,8 @@ pub struct PassStats {
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = Store::from_pool(
         PgPoolOptions::new()
-            .max_connections(3)
+            // A connection per commit stream, and one for the reads.
+            .max_connections(u32::from(config.commit_streams) + 2)
             .acquire_timeout(Duration::from_secs(5))
             // Plans made for the arrays and page at hand: a cached generic plan
             // guesses 10 rows for every `unnest` and ANY (see borg_store::placements).
@@ -319,6 +320,34 @@ fn is_missing_schema(e: &anyhow::Error) -> bool {
     })
 }
 
+/// The next page of a walk, read while the current one commits.
+struct Ahead {
+    /// The slice of the queue it was read for.
+    slice: Slice,
+    page: PendingPage,
+    counts: JobCounts,
+}
+
+/// Where `jobs` run, as read.
+struct JobCounts {
+    jobs: Vec<JobId>,
+    counts: HashMap<JobId, HashMap<MachineId, u32>>,
+}
+
+/// The jobs of `tasks` whose placements look at where the job already runs
+/// and whose counts `snapshot` does not hold yet (sorted).
+fn new_spreading_jobs(tasks: &[PendingTask], snapshot: &Snapshot, config: &Config) -> Vec<JobId> {
+    let mut jobs: Vec<JobId> = tasks
+        .iter()
+        .filter(|t| t.spread.is_some() || config.scoring.spreads_jobs())
+        .map(|t| t.job_id)
+        .filter(|j| !snapshot.job_counts.contains_key(j))
+        .collect();
+    jobs.sort();
+    jobs.dedup();
+    jobs
+}
+
 /// One walk over the pending queue (this scheduler's slice of it).
 ///
 /// The machines are brought up to date once per pass (from what changed since
@@ -363,6 +392,8 @@ async fn walk(
     // (each stuck job judged once, see `full`) takes few, large pages.
     let mut page_size = FIRST_PAGE.min(config.batch_size);
     let mut reload = true;
+    // The next page, read while this one commits.
+    let mut prefetched: Option<Ahead> = None;
     loop {
         let mut clock = Instant::now();
         // The membership is read again for every page: a pass that began
@@ -373,7 +404,20 @@ async fn walk(
         } else {
             membership.slice(&config.database_url).await
         };
-        let pending = read_pending(pool, after.as_ref(), &full, page_size, slice);
+        let ahead = prefetched.take().filter(|a| a.slice == slice);
+        let (ahead_page, mut ahead_counts) = match ahead {
+            // Counts read before a refresh of the machines could miss attempts
+            // the refreshed usage holds: read them again after it.
+            Some(a) if !reload => (Some(a.page), Some(a.counts)),
+            Some(a) => (Some(a.page), None),
+            None => (None, None),
+        };
+        let pending = async {
+            match ahead_page {
+                Some(page) => Ok(page),
+                None => read_pending(pool, after.as_ref(), &full, page_size, slice).await,
+            }
+        };
         let page = if reload {
             let (read, page) = tokio::try_join!(machines.refresh(pool), pending)?;
             stats.machines_read += read.rows;
@@ -388,16 +432,11 @@ async fn walk(
         snapshot.home = slice;
         // Where the page's jobs already run (read after the machines, so no
         // attempt the usage counted is missing here); kept for the pass.
-        let mut spreading: Vec<JobId> = page
-            .tasks
-            .iter()
-            .filter(|t| t.spread.is_some() || config.scoring.spreads_jobs())
-            .map(|t| t.job_id)
-            .filter(|j| !snapshot.job_counts.contains_key(j))
-            .collect();
-        spreading.sort();
-        spreading.dedup();
-        let mut counts = read_job_counts(pool, &spreading).await?;
+        let spreading = new_spreading_jobs(&page.tasks, snapshot, config);
+        let mut counts = match ahead_counts.take() {
+            Some(c) if c.jobs == spreading => c.counts,
+            _ => read_job_counts(pool, &spreading).await?,
+        };
         for job in spreading {
             let c = counts.remove(&job).unwrap_or_default();
             snapshot.job_counts.insert(job, c);
@@ -477,13 +516,48 @@ async fn walk(
         stats.unplaceable += reasons.len();
 
         stats.place_ms += lap(&mut clock);
-        // At most `batch_size` placements per transaction, however long the page.
-        let mut committed = borg_store::Committed::default();
-        for chunk in placements.chunks(config.batch_size as usize) {
-            let c = commit(store, &config.name, &by_id, chunk).await?;
-            committed.placed.extend(c.placed);
-            committed.lost_races += c.lost_races;
-        }
+        let more = page.rows >= page_size as usize;
+        let stuck_page = placements.is_empty() && preemptions.is_empty();
+        // A page that placed nothing committed nothing: the walk over a queue
+        // that cannot move may read pages longer than a batch.
+        let cap = if stuck_page {
+            config.batch_size.saturating_mul(STUCK_PAGES)
+        } else {
+            config.batch_size
+        };
+        let next_size = page_size.saturating_mul(2).min(cap);
+        // At most `batch_size` placements per transaction, however long the
+        // page, in `commit_streams` concurrent streams; the next page is read
+        // meanwhile (it starts after this one, so no task of it is in this
+        // commit; what this commit changes of the machines is charged below).
+        let read_ahead = more && !shutdown.is_cancelled();
+        let (committed, next) = tokio::join!(
+            commit_page(
+                store,
+                &config.name,
+                &by_id,
+                &placements,
+                config.batch_size as usize,
+                usize::from(config.commit_streams),
+            ),
+            async {
+                if !read_ahead {
+                    return Ok(None);
+                }
+                let page = read_pending(pool, page.last.as_ref(), &full, next_size, slice).await?;
+                // Its new jobs have no task in this page (this page's are all in
+                // `job_counts` by now), so this commit changes none of their counts.
+                let jobs = new_spreading_jobs(&page.tasks, snapshot, config);
+                let counts = read_job_counts(pool, &jobs).await?;
+                anyhow::Ok(Some(Ahead {
+                    slice,
+                    page,
+                    counts: JobCounts { jobs, counts },
+                }))
+            }
+        );
+        let committed = committed?;
+        prefetched = next?;
         // After the placements: a victim's capacity stays booked until it has stopped.
         stats.preempted += store.preempt(&preemptions).await?;
         stats.placed += committed.placed.len();
@@ -501,7 +575,6 @@ async fn walk(
             }
         }
         reload = committed.lost_races > 0 || !preemptions.is_empty();
-        let stuck_page = placements.is_empty() && preemptions.is_empty();
         for p in &committed.placed {
             // The span names the task (job, index) and where it went (machine).
             let task = by_id.get(&p.task).map_or("", |t| t.name.as_str());
@@ -517,7 +590,6 @@ async fn walk(
         stats.reasons_written += store.write_pending_reasons(&reasons).await?;
         stats.reasons_ms += lap(&mut clock);
 
-        let more = page.rows >= page_size as usize;
         if !more || shutdown.is_cancelled() {
             let jobs: Vec<(JobId, String)> = job_reasons.into_iter().collect();
             stats.reasons_written += store.explain_waiting_jobs(&jobs).await?;
@@ -525,13 +597,6 @@ async fn walk(
             return Ok(stats);
         }
         after = page.last;
-        // A page that placed nothing committed nothing: the walk over a queue
-        // that cannot move may read pages longer than a batch.
-        let cap = if stuck_page {
-            config.batch_size.saturating_mul(STUCK_PAGES)
-        } else {
-            config.batch_size
-        };
-        page_size = page_size.saturating_mul(2).min(cap);
+        page_size = next_size;
     }
 }

@@ -35,6 +35,7 @@ async fn metrics_count_placements_and_waiting_causes() {
         recheck_after: Duration::from_secs(30),
         whole_queue: false,
         sample: 128,
+        commit_streams: 2,
         cache_machines: 100,
         log: Default::default(),
         listen: Some(format!("127.0.0.1:{port}").parse().unwrap()),

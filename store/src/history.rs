@@ -74,9 +74,14 @@ impl Store {
         .await?
         .rows_affected();
         if out.events == 0 {
+            // A task's attempts go with it (no key cascades to them: migration 0019).
             out.tasks = sqlx::query(
-                "DELETE FROM tasks WHERE id IN (
-                     SELECT id FROM tasks WHERE job_id = ANY($1) LIMIT $2)",
+                "WITH doomed AS (
+                     SELECT id FROM tasks WHERE job_id = ANY($1) LIMIT $2
+                 ), attempts_gone AS (
+                     DELETE FROM attempts WHERE task_id IN (SELECT id FROM doomed)
+                 )
+                 DELETE FROM tasks WHERE id IN (SELECT id FROM doomed)",
             )
             .bind(&jobs)
             .bind(max_rows)

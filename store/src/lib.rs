@@ -54,7 +54,7 @@ pub use lost::MachineDown;
 pub use machines::{machine_usage, MachineTarget, Usage};
 pub use moves::Transitions;
 pub use pages::{JobCursor, Page, DEFAULT_PAGE, MAX_PAGE};
-pub use placements::{Committed, Placed, Placement, CLAIM_TASKS, REASON_REFRESH};
+pub use placements::{commit_stream, Committed, Placed, Placement, CLAIM_TASKS, REASON_REFRESH};
 pub use preempt::{Preemption, PREEMPTED_BY};
 pub use quotas::{quota_usage, read_quotas, QuotaTable, QuotaUsage};
 pub use reports::ApplyOutcome;

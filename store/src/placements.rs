@@ -71,6 +71,15 @@ pub struct Placed {
     pub waited: std::time::Duration,
 }
 
+/// Which of `streams` concurrent commits a placement on `machine` belongs to.
+/// Batches of different streams lock disjoint machines and upsert disjoint job
+/// counter shards (the shard is a function of the machine), so they commit side
+/// by side without waiting on each other; the quota rows, when a batch needs
+/// them, are the one thing they may queue on (locked in key order: no deadlock).
+pub fn commit_stream(machine: MachineId, streams: usize) -> usize {
+    crate::moves::shard(Some(machine)) as usize % streams.max(1)
+}
+
 #[derive(Debug, Default)]
 pub struct Committed {
     pub placed: Vec<Placed>,

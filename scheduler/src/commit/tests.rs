@@ -307,3 +307,66 @@ async fn quota_is_rechecked_under_its_row_lock() {
     let c = go(&pool, &tasks, &[(t(2), m(2))]).await;
     assert_eq!(c.placed.len(), 1);
 }
+
+async fn task_state(pool: &PgPool, task: TaskId) -> String {
+    sqlx::query_scalar("SELECT state::text FROM tasks WHERE id = $1")
+        .bind(task)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_pages_streams_commit_side_by_side() {
+    let pool = setup().await;
+    let tasks = pending(&pool).await;
+    assert_ne!(
+        commit_stream(m(1), 2),
+        commit_stream(m(2), 2),
+        "the two machines fall into different streams"
+    );
+    // Another transaction holds m1's row: the stream placing on m1 waits for it.
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM machines WHERE id = $1 FOR UPDATE")
+        .bind(m(1))
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let page = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let by_id: HashMap<TaskId, &PendingTask> = tasks.iter().map(|t| (t.id, t)).collect();
+            let placements = vec![(t(1), m(1), vec![]), (t(2), m(2), vec![])];
+            commit_page(
+                &Store::from_pool(pool),
+                "test",
+                &by_id,
+                &placements,
+                1000,
+                2,
+            )
+            .await
+            .unwrap()
+        })
+    };
+    // The other stream commits meanwhile: m2's placement lands while m1 is held.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while task_state(&pool, t(2)).await != "assigned" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "m2's placement waited for m1's stream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(task_state(&pool, t(1)).await, "pending");
+    other.rollback().await.unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(10), page)
+        .await
+        .expect("the page's commit finishes once m1 is free")
+        .unwrap();
+    let mut placed: Vec<(TaskId, MachineId)> =
+        done.placed.iter().map(|p| (p.task, p.machine)).collect();
+    placed.sort();
+    assert_eq!(placed, vec![(t(1), m(1)), (t(2), m(2))]);
+    assert_eq!(done.lost_races, 0);
+}

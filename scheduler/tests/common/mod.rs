@@ -254,6 +254,7 @@ pub fn config(url: &str, name: &str, interval: Duration, batch_size: u32) -> Con
         recheck_after: Duration::ZERO,
         whole_queue: false,
         sample: 128,
+        commit_streams: 2,
         // The cache path even for the few machines of a test (see tests/cache.rs).
         cache_machines: 0,
         log: Default::default(),
