@@ -519,11 +519,14 @@ async fn walk(
         let more = page.rows >= page_size as usize;
         let stuck_page = placements.is_empty() && preemptions.is_empty();
         // A page that placed nothing committed nothing: the walk over a queue
-        // that cannot move may read pages longer than a batch.
+        // that cannot move may read pages longer than a batch. Else a page is a
+        // batch per commit stream, so each stream's transaction is about a batch.
         let cap = if stuck_page {
             config.batch_size.saturating_mul(STUCK_PAGES)
         } else {
-            config.batch_size
+            config
+                .batch_size
+                .saturating_mul(u32::from(config.commit_streams))
         };
         let next_size = page_size.saturating_mul(2).min(cap);
         // At most `batch_size` placements per transaction, however long the
