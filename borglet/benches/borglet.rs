@@ -4,7 +4,7 @@
 //! and nothing else:
 //! - starts/s of `/bin/true`: N attempts named in one sync, timed until the
 //!   borglet answers (every task started, or failed to); the CPU of the borglet
-//!   and everything under it (shims, tasks), per start;
+//!   and everything under it (its keeper, the tasks), per start;
 //! - a sync naming 1,000 unchanged running attempts: median and p90 of 50, from
 //!   sending the (pre-encoded) request to the last byte of the answer;
 //! - the borglet's resident memory with those 1,000 tasks running.
@@ -219,7 +219,7 @@ async fn main() {
         dir.path().display()
     );
 
-    // Warm up (the first start also starts the shim spawner, where there is one).
+    // Warm up (the first start also starts the keeper, or the shim spawner of older builds).
     let warm = trues(20, "warm");
     b.sync(&warm, &[]).await;
     b.until("the warm-up tasks to end", &warm, all_over).await;
@@ -246,13 +246,14 @@ async fn main() {
         .count();
     let ids: Vec<_> = batch.iter().map(|a| a.id).collect();
     b.sync(&[], &ids).await;
-    // The spawner reaps its shims within a second: their CPU is counted then.
+    // The keeper reaps the tasks at once (an older build's spawner reaped its shims
+    // within a second): their CPU is counted then.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let cpu = tree_cpu(pid) - cpu_before;
     println!(
         "starts: {} /bin/true named in one sync answered in {:.0} ms = {:.0} starts/s (target >= 1,500); \
          {ok} exited 0, {failed} failed to start; all ended after {:.0} ms; \
-         CPU of the borglet, its shims and tasks: {:.2} ms per start",
+         CPU of the borglet, its keeper and tasks: {:.2} ms per start",
         args.starts,
         took.as_secs_f64() * 1e3,
         args.starts as f64 / took.as_secs_f64(),
@@ -300,7 +301,7 @@ async fn main() {
         ms(times[times.len() * 9 / 10]),
     );
     println!(
-        "RSS with {} tasks: borglet {:.1} MiB (target <= 20 MiB); its direct children (shim spawner or shims) {:.1} MiB in all",
+        "RSS with {} tasks: borglet {:.1} MiB (target <= 20 MiB); its direct children (the keeper) {:.1} MiB in all",
         args.running,
         rss as f64 / 1024.0,
         spawner_rss as f64 / 1024.0,

@@ -1,12 +1,13 @@
-//! How the shim starts its task: `clone(CLONE_VM | CLONE_VFORK)`, as glibc's
-//! `posix_spawn` does, instead of `fork`. The child borrows the shim's memory
-//! until it execs (the shim waits meanwhile), so nothing of the shim is copied
-//! and nothing torn down at the exec: a fork copied the shim's page tables and
-//! faulted its pages back in (`perf`: ~7 % of the CPU of a start, BENCHMARKS.md).
+//! How the keeper starts a task: `clone(CLONE_VM | CLONE_VFORK)`, as glibc's
+//! `posix_spawn` does, instead of `fork`. The child borrows the keeper's memory
+//! until it execs (the keeper waits meanwhile), so nothing of the keeper is
+//! copied and nothing torn down at the exec: a fork copied the page tables and
+//! faulted the pages back in (`perf`: ~7 % of the CPU of a start, BENCHMARKS.md).
 //!
 //! Before exec the child makes its own session, writes its pid into the
 //! `pid_files` (joining its cgroups, then `task.pid`), takes its stdio, moves to
-//! the sandbox and drops to the task's user. Everything it needs is prepared by
+//! the sandbox, gets the limit of open files the keeper found, and drops to
+//! the task's user. Everything it needs is prepared by
 //! the parent; the child makes only system calls (no allocation, no lock), and
 //! reports a failure through a close-on-exec pipe: EOF there means it exec'd.
 
@@ -20,7 +21,7 @@ use std::process::ExitStatus;
 /// The child's stack: it only makes system calls.
 const STACK: usize = 64 * 1024;
 
-/// A started task: the shim's child, not reaped until [`Task::wait`].
+/// A started task: the keeper's child, not reaped until [`Task::wait`].
 #[derive(Debug)]
 pub struct Task {
     pub pid: i32,
@@ -45,13 +46,6 @@ impl Task {
             }
         }
     }
-
-    pub fn kill(&self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
 }
 
 /// Where the task's stdio goes: stdin is always /dev/null.
@@ -72,6 +66,8 @@ pub struct Plan<'a> {
     pub output: Output,
     /// (uid, gid) to drop to before exec.
     pub run_as: Option<(u32, u32)>,
+    /// Soft and hard `RLIMIT_NOFILE` set before exec (the keeper raises its own).
+    pub nofile: Option<(u64, u64)>,
 }
 
 /// Everything the child reads: prepared by the parent, only borrowed by the child.
@@ -83,6 +79,7 @@ struct ChildArgs {
     pid_files: Vec<CString>,
     stdio: [RawFd; 3],
     run_as: Option<(libc::uid_t, libc::gid_t)>,
+    nofile: Option<libc::rlimit>,
     report: RawFd,
 }
 
@@ -143,6 +140,10 @@ pub fn spawn(plan: Plan<'_>) -> std::io::Result<Task> {
             .collect::<Result<_, _>>()?,
         stdio: [null.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd()],
         run_as: plan.run_as,
+        nofile: plan.nofile.map(|(cur, max)| libc::rlimit {
+            rlim_cur: cur,
+            rlim_max: max,
+        }),
         report: report_w.as_raw_fd(),
     };
     args.argv.push(std::ptr::null());
@@ -155,8 +156,8 @@ pub fn spawn(plan: Plan<'_>) -> std::io::Result<Task> {
     // SAFETY: CLONE_VFORK suspends this thread until the child has exec'd or
     // exited, so `args` and `stack` outlive its use of them; the child only
     // reads `args` and makes system calls (see `child`), on its own stack; what
-    // it writes of shared memory is this suspended thread's errno. The shim has
-    // no signal handlers of its own, and the child resets SIGPIPE and the mask.
+    // it writes of shared memory is this suspended thread's errno. The keeper
+    // has no signal handlers of its own, and the child resets SIGPIPE and the mask.
     let pid = unsafe {
         libc::clone(
             child_main,
@@ -256,6 +257,11 @@ unsafe fn child(a: &ChildArgs) -> libc::c_int {
         if libc::chdir(a.cwd.as_ptr()) < 0 {
             fail(a.report, errno());
         }
+        if let Some(limit) = &a.nofile {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, limit) < 0 {
+                fail(a.report, errno());
+            }
+        }
         // Last, once the pid files (cgroups) are written with privileges.
         if let Some((uid, gid)) = a.run_as {
             if libc::setgroups(1, &gid) < 0 || libc::setgid(gid) < 0 || libc::setuid(uid) < 0 {
@@ -317,6 +323,7 @@ mod tests {
             pid_files,
             output: Output::Pipes,
             run_as: None,
+            nofile: None,
         }
     }
 
