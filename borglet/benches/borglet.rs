@@ -115,18 +115,28 @@ impl Borglet {
 
 /// CPU seconds of `pid` and everything it reaped, plus its live children and what they reaped.
 fn tree_cpu(pid: i32) -> f64 {
+    let [own, children, reaped] = cpu_split(pid);
+    own + children + reaped
+}
+
+/// CPU seconds of `pid` itself, of its live children themselves, and of all
+/// that these reaped (the tasks, or the shims of an older build, and theirs).
+fn cpu_split(pid: i32) -> [f64; 3] {
     let tps = procfs::ticks_per_second() as f64;
-    let ticks = |pid: i32| {
+    let split = |pid: i32| {
         procfs::process::Process::new(pid)
             .and_then(|p| p.stat())
-            .map(|s| s.utime + s.stime + (s.cutime + s.cstime).max(0) as u64)
-            .unwrap_or(0)
+            .map(|s| (s.utime + s.stime, (s.cutime + s.cstime).max(0) as u64))
+            .unwrap_or((0, 0))
     };
-    let mut total = ticks(pid);
-    for child in children(pid) {
-        total += ticks(child);
+    let (own, mut reaped) = split(pid);
+    let mut children = 0;
+    for child in self::children(pid) {
+        let (c, r) = split(child);
+        children += c;
+        reaped += r;
     }
-    total as f64 / tps
+    [own, children, reaped].map(|t| t as f64 / tps)
 }
 
 fn children(pid: i32) -> Vec<i32> {
@@ -229,6 +239,7 @@ async fn main() {
     // Starts.
     let batch = trues(args.starts, "true");
     let cpu_before = tree_cpu(pid);
+    let split_before = cpu_split(pid);
     let began = Instant::now();
     let r = b.sync(&batch, &[]).await;
     let took = began.elapsed();
@@ -250,6 +261,8 @@ async fn main() {
     // within a second): their CPU is counted then.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let cpu = tree_cpu(pid) - cpu_before;
+    let split_after = cpu_split(pid);
+    let per_start = |i: usize| (split_after[i] - split_before[i]) * 1e3 / args.starts as f64;
     println!(
         "starts: {} /bin/true named in one sync answered in {:.0} ms = {:.0} starts/s (target >= 1,500); \
          {ok} exited 0, {failed} failed to start; all ended after {:.0} ms; \
@@ -259,6 +272,13 @@ async fn main() {
         args.starts as f64 / took.as_secs_f64(),
         all_done.as_secs_f64() * 1e3,
         cpu * 1e3 / args.starts as f64,
+    );
+    println!(
+        "CPU per start: borglet {:.2} ms, its live children (keeper or spawner) {:.2} ms, \
+         what they reaped (tasks, or shims and tasks) {:.2} ms",
+        per_start(0),
+        per_start(1),
+        per_start(2),
     );
 
     // Unchanged syncs of N running tasks, and memory.
