@@ -174,6 +174,10 @@ struct Keeper {
     /// Whether a borglet ever connected, and since when none is and no task runs.
     claimed: bool,
     idle_since: Instant,
+    /// Ended tasks whose pipes are drained: their end is recorded next.
+    done: Vec<u64>,
+    /// Ended tasks still draining, by deadline (in order: the patience is fixed).
+    draining: VecDeque<(Instant, u64)>,
     pipe_buf: Vec<u8>,
     msg_buf: Vec<u8>,
 }
@@ -198,6 +202,8 @@ impl Keeper {
             next_id: 1,
             claimed: false,
             idle_since: Instant::now(),
+            done: Vec::new(),
+            draining: VecDeque::new(),
             pipe_buf: vec![0; FIRST_CHUNK],
             msg_buf: vec![0; MAX_MESSAGE],
         };
@@ -275,22 +281,15 @@ impl Keeper {
 
     /// Until the next drain deadline, or `TICK`; forever when nothing runs.
     fn timeout(&self) -> libc::c_int {
-        let now = Instant::now();
-        let mut wait = if self.tasks.is_empty() {
-            if self.clients.is_empty() && !self.claimed {
-                Some(UNCLAIMED_PATIENCE.saturating_sub(self.idle_since.elapsed()))
-            } else {
-                None
-            }
-        } else {
+        let wait = if let Some((until, _)) = self.draining.front() {
+            Some(until.saturating_duration_since(Instant::now()).min(TICK))
+        } else if !self.tasks.is_empty() {
             Some(TICK)
+        } else if self.clients.is_empty() && !self.claimed {
+            Some(UNCLAIMED_PATIENCE.saturating_sub(self.idle_since.elapsed()))
+        } else {
+            None
         };
-        for t in self.tasks.values() {
-            if let Some((_, until)) = &t.ended {
-                let left = until.saturating_duration_since(now);
-                wait = Some(wait.map_or(left, |w| w.min(left)));
-            }
-        }
         // Rounded up: a timeout of 0 ms before the deadline would spin.
         wait.map_or(-1, |w| (w.as_millis() as libc::c_int).saturating_add(1))
     }
@@ -455,6 +454,9 @@ impl Keeper {
         };
         if !keep {
             t.streams[i] = None;
+            if t.ended.is_some() && t.drained() {
+                self.done.push(id);
+            }
         }
     }
 
@@ -472,8 +474,14 @@ impl Keeper {
                         continue;
                     };
                     if let Some(t) = self.tasks.get_mut(&id) {
+                        let until = Instant::now() + DRAIN_PATIENCE;
                         t.pidfd = None;
-                        t.ended = Some((ended, Instant::now() + DRAIN_PATIENCE));
+                        t.ended = Some((ended, until));
+                        if t.drained() {
+                            self.done.push(id);
+                        } else {
+                            self.draining.push_back((until, id));
+                        }
                     }
                 }
             }
@@ -484,13 +492,15 @@ impl Keeper {
     /// drain time is over, and tell every borglet.
     fn finish_drained(&mut self) {
         let now = Instant::now();
-        let done: Vec<u64> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| matches!(&t.ended, Some((_, until)) if t.drained() || *until <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in done {
+        while let Some((until, id)) = self.draining.front().copied() {
+            if until > now {
+                break;
+            }
+            self.draining.pop_front();
+            self.done.push(id);
+        }
+        // A task may be named twice (drained after its deadline): the second finds it gone.
+        for id in std::mem::take(&mut self.done) {
             let Some(t) = self.tasks.remove(&id) else {
                 continue;
             };
