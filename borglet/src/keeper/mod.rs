@@ -30,6 +30,7 @@
 
 pub mod client;
 mod serve;
+mod starters;
 mod task;
 
 use crate::records::{ExitRecord, Launch, ProcId, Run};

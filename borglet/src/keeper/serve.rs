@@ -2,9 +2,10 @@
 //! `epoll` set holding its listening socket, each borglet's connection, each
 //! task's pidfd and each task's output pipes.
 
+use super::starters::{Done, Job, Starters};
 use super::task::{self, NoFile, Task};
 use super::{FromKeeper, ToKeeper, KEEPER_NAME, LOCK, MAX_MESSAGE};
-use crate::records::{Ended, Launch, ProcId};
+use crate::records::ProcId;
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
@@ -25,8 +26,9 @@ const TICK: Duration = Duration::from_secs(1);
 const FIRST_CHUNK: usize = 4 * 1024;
 const CHUNK: usize = 64 * 1024;
 
-/// epoll tokens: the listener, else `id << 2 | kind`.
+/// epoll tokens: the listener, the starters' wake-up, else `id << 2 | kind`.
 const LISTENER: u64 = u64::MAX;
+const STARTED: u64 = u64::MAX - 1;
 const KIND_CLIENT: u64 = 0;
 const KIND_PIDFD: u64 = 1;
 /// stdout is `KIND_STREAM`, stderr `KIND_STREAM + 1`.
@@ -166,10 +168,11 @@ struct Keeper {
     epoll: OwnedFd,
     listener: OwnedFd,
     me: ProcId,
-    nofile: NoFile,
+    starters: Starters,
+    /// Starts handed to the starters and not back yet.
+    in_flight: usize,
     clients: HashMap<u64, Client>,
     tasks: HashMap<u64, Task>,
-    by_pid: HashMap<i32, u64>,
     next_id: u64,
     /// Whether a borglet ever connected, and since when none is and no task runs.
     claimed: bool,
@@ -195,10 +198,10 @@ impl Keeper {
             epoll,
             listener,
             me,
-            nofile,
+            starters: Starters::spawn(me, nofile)?,
+            in_flight: 0,
             clients: HashMap::new(),
             tasks: HashMap::new(),
-            by_pid: HashMap::new(),
             next_id: 1,
             claimed: false,
             idle_since: Instant::now(),
@@ -211,6 +214,12 @@ impl Keeper {
             libc::EPOLL_CTL_ADD,
             k.listener.as_raw_fd(),
             LISTENER,
+            libc::EPOLLIN,
+        )?;
+        k.ctl(
+            libc::EPOLL_CTL_ADD,
+            k.starters.wake_fd(),
+            STARTED,
             libc::EPOLLIN,
         )?;
         Ok(k)
@@ -229,7 +238,7 @@ impl Keeper {
     fn run(&mut self) -> i32 {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         loop {
-            if self.clients.is_empty() && self.tasks.is_empty() {
+            if self.clients.is_empty() && self.tasks.is_empty() && self.in_flight == 0 {
                 let patience = if self.claimed {
                     Duration::ZERO
                 } else {
@@ -257,23 +266,24 @@ impl Keeper {
                 eprintln!("borglet keeper: epoll_wait: {e}");
                 return 1;
             }
-            let mut reap = n == 0;
+            if n == 0 {
+                self.reap_unwatched();
+            }
             for ev in &events[..n as usize] {
                 let token = ev.u64;
                 let flags = ev.events as libc::c_int;
-                if token == LISTENER {
-                    self.accept_all();
-                    continue;
+                match token {
+                    LISTENER => self.accept_all(),
+                    STARTED => self.on_started(),
+                    _ => {
+                        let (id, kind) = (token >> 2, token & 3);
+                        match kind {
+                            KIND_CLIENT => self.on_client(id, flags),
+                            KIND_PIDFD => self.reap(id),
+                            _ => self.on_stream(id, (kind - KIND_STREAM) as usize),
+                        }
+                    }
                 }
-                let (id, kind) = (token >> 2, token & 3);
-                match kind {
-                    KIND_CLIENT => self.on_client(id, flags),
-                    KIND_PIDFD => reap = true,
-                    _ => self.on_stream(id, (kind - KIND_STREAM) as usize),
-                }
-            }
-            if reap {
-                self.reap();
             }
             self.finish_drained();
         }
@@ -371,15 +381,22 @@ impl Keeper {
                 return;
             }
         };
-        let reply = match serde_json::from_slice::<ToKeeper>(&self.msg_buf[..n]) {
-            Ok(ToKeeper::Hello) => FromKeeper::Hello { keeper: self.me },
-            Ok(ToKeeper::Start(launch)) => self.start(*launch),
-            Err(e) => {
-                eprintln!("borglet keeper: a message it cannot read: {e}");
-                return;
+        match serde_json::from_slice::<ToKeeper>(&self.msg_buf[..n]) {
+            Ok(ToKeeper::Hello) => self.send(id, &FromKeeper::Hello { keeper: self.me }),
+            Ok(ToKeeper::Start(launch)) => {
+                let job = Job { client: id, launch };
+                match self.starters.submit(job) {
+                    Ok(()) => self.in_flight += 1,
+                    Err(launch) => {
+                        let sandbox = launch.cwd;
+                        let why = "the keeper's starters are gone".to_string();
+                        task::record_exit(&sandbox, crate::records::Ended::ExecFailed(why.clone()));
+                        self.send(id, &FromKeeper::Failed { sandbox, why });
+                    }
+                }
             }
-        };
-        self.send(id, &reply);
+            Err(e) => eprintln!("borglet keeper: a message it cannot read: {e}"),
+        }
     }
 
     fn drop_client(&mut self, id: u64) {
@@ -390,41 +407,51 @@ impl Keeper {
         }
     }
 
-    fn start(&mut self, launch: Launch) -> FromKeeper {
-        let sandbox = launch.cwd.clone();
-        match task::start(&launch, self.me, self.nofile) {
-            Ok((t, run)) => {
-                let id = self.next_id;
-                self.next_id += 1;
-                if let Some(pidfd) = &t.pidfd {
-                    if let Err(e) = self.ctl(
-                        libc::EPOLL_CTL_ADD,
-                        pidfd.as_raw_fd(),
-                        id << 2 | KIND_PIDFD,
-                        libc::EPOLLIN,
-                    ) {
-                        eprintln!("borglet keeper: watching pid {}: {e}", t.pid);
-                    }
+    /// Take over the tasks the starters started, and answer their borglets.
+    fn on_started(&mut self) {
+        for Done {
+            client,
+            sandbox,
+            result,
+        } in self.starters.take()
+        {
+            self.in_flight = self.in_flight.saturating_sub(1);
+            let reply = match result {
+                Ok((t, run)) => {
+                    self.keep(t);
+                    FromKeeper::Started { sandbox, run }
                 }
-                for (i, stream) in t.streams.iter().enumerate() {
-                    if let Some((pipe, _)) = stream {
-                        let token = id << 2 | (KIND_STREAM + i as u64);
-                        if let Err(e) =
-                            self.ctl(libc::EPOLL_CTL_ADD, pipe.as_raw_fd(), token, libc::EPOLLIN)
-                        {
-                            eprintln!("borglet keeper: watching output of pid {}: {e}", t.pid);
-                        }
-                    }
-                }
-                self.by_pid.insert(t.pid, id);
-                self.tasks.insert(id, t);
-                FromKeeper::Started { sandbox, run }
-            }
-            Err(why) => {
-                task::record_exit(&sandbox, Ended::ExecFailed(why.clone()));
-                FromKeeper::Failed { sandbox, why }
+                Err(why) => FromKeeper::Failed { sandbox, why },
+            };
+            self.send(client, &reply);
+        }
+    }
+
+    /// Watch a started task's pidfd and output pipes.
+    fn keep(&mut self, t: Task) {
+        let id = self.next_id;
+        self.next_id += 1;
+        if let Some(pidfd) = &t.pidfd {
+            if let Err(e) = self.ctl(
+                libc::EPOLL_CTL_ADD,
+                pidfd.as_raw_fd(),
+                id << 2 | KIND_PIDFD,
+                libc::EPOLLIN,
+            ) {
+                eprintln!("borglet keeper: watching pid {}: {e}", t.pid);
             }
         }
+        for (i, stream) in t.streams.iter().enumerate() {
+            if let Some((pipe, _)) = stream {
+                let token = id << 2 | (KIND_STREAM + i as u64);
+                if let Err(e) =
+                    self.ctl(libc::EPOLL_CTL_ADD, pipe.as_raw_fd(), token, libc::EPOLLIN)
+                {
+                    eprintln!("borglet keeper: watching output of pid {}: {e}", t.pid);
+                }
+            }
+        }
+        self.tasks.insert(id, t);
     }
 
     /// Copy what one pipe holds into its log; close it at EOF or on an error.
@@ -460,31 +487,44 @@ impl Keeper {
         }
     }
 
-    /// Reap every ended child; each starts its drain.
-    fn reap(&mut self) {
-        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(status) => {
-                    let Some((pid, ended)) = task::ended_of(status) else {
-                        continue;
-                    };
-                    let Some(id) = self.by_pid.remove(&pid) else {
-                        continue;
-                    };
-                    if let Some(t) = self.tasks.get_mut(&id) {
-                        let until = Instant::now() + DRAIN_PATIENCE;
-                        t.pidfd = None;
-                        t.ended = Some((ended, until));
-                        if t.drained() {
-                            self.done.push(id);
-                        } else {
-                            self.draining.push_back((until, id));
-                        }
-                    }
-                }
-            }
+    /// Reap task `id` if it ended (its pidfd is readable); its drain starts.
+    /// By its pid only: a child another thread just started, or whose exec
+    /// failed, is not this one's to take.
+    fn reap(&mut self, id: u64) {
+        use nix::sys::wait::{waitpid, WaitPidFlag};
+        let Some(t) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        if t.ended.is_some() {
+            return;
+        }
+        let pid = nix::unistd::Pid::from_raw(t.pid);
+        let Some((_, ended)) = waitpid(pid, Some(WaitPidFlag::WNOHANG))
+            .ok()
+            .and_then(task::ended_of)
+        else {
+            return;
+        };
+        let until = Instant::now() + DRAIN_PATIENCE;
+        t.pidfd = None;
+        t.ended = Some((ended, until));
+        if t.drained() {
+            self.done.push(id);
+        } else {
+            self.draining.push_back((until, id));
+        }
+    }
+
+    /// Look for the end of every task no pidfd watches (where there are none).
+    fn reap_unwatched(&mut self) {
+        let ids: Vec<u64> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.pidfd.is_none() && t.ended.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.reap(id);
         }
     }
 
