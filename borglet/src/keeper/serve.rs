@@ -400,8 +400,15 @@ impl Keeper {
     }
 
     fn drop_client(&mut self, id: u64) {
-        // Closing the descriptor takes it out of the epoll set.
-        self.clients.remove(&id);
+        if let Some(c) = self.clients.remove(&id) {
+            let _ = ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                c.sock.as_raw_fd(),
+                0,
+                0,
+            );
+        }
         if self.clients.is_empty() {
             self.idle_since = Instant::now();
         }
@@ -480,7 +487,17 @@ impl Keeper {
             }
         };
         if !keep {
-            t.streams[i] = None;
+            // Out of the epoll set explicitly: a copy of the descriptor in a
+            // child not yet exec'd would keep it there after the close.
+            if let Some((pipe, _)) = t.streams[i].take() {
+                let _ = ctl(
+                    self.epoll.as_raw_fd(),
+                    libc::EPOLL_CTL_DEL,
+                    pipe.as_raw_fd(),
+                    0,
+                    0,
+                );
+            }
             if t.ended.is_some() && t.drained() {
                 self.done.push(id);
             }
@@ -506,7 +523,15 @@ impl Keeper {
             return;
         };
         let until = Instant::now() + DRAIN_PATIENCE;
-        t.pidfd = None;
+        if let Some(pidfd) = t.pidfd.take() {
+            let _ = ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                pidfd.as_raw_fd(),
+                0,
+                0,
+            );
+        }
         t.ended = Some((ended, until));
         if t.drained() {
             self.done.push(id);
@@ -541,9 +566,18 @@ impl Keeper {
         }
         // A task may be named twice (drained after its deadline): the second finds it gone.
         for id in std::mem::take(&mut self.done) {
-            let Some(t) = self.tasks.remove(&id) else {
+            let Some(mut t) = self.tasks.remove(&id) else {
                 continue;
             };
+            for (pipe, _) in t.streams.iter_mut().filter_map(Option::take) {
+                let _ = ctl(
+                    self.epoll.as_raw_fd(),
+                    libc::EPOLL_CTL_DEL,
+                    pipe.as_raw_fd(),
+                    0,
+                    0,
+                );
+            }
             let Some((ended, _)) = t.ended else { continue };
             let exit = task::record_exit(&t.sandbox, ended);
             let msg = FromKeeper::Exited {
