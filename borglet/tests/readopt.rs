@@ -524,3 +524,91 @@ async fn an_exit_while_no_borglet_runs_is_recorded_by_the_one_keeper_it_reconnec
     assert_eq!(r.exit_code, Some(9), "{r:?}");
     assert_eq!(keepers_of(&data), keeper);
 }
+
+#[tokio::test]
+async fn tasks_of_a_killed_keeper_keep_running_and_are_never_started_twice() {
+    let master = MasterStub::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = free_port();
+    let name = "m-keeper-killed";
+    let _cleanup = CgroupCleanup(name);
+    let http = master.client();
+    let reaper = Reaper::default();
+    let service = AttemptBuilder::new(&["/bin/sleep", "1000"])
+        .job("svc", 0)
+        .build();
+    let later = AttemptBuilder::new(&["/bin/sleep", "1000"])
+        .job("later", 0)
+        .build();
+    reaper.1.lock().unwrap().extend([service.id, later.id]);
+    let data = dir.path().join("data");
+
+    let mut borglet = BorgletProcess::start(dir.path(), port, &master.url, name);
+    let specs = [service.clone()];
+    let running = eventually("the service running", || async {
+        let resp = sync(&http, &borglet.url, name, &specs).await?;
+        common::find(&resp, service.id)
+            .filter(|r| r.phase == AttemptPhase::Running)
+            .cloned()
+    })
+    .await;
+    let pid = running.pid.unwrap();
+    reaper.0.lock().unwrap().insert(pid);
+    let keeper = keepers_of(&data);
+    assert_eq!(keeper.len(), 1, "{keeper:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(keeper[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually("the keeper gone", || async {
+        keepers_of(&data).is_empty().then_some(())
+    })
+    .await;
+    assert!(common::pid_running(pid), "the task outlives its keeper");
+
+    // The borglet starts a new keeper for the next start; the old task is still its own.
+    let both = [service.clone(), later.clone()];
+    let resp = eventually("the later attempt running", || async {
+        let resp = sync(&http, &borglet.url, name, &both).await?;
+        common::find(&resp, later.id)
+            .filter(|r| r.phase == AttemptPhase::Running)
+            .map(|_| resp.clone())
+    })
+    .await;
+    reaper
+        .0
+        .lock()
+        .unwrap()
+        .extend(common::find(&resp, later.id).unwrap().pid);
+    let r = common::find(&resp, service.id).unwrap();
+    assert_eq!((r.phase, r.pid), (AttemptPhase::Running, Some(pid)));
+    assert_eq!(keepers_of(&data).len(), 1, "one new keeper");
+
+    // A restarted borglet finds both: the orphan by its records, never started again.
+    borglet.kill9();
+    let borglet = BorgletProcess::start(dir.path(), port, &master.url, name);
+    let again = eventually("the restarted borglet", || async {
+        sync(&http, &borglet.url, name, &both).await
+    })
+    .await;
+    let r = common::find(&again, service.id).unwrap();
+    assert_eq!((r.phase, r.pid), (AttemptPhase::Running, Some(pid)));
+    for spec in &both {
+        assert_eq!(groups_of(spec.id).len(), 1, "one process group per attempt");
+    }
+    assert_eq!(keepers_of(&data).len(), 1);
+
+    // Its end is seen, though its status is not.
+    let stopped = eventually("the orphan stopped", || async {
+        let resp = sync(&http, &borglet.url, name, std::slice::from_ref(&later)).await?;
+        common::find(&resp, service.id)
+            .filter(|r| r.phase == AttemptPhase::Exited)
+            .cloned()
+    })
+    .await;
+    assert!(stopped.stopped_by_borglet, "{stopped:?}");
+    assert!(!common::pid_running(pid));
+}
