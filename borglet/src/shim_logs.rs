@@ -1,7 +1,7 @@
 //! The keeper's log files: the task writes into a pipe per stream, and the
 //! keeper appends each to its log file and rotates it (`stdout` → `stdout.1`)
 //! when it reaches half the cap, so at most about `log_max_bytes` of each stream
-//! is kept however much the task writes. The keeper's one thread copies every
+//! is kept however much the task writes. The keeper's main thread copies every
 //! task's streams (`crate::keeper`).
 
 use std::fs::{File, OpenOptions};

@@ -21,8 +21,9 @@
 //! or `Failed` (after `exit.json` says why), and tells every connected borglet
 //! `Exited` once a task's `exit.json` is written.
 //!
-//! The keeper exits once no borglet is connected and it keeps no task (so a
-//! borglet that stops its tasks at shutdown leaves nothing behind).
+//! The keeper exits once no borglet is connected, it keeps no task and no
+//! start is in flight (so a borglet that stops its tasks at shutdown leaves
+//! nothing behind); one no borglet ever connected to exits after 10 s.
 //!
 //! Started as `EXE __borglet-keeper DATA_DIR` (by [`client::KeeperClient`]);
 //! every binary that can run a borglet calls [`crate::shim::main_if_shim`]

@@ -1,6 +1,7 @@
-//! The keeper process (`EXE __borglet-keeper DATA_DIR`): one thread, one
-//! `epoll` set holding its listening socket, each borglet's connection, each
-//! task's pidfd and each task's output pipes.
+//! The keeper process (`EXE __borglet-keeper DATA_DIR`): a main thread with
+//! one `epoll` set holding its listening socket, each borglet's connection,
+//! each task's pidfd and output pipes, and the starters' wake-up; it alone
+//! holds the tables. Starts run on the starter threads (`starters.rs`).
 
 use super::starters::{Done, Job, Starters};
 use super::task::{self, NoFile, Task};
@@ -123,7 +124,7 @@ fn listen(dir: &Path) -> std::io::Result<OwnedFd> {
     )?;
     let (addr, _dirfd) = super::socket_addr(dir)?;
     // Owner only from the start: a task (another user) must never reach it.
-    // SAFETY: umask only changes this single-threaded process's mask.
+    // SAFETY: umask changes the process's mask; no other thread exists yet.
     let old = unsafe { libc::umask(0o077) };
     let bound = socket::bind(sock.as_raw_fd(), &addr);
     // SAFETY: as above.

@@ -17,7 +17,7 @@ pub(super) struct Task {
     pub sandbox: PathBuf,
     pub pid: i32,
     /// Readable once the task exited; `None` without pidfds (the keeper then
-    /// looks for ended children on a timer).
+    /// looks for its end whenever a wait of up to a second passes idle).
     pub pidfd: Option<std::os::fd::OwnedFd>,
     /// stdout, stderr: the pipe's read end and its log, while the pipe is open
     /// (`None` once closed, or when output goes straight to the files).
