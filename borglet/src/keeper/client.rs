@@ -100,6 +100,15 @@ impl KeeperClient {
                     w.answers.remove(&sandbox);
                     w.exits.remove(&sandbox);
                     drop(w);
+                    // Only a closed connection means the keeper is gone; a
+                    // message it cannot take (too long) fails this start alone.
+                    let gone = matches!(
+                        e.raw_os_error(),
+                        Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN)
+                    );
+                    if !gone {
+                        return Err(e);
+                    }
                     self.lost(conn.generation);
                     if attempt == 1 {
                         return Err(e);
