@@ -4,7 +4,7 @@
 //! and nothing else:
 //! - starts/s of `/bin/true`: N attempts named in one sync, timed until the
 //!   borglet answers (every task started, or failed to); the CPU of the borglet
-//!   and everything under it (shims, tasks), per start;
+//!   and everything under it (its keeper, the tasks), per start;
 //! - a sync naming 1,000 unchanged running attempts: median and p90 of 50, from
 //!   sending the (pre-encoded) request to the last byte of the answer;
 //! - the borglet's resident memory with those 1,000 tasks running.
@@ -115,18 +115,28 @@ impl Borglet {
 
 /// CPU seconds of `pid` and everything it reaped, plus its live children and what they reaped.
 fn tree_cpu(pid: i32) -> f64 {
+    let [own, children, reaped] = cpu_split(pid);
+    own + children + reaped
+}
+
+/// CPU seconds of `pid` itself, of its live children themselves, and of all
+/// that these reaped (the tasks, or the shims of an older build, and theirs).
+fn cpu_split(pid: i32) -> [f64; 3] {
     let tps = procfs::ticks_per_second() as f64;
-    let ticks = |pid: i32| {
+    let split = |pid: i32| {
         procfs::process::Process::new(pid)
             .and_then(|p| p.stat())
-            .map(|s| s.utime + s.stime + (s.cutime + s.cstime).max(0) as u64)
-            .unwrap_or(0)
+            .map(|s| (s.utime + s.stime, (s.cutime + s.cstime).max(0) as u64))
+            .unwrap_or((0, 0))
     };
-    let mut total = ticks(pid);
-    for child in children(pid) {
-        total += ticks(child);
+    let (own, mut reaped) = split(pid);
+    let mut children = 0;
+    for child in self::children(pid) {
+        let (c, r) = split(child);
+        children += c;
+        reaped += r;
     }
-    total as f64 / tps
+    [own, children, reaped].map(|t| t as f64 / tps)
 }
 
 fn children(pid: i32) -> Vec<i32> {
@@ -219,7 +229,7 @@ async fn main() {
         dir.path().display()
     );
 
-    // Warm up (the first start also starts the shim spawner, where there is one).
+    // Warm up (the first start also starts the keeper, or the shim spawner of older builds).
     let warm = trues(20, "warm");
     b.sync(&warm, &[]).await;
     b.until("the warm-up tasks to end", &warm, all_over).await;
@@ -229,6 +239,7 @@ async fn main() {
     // Starts.
     let batch = trues(args.starts, "true");
     let cpu_before = tree_cpu(pid);
+    let split_before = cpu_split(pid);
     let began = Instant::now();
     let r = b.sync(&batch, &[]).await;
     let took = began.elapsed();
@@ -246,18 +257,28 @@ async fn main() {
         .count();
     let ids: Vec<_> = batch.iter().map(|a| a.id).collect();
     b.sync(&[], &ids).await;
-    // The spawner reaps its shims within a second: their CPU is counted then.
+    // The keeper reaps the tasks at once (an older build's spawner reaped its shims
+    // within a second): their CPU is counted then.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let cpu = tree_cpu(pid) - cpu_before;
+    let split_after = cpu_split(pid);
+    let per_start = |i: usize| (split_after[i] - split_before[i]) * 1e3 / args.starts as f64;
     println!(
         "starts: {} /bin/true named in one sync answered in {:.0} ms = {:.0} starts/s (target >= 1,500); \
          {ok} exited 0, {failed} failed to start; all ended after {:.0} ms; \
-         CPU of the borglet, its shims and tasks: {:.2} ms per start",
+         CPU of the borglet, its keeper and tasks: {:.2} ms per start",
         args.starts,
         took.as_secs_f64() * 1e3,
         args.starts as f64 / took.as_secs_f64(),
         all_done.as_secs_f64() * 1e3,
         cpu * 1e3 / args.starts as f64,
+    );
+    println!(
+        "CPU per start: borglet {:.2} ms, its live children (keeper or spawner) {:.2} ms, \
+         what they reaped (tasks, or shims and tasks) {:.2} ms",
+        per_start(0),
+        per_start(1),
+        per_start(2),
     );
 
     // Unchanged syncs of N running tasks, and memory.
@@ -300,7 +321,7 @@ async fn main() {
         ms(times[times.len() * 9 / 10]),
     );
     println!(
-        "RSS with {} tasks: borglet {:.1} MiB (target <= 20 MiB); its direct children (shim spawner or shims) {:.1} MiB in all",
+        "RSS with {} tasks: borglet {:.1} MiB (target <= 20 MiB); its direct children (the keeper) {:.1} MiB in all",
         args.running,
         rss as f64 / 1024.0,
         spawner_rss as f64 / 1024.0,

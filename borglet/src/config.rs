@@ -108,9 +108,10 @@ pub struct Config {
     #[arg(long, env = "BORGLET_ON_EXIT", value_enum, default_value_t = OnExit::Keep)]
     pub on_exit: OnExit,
 
-    /// The executable started once as the shim spawner (`EXE __borglet-spawner`),
-    /// which forks each run's shim: this executable, or the smaller
-    /// `borglet-shim` of the same build [default: this executable].
+    /// The executable started once as the keeper (`EXE __borglet-keeper
+    /// DATA_DIR`), which starts, keeps and reaps every task and outlives the
+    /// borglet: this executable, or the smaller `borglet-shim` of the same
+    /// build [default: this executable].
     #[arg(long, env = "BORGLET_SHIM_EXE")]
     pub shim_exe: Option<PathBuf>,
 

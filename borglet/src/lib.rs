@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod health;
 pub mod isolation;
 pub mod janitor;
+pub mod keeper;
 pub mod logs;
 pub mod metrics;
 pub mod nudge;
@@ -20,7 +21,6 @@ pub mod run_as;
 pub mod shim;
 mod shim_logs;
 mod shim_spawn;
-pub mod spawner;
 pub mod state;
 pub mod supervisor;
 pub mod sync_wire;
@@ -109,9 +109,11 @@ pub async fn run(
         .with_context(|| format!("resolving data dir {}", config.data_dir.display()))?;
     let capacity = config.capacity(&data_dir)?;
     let run_as = run_as::resolve(config.run_as.as_deref())?;
-    let shim_exe = match &config.shim_exe {
+    let keeper_exe = match &config.shim_exe {
         Some(exe) => exe.clone(),
-        None => supervisor::default_shim_exe().context("finding this executable to run shims")?,
+        None => {
+            supervisor::default_keeper_exe().context("finding this executable to run the keeper")?
+        }
     };
     let advertise = config.advertise_url(bound);
 
@@ -137,7 +139,7 @@ pub async fn run(
         config.name.clone(),
         &data_dir,
         supervisor::HowToRun {
-            shim_exe,
+            keeper_exe,
             log_max_bytes: config.log_max_bytes.0,
             run_as,
             isolator: Arc::clone(&isolator),
@@ -279,5 +281,6 @@ pub async fn run(
             supervisor.drop_spares().await;
         }
     }
+    supervisor.disconnect_keeper();
     served.context("serving the borglet API")
 }

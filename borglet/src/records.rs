@@ -5,8 +5,9 @@
 //! ([`write_fresh`]):
 //! - `launch.json`, by the borglet, before the task starts: what to run and how;
 //! - `task.pid`, by the task's own process just before it execs, and `run.json`
-//!   (pids and start times) by the shim once the exec succeeded;
-//! - `exit.json`, by the shim, once the task has exited;
+//!   (pids and start times) by the keeper (`crate::keeper`) once the exec
+//!   succeeded;
+//! - `exit.json`, by the keeper, once the task has exited (or could not start);
 //! - `restarts.json`, by the borglet, before each in-place restart;
 //! - `acked`, by the borglet, once the master has recorded the end.
 
@@ -24,7 +25,7 @@ pub const EXIT: &str = "exit.json";
 pub const ACKED: &str = "acked";
 pub const RESTARTS: &str = "restarts.json";
 
-/// Everything the shim needs to start the task, and the borglet to report it.
+/// Everything the keeper needs to start the task, and the borglet to report it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Launch {
     pub spec: AttemptSpec,
@@ -34,14 +35,14 @@ pub struct Launch {
     pub stdout: PathBuf,
     pub stderr: PathBuf,
     /// Files the task's pid is written into by the task itself before it execs,
-    /// so that the task (not the shim) is what lands in them: `cgroup.procs`
+    /// so that the task (not the keeper) is what lands in them: `cgroup.procs`
     /// files, and this sandbox's `task.pid`.
     pub pid_files: Vec<PathBuf>,
     /// Bytes of each output stream kept: the file and one rotated `.1` file
     /// hold half each. 0: unlimited (output goes straight to the file).
     #[serde(default)]
     pub log_max_bytes: u64,
-    /// The user the task runs as (`None`: the shim's own).
+    /// The user the task runs as (`None`: the keeper's own, the borglet's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as: Option<crate::run_as::RunAs>,
     /// The attempt's cgroup, when the borglet isolates tasks.
@@ -80,9 +81,11 @@ impl ProcId {
     }
 }
 
-/// Written by the shim once the task has exec'd.
+/// Written by the keeper once the task has exec'd.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Run {
+    /// The process that keeps the task and records its end: the borglet's
+    /// keeper (named `shim` on disk, as the per-attempt shim it replaced).
     pub shim: ProcId,
     pub task: ProcId,
     /// The task leads its own session and process group.
@@ -90,7 +93,7 @@ pub struct Run {
     pub started_at: DateTime<Utc>,
 }
 
-/// How the task ended, written by the shim.
+/// How the task ended, written by the keeper.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Ended {
@@ -157,8 +160,8 @@ pub fn write<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), Reco
 /// Write `value` to `dir/name` in one `write` to a fresh file, with no temporary
 /// file and rename: two fewer path operations per start. Only for a record whose
 /// readers take a missing, empty or unparsable file as not written yet:
-/// `launch.json` (written before the shim exists; a borglet that dies writing it
-/// started nothing) and `exit.json` (read once its shim is gone, or else taken
+/// `launch.json` (written before the keeper is asked; a borglet that dies writing it
+/// started nothing) and `exit.json` (read once the keeper said so or is gone, or else taken
 /// as not there yet), so a process killed while writing one leaves the same
 /// state to its reader as one killed just before.
 pub fn write_fresh<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), RecordError> {

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A user and its primary group, as the shim switches to them.
+/// A user and its primary group, as a task is switched to them before exec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunAs {
     pub uid: u32,

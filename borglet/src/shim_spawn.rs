@@ -1,14 +1,17 @@
-//! How the shim starts its task: `clone(CLONE_VM | CLONE_VFORK)`, as glibc's
-//! `posix_spawn` does, instead of `fork`. The child borrows the shim's memory
-//! until it execs (the shim waits meanwhile), so nothing of the shim is copied
-//! and nothing torn down at the exec: a fork copied the shim's page tables and
-//! faulted its pages back in (`perf`: ~7 % of the CPU of a start, BENCHMARKS.md).
+//! How the keeper starts a task: `clone(CLONE_VM | CLONE_VFORK)`, as glibc's
+//! `posix_spawn` does, instead of `fork`. The child borrows the keeper's memory
+//! until it execs (the keeper waits meanwhile), so nothing of the keeper is
+//! copied and nothing torn down at the exec: a fork copied the page tables and
+//! faulted the pages back in (`perf`: ~7 % of the CPU of a start, BENCHMARKS.md).
 //!
 //! Before exec the child makes its own session, writes its pid into the
 //! `pid_files` (joining its cgroups, then `task.pid`), takes its stdio, moves to
-//! the sandbox and drops to the task's user. Everything it needs is prepared by
+//! the sandbox, gets the limit of open files the keeper found, and drops to
+//! the task's user. Everything it needs is prepared by
 //! the parent; the child makes only system calls (no allocation, no lock), and
-//! reports a failure through a close-on-exec pipe: EOF there means it exec'd.
+//! reports a failure by storing its errno in the memory it shares with the
+//! parent before it exits (as glibc's `posix_spawn` does): 0 there once the
+//! parent resumes means it exec'd. No pipe per start.
 
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -16,11 +19,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The child's stack: it only makes system calls.
 const STACK: usize = 64 * 1024;
 
-/// A started task: the shim's child, not reaped until [`Task::wait`].
+/// A started task: the keeper's child, not reaped until [`Task::wait`].
 #[derive(Debug)]
 pub struct Task {
     pub pid: i32,
@@ -45,13 +49,6 @@ impl Task {
             }
         }
     }
-
-    pub fn kill(&self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
 }
 
 /// Where the task's stdio goes: stdin is always /dev/null.
@@ -72,6 +69,8 @@ pub struct Plan<'a> {
     pub output: Output,
     /// (uid, gid) to drop to before exec.
     pub run_as: Option<(u32, u32)>,
+    /// Soft and hard `RLIMIT_NOFILE` set before exec (the keeper raises its own).
+    pub nofile: Option<(u64, u64)>,
 }
 
 /// Everything the child reads: prepared by the parent, only borrowed by the child.
@@ -83,7 +82,9 @@ struct ChildArgs {
     pid_files: Vec<CString>,
     stdio: [RawFd; 3],
     run_as: Option<(libc::uid_t, libc::gid_t)>,
-    report: RawFd,
+    nofile: Option<libc::rlimit>,
+    /// The errno of a failure before exec; 0 if the child exec'd.
+    report: AtomicI32,
 }
 
 fn cstring(bytes: &[u8]) -> std::io::Result<CString> {
@@ -121,7 +122,7 @@ pub fn spawn(plan: Plan<'_>) -> std::io::Result<Task> {
         .iter()
         .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
         .collect::<Result<_, _>>()?;
-    let null = std::fs::File::open("/dev/null")?;
+    let null = dev_null()?;
     let (stdout_w, stderr_w, stdout_r, stderr_r): (OwnedFd, OwnedFd, _, _) = match plan.output {
         Output::Files(out, err) => (out.into(), err.into(), None, None),
         Output::Pipes => {
@@ -130,7 +131,6 @@ pub fn spawn(plan: Plan<'_>) -> std::io::Result<Task> {
             (out_w, err_w, Some(out_r), Some(err_r))
         }
     };
-    let (report_r, report_w) = pipe()?;
     let mut args = ChildArgs {
         programs,
         argv: argv_c.iter().map(|c| c.as_ptr()).collect(),
@@ -141,9 +141,13 @@ pub fn spawn(plan: Plan<'_>) -> std::io::Result<Task> {
             .iter()
             .map(|p| cstring(OsStr::as_bytes(p.as_os_str())))
             .collect::<Result<_, _>>()?,
-        stdio: [null.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd()],
+        stdio: [null, stdout_w.as_raw_fd(), stderr_w.as_raw_fd()],
         run_as: plan.run_as,
-        report: report_w.as_raw_fd(),
+        nofile: plan.nofile.map(|(cur, max)| libc::rlimit {
+            rlim_cur: cur,
+            rlim_max: max,
+        }),
+        report: AtomicI32::new(0),
     };
     args.argv.push(std::ptr::null());
     args.envp.push(std::ptr::null());
@@ -155,8 +159,9 @@ pub fn spawn(plan: Plan<'_>) -> std::io::Result<Task> {
     // SAFETY: CLONE_VFORK suspends this thread until the child has exec'd or
     // exited, so `args` and `stack` outlive its use of them; the child only
     // reads `args` and makes system calls (see `child`), on its own stack; what
-    // it writes of shared memory is this suspended thread's errno. The shim has
-    // no signal handlers of its own, and the child resets SIGPIPE and the mask.
+    // it writes of shared memory is this suspended thread's errno and, when it
+    // fails, `args.report`, read only once it has exited. The keeper
+    // has no signal handlers of its own, and the child resets SIGPIPE and the mask.
     let pid = unsafe {
         libc::clone(
             child_main,
@@ -168,33 +173,31 @@ pub fn spawn(plan: Plan<'_>) -> std::io::Result<Task> {
     if pid < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    drop((
-        stack, args, argv_c, envp_c, null, stdout_w, stderr_w, report_w,
-    ));
-    // The child exec'd (EOF: the pipe closed on exec) or said why not.
-    let mut said = [0u8; 4];
-    let mut got = 0;
-    let mut report = std::fs::File::from(report_r);
-    while got < said.len() {
-        match std::io::Read::read(&mut report, &mut said[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    // The child exec'd, or stored why not and exited: either way it is done
+    // with `args` now.
+    let said = args.report.load(Ordering::SeqCst);
+    drop((stack, args, argv_c, envp_c, stdout_w, stderr_w));
     let task = Task {
         pid,
         stdout: stdout_r,
         stderr: stderr_r,
     };
-    match got {
+    match said {
         0 => Ok(task),
-        _ => {
+        e => {
             let _ = task.wait();
-            Err(std::io::Error::from_raw_os_error(i32::from_ne_bytes(said)))
+            Err(std::io::Error::from_raw_os_error(e))
         }
     }
+}
+
+/// `/dev/null`, opened once per process (close-on-exec): every task's stdin.
+fn dev_null() -> std::io::Result<RawFd> {
+    static NULL: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    NULL.get_or_init(|| std::fs::File::open("/dev/null").ok())
+        .as_ref()
+        .map(|f| f.as_raw_fd())
+        .ok_or_else(|| std::io::Error::other("cannot open /dev/null"))
 }
 
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
@@ -203,13 +206,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 /// Tell the parent why the child could not exec, and end it.
-unsafe fn fail(report: RawFd, e: libc::c_int) -> ! {
-    let bytes = e.to_ne_bytes();
-    // SAFETY: a write of a local buffer, then _exit: async-signal-safe calls.
-    unsafe {
-        libc::write(report, bytes.as_ptr().cast(), bytes.len());
-        libc::_exit(127)
-    }
+unsafe fn fail(report: &AtomicI32, e: libc::c_int) -> ! {
+    // An errno is never 0; EIO stands in should one be.
+    report.store(if e == 0 { libc::EIO } else { e }, Ordering::SeqCst);
+    // SAFETY: _exit is async-signal-safe and ends only this child.
+    unsafe { libc::_exit(127) }
 }
 
 fn errno() -> libc::c_int {
@@ -230,7 +231,7 @@ unsafe fn child(a: &ChildArgs) -> libc::c_int {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         // Own session and process group (pgid = pid): a stop signals the group.
         if libc::setsid() < 0 {
-            fail(a.report, errno());
+            fail(&a.report, errno());
         }
         let mut digits = [0u8; 12];
         let n = decimal(libc::getpid() as u32, &mut digits);
@@ -241,25 +242,30 @@ unsafe fn child(a: &ChildArgs) -> libc::c_int {
                 0o644 as libc::c_uint,
             );
             if fd < 0 {
-                fail(a.report, errno());
+                fail(&a.report, errno());
             }
             if libc::write(fd, digits.as_ptr().cast(), n) != n as isize {
-                fail(a.report, errno());
+                fail(&a.report, errno());
             }
             libc::close(fd);
         }
         for (to, from) in a.stdio.iter().enumerate() {
             if libc::dup2(*from, to as libc::c_int) < 0 {
-                fail(a.report, errno());
+                fail(&a.report, errno());
             }
         }
         if libc::chdir(a.cwd.as_ptr()) < 0 {
-            fail(a.report, errno());
+            fail(&a.report, errno());
+        }
+        if let Some(limit) = &a.nofile {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, limit) < 0 {
+                fail(&a.report, errno());
+            }
         }
         // Last, once the pid files (cgroups) are written with privileges.
         if let Some((uid, gid)) = a.run_as {
             if libc::setgroups(1, &gid) < 0 || libc::setgid(gid) < 0 || libc::setuid(uid) < 0 {
-                fail(a.report, errno());
+                fail(&a.report, errno());
             }
         }
         // As execvp: the first candidate that exists; a permission error is
@@ -275,7 +281,7 @@ unsafe fn child(a: &ChildArgs) -> libc::c_int {
                 }
             }
         }
-        fail(a.report, why)
+        fail(&a.report, why)
     }
 }
 
@@ -317,6 +323,7 @@ mod tests {
             pid_files,
             output: Output::Pipes,
             run_as: None,
+            nofile: None,
         }
     }
 

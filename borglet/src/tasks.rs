@@ -1,5 +1,5 @@
 //! The seam between the sync handler and whatever runs the tasks: the real
-//! [`Supervisor`] (shims, process groups, cgroups) or the fleet mode's
+//! [`Supervisor`] (the keeper, process groups, cgroups) or the fleet mode's
 //! simulated processes (`crate::fleet::SimTasks`). The sync handler, its
 //! credential and epoch checks and the attempt table are the same for both.
 

@@ -37,7 +37,7 @@ async fn a_fenced_task_dies_when_no_master_syncs_and_an_unfenced_one_keeps_runni
     assert!(pid_running(free_pid), "an unfenced task keeps running");
 
     // A master comes back: the report says why, and nothing is started again.
-    // (The task is a zombie before its shim reaped it and the borglet heard:
+    // (The task is a zombie before its keeper reaped it and the borglet heard:
     // until then it is still `stopping`.)
     let r = eventually("the fenced attempt's end to be reported", || async {
         let r = b.sync(&both, &[]).await;

@@ -266,3 +266,31 @@ async fn previous_serves_the_run_before_the_restart() {
     let resp = b.logs(&id.to_string(), "?previous=true").await;
     assert_eq!(resp.status(), 400);
 }
+
+#[tokio::test]
+async fn an_exit_is_recorded_though_an_escaped_process_holds_the_output_open() {
+    let b = TestBorglet::spawn().await;
+    // The background process leaves the task's session and keeps its stdout:
+    // the keeper drains the pipe only a short while after the task exited.
+    let spec = AttemptBuilder::sh("setsid sleep 120 & echo $! > bg; echo bye; exit 3").build();
+    let id = spec.id;
+    let began = std::time::Instant::now();
+    let r = b
+        .sync_until(std::slice::from_ref(&spec), id, "exited", |r| {
+            r.phase == AttemptPhase::Exited
+        })
+        .await;
+    assert_eq!(r.exit_code, Some(3), "{r:?}");
+    assert!(began.elapsed() < DEADLINE, "the exit waited for the pipe");
+    let out = std::fs::read_to_string(b.sandbox(id).join("stdout")).unwrap();
+    assert_eq!(out, "bye\n");
+    if let Some(pid) = std::fs::read_to_string(b.sandbox(id).join("bg"))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}

@@ -376,11 +376,11 @@ async fn an_adopted_task_keeps_its_cgroup_for_usage_and_kill_all() {
         cgroup.display()
     );
     assert_eq!(cgroup_of(daemon), cgroup);
-    // The shim keeps the task from outside: its memory is not the task's.
+    // The keeper keeps the task from outside: its memory is not the task's.
     let run: serde_json::Value =
         serde_json::from_slice(&std::fs::read(sandbox.join("run.json")).unwrap()).unwrap();
-    let shim = run["shim"]["pid"].as_i64().unwrap() as i32;
-    assert_ne!(cgroup_of(shim), cgroup);
+    let keeper = run["shim"]["pid"].as_i64().unwrap() as i32;
+    assert_ne!(cgroup_of(keeper), cgroup);
 
     borglet.kill9();
     let mut borglet = BorgletProcess::start_with(dir.path(), port, &master.url, name, &fast);
@@ -418,4 +418,197 @@ async fn an_adopted_task_keeps_its_cgroup_for_usage_and_kill_all() {
     })
     .await;
     borglet.kill9();
+}
+
+/// The keeper processes (`/proc/PID/comm` = `borglet-keeper`) serving `data`.
+fn keepers_of(data: &Path) -> Vec<i32> {
+    let data = data.canonicalize().unwrap().display().to_string();
+    let mut found = Vec::new();
+    for p in procfs::process::all_processes().unwrap().flatten() {
+        let Ok(stat) = p.stat() else { continue };
+        if stat.comm != "borglet-keeper" || stat.state == 'Z' {
+            continue;
+        }
+        if p.cmdline().is_ok_and(|argv| argv.contains(&data)) {
+            found.push(p.pid);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn an_exit_while_no_borglet_runs_is_recorded_by_the_one_keeper_it_reconnects_to() {
+    let master = MasterStub::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = free_port();
+    let name = "m-keeper";
+    let _cleanup = CgroupCleanup(name);
+    let http = master.client();
+    let reaper = Reaper::default();
+    let service = AttemptBuilder::new(&["/bin/sleep", "1000"])
+        .job("svc", 0)
+        .build();
+    // Each exits with its own code once its file appears in its sandbox.
+    let waits_for = |file: &str, code: i32| {
+        AttemptBuilder::sh(&format!(
+            "while [ ! -e {file} ]; do sleep 0.02; done; exit {code}"
+        ))
+        .job(file, 0)
+        .build()
+    };
+    let (early, late) = (waits_for("early", 7), waits_for("late", 9));
+    let specs = [service.clone(), early.clone(), late.clone()];
+    reaper.1.lock().unwrap().extend(specs.iter().map(|s| s.id));
+    let data = dir.path().join("data");
+    let sandbox = |id: AttemptId| data.join("attempts").join(id.to_string());
+
+    let mut borglet = BorgletProcess::start(dir.path(), port, &master.url, name);
+    let first = eventually("every attempt running", || async {
+        let resp = sync(&http, &borglet.url, name, &specs).await?;
+        resp.attempts
+            .iter()
+            .all(|r| r.phase == AttemptPhase::Running)
+            .then_some(resp)
+    })
+    .await;
+    let pid = |id| common::find(&first, id).and_then(|r| r.pid).unwrap();
+    for spec in &specs {
+        reaper.0.lock().unwrap().insert(pid(spec.id));
+    }
+    let keeper = keepers_of(&data);
+    assert_eq!(keeper.len(), 1, "one keeper: {keeper:?}");
+
+    borglet.kill9();
+    std::fs::write(sandbox(early.id).join("early"), "").unwrap();
+    eventually("the task to exit while no borglet runs", || async {
+        (!common::pid_running(pid(early.id))).then_some(())
+    })
+    .await;
+    assert_eq!(keepers_of(&data), keeper, "the keeper outlived the borglet");
+
+    let borglet = BorgletProcess::start(dir.path(), port, &master.url, name);
+    let again = eventually("the restarted borglet", || async {
+        sync(&http, &borglet.url, name, &specs).await
+    })
+    .await;
+    let r = common::find(&again, early.id).unwrap();
+    assert_eq!(
+        (r.phase, r.exit_code, r.pid),
+        (AttemptPhase::Exited, Some(7), Some(pid(early.id))),
+        "the real exit code: {r:?}"
+    );
+    for spec in [&service, &late] {
+        let r = common::find(&again, spec.id).unwrap();
+        assert_eq!(
+            (r.phase, r.pid),
+            (AttemptPhase::Running, Some(pid(spec.id)))
+        );
+    }
+    assert_eq!(
+        keepers_of(&data),
+        keeper,
+        "the restarted borglet reconnected to the same keeper, no second one"
+    );
+
+    // An exit after the restart comes through the reconnected keeper.
+    std::fs::write(sandbox(late.id).join("late"), "").unwrap();
+    let r = eventually("the later exit to be reported", || async {
+        let resp = sync(&http, &borglet.url, name, &specs).await?;
+        common::find(&resp, late.id)
+            .filter(|r| r.phase == AttemptPhase::Exited)
+            .cloned()
+    })
+    .await;
+    assert_eq!(r.exit_code, Some(9), "{r:?}");
+    assert_eq!(keepers_of(&data), keeper);
+}
+
+#[tokio::test]
+async fn tasks_of_a_killed_keeper_keep_running_and_are_never_started_twice() {
+    let master = MasterStub::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = free_port();
+    let name = "m-keeper-killed";
+    let _cleanup = CgroupCleanup(name);
+    let http = master.client();
+    let reaper = Reaper::default();
+    let service = AttemptBuilder::new(&["/bin/sleep", "1000"])
+        .job("svc", 0)
+        .build();
+    let later = AttemptBuilder::new(&["/bin/sleep", "1000"])
+        .job("later", 0)
+        .build();
+    reaper.1.lock().unwrap().extend([service.id, later.id]);
+    let data = dir.path().join("data");
+
+    let mut borglet = BorgletProcess::start(dir.path(), port, &master.url, name);
+    let specs = [service.clone()];
+    let running = eventually("the service running", || async {
+        let resp = sync(&http, &borglet.url, name, &specs).await?;
+        common::find(&resp, service.id)
+            .filter(|r| r.phase == AttemptPhase::Running)
+            .cloned()
+    })
+    .await;
+    let pid = running.pid.unwrap();
+    reaper.0.lock().unwrap().insert(pid);
+    let keeper = keepers_of(&data);
+    assert_eq!(keeper.len(), 1, "{keeper:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(keeper[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    eventually("the keeper gone", || async {
+        keepers_of(&data).is_empty().then_some(())
+    })
+    .await;
+    assert!(common::pid_running(pid), "the task outlives its keeper");
+
+    // The borglet starts a new keeper for the next start; the old task is still its own.
+    let both = [service.clone(), later.clone()];
+    let resp = eventually("the later attempt running", || async {
+        let resp = sync(&http, &borglet.url, name, &both).await?;
+        common::find(&resp, later.id)
+            .filter(|r| r.phase == AttemptPhase::Running)
+            .map(|_| resp.clone())
+    })
+    .await;
+    reaper
+        .0
+        .lock()
+        .unwrap()
+        .extend(common::find(&resp, later.id).unwrap().pid);
+    let r = common::find(&resp, service.id).unwrap();
+    assert_eq!((r.phase, r.pid), (AttemptPhase::Running, Some(pid)));
+    assert_eq!(keepers_of(&data).len(), 1, "one new keeper");
+
+    // A restarted borglet finds both: the orphan by its records, never started again.
+    borglet.kill9();
+    let borglet = BorgletProcess::start(dir.path(), port, &master.url, name);
+    let again = eventually("the restarted borglet", || async {
+        sync(&http, &borglet.url, name, &both).await
+    })
+    .await;
+    let r = common::find(&again, service.id).unwrap();
+    assert_eq!((r.phase, r.pid), (AttemptPhase::Running, Some(pid)));
+    for spec in &both {
+        assert_eq!(groups_of(spec.id).len(), 1, "one process group per attempt");
+    }
+    assert_eq!(keepers_of(&data).len(), 1);
+
+    // Its end is seen, though its status is not.
+    let stopped = eventually("the orphan stopped", || async {
+        let resp = sync(&http, &borglet.url, name, std::slice::from_ref(&later)).await?;
+        common::find(&resp, service.id)
+            .filter(|r| r.phase == AttemptPhase::Exited)
+            .cloned()
+    })
+    .await;
+    assert!(stopped.stopped_by_borglet, "{stopped:?}");
+    assert!(!common::pid_running(pid));
 }

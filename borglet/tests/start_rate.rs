@@ -48,7 +48,7 @@ async fn start_rate_of_bin_true() {
     // Every process of the run reaped: its CPU is in RUSAGE_CHILDREN. Less
     // sensitive than wall time to what else runs on the machine.
     eprintln!(
-        "CPU per start (borglet, shims, tasks, this test): {:.2} ms",
+        "CPU per start (borglet, keeper, tasks, this test): {:.2} ms",
         (cpu_seconds() - cpu_before) * 1000.0 / n as f64
     );
 }

@@ -308,3 +308,42 @@ async fn tasks_of_a_root_borglet_run_unprivileged() {
     let out = b.logs(&id.to_string(), "").await.text().await.unwrap();
     assert_eq!(out, format!("{}\nwrote\ndenied\n", nobody.uid));
 }
+
+#[tokio::test]
+async fn a_start_too_large_for_the_keeper_fails_alone() {
+    let b = TestBorglet::spawn().await;
+    // Its escaped child holds its output open, so the keeper records its end
+    // only once the drain time is over: a borglet that had given up on the
+    // keeper would find no record at the task's end and report it unknown.
+    let other =
+        AttemptBuilder::sh("setsid sleep 5 & while [ ! -e go ]; do sleep 0.02; done; exit 4")
+            .build();
+    b.sync_until(std::slice::from_ref(&other), other.id, "running", |r| {
+        r.phase == AttemptPhase::Running
+    })
+    .await;
+    // More than one message to the keeper may hold.
+    let huge = "x".repeat(400 * 1024);
+    let big = AttemptBuilder::new(&["/bin/echo", &huge]).build();
+    let both = [other.clone(), big.clone()];
+    let failed = b
+        .sync_until(&both, big.id, "the big start failed", |r| {
+            r.phase == AttemptPhase::FailedToStart
+        })
+        .await;
+    assert!(
+        failed
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("keeper")),
+        "{failed:?}"
+    );
+    // The other task is still watched through the keeper: its real code comes.
+    std::fs::write(b.sandbox(other.id).join("go"), "").unwrap();
+    let r = b
+        .sync_until(&both, other.id, "exited", |r| {
+            r.phase == AttemptPhase::Exited
+        })
+        .await;
+    assert_eq!(r.exit_code, Some(4), "{r:?}");
+}

@@ -140,7 +140,7 @@ impl Cell {
     }
 
     /// As `stop`, but running tasks keep running (borglets leave them to be
-    /// re-adopted), with their shims: returns those; anything else left fails.
+    /// re-adopted), with their keeper: returns those; anything else left fails.
     fn stop_leaving_tasks(mut self) -> Vec<i32> {
         let family = descendants(self.child.id() as i32);
         assert!(
@@ -262,15 +262,13 @@ fn argv(pid: i32) -> Vec<String> {
         .collect()
 }
 
-/// A task (its environment names an attempt) or a borglet's per-attempt shim.
+/// A task (its environment names an attempt) or a borglet's keeper, which
+/// keeps running tasks after its borglet exited.
 fn is_task_or_shim(pid: i32) -> bool {
     let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
     env.split(|b| *b == 0)
         .any(|kv| kv.starts_with(b"BORG_ATTEMPT="))
-        || argv(pid).iter().any(|a| a == "__borglet-shim")
-        // A shim forked by the borglet's spawner keeps the spawner's argv.
-        || std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|c| c.trim_end() == "borglet-shim")
+        || argv(pid).iter().any(|a| a == "__borglet-keeper")
 }
 
 fn alive_not_zombie(pid: i32) -> bool {

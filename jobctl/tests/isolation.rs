@@ -5,8 +5,8 @@
 //! Skips, saying so, where the host has no writable cgroup hierarchy.
 //!
 //! Here rather than in the master's tests: the borglet starts each task through
-//! a shim, an executable of this build that knows `__borglet-shim` (`jobctl`,
-//! which hosts borglets in `jobctl dev`); a test binary cannot be one.
+//! its keeper, an executable of this build that knows `__borglet-keeper`
+//! (`jobctl`, which hosts borglets in `jobctl dev`); a test binary cannot be one.
 
 use borg_shared::wire::{Capacity, DeathCause, IsolationMode, JobView, MachineList};
 use borg_shared::{Bytes, JobId, MilliCpu, TaskId};

@@ -1,11 +1,13 @@
 //! Re-adoption: at start-up, before serving, the borglet reads the records a
-//! previous borglet left in the sandboxes and rebuilds its table from them. A
-//! task that kept running is watched again through its shim (never started a
+//! previous borglet left in the sandboxes and rebuilds its table from them,
+//! once connected to the keeper (the one still running, or a new one). A task
+//! that kept running is watched again through its keeper (never started a
 //! second time: the master's next sync finds it known), its cgroup re-attached
 //! from the launch record so usage, OOM and kill-all still apply; one that ended
-//! while no borglet ran is reported with the status its shim recorded, and its
-//! cgroup is emptied, read (OOM kill, peak) and removed then. Nothing here
-//! removes a cgroup whose task still runs.
+//! while no borglet ran is reported with the status its keeper recorded, and its
+//! cgroup is emptied, read (OOM kill, peak) and removed then. A task whose
+//! keeper died is watched as an orphan: its end is seen, not its status.
+//! Nothing here removes a cgroup whose task still runs.
 
 use super::watch::Keeper;
 use super::Supervisor;
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// How long start-up waits, in all, for starts a dead borglet left half done
-/// (a shim that was about to record its task).
+/// (a keeper that was about to record its task).
 const UNFINISHED_START_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Marker written when a stop begins, so an exit seen after a restart is still
@@ -37,11 +39,11 @@ enum Found {
         exit: ExitRecord,
         stopping: bool,
     },
-    /// Its shim still keeps it.
+    /// Its keeper still keeps it.
     Running { launch: Launch, run: Run },
-    /// Running without a shim: its end will be seen, not its status.
+    /// Running without a keeper: its end will be seen, not its status.
     Orphan { launch: Launch, task: ProcId },
-    /// Ended with no shim to record how.
+    /// Ended with no keeper to record how.
     Lost {
         launch: Launch,
         run: Run,
@@ -61,6 +63,20 @@ pub struct Adopted {
 impl Supervisor {
     /// Rebuild the table from the sandboxes. Call once, before serving.
     pub async fn adopt(self: &Arc<Self>) -> Result<Adopted, RecordError> {
+        // First: from the hello on, the keeper tells this borglet every exit,
+        // and what ended before is on disk when the scan reads it.
+        let client = Arc::clone(&self.keeper);
+        let keeper = match tokio::task::spawn_blocking(move || client.connect()).await {
+            Ok(Ok(k)) => Some(k),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot reach the keeper; starts will try again");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "connecting to the keeper was interrupted");
+                None
+            }
+        };
         let dir = self.sandboxes.clone();
         let (found, never_started) = tokio::task::spawn_blocking(move || scan(&dir))
             .await
@@ -85,6 +101,7 @@ impl Supervisor {
                     stopping,
                 } => {
                     let restarts = restarts_of(&self.sandboxes, &launch);
+                    self.keeper.forget(&launch.cwd);
                     let done = CancellationToken::new();
                     done.cancel();
                     let phase = match (exit.ended, run) {
@@ -119,7 +136,7 @@ impl Supervisor {
                     let restarts = restarts_of(&self.sandboxes, &launch);
                     let done = CancellationToken::new();
                     done.cancel();
-                    tracing::warn!(attempt = %launch.spec.id, "attempt ended with no shim to record its status");
+                    tracing::warn!(attempt = %launch.spec.id, "attempt ended with no keeper to record its status");
                     let ending = self.ending_of(&launch).await;
                     let note = stop_note(&self.sandboxes, &launch);
                     let mut attempt = Attempt::new(
@@ -129,7 +146,7 @@ impl Supervisor {
                             started_at: run.started_at,
                             finished_at: chrono::Utc::now(),
                             exit: Exit::Unknown(
-                                "ended while neither borglet nor shim watched it".into(),
+                                "ended while neither borglet nor keeper watched it".into(),
                             ),
                             stopped_by_borglet: stopping,
                         },
@@ -143,13 +160,23 @@ impl Supervisor {
                 }
                 Found::Running { launch, run } => {
                     let restarts = restarts_of(&self.sandboxes, &launch);
+                    let exit = (keeper == Some(run.shim))
+                        .then(|| self.keeper.exit_of(&launch.cwd))
+                        .flatten();
+                    let how = match exit {
+                        Some(exit) => Keeper::Connected {
+                            task: run.task,
+                            exit,
+                        },
+                        None => Keeper::Shim(run.shim),
+                    };
                     self.readopt(
                         launch,
                         restarts,
                         run.task.pid,
                         run.started_at,
                         run.pgid,
-                        Keeper::Shim(run.shim),
+                        how,
                     );
                     n.running += 1;
                 }
@@ -288,7 +315,7 @@ fn classify(sandbox: &Path, patience_ends: Instant) -> Result<Option<Found>, Uns
                 return Ok(Some(Found::Running { launch, run }))
             }
             (Some(run), None) => {
-                // The shim is gone; it may have written the exit just now.
+                // The keeper is gone; it may have written the exit just now.
                 if let Some(exit) = read_opt::<ExitRecord>(sandbox, records::EXIT) {
                     return Ok(Some(Found::Exited {
                         launch,
@@ -310,7 +337,7 @@ fn classify(sandbox: &Path, patience_ends: Instant) -> Result<Option<Found>, Uns
                 }));
             }
             (None, None) if Instant::now() < patience_ends => {
-                // A start in progress when the borglet died: its shim records it soon.
+                // A start in progress when the borglet died: its keeper records it soon.
                 std::thread::sleep(Duration::from_millis(20));
             }
             (None, None) => {

@@ -1,5 +1,5 @@
-//! The supervisor owns the task processes: starting them through a per-attempt
-//! shim (`start.rs`, `crate::shim`), stopping them (`stop.rs`), watching for
+//! The supervisor owns the task processes: starting them through the
+//! borglet's keeper (`start.rs`, `crate::keeper`), stopping them (`stop.rs`), watching for
 //! their end (`watch.rs`) and re-adopting those a previous borglet left running
 //! (`adopt.rs`). It is the seam where cgroups plug in; the API layer only says
 //! "start these specs" and "stop what is not wanted".
@@ -10,7 +10,7 @@ mod stop;
 mod watch;
 
 pub use adopt::Adopted;
-pub use start::default_shim_exe;
+pub use start::default_keeper_exe;
 
 use crate::health::Prober;
 use crate::isolation::Isolator;
@@ -50,8 +50,8 @@ pub struct Supervisor {
     /// `<data-dir>/attempts`
     sandboxes: PathBuf,
     path_env: String,
-    /// Forks each run's shim (`crate::spawner`, `crate::shim`).
-    spawner: Arc<crate::spawner::Spawner>,
+    /// Starts, keeps and reaps every task (`crate::keeper`).
+    keeper: Arc<crate::keeper::KeeperClient>,
     /// Bytes of each output stream kept per attempt (0: unlimited).
     log_max_bytes: u64,
     /// The user tasks run as (`None`: the borglet's own).
@@ -70,8 +70,8 @@ pub struct Supervisor {
 /// How every task of this borglet is run.
 #[derive(Debug, Clone)]
 pub struct HowToRun {
-    /// The executable run (once) as the shim spawner (`crate::spawner`).
-    pub shim_exe: PathBuf,
+    /// The executable run (once) as the keeper (`crate::keeper`).
+    pub keeper_exe: PathBuf,
     /// Bytes of each output stream kept per attempt (0: unlimited).
     pub log_max_bytes: u64,
     /// The user tasks run as (`None`: the borglet's own).
@@ -95,7 +95,7 @@ impl Supervisor {
         how: HowToRun,
     ) -> Self {
         let HowToRun {
-            shim_exe,
+            keeper_exe,
             log_max_bytes,
             run_as,
             isolator,
@@ -118,7 +118,7 @@ impl Supervisor {
             machine,
             sandboxes: sandboxes_dir(data_dir),
             path_env,
-            spawner: Arc::new(crate::spawner::Spawner::new(shim_exe)),
+            keeper: Arc::new(crate::keeper::KeeperClient::new(keeper_exe, data_dir)),
             log_max_bytes,
             run_as,
             acked: Arc::default(),
@@ -167,6 +167,12 @@ impl Supervisor {
     pub async fn drop_spares(&self) {
         let isolator = Arc::clone(&self.isolator);
         let _ = tokio::task::spawn_blocking(move || isolator.drop_spares()).await;
+    }
+
+    /// Close the connection to the keeper (at shutdown): it goes on keeping
+    /// the tasks left running, and exits if there are none.
+    pub fn disconnect_keeper(&self) {
+        self.keeper.disconnect();
     }
 
     /// Stop every task and wait until all are reaped (`--on-exit stop`).

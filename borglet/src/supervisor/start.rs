@@ -1,39 +1,38 @@
 //! Starting an attempt: its sandbox and launch record (written before anything
-//! runs), then its shim, forked by the shim spawner (`crate::spawner`), which
+//! runs), then a request to the borglet's keeper (`crate::keeper`), which
 //! starts the task in a fresh session and answers with the task's pid or why it
-//! could not start. The blocking part (mkdir, cgroup and file writes, the
-//! request to the spawner) runs on the blocking pool; a sync's starts run a few
-//! at a time, and the answers are read without holding a thread.
+//! could not start, and later tells its end. The blocking part (mkdir, cgroup
+//! and file writes, the request to the keeper) runs on the blocking pool; a
+//! sync's starts run a few at a time, and the answers are awaited without
+//! holding a thread.
 //!
-//! Isolation: each run gets the attempt's cgroup before the shim starts: on v1
+//! Isolation: each run gets the attempt's cgroup before the task starts: on v1
 //! a spare set a finished attempt left clean, renamed to this attempt's id, its
 //! counters reset and its limits rewritten, else one made fresh
 //! (`isolation/pool.rs`); an in-place restart gets one again under the same
 //! path once the previous run's end retired it. Either way its counters and
 //! OOM kills are the run's own. The task joins it itself, before exec
-//! (`Launch.pid_files`); the shim stays outside, so its memory is not charged
+//! (`Launch.pid_files`); the keeper stays outside, so its memory is not charged
 //! to the task and an OOM kill in the cgroup cannot take it.
 
 use super::watch::Keeper;
 use super::Supervisor;
 use crate::isolation::{self, AttemptCgroup, IsolationError, Isolator};
+use crate::keeper::client::{Answer, KeeperClient, StartReceivers};
 use crate::records::{self, Launch, RecordError, Run};
-use crate::shim::Handshake;
-use crate::spawner::Spawner;
 use crate::state::{Attempt, Phase};
 use borg_shared::wire::{borg_env, AttemptSpec};
 use borg_shared::AttemptId;
 use chrono::Utc;
 use futures::StreamExt;
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// Starts in flight at once within one sync: enough to keep both the shims'
-/// exec and the handshake reads busy, few enough not to flood the blocking pool.
+/// Starts in flight at once within one sync: enough to keep the keeper busy
+/// while sandboxes and cgroups are prepared, few enough not to flood the
+/// blocking pool.
 const START_CONCURRENCY: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,11 +46,11 @@ pub(super) enum StartError {
     },
     #[error("cannot write the launch record: {0}")]
     Record(#[from] RecordError),
-    #[error("cannot start the shim {exe}: {source}")]
-    Shim { exe: String, source: std::io::Error },
-    #[error("the shim ended without saying whether the task started")]
-    ShimSilent,
-    /// The shim's own words: why the task could not start (exec failed, ...).
+    #[error("cannot reach the keeper {exe}: {source}")]
+    Keeper { exe: String, source: std::io::Error },
+    #[error("the keeper ended without saying whether the task started")]
+    KeeperSilent,
+    /// The keeper's own words: why the task could not start (exec failed, ...).
     #[error("{0}")]
     Task(String),
     #[error("cannot isolate: {0}")]
@@ -77,10 +76,10 @@ impl Supervisor {
     async fn start_in_span(self: &Arc<Self>, spec: AttemptSpec) {
         let id = spec.id;
         match self.launch(&spec, false).await {
-            Ok((run, cgroup)) => {
+            Ok((run, cgroup, exit)) => {
                 let (job, index) = (spec.job.clone(), spec.index);
                 tracing::info!(attempt = %id, job = %job, index, pid = run.task.pid,
-                    shim = run.shim.pid, "attempt started");
+                    keeper = run.shim.pid, "attempt started");
                 self.metrics.started();
                 let exited = CancellationToken::new();
                 // Insert before the watcher runs so the exit always finds the entry.
@@ -102,7 +101,10 @@ impl Supervisor {
                     run.pgid,
                     exited,
                     cgroup,
-                    Keeper::Shim(run.shim),
+                    Keeper::Connected {
+                        task: run.task,
+                        exit,
+                    },
                 );
             }
             Err(e) => {
@@ -123,7 +125,7 @@ impl Supervisor {
         }
     }
 
-    /// What the shim is told to run: argv (never a shell), a clean environment,
+    /// What the keeper is told to run: argv (never a shell), a clean environment,
     /// the sandbox as working directory and HOME.
     pub(super) fn launch_record(&self, spec: &AttemptSpec) -> Result<Launch, StartError> {
         if spec.command.is_empty() {
@@ -148,7 +150,7 @@ impl Supervisor {
         })
     }
 
-    /// Run attempt `spec` again in place: a new shim, process and cgroup, same sandbox.
+    /// Run attempt `spec` again in place: a new process and cgroup, same sandbox.
     pub(super) async fn relaunch(&self, spec: &AttemptSpec) -> Result<Launched, StartError> {
         self.launch(spec, true).await
     }
@@ -157,11 +159,11 @@ impl Supervisor {
     async fn launch(&self, spec: &AttemptSpec, again: bool) -> Result<Launched, StartError> {
         let mut launch = self.launch_record(spec)?;
         let spec_id = spec.id;
-        let spawner = Arc::clone(&self.spawner);
+        let keeper = Arc::clone(&self.keeper);
         let isolator = Arc::clone(&self.isolator);
         let isolator_after = Arc::clone(&self.isolator);
         let pids = self.pids_limit;
-        let (handshake, cgroup) = tokio::task::spawn_blocking(move || {
+        let ((answer, exit), cgroup) = tokio::task::spawn_blocking(move || {
             let cgroup = isolation::create(&*isolator, &launch.spec, pids)?;
             if let Some(cg) = &cgroup {
                 // First, so `task.pid` names a task that is in its cgroup.
@@ -170,8 +172,8 @@ impl Supervisor {
                 launch.pid_files = files;
                 launch.cgroup = Some(cg.clone());
             }
-            match spawn_shim(&spawner, &launch, again) {
-                Ok(handshake) => Ok((handshake, cgroup)),
+            match ask_keeper(&keeper, &launch, again) {
+                Ok(receivers) => Ok((receivers, cgroup)),
                 Err(e) => {
                     discard(&*isolator, spec_id, cgroup.as_ref());
                     Err(e)
@@ -179,16 +181,10 @@ impl Supervisor {
             }
         })
         .await??;
-        let mut said = Vec::new();
-        // An I/O error here reads as an empty answer: the shim said nothing.
-        if let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(handshake) {
-            let _ = pipe.read_to_end(&mut said).await;
-        }
-        let failed = match serde_json::from_slice::<Handshake>(&said) {
-            Ok(Handshake::Started(run)) => return Ok((run, cgroup.map(Arc::new))),
-            // The shim exits by itself; the spawner reaps it.
-            Ok(Handshake::Failed(why)) => StartError::Task(why),
-            Err(_) => StartError::ShimSilent,
+        let failed = match answer.await {
+            Ok(Answer::Started(run)) => return Ok((run, cgroup.map(Arc::new), exit)),
+            Ok(Answer::Failed(why)) => StartError::Task(why),
+            Err(_) => StartError::KeeperSilent,
         };
         if cgroup.is_some() {
             let _ = tokio::task::spawn_blocking(move || {
@@ -200,9 +196,13 @@ impl Supervisor {
     }
 }
 
-/// A started run: what its shim recorded (the shim's pid, which keeps it), and
-/// the run's cgroup.
-pub(super) type Launched = (Run, Option<Arc<AttemptCgroup>>);
+/// A started run: what the keeper recorded (its pid and the task's), the run's
+/// cgroup, and its end to come.
+pub(super) type Launched = (
+    Run,
+    Option<Arc<AttemptCgroup>>,
+    tokio::sync::oneshot::Receiver<records::ExitRecord>,
+);
 
 /// Blocking: empty and remove the cgroup of a run that did not start.
 fn discard(isolator: &dyn Isolator, id: AttemptId, cgroup: Option<&AttemptCgroup>) {
@@ -212,9 +212,13 @@ fn discard(isolator: &dyn Isolator, id: AttemptId, cgroup: Option<&AttemptCgroup
     }
 }
 
-/// Blocking: sandbox, launch record, and the shim process; returns the pipe
-/// the shim's handshake comes on.
-fn spawn_shim(spawner: &Spawner, launch: &Launch, again: bool) -> Result<OwnedFd, StartError> {
+/// Blocking: sandbox, launch record, and the request to the keeper; returns
+/// where its answer and the run's end come.
+fn ask_keeper(
+    keeper: &KeeperClient,
+    launch: &Launch,
+    again: bool,
+) -> Result<StartReceivers, StartError> {
     let sandbox = &launch.cwd;
     let sandbox_err = |source| StartError::Sandbox {
         path: sandbox.display().to_string(),
@@ -235,13 +239,13 @@ fn spawn_shim(spawner: &Spawner, launch: &Launch, again: bool) -> Result<OwnedFd
         }
     }
     records::write_fresh(sandbox, records::LAUNCH, launch)?;
-    spawner.spawn(sandbox).map_err(|source| StartError::Shim {
-        exe: spawner.exe().display().to_string(),
+    keeper.start(launch).map_err(|source| StartError::Keeper {
+        exe: keeper.exe().display().to_string(),
         source,
     })
 }
 
-/// The executable to run the shim spawner with when none is configured: this one.
-pub fn default_shim_exe() -> std::io::Result<PathBuf> {
+/// The executable to run the keeper with when none is configured: this one.
+pub fn default_keeper_exe() -> std::io::Result<PathBuf> {
     std::env::current_exe()
 }

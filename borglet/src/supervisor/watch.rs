@@ -1,6 +1,6 @@
-//! Waiting for an attempt's end: the shim that keeps it (our child, or one a
-//! previous borglet started) exits once it has written how the task ended; the
-//! watcher then reads that record, clears out what is left of the task's process
+//! Waiting for an attempt's end: the keeper tells once it has written how the
+//! task ended (if the keeper dies first, the record or the task's own end is
+//! looked at instead); the watcher then clears out what is left of the task's process
 //! group and of its cgroup (reading its OOM kills and peak memory, with the
 //! stderr tail, for the death certificate), records the exit, or restarts the
 //! task in place after a backoff (`crate::restart` decides) in a cgroup whose
@@ -29,9 +29,16 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// What keeps the task and tells of its end.
 pub(super) enum Keeper {
-    /// Its shim (this borglet's spawner forked it, or a previous borglet's did).
+    /// The keeper this borglet is connected to: its end comes on `exit`, which
+    /// fails if the keeper dies first.
+    Connected {
+        task: ProcId,
+        exit: tokio::sync::oneshot::Receiver<ExitRecord>,
+    },
+    /// Another process that writes `exit.json` and then exits: a keeper this
+    /// borglet is not connected to, or a per-attempt shim of an earlier version.
     Shim(ProcId),
-    /// The task itself, whose shim is gone: its end is seen, its status is not.
+    /// The task itself, whose keeper is gone: its end is seen, its status is not.
     Orphan(ProcId),
 }
 
@@ -189,7 +196,7 @@ impl Watch {
             () = self.exited.cancelled() => return None,
         }
         match sup.relaunch(&spec).await {
-            Ok((run, cgroup)) => {
+            Ok((run, cgroup, exit)) => {
                 let event = Event::Restarted {
                     at: run.started_at,
                     pid: run.task.pid,
@@ -210,7 +217,11 @@ impl Watch {
                 sup.metrics.started();
                 tracing::info!(attempt = %id, pid = run.task.pid, restarts, "attempt restarted in place");
                 sup.nudger.request();
-                Some((run.pgid, cgroup, Keeper::Shim(run.shim)))
+                let keeper = Keeper::Connected {
+                    task: run.task,
+                    exit,
+                };
+                Some((run.pgid, cgroup, keeper))
             }
             Err(e) => {
                 tracing::warn!(attempt = %id, error = %e, "restart failed");
@@ -250,13 +261,29 @@ impl Watch {
 
     async fn wait(&self, keeper: Keeper) -> Exit {
         match keeper {
+            Keeper::Connected { task, exit } => match exit.await {
+                Ok(record) => exit_of(record.ended),
+                // The keeper died: it may have recorded the end just before.
+                Err(_) => match self.read_record().await {
+                    Ok(Some(record)) => exit_of(record.ended),
+                    _ => {
+                        wait_gone(task).await;
+                        match self.read_record().await {
+                            Ok(Some(record)) => exit_of(record.ended),
+                            _ => Exit::Unknown(
+                                "the keeper was gone: the task's exit status is unknown".into(),
+                            ),
+                        }
+                    }
+                },
+            },
             Keeper::Shim(shim) => {
                 wait_gone(shim).await;
                 self.read_exit().await
             }
             Keeper::Orphan(task) => {
                 wait_gone(task).await;
-                Exit::Unknown("the task's shim was gone: its exit status is unknown".into())
+                Exit::Unknown("the task's keeper was gone: its exit status is unknown".into())
             }
         }
     }
@@ -276,18 +303,23 @@ impl Watch {
         }
     }
 
-    async fn read_exit(&self) -> Exit {
+    async fn read_record(&self) -> Result<Option<ExitRecord>, String> {
         let dir = self.sandbox.clone();
         let read =
             tokio::task::spawn_blocking(move || records::read::<ExitRecord>(&dir, records::EXIT))
                 .await;
         match read {
-            Ok(Ok(Some(rec))) => exit_of(rec.ended),
-            Ok(Ok(None)) => {
-                Exit::Unknown("the shim ended without recording the task's exit".into())
-            }
-            Ok(Err(e)) => Exit::Unknown(format!("cannot read the exit record: {e}")),
-            Err(e) => Exit::Unknown(format!("reading the exit record was interrupted: {e}")),
+            Ok(Ok(rec)) => Ok(rec),
+            Ok(Err(e)) => Err(format!("cannot read the exit record: {e}")),
+            Err(e) => Err(format!("reading the exit record was interrupted: {e}")),
+        }
+    }
+
+    async fn read_exit(&self) -> Exit {
+        match self.read_record().await {
+            Ok(Some(rec)) => exit_of(rec.ended),
+            Ok(None) => Exit::Unknown("its keeper ended without recording the task's exit".into()),
+            Err(e) => Exit::Unknown(e),
         }
     }
 }
