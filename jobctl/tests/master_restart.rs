@@ -79,6 +79,7 @@ async fn tasks_outlive_the_master_and_a_new_master_adopts_them() {
         recheck_after: Duration::from_secs(30),
         whole_queue: false,
         sample: 128,
+        commit_streams: 2,
         cache_machines: 100,
         log: Default::default(),
     };
