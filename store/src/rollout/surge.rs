@@ -201,13 +201,20 @@ pub(super) async fn retire(
         job.version,
         if rolling_back { "rollback" } else { "update" }
     );
+    // Locked in id order first, as reports and lost machines lock attempts, so
+    // a retire racing them queues instead of deadlocking.
     let stopped: Vec<(AttemptId, MachineId, i32, i32)> = sqlx::query_as(concat!(
-        "UPDATE attempts a SET stop_reason = $3
-         FROM tasks t
-         WHERE t.id = a.task_id AND t.job_id = $1 AND t.index = ANY($2)
-           AND a.superseded AND a.stop_reason IS NULL AND a.state IN ",
+        "WITH doomed AS (
+             SELECT a.id FROM attempts a JOIN tasks t ON t.id = a.task_id
+             WHERE t.job_id = $1 AND t.index = ANY($2)
+               AND a.superseded AND a.stop_reason IS NULL AND a.state IN ",
         live_attempt!(),
-        " RETURNING a.id, a.machine_id, t.index, a.version"
+        " ORDER BY a.id FOR UPDATE OF a
+         )
+         UPDATE attempts a SET stop_reason = $3
+         FROM doomed d, tasks t
+         WHERE a.id = d.id AND t.id = a.task_id
+         RETURNING a.id, a.machine_id, t.index, a.version"
     ))
     .bind(job.id)
     .bind(&plan.retire)
