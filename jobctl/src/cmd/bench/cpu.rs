@@ -1,7 +1,7 @@
 //! CPU time per component of the cell, from /proc: each process's utime+stime,
 //! plus the cutime+cstime of the parents that reap short-lived children
 //! (Postgres backends under the postmaster, task processes under a borglet),
-//! and of their live children (a borglet's shim spawner, which reaps the shims).
+//! and of their live children (a borglet's keeper, which reaps the tasks).
 //! The delta of that sum between two samples is the CPU spent in between, even
 //! for processes that started or ended meanwhile. Also the whole machine's
 //! busy share from /proc/stat.
@@ -103,8 +103,8 @@ pub fn classify(procs: &[ProcTicks], dev: Option<i32>, me: i32) -> BTreeMap<Grou
         add(children, p.reaped);
         parents.push((p.pid, children));
     }
-    // Their live children, with what those reaped in turn (a borglet's shim
-    // spawner reaps the shims, each shim its task).
+    // Their live children, with what those reaped in turn (a borglet's keeper
+    // reaps its tasks).
     for p in procs {
         if let Some((_, g)) = parents.iter().find(|(pid, _)| *pid == p.ppid) {
             add(*g, p.own + p.reaped);
@@ -327,7 +327,7 @@ procs_blocked 0
             p(16, 10, "jobctl", Some("borglet-1"), 60, 300),
             p(17, 10, "jobctl", Some("borglet-2"), 70, 200),
             p(18, 16, "sleep", None, 7, 0),   // a live task
-            p(19, 17, "jobctl", None, 3, 90), // a shim spawner and the shims it reaped
+            p(19, 17, "jobctl", None, 3, 90), // a keeper and the tasks it reaped
             p(20, 1, "jobctl", Some("borgmaster"), 1000, 0), // another cell's: not ours
             p(30, 2, "jobctl", None, 8, 4),   // the bench
         ];
