@@ -88,6 +88,36 @@ impl Drop for Reaper {
     }
 }
 
+/// What each test starts from. Destructure it in field order: locals drop in
+/// reverse, so the tasks are killed first and the master stub goes last.
+struct Rig {
+    master: MasterStub,
+    /// Open to others: tasks of a root borglet run as `nobody` and must reach
+    /// their sandboxes.
+    dir: tempfile::TempDir,
+    port: u16,
+    /// The machine's cgroups, removed at the end.
+    _cleanup: CgroupCleanup,
+    http: reqwest::Client,
+    reaper: Reaper,
+}
+
+async fn rig(name: &'static str) -> Rig {
+    use std::os::unix::fs::PermissionsExt;
+    let master = MasterStub::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let http = master.client();
+    Rig {
+        master,
+        dir,
+        port: free_port(),
+        _cleanup: CgroupCleanup(name),
+        http,
+        reaper: Reaper::default(),
+    }
+}
+
 async fn sync(
     http: &reqwest::Client,
     url: &str,
@@ -141,16 +171,15 @@ async fn tasks_survive_kill_9_of_the_borglet_and_are_never_started_twice() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let master = MasterStub::spawn().await;
-    let dir = tempfile::tempdir().unwrap();
-    // Tasks of a root borglet run as `nobody`: the sandboxes must be reachable.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let port = free_port();
     let name = "m-readopt";
-    let _cleanup = CgroupCleanup(name);
-    let http = master.client();
-    let reaper = Reaper::default();
+    let Rig {
+        master,
+        dir,
+        port,
+        _cleanup,
+        http,
+        reaper,
+    } = rig(name).await;
 
     let services: Vec<AttemptSpec> = (0..SERVICES)
         .map(|i| {
@@ -269,15 +298,15 @@ async fn tasks_survive_kill_9_of_the_borglet_and_are_never_started_twice() {
 
 #[tokio::test]
 async fn restart_counts_survive_kill_9_of_the_borglet() {
-    let master = MasterStub::spawn().await;
-    let dir = tempfile::tempdir().unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let port = free_port();
     let name = "m-restarts";
-    let _cleanup = CgroupCleanup(name);
-    let http = master.client();
-    let reaper = Reaper::default();
+    let Rig {
+        master,
+        dir,
+        port,
+        _cleanup,
+        http,
+        reaper,
+    } = rig(name).await;
     // Fails its first two runs, then stays up.
     let spec = AttemptBuilder::sh(
         "echo run >> runs; [ $(wc -l < runs) -ge 3 ] && exec sleep 1000; exit 5",
@@ -321,15 +350,15 @@ impl Drop for CgroupCleanup {
 
 #[tokio::test]
 async fn an_adopted_task_keeps_its_cgroup_for_usage_and_kill_all() {
-    let master = MasterStub::spawn().await;
-    let dir = tempfile::tempdir().unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let port = free_port();
     let name = "m-adopt-cgroup";
-    let _cleanup = CgroupCleanup(name);
-    let http = master.client();
-    let reaper = Reaper::default();
+    let Rig {
+        master,
+        dir,
+        port,
+        _cleanup,
+        http,
+        reaper,
+    } = rig(name).await;
     let fast = ["--usage-interval", "100ms"];
     let mut borglet = BorgletProcess::start_with(dir.path(), port, &master.url, name, &fast);
     let reg = master.first_registration().await;
@@ -438,15 +467,15 @@ fn keepers_of(data: &Path) -> Vec<i32> {
 
 #[tokio::test]
 async fn an_exit_while_no_borglet_runs_is_recorded_by_the_one_keeper_it_reconnects_to() {
-    let master = MasterStub::spawn().await;
-    let dir = tempfile::tempdir().unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let port = free_port();
     let name = "m-keeper";
-    let _cleanup = CgroupCleanup(name);
-    let http = master.client();
-    let reaper = Reaper::default();
+    let Rig {
+        master,
+        dir,
+        port,
+        _cleanup,
+        http,
+        reaper,
+    } = rig(name).await;
     let service = AttemptBuilder::new(&["/bin/sleep", "1000"])
         .job("svc", 0)
         .build();
@@ -527,15 +556,15 @@ async fn an_exit_while_no_borglet_runs_is_recorded_by_the_one_keeper_it_reconnec
 
 #[tokio::test]
 async fn tasks_of_a_killed_keeper_keep_running_and_are_never_started_twice() {
-    let master = MasterStub::spawn().await;
-    let dir = tempfile::tempdir().unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let port = free_port();
     let name = "m-keeper-killed";
-    let _cleanup = CgroupCleanup(name);
-    let http = master.client();
-    let reaper = Reaper::default();
+    let Rig {
+        master,
+        dir,
+        port,
+        _cleanup,
+        http,
+        reaper,
+    } = rig(name).await;
     let service = AttemptBuilder::new(&["/bin/sleep", "1000"])
         .job("svc", 0)
         .build();
