@@ -159,7 +159,7 @@ impl Cell {
         let components: Vec<i32> = left
             .iter()
             .copied()
-            .filter(|p| !is_task_or_shim(*p))
+            .filter(|p| !is_task_or_keeper(*p))
             .collect();
         assert!(
             components.is_empty(),
@@ -264,7 +264,7 @@ fn argv(pid: i32) -> Vec<String> {
 
 /// A task (its environment names an attempt) or a borglet's keeper, which
 /// keeps running tasks after its borglet exited.
-fn is_task_or_shim(pid: i32) -> bool {
+fn is_task_or_keeper(pid: i32) -> bool {
     let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
     env.split(|b| *b == 0)
         .any(|kv| kv.starts_with(b"BORG_ATTEMPT="))
