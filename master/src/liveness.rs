@@ -55,7 +55,7 @@ pub async fn run(
             let silent = {
                 let heard = slot.heard();
                 let silent = heard.last_ok.max(store_back).elapsed();
-                let blamed = !heard.down && !heard.asking_store;
+                let blamed = !heard.down && heard.store_waits == 0;
                 (blamed && silent >= config.down_after).then_some((silent, heard.at))
             };
             let Some((silent, at)) = silent else {

@@ -78,9 +78,10 @@ pub(crate) struct Heard {
     pub(crate) last_ok: Instant,
     /// The last answered sync.
     last_answer: Option<Instant>,
-    /// The loop is reading the machine's desired set (stuck there while the
-    /// store is unreachable): its silence is not the machine's.
-    pub(crate) asking_store: bool,
+    /// The loop is waiting on the store (a desired set, a report, a state
+    /// change; stuck there while the store is unreachable or slow to reconnect):
+    /// the machine's silence meanwhile is not the machine's.
+    pub(crate) store_waits: u32,
     /// The same, by the wall clock, for `machines.last_heard`.
     pub(crate) at: Option<DateTime<Utc>>,
     /// `at` not yet written to the store.
@@ -233,7 +234,7 @@ pub async fn run(
                         heard: Mutex::new(Heard {
                             last_ok: Instant::now(),
                             last_answer: None,
-                            asking_store: false,
+                            store_waits: 0,
                             at: None,
                             unflushed: false,
                             down: t.state == MachineState::Down,
@@ -390,6 +391,39 @@ impl Slot {
     fn excuse(&self) {
         self.heard().last_ok = Instant::now();
     }
+
+    /// The loop waits on the store until the guard drops: the liveness clock
+    /// stops meanwhile, so a store outage or a pool still reconnecting after
+    /// one never counts as the machine's silence.
+    fn waiting_on_store(&self) -> StoreWait<'_> {
+        self.heard().store_waits += 1;
+        StoreWait {
+            slot: self,
+            since: Instant::now(),
+        }
+    }
+}
+
+/// See [`Slot::waiting_on_store`].
+struct StoreWait<'a> {
+    slot: &'a Slot,
+    since: Instant,
+}
+
+impl Drop for StoreWait<'_> {
+    fn drop(&mut self) {
+        let mut heard = self.slot.heard();
+        heard.store_waits -= 1;
+        heard.last_ok = resume_clock(heard.last_ok, self.since, Instant::now());
+    }
+}
+
+/// Where the liveness clock starts once a store wait that began at `since`
+/// ends at `now`: it ran until the wait began (or from an answer during it)
+/// and stood still for the rest.
+fn resume_clock(last_ok: Instant, since: Instant, now: Instant) -> Instant {
+    let stopped = now.saturating_duration_since(since.max(last_ok));
+    (last_ok + stopped).min(now)
 }
 
 /// The machine answered: bring it back `up` if the store has it `down`.
@@ -397,6 +431,7 @@ async fn back_up(store: &Store, config: &PollerConfig, id: MachineId, slot: &Slo
     if !slot.heard().down {
         return;
     }
+    let _wait = slot.waiting_on_store();
     match store
         .mark_machine_up(id, config.epoch, "answers syncs again")
         .await
@@ -427,12 +462,12 @@ async fn sync_once(
     acks: &mut Vec<AttemptId>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    slot.heard().asking_store = slot.desired.needs_read(config.full_sync_every);
+    let wait = slot.waiting_on_store();
     let desired = slot
         .desired
         .get(&path.reader, id, config.full_sync_every)
         .await;
-    slot.heard().asking_store = false;
+    drop(wait);
     let (attempts, new, source) = match desired {
         Ok(d) => d,
         Err(e) => {
@@ -480,6 +515,7 @@ async fn sync_once(
         if new.is_empty() {
             return Ok(());
         }
+        let _wait = slot.waiting_on_store();
         let _permit = path.slots.acquire().await;
         path.store.mark_starting(id, config.epoch, &new).await
     };
@@ -512,12 +548,14 @@ async fn sync_once(
         }
     };
     slot.desired.applying();
+    let wait = slot.waiting_on_store();
     let permit = path.slots.acquire().await?;
     let out = path
         .store
         .apply_report(id, &slot.name, config.epoch, &sent, &resp.attempts)
         .await;
     drop(permit);
+    drop(wait);
     let out = match out {
         Ok(out) => out,
         Err(e) => {
@@ -535,4 +573,31 @@ async fn sync_once(
         source = source.as_str(), "synced"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resume_clock;
+    use std::time::{Duration, Instant};
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_store_wait_stops_the_liveness_clock_for_its_length() {
+        let now = Instant::now() + 100 * S;
+        // Last answer 5 s ago, a wait of 3 s: silent for 2 s, not 5.
+        assert_eq!(resume_clock(now - 5 * S, now - 3 * S, now), now - 2 * S);
+    }
+
+    #[test]
+    fn an_answer_during_a_store_wait_restarts_the_clock_at_the_waits_end() {
+        let now = Instant::now() + 100 * S;
+        assert_eq!(resume_clock(now - S, now - 3 * S, now), now);
+    }
+
+    #[test]
+    fn a_wait_that_took_no_time_excuses_nothing() {
+        let now = Instant::now() + 100 * S;
+        assert_eq!(resume_clock(now - 5 * S, now, now), now - 5 * S);
+    }
 }

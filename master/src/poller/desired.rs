@@ -61,16 +61,6 @@ impl Desired {
         self.stale.store(true, Ordering::SeqCst);
     }
 
-    /// Whether the next [`Desired::get`] would read the store (so the caller
-    /// can tell the liveness check that it waits on the store, not the machine).
-    pub(crate) fn needs_read(&self, full_every: Duration) -> bool {
-        self.stale.load(Ordering::SeqCst)
-            || self
-                .kept()
-                .as_ref()
-                .is_none_or(|k| k.read_at.elapsed() >= full_every)
-    }
-
     /// The attempts the machine should run and which of them are new, from
     /// memory when nothing can have changed them, else from the store.
     pub(crate) async fn get(
