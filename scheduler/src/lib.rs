@@ -24,7 +24,7 @@ pub use dry_run::{dry_run, DryRun};
 pub use place::{place, Decision};
 pub use run::{run, PassStats};
 pub use score::Scoring;
-pub use snapshot::{Machine, PendingTask, Snapshot};
+pub use snapshot::{Machine, PendingTask, Snapshot, JOB_COUNTS};
 
 use anyhow::Context;
 use clap::error::ErrorKind;

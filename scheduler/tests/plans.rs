@@ -102,3 +102,91 @@ async fn the_claim_is_planned_for_its_batch_every_time() {
         "a generic plan cannot know the batch size"
     );
 }
+
+/// Whether `sql`'s plan for the jobs `$1` scans `attempts` sequentially.
+async fn scans_attempts(pool: &sqlx::PgPool, sql: &str, jobs: &[uuid::Uuid]) -> bool {
+    let mut tx = pool.begin().await.unwrap();
+    // Planned for the array at hand, as the scheduler's one-off reads are.
+    tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        .await
+        .unwrap();
+    let row = sqlx::query(&format!("EXPLAIN (FORMAT JSON) {sql}"))
+        .bind(jobs)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let plan: serde_json::Value = row.get(0);
+    let mut seq = false;
+    walk(&plan[0]["Plan"], &mut |node| {
+        seq |= node["Node Type"] == "Seq Scan" && node["Relation Name"] == "attempts";
+    });
+    seq
+}
+
+/// Where a page's spreading jobs already run is read through their tasks, not
+/// by hashing every live attempt of the cell.
+#[tokio::test]
+async fn a_pages_job_counts_do_not_scan_every_attempt() {
+    let url = devpg::testing::fresh_database(&borg_store::MIGRATOR)
+        .await
+        .expect("a fresh database");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let store = Store::from_pool(pool.clone());
+    synth::seed(&store, 100, 20_000).await.unwrap();
+    // Most tasks run somewhere; the page's jobs are a few of the rest.
+    let jobs: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM jobs ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let (page, running) = jobs.split_at(jobs.len() / 20);
+    sqlx::query(
+        "WITH m AS (SELECT array_agg(id) ids FROM machines)
+         INSERT INTO attempts (id, task_id, machine_id, state, cpu_milli, memory, disk, version)
+         SELECT gen_random_uuid(), t.id, m.ids[1 + (random() * 99)::int], 'running',
+                t.cpu_milli, t.memory, t.disk, 1
+         FROM tasks t, m WHERE t.job_id = ANY($1)",
+    )
+    .bind(running)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE tasks SET state = 'running' WHERE job_id = ANY($1)")
+        .bind(running)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.execute("ANALYZE").await.unwrap();
+    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(live > 10_000, "{live} live attempts");
+
+    assert!(
+        !scans_attempts(&pool, borgscheduler::JOB_COUNTS, page).await,
+        "the page's job counts scan every attempt"
+    );
+    // The control: joined by job alone, the planner hashes every live attempt.
+    let by_job = borgscheduler::JOB_COUNTS.replace(
+        "a.task_id = ANY(ARRAY(SELECT id FROM tasks WHERE job_id = ANY($1)))\n       AND ",
+        "",
+    );
+    assert_ne!(by_job, borgscheduler::JOB_COUNTS);
+    assert!(scans_attempts(&pool, &by_job, page).await);
+    // And the counts are right for jobs that run.
+    let counts: Vec<(uuid::Uuid, uuid::Uuid, i64)> = sqlx::query_as(borgscheduler::JOB_COUNTS)
+        .bind(&running[..3])
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let total: i64 = counts.iter().map(|c| c.2).sum();
+    let expected: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE t.job_id = ANY($1)",
+    )
+    .bind(&running[..3])
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(total, expected);
+    assert!(total > 0);
+}
