@@ -91,7 +91,7 @@ impl AttemptCgroup {
 
     /// Pids in the cgroup now.
     pub fn pids(&self) -> std::io::Result<Vec<i32>> {
-        let text = std::fs::read_to_string(self.members_dir().join("cgroup.procs"))?;
+        let text = read_file(&self.members_dir().join("cgroup.procs"))?;
         Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
     }
 
@@ -223,13 +223,38 @@ impl AttemptCgroup {
     }
 }
 
+/// A cgroupfs file's text: open, read, close. A cgroupfs file is generated
+/// whole on read, so a read that does not fill the buffer got all of it; no
+/// `fstat` for a size (cgroupfs says 0) and no second read to see the end, as
+/// `std::fs::read_to_string` makes: the end of a run reads five such files.
+fn read_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 256];
+    let mut len = 0;
+    loop {
+        let n = match f.read(&mut buf[len..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        len += n;
+        if n == 0 || len < buf.len() {
+            break;
+        }
+        buf.resize(buf.len() * 2, 0);
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
+}
+
 fn read_u64(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    read_file(path).ok()?.trim().parse().ok()
 }
 
 /// The value of `key` in a flat keyed file (`oom_kill 3`).
 fn read_keyed(path: &Path, key: &str) -> Option<u64> {
-    parse_keyed(&std::fs::read_to_string(path).ok()?, key)
+    parse_keyed(&read_file(path).ok()?, key)
 }
 
 fn parse_keyed(text: &str, key: &str) -> Option<u64> {
@@ -294,5 +319,19 @@ mod tests {
         );
         assert_eq!(v1.dirs().len(), 3, "cpu and cpuacct share a mount here");
         assert_eq!(v1.procs_files()[0], d.join("m/cgroup.procs"));
+    }
+
+    #[test]
+    fn a_members_list_longer_than_the_first_read_is_read_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path();
+        let pids: Vec<i32> = (100_000..100_300).collect();
+        let text: String = pids.iter().map(|p| format!("{p}\n")).collect();
+        assert!(text.len() > 1024, "several reads' worth");
+        std::fs::write(d.join("cgroup.procs"), &text).unwrap();
+        let cg = AttemptCgroup::V2 { dir: d.into() };
+        assert_eq!(cg.pids().unwrap(), pids);
+        std::fs::write(d.join("cgroup.procs"), "").unwrap();
+        assert_eq!(cg.pids().unwrap(), Vec::<i32>::new());
     }
 }
