@@ -1,8 +1,8 @@
 //! The on-disk record of each attempt, in its sandbox, so that a borglet started
 //! after a crash knows what runs on its machine. Three writers, each file written
-//! once, atomically (a temporary file renamed into place) or, for `launch.json`
-//! and `exit.json`, in one write whose readers take a partial file as none
-//! ([`write_fresh`]):
+//! once, atomically (a temporary file renamed into place) or, for `launch.json`,
+//! `run.json` and `exit.json`, in one write whose readers take a partial file as
+//! none ([`write_fresh`]):
 //! - `launch.json`, by the borglet, before the task starts: what to run and how;
 //! - `task.pid`, by the task's own process just before it execs, and `run.json`
 //!   (pids and start times) by the keeper (`crate::keeper`) once the exec
@@ -107,6 +107,11 @@ pub enum Ended {
 pub struct ExitRecord {
     pub ended: Ended,
     pub at: DateTime<Utc>,
+    /// Bytes the task wrote to stderr in this run, where the keeper copied them
+    /// (capped logs); `None` when it did not count them (written by an older
+    /// keeper, output straight to the file, no end seen): the tail is read then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_bytes: Option<u64>,
 }
 
 /// In-place restarts so far, kept across borglet restarts.
@@ -161,17 +166,24 @@ pub fn write<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), Reco
 /// file and rename: two fewer path operations per start. Only for a record whose
 /// readers take a missing, empty or unparsable file as not written yet:
 /// `launch.json` (written before the keeper is asked; a borglet that dies writing it
-/// started nothing) and `exit.json` (read once the keeper said so or is gone, or else taken
+/// started nothing), `run.json` (a restarting borglet that finds none waits a
+/// while for it, then goes by `task.pid`, which the task wrote before its exec)
+/// and `exit.json` (read once the keeper said so or is gone, or else taken
 /// as not there yet), so a process killed while writing one leaves the same
 /// state to its reader as one killed just before.
 pub fn write_fresh<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), RecordError> {
-    let path = dir.join(name);
     let bytes = serde_json::to_vec(value).map_err(|source| RecordError::Json {
-        path: path.clone(),
+        path: dir.join(name),
         source,
     })?;
+    write_fresh_bytes(dir, name, &bytes)
+}
+
+/// [`write_fresh`] of a record already encoded.
+pub fn write_fresh_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), RecordError> {
+    let path = dir.join(name);
     let mut f = std::fs::File::create(&path).map_err(io_err(&path))?;
-    f.write_all(&bytes).map_err(io_err(&path))
+    f.write_all(bytes).map_err(io_err(&path))
 }
 
 /// `dir/name`, or `None` if it does not exist.
@@ -219,6 +231,7 @@ mod tests {
         let rec = ExitRecord {
             ended: Ended::Signal(9),
             at: Utc::now(),
+            stderr_bytes: None,
         };
         assert!(read::<ExitRecord>(dir.path(), EXIT).unwrap().is_none());
         write(dir.path(), EXIT, &rec).unwrap();
