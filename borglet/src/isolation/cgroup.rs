@@ -32,15 +32,15 @@ pub enum AttemptCgroup {
     },
 }
 
-/// What the kernel counted for a cgroup; `None` where the file is missing.
+/// What the kernel counted for a cgroup that an attempt's end needs; `None`
+/// where the file is missing. (Its cpu time is sampled while it runs, by
+/// `usage_counters`: the end does not read it.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CgroupStats {
     /// Memory charged now, bytes.
     pub memory: Option<u64>,
     /// Highest memory charged, bytes (v2 needs Linux 5.19 for `memory.peak`).
     pub peak_memory: Option<u64>,
-    /// Total cpu time, nanoseconds.
-    pub cpu_ns: Option<u64>,
     /// Processes the OOM killer killed in it.
     pub oom_kills: u64,
 }
@@ -112,21 +112,17 @@ impl AttemptCgroup {
         }
     }
 
-    /// Read every counter (four small files), e.g. once at the attempt's end.
+    /// Read the counters an attempt's end needs (three small files).
     pub fn stats(&self) -> CgroupStats {
         match self {
             AttemptCgroup::V2 { dir } => CgroupStats {
                 memory: read_u64(&dir.join("memory.current")),
                 peak_memory: read_u64(&dir.join("memory.peak")),
-                cpu_ns: read_keyed(&dir.join("cpu.stat"), "usage_usec").map(|us| us * 1000),
                 oom_kills: read_keyed(&dir.join("memory.events"), "oom_kill").unwrap_or(0),
             },
-            AttemptCgroup::V1 {
-                memory, cpuacct, ..
-            } => CgroupStats {
+            AttemptCgroup::V1 { memory, .. } => CgroupStats {
                 memory: read_u64(&memory.join("memory.usage_in_bytes")),
                 peak_memory: read_u64(&memory.join("memory.max_usage_in_bytes")),
-                cpu_ns: read_u64(&cpuacct.join("cpuacct.usage")),
                 oom_kills: read_keyed(&memory.join("memory.oom_control"), "oom_kill").unwrap_or(0),
             },
         }
@@ -292,7 +288,6 @@ mod tests {
             CgroupStats {
                 memory: Some(1 << 20),
                 peak_memory: Some(2 << 20),
-                cpu_ns: Some(1_500_000),
                 oom_kills: 1,
             }
         );
@@ -314,8 +309,8 @@ mod tests {
         std::fs::write(d.join("c/cpuacct.usage"), "77\n").unwrap();
         let s = v1.stats();
         assert_eq!(
-            (s.memory, s.peak_memory, s.cpu_ns, s.oom_kills),
-            (Some(4096), Some(8192), Some(77), 2)
+            (s.memory, s.peak_memory, s.oom_kills),
+            (Some(4096), Some(8192), 2)
         );
         assert_eq!(v1.dirs().len(), 3, "cpu and cpuacct share a mount here");
         assert_eq!(v1.procs_files()[0], d.join("m/cgroup.procs"));

@@ -304,7 +304,6 @@ mod tests {
         CgroupStats {
             memory: Some(4096),
             peak_memory: Some(50 << 20),
-            cpu_ns: Some(77),
             oom_kills: 0,
         }
     }
