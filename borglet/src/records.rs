@@ -62,23 +62,47 @@ pub struct ProcId {
 impl ProcId {
     /// `pid` as it is now; `None` if there is no such process.
     pub fn of(pid: i32) -> Option<ProcId> {
-        let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
-        Some(ProcId {
-            pid,
-            start_ticks: stat.starttime,
-        })
+        let (_, start_ticks) = state_and_start(pid)?;
+        Some(ProcId { pid, start_ticks })
     }
 
     /// The same process still exists and has not exited (a zombie has).
     pub fn is_alive(&self) -> bool {
-        let Some(stat) = procfs::process::Process::new(self.pid)
-            .ok()
-            .and_then(|p| p.stat().ok())
-        else {
-            return false;
-        };
-        stat.starttime == self.start_ticks && stat.state != 'Z' && stat.state != 'X'
+        state_and_start(self.pid).is_some_and(|(state, start)| {
+            start == self.start_ticks && state != b'Z' && state != b'X'
+        })
     }
+}
+
+/// Fields 3 (state) and 22 (start time) of `/proc/PID/stat`, read with one
+/// open, read and close (the file is made whole at each read; a read that does
+/// not fill the buffer got all of it). The line is at most ~1 KB.
+fn state_and_start(pid: i32) -> Option<(u8, u64)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut buf = [0u8; 2048];
+    let mut len = 0;
+    while len < buf.len() {
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    }
+    parse_state_and_start(&buf[..len])
+}
+
+/// The command (field 2) is in parentheses and may hold spaces and `)`: the
+/// fields after it start after the last `)`.
+fn parse_state_and_start(stat: &[u8]) -> Option<(u8, u64)> {
+    let close = stat.iter().rposition(|b| *b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = *fields.next()?.as_bytes().first()?;
+    // Field 3 was the state; field 22 is 19 further on.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
 }
 
 /// Written by the keeper once the task has exec'd.
@@ -239,6 +263,17 @@ mod tests {
         assert_eq!(back.ended, Ended::Signal(9));
         std::fs::write(dir.path().join(RUN), b"{not json").unwrap();
         assert!(read::<Run>(dir.path(), RUN).is_err());
+    }
+
+    #[test]
+    fn the_start_time_is_read_after_a_command_with_spaces_and_parens() {
+        let line =
+            b"4242 (a b) c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 8 9 10\n";
+        assert_eq!(parse_state_and_start(line), Some((b'S', 987654)));
+        assert_eq!(parse_state_and_start(b"4242 (x) Z 1 2"), None, "cut short");
+        let me = std::process::id() as i32;
+        let by_procfs = procfs::process::Process::new(me).unwrap().stat().unwrap();
+        assert_eq!(ProcId::of(me).unwrap().start_ticks, by_procfs.starttime);
     }
 
     #[test]
