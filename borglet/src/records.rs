@@ -132,8 +132,9 @@ pub struct ExitRecord {
     pub ended: Ended,
     pub at: DateTime<Utc>,
     /// Bytes the task wrote to stderr in this run, where the keeper copied them
-    /// (capped logs); `None` when it did not count them (written by an older
-    /// keeper, output straight to the file, no end seen): the tail is read then.
+    /// (capped logs); `None` when it did not count them (an older keeper,
+    /// output straight to the file, a task that never started): the borglet
+    /// then reads the stderr tail as it always did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr_bytes: Option<u64>,
 }

@@ -222,7 +222,7 @@ impl AttemptCgroup {
 /// A cgroupfs file's text: open, read, close. A cgroupfs file is generated
 /// whole on read, so a read that does not fill the buffer got all of it; no
 /// `fstat` for a size (cgroupfs says 0) and no second read to see the end, as
-/// `std::fs::read_to_string` makes: the end of a run reads five such files.
+/// `std::fs::read_to_string` makes: the end of a run reads four such files.
 fn read_file(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
