@@ -6,7 +6,9 @@
 //! An exit only stores a wake-up ([`Nudger::request`], never blocks); one background
 //! sender sends at most one nudge at a time (with the machine credential as
 //! `Authorization: Bearer`), and any exits while one is in flight
-//! make exactly one more after it. A burst of exits costs a couple of syncs.
+//! make exactly one more after it. Nudges begin at least [`MIN_GAP`] apart, so
+//! a burst of exits against a master that answers at once still costs one
+//! nudge (and one sync) per gap, not one per exit; a lone exit is nudged at once.
 
 use crate::credential::Credentials;
 use crate::metrics::Metrics;
@@ -20,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// While nudges keep failing, warn at most this often (the poll covers for them).
 const WARN_EVERY: Duration = Duration::from_secs(60);
+/// The least time from the start of one nudge to the start of the next.
+pub const MIN_GAP: Duration = Duration::from_millis(20);
 
 /// What the supervisor and the sync handler share with the sender.
 #[derive(Debug, Default)]
@@ -82,6 +86,7 @@ impl NudgeSender {
                 tracing::debug!("task exited before this machine was registered: not nudging");
                 continue;
             };
+            let began = Instant::now();
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = self.send(&token) => r,
@@ -97,6 +102,11 @@ impl NudgeSender {
                 Err(e) => {
                     tracing::debug!(url = %self.url(), error = %format!("{e:#}"), "nudge failed")
                 }
+            }
+            // Exits meanwhile are kept in the one stored wake-up.
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                () = tokio::time::sleep_until(began + MIN_GAP) => {}
             }
         }
     }

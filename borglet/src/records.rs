@@ -1,8 +1,8 @@
 //! The on-disk record of each attempt, in its sandbox, so that a borglet started
 //! after a crash knows what runs on its machine. Three writers, each file written
-//! once, atomically (a temporary file renamed into place) or, for `launch.json`
-//! and `exit.json`, in one write whose readers take a partial file as none
-//! ([`write_fresh`]):
+//! once, atomically (a temporary file renamed into place) or, for `launch.json`,
+//! `run.json` and `exit.json`, in one write whose readers take a partial file as
+//! none ([`write_fresh`]):
 //! - `launch.json`, by the borglet, before the task starts: what to run and how;
 //! - `task.pid`, by the task's own process just before it execs, and `run.json`
 //!   (pids and start times) by the keeper (`crate::keeper`) once the exec
@@ -62,23 +62,47 @@ pub struct ProcId {
 impl ProcId {
     /// `pid` as it is now; `None` if there is no such process.
     pub fn of(pid: i32) -> Option<ProcId> {
-        let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
-        Some(ProcId {
-            pid,
-            start_ticks: stat.starttime,
-        })
+        let (_, start_ticks) = state_and_start(pid)?;
+        Some(ProcId { pid, start_ticks })
     }
 
     /// The same process still exists and has not exited (a zombie has).
     pub fn is_alive(&self) -> bool {
-        let Some(stat) = procfs::process::Process::new(self.pid)
-            .ok()
-            .and_then(|p| p.stat().ok())
-        else {
-            return false;
-        };
-        stat.starttime == self.start_ticks && stat.state != 'Z' && stat.state != 'X'
+        state_and_start(self.pid).is_some_and(|(state, start)| {
+            start == self.start_ticks && state != b'Z' && state != b'X'
+        })
     }
+}
+
+/// Fields 3 (state) and 22 (start time) of `/proc/PID/stat`, read with one
+/// open, read and close (the file is made whole at each read; a read that does
+/// not fill the buffer got all of it). The line is at most ~1 KB.
+fn state_and_start(pid: i32) -> Option<(u8, u64)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut buf = [0u8; 2048];
+    let mut len = 0;
+    while len < buf.len() {
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    }
+    parse_state_and_start(&buf[..len])
+}
+
+/// The command (field 2) is in parentheses and may hold spaces and `)`: the
+/// fields after it start after the last `)`.
+fn parse_state_and_start(stat: &[u8]) -> Option<(u8, u64)> {
+    let close = stat.iter().rposition(|b| *b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = *fields.next()?.as_bytes().first()?;
+    // Field 3 was the state; field 22 is 19 further on.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
 }
 
 /// Written by the keeper once the task has exec'd.
@@ -107,6 +131,12 @@ pub enum Ended {
 pub struct ExitRecord {
     pub ended: Ended,
     pub at: DateTime<Utc>,
+    /// Bytes the task wrote to stderr in this run, where the keeper copied them
+    /// (capped logs); `None` when it did not count them (an older keeper,
+    /// output straight to the file, a task that never started): the borglet
+    /// then reads the stderr tail as it always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_bytes: Option<u64>,
 }
 
 /// In-place restarts so far, kept across borglet restarts.
@@ -161,17 +191,24 @@ pub fn write<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), Reco
 /// file and rename: two fewer path operations per start. Only for a record whose
 /// readers take a missing, empty or unparsable file as not written yet:
 /// `launch.json` (written before the keeper is asked; a borglet that dies writing it
-/// started nothing) and `exit.json` (read once the keeper said so or is gone, or else taken
+/// started nothing), `run.json` (a restarting borglet that finds none waits a
+/// while for it, then goes by `task.pid`, which the task wrote before its exec)
+/// and `exit.json` (read once the keeper said so or is gone, or else taken
 /// as not there yet), so a process killed while writing one leaves the same
 /// state to its reader as one killed just before.
 pub fn write_fresh<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), RecordError> {
-    let path = dir.join(name);
     let bytes = serde_json::to_vec(value).map_err(|source| RecordError::Json {
-        path: path.clone(),
+        path: dir.join(name),
         source,
     })?;
+    write_fresh_bytes(dir, name, &bytes)
+}
+
+/// [`write_fresh`] of a record already encoded.
+pub fn write_fresh_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), RecordError> {
+    let path = dir.join(name);
     let mut f = std::fs::File::create(&path).map_err(io_err(&path))?;
-    f.write_all(&bytes).map_err(io_err(&path))
+    f.write_all(bytes).map_err(io_err(&path))
 }
 
 /// `dir/name`, or `None` if it does not exist.
@@ -219,6 +256,7 @@ mod tests {
         let rec = ExitRecord {
             ended: Ended::Signal(9),
             at: Utc::now(),
+            stderr_bytes: None,
         };
         assert!(read::<ExitRecord>(dir.path(), EXIT).unwrap().is_none());
         write(dir.path(), EXIT, &rec).unwrap();
@@ -226,6 +264,17 @@ mod tests {
         assert_eq!(back.ended, Ended::Signal(9));
         std::fs::write(dir.path().join(RUN), b"{not json").unwrap();
         assert!(read::<Run>(dir.path(), RUN).is_err());
+    }
+
+    #[test]
+    fn the_start_time_is_read_after_a_command_with_spaces_and_parens() {
+        let line =
+            b"4242 (a b) c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 8 9 10\n";
+        assert_eq!(parse_state_and_start(line), Some((b'S', 987654)));
+        assert_eq!(parse_state_and_start(b"4242 (x) Z 1 2"), None, "cut short");
+        let me = std::process::id() as i32;
+        let by_procfs = procfs::process::Process::new(me).unwrap().stat().unwrap();
+        assert_eq!(ProcId::of(me).unwrap().start_ticks, by_procfs.starttime);
     }
 
     #[test]

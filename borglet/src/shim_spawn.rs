@@ -95,6 +95,13 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
 }
 
+thread_local! {
+    /// The stack the last child cloned by this thread ran on, for the next one
+    /// (a thread clones one child at a time, and is suspended until it is done
+    /// with it).
+    static CHILD_STACK: std::cell::Cell<Option<Vec<u8>>> = const { std::cell::Cell::new(None) };
+}
+
 /// Start the task as `plan` says; the error is why it could not start.
 pub fn spawn(plan: Plan<'_>) -> std::io::Result<Task> {
     // Candidates for the executable: as given with a `/`, else along the task's PATH.
@@ -152,8 +159,11 @@ pub fn spawn(plan: Plan<'_>) -> std::io::Result<Task> {
     args.argv.push(std::ptr::null());
     args.envp.push(std::ptr::null());
     // Not zeroed: only the child writes it, as its stack (zeroing and faulting
-    // in 64 KiB per start showed in the profile).
-    let mut stack: Vec<u8> = Vec::with_capacity(STACK);
+    // in 64 KiB per start showed in the profile). One per thread, kept: a
+    // 64 KiB malloc per start made glibc consolidate its free lists each time.
+    let mut stack: Vec<u8> = CHILD_STACK
+        .with(|s| s.take())
+        .unwrap_or_else(|| Vec::with_capacity(STACK));
     // The stack grows down: its top, aligned to 16 bytes.
     let top = (stack.as_mut_ptr() as usize + STACK) & !15;
     // SAFETY: CLONE_VFORK suspends this thread until the child has exec'd or
@@ -176,7 +186,8 @@ pub fn spawn(plan: Plan<'_>) -> std::io::Result<Task> {
     // The child exec'd, or stored why not and exited: either way it is done
     // with `args` now.
     let said = args.report.load(Ordering::SeqCst);
-    drop((stack, args, argv_c, envp_c, stdout_w, stderr_w));
+    CHILD_STACK.with(|s| s.set(Some(stack)));
+    drop((args, argv_c, envp_c, stdout_w, stderr_w));
     let task = Task {
         pid,
         stdout: stdout_r,
@@ -263,8 +274,16 @@ unsafe fn child(a: &ChildArgs) -> libc::c_int {
             }
         }
         // Last, once the pid files (cgroups) are written with privileges.
+        // Raw system calls, as posix_spawn makes them: glibc's wrappers would
+        // apply the change to every thread of the keeper (a signal, a futex
+        // wake and a getpid per thread, three times), which this child, sharing
+        // the keeper's memory but not its thread group, must not touch.
         if let Some((uid, gid)) = a.run_as {
-            if libc::setgroups(1, &gid) < 0 || libc::setgid(gid) < 0 || libc::setuid(uid) < 0 {
+            let gids = [gid];
+            if libc::syscall(libc::SYS_setgroups, 1 as libc::c_long, gids.as_ptr()) < 0
+                || libc::syscall(libc::SYS_setgid, gid as libc::c_long) < 0
+                || libc::syscall(libc::SYS_setuid, uid as libc::c_long) < 0
+            {
                 fail(&a.report, errno());
             }
         }

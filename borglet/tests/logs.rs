@@ -294,3 +294,35 @@ async fn an_exit_is_recorded_though_an_escaped_process_holds_the_output_open() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_keeper_counts_each_runs_stderr_and_the_tail_is_read_when_there_is_one() {
+    let b = TestBorglet::spawn().await;
+    let loud = AttemptBuilder::sh("printf 'to out\\n'; printf 'last words\\n' >&2").build();
+    let quiet = AttemptBuilder::sh("printf 'only out\\n'").build();
+    let specs = [loud.clone(), quiet.clone()];
+    for spec in &specs {
+        b.sync_until(&specs, spec.id, "exited", |r| {
+            r.phase == AttemptPhase::Exited
+        })
+        .await;
+    }
+    let record = |id| {
+        let text = std::fs::read_to_string(b.sandbox(id).join("exit.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
+    };
+    assert_eq!(record(loud.id)["stderr_bytes"], 11, "{}", record(loud.id));
+    assert_eq!(record(quiet.id)["stderr_bytes"], 0, "{}", record(quiet.id));
+    let loud_done = b
+        .sync_until(&specs, loud.id, "reported", |r| {
+            r.phase == AttemptPhase::Exited
+        })
+        .await;
+    assert_eq!(loud_done.stderr_tail.as_deref(), Some("last words\n"));
+    let quiet_done = b
+        .sync_until(&specs, quiet.id, "reported", |r| {
+            r.phase == AttemptPhase::Exited
+        })
+        .await;
+    assert_eq!(quiet_done.stderr_tail, None);
+}

@@ -32,21 +32,23 @@ pub enum AttemptCgroup {
     },
 }
 
-/// What the kernel counted for a cgroup; `None` where the file is missing.
+/// What the kernel counted for a cgroup that an attempt's end needs; `None`
+/// where the file is missing. (Its cpu time is sampled while it runs, by
+/// `usage_counters`: the end does not read it.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CgroupStats {
     /// Memory charged now, bytes.
     pub memory: Option<u64>,
     /// Highest memory charged, bytes (v2 needs Linux 5.19 for `memory.peak`).
     pub peak_memory: Option<u64>,
-    /// Total cpu time, nanoseconds.
-    pub cpu_ns: Option<u64>,
     /// Processes the OOM killer killed in it.
     pub oom_kills: u64,
 }
 
 impl AttemptCgroup {
-    /// Every directory, each once.
+    /// Every directory, each once. Told apart by their bytes (they are all
+    /// made by joining names to the mounts' paths): `Path`'s `==` compares
+    /// component by component, which showed in the profile (a few calls per start).
     pub fn dirs(&self) -> Vec<&Path> {
         let mut dirs: Vec<&Path> = match self {
             AttemptCgroup::V2 { dir } => vec![dir],
@@ -57,11 +59,10 @@ impl AttemptCgroup {
                 pids,
             } => vec![memory, cpu, cpuacct, pids],
         };
-        dirs.dedup();
-        let mut seen = Vec::with_capacity(dirs.len());
+        let mut seen: Vec<&std::ffi::OsStr> = Vec::with_capacity(dirs.len());
         dirs.retain(|d| {
-            let new = !seen.contains(d);
-            seen.push(*d);
+            let new = !seen.contains(&d.as_os_str());
+            seen.push(d.as_os_str());
             new
         });
         dirs
@@ -91,7 +92,7 @@ impl AttemptCgroup {
 
     /// Pids in the cgroup now.
     pub fn pids(&self) -> std::io::Result<Vec<i32>> {
-        let text = std::fs::read_to_string(self.members_dir().join("cgroup.procs"))?;
+        let text = read_file(&self.members_dir().join("cgroup.procs"))?;
         Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
     }
 
@@ -112,21 +113,17 @@ impl AttemptCgroup {
         }
     }
 
-    /// Read every counter (four small files), e.g. once at the attempt's end.
+    /// Read the counters an attempt's end needs (three small files).
     pub fn stats(&self) -> CgroupStats {
         match self {
             AttemptCgroup::V2 { dir } => CgroupStats {
                 memory: read_u64(&dir.join("memory.current")),
                 peak_memory: read_u64(&dir.join("memory.peak")),
-                cpu_ns: read_keyed(&dir.join("cpu.stat"), "usage_usec").map(|us| us * 1000),
                 oom_kills: read_keyed(&dir.join("memory.events"), "oom_kill").unwrap_or(0),
             },
-            AttemptCgroup::V1 {
-                memory, cpuacct, ..
-            } => CgroupStats {
+            AttemptCgroup::V1 { memory, .. } => CgroupStats {
                 memory: read_u64(&memory.join("memory.usage_in_bytes")),
                 peak_memory: read_u64(&memory.join("memory.max_usage_in_bytes")),
-                cpu_ns: read_u64(&cpuacct.join("cpuacct.usage")),
                 oom_kills: read_keyed(&memory.join("memory.oom_control"), "oom_kill").unwrap_or(0),
             },
         }
@@ -223,13 +220,38 @@ impl AttemptCgroup {
     }
 }
 
+/// A cgroupfs file's text: open, read, close. A cgroupfs file is generated
+/// whole on read, so a read that does not fill the buffer got all of it; no
+/// `fstat` for a size (cgroupfs says 0) and no second read to see the end, as
+/// `std::fs::read_to_string` makes: the end of a run reads four such files.
+fn read_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 256];
+    let mut len = 0;
+    loop {
+        let n = match f.read(&mut buf[len..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        len += n;
+        if n == 0 || len < buf.len() {
+            break;
+        }
+        buf.resize(buf.len() * 2, 0);
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
+}
+
 fn read_u64(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    read_file(path).ok()?.trim().parse().ok()
 }
 
 /// The value of `key` in a flat keyed file (`oom_kill 3`).
 fn read_keyed(path: &Path, key: &str) -> Option<u64> {
-    parse_keyed(&std::fs::read_to_string(path).ok()?, key)
+    parse_keyed(&read_file(path).ok()?, key)
 }
 
 fn parse_keyed(text: &str, key: &str) -> Option<u64> {
@@ -267,7 +289,6 @@ mod tests {
             CgroupStats {
                 memory: Some(1 << 20),
                 peak_memory: Some(2 << 20),
-                cpu_ns: Some(1_500_000),
                 oom_kills: 1,
             }
         );
@@ -289,10 +310,24 @@ mod tests {
         std::fs::write(d.join("c/cpuacct.usage"), "77\n").unwrap();
         let s = v1.stats();
         assert_eq!(
-            (s.memory, s.peak_memory, s.cpu_ns, s.oom_kills),
-            (Some(4096), Some(8192), Some(77), 2)
+            (s.memory, s.peak_memory, s.oom_kills),
+            (Some(4096), Some(8192), 2)
         );
         assert_eq!(v1.dirs().len(), 3, "cpu and cpuacct share a mount here");
         assert_eq!(v1.procs_files()[0], d.join("m/cgroup.procs"));
+    }
+
+    #[test]
+    fn a_members_list_longer_than_the_first_read_is_read_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path();
+        let pids: Vec<i32> = (100_000..100_300).collect();
+        let text: String = pids.iter().map(|p| format!("{p}\n")).collect();
+        assert!(text.len() > 1024, "several reads' worth");
+        std::fs::write(d.join("cgroup.procs"), &text).unwrap();
+        let cg = AttemptCgroup::V2 { dir: d.into() };
+        assert_eq!(cg.pids().unwrap(), pids);
+        std::fs::write(d.join("cgroup.procs"), "").unwrap();
+        assert_eq!(cg.pids().unwrap(), Vec::<i32>::new());
     }
 }

@@ -24,15 +24,19 @@ pub struct Ending {
 /// escaped with setsid goes too), read its counters, retire it (removed, or
 /// kept as a spare by `isolator`), and read the stderr tail from `sandbox` (its
 /// `stderr` file, and the rotated `stderr.1` before it when `stderr` holds less
-/// than the tail). Blocking: run it off the async threads.
+/// than the tail) unless `tail` is false (the run is known to have written
+/// none). Blocking: run it off the async threads.
 pub fn finish(
     isolator: &dyn Isolator,
     id: AttemptId,
     cgroup: Option<&AttemptCgroup>,
     sandbox: &Path,
+    tail: bool,
 ) -> Ending {
     let mut ending = Ending {
-        stderr_tail: tail_of(&[sandbox.join("stderr.1"), sandbox.join("stderr")]),
+        stderr_tail: tail
+            .then(|| tail_of(&[sandbox.join("stderr.1"), sandbox.join("stderr")]))
+            .flatten(),
         ..Ending::default()
     };
     let Some(cg) = cgroup else {
@@ -127,16 +131,28 @@ mod tests {
         let d = dir.path();
         std::fs::write(d.join("stderr.1"), format!("{}older\n", "o".repeat(8000))).unwrap();
         std::fs::write(d.join("stderr"), "newest\n").unwrap();
-        let tail = finish(&crate::isolation::Unisolated, AttemptId::new(), None, d)
-            .stderr_tail
-            .unwrap();
+        let tail = finish(
+            &crate::isolation::Unisolated,
+            AttemptId::new(),
+            None,
+            d,
+            true,
+        )
+        .stderr_tail
+        .unwrap();
         assert_eq!(tail.len(), 4096);
         assert!(tail.ends_with("older\nnewest\n"), "{tail:?}");
         // The newest file alone when it holds the whole tail.
         std::fs::write(d.join("stderr"), "n".repeat(5000)).unwrap();
-        let tail = finish(&crate::isolation::Unisolated, AttemptId::new(), None, d)
-            .stderr_tail
-            .unwrap();
+        let tail = finish(
+            &crate::isolation::Unisolated,
+            AttemptId::new(),
+            None,
+            d,
+            true,
+        )
+        .stderr_tail
+        .unwrap();
         assert_eq!(tail, "n".repeat(4096));
     }
 
@@ -149,6 +165,7 @@ mod tests {
             AttemptId::new(),
             None,
             dir.path(),
+            true,
         );
         assert_eq!(
             e,

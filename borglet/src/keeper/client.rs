@@ -78,8 +78,18 @@ impl KeeperClient {
     /// Blocking: ask the keeper to start the run `launch` describes (its
     /// `launch.json` written). Its answer, then its end, come on the receivers.
     pub fn start(&self, launch: &Launch) -> std::io::Result<StartReceivers> {
-        let msg = serde_json::to_vec(&ToKeeper::Start(Box::new(launch.clone())))?;
-        let sandbox = launch.cwd.clone();
+        self.start_encoded(&launch.cwd, &serde_json::to_vec(launch)?)
+    }
+
+    /// [`Self::start`] of a launch record already encoded (as `launch.json`
+    /// holds it), for the run in `sandbox`: it is encoded once per start.
+    pub fn start_encoded(
+        &self,
+        sandbox: &Path,
+        launch_json: &[u8],
+    ) -> std::io::Result<StartReceivers> {
+        let msg = start_message(launch_json);
+        let sandbox = sandbox.to_path_buf();
         // A keeper that died is started again, once per request: a request
         // that could not be sent was never read, so nothing started.
         for attempt in 0..2 {
@@ -269,6 +279,16 @@ impl KeeperClient {
     }
 }
 
+/// `ToKeeper::Start` of the launch record encoded as `launch_json`, as serde
+/// writes the enum: `{"start":<record>}`.
+fn start_message(launch_json: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(launch_json.len() + 10);
+    msg.extend_from_slice(b"{\"start\":");
+    msg.extend_from_slice(launch_json);
+    msg.push(b'}');
+    msg
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -347,5 +367,49 @@ fn fail_all(waiters: &Mutex<Waiters>, generation: u64) {
     if w.generation == generation {
         w.open = false;
         w.unclaimed.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_built_from_the_encoded_record_is_the_start_serde_would_write() {
+        let spec = borg_shared::wire::AttemptSpec {
+            id: borg_shared::AttemptId::new(),
+            job: "j\"ob".into(),
+            index: 3,
+            command: vec!["/bin/echo".into(), "a b".into()],
+            env: [("E".to_string(), "1".to_string())].into(),
+            resources: Default::default(),
+            kill_grace_ms: 100,
+            restart: None,
+            memory_limit: None,
+            cpu_limit: None,
+            ports: vec![],
+            health: None,
+            fence_after_ms: None,
+        };
+        let launch = Launch {
+            argv: spec.command.clone(),
+            spec,
+            env: [("K".to_string(), "v\u{e9}".to_string())].into(),
+            cwd: "/data/attempts/x".into(),
+            stdout: "/data/attempts/x/stdout".into(),
+            stderr: "/data/attempts/x/stderr".into(),
+            pid_files: vec!["/data/attempts/x/task.pid".into()],
+            log_max_bytes: 1024,
+            run_as: None,
+            cgroup: None,
+            created_at: chrono::Utc::now(),
+        };
+        let built = start_message(&serde_json::to_vec(&launch).unwrap());
+        let by_serde = serde_json::to_vec(&ToKeeper::Start(Box::new(launch.clone()))).unwrap();
+        assert_eq!(built, by_serde);
+        match serde_json::from_slice::<ToKeeper>(&built).unwrap() {
+            ToKeeper::Start(back) => assert_eq!(back.cwd, launch.cwd),
+            ToKeeper::Hello => panic!("not a start"),
+        }
     }
 }

@@ -391,7 +391,11 @@ impl Keeper {
                     Err(launch) => {
                         let sandbox = launch.cwd;
                         let why = "the keeper's starters are gone".to_string();
-                        task::record_exit(&sandbox, crate::records::Ended::ExecFailed(why.clone()));
+                        task::record_exit(
+                            &sandbox,
+                            crate::records::Ended::ExecFailed(why.clone()),
+                            None,
+                        );
                         self.send(id, &FromKeeper::Failed { sandbox, why });
                     }
                 }
@@ -473,6 +477,9 @@ impl Keeper {
         let keep = match pipe.read(&mut self.pipe_buf) {
             Ok(0) => false,
             Ok(n) => {
+                if i == 1 {
+                    t.stderr_bytes = t.stderr_bytes.map(|b| b + n as u64);
+                }
                 let kept = out.write(&self.pipe_buf[..n]).map_err(|e| {
                     eprintln!("borglet keeper: copying to {}: {e}", out.path().display())
                 });
@@ -580,7 +587,9 @@ impl Keeper {
                 );
             }
             let Some((ended, _)) = t.ended else { continue };
-            let exit = task::record_exit(&t.sandbox, ended);
+            // Its stderr file holds of this run what was counted, no more:
+            // nothing is copied once the end is recorded.
+            let exit = task::record_exit(&t.sandbox, ended, t.stderr_bytes);
             let msg = FromKeeper::Exited {
                 sandbox: t.sandbox,
                 exit,

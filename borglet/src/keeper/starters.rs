@@ -62,7 +62,7 @@ impl Starters {
                     let sandbox = job.launch.cwd.clone();
                     let result = task::start(&job.launch, me, nofile);
                     if let Err(why) = &result {
-                        task::record_exit(&sandbox, Ended::ExecFailed(why.clone()));
+                        task::record_exit(&sandbox, Ended::ExecFailed(why.clone()), None);
                     }
                     let done = Done {
                         client: job.client,

@@ -25,6 +25,9 @@ pub(super) struct Task {
     /// How it ended, and until when its pipes are drained (a process that
     /// escaped its group may hold them open).
     pub ended: Option<(Ended, Instant)>,
+    /// Bytes copied from its stderr pipe so far; `None` when there is no such
+    /// pipe (output straight to the files, or its log could not be kept).
+    pub stderr_bytes: Option<u64>,
 }
 
 impl Task {
@@ -109,10 +112,11 @@ pub(super) fn start(
         pgid: pid,
         started_at: Utc::now(),
     };
-    if let Err(e) = records::write(&sandbox, records::RUN, &run) {
+    if let Err(e) = records::write_fresh(&sandbox, records::RUN, &run) {
         return Err(stop(e.to_string()));
     }
     let pidfd = crate::shim_logs::pidfd(pid);
+    let stderr_bytes = streams[1].is_some().then_some(0);
     Ok((
         Task {
             sandbox,
@@ -120,16 +124,19 @@ pub(super) fn start(
             pidfd,
             streams,
             ended: None,
+            stderr_bytes,
         },
         run,
     ))
 }
 
-/// Record how a run ended (or why it never started) in its sandbox.
-pub(super) fn record_exit(sandbox: &Path, ended: Ended) -> ExitRecord {
+/// Record how a run ended (or why it never started) in its sandbox, with the
+/// bytes it wrote to stderr where they were counted.
+pub(super) fn record_exit(sandbox: &Path, ended: Ended, stderr_bytes: Option<u64>) -> ExitRecord {
     let record = ExitRecord {
         ended,
         at: Utc::now(),
+        stderr_bytes,
     };
     if let Err(e) = records::write_fresh(sandbox, records::EXIT, &record) {
         eprintln!("borglet keeper: {e}");

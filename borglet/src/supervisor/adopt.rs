@@ -205,7 +205,7 @@ impl Supervisor {
         let sandbox = self.sandboxes.join(id.to_string());
         let isolator = Arc::clone(&self.isolator);
         tokio::task::spawn_blocking(move || {
-            isolation::finish(&*isolator, id, cgroup.as_ref(), &sandbox)
+            isolation::finish(&*isolator, id, cgroup.as_ref(), &sandbox, true)
         })
         .await
         .unwrap_or_default()

@@ -238,11 +238,18 @@ fn ask_keeper(
             }
         }
     }
-    records::write_fresh(sandbox, records::LAUNCH, launch)?;
-    keeper.start(launch).map_err(|source| StartError::Keeper {
-        exe: keeper.exe().display().to_string(),
+    // Encoded once: the record on disk and the request are the same bytes.
+    let json = serde_json::to_vec(launch).map_err(|source| RecordError::Json {
+        path: sandbox.join(records::LAUNCH),
         source,
-    })
+    })?;
+    records::write_fresh_bytes(sandbox, records::LAUNCH, &json)?;
+    keeper
+        .start_encoded(sandbox, &json)
+        .map_err(|source| StartError::Keeper {
+            exe: keeper.exe().display().to_string(),
+            source,
+        })
 }
 
 /// The executable to run the keeper with when none is configured: this one.

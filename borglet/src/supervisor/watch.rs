@@ -126,7 +126,7 @@ impl Supervisor {
 impl Watch {
     async fn run(mut self, mut keeper: Keeper) {
         loop {
-            let exit = self.wait(keeper).await;
+            let (exit, stderr_bytes) = self.wait(keeper).await;
             let (id, pgid) = (self.id, self.pgid);
             // The run ends with its leader: anything it left in its group (background
             // children) goes too, so no stray process outlives it unaccounted. The
@@ -135,7 +135,7 @@ impl Watch {
             if let Err(e) = stop::signal_group(pgid, Signal::SIGKILL) {
                 tracing::warn!(attempt = %id, pgid, error = %e, "could not kill leftovers of the process group");
             }
-            self.finish_run().await;
+            self.finish_run(stderr_bytes).await;
             self.log_exit(&exit);
             self.sup.metrics.exited(&exit);
             let decision = self.sup.table.on_exit(id, exit.clone(), Utc::now());
@@ -207,7 +207,7 @@ impl Watch {
                     let sandbox = self.sandbox.clone();
                     let isolator = Arc::clone(&sup.isolator);
                     let _ = tokio::task::spawn_blocking(move || {
-                        isolation::finish(&*isolator, id, cgroup.as_deref(), &sandbox)
+                        isolation::finish(&*isolator, id, cgroup.as_deref(), &sandbox, true)
                     })
                     .await;
                     return None;
@@ -243,11 +243,14 @@ impl Watch {
     /// The run is over: empty its cgroup (a daemon that escaped with setsid goes
     /// too), read what the kernel counted (an OOM kill, the peak), remove it, and
     /// keep the stderr tail; all of it goes on the attempt's report.
-    async fn finish_run(&mut self) {
+    /// `stderr_bytes`: what the keeper counted of the run's stderr, if it did
+    /// (none: its tail is not read).
+    async fn finish_run(&mut self, stderr_bytes: Option<u64>) {
         let (id, cgroup, sandbox) = (self.id, self.cgroup.take(), self.sandbox.clone());
         let isolator = Arc::clone(&self.sup.isolator);
         let ending = tokio::task::spawn_blocking(move || {
-            isolation::finish(&*isolator, id, cgroup.as_deref(), &sandbox)
+            let tail = stderr_bytes != Some(0);
+            isolation::finish(&*isolator, id, cgroup.as_deref(), &sandbox, tail)
         })
         .await
         .unwrap_or_default();
@@ -259,10 +262,11 @@ impl Watch {
         self.sup.table.set_ending(id, ending);
     }
 
-    async fn wait(&self, keeper: Keeper) -> Exit {
-        match keeper {
+    /// How the run ended, and the bytes of stderr its keeper counted, if it did.
+    async fn wait(&self, keeper: Keeper) -> (Exit, Option<u64>) {
+        let exit = match keeper {
             Keeper::Connected { task, exit } => match exit.await {
-                Ok(record) => exit_of(record.ended),
+                Ok(record) => return (exit_of(record.ended), record.stderr_bytes),
                 // The keeper died: it may have recorded the end just before.
                 Err(_) => match self.read_record().await {
                     Ok(Some(record)) => exit_of(record.ended),
@@ -285,7 +289,8 @@ impl Watch {
                 wait_gone(task).await;
                 Exit::Unknown("the task's keeper was gone: its exit status is unknown".into())
             }
-        }
+        };
+        (exit, None)
     }
 
     fn log_exit(&self, exit: &Exit) {

@@ -69,6 +69,8 @@ pub struct NudgeLog {
 struct NudgeState {
     /// In arrival order.
     seen: Vec<SeenNudge>,
+    /// When each arrived, in the same order.
+    arrivals: Vec<std::time::Instant>,
     in_flight: usize,
     max_in_flight: usize,
 }
@@ -98,6 +100,7 @@ impl NudgeLog {
                 machine,
                 authorization,
             });
+            st.arrivals.push(std::time::Instant::now());
             st.in_flight += 1;
             st.max_in_flight = st.max_in_flight.max(st.in_flight);
         }
@@ -119,6 +122,11 @@ impl NudgeLog {
 
     pub fn count(&self) -> usize {
         self.state.lock().unwrap().seen.len()
+    }
+
+    /// When each nudge arrived, in order.
+    pub fn arrivals(&self) -> Vec<std::time::Instant> {
+        self.state.lock().unwrap().arrivals.clone()
     }
 
     /// The most nudges that were ever waiting for their answer at once.
