@@ -70,16 +70,22 @@ async fn an_unregistered_borglet_does_not_nudge() {
     assert_eq!(b.master.nudges.count(), 0);
 }
 
+/// A file in `b`'s data dir, locked exclusively until the lock is dropped:
+/// tasks that take it shared wait until then.
+fn hold_gate(b: &TestBorglet) -> (Flock<std::fs::File>, String) {
+    let gate = b.data_dir.path().join("gate");
+    let file = std::fs::File::create(&gate).unwrap();
+    let lock = Flock::lock(file, FlockArg::LockExclusive).unwrap();
+    (lock, gate.display().to_string())
+}
+
 #[tokio::test]
 async fn a_burst_of_exits_makes_a_few_nudges_one_at_a_time() {
     let b = TestBorglet::spawn().await;
     let nudges = &b.master.nudges;
     // The tasks wait for a shared lock on `gate` while the test holds it exclusively,
     // so all 200 run first and then exit together when it is dropped.
-    let gate = b.data_dir.path().join("gate");
-    let file = std::fs::File::create(&gate).unwrap();
-    let lock = Flock::lock(file, FlockArg::LockExclusive).unwrap();
-    let gate = gate.display().to_string();
+    let (lock, gate) = hold_gate(&b);
     let burst: Vec<AttemptSpec> = (0..200)
         .map(|i| {
             AttemptBuilder::new(&["flock", "--shared", &gate, "true"])
@@ -130,10 +136,7 @@ async fn the_nudges_of_a_burst_of_exits_are_spaced_by_the_gap() {
     // As above, 100 tasks held until the test drops the lock; then each exits
     // after its own delay, one every 5 ms for half a second. The stub answers
     // every nudge at once, so only the gap spaces them.
-    let gate = b.data_dir.path().join("gate");
-    let file = std::fs::File::create(&gate).unwrap();
-    let lock = Flock::lock(file, FlockArg::LockExclusive).unwrap();
-    let gate = gate.display().to_string();
+    let (lock, gate) = hold_gate(&b);
     let burst: Vec<AttemptSpec> = (0..100)
         .map(|i| {
             AttemptBuilder::new(&[

@@ -68,14 +68,21 @@ fn walk(node: &serde_json::Value, f: &mut impl FnMut(&serde_json::Value)) {
     }
 }
 
-#[tokio::test]
-async fn the_claim_is_planned_for_its_batch_every_time() {
+/// A fresh database with 100 machines and 20,000 pending tasks.
+async fn seeded() -> (String, sqlx::PgPool) {
     let url = devpg::testing::fresh_database(&borg_store::MIGRATOR)
         .await
         .expect("a fresh database");
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let store = Store::from_pool(pool.clone());
-    synth::seed(&store, 100, 20_000).await.unwrap();
+    synth::seed(&Store::from_pool(pool.clone()), 100, 20_000)
+        .await
+        .unwrap();
+    (url, pool)
+}
+
+#[tokio::test]
+async fn the_claim_is_planned_for_its_batch_every_time() {
+    let (url, pool) = seeded().await;
     let ids: Vec<String> =
         sqlx::query_scalar("SELECT id::text FROM tasks ORDER BY random() LIMIT $1")
             .bind(BATCH as i64)
@@ -127,12 +134,7 @@ async fn scans_attempts(pool: &sqlx::PgPool, sql: &str, jobs: &[uuid::Uuid]) -> 
 /// by hashing every live attempt of the cell.
 #[tokio::test]
 async fn a_pages_job_counts_do_not_scan_every_attempt() {
-    let url = devpg::testing::fresh_database(&borg_store::MIGRATOR)
-        .await
-        .expect("a fresh database");
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let store = Store::from_pool(pool.clone());
-    synth::seed(&store, 100, 20_000).await.unwrap();
+    let (_url, pool) = seeded().await;
     // Most tasks run somewhere; the page's jobs are a few of the rest.
     let jobs: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM jobs ORDER BY id")
         .fetch_all(&pool)

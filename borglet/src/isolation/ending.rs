@@ -131,28 +131,23 @@ mod tests {
         let d = dir.path();
         std::fs::write(d.join("stderr.1"), format!("{}older\n", "o".repeat(8000))).unwrap();
         std::fs::write(d.join("stderr"), "newest\n").unwrap();
-        let tail = finish(
-            &crate::isolation::Unisolated,
-            AttemptId::new(),
-            None,
-            d,
-            true,
-        )
-        .stderr_tail
-        .unwrap();
+        let tail_of = |d: &std::path::Path| {
+            finish(
+                &crate::isolation::Unisolated,
+                AttemptId::new(),
+                None,
+                d,
+                true,
+            )
+            .stderr_tail
+            .unwrap()
+        };
+        let tail = tail_of(d);
         assert_eq!(tail.len(), 4096);
         assert!(tail.ends_with("older\nnewest\n"), "{tail:?}");
         // The newest file alone when it holds the whole tail.
         std::fs::write(d.join("stderr"), "n".repeat(5000)).unwrap();
-        let tail = finish(
-            &crate::isolation::Unisolated,
-            AttemptId::new(),
-            None,
-            d,
-            true,
-        )
-        .stderr_tail
-        .unwrap();
+        let tail = tail_of(d);
         assert_eq!(tail, "n".repeat(4096));
     }
 
