@@ -11,6 +11,7 @@ pub mod health;
 pub mod isolation;
 pub mod janitor;
 pub mod keeper;
+mod kernel_file;
 pub mod logs;
 pub mod metrics;
 pub mod nudge;

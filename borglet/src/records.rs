@@ -75,22 +75,10 @@ impl ProcId {
 }
 
 /// Fields 3 (state) and 22 (start time) of `/proc/PID/stat`, read with one
-/// open, read and close (the file is made whole at each read; a read that does
-/// not fill the buffer got all of it). The line is at most ~1 KB.
+/// open, read and close (see `kernel_file`).
 fn state_and_start(pid: i32) -> Option<(u8, u64)> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
-    let mut buf = [0u8; 2048];
-    let mut len = 0;
-    while len < buf.len() {
-        match f.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return None,
-        }
-    }
-    parse_state_and_start(&buf[..len])
+    let stat = crate::kernel_file::read(Path::new(&format!("/proc/{pid}/stat"))).ok()?;
+    parse_state_and_start(&stat)
 }
 
 /// The command (field 2) is in parentheses and may hold spaces and `)`: the

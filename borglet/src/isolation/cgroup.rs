@@ -220,29 +220,10 @@ impl AttemptCgroup {
     }
 }
 
-/// A cgroupfs file's text: open, read, close. A cgroupfs file is generated
-/// whole on read, so a read that does not fill the buffer got all of it; no
-/// `fstat` for a size (cgroupfs says 0) and no second read to see the end, as
-/// `std::fs::read_to_string` makes: the end of a run reads four such files.
+/// A cgroupfs file's text (see `kernel_file`).
 fn read_file(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; 256];
-    let mut len = 0;
-    loop {
-        let n = match f.read(&mut buf[len..]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        len += n;
-        if n == 0 || len < buf.len() {
-            break;
-        }
-        buf.resize(buf.len() * 2, 0);
-    }
-    buf.truncate(len);
-    String::from_utf8(buf).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
+    String::from_utf8(crate::kernel_file::read(path)?)
+        .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
 }
 
 fn read_u64(path: &Path) -> Option<u64> {
