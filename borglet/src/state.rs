@@ -158,6 +158,10 @@ pub struct StopTicket {
 #[derive(Debug, Default)]
 struct Inner {
     attempts: BTreeMap<AttemptId, Attempt>,
+    /// How many of `attempts` have a live process: kept by every change of a
+    /// phase (`live_delta`), not counted anew at each (a sync of 1,000 starts
+    /// made that a walk of the table per start).
+    live: usize,
     forgotten: HashSet<AttemptId>,
     forgotten_order: VecDeque<AttemptId>,
 }
@@ -169,6 +173,25 @@ impl Inner {
         let a = self.attempts.get_mut(id)?;
         a.encoded = None;
         Some(a)
+    }
+
+    /// Count an attempt's move from a phase that was `was_live` to `now_live`.
+    fn live_delta(&mut self, was_live: bool, now_live: bool) {
+        match (was_live, now_live) {
+            (false, true) => self.live += 1,
+            (true, false) => self.live -= 1,
+            _ => {}
+        }
+    }
+
+    /// Run `f` on attempt `id` (through `change`), keeping the live count.
+    fn change_with<R>(&mut self, id: &AttemptId, f: impl FnOnce(&mut Attempt) -> R) -> Option<R> {
+        let a = self.change(id)?;
+        let was = a.phase.is_live();
+        let r = f(a);
+        let now = a.phase.is_live();
+        self.live_delta(was, now);
+        Some(r)
     }
 }
 
@@ -203,12 +226,17 @@ impl AttemptTable {
     }
 
     fn publish_live(&self, inner: &Inner) {
-        let live = inner
-            .attempts
-            .values()
-            .filter(|a| a.phase.is_live())
-            .count();
-        self.live.set(live as f64);
+        #[cfg(test)]
+        assert_eq!(
+            inner.live,
+            inner
+                .attempts
+                .values()
+                .filter(|a| a.phase.is_live())
+                .count(),
+            "the live count kept by each change"
+        );
+        self.live.set(inner.live as f64);
     }
 
     /// Known now, or acknowledged and forgotten: either way it must not be started.
@@ -219,13 +247,21 @@ impl AttemptTable {
 
     pub fn insert(&self, attempt: Attempt) {
         let mut inner = self.lock();
-        inner.attempts.insert(attempt.spec.id, attempt);
+        let now = attempt.phase.is_live();
+        let was = inner
+            .attempts
+            .insert(attempt.spec.id, attempt)
+            .is_some_and(|old| old.phase.is_live());
+        inner.live_delta(was, now);
         self.publish_live(&inner);
     }
 
     /// Run `f` on attempt `id` under the lock: a few field reads or writes, never I/O.
     pub fn with_attempt<R>(&self, id: AttemptId, f: impl FnOnce(&mut Attempt) -> R) -> Option<R> {
-        self.lock().change(&id).map(f)
+        let mut inner = self.lock();
+        let r = inner.change_with(&id, f);
+        self.publish_live(&inner);
+        r
     }
 
     /// The token cancelled once attempt `id` has finished and its process is
@@ -263,11 +299,15 @@ impl AttemptTable {
     /// Apply `event` to attempt `id`; returns the new phase.
     pub fn apply(&self, id: AttemptId, event: Event) -> Result<Phase, ApplyError> {
         let mut inner = self.lock();
-        let attempt = inner.change(&id).ok_or(ApplyError::Unknown(id))?;
-        let next = attempt.phase.transition(event)?;
-        attempt.phase = next.clone();
+        let next = inner
+            .change_with(&id, |attempt| {
+                let next = attempt.phase.transition(event)?;
+                attempt.phase = next.clone();
+                Ok(next)
+            })
+            .ok_or(ApplyError::Unknown(id))?;
         self.publish_live(&inner);
-        Ok(next)
+        next
     }
 
     /// The process of attempt `id` ended with `exit`: decide whether it restarts
@@ -279,40 +319,46 @@ impl AttemptTable {
         at: DateTime<Utc>,
     ) -> Result<Decision, ApplyError> {
         let mut inner = self.lock();
-        let attempt = inner.change(&id).ok_or(ApplyError::Unknown(id))?;
-        let decision = match &attempt.phase {
-            // Only a run nobody asked to stop may restart.
-            Phase::Running { started_at, .. } => {
-                let ran_for = (at - *started_at).to_std().unwrap_or_default();
-                let decision = attempt
-                    .restarts
-                    .decide(attempt.spec.restart, &exit, ran_for, at);
-                // Ended by its health check: that is the cause, not the signal.
-                let decision = match attempt.health.kill_reason.take() {
-                    Some(why) => attempt.restarts.ended_by(decision, why),
-                    None => decision,
+        let decided = inner
+            .change_with(&id, |attempt| {
+                let decision = match &attempt.phase {
+                    // Only a run nobody asked to stop may restart.
+                    Phase::Running { started_at, .. } => {
+                        let ran_for = (at - *started_at).to_std().unwrap_or_default();
+                        let decision =
+                            attempt
+                                .restarts
+                                .decide(attempt.spec.restart, &exit, ran_for, at);
+                        // Ended by its health check: that is the cause, not the signal.
+                        let decision = match attempt.health.kill_reason.take() {
+                            Some(why) => attempt.restarts.ended_by(decision, why),
+                            None => decision,
+                        };
+                        // Waiting to restart, a checked task serves nothing: not healthy.
+                        if attempt.spec.health.is_some() && attempt.health.healthy != Some(false) {
+                            attempt.health.healthy = Some(false);
+                            attempt.health.message =
+                                Some(format!("not running: {}", exit.describe()));
+                        }
+                        decision
+                    }
+                    _ => Decision::Final(None),
                 };
-                // Waiting to restart, a checked task serves nothing: not healthy.
-                if attempt.spec.health.is_some() && attempt.health.healthy != Some(false) {
-                    attempt.health.healthy = Some(false);
-                    attempt.health.message = Some(format!("not running: {}", exit.describe()));
-                }
-                decision
-            }
-            _ => Decision::Final(None),
-        };
-        let event = match &decision {
-            Decision::Restart(_) => Event::RestartScheduled { at, exit },
-            Decision::Final(note) => {
-                if note.is_some() {
-                    attempt.note.clone_from(note);
-                }
-                Event::ProcessExited { at, exit }
-            }
-        };
-        attempt.phase = attempt.phase.transition(event)?;
+                let event = match &decision {
+                    Decision::Restart(_) => Event::RestartScheduled { at, exit },
+                    Decision::Final(note) => {
+                        if note.is_some() {
+                            attempt.note.clone_from(note);
+                        }
+                        Event::ProcessExited { at, exit }
+                    }
+                };
+                attempt.phase = attempt.phase.transition(event)?;
+                Ok(decision)
+            })
+            .ok_or(ApplyError::Unknown(id))?;
         self.publish_live(&inner);
-        Ok(decision)
+        decided
     }
 
     /// The spec, restart count and cause of the latest restart (when the
@@ -331,6 +377,7 @@ impl AttemptTable {
     /// (already stopping, exited, or unknown), so a stop is begun only once.
     pub fn begin_stop(&self, id: AttemptId) -> Option<StopTicket> {
         let mut inner = self.lock();
+        // Backoff → stopped and Running → Stopping: neither changes the live count.
         let attempt = inner.attempts.get_mut(&id)?;
         if !matches!(attempt.phase, Phase::Backoff { .. } | Phase::Running { .. }) {
             return None;

@@ -214,3 +214,46 @@ fn written_reports_follow_every_change_of_an_attempt() {
     assert_eq!(t.forget(&[id]), vec![id]);
     assert_eq!(written(&t).len(), 1);
 }
+
+#[test]
+fn the_live_gauge_follows_every_phase_change() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let cell = Arc::new(AtomicU64::new(0));
+    let t = AttemptTable::new(Gauge::from_arc(cell.clone()));
+    let live = || f64::from_bits(cell.load(Ordering::Relaxed));
+    let (a, b, c) = (running(&t), running(&t), running(&t));
+    assert_eq!(live(), 3.0);
+    let at = Utc::now();
+    t.apply(
+        a,
+        Event::RestartScheduled {
+            at,
+            exit: Exit::Code(1),
+        },
+    )
+    .unwrap();
+    assert_eq!(live(), 2.0, "waiting to restart: no process");
+    t.apply(a, Event::Restarted { at, pid: 43 }).unwrap();
+    assert_eq!(live(), 3.0);
+    assert!(t.begin_stop(b).is_some());
+    assert_eq!(live(), 3.0, "stopping: its process still runs");
+    t.on_exit(b, Exit::Signal(15), at).unwrap();
+    assert_eq!(live(), 2.0);
+    assert!(t.apply(b, Event::Restarted { at, pid: 44 }).is_err());
+    assert_eq!(live(), 2.0, "a refused move counts nothing");
+    // The same attempt inserted again (a re-adoption) replaces the old entry.
+    let again = t.spec_of(c).unwrap().0;
+    t.insert(Attempt::new(
+        again,
+        Phase::Running {
+            pid: 45,
+            started_at: at,
+        },
+        CancellationToken::new(),
+    ));
+    assert_eq!(live(), 2.0);
+    t.on_exit(c, Exit::Code(0), at).unwrap();
+    assert_eq!(t.forget(&[b, c]), vec![b, c]);
+    assert_eq!(live(), 1.0);
+    assert_eq!(t.len(), 1);
+}
