@@ -179,7 +179,7 @@ impl Inner {
     fn live_delta(&mut self, was_live: bool, now_live: bool) {
         match (was_live, now_live) {
             (false, true) => self.live += 1,
-            (true, false) => self.live -= 1,
+            (true, false) => self.live = self.live.saturating_sub(1),
             _ => {}
         }
     }
