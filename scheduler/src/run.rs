@@ -589,8 +589,13 @@ async fn walk(
             tracing::debug!(target: "borgscheduler::placed", task = %p.task, job = %p.job, attempt = %p.attempt, machine = %p.machine, "placed");
         }
         stats.commit_ms += lap(&mut clock);
+        // A batch per statement: a page that placed nothing may hold 16 batches'
+        // worth of reasons, and one statement would hold all their rows' locks
+        // (a kill of one of those tasks waits) for seconds.
         let reasons = page.reasons_to_write(reasons);
-        stats.reasons_written += store.write_pending_reasons(&reasons).await?;
+        for chunk in reasons.chunks(config.batch_size as usize) {
+            stats.reasons_written += store.write_pending_reasons(chunk).await?;
+        }
         stats.reasons_ms += lap(&mut clock);
 
         if !more || shutdown.is_cancelled() {
