@@ -593,7 +593,7 @@ async fn walk(
         // worth of reasons, and one statement would hold all their rows' locks
         // (a kill of one of those tasks waits) for seconds.
         let reasons = page.reasons_to_write(reasons);
-        for chunk in reasons.chunks(config.batch_size as usize) {
+        for chunk in reasons.chunks((config.batch_size as usize).max(1)) {
             stats.reasons_written += store.write_pending_reasons(chunk).await?;
         }
         stats.reasons_ms += lap(&mut clock);
