@@ -17,8 +17,11 @@ macro_rules! uuid_id {
         pub struct $name(pub Uuid);
 
         impl $name {
+            /// A new, time-ordered id (UUID v7: a millisecond timestamp, then
+            /// random bits). Rows made one after another land side by side in
+            /// the id's index instead of on a random page of it.
             pub fn new() -> Self {
-                Self(Uuid::new_v4())
+                Self(Uuid::now_v7())
             }
         }
 
@@ -59,3 +62,18 @@ uuid_id!(
     /// A registered machine (its borglet).
     MachineId
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_made_one_after_another_are_v7_and_increase() {
+        let ids: Vec<AttemptId> = (0..10_000).map(|_| AttemptId::new()).collect();
+        assert!(ids.iter().all(|id| id.0.get_version_num() == 7));
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "ids made in turn sort in turn"
+        );
+    }
+}

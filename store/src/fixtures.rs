@@ -36,10 +36,10 @@ pub async fn test_machine(store: &Store, name: &str) -> crate::Result<MachineId>
 const SEED_JOB: &str = "
 WITH j AS (
     INSERT INTO jobs (id, name, kind, state, owner, priority, replicas, spec, finished_at)
-    VALUES (gen_random_uuid(), $1, 'batch', 'succeeded', 'bench', 100, $2, $3::text::jsonb, now())
+    VALUES (uuid_v7(), $1, 'batch', 'succeeded', 'bench', 100, $2, $3::text::jsonb, now())
     RETURNING id
 ), ids AS MATERIALIZED (
-    SELECT i, gen_random_uuid() AS task_id, gen_random_uuid() AS attempt_id
+    SELECT i, uuid_v7() AS task_id, uuid_v7() AS attempt_id
     FROM generate_series(0, $2 - 1) AS i
 ), t AS (
     INSERT INTO tasks (id, job_id, index, state, priority, cpu_milli, memory, disk,
@@ -103,7 +103,7 @@ pub async fn seed_finished_job(
 pub async fn seed_machines(conn: &mut PgConnection, n: i32) -> crate::Result<()> {
     sqlx::query(
         "INSERT INTO machines (id, name, address, state, labels, cpu_milli, memory, disk)
-         SELECT gen_random_uuid(), 'm-' || lpad(i::text, 5, '0'), '127.0.0.1:1', 'up',
+         SELECT uuid_v7(), 'm-' || lpad(i::text, 5, '0'), '127.0.0.1:1', 'up',
                 jsonb_build_object('zone', chr(97 + i % 5))
                     || CASE WHEN i % 4 = 0 THEN '{\"ssd\": \"true\"}'::jsonb ELSE '{}'::jsonb END,
                 CASE WHEN i % 3 = 0 THEN 32000 ELSE 16000 END,

@@ -64,7 +64,7 @@ WITH j AS (
     RETURNING id, created_at
 ), t AS (
     INSERT INTO tasks (id, job_id, index, priority, cpu_milli, memory, disk, max_runs)
-    SELECT gen_random_uuid(), j.id, i, $5, $8, $9, $10, $11
+    SELECT uuid_v7(), j.id, i, $5, $8, $9, $10, $11
     FROM j, generate_series(0, $6 - 1) AS i
     RETURNING id, job_id, index
 ), te AS (

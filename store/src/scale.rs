@@ -32,7 +32,7 @@ pub enum ScaleOutcome {
 const ADD_TASKS: &str = "
 WITH t AS (
     INSERT INTO tasks (id, job_id, index, priority, cpu_milli, memory, disk, max_runs)
-    SELECT gen_random_uuid(), t0.job_id, i, t0.priority, t0.cpu_milli, t0.memory, t0.disk, t0.max_runs
+    SELECT uuid_v7(), t0.job_id, i, t0.priority, t0.cpu_milli, t0.memory, t0.disk, t0.max_runs
     FROM tasks t0, generate_series($2::int, $3::int - 1) AS i
     WHERE t0.job_id = $1 AND t0.index = 0
       AND NOT EXISTS (SELECT 1 FROM tasks x WHERE x.job_id = $1 AND x.index = i)

@@ -303,7 +303,7 @@ impl TestBorglet {
         // to reach their sandbox.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(data_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let name = format!("m-{}", &AttemptId::new().to_string()[..8]);
+        let name = format!("m-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         Self::spawn_in(master, data_dir, name, extra).await
     }
 

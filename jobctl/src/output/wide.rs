@@ -77,10 +77,14 @@ pub fn jobs_table_wide(jobs: &[JobView], now: DateTime<Utc>) -> String {
     )
 }
 
-/// The attempt id's first 8 characters (enough to tell attempts apart by eye).
+/// The attempt id's last 8 characters: its random part (the first ones are
+/// its creation time, the same for every attempt placed in that minute).
 fn short_attempt(t: &TaskView) -> String {
     t.attempt
-        .map(|a| a.to_string().chars().take(8).collect())
+        .map(|a| {
+            let id = a.to_string();
+            id[id.len() - 8..].to_string()
+        })
         .unwrap_or_else(|| "-".into())
 }
 

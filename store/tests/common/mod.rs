@@ -19,6 +19,7 @@ pub async fn store() -> Store {
 }
 
 /// A machine of 4 cores and 8 GiB named `name`.
+#[allow(dead_code)] // not every test binary registers one
 pub async fn machine(store: &Store, name: &str) -> MachineId {
     borg_store::fixtures::test_machine(store, name)
         .await
