@@ -1,4 +1,4 @@
-//! The batch claim's plan stays good: `borg_store::CLAIM_TASKS` prepared and
+//! The commit's plans stay good. The batch claim, `borg_store::CLAIM_TASKS`, prepared and
 //! run again and again (as the scheduler's connection does) is still planned
 //! for the array at hand under the commit's `plan_cache_mode` (the planner
 //! expects the batch's rows from the `unnest`). Under the default mode Postgres settles on a generic
@@ -98,8 +98,8 @@ async fn the_claim_is_planned_for_its_batch_every_time() {
             rows, BATCH as f64,
             "after {runs} runs the claim expects {rows} rows"
         );
-        // A seq scan of tasks may be the right plan for 1,000 of 20,000 rows; what
-        // matters is that the planner knows the batch's size when it chooses.
+        // Whether tasks are scanned is decided by the commit's KEYED_JOINS (see
+        // below); here what matters is that the planner knows the batch's size.
         eprintln!("after {runs} runs: unnest rows {rows}, seq scan of tasks {seq}");
     }
     // The control: a generic plan (what the default mode switches to) guesses.
@@ -196,4 +196,81 @@ async fn a_pages_job_counts_do_not_scan_every_attempt() {
     .unwrap();
     assert_eq!(total, expected);
     assert!(total > 0);
+}
+
+/// Whether a plan reads every task: a sequential scan of `tasks`, or a walk of
+/// one of its indexes with no condition (what a merge join does).
+fn reads_every_task(plan: &serde_json::Value) -> bool {
+    let mut every = false;
+    walk(&plan[0]["Plan"], &mut |node| {
+        let on_tasks = node["Relation Name"] == "tasks";
+        let kind = node["Node Type"].as_str().unwrap_or_default();
+        every |= on_tasks
+            && (kind == "Seq Scan" || (kind.starts_with("Index") && node["Index Cond"].is_null()));
+    });
+    every
+}
+
+/// The `EXPLAIN` of `query` in a transaction under the commit's settings, with
+/// `KEYED_JOINS` or without.
+async fn commit_plan<'q>(
+    pool: &sqlx::PgPool,
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    keyed: bool,
+) -> serde_json::Value {
+    let mut tx = pool.begin().await.unwrap();
+    tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        .await
+        .unwrap();
+    if keyed {
+        tx.execute(borg_store::KEYED_JOINS).await.unwrap();
+    }
+    let row = query.fetch_one(&mut *tx).await.unwrap();
+    tx.rollback().await.unwrap();
+    row.get(0)
+}
+
+/// A batch's claim and move reach its tasks through the primary key, whatever
+/// share of the table the batch is: left to its costs the planner hashes or
+/// merges every task of the cell for each batch (the control).
+#[tokio::test]
+async fn the_commit_reaches_a_batchs_tasks_by_key() {
+    let (_url, pool) = seeded().await;
+    const BIG: usize = 4000; // the scheduler's default batch, 20% of the table
+    let ids: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM tasks ORDER BY random() LIMIT $1")
+            .bind(BIG as i64)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let zeros = vec![0i64; BIG];
+    let claim_sql = format!("EXPLAIN (FORMAT JSON) {}", borg_store::CLAIM_TASKS);
+    let move_sql = format!("EXPLAIN (FORMAT JSON) {}", borg_store::MOVE_TASKS);
+    let machine = Some(uuid::Uuid::now_v7());
+    for keyed in [true, false] {
+        let claim = sqlx::query(&claim_sql)
+            .bind(&ids)
+            .bind(&zeros)
+            .bind(&zeros)
+            .bind(&zeros);
+        let claim = commit_plan(&pool, claim, keyed).await;
+        let mv = sqlx::query(&move_sql)
+            .bind(&ids)
+            .bind(
+                ids.iter()
+                    .map(|_| Some(uuid::Uuid::now_v7()))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(vec![machine; BIG])
+            .bind(vec!["pending"; BIG])
+            .bind(vec!["assigned"; BIG])
+            .bind(vec!["placed"; BIG])
+            .bind(&zeros)
+            .bind(vec![true; BIG])
+            .bind(vec![1i16; BIG]);
+        let mv = commit_plan(&pool, mv, keyed).await;
+        // Keyed: no plan reads every task. The control: without, both do.
+        assert_eq!(reads_every_task(&claim), !keyed, "the claim: {claim:#}");
+        assert_eq!(reads_every_task(&mv), !keyed, "the move: {mv:#}");
+    }
 }

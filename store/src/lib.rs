@@ -52,9 +52,11 @@ pub use jobs::{KillOutcome, SubmitOutcome, TaskPage, DEFAULT_TASK_PAGE, MAX_TASK
 pub use lease::LeaseView;
 pub use lost::MachineDown;
 pub use machines::{machine_usage, MachineTarget, Usage};
-pub use moves::Transitions;
+pub use moves::{Transitions, MOVE_TASKS};
 pub use pages::{JobCursor, Page, DEFAULT_PAGE, MAX_PAGE};
-pub use placements::{commit_stream, Committed, Placed, Placement, CLAIM_TASKS, REASON_REFRESH};
+pub use placements::{
+    commit_stream, Committed, Placed, Placement, CLAIM_TASKS, KEYED_JOINS, REASON_REFRESH,
+};
 pub use preempt::{Preemption, PREEMPTED_BY};
 pub use quotas::{quota_usage, read_quotas, QuotaTable, QuotaUsage};
 pub use reports::ApplyOutcome;

@@ -192,7 +192,9 @@ pub(crate) async fn move_tasks(
 /// One statement: move the tasks still in their expected state, append their
 /// events in request order, and add the moves to the job's counter shard
 /// (rows upserted in key order, so concurrent writers never deadlock on them).
-const MOVE_TASKS: &str = "
+/// Its one join is the array's with `tasks`: the events and counters read what
+/// the update returns, so that under [`KEYED_JOINS`] nothing else is joined.
+pub const MOVE_TASKS: &str = "
 WITH m AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
                          $7::bigint[], $8::bool[], $9::smallint[]) WITH ORDINALITY
@@ -210,27 +212,28 @@ WITH m AS (
                           ELSE t.not_before END
     FROM m
     WHERE t.id = m.task_id AND t.state = m.from_state::task_state
-    RETURNING t.id, t.job_id, t.index
+    RETURNING t.id, t.job_id, t.index,
+        m.attempt_id, m.machine_id, m.from_state, m.to_state, m.reason, m.shard, m.ord
 ), ev AS (
     INSERT INTO events (kind, job_id, task_id, attempt_id, machine_id, from_state, to_state, reason)
-    SELECT 'task', moved.job_id, m.task_id, m.attempt_id, m.machine_id, m.from_state, m.to_state, m.reason
-    FROM moved JOIN m ON m.task_id = moved.id
-    ORDER BY m.ord
+    SELECT 'task', job_id, id, attempt_id, machine_id, from_state, to_state, reason
+    FROM moved
+    ORDER BY ord
 ), counted AS (
     INSERT INTO job_counts AS c
         (job_id, shard, pending, assigned, starting, running, succeeded, failed, killed, lost)
-    SELECT moved.job_id, m.shard,
-        (count(*) FILTER (WHERE m.to_state = 'pending') - count(*) FILTER (WHERE m.from_state = 'pending'))::int,
-        (count(*) FILTER (WHERE m.to_state = 'assigned') - count(*) FILTER (WHERE m.from_state = 'assigned'))::int,
-        (count(*) FILTER (WHERE m.to_state = 'starting') - count(*) FILTER (WHERE m.from_state = 'starting'))::int,
-        (count(*) FILTER (WHERE m.to_state = 'running') - count(*) FILTER (WHERE m.from_state = 'running'))::int,
-        (count(*) FILTER (WHERE m.to_state = 'succeeded') - count(*) FILTER (WHERE m.from_state = 'succeeded'))::int,
-        (count(*) FILTER (WHERE m.to_state = 'failed') - count(*) FILTER (WHERE m.from_state = 'failed'))::int,
-        (count(*) FILTER (WHERE m.to_state = 'killed') - count(*) FILTER (WHERE m.from_state = 'killed'))::int,
-        (count(*) FILTER (WHERE m.to_state = 'lost') - count(*) FILTER (WHERE m.from_state = 'lost'))::int
-    FROM moved JOIN m ON m.task_id = moved.id
-    GROUP BY moved.job_id, m.shard
-    ORDER BY moved.job_id, m.shard
+    SELECT job_id, shard,
+        (count(*) FILTER (WHERE to_state = 'pending') - count(*) FILTER (WHERE from_state = 'pending'))::int,
+        (count(*) FILTER (WHERE to_state = 'assigned') - count(*) FILTER (WHERE from_state = 'assigned'))::int,
+        (count(*) FILTER (WHERE to_state = 'starting') - count(*) FILTER (WHERE from_state = 'starting'))::int,
+        (count(*) FILTER (WHERE to_state = 'running') - count(*) FILTER (WHERE from_state = 'running'))::int,
+        (count(*) FILTER (WHERE to_state = 'succeeded') - count(*) FILTER (WHERE from_state = 'succeeded'))::int,
+        (count(*) FILTER (WHERE to_state = 'failed') - count(*) FILTER (WHERE from_state = 'failed'))::int,
+        (count(*) FILTER (WHERE to_state = 'killed') - count(*) FILTER (WHERE from_state = 'killed'))::int,
+        (count(*) FILTER (WHERE to_state = 'lost') - count(*) FILTER (WHERE from_state = 'lost'))::int
+    FROM moved
+    GROUP BY job_id, shard
+    ORDER BY job_id, shard
     ON CONFLICT (job_id, shard) DO UPDATE SET
         pending = c.pending + EXCLUDED.pending, assigned = c.assigned + EXCLUDED.assigned,
         starting = c.starting + EXCLUDED.starting, running = c.running + EXCLUDED.running,
