@@ -46,13 +46,14 @@ pub const CLAIM_TASKS: &str = "SELECT t.id,
      FOR UPDATE OF t SKIP LOCKED";
 
 /// Run by the commit before its claim, for the rest of its transaction (the
-/// claim, the attempts' insert and `MOVE_TASKS`): each of those joins a
-/// batch's array with `tasks` and nothing else, and must reach the batch's rows
-/// through the primary key. Left to its costs the planner prefers a hash or
-/// merge join that reads every task (a batch of 4,000 is a few percent of a
-/// 100,000-task table): at 100,000 tasks that scan and hash took ~90 ms of a
-/// ~330 ms move and ~110 ms of a ~150 ms claim, per batch, and it grows with the
-/// table (finished tasks included), not with the batch.
+/// claim, the attempts' insert and `MOVE_TASKS`): the claim and the move each
+/// join a batch's array with `tasks` and nothing else (the insert joins
+/// nothing), and must reach the batch's rows through the primary key. Left to
+/// its costs the planner prefers a hash or merge join that reads every task (a
+/// batch of 4,000 is a few percent of a 100,000-task table): at 100,000 tasks,
+/// under `EXPLAIN ANALYZE`, that scan and hash took ~90 ms of a ~330 ms move
+/// and ~110 ms of a ~150 ms claim, per batch, and it grows with the table
+/// (finished tasks included), not with the batch.
 /// `scheduler/tests/plans.rs` checks both plans with `EXPLAIN`.
 pub const KEYED_JOINS: &str = "SELECT set_config('enable_hashjoin', 'off', true),
             set_config('enable_mergejoin', 'off', true)";
