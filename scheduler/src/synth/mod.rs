@@ -94,10 +94,17 @@ impl Verdict {
 pub async fn verdict(pool: &PgPool) -> anyhow::Result<Verdict> {
     let one =
         |sql: &'static str| async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await };
+    // Placed and pending from one statement (one snapshot): read apart, a commit
+    // landing between them showed its tasks as neither.
+    let (placed, pending): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM attempts WHERE state IN ('assigned', 'starting', 'running')),
+                (SELECT count(*) FROM tasks WHERE state = 'pending')",
+    )
+    .fetch_one(pool)
+    .await?;
     let mut v = Verdict {
-        placed: one("SELECT count(*) FROM attempts WHERE state IN ('assigned', 'starting', 'running')")
-            .await?,
-        pending: one("SELECT count(*) FROM tasks WHERE state = 'pending'").await?,
+        placed,
+        pending,
         over_committed: one(
             "SELECT count(*) FROM (
                  SELECT m.id FROM machines m JOIN attempts a ON a.machine_id = m.id
