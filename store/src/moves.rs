@@ -193,7 +193,7 @@ pub(crate) async fn move_tasks(
 /// events in request order, and add the moves to the job's counter shard
 /// (rows upserted in key order, so concurrent writers never deadlock on them).
 /// Its one join is the array's with `tasks`: the events and counters read what
-/// the update returns, so that under [`KEYED_JOINS`] nothing else is joined.
+/// the update returns, so that under [`KEYED_JOINS`](crate::KEYED_JOINS) nothing else is joined.
 pub const MOVE_TASKS: &str = "
 WITH m AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
