@@ -59,6 +59,15 @@ pub struct Config {
     #[arg(long, env = "BORGLET_DATA_DIR", default_value = "./.borglet")]
     pub data_dir: PathBuf,
 
+    /// Directory for the per-attempt records that only serve re-adoption after
+    /// a restart of the borglet (what was launched, pids, exit statuses). Put
+    /// it on a tmpfs (e.g. `/run/borglet`), as containerd does its state: a
+    /// start then writes no file to the data dir's disk but the sandbox, and a
+    /// reboot, which ends the tasks, clears the records with them
+    /// [default: <data-dir>/run].
+    #[arg(long, env = "BORGLET_RUNTIME_DIR")]
+    pub runtime_dir: Option<PathBuf>,
+
     /// A machine label `key=value` (repeatable; the env var is comma-separated).
     #[arg(long = "label", env = "BORGLET_LABELS", value_delimiter = ',')]
     pub labels: Vec<Label>,

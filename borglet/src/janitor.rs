@@ -1,7 +1,9 @@
-//! Removes the sandboxes (working directory and logs) of finished attempts whose
-//! end the master has recorded (`acked`): once they are older than the
-//! retention, or sooner, oldest first, while the data dir's disk has less free
-//! space than asked for. A running or unrecorded attempt is never touched.
+//! Removes the sandboxes (working directory and logs) and records of finished
+//! attempts whose end the master has recorded (`acked`): once they are older
+//! than the retention, or sooner, oldest first, while the data dir's disk has
+//! less free space than asked for. A running or unrecorded attempt is never
+//! touched. A sandbox left without records (a reboot cleared a runtime dir on
+//! tmpfs) goes once it is older than the retention.
 
 use crate::records;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct Janitor {
     pub sandboxes: PathBuf,
+    /// The record dirs (`crate::supervisor::records_dir`).
+    pub records: PathBuf,
     pub retention: Duration,
     /// Bytes of free disk wanted in `sandboxes`' file system.
     pub min_free: u64,
@@ -54,57 +58,106 @@ impl Janitor {
 
     /// Blocking: one pass.
     pub fn sweep(&self) -> Swept {
-        let mut done = finished_sandboxes(&self.sandboxes);
+        let mut done = self.finished();
         // Oldest first.
-        done.sort_by_key(|(_, acked_at)| *acked_at);
+        done.sort_by_key(|f| f.since);
         let now = SystemTime::now();
         let mut swept = Swept::default();
         let mut left = Vec::new();
-        for (dir, acked_at) in done {
-            let age = now.duration_since(acked_at).unwrap_or_default();
+        for f in done {
+            let age = now.duration_since(f.since).unwrap_or_default();
             if age >= self.retention {
-                if remove(&dir) {
+                if f.remove() {
                     swept.expired += 1;
                 }
-            } else {
-                left.push(dir);
+            } else if f.acked {
+                left.push(f);
             }
         }
-        for dir in left {
+        for f in left {
             if free_bytes(&self.sandboxes).is_none_or(|free| free >= self.min_free) {
                 break;
             }
-            if remove(&dir) {
+            if f.remove() {
                 swept.for_space += 1;
             }
         }
         swept
     }
-}
 
-/// Sandboxes of acknowledged attempts, with when they were acknowledged.
-fn finished_sandboxes(sandboxes: &Path) -> Vec<(PathBuf, SystemTime)> {
-    let Ok(entries) = std::fs::read_dir(sandboxes) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let dir = e.path();
-            let acked = std::fs::metadata(dir.join(records::ACKED)).ok()?;
-            Some((dir, acked.modified().ok()?))
-        })
-        .collect()
-}
-
-fn remove(dir: &Path) -> bool {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(sandbox = %dir.display(), error = %e, "cannot remove a finished sandbox");
-            false
+    /// Attempts whose end is recorded, and sandboxes without records.
+    fn finished(&self) -> Vec<Finished> {
+        let mut done: Vec<Finished> = entries(&self.records)
+            .filter_map(|(name, records)| {
+                let acked = std::fs::metadata(records.join(records::ACKED)).ok()?;
+                Some(Finished {
+                    sandbox: self.sandboxes.join(name),
+                    records: Some(records),
+                    since: acked.modified().ok()?,
+                    acked: true,
+                })
+            })
+            .collect();
+        for (name, sandbox) in entries(&self.sandboxes) {
+            if self.records.join(&name).exists() {
+                continue;
+            }
+            let (since, acked) = match std::fs::metadata(sandbox.join(records::ACKED)) {
+                // Launched before records had dirs of their own.
+                Ok(acked) => (acked.modified(), true),
+                Err(_) if sandbox.join(records::LAUNCH).exists() => continue,
+                // No records (cleared by a reboot): by its own age.
+                Err(_) => (
+                    std::fs::metadata(&sandbox).and_then(|m| m.modified()),
+                    false,
+                ),
+            };
+            if let Ok(since) = since {
+                done.push(Finished {
+                    sandbox,
+                    records: None,
+                    since,
+                    acked,
+                });
+            }
         }
+        done
     }
+}
+
+/// One finished attempt's dirs.
+struct Finished {
+    sandbox: PathBuf,
+    records: Option<PathBuf>,
+    /// When the master recorded its end (or, without records, the sandbox's age).
+    since: SystemTime,
+    /// Its end is recorded: it may go early for disk space.
+    acked: bool,
+}
+
+impl Finished {
+    /// The sandbox first: while it is there, so are the records that say it may go.
+    fn remove(&self) -> bool {
+        [Some(&self.sandbox), self.records.as_ref()]
+            .into_iter()
+            .flatten()
+            .all(|dir| match std::fs::remove_dir_all(dir) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a finished attempt's files");
+                    false
+                }
+            })
+    }
+}
+
+/// The entries of `dir`: name and path.
+fn entries(dir: &Path) -> impl Iterator<Item = (std::ffi::OsString, PathBuf)> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flat_map(|d| d.flatten())
+        .map(|e| (e.file_name(), e.path()))
 }
 
 fn free_bytes(dir: &Path) -> Option<u64> {

@@ -108,6 +108,14 @@ pub async fn run(
     // Absolute, because it becomes the tasks' working directory and HOME.
     let data_dir = std::fs::canonicalize(&config.data_dir)
         .with_context(|| format!("resolving data dir {}", config.data_dir.display()))?;
+    let runtime_dir = config
+        .runtime_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("run"));
+    std::fs::create_dir_all(supervisor::records_dir(&runtime_dir))
+        .with_context(|| format!("creating runtime dir {}", runtime_dir.display()))?;
+    let runtime_dir = std::fs::canonicalize(&runtime_dir)
+        .with_context(|| format!("resolving runtime dir {}", runtime_dir.display()))?;
     let capacity = config.capacity(&data_dir)?;
     let run_as = run_as::resolve(config.run_as.as_deref())?;
     let keeper_exe = match &config.shim_exe {
@@ -138,7 +146,10 @@ pub async fn run(
         Arc::clone(&metrics),
         Arc::clone(&nudger),
         config.name.clone(),
-        &data_dir,
+        supervisor::Dirs {
+            data: &data_dir,
+            runtime: &runtime_dir,
+        },
         supervisor::HowToRun {
             keeper_exe,
             log_max_bytes: config.log_max_bytes.0,
@@ -183,6 +194,7 @@ pub async fn run(
     let registering = tokio::spawn(registrar.run(stop_background.clone()));
     let janitor = janitor::Janitor {
         sandboxes: supervisor::sandboxes_dir(&data_dir),
+        records: supervisor::records_dir(&runtime_dir),
         retention: config.sandbox_retention,
         min_free: config.min_free_disk.0,
         acked: Arc::clone(&supervisor.acked),
@@ -228,6 +240,7 @@ pub async fn run(
     };
     tracing::info!(listen = %bound, name = %config.name, advertise = %advertise,
         master = %config.master, data_dir = %data_dir.display(),
+        runtime_dir = %runtime_dir.display(),
         cpu = %capacity.cpu, memory = %capacity.memory, disk = %capacity.disk,
         on_exit = ?config.on_exit, run_as = ?run_as, isolation = isolation_mode.as_str(),
         cgroup_parent = %cgroup_parent.display(), tls = serve_tls.is_some(),

@@ -1,5 +1,9 @@
-//! The on-disk record of each attempt, in its sandbox, so that a borglet started
-//! after a crash knows what runs on its machine. Three writers, each file written
+//! The on-disk record of each attempt, so that a borglet started after a crash
+//! knows what runs on its machine. They live in the attempt's record dir under
+//! the runtime dir (`--runtime-dir`, best a tmpfs), apart from its sandbox on
+//! the data dir: only re-adoption reads them, and a reboot, which ends the
+//! tasks, may clear them. (Attempts launched before records had a dir of
+//! their own keep them in the sandbox: [`Launch::record_dir`].) Three writers, each file written
 //! once, atomically (a temporary file renamed into place) or, for `launch.json`,
 //! `run.json` and `exit.json`, in one write whose readers take a partial file as
 //! none ([`write_fresh`]):
@@ -32,6 +36,10 @@ pub struct Launch {
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub cwd: PathBuf,
+    /// The attempt's record dir; empty in a launch from before it had one,
+    /// whose records are in `cwd`.
+    #[serde(default, skip_serializing_if = "is_empty_path")]
+    pub records: PathBuf,
     pub stdout: PathBuf,
     pub stderr: PathBuf,
     /// Files the task's pid is written into by the task itself before it execs,
@@ -49,6 +57,21 @@ pub struct Launch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<crate::isolation::AttemptCgroup>,
     pub created_at: DateTime<Utc>,
+}
+
+impl Launch {
+    /// Where this attempt's records are.
+    pub fn record_dir(&self) -> &Path {
+        if self.records.as_os_str().is_empty() {
+            &self.cwd
+        } else {
+            &self.records
+        }
+    }
+}
+
+fn is_empty_path(p: &Path) -> bool {
+    p.as_os_str().is_empty()
 }
 
 /// A process, named so that a reused pid is never mistaken for it: its start
@@ -252,6 +275,48 @@ mod tests {
         assert_eq!(back.ended, Ended::Signal(9));
         std::fs::write(dir.path().join(RUN), b"{not json").unwrap();
         assert!(read::<Run>(dir.path(), RUN).is_err());
+    }
+
+    #[test]
+    fn a_launch_from_before_record_dirs_keeps_its_records_in_the_sandbox() {
+        let spec = AttemptSpec {
+            id: borg_shared::AttemptId::new(),
+            job: "j".into(),
+            index: 0,
+            command: vec!["true".into()],
+            env: Default::default(),
+            resources: Default::default(),
+            kill_grace_ms: 100,
+            memory_limit: None,
+            cpu_limit: None,
+            ports: vec![],
+            health: None,
+            fence_after_ms: None,
+            restart: None,
+        };
+        let mut launch = Launch {
+            argv: spec.command.clone(),
+            spec,
+            env: Default::default(),
+            cwd: "/data/attempts/a".into(),
+            records: "/run/borglet/attempts/a".into(),
+            stdout: "/data/attempts/a/stdout".into(),
+            stderr: "/data/attempts/a/stderr".into(),
+            pid_files: vec![],
+            log_max_bytes: 0,
+            run_as: None,
+            cgroup: None,
+            created_at: Utc::now(),
+        };
+        assert_eq!(launch.record_dir(), Path::new("/run/borglet/attempts/a"));
+        launch.records = PathBuf::new();
+        let old = serde_json::to_value(&launch).unwrap();
+        assert!(
+            old.get("records").is_none(),
+            "written as an old borglet did"
+        );
+        let back: Launch = serde_json::from_value(old).unwrap();
+        assert_eq!(back.record_dir(), Path::new("/data/attempts/a"));
     }
 
     #[test]

@@ -25,27 +25,22 @@ fn open(path: &Path) -> std::io::Result<File> {
 pub struct Rotating {
     path: PathBuf,
     per_file: u64,
-    file: File,
+    /// Opened (created if need be) at the first byte: a stream the task never
+    /// writes to makes no file.
+    file: Option<File>,
     written: u64,
 }
 
 impl Rotating {
-    /// Append to `path` (what is there counts against the cap).
-    #[cfg(test)]
-    pub fn open(path: PathBuf, max_bytes: u64) -> std::io::Result<Rotating> {
-        let file = open(&path)?;
-        Rotating::with_file(path, file, max_bytes)
-    }
-
-    /// The same with `file`, `path` opened for appending.
-    pub fn with_file(path: PathBuf, file: File, max_bytes: u64) -> std::io::Result<Rotating> {
-        let written = file.metadata()?.len();
-        Ok(Rotating {
+    /// Append to `path` from the first byte written on (what is there then
+    /// counts against the cap).
+    pub fn lazy(path: PathBuf, max_bytes: u64) -> Rotating {
+        Rotating {
             path,
             per_file: (max_bytes / 2).max(1),
-            file,
-            written,
-        })
+            file: None,
+            written: 0,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -54,13 +49,27 @@ impl Rotating {
 
     pub fn write(&mut self, mut chunk: &[u8]) -> std::io::Result<()> {
         while !chunk.is_empty() {
-            if self.written >= self.per_file {
-                std::fs::rename(&self.path, rotated(&self.path))?;
-                self.file = open(&self.path)?;
-                self.written = 0;
-            }
+            let file = match self.file.take() {
+                Some(file) if self.written < self.per_file => file,
+                Some(_) => {
+                    std::fs::rename(&self.path, rotated(&self.path))?;
+                    self.written = 0;
+                    open(&self.path)?
+                }
+                None => {
+                    let file = open(&self.path)?;
+                    self.written = file.metadata()?.len();
+                    if self.written >= self.per_file {
+                        // Full from an earlier writer: rotate before writing.
+                        self.file = Some(file);
+                        continue;
+                    }
+                    file
+                }
+            };
+            let file = self.file.insert(file);
             let room = (self.per_file - self.written).min(chunk.len() as u64) as usize;
-            self.file.write_all(&chunk[..room])?;
+            file.write_all(&chunk[..room])?;
             self.written += room as u64;
             chunk = &chunk[room..];
         }
@@ -71,7 +80,7 @@ impl Rotating {
 /// Blocking: until EOF of `from`.
 #[cfg(test)]
 pub fn copy_rotating(from: impl std::io::Read, path: &Path, max_bytes: u64) -> std::io::Result<()> {
-    copy_into(from, Rotating::open(path.to_path_buf(), max_bytes)?)
+    copy_into(from, Rotating::lazy(path.to_path_buf(), max_bytes))
 }
 
 #[cfg(test)]
@@ -117,5 +126,23 @@ mod tests {
             + std::fs::metadata(rotated(&path)).unwrap().len();
         assert!(total <= 1000);
         assert!(std::fs::read(&path).unwrap().ends_with(b"again\n"));
+    }
+
+    #[test]
+    fn the_file_is_made_at_the_first_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stderr");
+        let mut log = Rotating::lazy(path.clone(), 1000);
+        log.write(b"").unwrap();
+        assert!(!path.exists(), "nothing written, no file");
+        log.write(b"x").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"x");
+        // A file already full from an earlier run rotates before the first byte.
+        let full = dir.path().join("stdout");
+        std::fs::write(&full, vec![b'o'; 500]).unwrap();
+        let mut log = Rotating::lazy(full.clone(), 1000);
+        log.write(b"new").unwrap();
+        assert_eq!(std::fs::read(&full).unwrap(), b"new");
+        assert_eq!(std::fs::read(rotated(&full)).unwrap().len(), 500);
     }
 }

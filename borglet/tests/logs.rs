@@ -63,6 +63,48 @@ async fn follow_streams_new_output_and_ends_with_the_attempt() {
     assert_eq!(got, "line 1\nline 2\n");
 }
 
+/// A log file is made at its stream's first byte: a follow that begins before
+/// it waits for the file, then streams it and ends with the attempt.
+#[tokio::test]
+async fn follow_waits_for_a_log_the_task_has_not_written_yet() {
+    let b = TestBorglet::spawn().await;
+    let spec = AttemptBuilder::sh("while [ ! -e go ]; do sleep 0.02; done; echo late").build();
+    let id = spec.id;
+    b.sync(std::slice::from_ref(&spec), &[]).await;
+    let stdout = b.sandbox(id).join("stdout");
+    assert!(!stdout.exists(), "nothing written yet, so no file");
+
+    let mut resp = b.logs(&id.to_string(), "?follow=true").await;
+    assert_eq!(resp.status(), 200);
+    let plain = b.logs(&id.to_string(), "").await;
+    assert_eq!(plain.status(), 200, "an unwritten log reads as empty");
+    assert_eq!(plain.text().await.unwrap(), "");
+
+    std::fs::write(b.sandbox(id).join("go"), "").unwrap();
+    let mut got = String::new();
+    read_to_end(&mut resp, &mut got).await;
+    assert_eq!(got, "late\n");
+    assert!(stdout.exists());
+}
+
+/// The files a start makes: a task that writes nothing leaves no log files.
+#[tokio::test]
+async fn a_silent_task_makes_no_log_files() {
+    let b = TestBorglet::spawn().await;
+    let spec = AttemptBuilder::new(&["/bin/true"]).build();
+    let id = spec.id;
+    b.sync_until(std::slice::from_ref(&spec), id, "exited", |r| {
+        r.phase == AttemptPhase::Exited
+    })
+    .await;
+    for name in ["stdout", "stderr"] {
+        assert!(!b.sandbox(id).join(name).exists(), "{name} was made");
+    }
+    let resp = b.logs(&id.to_string(), "?stream=stderr").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "");
+}
+
 #[tokio::test]
 async fn follow_of_a_finished_attempt_sends_the_log_and_ends() {
     let b = TestBorglet::spawn().await;
@@ -143,11 +185,11 @@ async fn follow_lets_go_of_the_file_when_the_client_leaves() {
     let spec = AttemptBuilder::sh("echo hi; sleep 1000").build();
     let id = spec.id;
     b.sync(std::slice::from_ref(&spec), &[]).await;
-    let stdout = std::fs::canonicalize(b.sandbox(id).join("stdout")).unwrap();
 
     let mut resp = b.logs(&id.to_string(), "?follow=true").await;
     let mut got = String::new();
     read_until(&mut resp, &mut got, "hi\n").await;
+    let stdout = std::fs::canonicalize(b.sandbox(id).join("stdout")).unwrap();
     assert_eq!(open_fds(&stdout), 1, "the follower holds the log open");
 
     drop(resp);
@@ -308,7 +350,7 @@ async fn the_keeper_counts_each_runs_stderr_and_the_tail_is_read_when_there_is_o
         .await;
     }
     let record = |id| {
-        let text = std::fs::read_to_string(b.sandbox(id).join("exit.json")).unwrap();
+        let text = std::fs::read_to_string(b.records(id).join("exit.json")).unwrap();
         serde_json::from_str::<serde_json::Value>(&text).unwrap()
     };
     assert_eq!(record(loud.id)["stderr_bytes"], 11, "{}", record(loud.id));

@@ -12,7 +12,7 @@ use borg_shared::AttemptId;
 use common::{eventually, AttemptBuilder, MasterStub};
 use devpg::ports::free_port;
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 const SERVICES: usize = 10;
@@ -39,6 +39,8 @@ impl BorgletProcess {
             .args(["--listen", &format!("127.0.0.1:{port}"), "--name", name])
             .args(["--master", master, "--data-dir"])
             .arg(data.join("data"))
+            .arg("--runtime-dir")
+            .arg(runtime_dir(name))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -217,6 +219,17 @@ async fn tasks_survive_kill_9_of_the_borglet_and_are_never_started_twice() {
     assert_eq!(pids.len(), SERVICES + BATCH);
 
     let sandbox = |id: AttemptId| dir.path().join("data/attempts").join(id.to_string());
+    // The records are in the runtime dir, apart from the sandboxes: the
+    // restarts below re-adopt from there.
+    for spec in &all {
+        for record in ["launch.json", "run.json", "task.pid"] {
+            assert!(record_dir(name, spec.id).join(record).exists(), "{record}");
+            assert!(
+                !sandbox(spec.id).join(record).exists(),
+                "{record} in the sandbox"
+            );
+        }
+    }
     let exit_round = rounds / 2;
     for round in 0..rounds {
         borglet.kill9();
@@ -339,12 +352,30 @@ async fn restart_counts_survive_kill_9_of_the_borglet() {
     assert_eq!(r.last_exit.as_deref(), Some("exited with code 5"));
 }
 
-/// Removes the test borglet's cgroups when the test ends (after the Reaper).
+/// The records of borglet `name`: on a tmpfs where there is one, apart from
+/// its data dir, as a production borglet keeps them (`--runtime-dir`).
+fn runtime_dir(name: &str) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let base = match shm.is_dir() {
+        true => shm.to_path_buf(),
+        false => std::env::temp_dir(),
+    };
+    base.join(format!("borglet-readopt-{name}-{}", std::process::id()))
+}
+
+/// Where attempt `id`'s records are.
+fn record_dir(name: &str, id: AttemptId) -> PathBuf {
+    runtime_dir(name).join("attempts").join(id.to_string())
+}
+
+/// Removes the test borglet's cgroups and runtime dir when the test ends
+/// (after the Reaper).
 struct CgroupCleanup(&'static str);
 
 impl Drop for CgroupCleanup {
     fn drop(&mut self) {
         common::remove_cgroups(self.0);
+        let _ = std::fs::remove_dir_all(runtime_dir(self.0));
     }
 }
 
@@ -407,7 +438,8 @@ async fn an_adopted_task_keeps_its_cgroup_for_usage_and_kill_all() {
     assert_eq!(cgroup_of(daemon), cgroup);
     // The keeper keeps the task from outside: its memory is not the task's.
     let run: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(sandbox.join("run.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(record_dir(name, spec.id).join("run.json")).unwrap())
+            .unwrap();
     let keeper = run["shim"]["pid"].as_i64().unwrap() as i32;
     assert_ne!(cgroup_of(keeper), cgroup);
 

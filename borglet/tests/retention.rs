@@ -25,16 +25,35 @@ async fn acked_sandboxes_are_removed_after_the_retention_others_kept() {
     let unacked = run_to_exit(&b, "echo two").await;
     let running = AttemptBuilder::new(&["/bin/sleep", "1000"]).build();
     b.sync(std::slice::from_ref(&running), &[acked]).await;
-    eventually("the acked sandbox removed", || async {
-        (!b.sandbox(acked).exists()).then_some(())
+    eventually("the acked sandbox and records removed", || async {
+        (!b.sandbox(acked).exists() && !b.records(acked).exists()).then_some(())
     })
     .await;
     assert!(
-        b.sandbox(unacked).exists(),
+        b.sandbox(unacked).exists() && b.records(unacked).exists(),
         "not recorded by the master yet"
     );
-    assert!(b.sandbox(running.id).exists());
+    assert!(b.sandbox(running.id).exists() && b.records(running.id).exists());
     b.sync(&[], &[]).await;
+}
+
+/// The records live in the runtime dir, which a reboot clears when it is a
+/// tmpfs: a sandbox left without them goes after the retention, like a
+/// finished one.
+#[tokio::test]
+async fn a_sandbox_whose_records_are_gone_is_removed_after_the_retention() {
+    let b = TestBorglet::spawn_with(&["--sandbox-retention", "0s"]).await;
+    let cleared = run_to_exit(&b, "echo one").await;
+    let kept = run_to_exit(&b, "echo two").await;
+    std::fs::remove_dir_all(b.records(cleared)).unwrap();
+    eventually("the sandbox without records removed", || async {
+        (!b.sandbox(cleared).exists()).then_some(())
+    })
+    .await;
+    assert!(
+        b.sandbox(kept).exists() && b.records(kept).exists(),
+        "recorded, not acknowledged: kept"
+    );
 }
 
 #[tokio::test]

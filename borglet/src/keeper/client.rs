@@ -396,9 +396,10 @@ mod tests {
             spec,
             env: [("K".to_string(), "v\u{e9}".to_string())].into(),
             cwd: "/data/attempts/x".into(),
+            records: "/run/borglet/attempts/x".into(),
             stdout: "/data/attempts/x/stdout".into(),
             stderr: "/data/attempts/x/stderr".into(),
-            pid_files: vec!["/data/attempts/x/task.pid".into()],
+            pid_files: vec!["/run/borglet/attempts/x/task.pid".into()],
             log_max_bytes: 1024,
             run_as: None,
             cgroup: None,
@@ -408,7 +409,10 @@ mod tests {
         let by_serde = serde_json::to_vec(&ToKeeper::Start(Box::new(launch.clone()))).unwrap();
         assert_eq!(built, by_serde);
         match serde_json::from_slice::<ToKeeper>(&built).unwrap() {
-            ToKeeper::Start(back) => assert_eq!(back.cwd, launch.cwd),
+            ToKeeper::Start(back) => {
+                assert_eq!(back.cwd, launch.cwd);
+                assert_eq!(back.record_dir(), launch.records);
+            }
             ToKeeper::Hello => panic!("not a start"),
         }
     }

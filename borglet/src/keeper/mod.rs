@@ -1,6 +1,6 @@
 //! The keeper: one long-lived process per borglet (per data dir) that starts
 //! every task, is its parent, copies its output into its capped log files,
-//! reaps it and writes how it ended (`exit.json`) into its sandbox. It runs in
+//! reaps it and writes how it ended (`exit.json`) into its record dir. It runs in
 //! a session of its own and outlives the borglet: a borglet killed with
 //! `kill -9` leaves the keeper and every task running, and exits that happen
 //! while no borglet is there are still recorded with their real status. A
@@ -17,7 +17,7 @@
 //! the borglet says [`ToKeeper::Hello`] first and waits for
 //! [`FromKeeper::Hello`] (from then on it hears of every exit), then asks
 //! [`ToKeeper::Start`] per run (the launch record, which it has also written
-//! to the sandbox); the keeper answers `Started` (after `run.json` is written)
+//! to its record dir); the keeper answers `Started` (after `run.json` is written)
 //! or `Failed` (after `exit.json` says why), and tells every connected borglet
 //! `Exited` once a task's `exit.json` is written.
 //!

@@ -389,13 +389,13 @@ impl Keeper {
                 match self.starters.submit(job) {
                     Ok(()) => self.in_flight += 1,
                     Err(launch) => {
-                        let sandbox = launch.cwd;
                         let why = "the keeper's starters are gone".to_string();
                         task::record_exit(
-                            &sandbox,
+                            launch.record_dir(),
                             crate::records::Ended::ExecFailed(why.clone()),
                             None,
                         );
+                        let sandbox = launch.cwd;
                         self.send(id, &FromKeeper::Failed { sandbox, why });
                     }
                 }
@@ -589,7 +589,7 @@ impl Keeper {
             let Some((ended, _)) = t.ended else { continue };
             // Its stderr file holds of this run what was counted, no more:
             // nothing is copied once the end is recorded.
-            let exit = task::record_exit(&t.sandbox, ended, t.stderr_bytes);
+            let exit = task::record_exit(&t.records, ended, t.stderr_bytes);
             let msg = FromKeeper::Exited {
                 sandbox: t.sandbox,
                 exit,

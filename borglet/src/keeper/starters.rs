@@ -62,7 +62,8 @@ impl Starters {
                     let sandbox = job.launch.cwd.clone();
                     let result = task::start(&job.launch, me, nofile);
                     if let Err(why) = &result {
-                        task::record_exit(&sandbox, Ended::ExecFailed(why.clone()), None);
+                        let dir = job.launch.record_dir();
+                        task::record_exit(dir, Ended::ExecFailed(why.clone()), None);
                     }
                     let done = Done {
                         client: job.client,

@@ -1,5 +1,5 @@
-//! One task the keeper keeps: how it is started (its log files opened, the
-//! process started by `crate::shim_spawn`, `run.json` written) and what the
+//! One task the keeper keeps: how it is started (the process started by
+//! `crate::shim_spawn`, `run.json` written) and what the
 //! keeper holds of it until its `exit.json` is written: its pid and pidfd, and
 //! each piped output stream with its rotating log file.
 
@@ -14,7 +14,10 @@ use std::time::Instant;
 /// A task started and not yet recorded as ended.
 #[derive(Debug)]
 pub(super) struct Task {
+    /// Names the attempt to the borglet.
     pub sandbox: PathBuf,
+    /// Where its `exit.json` goes.
+    pub records: PathBuf,
     pub pid: i32,
     /// Readable once the task exited; `None` without pidfds (the keeper then
     /// looks for its end whenever a wait of up to a second passes idle).
@@ -53,20 +56,21 @@ pub(super) fn start(
         .argv
         .split_first()
         .ok_or_else(|| "empty command".to_string())?;
-    let open = |path: &Path| {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))
-    };
-    // Created before the task starts, so a reader finds them at once.
-    let (out_file, err_file) = (open(&launch.stdout)?, open(&launch.stderr)?);
-    // Capped: through a pipe the keeper copies and rotates; else straight to the file.
+    // Capped: through a pipe the keeper copies and rotates into files made at
+    // their first byte (a silent task makes none); else straight to the files,
+    // which the task then needs open before it starts.
     let (output, logs) = if launch.log_max_bytes > 0 {
-        (shim_spawn::Output::Pipes, Some([out_file, err_file]))
+        (shim_spawn::Output::Pipes, true)
     } else {
-        (shim_spawn::Output::Files(out_file, err_file), None)
+        let open = |path: &Path| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))
+        };
+        let files = shim_spawn::Output::Files(open(&launch.stdout)?, open(&launch.stderr)?);
+        (files, false)
     };
     let mut child = shim_spawn::spawn(shim_spawn::Plan {
         program,
@@ -80,15 +84,13 @@ pub(super) fn start(
     })
     .map_err(|e| format!("cannot start `{program}`: {e}"))?;
     let mut streams = [None, None];
-    if let Some([out_file, err_file]) = logs {
+    if logs {
         let pipes = [child.stdout.take(), child.stderr.take()];
-        let files = [(&launch.stdout, out_file), (&launch.stderr, err_file)];
-        for (slot, (pipe, (path, file))) in streams.iter_mut().zip(pipes.into_iter().zip(files)) {
+        let paths = [&launch.stdout, &launch.stderr];
+        for (slot, (pipe, path)) in streams.iter_mut().zip(pipes.into_iter().zip(paths)) {
             let Some(pipe) = pipe else { continue };
-            match Rotating::with_file(path.clone(), file, launch.log_max_bytes) {
-                Ok(out) => *slot = Some((File::from(pipe), out)),
-                Err(e) => eprintln!("borglet keeper: cannot keep {}: {e}", path.display()),
-            }
+            let out = Rotating::lazy(path.clone(), launch.log_max_bytes);
+            *slot = Some((File::from(pipe), out));
         }
     }
     let pid = child.pid;
@@ -112,7 +114,8 @@ pub(super) fn start(
         pgid: pid,
         started_at: Utc::now(),
     };
-    if let Err(e) = records::write_fresh(&sandbox, records::RUN, &run) {
+    let dir = launch.record_dir().to_path_buf();
+    if let Err(e) = records::write_fresh(&dir, records::RUN, &run) {
         return Err(stop(e.to_string()));
     }
     let pidfd = crate::shim_logs::pidfd(pid);
@@ -120,6 +123,7 @@ pub(super) fn start(
     Ok((
         Task {
             sandbox,
+            records: dir,
             pid,
             pidfd,
             streams,
@@ -130,15 +134,15 @@ pub(super) fn start(
     ))
 }
 
-/// Record how a run ended (or why it never started) in its sandbox, with the
-/// bytes it wrote to stderr where they were counted.
-pub(super) fn record_exit(sandbox: &Path, ended: Ended, stderr_bytes: Option<u64>) -> ExitRecord {
+/// Record how a run ended (or why it never started) in its record dir `dir`,
+/// with the bytes it wrote to stderr where they were counted.
+pub(super) fn record_exit(dir: &Path, ended: Ended, stderr_bytes: Option<u64>) -> ExitRecord {
     let record = ExitRecord {
         ended,
         at: Utc::now(),
         stderr_bytes,
     };
-    if let Err(e) = records::write_fresh(sandbox, records::EXIT, &record) {
+    if let Err(e) = records::write_fresh(dir, records::EXIT, &record) {
         eprintln!("borglet keeper: {e}");
     }
     record

@@ -19,7 +19,8 @@ const POLL_EVERY: Duration = Duration::from_millis(150);
 const READ_CHUNK: usize = 64 * 1024;
 
 struct Follower {
-    file: File,
+    /// `None` until the task's first byte creates the file.
+    file: Option<File>,
     /// Where the file is found by name: when the log rotates, a new file is
     /// there and the follow moves on to it (if it still lies in `sandbox`).
     path: PathBuf,
@@ -32,12 +33,13 @@ struct Follower {
     drained: bool,
 }
 
-/// The bytes of `file` from its current position on, then whatever is appended,
-/// until `exited` is cancelled and the file is read to its end, or until
-/// `shutdown`. Dropping the stream (the client went away) stops it; no lock or
-/// task outlives it.
+/// The bytes of `file` from its current position on (or of the file at `path`
+/// once it appears, when `file` is `None`), then whatever is appended, until
+/// `exited` is cancelled and the file is read to its end, or until `shutdown`.
+/// Dropping the stream (the client went away) stops it; no lock or task
+/// outlives it.
 pub fn follow(
-    file: File,
+    file: Option<File>,
     sandbox: PathBuf,
     path: PathBuf,
     exited: CancellationToken,
@@ -66,13 +68,17 @@ pub fn follow(
 }
 
 impl Follower {
-    /// The name now points at another file than the one being read.
+    /// The name now points at another file than the one being read (or at
+    /// one at all, when none was there).
     async fn rotated(&self) -> bool {
         use std::os::unix::fs::MetadataExt;
-        let (Ok(named), Ok(open)) = (
-            tokio::fs::metadata(&self.path).await,
-            self.file.metadata().await,
-        ) else {
+        let Ok(named) = tokio::fs::metadata(&self.path).await else {
+            return false;
+        };
+        let Some(file) = &self.file else {
+            return true;
+        };
+        let Ok(open) = file.metadata().await else {
             return false;
         };
         named.ino() != open.ino() || named.dev() != open.dev()
@@ -82,20 +88,22 @@ impl Follower {
     async fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
         let mut buf = vec![0u8; READ_CHUNK];
         loop {
-            let n = self.file.read(&mut buf).await?;
+            let n = match &mut self.file {
+                Some(file) => file.read(&mut buf).await?,
+                None => 0,
+            };
             if n > 0 {
                 buf.truncate(n);
                 return Ok(Some(Bytes::from(buf)));
             }
             if self.rotated().await {
                 // Everything in the old file has been read: go on with the new one.
-                self.file =
-                    super::open_log(&self.sandbox, &self.path)
-                        .await
-                        .map_err(|e| match e {
-                            super::OpenLogError::Io(e) => e,
-                            other => std::io::Error::other(other.to_string()),
-                        })?;
+                self.file = Some(super::open_log(&self.sandbox, &self.path).await.map_err(
+                    |e| match e {
+                        super::OpenLogError::Io(e) => e,
+                        other => std::io::Error::other(other.to_string()),
+                    },
+                )?);
                 continue;
             }
             if self.drained || self.shutdown.is_cancelled() {

@@ -64,20 +64,20 @@ pub async fn get_logs(
     };
     let path = dir.join(&name);
     let file = match open_log(&dir, &path).await {
-        Ok(f) => f,
+        Ok(f) => Some(f),
         Err(OpenLogError::NotFound) if q.previous => {
             return Err(Error::NotFound(format!(
                 "attempt {id} has not restarted in place: no previous run"
             )))
         }
         Err(OpenLogError::NotFound) => {
-            return if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
-                // A sandbox without that file: the task never got to write it
-                // (the file is created before the process starts).
-                Ok(text_response(Body::empty()))
-            } else {
-                Err(Error::NotFound(format!("no logs for attempt {id}")))
-            };
+            if !tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+                return Err(Error::NotFound(format!("no logs for attempt {id}")));
+            }
+            // A sandbox without that file: the task has not written to that
+            // stream (the file is made at its first byte). Followed, the file
+            // is read once it appears.
+            None
         }
         Err(OpenLogError::OutsideSandbox) => {
             return Err(Error::BadRequest {
@@ -92,9 +92,8 @@ pub async fn get_logs(
             ))
         }
     };
-    let file = match q.tail {
-        None => file,
-        Some(lines) => {
+    let file = match (file, q.tail) {
+        (Some(file), Some(lines)) => {
             let mut std_file = file.into_std().await;
             let std_file = tokio::task::spawn_blocking(move || {
                 let start = tail::tail_offset(&mut std_file, lines)?;
@@ -104,8 +103,9 @@ pub async fn get_logs(
             .await
             .context("tail task")?
             .with_context(|| format!("finding the tail of {}", path.display()))?;
-            tokio::fs::File::from_std(std_file)
+            Some(tokio::fs::File::from_std(std_file))
         }
+        (file, _) => file,
     };
     // An attempt the table does not know (e.g. from before a borglet restart) has
     // no exit to wait for: its log is served as it stands.
@@ -124,7 +124,10 @@ pub async fn get_logs(
                 app.shutdown.clone(),
             ))
         }
-        None => Body::from_stream(ReaderStream::new(file)),
+        None => match file {
+            Some(file) => Body::from_stream(ReaderStream::new(file)),
+            None => Body::empty(),
+        },
     };
     Ok(text_response(body))
 }

@@ -1,5 +1,6 @@
 //! Re-adoption: at start-up, before serving, the borglet reads the records a
-//! previous borglet left in the sandboxes and rebuilds its table from them,
+//! previous borglet left (in the record dirs, and in the sandboxes of attempts
+//! launched before records had dirs of their own) and rebuilds its table from them,
 //! once connected to the keeper (the one still running, or a new one). A task
 //! that kept running is watched again through its keeper (never started a
 //! second time: the master's next sync finds it known), its cgroup re-attached
@@ -15,7 +16,7 @@ use crate::isolation::{self, Ending};
 use crate::records::{self, Ended, ExitRecord, Launch, ProcId, RecordError, Restarts, Run};
 use crate::restart::RestartLog;
 use crate::state::{Attempt, Exit, Phase};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -77,11 +78,11 @@ impl Supervisor {
                 None
             }
         };
-        let dir = self.sandboxes.clone();
-        let (found, never_started) = tokio::task::spawn_blocking(move || scan(&dir))
+        let dirs = [self.records.clone(), self.sandboxes.clone()];
+        let (found, never_started) = tokio::task::spawn_blocking(move || scan(&dirs))
             .await
             .map_err(|e| RecordError::Io {
-                path: self.sandboxes.clone(),
+                path: self.records.clone(),
                 source: std::io::Error::other(e),
             })??;
         let mut n = Adopted {
@@ -100,7 +101,7 @@ impl Supervisor {
                     exit,
                     stopping,
                 } => {
-                    let restarts = restarts_of(&self.sandboxes, &launch);
+                    let restarts = restarts_of(&launch);
                     self.keeper.forget(&launch.cwd);
                     let done = CancellationToken::new();
                     done.cancel();
@@ -120,7 +121,7 @@ impl Supervisor {
                     tracing::info!(attempt = %launch.spec.id, job = %launch.spec.job,
                         index = launch.spec.index, phase = ?phase.wire(), "attempt ended while no borglet ran");
                     let ending = self.ending_of(&launch).await;
-                    let note = stop_note(&self.sandboxes, &launch);
+                    let note = stop_note(&launch);
                     let mut attempt = Attempt::new(launch.spec, phase, done);
                     attempt.restarts = restarts;
                     attempt.note = note;
@@ -133,12 +134,12 @@ impl Supervisor {
                     run,
                     stopping,
                 } => {
-                    let restarts = restarts_of(&self.sandboxes, &launch);
+                    let restarts = restarts_of(&launch);
                     let done = CancellationToken::new();
                     done.cancel();
                     tracing::warn!(attempt = %launch.spec.id, "attempt ended with no keeper to record its status");
                     let ending = self.ending_of(&launch).await;
-                    let note = stop_note(&self.sandboxes, &launch);
+                    let note = stop_note(&launch);
                     let mut attempt = Attempt::new(
                         launch.spec,
                         Phase::Exited {
@@ -159,7 +160,7 @@ impl Supervisor {
                     n.exited += 1;
                 }
                 Found::Running { launch, run } => {
-                    let restarts = restarts_of(&self.sandboxes, &launch);
+                    let restarts = restarts_of(&launch);
                     let exit = (keeper == Some(run.shim))
                         .then(|| self.keeper.exit_of(&launch.cwd))
                         .flatten();
@@ -182,7 +183,7 @@ impl Supervisor {
                 }
                 Found::Orphan { launch, task } => {
                     let since = launch.created_at;
-                    let restarts = restarts_of(&self.sandboxes, &launch);
+                    let restarts = restarts_of(&launch);
                     self.readopt(
                         launch,
                         restarts,
@@ -221,6 +222,7 @@ impl Supervisor {
         pgid: i32,
         keeper: Keeper,
     ) {
+        let records = launch.record_dir().to_path_buf();
         let spec = launch.spec;
         let (id, job, index) = (spec.id, spec.job.clone(), spec.index);
         tracing::info!(attempt = %id, job = %job, index, pid, cgroup = ?launch.cgroup, "re-adopted a running attempt");
@@ -230,14 +232,13 @@ impl Supervisor {
             .with_cgroup(cgroup.clone());
         attempt.restarts = restarts;
         self.table.insert(attempt);
-        self.watch(id, job, index, pgid, exited, cgroup, keeper);
+        self.watch(id, job, index, pgid, exited, cgroup, keeper, records);
     }
 }
 
 /// The restarts a previous borglet recorded for this attempt (none if it did not).
-fn restarts_of(sandboxes: &Path, launch: &Launch) -> RestartLog {
-    let dir = sandboxes.join(launch.spec.id.to_string());
-    match read_opt::<Restarts>(&dir, records::RESTARTS) {
+fn restarts_of(launch: &Launch) -> RestartLog {
+    match read_opt::<Restarts>(launch.record_dir(), records::RESTARTS) {
         Some(r) => RestartLog::resumed(
             r.restarts,
             r.last_exit.map(super::watch::exit_of),
@@ -247,61 +248,79 @@ fn restarts_of(sandboxes: &Path, launch: &Launch) -> RestartLog {
     }
 }
 
-/// Blocking: classify every sandbox; remove those whose task never started.
-fn scan(dir: &Path) -> Result<(Vec<Found>, usize), RecordError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
-        Err(source) => {
-            return Err(RecordError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })
-        }
-    };
+/// Blocking: classify every record dir in `roots` (the records, then the
+/// sandboxes, where attempts launched before records had dirs of their own
+/// keep theirs); remove the attempts whose task never started.
+fn scan(roots: &[PathBuf]) -> Result<(Vec<Found>, usize), RecordError> {
     let patience_ends = Instant::now() + UNFINISHED_START_PATIENCE;
     let mut found = Vec::new();
     let mut never_started = 0;
-    for entry in entries.flatten() {
-        let sandbox = entry.path();
-        match classify(&sandbox, patience_ends) {
-            Ok(Some(f)) => found.push(f),
-            Ok(None) => {}
-            Err(Unstarted) => {
-                // Nothing ran: forget it, so the master's next sync starts it afresh.
-                tracing::info!(sandbox = %sandbox.display(), "removing a start that never ran");
-                if let Err(e) = std::fs::remove_dir_all(&sandbox) {
-                    tracing::warn!(sandbox = %sandbox.display(), error = %e, "cannot remove");
+    for (i, root) in roots.iter().enumerate() {
+        if roots[..i].contains(root) {
+            continue;
+        }
+        let entries = match std::fs::read_dir(root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(RecordError::Io {
+                    path: root.clone(),
+                    source,
+                })
+            }
+        };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            match classify(&dir, patience_ends) {
+                Ok(Some(f)) => found.push(f),
+                Ok(None) => {}
+                Err(Unstarted(sandbox)) => {
+                    // Nothing ran: forget it, so the master's next sync starts it afresh.
+                    tracing::info!(records = %dir.display(), "removing a start that never ran");
+                    for gone in [&dir, &sandbox] {
+                        match std::fs::remove_dir_all(gone) {
+                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                                tracing::warn!(dir = %gone.display(), error = %e, "cannot remove")
+                            }
+                            _ => {}
+                        }
+                    }
+                    never_started += 1;
                 }
-                never_started += 1;
             }
         }
     }
     Ok((found, never_started))
 }
 
-struct Unstarted;
+/// A start that never ran, and its sandbox.
+struct Unstarted(PathBuf);
 
 /// Why the borglet stopped this attempt, when it said (a fence), from its stop marker.
-fn stop_note(sandboxes: &Path, launch: &Launch) -> Option<String> {
-    let marker = sandboxes.join(launch.spec.id.to_string()).join(STOPPING);
-    std::fs::read_to_string(marker)
+fn stop_note(launch: &Launch) -> Option<String> {
+    std::fs::read_to_string(launch.record_dir().join(STOPPING))
         .ok()
         .filter(|note| !note.is_empty())
 }
 
-fn classify(sandbox: &Path, patience_ends: Instant) -> Result<Option<Found>, Unstarted> {
-    let Some(launch) = read_opt::<Launch>(sandbox, records::LAUNCH) else {
-        // Not an attempt's sandbox (or one from before records existed).
+/// `dir`: an attempt's record dir.
+fn classify(dir: &Path, patience_ends: Instant) -> Result<Option<Found>, Unstarted> {
+    let Some(launch) = read_opt::<Launch>(dir, records::LAUNCH) else {
+        // Not an attempt's records (a sandbox whose records are in the
+        // runtime dir, or one from before records existed).
         return Ok(None);
     };
-    if records::is_acked(sandbox) {
+    if launch.record_dir() != dir {
+        // Seen from its sandbox, though its records have their own dir.
+        return Ok(None);
+    }
+    if records::is_acked(dir) {
         return Ok(Some(Found::Acked(launch)));
     }
-    let stopping = sandbox.join(STOPPING).exists();
+    let stopping = dir.join(STOPPING).exists();
     loop {
-        let run = read_opt::<Run>(sandbox, records::RUN);
-        let exit = read_opt::<ExitRecord>(sandbox, records::EXIT);
+        let run = read_opt::<Run>(dir, records::RUN);
+        let exit = read_opt::<ExitRecord>(dir, records::EXIT);
         match (run, exit) {
             (run, Some(exit)) => {
                 return Ok(Some(Found::Exited {
@@ -316,7 +335,7 @@ fn classify(sandbox: &Path, patience_ends: Instant) -> Result<Option<Found>, Uns
             }
             (Some(run), None) => {
                 // The keeper is gone; it may have written the exit just now.
-                if let Some(exit) = read_opt::<ExitRecord>(sandbox, records::EXIT) {
+                if let Some(exit) = read_opt::<ExitRecord>(dir, records::EXIT) {
                     return Ok(Some(Found::Exited {
                         launch,
                         run: Some(run),
@@ -344,12 +363,12 @@ fn classify(sandbox: &Path, patience_ends: Instant) -> Result<Option<Found>, Uns
                 // The task writes its pid just before exec: without it nothing ran.
                 // A pid may have been reused since: it is ours only if its
                 // environment names this attempt.
-                let task = records::read_task_pid(sandbox)
+                let task = records::read_task_pid(dir)
                     .filter(|pid| runs_attempt(*pid, &launch))
                     .and_then(ProcId::of);
                 return match task {
                     Some(task) => Ok(Some(Found::Orphan { launch, task })),
-                    None => Err(Unstarted),
+                    None => Err(Unstarted(launch.cwd)),
                 };
             }
         }

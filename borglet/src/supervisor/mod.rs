@@ -49,6 +49,8 @@ pub struct Supervisor {
     machine: String,
     /// `<data-dir>/attempts`
     sandboxes: PathBuf,
+    /// `<runtime-dir>/attempts`: each attempt's records (`crate::records`).
+    records: PathBuf,
     path_env: String,
     /// Starts, keeps and reaps every task (`crate::keeper`).
     keeper: Arc<crate::keeper::KeeperClient>,
@@ -65,6 +67,14 @@ pub struct Supervisor {
     pids_limit: u64,
     /// Runs the health probes of attempts that have a health check.
     prober: Arc<dyn Prober>,
+}
+
+/// Where attempts live: sandboxes and logs under `data`, records under `runtime`.
+#[derive(Debug, Clone, Copy)]
+pub struct Dirs<'a> {
+    /// Absolute: it holds the tasks' working directories and HOMEs.
+    pub data: &'a Path,
+    pub runtime: &'a Path,
 }
 
 /// How every task of this borglet is run.
@@ -85,13 +95,12 @@ pub struct HowToRun {
 }
 
 impl Supervisor {
-    /// `data_dir` should be absolute: it becomes the tasks' working directory and HOME.
     pub fn new(
         table: Arc<AttemptTable>,
         metrics: Arc<Metrics>,
         nudger: Arc<Nudger>,
         machine: String,
-        data_dir: &Path,
+        dirs: Dirs<'_>,
         how: HowToRun,
     ) -> Self {
         let HowToRun {
@@ -116,9 +125,10 @@ impl Supervisor {
             metrics,
             nudger,
             machine,
-            sandboxes: sandboxes_dir(data_dir),
+            sandboxes: sandboxes_dir(dirs.data),
+            records: records_dir(dirs.runtime),
             path_env,
-            keeper: Arc::new(crate::keeper::KeeperClient::new(keeper_exe, data_dir)),
+            keeper: Arc::new(crate::keeper::KeeperClient::new(keeper_exe, dirs.data)),
             log_max_bytes,
             run_as,
             acked: Arc::default(),
@@ -133,20 +143,31 @@ impl Supervisor {
         &self.table
     }
 
+    /// Where attempt `id`'s records are.
+    fn record_dir(&self, id: AttemptId) -> PathBuf {
+        self.records.join(id.to_string())
+    }
+
     /// Note on disk that the master has recorded these finished attempts, so a
     /// restarted borglet neither reports nor starts them again.
     pub fn mark_acked(&self, ids: Vec<AttemptId>) {
         if ids.is_empty() {
             return;
         }
-        let dirs: Vec<PathBuf> = ids
+        // An attempt launched before records had a dir of their own keeps
+        // them in its sandbox.
+        let dirs: Vec<[PathBuf; 2]> = ids
             .iter()
-            .map(|id| self.sandboxes.join(id.to_string()))
+            .map(|id| [self.record_dir(*id), self.sandboxes.join(id.to_string())])
             .collect();
         let acked = Arc::clone(&self.acked);
         tokio::task::spawn_blocking(move || {
-            for dir in dirs {
-                if let Err(e) = crate::records::mark_acked(&dir) {
+            for [dir, sandbox] in dirs {
+                let marked = match dir.is_dir() {
+                    true => crate::records::mark_acked(&dir),
+                    false => crate::records::mark_acked(&sandbox),
+                };
+                if let Err(e) = marked {
                     tracing::warn!(error = %e, "cannot mark an attempt acknowledged");
                 }
             }
@@ -197,6 +218,11 @@ impl Supervisor {
 /// Where the per-attempt sandboxes live.
 pub fn sandboxes_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("attempts")
+}
+
+/// Where the per-attempt records live.
+pub fn records_dir(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join("attempts")
 }
 
 /// The sandbox of one attempt: its working directory, HOME and log files.

@@ -105,6 +105,7 @@ impl Supervisor {
                         task: run.task,
                         exit,
                     },
+                    self.record_dir(id),
                 );
             }
             Err(e) => {
@@ -132,6 +133,7 @@ impl Supervisor {
             return Err(StartError::EmptyCommand);
         }
         let sandbox = self.sandboxes.join(spec.id.to_string());
+        let records = self.record_dir(spec.id);
         let mut env = borg_env(spec, &self.machine);
         env.insert("PATH".into(), self.path_env.clone());
         env.insert("HOME".into(), sandbox.display().to_string());
@@ -141,11 +143,12 @@ impl Supervisor {
             env,
             stdout: sandbox.join("stdout"),
             stderr: sandbox.join("stderr"),
-            pid_files: vec![sandbox.join(records::TASK_PID)],
+            pid_files: vec![records.join(records::TASK_PID)],
             log_max_bytes: self.log_max_bytes,
             run_as: self.run_as,
             cgroup: None,
             cwd: sandbox,
+            records,
             created_at: Utc::now(),
         })
     }
@@ -212,19 +215,26 @@ fn discard(isolator: &dyn Isolator, id: AttemptId, cgroup: Option<&AttemptCgroup
     }
 }
 
-/// Blocking: sandbox, launch record, and the request to the keeper; returns
-/// where its answer and the run's end come.
+/// Blocking: sandbox, record dir, launch record, and the request to the
+/// keeper; returns where its answer and the run's end come.
 fn ask_keeper(
     keeper: &KeeperClient,
     launch: &Launch,
     again: bool,
 ) -> Result<StartReceivers, StartError> {
-    let sandbox = &launch.cwd;
+    let (sandbox, dir) = (&launch.cwd, launch.record_dir());
     let sandbox_err = |source| StartError::Sandbox {
         path: sandbox.display().to_string(),
         source,
     };
+    let record_err = |source| {
+        StartError::Record(RecordError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+    };
     std::fs::create_dir_all(sandbox).map_err(sandbox_err)?;
+    std::fs::create_dir_all(dir).map_err(record_err)?;
     if let (Some(user), false) = (launch.run_as, again) {
         // The task's working directory and HOME: its own to write in.
         std::os::unix::fs::chown(sandbox, Some(user.uid), Some(user.gid)).map_err(sandbox_err)?;
@@ -232,18 +242,18 @@ fn ask_keeper(
     if again {
         crate::logs::keep_previous_run(sandbox).map_err(sandbox_err)?;
         for name in [records::EXIT, records::RUN, records::TASK_PID] {
-            match std::fs::remove_file(sandbox.join(name)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(sandbox_err(e)),
+            match std::fs::remove_file(dir.join(name)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(record_err(e)),
                 _ => {}
             }
         }
     }
     // Encoded once: the record on disk and the request are the same bytes.
     let json = serde_json::to_vec(launch).map_err(|source| RecordError::Json {
-        path: sandbox.join(records::LAUNCH),
+        path: dir.join(records::LAUNCH),
         source,
     })?;
-    records::write_fresh_bytes(sandbox, records::LAUNCH, &json)?;
+    records::write_fresh_bytes(dir, records::LAUNCH, &json)?;
     keeper
         .start_encoded(sandbox, &json)
         .map_err(|source| StartError::Keeper {

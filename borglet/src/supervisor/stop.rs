@@ -30,11 +30,20 @@ impl Supervisor {
             .with_attempt(id, |a| a.note.clone())
             .flatten()
             .unwrap_or_default();
-        let marker = self.sandboxes.join(id.to_string()).join(STOPPING);
+        let marker = self.record_dir(id).join(STOPPING);
+        // An attempt launched before records had a dir of their own keeps them in its sandbox.
+        let old_marker = self.sandboxes.join(id.to_string()).join(STOPPING);
         let span = super::attempt_span(&self.machine, &ticket.job, ticket.index, id);
         self.stops.spawn(
             async move {
-                let noted = tokio::task::spawn_blocking(move || std::fs::write(marker, note)).await;
+                let noted =
+                    tokio::task::spawn_blocking(move || match std::fs::write(marker, &note) {
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            std::fs::write(old_marker, note)
+                        }
+                        done => done,
+                    })
+                    .await;
                 if !matches!(noted, Ok(Ok(()))) {
                     tracing::warn!(attempt = %ticket.id, "cannot note the stop on disk");
                 }

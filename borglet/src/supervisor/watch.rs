@@ -50,14 +50,16 @@ pub(super) struct Watch {
     index: i32,
     pgid: i32,
     sandbox: PathBuf,
+    /// Its record dir (`exit.json`, `restarts.json`).
+    records: PathBuf,
     exited: CancellationToken,
     /// The current run's cgroup (`None` when unisolated).
     cgroup: Option<Arc<AttemptCgroup>>,
 }
 
 impl Supervisor {
-    /// Watch attempt `id` (already in the table) until it ends, restarting it in
-    /// place when its policy says so.
+    /// Watch attempt `id` (already in the table, its records in `records`)
+    /// until it ends, restarting it in place when its policy says so.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn watch(
         self: &Arc<Self>,
@@ -68,11 +70,13 @@ impl Supervisor {
         exited: CancellationToken,
         cgroup: Option<Arc<AttemptCgroup>>,
         keeper: Keeper,
+        records: PathBuf,
     ) {
         let span = super::attempt_span(&self.machine, &job, index, id);
         let w = Watch {
             sup: Arc::clone(self),
             sandbox: self.sandboxes.join(id.to_string()),
+            records,
             id,
             job,
             index,
@@ -178,7 +182,7 @@ impl Watch {
         let (spec, restarts, last_cause) = sup.table.spec_of(id)?;
         tracing::info!(attempt = %id, job = %self.job, index = self.index, restarts,
             wait_ms = wait.as_millis() as u64, last_exit = %exit.describe(), "restarting in place after a backoff");
-        let dir = self.sandbox.clone();
+        let dir = self.records.clone();
         let record = Restarts {
             restarts,
             last_exit: Some(ended_of(exit)),
@@ -309,7 +313,7 @@ impl Watch {
     }
 
     async fn read_record(&self) -> Result<Option<ExitRecord>, String> {
-        let dir = self.sandbox.clone();
+        let dir = self.records.clone();
         let read =
             tokio::task::spawn_blocking(move || records::read::<ExitRecord>(&dir, records::EXIT))
                 .await;

@@ -417,6 +417,14 @@ impl TestBorglet {
         self.data_dir.path().join("attempts").join(id.to_string())
     }
 
+    /// Attempt `id`'s records, in the default runtime dir (`<data-dir>/run`).
+    pub fn records(&self, id: AttemptId) -> PathBuf {
+        self.data_dir
+            .path()
+            .join("run/attempts")
+            .join(id.to_string())
+    }
+
     pub async fn logs(&self, id: &str, query: &str) -> reqwest::Response {
         self.client
             .get(format!("{}/v1/attempts/{id}/logs{query}", self.url))
