@@ -9,8 +9,11 @@
 //!   sending the (pre-encoded) request to the last byte of the answer;
 //! - the borglet's resident memory with those 1,000 tasks running.
 //!
-//! `cargo bench -p borglet --bench borglet [-- --starts 1000 --running 1000 --exe PATH]`
-//! (`--exe`: another borglet binary, e.g. an older build, for a before/after).
+//! `cargo bench -p borglet --bench borglet [-- --starts 1000 --running 1000 --exe PATH
+//! --runtime-dir DIR]` (`--exe`: another borglet binary, e.g. an older build, for a
+//! before/after; `--runtime-dir`: where the borglet keeps its records, e.g. a tmpfs as
+//! `/run` is on most hosts; a fresh dir is made in it and removed after).
+//! The data dir is made in `TMPDIR`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -27,6 +30,7 @@ struct Args {
     starts: usize,
     running: usize,
     exe: PathBuf,
+    runtime_dir: Option<PathBuf>,
 }
 
 fn args() -> Args {
@@ -34,6 +38,7 @@ fn args() -> Args {
         starts: 1000,
         running: 1000,
         exe: PathBuf::from(env!("CARGO_BIN_EXE_borglet")),
+        runtime_dir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -41,6 +46,9 @@ fn args() -> Args {
             "--starts" => a.starts = it.next().and_then(|v| v.parse().ok()).expect("--starts N"),
             "--running" => a.running = it.next().and_then(|v| v.parse().ok()).expect("--running N"),
             "--exe" => a.exe = it.next().map(PathBuf::from).expect("--exe PATH"),
+            "--runtime-dir" => {
+                a.runtime_dir = Some(it.next().map(PathBuf::from).expect("--runtime-dir DIR"))
+            }
             _ => {} // `cargo bench` passes `--bench`
         }
     }
@@ -163,7 +171,7 @@ fn rss_kib(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
-async fn start(exe: &Path, data: &Path, master: &MasterStub) -> Borglet {
+async fn start(exe: &Path, data: &Path, runtime: Option<&Path>, master: &MasterStub) -> Borglet {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -171,7 +179,11 @@ async fn start(exe: &Path, data: &Path, master: &MasterStub) -> Borglet {
         .port();
     let name = format!("bench-{}", std::process::id());
     let log = std::fs::File::create(data.join("borglet.log")).unwrap();
-    let child = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    if let Some(runtime) = runtime {
+        cmd.arg("--runtime-dir").arg(runtime);
+    }
+    let child = cmd
         .args(["--listen", &format!("127.0.0.1:{port}"), "--name", &name])
         .args(["--master", &master.url, "--data-dir"])
         .arg(data.join("data"))
@@ -220,13 +232,25 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut b = start(&args.exe, dir.path(), &master).await;
+    let runtime = args.runtime_dir.as_ref().map(|d| {
+        tempfile::tempdir_in(d).unwrap_or_else(|e| panic!("a dir in {}: {e}", d.display()))
+    });
+    let mut b = start(
+        &args.exe,
+        dir.path(),
+        runtime.as_ref().map(|r| r.path()),
+        &master,
+    )
+    .await;
     let pid = b.child.id() as i32;
     let isolation = master.first_registration().await.isolation;
     println!(
-        "borglet {} (pid {pid}), isolation {isolation:?}, data in {}",
+        "borglet {} (pid {pid}), isolation {isolation:?}, data in {}, records in {}",
         args.exe.display(),
-        dir.path().display()
+        dir.path().display(),
+        runtime
+            .as_ref()
+            .map_or("the data dir".into(), |r| r.path().display().to_string())
     );
 
     // Warm up (the first start also starts the keeper, or the shim spawner of older builds).
