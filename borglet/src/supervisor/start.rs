@@ -233,8 +233,10 @@ fn ask_keeper(
             source,
         })
     };
-    std::fs::create_dir_all(sandbox).map_err(sandbox_err)?;
+    // The records first: the janitor takes a sandbox without records for one
+    // a reboot left behind.
     std::fs::create_dir_all(dir).map_err(record_err)?;
+    std::fs::create_dir_all(sandbox).map_err(sandbox_err)?;
     if let (Some(user), false) = (launch.run_as, again) {
         // The task's working directory and HOME: its own to write in.
         std::os::unix::fs::chown(sandbox, Some(user.uid), Some(user.gid)).map_err(sandbox_err)?;
