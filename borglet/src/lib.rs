@@ -19,6 +19,7 @@ pub mod records;
 pub mod register;
 pub mod restart;
 pub mod run_as;
+pub mod runtime_dir;
 pub mod shim;
 mod shim_logs;
 mod shim_spawn;
@@ -116,6 +117,7 @@ pub async fn run(
         .with_context(|| format!("creating runtime dir {}", runtime_dir.display()))?;
     let runtime_dir = std::fs::canonicalize(&runtime_dir)
         .with_context(|| format!("resolving runtime dir {}", runtime_dir.display()))?;
+    runtime_dir::claim(&data_dir, &runtime_dir)?;
     let capacity = config.capacity(&data_dir)?;
     let run_as = run_as::resolve(config.run_as.as_deref())?;
     let keeper_exe = match &config.shim_exe {
