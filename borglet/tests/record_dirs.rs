@@ -61,6 +61,49 @@ async fn an_attempt_recorded_in_its_sandbox_is_reported_acknowledged_and_removed
     .await;
 }
 
+/// An attempt of the old layout that a newer borglet restarted in place has
+/// records in both places: its record dir's are the current ones.
+#[tokio::test]
+async fn an_attempt_with_records_in_both_places_is_read_from_its_record_dir() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let spec = AttemptBuilder::sh("exit 3").build();
+    let id = spec.id;
+    let sandbox = data_dir.path().join("attempts").join(id.to_string());
+    let records_dir = data_dir.path().join("run/attempts").join(id.to_string());
+    for (dir, records, code) in [
+        (&sandbox, PathBuf::new(), 3),
+        (&records_dir, records_dir.clone(), 7),
+    ] {
+        std::fs::create_dir_all(dir).unwrap();
+        let launch = Launch {
+            argv: spec.command.clone(),
+            spec: spec.clone(),
+            env: Default::default(),
+            cwd: sandbox.clone(),
+            records,
+            stdout: sandbox.join("stdout"),
+            stderr: sandbox.join("stderr"),
+            pid_files: vec![dir.join(records::TASK_PID)],
+            log_max_bytes: 0,
+            run_as: None,
+            cgroup: None,
+            created_at: Utc::now(),
+        };
+        records::write(dir, records::LAUNCH, &launch).unwrap();
+        let exit = ExitRecord {
+            ended: Ended::Code(code),
+            at: Utc::now(),
+            stderr_bytes: None,
+        };
+        records::write(dir, records::EXIT, &exit).unwrap();
+    }
+    let b = TestBorglet::spawn_in(MasterStub::spawn().await, data_dir, "m-both".into(), &[]).await;
+    let resp = b.sync(std::slice::from_ref(&spec), &[]).await;
+    let reports: Vec<_> = resp.attempts.iter().filter(|r| r.id == id).collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].exit_code, Some(7), "the record dir's exit");
+}
+
 #[tokio::test]
 async fn a_borglet_given_another_runtime_dir_than_its_records_refuses_to_start() {
     let runtime = tempfile::tempdir().unwrap();

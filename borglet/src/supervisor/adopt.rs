@@ -270,6 +270,14 @@ fn scan(roots: &[PathBuf]) -> Result<(Vec<Found>, usize), RecordError> {
             }
         };
         for entry in entries.flatten() {
+            // An attempt of the old layout restarted in place since has a
+            // record dir of its own: that one is its record.
+            if roots[..i]
+                .iter()
+                .any(|r| r.join(entry.file_name()).is_dir())
+            {
+                continue;
+            }
             let dir = entry.path();
             match classify(&dir, patience_ends) {
                 Ok(Some(f)) => found.push(f),

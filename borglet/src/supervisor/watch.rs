@@ -164,6 +164,9 @@ impl Watch {
                 Some((pgid, cgroup, next)) => {
                     self.pgid = pgid;
                     self.cgroup = cgroup;
+                    // A run launched now records in the attempt's record dir,
+                    // though a re-adopted one may have kept its sandbox's.
+                    self.records = self.sup.record_dir(self.id);
                     keeper = next;
                 }
                 None => return,
