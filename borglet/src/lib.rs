@@ -27,6 +27,8 @@ pub mod state;
 pub mod supervisor;
 pub mod sync_wire;
 pub mod tasks;
+#[cfg(test)]
+mod test_spec;
 
 pub use config::{Config, Label, OnExit};
 

@@ -279,21 +279,7 @@ mod tests {
 
     #[test]
     fn a_launch_from_before_record_dirs_keeps_its_records_in_the_sandbox() {
-        let spec = AttemptSpec {
-            id: borg_shared::AttemptId::new(),
-            job: "j".into(),
-            index: 0,
-            command: vec!["true".into()],
-            env: Default::default(),
-            resources: Default::default(),
-            kill_grace_ms: 100,
-            memory_limit: None,
-            cpu_limit: None,
-            ports: vec![],
-            health: None,
-            fence_after_ms: None,
-            restart: None,
-        };
+        let spec = crate::test_spec::spec();
         let mut launch = Launch {
             argv: spec.command.clone(),
             spec,

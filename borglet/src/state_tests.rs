@@ -1,25 +1,9 @@
 //! Unit tests of the attempt table (`state.rs`).
 
 use super::*;
-use borg_shared::wire::{AttemptPhase, Capacity};
+use borg_shared::wire::AttemptPhase;
 
-fn spec() -> AttemptSpec {
-    AttemptSpec {
-        id: AttemptId::new(),
-        job: "j".into(),
-        index: 0,
-        command: vec!["true".into()],
-        env: Default::default(),
-        resources: Capacity::default(),
-        kill_grace_ms: 100,
-        restart: None,
-        memory_limit: None,
-        cpu_limit: None,
-        ports: vec![],
-        health: None,
-        fence_after_ms: None,
-    }
-}
+use crate::test_spec::spec;
 
 fn running(table: &AttemptTable) -> AttemptId {
     let s = spec();

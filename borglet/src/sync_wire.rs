@@ -145,21 +145,7 @@ mod tests {
 
     #[test]
     fn a_leading_id_is_read_as_serde_reads_it() {
-        let spec = AttemptSpec {
-            id: AttemptId::new(),
-            job: "j".into(),
-            index: 0,
-            command: vec!["true".into()],
-            env: Default::default(),
-            resources: Default::default(),
-            kill_grace_ms: 100,
-            memory_limit: None,
-            cpu_limit: None,
-            ports: vec![],
-            health: None,
-            fence_after_ms: None,
-            restart: None,
-        };
+        let spec = crate::test_spec::spec();
         let encoded = serde_json::to_string(&spec).unwrap();
         assert_eq!(leading_id(&encoded), Some(spec.id), "the master's encoding");
         let IdOnly { id } = serde_json::from_str(&encoded).unwrap();

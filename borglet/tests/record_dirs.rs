@@ -7,12 +7,40 @@
 
 mod common;
 
-use borg_shared::wire::AttemptPhase;
+use borg_shared::wire::{AttemptPhase, AttemptSpec};
 use borglet::records::{self, Ended, ExitRecord, Launch};
 use chrono::Utc;
 use clap::Parser;
 use common::{eventually, AttemptBuilder, MasterStub, TestBorglet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// Write what a borglet and its keeper leave for an attempt that ended with
+/// `code`: its launch and its exit, in `dir`. `records` empty: an older
+/// borglet's launch, whose records are in the sandbox.
+fn write_ended(dir: &Path, sandbox: &Path, spec: &AttemptSpec, records: PathBuf, code: i32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let launch = Launch {
+        argv: spec.command.clone(),
+        spec: spec.clone(),
+        env: Default::default(),
+        cwd: sandbox.to_path_buf(),
+        records,
+        stdout: sandbox.join("stdout"),
+        stderr: sandbox.join("stderr"),
+        pid_files: vec![dir.join(records::TASK_PID)],
+        log_max_bytes: 0,
+        run_as: None,
+        cgroup: None,
+        created_at: Utc::now(),
+    };
+    records::write(dir, records::LAUNCH, &launch).unwrap();
+    let exit = ExitRecord {
+        ended: Ended::Code(code),
+        at: Utc::now(),
+        stderr_bytes: None,
+    };
+    records::write(dir, records::EXIT, &exit).unwrap();
+}
 
 #[tokio::test]
 async fn an_attempt_recorded_in_its_sandbox_is_reported_acknowledged_and_removed() {
@@ -21,28 +49,7 @@ async fn an_attempt_recorded_in_its_sandbox_is_reported_acknowledged_and_removed
     let id = spec.id;
     // What an older borglet and its keeper left: the launch and the exit, in the sandbox.
     let sandbox = data_dir.path().join("attempts").join(id.to_string());
-    std::fs::create_dir_all(&sandbox).unwrap();
-    let launch = Launch {
-        argv: spec.command.clone(),
-        spec: spec.clone(),
-        env: Default::default(),
-        cwd: sandbox.clone(),
-        records: PathBuf::new(),
-        stdout: sandbox.join("stdout"),
-        stderr: sandbox.join("stderr"),
-        pid_files: vec![sandbox.join(records::TASK_PID)],
-        log_max_bytes: 0,
-        run_as: None,
-        cgroup: None,
-        created_at: Utc::now(),
-    };
-    records::write(&sandbox, records::LAUNCH, &launch).unwrap();
-    let exit = ExitRecord {
-        ended: Ended::Code(3),
-        at: Utc::now(),
-        stderr_bytes: None,
-    };
-    records::write(&sandbox, records::EXIT, &exit).unwrap();
+    write_ended(&sandbox, &sandbox, &spec, PathBuf::new(), 3);
 
     let master = MasterStub::spawn().await;
     let name = "m-old-records".to_string();
@@ -70,33 +77,8 @@ async fn an_attempt_with_records_in_both_places_is_read_from_its_record_dir() {
     let id = spec.id;
     let sandbox = data_dir.path().join("attempts").join(id.to_string());
     let records_dir = data_dir.path().join("run/attempts").join(id.to_string());
-    for (dir, records, code) in [
-        (&sandbox, PathBuf::new(), 3),
-        (&records_dir, records_dir.clone(), 7),
-    ] {
-        std::fs::create_dir_all(dir).unwrap();
-        let launch = Launch {
-            argv: spec.command.clone(),
-            spec: spec.clone(),
-            env: Default::default(),
-            cwd: sandbox.clone(),
-            records,
-            stdout: sandbox.join("stdout"),
-            stderr: sandbox.join("stderr"),
-            pid_files: vec![dir.join(records::TASK_PID)],
-            log_max_bytes: 0,
-            run_as: None,
-            cgroup: None,
-            created_at: Utc::now(),
-        };
-        records::write(dir, records::LAUNCH, &launch).unwrap();
-        let exit = ExitRecord {
-            ended: Ended::Code(code),
-            at: Utc::now(),
-            stderr_bytes: None,
-        };
-        records::write(dir, records::EXIT, &exit).unwrap();
-    }
+    write_ended(&sandbox, &sandbox, &spec, PathBuf::new(), 3);
+    write_ended(&records_dir, &sandbox, &spec, records_dir.clone(), 7);
     let b = TestBorglet::spawn_in(MasterStub::spawn().await, data_dir, "m-both".into(), &[]).await;
     let resp = b.sync(std::slice::from_ref(&spec), &[]).await;
     let reports: Vec<_> = resp.attempts.iter().filter(|r| r.id == id).collect();
