@@ -8,7 +8,8 @@
 //! running ones by a surge (their new attempt comes up before the old one
 //! stops) while fewer than `max_surge` superseded attempts live, else by
 //! stopping them first while fewer than `max_unavailable` tasks are down.
-//! A superseded attempt stops once its task is ready on the target; on a
+//! A superseded attempt stops once its task is ready on the target, or when it
+//! does not run while its task's attempt went stale and may not go down; on a
 //! rollback to its version it becomes its task's attempt again.
 
 use borg_shared::TaskState;
@@ -94,7 +95,8 @@ pub struct Plan {
     /// Tasks to surge now: their attempt is superseded (it keeps running) and
     /// the task waits for a new attempt on the target.
     pub surge: Vec<i32>,
-    /// Tasks ready on the target whose superseded attempt to stop now.
+    /// Tasks whose superseded attempt to stop now: ready on the target, or
+    /// stale and available while their superseded attempt does not run.
     pub retire: Vec<i32>,
     /// Tasks whose superseded attempt runs the target (a rollback): it becomes
     /// their attempt again, and their current attempt, if any, stops.
@@ -219,6 +221,11 @@ pub fn decide(s: &Snapshot) -> Plan {
                 } else if budget > 0 {
                     budget -= 1;
                     p.replace.push(t.index);
+                } else {
+                    // The superseded attempt serves nothing and the stale one
+                    // may not go down: stop the superseded one, so the task
+                    // can surge to the target.
+                    p.retire.push(t.index);
                 }
             }
             continue;

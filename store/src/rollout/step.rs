@@ -66,7 +66,7 @@ impl Store {
                 report.surged +=
                     surge::surge(tx, job, &heading, &plan, snap.max_surge, &mut moved).await?;
                 let rolling_back = row.state == Phase::RollingBack;
-                surge::retire(tx, job, &heading, rolling_back, &plan).await?;
+                surge::retire(tx, job, &heading, rolling_back, &snap, &plan).await?;
                 surge::restore(tx, job, &heading, &plan.restore, &mut moved).await?;
                 let progress = plan.ready > i64::from(row.ready) || plan.acts();
                 if progress {

@@ -12,7 +12,7 @@
 //! Rows are locked as a report locks them (attempts and their tasks, in
 //! attempt id order), so a step and a report never deadlock.
 
-use super::decide::Plan;
+use super::decide::{replaced_task_ready, Plan, Snapshot};
 use super::{rollout_event, LockedJob, REPLACED_BY};
 use crate::moves::{move_tasks, TaskMove, Transitions};
 use crate::{live_attempt, CHANNEL_PENDING, CHANNEL_PLACED};
@@ -184,13 +184,15 @@ pub(super) async fn surge(
     Ok(chosen.len())
 }
 
-/// Ask the superseded attempts of the tasks the plan names (ready on the
-/// target) to stop; their borglets stop them at once.
+/// Ask the superseded attempts of the tasks the plan names to stop (their
+/// tasks are ready on the target, or these do not run while their tasks'
+/// attempts went stale); their borglets stop them at once.
 pub(super) async fn retire(
     conn: &mut PgConnection,
     job: &LockedJob,
     heading: &str,
     rolling_back: bool,
+    snap: &Snapshot,
     plan: &Plan,
 ) -> crate::Result<usize> {
     if plan.retire.is_empty() {
@@ -226,14 +228,31 @@ pub(super) async fn retire(
     }
     let machines: Vec<MachineId> = stopped.iter().map(|s| s.1).collect();
     notify(conn, CHANNEL_PLACED, &machines).await?;
-    let names: Vec<String> = stopped
-        .iter()
-        .map(|(_, _, index, v)| format!("{}/{index} (version {v})", job.name))
-        .collect();
+    let ready = |index: i32| {
+        snap.tasks.iter().any(|t| {
+            t.index == index && replaced_task_ready(t, snap.target, snap.min_healthy)
+        })
+    };
+    let (ready, idle): (Vec<_>, Vec<_>) = stopped.iter().partition(|s| ready(s.2));
+    let names = |of: &[&(AttemptId, MachineId, i32, i32)]| {
+        of.iter()
+            .map(|(_, _, index, v)| format!("{}/{index} (version {v})", job.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut why = Vec::new();
+    if !ready.is_empty() {
+        why.push(format!("{}: ready on version {}", names(&ready), job.version));
+    }
+    if !idle.is_empty() {
+        why.push(format!(
+            "{}: not running, while the task's attempt runs a stale version",
+            names(&idle)
+        ));
+    }
     let reason = format!(
-        "{heading}: stopping the superseded attempts of {}: ready on version {}",
-        names.join(", "),
-        job.version
+        "{heading}: stopping the superseded attempts of {}",
+        why.join("; ")
     );
     rollout_event(conn, job, &reason).await?;
     Ok(stopped.len())

@@ -271,7 +271,8 @@ proptest! {
         prop_assert_eq!(all.len(), n, "{:?}", p);
         for i in &p.retire {
             let t = &s.tasks[*i as usize];
-            prop_assert!(replaced_task_ready(t, s.target, s.min_healthy), "{t:?} retired early");
+            let idle = t.surged.as_ref().is_some_and(|g| !g.running) && stale(t, s.target);
+            prop_assert!(idle || replaced_task_ready(t, s.target, s.min_healthy), "{t:?} retired early");
         }
         if p.outcome == Outcome::Done {
             prop_assert!(s.tasks.iter().all(|t| t.surged.is_none()));
@@ -311,6 +312,36 @@ proptest! {
             prop_assert!(p.acts());
         }
     }
+}
+
+/// A task surged to one version, then updated again: its new attempt runs a
+/// stale version and its superseded attempt does not run. With no budget to
+/// take the task down, the step stops the superseded attempt (it serves
+/// nothing), so the task can surge next; it used to wait until the deadline.
+#[test]
+fn a_stale_surge_whose_old_attempt_does_not_run_is_retired_not_stuck() {
+    let mut t = running(0, 1, 0);
+    t.healthy = false;
+    t.surged = Some(Surged {
+        version: 3,
+        running: false,
+    });
+    let s = Snapshot {
+        max_surge: 2,
+        ..snap(0, vec![t])
+    };
+    let p = decide(&s);
+    assert_eq!(p.retire, vec![0], "{p:?}");
+    assert!(p.replace.is_empty() && p.surge.is_empty(), "{p:?}");
+    // Once it is gone, the task surges.
+    let s = Snapshot {
+        tasks: vec![TaskSnap {
+            surged: None,
+            ..s.tasks[0].clone()
+        }],
+        ..s
+    };
+    assert_eq!(decide(&s).surge, vec![0]);
 }
 
 #[test]
