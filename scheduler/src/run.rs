@@ -3,23 +3,25 @@
 //! `batch_size` (highest priority first), each page being read, placed and
 //! committed on its own against a fresh capacity snapshot, so a head of
 //! unplaceable tasks can neither starve the tasks behind it nor make us spin.
+//! While a page commits, the next one is read and, as a rule, placed (against
+//! the snapshot charged with the committing page's placements; see `ahead`),
+//! so Postgres does not wait for this process to place.
+
+mod ahead;
 
 use crate::cache::MachineCache;
 use crate::commit::commit_page;
 use crate::place::{place, Decision};
 use crate::slice::{Membership, Slice};
-use crate::snapshot::{
-    read_job_counts, read_pending, read_quotas, read_used_ports, read_victims, PendingPage,
-    PendingTask, QueueKey, Snapshot,
-};
+use crate::snapshot::{read_job_counts, read_pending, read_used_ports, PendingTask, QueueKey};
 use crate::Config;
+use ahead::{charge, new_spreading_jobs, place_ahead, read_quotas_and_victims, Ahead, JobCounts};
 use anyhow::Context;
-use borg_shared::quota::Band;
 use borg_shared::{JobId, MachineId, TaskId};
 use borg_store::Preemption;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -75,6 +77,8 @@ pub struct PassStats {
     pub lost_races: usize,
     /// Pages (transactions) in the pass.
     pub batches: usize,
+    /// Of them, pages placed while the page before them committed.
+    pub placed_ahead: usize,
     /// Pending reasons that changed.
     pub reasons_written: u64,
     /// Attempts asked to stop to make room for production tasks.
@@ -241,6 +245,7 @@ fn log_pass(scheduler: &str, s: &PassStats, ms: u64) {
             unplaceable = s.unplaceable,
             lost_races = s.lost_races,
             batches = s.batches,
+            placed_ahead = s.placed_ahead,
             reasons_written = s.reasons_written,
             read_ms = s.read_ms,
             place_ms = s.place_ms,
@@ -260,6 +265,7 @@ fn log_pass(scheduler: &str, s: &PassStats, ms: u64) {
             unplaceable = s.unplaceable,
             lost_races = s.lost_races,
             batches = s.batches,
+            placed_ahead = s.placed_ahead,
             reasons_written = s.reasons_written,
             read_ms = s.read_ms,
             place_ms = s.place_ms,
@@ -320,34 +326,6 @@ fn is_missing_schema(e: &anyhow::Error) -> bool {
     })
 }
 
-/// The next page of a walk, read while the current one commits.
-struct Ahead {
-    /// The slice of the queue it was read for.
-    slice: Slice,
-    page: PendingPage,
-    counts: JobCounts,
-}
-
-/// Where `jobs` run, as read.
-struct JobCounts {
-    jobs: Vec<JobId>,
-    counts: HashMap<JobId, HashMap<MachineId, u32>>,
-}
-
-/// The jobs of `tasks` whose placements look at where the job already runs
-/// and whose counts `snapshot` does not hold yet (sorted).
-fn new_spreading_jobs(tasks: &[PendingTask], snapshot: &Snapshot, config: &Config) -> Vec<JobId> {
-    let mut jobs: Vec<JobId> = tasks
-        .iter()
-        .filter(|t| t.spread.is_some() || config.scoring.spreads_jobs())
-        .map(|t| t.job_id)
-        .filter(|j| !snapshot.job_counts.contains_key(j))
-        .collect();
-    jobs.sort();
-    jobs.dedup();
-    jobs
-}
-
 /// One walk over the pending queue (this scheduler's slice of it).
 ///
 /// The machines are brought up to date once per pass (from what changed since
@@ -405,12 +383,24 @@ async fn walk(
             membership.slice(&config.database_url).await
         };
         let ahead = prefetched.take().filter(|a| a.slice == slice);
-        let (ahead_page, mut ahead_counts) = match ahead {
+        let (ahead_page, mut ahead_counts, ahead_placed) = match ahead {
             // Counts read before a refresh of the machines could miss attempts
             // the refreshed usage holds: read them again after it.
-            Some(a) if !reload => (Some(a.page), Some(a.counts)),
-            Some(a) => (Some(a.page), None),
-            None => (None, None),
+            Some(a) if !reload => match a.placed {
+                Some(placed) => (Some(a.page), None, Some(placed)),
+                None => (Some(a.page), Some(a.counts), None),
+            },
+            Some(a) => {
+                if a.placed.is_some() {
+                    // Placed ahead against the snapshot a refresh replaces:
+                    // its counts went into the snapshot, so out they come.
+                    for job in &a.counts.jobs {
+                        machines.snapshot.job_counts.remove(job);
+                    }
+                }
+                (Some(a.page), None, None)
+            }
+            None => (None, None, None),
         };
         let pending = async {
             match ahead_page {
@@ -430,37 +420,39 @@ async fn walk(
         snapshot.scoring = config.scoring;
         snapshot.sample = config.sample;
         snapshot.home = slice;
-        // Where the page's jobs already run (read after the machines, so no
-        // attempt the usage counted is missing here); kept for the pass.
-        let spreading = new_spreading_jobs(&page.tasks, snapshot, config);
-        let mut counts = match ahead_counts.take() {
-            Some(c) if c.jobs == spreading => c.counts,
-            _ => read_job_counts(pool, &spreading).await?,
-        };
-        for job in spreading {
-            let c = counts.remove(&job).unwrap_or_default();
-            snapshot.job_counts.insert(job, c);
-        }
-        if page.tasks.iter().any(|t| t.ports > 0) {
-            read_used_ports(pool, snapshot).await?;
-        }
-        snapshot.quotas.clear();
-        snapshot.quota_used.clear();
-        read_quotas(pool, snapshot, &page.tasks).await?;
-        snapshot.victims.clear();
-        snapshot.stopping.clear();
-        if page
-            .tasks
-            .iter()
-            .any(|t| Band::of(i64::from(t.priority)) == Band::Production)
-        {
-            read_victims(pool, snapshot).await?;
-        }
         stats.batches += 1;
         stats.pending += page.rows;
-
-        stats.read_ms += lap(&mut clock);
-        let decisions = place(snapshot, &page.tasks);
+        let decisions = match ahead_placed {
+            // Read and placed while the last page committed (see `place_ahead`).
+            Some(placed) => {
+                stats.placed_ahead += 1;
+                stats.place_ms += placed.ms;
+                placed.decisions
+            }
+            None => {
+                // Where the page's jobs already run (read after the machines,
+                // so no attempt the usage counted is missing here); kept for
+                // the pass.
+                let spreading = new_spreading_jobs(&page.tasks, snapshot, config);
+                let mut counts = match ahead_counts.take() {
+                    Some(c) if c.jobs == spreading => c.counts,
+                    _ => read_job_counts(pool, &spreading).await?,
+                };
+                for job in spreading {
+                    let c = counts.remove(&job).unwrap_or_default();
+                    snapshot.job_counts.insert(job, c);
+                }
+                if page.tasks.iter().any(|t| t.ports > 0) {
+                    read_used_ports(pool, snapshot).await?;
+                }
+                read_quotas_and_victims(pool, snapshot, &page.tasks).await?;
+                stats.read_ms += lap(&mut clock);
+                let decisions = place(snapshot, &page.tasks);
+                stats.place_ms += lap(&mut clock);
+                decisions
+            }
+        };
+        lap(&mut clock);
         let by_id: HashMap<TaskId, &PendingTask> = page.tasks.iter().map(|t| (t.id, t)).collect();
         let mut placements: Vec<(TaskId, MachineId, Vec<u16>)> = Vec::new();
         let mut preemptions: Vec<Preemption> = Vec::new();
@@ -514,7 +506,10 @@ async fn walk(
         full.sort();
         full.dedup();
         stats.unplaceable += reasons.len();
-
+        // The page's placements are charged to the snapshot now, so the next
+        // page may be placed while they commit; those the commit drops are
+        // taken back after it.
+        charge(snapshot, index, &by_id, &placements, 1);
         stats.place_ms += lap(&mut clock);
         let more = page.rows >= page_size as usize;
         let stuck_page = placements.is_empty() && preemptions.is_empty();
@@ -532,8 +527,12 @@ async fn walk(
         // At most `batch_size` placements per transaction, however long the
         // page, in `commit_streams` concurrent streams; the next page is read
         // meanwhile (it starts after this one, so no task of it is in this
-        // commit; what this commit changes of the machines is charged below).
+        // commit; what this commit changes of the machines is charged above)
+        // and placed too when it can be (see `ahead::place_ahead`).
         let read_ahead = more && !shutdown.is_cancelled();
+        // A page that preempted must have its victims asked to stop before
+        // the next one reads what may be preempted: that one is placed after.
+        let ahead_may_place = preemptions.is_empty();
         let (committed, next) = tokio::join!(
             commit_page(
                 store,
@@ -552,11 +551,16 @@ async fn walk(
                 // `job_counts` by now), so this commit changes none of their counts.
                 let jobs = new_spreading_jobs(&page.tasks, snapshot, config);
                 let counts = read_job_counts(pool, &jobs).await?;
-                anyhow::Ok(Some(Ahead {
+                let mut ahead = Ahead {
                     slice,
                     page,
                     counts: JobCounts { jobs, counts },
-                }))
+                    placed: None,
+                };
+                if ahead_may_place {
+                    ahead.placed = place_ahead(pool, snapshot, &mut ahead).await?;
+                }
+                anyhow::Ok(Some(ahead))
             }
         );
         let committed = committed?;
@@ -565,17 +569,15 @@ async fn walk(
         stats.preempted += store.preempt(&preemptions).await?;
         stats.placed += committed.placed.len();
         stats.lost_races += committed.lost_races;
-        // Charge our own placements to the snapshot the next page starts from.
-        for p in &committed.placed {
-            let (Some(&i), Some(t)) = (index.get(&p.machine), by_id.get(&p.task)) else {
-                continue;
-            };
-            let m = &mut snapshot.machines[i];
-            m.used = m.used.saturating_add(&t.request);
-            m.used_ports.extend(p.ports.iter().copied());
-            if let Some(on) = snapshot.job_counts.get_mut(&p.job) {
-                *on.entry(p.machine).or_insert(0) += 1;
-            }
+        // Take back what the commit dropped (charged above).
+        if committed.placed.len() < placements.len() {
+            let kept: HashSet<TaskId> = committed.placed.iter().map(|p| p.task).collect();
+            let dropped: Vec<_> = placements
+                .iter()
+                .filter(|p| !kept.contains(&p.0))
+                .cloned()
+                .collect();
+            charge(snapshot, index, &by_id, &dropped, -1);
         }
         reload = committed.lost_races > 0 || !preemptions.is_empty();
         for p in &committed.placed {

@@ -341,3 +341,57 @@ async fn spread_and_max_per_machine_hold_across_passes() {
         ["0/6 machines fit: 6 already hold max_per_machine 1 of the job"]
     );
 }
+
+/// A page is placed while the page before it commits, against a snapshot
+/// already charged with that page's placements: three machines that 30 tasks
+/// fill exactly, placed in pages of 5 in one pass, lose no race (a page placed
+/// against what the rows said before the last commit would pick the room that
+/// commit takes, and lose it there), and none is over-committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_placed_while_the_last_commits_count_its_placements() {
+    let (url, pool) = fresh_pool().await;
+    for i in 0..3 {
+        MachineBuilder::new(&format!("m{i}"))
+            .cpu(1000)
+            .mem(GI)
+            .insert(&pool)
+            .await;
+    }
+    JobBuilder::new("fill")
+        .replicas(30)
+        .cpu(100)
+        .mem(64 * MI)
+        .insert(&pool)
+        .await;
+    let mut c = config(&url, "sched-ahead", Duration::from_secs(3600), 5);
+    c.commit_streams = 1;
+    let s = start_config(c);
+    wait_until("all 30 placed", DEADLINE, || async {
+        count(&pool, "SELECT count(*) FROM tasks WHERE state = 'assigned'").await == 30
+    })
+    .await;
+    s.stop().await;
+
+    let busy: Vec<Logged> = passes("sched-ahead")
+        .into_iter()
+        .filter(|p| p.num("placed") > 0)
+        .collect();
+    assert_eq!(busy.len(), 1, "one pass placed them all: {busy:?}");
+    let pass = &busy[0];
+    assert_eq!(pass.num("placed"), 30, "{pass:?}");
+    assert_eq!(pass.num("lost_races"), 0, "{pass:?}");
+    // Six pages of 5, then the page that finds the queue's end.
+    assert!(pass.num("batches") >= 6, "{pass:?}");
+    assert_eq!(
+        pass.num("placed_ahead"),
+        pass.num("batches") - 1,
+        "every page after the first was placed while the one before committed: {pass:?}"
+    );
+    let over = count(
+        &pool,
+        "SELECT count(*) FROM (SELECT a.machine_id FROM attempts a GROUP BY a.machine_id
+                                HAVING sum(a.cpu_milli) > 1000) o",
+    )
+    .await;
+    assert_eq!(over, 0, "a machine is over-committed");
+}

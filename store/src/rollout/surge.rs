@@ -229,9 +229,9 @@ pub(super) async fn retire(
     let machines: Vec<MachineId> = stopped.iter().map(|s| s.1).collect();
     notify(conn, CHANNEL_PLACED, &machines).await?;
     let ready = |index: i32| {
-        snap.tasks.iter().any(|t| {
-            t.index == index && replaced_task_ready(t, snap.target, snap.min_healthy)
-        })
+        snap.tasks
+            .iter()
+            .any(|t| t.index == index && replaced_task_ready(t, snap.target, snap.min_healthy))
     };
     let (ready, idle): (Vec<_>, Vec<_>) = stopped.iter().partition(|s| ready(s.2));
     let names = |of: &[&(AttemptId, MachineId, i32, i32)]| {
@@ -242,7 +242,11 @@ pub(super) async fn retire(
     };
     let mut why = Vec::new();
     if !ready.is_empty() {
-        why.push(format!("{}: ready on version {}", names(&ready), job.version));
+        why.push(format!(
+            "{}: ready on version {}",
+            names(&ready),
+            job.version
+        ));
     }
     if !idle.is_empty() {
         why.push(format!(
