@@ -88,6 +88,10 @@ fn describe() {
         "borg_scheduler_snapshot_full_reads_total",
         "Reads of every machine into the snapshot (the first, then at least every minute, or when many changed)"
     );
+    describe_counter!(
+        "borg_scheduler_pages_total",
+        "Pages of the pending queue placed, by when: `ahead` while the page before committed, `after` once it had"
+    );
     describe_histogram!(
         "borg_task_submit_to_placed_seconds",
         Unit::Seconds,
@@ -115,6 +119,10 @@ pub fn record(stats: Option<&PassStats>, seconds: f64) {
     metrics::counter!("borg_scheduler_preemptions_total").increment(s.preempted as u64);
     metrics::counter!("borg_scheduler_snapshot_rows_read_total").increment(s.machines_read);
     metrics::counter!("borg_scheduler_snapshot_full_reads_total").increment(s.full_reads as u64);
+    metrics::counter!("borg_scheduler_pages_total", "placed" => "ahead")
+        .increment(s.placed_ahead as u64);
+    metrics::counter!("borg_scheduler_pages_total", "placed" => "after")
+        .increment(s.batches.saturating_sub(s.placed_ahead) as u64);
     for cause in CAUSES {
         let n = s.unplaceable_by_cause.get(cause).copied().unwrap_or(0);
         metrics::gauge!("borg_scheduler_unplaceable", "cause" => cause).set(n as f64);

@@ -63,6 +63,8 @@ async fn metrics_count_placements_and_waiting_causes() {
             && value(&body, "borg_scheduler_unplaceable{cause=\"memory\"}") == Some(1.0)
             && value(&body, "borg_scheduler_unplaceable{cause=\"cpu\"}") == Some(0.0)
             && body.contains("borg_scheduler_pass_duration_seconds")
+            // A pass's first page is placed after the commit before it.
+            && value(&body, "borg_scheduler_pages_total{placed=\"after\"}") >= Some(1.0)
     })
     .await;
     shutdown.cancel();
