@@ -15,7 +15,9 @@ use crate::place::{place, Decision};
 use crate::slice::{Membership, Slice};
 use crate::snapshot::{read_job_counts, read_pending, read_used_ports, PendingTask, QueueKey};
 use crate::Config;
-use ahead::{charge, new_spreading_jobs, place_ahead, read_quotas_and_victims, Ahead, JobCounts};
+use ahead::{
+    charge, new_spreading_jobs, place_ahead, read_quotas_and_victims, Ahead, Charge, JobCounts,
+};
 use anyhow::Context;
 use borg_shared::{JobId, MachineId, TaskId};
 use borg_store::Preemption;
@@ -509,7 +511,7 @@ async fn walk(
         // The page's placements are charged to the snapshot now, so the next
         // page may be placed while they commit; those the commit drops are
         // taken back after it.
-        charge(snapshot, index, &by_id, &placements, 1);
+        charge(snapshot, index, &by_id, &placements, Charge::Add);
         stats.place_ms += lap(&mut clock);
         let more = page.rows >= page_size as usize;
         let stuck_page = placements.is_empty() && preemptions.is_empty();
@@ -577,7 +579,7 @@ async fn walk(
                 .filter(|p| !kept.contains(&p.0))
                 .cloned()
                 .collect();
-            charge(snapshot, index, &by_id, &dropped, -1);
+            charge(snapshot, index, &by_id, &dropped, Charge::TakeBack);
         }
         reload = committed.lost_races > 0 || !preemptions.is_empty();
         for p in &committed.placed {

@@ -89,14 +89,21 @@ pub(super) async fn read_quotas_and_victims(
     Ok(())
 }
 
-/// Charge (`sign` 1) or take back (-1) `placements` on the snapshot: the
-/// machines' usage and ports, and the counts of jobs that spread.
+/// Whether `charge` adds placements or takes them back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Charge {
+    Add,
+    TakeBack,
+}
+
+/// Charge `placements` to the snapshot, or take them back: the machines'
+/// usage and ports, and the counts of jobs that spread.
 pub(super) fn charge(
     snapshot: &mut Snapshot,
     index: &HashMap<MachineId, usize>,
     tasks: &HashMap<TaskId, &PendingTask>,
     placements: &[(TaskId, MachineId, Vec<u16>)],
-    sign: i8,
+    how: Charge,
 ) {
     for (task, machine, ports) in placements {
         let (Some(&i), Some(t)) = (index.get(machine), tasks.get(task)) else {
@@ -104,7 +111,7 @@ pub(super) fn charge(
         };
         let m = &mut snapshot.machines[i];
         let on = snapshot.job_counts.get_mut(&t.job_id);
-        if sign > 0 {
+        if how == Charge::Add {
             m.used = m.used.saturating_add(&t.request);
             m.used_ports.extend(ports.iter().copied());
             if let Some(on) = on {
