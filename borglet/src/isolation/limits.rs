@@ -70,27 +70,15 @@ impl Limits {
 mod tests {
     use super::*;
     use borg_shared::wire::Capacity;
-    use borg_shared::AttemptId;
 
     fn spec(cpu: u64, memory: u64) -> AttemptSpec {
         AttemptSpec {
-            id: AttemptId::new(),
-            job: "j".into(),
-            index: 0,
-            command: vec!["true".into()],
-            env: Default::default(),
             resources: Capacity {
                 cpu: MilliCpu(cpu),
                 memory: Bytes(memory),
                 disk: Bytes(0),
             },
-            kill_grace_ms: 100,
-            memory_limit: None,
-            cpu_limit: None,
-            ports: vec![],
-            health: None,
-            fence_after_ms: None,
-            restart: None,
+            ..crate::test_spec::spec()
         }
     }
 

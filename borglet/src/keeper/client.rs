@@ -377,19 +377,11 @@ mod tests {
     #[test]
     fn a_start_built_from_the_encoded_record_is_the_start_serde_would_write() {
         let spec = borg_shared::wire::AttemptSpec {
-            id: borg_shared::AttemptId::new(),
             job: "j\"ob".into(),
             index: 3,
             command: vec!["/bin/echo".into(), "a b".into()],
             env: [("E".to_string(), "1".to_string())].into(),
-            resources: Default::default(),
-            kill_grace_ms: 100,
-            restart: None,
-            memory_limit: None,
-            cpu_limit: None,
-            ports: vec![],
-            health: None,
-            fence_after_ms: None,
+            ..crate::test_spec::spec()
         };
         let launch = Launch {
             argv: spec.command.clone(),
