@@ -42,9 +42,10 @@ pub struct Launch {
     pub records: PathBuf,
     pub stdout: PathBuf,
     pub stderr: PathBuf,
-    /// Files the task's pid is written into by the task itself before it execs,
-    /// so that the task (not the keeper) is what lands in them: `cgroup.procs`
-    /// files, and this sandbox's `task.pid`.
+    /// Files the task writes itself into before it execs, so that the task (not
+    /// the keeper) is what lands in them: its cgroups' membership files
+    /// (`cgroup.procs` or v1 `tasks`, written `0`: "the caller", see
+    /// `AttemptCgroup::join_files`), and `task.pid` (written its pid).
     pub pid_files: Vec<PathBuf>,
     /// Bytes of each output stream kept: the file and one rotated `.1` file
     /// hold half each. 0: unlimited (output goes straight to the file).

@@ -5,7 +5,7 @@
 //! faulted the pages back in (`perf`: ~7 % of the CPU of a start, BENCHMARKS.md).
 //!
 //! Before exec the child makes its own session, writes its pid into the
-//! `pid_files` (joining its cgroups, then `task.pid`), takes its stdio, moves to
+//! `pid_files` (joining its cgroups by writing `0`, then its pid into `task.pid`), takes its stdio, moves to
 //! the sandbox, gets the limit of open files the keeper found, and drops to
 //! the task's user. Everything it needs is prepared by
 //! the parent; the child makes only system calls (no allocation, no lock), and
@@ -79,12 +79,22 @@ struct ChildArgs {
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     cwd: CString,
-    pid_files: Vec<CString>,
+    /// Each with whether it is a cgroup membership file (written `0`, "the
+    /// caller") rather than a record (written the pid).
+    pid_files: Vec<(CString, bool)>,
     stdio: [RawFd; 3],
     run_as: Option<(libc::uid_t, libc::gid_t)>,
     nofile: Option<libc::rlimit>,
     /// The errno of a failure before exec; 0 if the child exec'd.
     report: AtomicI32,
+}
+
+/// Whether writing the caller into `path` joins a cgroup (see
+/// `AttemptCgroup::join_files`: `0` into a v1 `tasks` file skips a global lock
+/// that a pid takes).
+fn joins_cgroup(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|name| name == "tasks" || name == "cgroup.procs")
 }
 
 fn cstring(bytes: &[u8]) -> std::io::Result<CString> {
@@ -146,8 +156,8 @@ pub fn spawn(plan: Plan<'_>) -> std::io::Result<Task> {
         pid_files: plan
             .pid_files
             .iter()
-            .map(|p| cstring(OsStr::as_bytes(p.as_os_str())))
-            .collect::<Result<_, _>>()?,
+            .map(|p| Ok((cstring(OsStr::as_bytes(p.as_os_str()))?, joins_cgroup(p))))
+            .collect::<std::io::Result<_>>()?,
         stdio: [null, stdout_w.as_raw_fd(), stderr_w.as_raw_fd()],
         run_as: plan.run_as,
         nofile: plan.nofile.map(|(cur, max)| libc::rlimit {
@@ -246,7 +256,7 @@ unsafe fn child(a: &ChildArgs) -> libc::c_int {
         }
         let mut digits = [0u8; 12];
         let n = decimal(libc::getpid() as u32, &mut digits);
-        for path in &a.pid_files {
+        for (path, join) in &a.pid_files {
             let fd = libc::open(
                 path.as_ptr(),
                 libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
@@ -255,7 +265,11 @@ unsafe fn child(a: &ChildArgs) -> libc::c_int {
             if fd < 0 {
                 fail(&a.report, errno());
             }
-            if libc::write(fd, digits.as_ptr().cast(), n) != n as isize {
+            let (bytes, len) = match join {
+                true => (b"0".as_slice(), 1),
+                false => (&digits[..], n),
+            };
+            if libc::write(fd, bytes.as_ptr().cast(), len) != len as isize {
                 fail(&a.report, errno());
             }
             libc::close(fd);

@@ -63,6 +63,16 @@ async fn each_attempt_runs_in_its_own_cgroup_with_its_limits() {
     );
     match mode {
         IsolationMode::V1 => {
+            // Joined through each hierarchy's `tasks` file (`join_files`): the
+            // kernel has the task in all four.
+            for controller in ["memory", "cpu", "cpuacct", "pids"] {
+                let dir = cgroup_dir(pid, mode, controller);
+                assert!(
+                    dir.ends_with(format!("borg/{}/{id}", b.name)),
+                    "{controller}: {}",
+                    dir.display()
+                );
+            }
             assert_eq!(
                 read(&memory, "memory.limit_in_bytes"),
                 (32u64 << 20).to_string()

@@ -68,18 +68,28 @@ impl AttemptCgroup {
         dirs
     }
 
-    /// The `cgroup.procs` files a process must be written to, to be in the cgroup
-    /// (one on v2, one per hierarchy on v1).
-    pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs()
-            .into_iter()
-            .map(|d| d.join("cgroup.procs"))
-            .collect()
+    /// The files a process joins the cgroup through by writing `0` ("the
+    /// caller") to each, from a child that is still single-threaded (between
+    /// fork and exec): v2's `cgroup.procs`; on v1, each hierarchy's `tasks`.
+    /// A write to a v1 `cgroup.procs`, or of a pid, moves a thread group and so
+    /// takes the kernel's global `cgroup_threadgroup_rwsem` for writing,
+    /// which waits for every fork, exec and exit on the host to leave it and
+    /// holds the next ones meanwhile (`perf`: starters and exiting tasks asleep
+    /// in it during a burst of starts). `0` into `tasks` moves the calling
+    /// thread alone and skips that lock; a child with one thread is the whole
+    /// process, and the threads it makes later are born in its cgroups. (A v2
+    /// domain cgroup takes processes only, through `cgroup.procs`.)
+    pub fn join_files(&self) -> Vec<PathBuf> {
+        let name = match self {
+            AttemptCgroup::V2 { .. } => "cgroup.procs",
+            AttemptCgroup::V1 { .. } => "tasks",
+        };
+        self.dirs().into_iter().map(|d| d.join(name)).collect()
     }
 
-    /// Open the `cgroup.procs` files for a child to join before exec.
+    /// Open the files for a child to join the cgroup through before exec.
     pub fn joiner(&self) -> std::io::Result<CgroupJoin> {
-        CgroupJoin::open(&self.procs_files())
+        CgroupJoin::open(&self.join_files())
     }
 
     /// The directory whose `cgroup.procs` lists every process of the attempt.
@@ -295,7 +305,7 @@ mod tests {
             (Some(4096), Some(8192), 2)
         );
         assert_eq!(v1.dirs().len(), 3, "cpu and cpuacct share a mount here");
-        assert_eq!(v1.procs_files()[0], d.join("m/cgroup.procs"));
+        assert_eq!(v1.join_files()[0], d.join("m/tasks"));
     }
 
     #[test]

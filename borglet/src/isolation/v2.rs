@@ -144,7 +144,7 @@ mod tests {
         assert_eq!(read("cpu.weight"), "20");
         assert_eq!(read("cpu.max"), "150000 100000");
         assert_eq!(read("pids.max"), "64");
-        assert_eq!(cg.procs_files(), vec![dir.join("cgroup.procs")]);
+        assert_eq!(cg.join_files(), vec![dir.join("cgroup.procs")]);
     }
 
     #[test]

@@ -170,7 +170,7 @@ impl Supervisor {
             let cgroup = isolation::create(&*isolator, &launch.spec, pids)?;
             if let Some(cg) = &cgroup {
                 // First, so `task.pid` names a task that is in its cgroup.
-                let mut files = cg.procs_files();
+                let mut files = cg.join_files();
                 files.append(&mut launch.pid_files);
                 launch.pid_files = files;
                 launch.cgroup = Some(cg.clone());
