@@ -95,11 +95,11 @@ impl Transitions {
         let mut by_move: BTreeMap<(TaskState, TaskState), u64> = BTreeMap::new();
         for t in &self.tasks {
             *by_move.entry((t.from, t.to)).or_default() += 1;
-            let attempt = t.attempt.map(|a| a.to_string());
-            let machine = t.machine.map(|m| m.to_string());
+            // Formatted only when the line is on (not text made per task for nothing).
             tracing::debug!(
                 job_id = %t.job, index = t.index, task_id = %t.task,
-                attempt = attempt.as_deref(), machine_id = machine.as_deref(),
+                attempt = t.attempt.as_ref().map(tracing::field::display),
+                machine_id = t.machine.as_ref().map(tracing::field::display),
                 from = %t.from, to = %t.to, reason = %t.reason, "task state"
             );
         }
