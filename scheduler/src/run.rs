@@ -589,7 +589,10 @@ async fn walk(
             let machine = index
                 .get(&p.machine)
                 .map_or("", |&i| &snapshot.machines[i].name);
-            let _in = tracing::debug_span!("place", job, index = task_index, machine).entered();
+            // Under the placement line's own target: `borgscheduler::run=debug`
+            // (the quiet passes) does not turn on a span per placement.
+            let _in = tracing::debug_span!(target: "borgscheduler::placed", "place", job, index = task_index, machine)
+                .entered();
             tracing::debug!(target: "borgscheduler::placed", task = %p.task, job = %p.job, attempt = %p.attempt, machine = %p.machine, "placed");
         }
         stats.commit_ms += lap(&mut clock);
