@@ -36,6 +36,9 @@ struct Args {
     /// Give up on a run after this long.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     limit: Duration,
+    /// Print every scheduler's pass lines on stderr (where each pass spent its time).
+    #[arg(long)]
+    show_passes: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -93,7 +96,13 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 
             let mut sched_args = vec!["scheduler".to_string()];
             sched_args.extend(args.sched_args.iter().cloned());
-            let procs = synth::SchedulerProcs::spawn(&exe, &sched_args, &url, schedulers)?;
+            let procs = synth::SchedulerProcs::spawn_showing(
+                &exe,
+                &sched_args,
+                &url,
+                schedulers,
+                args.show_passes,
+            )?;
             let m = synth::measure(&procs, args.limit).await?;
             drop(procs);
             let v = synth::verdict(&pool).await?;

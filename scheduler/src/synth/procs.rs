@@ -47,6 +47,19 @@ impl SchedulerProcs {
         database_url: &str,
         count: usize,
     ) -> anyhow::Result<SchedulerProcs> {
+        Self::spawn_showing(program, args, database_url, count, false)
+    }
+
+    /// As `spawn`; with `show_passes`, each pass line is also printed on stderr
+    /// as `bench-N: LINE` (where a pass spent its time: `read_ms`, `place_ms`,
+    /// `commit_ms`, `reasons_ms`).
+    pub fn spawn_showing(
+        program: &Path,
+        args: &[String],
+        database_url: &str,
+        count: usize,
+        show_passes: bool,
+    ) -> anyhow::Result<SchedulerProcs> {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let started = Instant::now();
         let mut children = Vec::new();
@@ -68,7 +81,12 @@ impl SchedulerProcs {
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
                     match parse(i, &line) {
-                        Some(p) => lines.lock().unwrap().push(p),
+                        Some(p) => {
+                            if show_passes {
+                                eprintln!("bench-{i}: {line}");
+                            }
+                            lines.lock().unwrap().push(p)
+                        }
                         None if line.contains("WARN") || line.contains("ERROR") => {
                             eprintln!("bench-{i}: {line}")
                         }
