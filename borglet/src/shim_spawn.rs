@@ -4,14 +4,14 @@
 //! copied and nothing torn down at the exec: a fork copied the page tables and
 //! faulted the pages back in (`perf`: ~7 % of the CPU of a start, BENCHMARKS.md).
 //!
-//! Before exec the child makes its own session, writes its pid into the
-//! `pid_files` (joining its cgroups by writing `0`, then its pid into `task.pid`), takes its stdio, moves to
-//! the sandbox, gets the limit of open files the keeper found, and drops to
-//! the task's user. Everything it needs is prepared by
-//! the parent; the child makes only system calls (no allocation, no lock), and
-//! reports a failure by storing its errno in the memory it shares with the
-//! parent before it exits (as glibc's `posix_spawn` does): 0 there once the
-//! parent resumes means it exec'd. No pipe per start.
+//! Before exec the child makes its own session, writes itself into the
+//! `pid_files` (joins its cgroups by writing `0`, then writes its pid into
+//! `task.pid`), takes its stdio, moves to the sandbox, gets the limit of open
+//! files the keeper found, and drops to the task's user. Everything it needs is
+//! prepared by the parent; the child makes only system calls (no allocation,
+//! no lock), and reports a failure by storing its errno in the memory it
+//! shares with the parent before it exits (as glibc's `posix_spawn` does): 0
+//! there once the parent resumes means it exec'd. No pipe per start.
 
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

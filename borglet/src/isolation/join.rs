@@ -1,7 +1,8 @@
 //! Joining a cgroup from a forked child before exec. The files to join through
 //! (`AttemptCgroup::join_files`) are opened in the parent (allocation, paths);
-//! the child then only write(2)s `0` ("the caller") to each open descriptor: async-signal-safe, so it may
-//! run in `pre_exec`. The descriptors are close-on-exec: the task never sees them.
+//! the child then only write(2)s `0` ("the caller") to each open descriptor:
+//! async-signal-safe, so it may run in `pre_exec`. The descriptors are
+//! close-on-exec: the task never sees them.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
