@@ -365,8 +365,11 @@ async fn walk(
     // rest of the job is skipped (it keeps its place for the next pass). A
     // 10,000-task job waiting for room costs one page per pass, not ten.
     let mut full: Vec<JobId> = Vec::new();
-    // The reason of each skipped job's first unplaceable task, for the rest of it.
+    // The reason of each job's first unplaceable task this pass: what its
+    // tasks without a reason of their own show (written once per job, from the
+    // page that found it).
     let mut job_reasons: HashMap<JobId, String> = HashMap::new();
+    let mut jobs_explained: HashSet<JobId> = HashSet::new();
     // Pages start small and double each time: a pass woken for a few new tasks
     // reads a few rows first, and a walk over a long queue that cannot move
     // (each stuck job judged once, see `full`) takes few, large pages.
@@ -599,16 +602,22 @@ async fn walk(
         // A batch per statement: a page that placed nothing may hold 16 batches'
         // worth of reasons, and one statement would hold all their rows' locks
         // (a kill of one of those tasks waits) for seconds.
-        let reasons = page.reasons_to_write(reasons);
+        let reasons = page.reasons_to_write(reasons, |task| {
+            let job = by_id.get(&task)?.job_id;
+            job_reasons.get(&job).map(String::as_str)
+        });
         for chunk in reasons.chunks((config.batch_size as usize).max(1)) {
             stats.reasons_written += store.write_pending_reasons(chunk).await?;
         }
+        let new_jobs: Vec<(JobId, String)> = job_reasons
+            .iter()
+            .filter(|(job, _)| jobs_explained.insert(**job))
+            .map(|(job, reason)| (*job, reason.clone()))
+            .collect();
+        stats.reasons_written += store.explain_waiting_jobs(&new_jobs).await?;
         stats.reasons_ms += lap(&mut clock);
 
         if !more || shutdown.is_cancelled() {
-            let jobs: Vec<(JobId, String)> = job_reasons.into_iter().collect();
-            stats.reasons_written += store.explain_waiting_jobs(&jobs).await?;
-            stats.reasons_ms += lap(&mut clock);
             return Ok(stats);
         }
         after = page.last;

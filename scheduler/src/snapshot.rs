@@ -255,14 +255,22 @@ pub struct PendingPage {
 }
 
 impl PendingPage {
-    /// Keep only the reasons worth writing: new, or changed and due.
-    pub fn reasons_to_write(&self, reasons: Vec<(TaskId, String)>) -> Vec<(TaskId, String)> {
+    /// Keep only the reasons worth writing into the tasks themselves: new, or
+    /// changed and due, and not what the task shows already through its job
+    /// (`job_reason`: the reason this pass gives its job, written once for all
+    /// of the job's tasks without a reason of their own; see
+    /// `Store::explain_waiting_jobs`).
+    pub fn reasons_to_write<'r>(
+        &self,
+        reasons: Vec<(TaskId, String)>,
+        job_reason: impl Fn(TaskId) -> Option<&'r str>,
+    ) -> Vec<(TaskId, String)> {
         reasons
             .into_iter()
-            .filter(|(task, reason)| {
-                self.replaceable
-                    .get(task)
-                    .is_some_and(|old| old.as_deref() != Some(reason.as_str()))
+            .filter(|(task, reason)| match self.replaceable.get(task) {
+                None => false,
+                Some(None) => job_reason(*task) != Some(reason.as_str()),
+                Some(Some(old)) => old != reason,
             })
             .collect()
     }
@@ -578,4 +586,34 @@ pub async fn read_victims(pool: &PgPool, snapshot: &mut Snapshot) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task shows its job's reason when it has none of its own: only a task
+    /// with its own reason, or whose reason is not its job's, is written.
+    #[test]
+    fn reasons_its_job_already_gives_are_not_written_per_task() {
+        let [t1, t2, t3, t4] = [1u128, 2, 3, 4].map(|n| TaskId(uuid::Uuid::from_u128(n)));
+        let page = PendingPage {
+            replaceable: HashMap::from([
+                (t1, None),
+                (t2, Some("old".to_string())),
+                (t3, None),
+                (t4, Some("job".to_string())),
+            ]),
+            ..PendingPage::default()
+        };
+        let reasons = [(t1, "job"), (t2, "job"), (t3, "other"), (t4, "job")]
+            .map(|(t, r)| (t, r.to_string()))
+            .to_vec();
+        let written: Vec<TaskId> = page
+            .reasons_to_write(reasons, |_| Some("job"))
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(written, [t2, t3]);
+    }
 }

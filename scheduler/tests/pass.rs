@@ -263,7 +263,7 @@ async fn walks_the_whole_queue_past_an_unplaceable_head() {
         assert_eq!(task_state(&pool, t).await.0, "assigned");
     }
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM tasks WHERE state = 'pending' AND reason LIKE '0/% machines fit: % insufficient cpu (nearest: % of 5)'").await,
+        count(&pool, "SELECT count(*) FROM tasks t WHERE state = 'pending' AND task_reason(t) LIKE '0/% machines fit: % insufficient cpu (nearest: % of 5)'").await,
         25
     );
     let last = passes("sched-pages").pop().unwrap();
@@ -312,7 +312,7 @@ async fn spread_and_max_per_machine_hold_across_passes() {
             count(&pool, "SELECT count(*) FROM tasks WHERE state = 'assigned'").await == 6
                 && count(
                     &pool,
-                    "SELECT count(*) FROM tasks WHERE state = 'pending' AND reason IS NOT NULL",
+                    "SELECT count(*) FROM tasks t WHERE state = 'pending' AND task_reason(t) IS NOT NULL",
                 )
                 .await
                     == 1

@@ -318,7 +318,7 @@ async fn check(pool: &PgPool) {
         .collect();
     let tasks: Vec<TaskRow> = sqlx::query_as(
         "SELECT t.id, t.job_id, t.state::text AS state, a.machine_id AS machine,
-                t.cpu_milli AS cpu, t.memory, t.disk, t.reason
+                t.cpu_milli AS cpu, t.memory, t.disk, task_reason(t) AS reason
          FROM tasks t LEFT JOIN attempts a ON a.id = t.attempt_id",
     )
     .fetch_all(pool)
@@ -404,7 +404,7 @@ async fn check(pool: &PgPool) {
 
 async fn reasons_of(pool: &PgPool, job: &str) -> Vec<Option<String>> {
     sqlx::query_scalar(
-        "SELECT DISTINCT t.reason FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE j.name = $1",
+        "SELECT DISTINCT task_reason(t) FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE j.name = $1",
     )
     .bind(job)
     .fetch_all(pool)

@@ -208,7 +208,7 @@ impl Store {
         // `attempt_id` names the newest attempt: one key lookup per task.
         let mut tasks: Vec<TaskRow> = sqlx::query_as(&format!(
             "WITH {SUPERSEDED_CTE}
-             SELECT t.index, t.state, t.reason, m.name AS machine, a.id AS attempt, a.version, t.runs,
+             SELECT t.index, t.state, task_reason(t) AS reason, m.name AS machine, a.id AS attempt, a.version, t.runs,
                     a.pid, a.exit_code, a.signal, COALESCE(a.restarts, 0) AS restarts, a.last_exit,
                     t.updated_at, {TASK_ATTEMPT_COLUMNS}, g.superseded_attempt, g.superseded_version,
                     g.superseded_machine, g.superseded_state, g.superseded_stopping

@@ -497,28 +497,35 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Give every pending task of these jobs that has no reason yet its job's
-    /// reason: the scheduler decides one task of a job and skips the rest (they
-    /// ask for the same), so the rest learn why from the first.
+    /// Record why these jobs' tasks wait (`job_waits`): every pending task of
+    /// a job with no reason of its own shows its job's (`task_reason`). The
+    /// scheduler judges a job's tasks as one (they ask for the same), so one row
+    /// per job stands for all of them. A changed reason replaces the old one
+    /// only after `REASON_REFRESH`; `judged_at` is now either way, which
+    /// explains the tasks that began to wait since the last judgment.
     pub async fn explain_waiting_jobs(&self, reasons: &[(JobId, String)]) -> crate::Result<u64> {
         if reasons.is_empty() {
             return Ok(0);
         }
+        let mut sorted: Vec<&(JobId, String)> = reasons.iter().collect();
+        // Key order: concurrent writers (two schedulers) never deadlock.
+        sorted.sort_by_key(|(j, _)| *j);
+        sorted.dedup_by_key(|(j, _)| *j);
         let done = sqlx::query(
-            "WITH u AS (
-                 SELECT * FROM unnest($1::uuid[], $2::text[]) AS u(job_id, reason)
-             ), due AS (
-                 SELECT t.id FROM tasks t JOIN u ON u.job_id = t.job_id
-                 WHERE t.state = 'pending' AND t.reason IS NULL
-                 ORDER BY t.id
-                 FOR UPDATE OF t SKIP LOCKED
-             )
-             UPDATE tasks t SET reason = u.reason, updated_at = now()
-             FROM u
-             WHERE t.job_id = u.job_id AND t.id IN (SELECT id FROM due)",
+            "INSERT INTO job_waits AS w (job_id, reason)
+             SELECT u.job_id, u.reason FROM unnest($1::uuid[], $2::text[]) AS u(job_id, reason)
+             WHERE EXISTS (SELECT 1 FROM jobs j WHERE j.id = u.job_id)
+             ON CONFLICT (job_id) DO UPDATE SET
+                 reason = CASE WHEN w.reason_at < now() - $3 * interval '1 millisecond'
+                               THEN EXCLUDED.reason ELSE w.reason END,
+                 reason_at = CASE WHEN w.reason <> EXCLUDED.reason
+                                   AND w.reason_at < now() - $3 * interval '1 millisecond'
+                                  THEN now() ELSE w.reason_at END,
+                 judged_at = now()",
         )
-        .bind(reasons.iter().map(|(j, _)| *j).collect::<Vec<_>>())
-        .bind(reasons.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>())
+        .bind(sorted.iter().map(|(j, _)| *j).collect::<Vec<_>>())
+        .bind(sorted.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>())
+        .bind(REASON_REFRESH.as_millis() as f64)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())

@@ -24,7 +24,7 @@ type LocationRow = (
 impl Store {
     pub async fn locate_task(&self, job: &str, index: i32) -> crate::Result<Option<TaskLocation>> {
         let row: Option<LocationRow> = sqlx::query_as(
-            "SELECT t.state, t.reason, a.id, m.address, m.credential_hash
+            "SELECT t.state, task_reason(t), a.id, m.address, m.credential_hash
              FROM jobs j JOIN tasks t ON t.job_id = j.id AND t.index = $2
              LEFT JOIN attempts a ON a.id = t.attempt_id
              LEFT JOIN machines m ON m.id = a.machine_id

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::snapshot::{read_pending, PendingTask};
-use borg_shared::AttemptId;
+use borg_shared::{AttemptId, JobId};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use std::time::Duration;
@@ -218,6 +218,76 @@ async fn a_changed_pending_reason_waits_out_the_refresh_interval() {
         1
     );
     assert_eq!(reason(pool).await.as_deref(), Some("b"));
+}
+
+/// A job's reason is written once and shown by each of its waiting tasks
+/// without a reason of their own; not by a task with its own, nor by one no
+/// longer pending, nor by one that began to wait after the job was judged.
+#[tokio::test]
+async fn a_waiting_jobs_reason_is_shown_by_its_tasks_without_their_own() {
+    let pool = setup().await;
+    let store = Store::from_pool(pool.clone());
+    let job: JobId = "00000000-0000-0000-0000-0000000000b1".parse().unwrap();
+    let shown = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, Option<String>>("SELECT task_reason(t) FROM tasks t ORDER BY index")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        shown(pool.clone()).await,
+        [None, None, None],
+        "not judged yet"
+    );
+    sqlx::query("UPDATE tasks SET reason = 'own' WHERE id = $1")
+        .bind(t(2))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let why = |r: &str| vec![(job, r.to_string())];
+    assert_eq!(store.explain_waiting_jobs(&why("a")).await.unwrap(), 1);
+    let a = Some("a".to_string());
+    assert_eq!(
+        shown(pool.clone()).await,
+        [a.clone(), Some("own".into()), a.clone()]
+    );
+    // One row for the whole job, however many tasks wait.
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM job_waits")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+
+    // Changed at once: the job's reason stands until REASON_REFRESH.
+    store.explain_waiting_jobs(&why("b")).await.unwrap();
+    assert_eq!(shown(pool.clone()).await[0], a);
+    sqlx::query("UPDATE job_waits SET reason_at = now() - interval '1 minute'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    store.explain_waiting_jobs(&why("b")).await.unwrap();
+    assert_eq!(shown(pool.clone()).await[0].as_deref(), Some("b"));
+
+    // A task placed shows no waiting reason; one that began to wait after the
+    // last judgment shows none until the job is judged again.
+    sqlx::query("UPDATE tasks SET state = 'assigned' WHERE id = $1")
+        .bind(t(1))
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE tasks SET pending_since = now() + interval '1 minute' WHERE id = $1")
+        .bind(t(3))
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(shown(pool.clone()).await, [None, Some("own".into()), None]);
+    sqlx::query("UPDATE tasks SET pending_since = now() - interval '1 second' WHERE id = $1")
+        .bind(t(3))
+        .execute(&pool)
+        .await
+        .unwrap();
+    store.explain_waiting_jobs(&why("b")).await.unwrap();
+    assert_eq!(shown(pool).await[2].as_deref(), Some("b"));
 }
 
 #[tokio::test]

@@ -218,7 +218,7 @@ impl JobBuilder {
 }
 
 pub async fn task_state(pool: &PgPool, task: TaskId) -> (String, Option<String>) {
-    sqlx::query_as("SELECT state::text, reason FROM tasks WHERE id = $1")
+    sqlx::query_as("SELECT state::text, task_reason(t) FROM tasks t WHERE id = $1")
         .bind(task)
         .fetch_one(pool)
         .await
