@@ -17,12 +17,17 @@ CREATE TABLE job_waits (
     judged_at timestamptz NOT NULL DEFAULT now()
 ) WITH (fillfactor = 50);
 
--- A task's reason as shown: its own, else (while it waits) its job's.
+-- A task's reason as shown: its own, else (while it waits) its job's. The
+-- two-argument form takes the job's row (NULL: none) from a join, so a page of
+-- one job's tasks reads that row once; it has no sub-select and is inlined.
+CREATE FUNCTION task_reason(t tasks, w job_waits) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT COALESCE(t.reason,
+        CASE WHEN t.state = 'pending' AND w.judged_at >= t.pending_since THEN w.reason END)
+$$;
 CREATE FUNCTION task_reason(t tasks) RETURNS text
 LANGUAGE sql STABLE AS $$
-    SELECT COALESCE(t.reason, (
-        SELECT w.reason FROM job_waits w
-        WHERE t.state = 'pending' AND w.job_id = t.job_id AND w.judged_at >= t.pending_since))
+    SELECT task_reason(t, (SELECT w FROM job_waits w WHERE w.job_id = t.job_id))
 $$;
 
 -- It found the pending tasks without a reason, to give each its job's.

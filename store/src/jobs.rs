@@ -206,13 +206,11 @@ impl Store {
         };
         let limit = page.limit.clamp(1, MAX_TASK_PAGE);
         // `attempt_id` names the newest attempt: one key lookup per task. The
-        // reason is `task_reason(t)`, written out: its job's row is read once
-        // for the page, not once per task.
+        // job's `job_waits` row is joined, so its reason is read once for the
+        // page, not once per task.
         let mut tasks: Vec<TaskRow> = sqlx::query_as(&format!(
-            "WITH {SUPERSEDED_CTE}, w AS MATERIALIZED (SELECT * FROM job_waits WHERE job_id = $1)
-             SELECT t.index, t.state,
-                    COALESCE(t.reason, CASE WHEN t.state = 'pending' AND w.judged_at >= t.pending_since
-                                            THEN w.reason END) AS reason,
+            "WITH {SUPERSEDED_CTE}
+             SELECT t.index, t.state, task_reason(t, w) AS reason,
                     m.name AS machine, a.id AS attempt, a.version, t.runs,
                     a.pid, a.exit_code, a.signal, COALESCE(a.restarts, 0) AS restarts, a.last_exit,
                     t.updated_at, {TASK_ATTEMPT_COLUMNS}, g.superseded_attempt, g.superseded_version,
@@ -221,7 +219,7 @@ impl Store {
              LEFT JOIN attempts a ON a.id = t.attempt_id
              LEFT JOIN machines m ON m.id = a.machine_id
              LEFT JOIN g ON g.task_id = t.id
-             LEFT JOIN w ON true
+             LEFT JOIN job_waits w ON w.job_id = t.job_id
              WHERE t.job_id = $1 AND t.index > $2
              ORDER BY t.index LIMIT $3"
         ))
