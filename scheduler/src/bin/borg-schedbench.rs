@@ -10,6 +10,9 @@
 //! `borgscheduler` processes (this binary re-executed) until they go quiet.
 //! Prints committed placements/s, pass latencies and conflicts, and checks the
 //! placements from the database (over-commit, double placement, constraints).
+//! Before each run, the server's row-writing floor as `physical.sh` measures
+//! it (`borgscheduler::synth::floor`): the target, 20,000 placements/s on
+//! that script's reference box, scaled to this window.
 
 use anyhow::Context;
 use borg_store::Store;
@@ -59,9 +62,9 @@ fn main() -> anyhow::Result<()> {
 async fn bench(args: Args) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     println!(
-        "| machines | schedulers | placed | committed placements/s | first pass (pending, ms) | settled pass (pending, ms) | conflicts | seed s | checked |"
+        "| machines | schedulers | placed | committed placements/s | first pass (pending, ms) | settled pass (pending, ms) | conflicts | seed s | checked | floor: update / insert of 100,000 rows, s | target in this window (20,000/s at 0.62 / 0.45 s) |"
     );
-    println!("| ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | --- |");
+    println!("| ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | --- | --- | ---: |");
     for &machines in &args.machines {
         for &schedulers in &args.schedulers {
             // A server of its own for each run: on a shared one, a run pays for
@@ -88,6 +91,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 .max_connections(4)
                 .connect(&url)
                 .await?;
+            let floor = synth::floor::measure(&pool).await?;
             borg_store::MIGRATOR.run(&pool).await?;
             let store = Store::from_pool(pool.clone());
             let seeding = Instant::now();
@@ -113,7 +117,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                     .join(" / ")
             };
             println!(
-                "| {machines} | {schedulers} | {} | {:.0} | {} | {} | {} | {seed_s:.1} | {} |",
+                "| {machines} | {schedulers} | {} | {:.0} | {} | {} | {} | {seed_s:.1} | {} | {:.3} / {:.3} | {:.0} |",
                 v.placed,
                 m.rate(),
                 pairs(&m.first_pass),
@@ -124,6 +128,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 } else {
                     format!("FAILED {v:?}")
                 },
+                floor.update_s,
+                floor.insert_s,
+                floor.target(),
             );
             anyhow::ensure!(
                 v.placed as u64 == m.placed,

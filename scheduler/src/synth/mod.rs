@@ -3,6 +3,7 @@
 //! pending tasks of mixed sizes, constraints, spread and priorities, all
 //! deterministic so runs compare.
 
+pub mod floor;
 mod procs;
 
 pub use procs::{measure, Measured, PassLine, SchedulerProcs};
