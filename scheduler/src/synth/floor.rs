@@ -6,7 +6,7 @@
 //! these shared machines swing twofold within an hour, so each run also states
 //! what that target is in its own window.
 
-use sqlx::{Executor, PgPool};
+use sqlx::{Executor, PgConnection, PgPool};
 use std::time::Instant;
 
 /// The reference box's figures (`../shared/bench/peers/README.md`), seconds.
@@ -41,10 +41,13 @@ impl Floor {
 pub async fn measure(pool: &PgPool) -> anyhow::Result<Floor> {
     let mut conn = pool.acquire().await?;
     conn.execute(
-        "DROP TABLE IF EXISTS floor_t, floor_ins;
-         CREATE TABLE floor_t (id int PRIMARY KEY, v int NOT NULL);
-         INSERT INTO floor_t SELECT g, 0 FROM generate_series(1, 100000) g;
-         CREATE TABLE floor_ins (id int PRIMARY KEY, v int NOT NULL);",
+        format!(
+            "DROP TABLE IF EXISTS floor_t, floor_ins;
+             CREATE TABLE floor_t (id int PRIMARY KEY, v int NOT NULL);
+             INSERT INTO floor_t SELECT g, 0 FROM generate_series(1, {ROWS}) g;
+             CREATE TABLE floor_ins (id int PRIMARY KEY, v int NOT NULL);"
+        )
+        .as_str(),
     )
     .await?;
     conn.execute("VACUUM ANALYZE floor_t").await?;
@@ -53,27 +56,35 @@ pub async fn measure(pool: &PgPool) -> anyhow::Result<Floor> {
     let mut insert = Vec::new();
     for run in 1..=RUNS as i32 {
         let values: Vec<i32> = ids.iter().map(|id| id * run).collect();
-        let began = Instant::now();
-        sqlx::query("UPDATE floor_t SET v = u.v FROM unnest($1::int[], $2::int[]) AS u(id, v) WHERE floor_t.id = u.id")
-            .bind(&ids)
-            .bind(&values)
-            .execute(&mut *conn)
-            .await?;
-        update.push(began.elapsed().as_secs_f64());
+        update.push(timed(&mut conn, UPDATE, &ids, &values).await?);
         conn.execute("TRUNCATE floor_ins").await?;
-        let began = Instant::now();
-        sqlx::query("INSERT INTO floor_ins SELECT * FROM unnest($1::int[], $2::int[])")
-            .bind(&ids)
-            .bind(&values)
-            .execute(&mut *conn)
-            .await?;
-        insert.push(began.elapsed().as_secs_f64());
+        insert.push(timed(&mut conn, INSERT, &ids, &values).await?);
     }
     conn.execute("DROP TABLE floor_t, floor_ins").await?;
     Ok(Floor {
         update_s: median(update),
         insert_s: median(insert),
     })
+}
+
+const UPDATE: &str =
+    "UPDATE floor_t SET v = u.v FROM unnest($1::int[], $2::int[]) AS u(id, v) WHERE floor_t.id = u.id";
+const INSERT: &str = "INSERT INTO floor_ins SELECT * FROM unnest($1::int[], $2::int[])";
+
+/// Seconds `sql` takes over the two arrays, as its own (durable) commit.
+async fn timed(
+    conn: &mut PgConnection,
+    sql: &str,
+    ids: &[i32],
+    values: &[i32],
+) -> sqlx::Result<f64> {
+    let began = Instant::now();
+    sqlx::query(sql)
+        .bind(ids)
+        .bind(values)
+        .execute(conn)
+        .await?;
+    Ok(began.elapsed().as_secs_f64())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
