@@ -31,6 +31,15 @@ impl Floor {
         (REFERENCE_UPDATE_S + REFERENCE_INSERT_S) / (self.update_s + self.insert_s)
     }
 
+    /// The mean of two measurements (before and after a run: the box's speed
+    /// can change within a run).
+    pub fn mean(&self, other: &Floor) -> Floor {
+        Floor {
+            update_s: (self.update_s + other.update_s) / 2.0,
+            insert_s: (self.insert_s + other.insert_s) / 2.0,
+        }
+    }
+
     /// The target, scaled to this window.
     pub fn target(&self) -> f64 {
         TARGET_PLACEMENTS_PER_S * self.speed()
@@ -108,6 +117,9 @@ mod tests {
             insert_s: REFERENCE_INSERT_S / 2.0,
         };
         assert!((twice_as_fast.target() - 2.0 * TARGET_PLACEMENTS_PER_S).abs() < 1e-6);
+        let between = reference.mean(&twice_as_fast);
+        assert!((between.update_s - 0.75 * REFERENCE_UPDATE_S).abs() < 1e-9);
+        assert!((between.insert_s - 0.75 * REFERENCE_INSERT_S).abs() < 1e-9);
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
     }
 }
