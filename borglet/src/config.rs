@@ -169,6 +169,16 @@ pub struct Config {
     #[arg(long, env = "BORGLET_REREGISTER_AFTER", default_value = "5s", value_parser = humantime::parse_duration)]
     pub reregister_after: Duration,
 
+    /// Threads running the borglet's async work (its API, syncs, watchers,
+    /// probes, nudges). Everything that blocks (sandboxes, cgroups, the
+    /// keeper's requests, file writes) runs on a separate blocking pool, so one
+    /// is enough, and one is cheaper: each task's start and end wake the
+    /// runtime a few times, and with more threads each wake-up parks and
+    /// unparks another one (BENCHMARKS.md, "one async thread") [default: 1;
+    /// in fleet mode, one per core].
+    #[arg(long, env = "BORGLET_ASYNC_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub async_threads: Option<u16>,
+
     /// Fleet mode, for tests and benchmarks: serve this many simulated
     /// borglets (`<--name>-<i>`, each at `<advertised URL>/b/<its name>`, each
     /// registering and syncing as a real one) whose tasks are simulated.
@@ -236,6 +246,16 @@ fn default_name() -> String {
 }
 
 impl Config {
+    /// Threads of the async runtime: `--async-threads`, else one (one per
+    /// core in fleet mode, which serves many borglets).
+    pub fn async_threads(&self) -> usize {
+        match (self.async_threads, self.fleet) {
+            (Some(n), _) => usize::from(n),
+            (None, None) => 1,
+            (None, Some(_)) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
     pub fn labels_map(&self) -> BTreeMap<String, String> {
         self.labels
             .iter()
@@ -378,6 +398,26 @@ mod tests {
         let text = "MemTotal:       16318480 kB\nMemFree:         1000 kB\n";
         assert_eq!(parse_meminfo_total(text), Some(Bytes(16318480 * 1024)));
         assert_eq!(parse_meminfo_total("MemFree: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn one_async_thread_unless_asked_or_in_fleet_mode() {
+        let threads = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("borglet").chain(args.iter().copied()))
+                .map(|c| c.async_threads())
+        };
+        assert_eq!(threads(&[]).unwrap(), 1);
+        assert_eq!(threads(&["--async-threads", "3"]).unwrap(), 3);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(threads(&["--fleet", "10"]).unwrap(), cores);
+        assert_eq!(
+            threads(&["--fleet", "10", "--async-threads", "2"]).unwrap(),
+            2
+        );
+        assert!(
+            threads(&["--async-threads", "0"]).is_err(),
+            "zero threads refused"
+        );
     }
 
     #[test]

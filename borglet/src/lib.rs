@@ -62,6 +62,7 @@ where
     };
     borg_shared::logging::init(config.log.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.async_threads())
         .enable_all()
         .thread_name("borglet")
         .build()

@@ -1,7 +1,7 @@
 //! The borglet's side of the keeper: connect to the one serving the data dir,
 //! or start it (`EXE __borglet-keeper DATA_DIR`) when none does; send starts;
-//! hand each answer and each exit to whoever waits for it. A thread per
-//! connection reads what the keeper says (blocking, off the async threads).
+//! hand each answer and each exit to whoever waits for it. A task per
+//! connection, on the borglet's runtime, reads what the keeper says.
 //! When the connection ends (the keeper died), every waiter hears so (its
 //! receiver fails) and the next start connects again, to a new keeper.
 
@@ -179,7 +179,7 @@ impl KeeperClient {
         Err(last.unwrap_or_else(|| std::io::Error::other("cannot reach the keeper")))
     }
 
-    /// Connect, say hello, and start the reader thread.
+    /// Connect, say hello, and start the reader (a task on the current runtime).
     fn open(&self) -> std::io::Result<Conn> {
         let sock = socket::socket(
             AddressFamily::Unix,
@@ -210,18 +210,39 @@ impl KeeperClient {
             keeper,
             generation,
         };
+        // The reader is a task on the borglet's runtime: a message wakes the
+        // task waiting for it from the runtime's own poll, with no thread in
+        // between (a reader thread's wake-up and its hand-off to the runtime
+        // were two context switches per message, a few per start).
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| {
+            std::io::Error::other("the keeper's client runs within a tokio runtime")
+        })?;
+        let _in_runtime = rt.enter();
+        // SAFETY: `Shared` holds the socket's `Arc`, so the descriptor stays
+        // open and the same for the `AsyncFd`'s whole life.
+        let readable = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(
+                Shared(sock),
+                tokio::io::Interest::READABLE,
+            )
+        }
+        .map_err(std::io::Error::from)?;
         let waiters = Arc::clone(&self.waiters);
         let current = Arc::clone(&self.conn);
-        std::thread::Builder::new()
-            .name("keeper-reader".into())
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                while let Ok(msg) = recv(&sock, &mut buf) {
-                    dispatch(&waiters, generation, msg);
+        rt.spawn(async move {
+            loop {
+                let Ok(mut ready) = readable.readable().await else {
+                    break;
+                };
+                match try_recv(&readable.get_ref().0, &mut buf) {
+                    Ok(Some(msg)) => dispatch(&waiters, generation, msg),
+                    Ok(None) => ready.clear_ready(),
+                    Err(_) => break,
                 }
-                forget_conn(&current, generation);
-                fail_all(&waiters, generation);
-            })?;
+            }
+            forget_conn(&current, generation);
+            fail_all(&waiters, generation);
+        });
         tracing::debug!(keeper = keeper.pid, "connected to the keeper");
         Ok(conn)
     }
@@ -306,16 +327,53 @@ fn send(sock: &OwnedFd, msg: &[u8]) -> std::io::Result<()> {
 /// Blocking: the next message; an error at EOF.
 fn recv(sock: &OwnedFd, buf: &mut [u8]) -> std::io::Result<FromKeeper> {
     loop {
-        let n = match socket::recv(sock.as_raw_fd(), buf, MsgFlags::empty()) {
+        if let Some(msg) = recv_with(sock, buf, MsgFlags::empty())? {
+            return Ok(msg);
+        }
+    }
+}
+
+/// The next message if one is there (`None`: none yet); an error at EOF.
+fn try_recv(sock: &OwnedFd, buf: &mut [u8]) -> std::io::Result<Option<FromKeeper>> {
+    loop {
+        match recv_with(sock, buf, MsgFlags::MSG_DONTWAIT) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+            Ok(None) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// One packet read with `flags`, decoded; `None` for one that is not a
+/// message (skipped, with a warning); an error at EOF.
+fn recv_with(
+    sock: &OwnedFd,
+    buf: &mut [u8],
+    flags: MsgFlags,
+) -> std::io::Result<Option<FromKeeper>> {
+    let n = loop {
+        match socket::recv(sock.as_raw_fd(), buf, flags) {
             Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => n,
+            Ok(n) => break n,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(e.into()),
-        };
-        match serde_json::from_slice(&buf[..n]) {
-            Ok(msg) => return Ok(msg),
-            Err(e) => tracing::warn!(error = %e, "a message from the keeper it cannot read"),
         }
+    };
+    match serde_json::from_slice(&buf[..n]) {
+        Ok(msg) => Ok(Some(msg)),
+        Err(e) => {
+            tracing::warn!(error = %e, "a message from the keeper it cannot read");
+            Ok(None)
+        }
+    }
+}
+
+/// The connection's socket, shared with the senders, for `AsyncFd`.
+struct Shared(Arc<OwnedFd>);
+
+impl AsRawFd for Shared {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
     }
 }
 
