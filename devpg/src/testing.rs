@@ -39,6 +39,7 @@ fn shared() -> &'static Shared {
         let opts = Options {
             durable: false,
             max_connections: 300,
+            ..Options::default()
         };
         let server = PgServer::start(&dir, &opts)
             .unwrap_or_else(|e| panic!("starting the test postgres: {e:#}"));

@@ -11,6 +11,7 @@ async fn passwords_are_required_and_the_cell_role_is_not_a_superuser() {
     let opts = devpg::Options {
         durable: false,
         max_connections: 20,
+        zero_fill_wal: false,
     };
     let server = {
         let data = data.clone();
@@ -41,6 +42,11 @@ async fn passwords_are_required_and_the_cell_role_is_not_a_superuser() {
     }
 
     let mut conn = PgConnection::connect(&cell_url).await.unwrap();
+    let (zero_fill,): (String,) = sqlx::query_as("SHOW wal_init_zero")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(zero_fill, "off", "Options::zero_fill_wal is applied");
     let (superuser, createrole, createdb): (bool, bool, bool) = sqlx::query_as(
         "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user",
     )

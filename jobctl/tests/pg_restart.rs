@@ -27,6 +27,7 @@ async fn own_postgres() -> (tempfile::TempDir, PathBuf, PgServer, String) {
             let opts = Options {
                 durable: true,
                 max_connections: 100,
+                ..Options::default()
             };
             PgServer::start(&data, &opts).unwrap()
         }

@@ -31,6 +31,7 @@ async fn the_api_answers_503_at_once_while_postgres_is_down_and_resumes_by_itsel
     let opts = Options {
         durable: true,
         max_connections: 50,
+        ..Options::default()
     };
     let server = tokio::task::spawn_blocking({
         let data = data.clone();

@@ -79,6 +79,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 &devpg::Options {
                     durable: true,
                     max_connections: 100,
+                    // As a server in service, which recycles its WAL segments.
+                    zero_fill_wal: false,
                 },
             )?;
             let db = format!("bench_{machines}_{schedulers}");
