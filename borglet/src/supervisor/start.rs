@@ -32,8 +32,9 @@ use tracing::Instrument;
 
 /// Starts in flight at once within one sync: enough to keep the keeper busy
 /// while sandboxes and cgroups are prepared, few enough not to flood the
-/// blocking pool.
-const START_CONCURRENCY: usize = 16;
+/// blocking pool (on 2 cores, 8 gave 3-4% more starts/s than 16; 4 no more
+/// than 16: BENCHMARKS.md).
+const START_CONCURRENCY: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub(super) enum StartError {
