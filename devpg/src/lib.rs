@@ -45,7 +45,7 @@ pub struct Options {
     /// (Postgres's default, `wal_init_zero`). A server in service recycles old
     /// segments; a fresh one makes every segment it fills, so on a benchmark's
     /// throwaway server the zeros are a one-time cost no running cell pays
-    /// (`borg-schedbench`: about a tenth of its placements/s). Off: the file is
+    /// (`borg-schedbench`: 13% of its placements/s in the median). Off: the file is
     /// made at its size without them (sparse), as on copy-on-write file systems.
     pub zero_fill_wal: bool,
 }
