@@ -67,6 +67,14 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
     queue.sort_by(|a, b| a.queue_cmp(b));
 
     let mut free: Vec<Capacity> = machines.iter().map(Machine::free).collect();
+    // What scoring reads of every machine a task walks, side by side rather
+    // than spread over the machines' records (names, labels, ports).
+    let capacity: Vec<Capacity> = machines.iter().map(|m| m.capacity).collect();
+    let unused: Vec<bool> = machines
+        .iter()
+        .map(|m| m.used == Capacity::default())
+        .collect();
+    let ids: Vec<uuid::Uuid> = machines.iter().map(|m| m.id.0).collect();
     let mut classes = Classes::default();
     let mut loads = JobLoads::new(snapshot);
     let mut ports = PortsTaken::default();
@@ -124,9 +132,10 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
         let load = loads.of(task);
         let on_machine = |i: usize| load.map_or(0, |l| l.on(i));
         let group_of = |i: usize| load.map_or(0, |l| l.in_spread_group(i));
+        let capped = task.max_per_machine().is_some();
         let mut fits_here = |i: usize| {
-            feasible::per_machine(task, on_machine(i)).is_none()
-                && fits(&task.request, &free[i])
+            fits(&task.request, &free[i])
+                && (!capped || feasible::per_machine(task, on_machine(i)).is_none())
                 && (task.ports == 0 || feasible::ports(task, ports.free(machines, i)).is_none())
         };
         // Within a group (or all of them), this scheduler's home machines first.
@@ -153,8 +162,7 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
             .copied()
             .map(|i| {
                 let (empty, on) = if spread_jobs {
-                    let m = &machines[i];
-                    let empty = free[i] == m.capacity || m.used == Capacity::default();
+                    let empty = free[i] == capacity[i] || unused[i];
                     (u8::from(empty), on_machine(i))
                 } else {
                     (0, 0)
@@ -164,8 +172,8 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
                     (group_of(i), empty, on),
                     snapshot
                         .scoring
-                        .score(&machines[i].capacity, &sub(&free[i], &task.request)),
-                    tie_break(task.id.0, machines[i].id.0),
+                        .score(&capacity[i], &sub(&free[i], &task.request)),
+                    tie_break(task.id.0, ids[i]),
                 )
             })
             .max_by(|(_, ga, sa, ta), (_, gb, sb, tb)| {

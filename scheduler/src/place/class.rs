@@ -34,8 +34,9 @@ pub struct Class {
 #[derive(Default)]
 pub struct Classes {
     by_key: HashMap<Key, Class>,
-    /// Constraints matched per job (classes of one job share them).
-    matching: HashMap<JobId, (Arc<[Constraint]>, Vec<usize>)>,
+    /// The machines each set of constraints accepts: jobs asking the same
+    /// (most jobs ask for one of a few) are matched against the labels once.
+    matching: HashMap<Arc<[Constraint]>, Vec<usize>>,
 }
 
 impl Classes {
@@ -60,19 +61,16 @@ impl Classes {
         }
         let matching = &mut self.matching;
         self.by_key.entry(key).or_insert_with(|| {
-            let cached = matching.get(&task.job_id).filter(|(c, _)| same(c));
-            let list = match cached {
-                Some((_, list)) => list.clone(),
-                None => {
-                    let list: Vec<usize> = (0..machines.len())
+            let list = matching
+                .entry(task.constraints.clone())
+                .or_insert_with(|| {
+                    (0..machines.len())
                         .filter(|&i| {
                             feasible::constraints(&task.constraints, &machines[i]).is_none()
                         })
-                        .collect();
-                    matching.insert(task.job_id, (task.constraints.clone(), list.clone()));
-                    list
-                }
-            };
+                        .collect()
+                })
+                .clone();
             Class {
                 constraints: task.constraints.clone(),
                 open: list.clone(),

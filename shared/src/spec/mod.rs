@@ -185,7 +185,7 @@ pub struct RestartPolicy {
     pub backoff: Option<Duration>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ConstraintOp {
     #[serde(rename = "=")]
     Eq,
@@ -213,7 +213,7 @@ impl std::fmt::Display for ConstraintOp {
 
 /// A label constraint on machines. `value` for `=`/`!=`, `values` for `in`/`not_in`;
 /// a comma-separated `value` is also accepted for `in`/`not_in`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Constraint {
     #[schema(schema_with = schema::label_key)]
