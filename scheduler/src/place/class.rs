@@ -23,8 +23,9 @@ struct Key {
 
 pub struct Class {
     constraints: Arc<[Constraint]>,
-    /// Machines whose labels the class's constraints accept.
-    pub matching: Vec<usize>,
+    /// Machines whose labels the class's constraints accept (shared by the
+    /// classes asking the same constraints).
+    pub matching: Arc<[usize]>,
     /// Of `matching`, those not yet found unable to take a task of the class.
     pub open: Vec<usize>,
     /// Why the class waits, once none of its tasks can be placed.
@@ -36,7 +37,7 @@ pub struct Classes {
     by_key: HashMap<Key, Class>,
     /// The machines each set of constraints accepts: jobs asking the same
     /// (most jobs ask for one of a few) are matched against the labels once.
-    matching: HashMap<Arc<[Constraint]>, Vec<usize>>,
+    matching: HashMap<Arc<[Constraint]>, Arc<[usize]>>,
 }
 
 impl Classes {
@@ -73,7 +74,7 @@ impl Classes {
                 .clone();
             Class {
                 constraints: task.constraints.clone(),
-                open: list.clone(),
+                open: list.to_vec(),
                 matching: list,
                 stuck: None,
             }
