@@ -96,6 +96,8 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
     };
     let mut preemptor = Preemptor::new(machines, &snapshot.victims, &snapshot.stopping);
     let mut seen = HashSet::with_capacity(queue.len());
+    // The machines a task may go to, filled anew for each task.
+    let mut feasible: Vec<usize> = Vec::with_capacity(sample.min(machines.len()));
     let mut decisions = Vec::with_capacity(queue.len());
 
     for task in queue {
@@ -139,16 +141,19 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
                 && (task.ports == 0 || feasible::ports(task, ports.free(machines, i)).is_none())
         };
         // Within a group (or all of them), this scheduler's home machines first.
-        let levels = match load.filter(|_| task.spread_label().is_some()) {
-            None => vec![None],
-            Some(l) => l.spread_levels().into_iter().map(Some).collect(),
+        let spread_levels: Vec<Option<u32>>;
+        let levels: &[Option<u32>] = match load.filter(|_| task.spread_label().is_some()) {
+            None => &[None],
+            Some(l) => {
+                spread_levels = l.spread_levels().into_iter().map(Some).collect();
+                &spread_levels
+            }
         };
-        let mut feasible = Vec::new();
-        'levels: for level in levels {
+        'levels: for &level in levels {
             for &home_only in homes {
                 let wanted =
                     |i: usize| level.is_none_or(|l| group_of(i) == l) && (!home_only || home[i]);
-                feasible = class.sample(start, sample, wanted, &mut fits_here);
+                class.sample(start, sample, wanted, &mut fits_here, &mut feasible);
                 if !feasible.is_empty() || class.open.is_empty() {
                     break 'levels;
                 }

@@ -83,18 +83,20 @@ impl Classes {
 }
 
 impl Class {
-    /// Walk the open machines from `start` (wrapping round) and return up to
-    /// `sample` of those `wanted` that `fits` accepts; those it turns down are
-    /// dropped from `open` (machines not `wanted` are skipped, not judged).
+    /// Walk the open machines from `start` (wrapping round) and put into
+    /// `found` (emptied first) up to `sample` of those `wanted` that `fits`
+    /// accepts; those it turns down are dropped from `open` (machines not
+    /// `wanted` are skipped, not judged).
     pub fn sample(
         &mut self,
         start: usize,
         sample: usize,
         wanted: impl Fn(usize) -> bool,
         mut fits: impl FnMut(usize) -> bool,
-    ) -> Vec<usize> {
+        found: &mut Vec<usize>,
+    ) {
+        found.clear();
         let n = self.open.len();
-        let mut found = Vec::with_capacity(sample.min(n));
         let mut dead = Vec::new();
         for step in 0..n {
             if found.len() >= sample {
@@ -116,6 +118,5 @@ impl Class {
         for pos in dead {
             self.open.swap_remove(pos);
         }
-        found
     }
 }
