@@ -1,9 +1,9 @@
 //! The placement core alone, without Postgres: the synthetic workload of
-//! `borg-schedbench` (10,000 machines with zones a–e and ssd labels, 100,000
-//! pending tasks of mixed sizes, constraints and spread), placed in pages of
+//! `borg-schedbench` (10,000 machines as `borg_store::fixtures::seed_machines`
+//! writes them, 100,000 pending tasks of `borgscheduler::synth::jobs`), placed in pages of
 //! the scheduler's default batch size with each page charged to the snapshot
-//! before the next, as a pass does. Prints the time per task, median of the
-//! rounds.
+//! before the next, as a pass does. Prints the time per task (median of the
+//! rounds) and a digest of where the tasks went.
 //!
 //! ```sh
 //! cargo bench -p borgscheduler --bench place [-- --machines N --tasks M --rounds R]
@@ -12,31 +12,31 @@
 //! For counts that do not move with the machine's load:
 //! `valgrind --tool=callgrind target/release/deps/place-<hash> --rounds 1`.
 
-use borg_shared::spec::{Constraint, ConstraintOp, Spread};
+use borg_shared::spec::Constraint;
 use borg_shared::wire::{Capacity, PortRange};
 use borg_shared::{Bytes, JobId, MachineId, MilliCpu, TaskId};
-use borgscheduler::{place, Decision, Machine, PendingTask, Snapshot};
+use borgscheduler::{place, synth, Decision, Machine, PendingTask, Snapshot};
 use chrono::{TimeZone, Utc};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
 const GI: u64 = 1 << 30;
-/// Job sizes, cpu, memory and priorities in turn, as `borgscheduler::synth::jobs`.
-const SIZES: [usize; 12] = [1000, 200, 50, 10, 1, 500, 100, 20, 5, 2, 300, 30];
-const CPU: [u64; 5] = [100, 250, 500, 1000, 2000];
-const MEMORY_MI: [u64; 7] = [128, 256, 512, 1024, 2048, 4096, 8192];
-const PRIORITY: [i32; 5] = [100, 0, 150, 50, 199];
 const ZONES: [&str; 5] = ["a", "b", "c", "d", "e"];
+/// The scheduler's default batch size.
 const PAGE: usize = 4000;
 
+/// `--name N` from the command line, else `default`; a value that is not a
+/// count ends the bench with a message.
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    match args.iter().position(|a| a == name).map(|i| args.get(i + 1)) {
+        None => default,
+        Some(v) => v.and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+            eprintln!("place bench: {name} takes a count, e.g. {name} {default}");
+            std::process::exit(2)
+        }),
+    }
 }
 
 fn machines(n: usize) -> Vec<Machine> {
@@ -64,56 +64,33 @@ fn machines(n: usize) -> Vec<Machine> {
         .collect()
 }
 
-fn constraint(label: &str, op: ConstraintOp, value: Option<&str>, values: &[&str]) -> Constraint {
-    Constraint {
-        label: label.to_string(),
-        op,
-        value: value.map(str::to_string),
-        values: values.iter().map(|v| v.to_string()).collect(),
-    }
-}
-
+/// The pending tasks of `borgscheduler::synth::jobs`, in queue order.
 fn tasks(n: usize) -> Vec<PendingTask> {
     let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
     let mut out = Vec::with_capacity(n);
-    let mut j = 0usize;
-    while out.len() < n {
-        let replicas = SIZES[j % SIZES.len()].min(n - out.len());
-        let zone = ZONES[(j / 10) % ZONES.len()];
-        let constraints: Vec<Constraint> = match j % 10 {
-            4 | 5 => vec![constraint("zone", ConstraintOp::Eq, Some(zone), &[])],
-            6 => vec![constraint("zone", ConstraintOp::Ne, Some(zone), &[])],
-            7 => vec![constraint("ssd", ConstraintOp::Exists, None, &[])],
-            8 => vec![constraint("zone", ConstraintOp::In, None, &["a", "b"])],
-            _ => vec![],
-        };
-        let spread = (j % 10 == 9).then(|| {
-            Arc::new(Spread {
-                label: Some("zone".to_string()),
-                max_per_machine: Some(4),
-            })
-        });
-        let constraints: Arc<[Constraint]> = constraints.into();
+    for (j, spec) in synth::jobs(n as i64).into_iter().enumerate() {
+        let constraints: Arc<[Constraint]> = spec.constraints.into();
+        let spread = spec.spread.map(Arc::new);
         let job = JobId(uuid::Uuid::from_u128(0x2000_0000 + j as u128));
-        for index in 0..replicas {
+        let r = &spec.task.resources;
+        for index in 0..spec.replicas {
             out.push(PendingTask {
                 id: TaskId(uuid::Uuid::from_u128(0x3000_0000 + out.len() as u128)),
                 job_id: job,
-                priority: PRIORITY[(j / 2) % PRIORITY.len()],
+                priority: spec.priority as i32,
                 created_at: t0 + chrono::Duration::milliseconds(out.len() as i64),
                 request: Capacity {
-                    cpu: MilliCpu(CPU[j % CPU.len()]),
-                    memory: Bytes(MEMORY_MI[(j / 3) % MEMORY_MI.len()] << 20),
-                    disk: Bytes(0),
+                    cpu: r.cpu,
+                    memory: r.memory,
+                    disk: r.disk,
                 },
                 constraints: constraints.clone(),
                 spread: spread.clone(),
                 ports: 0,
                 owner: Arc::from("default"),
-                name: format!("synth-{j:05}/{index}"),
+                name: format!("{}/{index}", spec.name),
             });
         }
-        j += 1;
     }
     out.sort_by(|a, b| a.queue_cmp(b));
     out
