@@ -19,6 +19,7 @@ use load::JobLoads;
 use ports::PortsTaken;
 use preempt::{Outcome, Preemptor};
 use quota::QuotaLedger;
+use std::cmp::Ordering;
 use std::collections::HashSet;
 
 /// What to do with one pending task.
@@ -161,33 +162,44 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
         }
         // Among them: (hybrid scoring) a machine in use before an empty one
         // and the fewest of the job's tasks on it, then the best score, then
-        // the tie-break.
-        let best = feasible
-            .iter()
-            .copied()
-            .map(|i| {
-                let (empty, on) = if spread_jobs {
-                    let empty = free[i] == capacity[i] || unused[i];
-                    (u8::from(empty), on_machine(i))
-                } else {
-                    (0, 0)
-                };
-                (
-                    i,
-                    (group_of(i), empty, on),
-                    snapshot
-                        .scoring
-                        .score(&capacity[i], &sub(&free[i], &task.request)),
-                    tie_break(task.id.0, ids[i]),
-                )
-            })
-            .max_by(|(_, ga, sa, ta), (_, gb, sb, tb)| {
-                gb.cmp(ga)
-                    .then_with(|| sa.total_cmp(sb))
-                    .then_with(|| ta.cmp(tb))
-            });
-        match best {
-            Some((i, _, _, _)) => {
+        // the tie-break (hashed only between candidates equal on the rest;
+        // of candidates equal on all, the last one walked).
+        let mut best: Option<Best> = None;
+        for &i in &feasible {
+            let (empty, on) = if spread_jobs {
+                let empty = free[i] == capacity[i] || unused[i];
+                (u8::from(empty), on_machine(i))
+            } else {
+                (0, 0)
+            };
+            let rank = (group_of(i), empty, on);
+            let score = snapshot
+                .scoring
+                .score(&capacity[i], &sub(&free[i], &task.request));
+            let better = match &mut best {
+                None => true,
+                Some(b) => match b.rank.cmp(&rank).then_with(|| score.total_cmp(&b.score)) {
+                    Ordering::Greater => true,
+                    Ordering::Less => false,
+                    Ordering::Equal => {
+                        let b_tie = *b
+                            .tie
+                            .get_or_insert_with(|| tie_break(task.id.0, ids[b.machine]));
+                        tie_break(task.id.0, ids[i]) >= b_tie
+                    }
+                },
+            };
+            if better {
+                best = Some(Best {
+                    machine: i,
+                    rank,
+                    score,
+                    tie: None,
+                });
+            }
+        }
+        match best.map(|b| b.machine) {
+            Some(i) => {
                 free[i] = sub(&free[i], &task.request);
                 loads.add(task, i);
                 quotas.charge(task);
@@ -252,6 +264,16 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
         }
     }
     decisions
+}
+
+/// The best candidate so far of a task's scoring: its machine, its rank
+/// (spread group, empty, the job's tasks on it; lower is better), its score
+/// (higher is better) and, once a rival equal on both needed it, its tie-break.
+struct Best {
+    machine: usize,
+    rank: (u32, u8, u32),
+    score: f64,
+    tie: Option<u64>,
 }
 
 fn plural(n: usize, what: &str) -> String {
