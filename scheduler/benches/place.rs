@@ -101,12 +101,7 @@ fn tasks(n: usize) -> Vec<PendingTask> {
 /// change meant only to be faster must leave it alone).
 fn pass(template: &Snapshot, pending: &[PendingTask]) -> (usize, u64) {
     let mut snapshot = template.clone();
-    let index: HashMap<MachineId, usize> = snapshot
-        .machines
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.id, i))
-        .collect();
+    let index: HashMap<MachineId, usize> = snapshot.machine_index();
     let requests: HashMap<TaskId, &PendingTask> = pending.iter().map(|t| (t.id, t)).collect();
     let mut placed = 0;
     let mut digest = 0u64;

@@ -42,6 +42,20 @@ pub struct Snapshot {
     pub home: crate::slice::Slice,
 }
 
+impl Snapshot {
+    /// Each machine's position in `machines`, by id (with the hasher the
+    /// caller picks).
+    pub fn machine_index<S: std::hash::BuildHasher + Default>(
+        &self,
+    ) -> HashMap<MachineId, usize, S> {
+        self.machines
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id, i))
+            .collect()
+    }
+}
+
 /// A live attempt a production task may preempt.
 #[derive(Debug, Clone)]
 pub struct Victim {

@@ -26,12 +26,7 @@ impl JobLoads {
     pub fn new(snapshot: &Snapshot) -> Self {
         JobLoads {
             by_job: FxHashMap::default(),
-            machine_index: snapshot
-                .machines
-                .iter()
-                .enumerate()
-                .map(|(i, m)| (m.id, i))
-                .collect(),
+            machine_index: snapshot.machine_index(),
         }
     }
 

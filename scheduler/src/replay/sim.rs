@@ -84,12 +84,7 @@ pub fn simulate(machines: &[(u64, u64)], tasks: &[TraceTask], config: &SimConfig
         scoring: config.scoring,
         ..Snapshot::default()
     };
-    let index: HashMap<MachineId, usize> = snapshot
-        .machines
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.id, i))
-        .collect();
+    let index: HashMap<MachineId, usize> = snapshot.machine_index();
     let owner: Arc<str> = Arc::from("trace");
     let pending_task = |k: usize, t: &TraceTask| PendingTask {
         id: TaskId(uuid::Uuid::from_u128(k as u128 + 1)),
