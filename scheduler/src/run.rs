@@ -49,7 +49,8 @@ struct Stamp {
 impl Stamp {
     async fn read(pool: &PgPool) -> Result<Stamp, sqlx::Error> {
         let (event, now, next_due) = sqlx::query_as(
-            "SELECT (SELECT COALESCE(max(id), 0) FROM events), now(),
+            // The newest event in the events' key order, (txid, id).
+            "SELECT COALESCE((SELECT id FROM events ORDER BY txid DESC, id DESC LIMIT 1), 0), now(),
                     (SELECT min(not_before) FROM tasks
                      WHERE state = 'pending' AND not_before > now())",
         )

@@ -65,8 +65,9 @@ impl Store {
             return Ok(out);
         }
         out.events = sqlx::query(
-            "DELETE FROM events WHERE id IN (
-                 SELECT id FROM events WHERE job_id = ANY($1) LIMIT $2)",
+            // By row address: `id` has no index of its own (migration 0022).
+            "DELETE FROM events WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM events WHERE job_id = ANY($1) LIMIT $2))",
         )
         .bind(&jobs)
         .bind(max_rows)
