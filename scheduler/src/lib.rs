@@ -22,7 +22,7 @@ pub use borg_store::{
 pub use config::Config;
 pub use dry_run::{dry_run, DryRun};
 pub use place::{place, Decision};
-pub use run::{run, PassStats};
+pub use run::{run, PassStats, STAMP};
 pub use score::Scoring;
 pub use snapshot::{Machine, PendingTask, Snapshot, JOB_COUNTS};
 

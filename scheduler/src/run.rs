@@ -37,6 +37,12 @@ const STUCK_PAGES: u32 = 16;
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(2);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// A [`Stamp`]'s read. The newest event is the last in the events' key,
+/// `(txid, id)`: one descent of that index (`id` alone has none).
+pub const STAMP: &str = "
+SELECT COALESCE((SELECT id FROM events ORDER BY txid DESC, id DESC LIMIT 1), 0), now(),
+       (SELECT min(not_before) FROM tasks WHERE state = 'pending' AND not_before > now())";
+
 /// What could change a pass's answers, read as a pass begins: the newest
 /// event (every change of tasks, attempts, jobs and machines writes one) and
 /// the next end of a backoff.
@@ -48,14 +54,7 @@ struct Stamp {
 
 impl Stamp {
     async fn read(pool: &PgPool) -> Result<Stamp, sqlx::Error> {
-        let (event, now, next_due) = sqlx::query_as(
-            // The newest event in the events' key order, (txid, id).
-            "SELECT COALESCE((SELECT id FROM events ORDER BY txid DESC, id DESC LIMIT 1), 0), now(),
-                    (SELECT min(not_before) FROM tasks
-                     WHERE state = 'pending' AND not_before > now())",
-        )
-        .fetch_one(pool)
-        .await?;
+        let (event, now, next_due) = sqlx::query_as(STAMP).fetch_one(pool).await?;
         Ok(Stamp {
             event,
             now,

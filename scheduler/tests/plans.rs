@@ -3,7 +3,7 @@
 //! for the array at hand under the commit's `plan_cache_mode` (the planner
 //! expects the batch's rows from the `unnest`). Under the default mode Postgres settles on a generic
 //! plan that guesses 10 rows for the `unnest`: the control shows the check
-//! can tell them apart.
+//! can tell them apart. And the scheduler's reads of big tables use their indexes.
 
 use borg_store::Store;
 use borgscheduler::synth;
@@ -288,4 +288,37 @@ async fn the_commit_reaches_a_batchs_tasks_by_key() {
         assert_eq!(reads_every_task(&claim), !keyed, "the claim: {claim:#}");
         assert_eq!(reads_every_task(&mv), !keyed, "the move: {mv:#}");
     }
+}
+
+/// Whether `sql`'s plan reads `events` sequentially.
+async fn scans_events(pool: &sqlx::PgPool, sql: &str) -> bool {
+    let row = sqlx::query(&format!("EXPLAIN (FORMAT JSON) {sql}"))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let plan: serde_json::Value = row.get(0);
+    let mut seq = false;
+    walk(&plan[0]["Plan"], &mut |node| {
+        seq |= node["Node Type"] == "Seq Scan" && node["Relation Name"] == "events";
+    });
+    seq
+}
+
+/// The probe a waiting scheduler makes every interval ("anything new?") finds
+/// the newest event through the events' key, whatever the table's size.
+#[tokio::test]
+async fn the_newest_event_is_found_through_the_events_key() {
+    let (_url, pool) = seeded().await;
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(events >= 20_000, "{events} events");
+    pool.execute("ANALYZE events").await.unwrap();
+    assert!(
+        !scans_events(&pool, borgscheduler::STAMP).await,
+        "the stamp scans every event"
+    );
+    // The control: `max(id)` has no index of its own to read (migration 0022).
+    assert!(scans_events(&pool, "SELECT max(id) FROM events").await);
 }
