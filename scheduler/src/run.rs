@@ -41,7 +41,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// `(txid, id)`: one descent of that index (`id` alone has none).
 pub const STAMP: &str = "
 SELECT COALESCE((SELECT id FROM events ORDER BY txid DESC, id DESC LIMIT 1), 0), now(),
-       (SELECT min(not_before) FROM tasks WHERE state = 'pending' AND not_before > now())";
+       (SELECT min(t.not_before) FROM task_queue q JOIN tasks t ON t.id = q.task_id
+        WHERE t.state = 'pending' AND t.not_before > now())";
 
 /// What could change a pass's answers, read as a pass begins: the newest
 /// event (every change of tasks, attempts, jobs and machines writes one) and

@@ -342,7 +342,8 @@ pub async fn read_pending(
         "SELECT t.id, t.job_id, t.priority, t.created_at, t.cpu_milli, t.memory, t.disk, t.reason,
                 (t.reason IS NULL OR t.updated_at < now() - $6 * interval '1 millisecond') AS reason_due,
                 t.index
-         FROM tasks t
+         FROM task_queue q
+         JOIN tasks t ON t.id = q.task_id
          JOIN jobs j ON j.id = t.job_id
          WHERE t.state = 'pending'
            AND (t.not_before IS NULL OR t.not_before <= now())
@@ -350,11 +351,11 @@ pub async fn read_pending(
         borg_store::live_job!(),
         "
            AND ($1::integer IS NULL
-                OR t.priority < $1
-                OR (t.priority = $1 AND (t.created_at, t.id) > ($2::timestamptz, $3::uuid)))
+                OR q.priority < $1
+                OR (q.priority = $1 AND (q.created_at, q.task_id) > ($2::timestamptz, $3::uuid)))
            AND t.job_id <> ALL($5)
            AND ($7 <= 1 OR (hashtext(t.job_id::text)::bigint + 2147483648) % $7 = $8)
-         ORDER BY t.priority DESC, t.created_at, t.id
+         ORDER BY q.priority DESC, q.created_at, q.task_id
          LIMIT $4"
     ))
     .bind(after.map(|k| k.priority))

@@ -189,11 +189,13 @@ pub(crate) async fn move_tasks(
     Ok(moved.into_keys().collect())
 }
 
-/// One statement: move the tasks still in their expected state, append their
-/// events in request order, and add the moves to the job's counter shard
+/// One statement: move the tasks still in their expected state, take them out
+/// of the pending queue or put them back (`task_queue`, by its key), append
+/// their events in request order, and add the moves to the job's counter shard
 /// (rows upserted in key order, so concurrent writers never deadlock on them).
-/// Its one join is the array's with `tasks`: the events and counters read what
-/// the update returns, so that under [`KEYED_JOINS`](crate::KEYED_JOINS) nothing else is joined.
+/// Its joins are the array's with `tasks` and what the update returns with the
+/// queue's key: the events and counters read what the update returns, so that
+/// under [`KEYED_JOINS`](crate::KEYED_JOINS) nothing is scanned whole.
 pub const MOVE_TASKS: &str = "
 WITH m AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
@@ -212,8 +214,19 @@ WITH m AS (
                           ELSE t.not_before END
     FROM m
     WHERE t.id = m.task_id AND t.state = m.from_state::task_state
-    RETURNING t.id, t.job_id, t.index,
+    RETURNING t.id, t.job_id, t.index, t.priority, t.created_at,
         m.attempt_id, m.machine_id, m.from_state, m.to_state, m.reason, m.shard, m.ord
+), dequeued AS (
+    -- The pending queue (migration 0023): out of it when leaving `pending`...
+    DELETE FROM task_queue q USING moved
+    WHERE moved.from_state = 'pending' AND moved.to_state <> 'pending'
+      AND q.priority = moved.priority AND q.created_at = moved.created_at AND q.task_id = moved.id
+), queued AS (
+    -- ...and into it when coming back.
+    INSERT INTO task_queue (priority, created_at, task_id)
+    SELECT priority, created_at, id FROM moved
+    WHERE to_state = 'pending' AND from_state <> 'pending'
+    ON CONFLICT DO NOTHING
 ), ev AS (
     INSERT INTO events (kind, job_id, task_id, attempt_id, machine_id, from_state, to_state, reason)
     SELECT 'task', job_id, id, attempt_id, machine_id, from_state, to_state, reason

@@ -145,7 +145,19 @@ pub(crate) async fn set_target(
     .execute(&mut *conn)
     .await?;
     sqlx::query(
-        "UPDATE tasks SET priority = $2, cpu_milli = $3, memory = $4, disk = $5
+        // A pending task whose priority changes moves in the queue (keyed by it).
+        "WITH old AS (
+             SELECT id, priority, created_at FROM tasks
+             WHERE job_id = $1 AND state = 'pending' AND priority <> $2
+         ), unqueued AS (
+             DELETE FROM task_queue q USING old
+             WHERE q.priority = old.priority AND q.created_at = old.created_at AND q.task_id = old.id
+         ), requeued AS (
+             INSERT INTO task_queue (priority, created_at, task_id)
+             SELECT $2, created_at, id FROM old
+             ON CONFLICT DO NOTHING
+         )
+         UPDATE tasks SET priority = $2, cpu_milli = $3, memory = $4, disk = $5
          WHERE job_id = $1 AND state IN ('pending', 'assigned', 'starting', 'running')
            AND (priority, cpu_milli, memory, disk) IS DISTINCT FROM ($2, $3, $4, $5)",
     )
