@@ -8,9 +8,7 @@
 //! its keeper, an executable of this build that knows `__borglet-keeper`
 //! (`jobctl`, which hosts borglets in `jobctl dev`); a test binary cannot be one.
 
-use borg_shared::wire::{Capacity, DeathCause, IsolationMode, JobView, MachineList};
-use borg_shared::{Bytes, JobId, MilliCpu, TaskId};
-use borgmaster::store::Placement;
+use borg_shared::wire::{DeathCause, IsolationMode, JobView, MachineList};
 use borgmaster::store::Store;
 use clap::Parser;
 /// The join token of the test cell's master and borglets.
@@ -219,27 +217,9 @@ async fn submit_and_place(app: &TestApp, spec: serde_json::Value, machine: &str)
         .fetch_one(app.store.pool())
         .await
         .unwrap();
-    let rows: Vec<(TaskId, JobId, i64, i64, i64)> = sqlx::query_as(
-        "SELECT id, job_id, cpu_milli, memory, disk FROM tasks WHERE state = 'pending'",
-    )
-    .fetch_all(app.store.pool())
-    .await
-    .unwrap();
-    let batch: Vec<Placement> = rows
-        .into_iter()
-        .map(|(task, job, cpu, memory, disk)| Placement {
-            task,
-            job,
-            machine: m.0,
-            request: Capacity {
-                cpu: MilliCpu(cpu as u64),
-                memory: Bytes(memory as u64),
-                disk: Bytes(disk as u64),
-            },
-            max_per_machine: None,
-            ports: vec![],
-        })
-        .collect();
+    let batch = borgmaster::store::fixtures::pending_placements(&app.store, m.0, None)
+        .await
+        .unwrap();
     let n = batch.len();
     let placed = app.store.commit_placements("test", &batch).await.unwrap();
     assert_eq!(placed.placed.len(), n);

@@ -1,12 +1,42 @@
 //! History for benchmarks: finished jobs written straight into the tables, as
 //! if they had run, so a bench can show that reads do not grow with history
 //! (`jobctl bench --only reads`); and the machine the store's and master's
-//! tests register. Never used by the cell itself.
+//! tests register, and placements for tests that play the scheduler. Never
+//! used by the cell itself.
 
-use crate::Store;
+use crate::{Placement, Store};
 use borg_shared::wire::{Capacity, RegisterMachine};
-use borg_shared::{Bytes, MachineId, MilliCpu};
+use borg_shared::{Bytes, JobId, MachineId, MilliCpu, TaskId};
 use sqlx::PgConnection;
+
+/// Placements on `machine` of the pending tasks (of those in `only`, when
+/// given), in task index order, each asking what its task's row asks (as a
+/// scheduler's would): for tests that play the scheduler.
+pub async fn pending_placements(
+    store: &Store,
+    machine: MachineId,
+    only: Option<&[TaskId]>,
+) -> crate::Result<Vec<Placement>> {
+    let rows: Vec<(TaskId, JobId, i64, i64, i64)> = sqlx::query_as(
+        "SELECT id, job_id, cpu_milli, memory, disk FROM tasks
+         WHERE state = 'pending' AND ($1::uuid[] IS NULL OR id = ANY($1))
+         ORDER BY index, id",
+    )
+    .bind(only)
+    .fetch_all(store.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(task, job, cpu, memory, disk)| Placement {
+            task,
+            job,
+            machine,
+            request: crate::rows::capacity(cpu, memory, disk),
+            max_per_machine: None,
+            ports: vec![],
+        })
+        .collect())
+}
 
 /// Register a machine of 4 cores and 8 GiB named `name`, reachable nowhere
 /// (`http://127.0.0.1:1`): for tests that play the borglet themselves.

@@ -4,9 +4,8 @@
 
 mod common;
 
-use borg_shared::wire::Capacity;
-use borg_shared::{Bytes, JobId, JobSpec, MilliCpu, TaskId};
-use borg_store::{Placement, Store};
+use borg_shared::{JobId, JobSpec, TaskId};
+use borg_store::Store;
 use common::{machine, store};
 
 type Rows = Vec<(i32, uuid::Uuid)>;
@@ -66,31 +65,15 @@ async fn the_queue_holds_exactly_the_pending_tasks() {
     assert_eq!(queue, pending, "after the priority change");
 
     // A placement takes its task out.
-    let (task, cpu, memory, disk): (TaskId, i64, i64, i64) = sqlx::query_as(
-        "SELECT id, cpu_milli, memory, disk FROM tasks WHERE job_id = $1 AND index = 0",
-    )
-    .bind(job)
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
-    let committed = store
-        .commit_placements(
-            "test",
-            &[Placement {
-                task,
-                job,
-                machine: m,
-                request: Capacity {
-                    cpu: MilliCpu(cpu as u64),
-                    memory: Bytes(memory as u64),
-                    disk: Bytes(disk as u64),
-                },
-                max_per_machine: None,
-                ports: vec![],
-            }],
-        )
+    let task: TaskId = sqlx::query_scalar("SELECT id FROM tasks WHERE job_id = $1 AND index = 0")
+        .bind(job)
+        .fetch_one(store.pool())
         .await
         .unwrap();
+    let placements = borg_store::fixtures::pending_placements(&store, m, Some(&[task]))
+        .await
+        .unwrap();
+    let committed = store.commit_placements("test", &placements).await.unwrap();
     assert_eq!(committed.placed.len(), 1);
     let (queue, pending) = queue_and_pending(&store, job).await;
     assert_eq!(pending.len(), 2);

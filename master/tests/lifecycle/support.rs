@@ -1,9 +1,9 @@
 //! What the lifecycle tests share: a machine, a submit, placement the way the
 //! scheduler commits it, reports as a borglet sends them, and the job's state.
 
-use borg_shared::wire::{AttemptPhase, AttemptReport, Capacity};
-use borg_shared::{AttemptId, Bytes, JobId, JobSpec, MachineId, MilliCpu, TaskId};
-use borgmaster::store::{Placement, Store, SubmitOutcome};
+use borg_shared::wire::{AttemptPhase, AttemptReport};
+use borg_shared::{AttemptId, JobSpec, MachineId};
+use borgmaster::store::{Store, SubmitOutcome};
 use chrono::Utc;
 
 pub async fn machine(store: &Store) -> MachineId {
@@ -26,32 +26,14 @@ pub async fn submit(store: &Store, json: &str) {
 
 /// Place every pending task on the machine through the scheduler's commit.
 pub async fn place_all(store: &Store, m: MachineId) {
-    let rows: Vec<(TaskId, JobId, i64, i64, i64)> = sqlx::query_as(
-        "SELECT id, job_id, cpu_milli, memory, disk FROM tasks WHERE state = 'pending' ORDER BY index",
-    )
-    .fetch_all(store.pool())
-    .await
-    .unwrap();
     // Retries wait out their backoff first; the test does not.
     sqlx::query("UPDATE tasks SET not_before = NULL")
         .execute(store.pool())
         .await
         .unwrap();
-    let batch: Vec<Placement> = rows
-        .into_iter()
-        .map(|(task, job, cpu, memory, disk)| Placement {
-            task,
-            job,
-            machine: m,
-            request: Capacity {
-                cpu: MilliCpu(cpu as u64),
-                memory: Bytes(memory as u64),
-                disk: Bytes(disk as u64),
-            },
-            max_per_machine: None,
-            ports: vec![],
-        })
-        .collect();
+    let batch = borgmaster::store::fixtures::pending_placements(store, m, None)
+        .await
+        .unwrap();
     let placed = store.commit_placements("test", &batch).await.unwrap();
     assert_eq!(placed.placed.len(), batch.len(), "every pending task fits");
 }
