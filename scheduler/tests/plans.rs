@@ -122,10 +122,14 @@ async fn scans_attempts(pool: &sqlx::PgPool, sql: &str, jobs: &[uuid::Uuid]) -> 
         .fetch_one(&mut *tx)
         .await
         .unwrap();
-    let plan: serde_json::Value = row.get(0);
+    seq_scans(&row.get(0), "attempts")
+}
+
+/// Whether an `EXPLAIN (FORMAT JSON)` plan reads `table` sequentially.
+fn seq_scans(plan: &serde_json::Value, table: &str) -> bool {
     let mut seq = false;
     walk(&plan[0]["Plan"], &mut |node| {
-        seq |= node["Node Type"] == "Seq Scan" && node["Relation Name"] == "attempts";
+        seq |= node["Node Type"] == "Seq Scan" && node["Relation Name"] == table;
     });
     seq
 }
@@ -296,12 +300,7 @@ async fn scans_events(pool: &sqlx::PgPool, sql: &str) -> bool {
         .fetch_one(pool)
         .await
         .unwrap();
-    let plan: serde_json::Value = row.get(0);
-    let mut seq = false;
-    walk(&plan[0]["Plan"], &mut |node| {
-        seq |= node["Node Type"] == "Seq Scan" && node["Relation Name"] == "events";
-    });
-    seq
+    seq_scans(&row.get(0), "events")
 }
 
 /// The probe a waiting scheduler makes every interval ("anything new?") finds
