@@ -294,6 +294,79 @@ async fn the_commit_reaches_a_batchs_tasks_by_key() {
     }
 }
 
+/// Whether a plan sorts anything.
+fn sorts(plan: &serde_json::Value) -> bool {
+    let mut sorts = false;
+    walk(&plan[0]["Plan"], &mut |node| {
+        sorts |= node["Node Type"] == "Sort";
+    });
+    sorts
+}
+
+/// The condition the plan's walk of the queue's index starts at, if it walks it.
+fn queue_index_cond(plan: &serde_json::Value) -> Option<String> {
+    let mut cond = None;
+    walk(&plan[0]["Plan"], &mut |node| {
+        if node["Index Name"] == "task_queue_order" {
+            cond = node["Index Cond"].as_str().map(str::to_string);
+        }
+    });
+    cond
+}
+
+/// A page read after a cursor starts its walk of the queue at the cursor (one
+/// row comparison, an index condition) and reaches the tasks by key, also late
+/// in a pass, when a page is a big share of what is left of the queue. The
+/// control: left to its costs, the planner reads every task and sorts.
+#[tokio::test]
+async fn a_page_read_starts_at_its_cursor() {
+    let (_url, pool) = seeded().await;
+    const PAGE: i64 = 4000;
+    // The cursor: where a walk stands with 2.5 pages of the 20,000 left.
+    let (rank, created_at, task): (i32, chrono::DateTime<chrono::Utc>, uuid::Uuid) =
+        sqlx::query_as(
+            "SELECT rank, created_at, task_id FROM task_queue
+             ORDER BY rank, created_at, task_id OFFSET $1 LIMIT 1",
+        )
+        .bind(20_000 - PAGE * 5 / 2 - 1)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let sql = format!(
+        "EXPLAIN (FORMAT JSON) {}",
+        borgscheduler::pending_page_sql(true)
+    );
+    for walk in [true, false] {
+        let page = sqlx::query(&sql)
+            .bind(PAGE)
+            .bind(Vec::<uuid::Uuid>::new())
+            .bind(5000.0f64)
+            .bind(1i32)
+            .bind(0i32)
+            .bind(-rank)
+            .bind(created_at)
+            .bind(task);
+        let mut tx = pool.begin().await.unwrap();
+        if walk {
+            tx.execute(borgscheduler::WALK_IN_QUEUE_ORDER)
+                .await
+                .unwrap();
+        }
+        let plan: serde_json::Value = page.fetch_one(&mut *tx).await.unwrap().get(0);
+        tx.rollback().await.unwrap();
+        if walk {
+            let cond = queue_index_cond(&plan).unwrap_or_default();
+            assert!(
+                cond.contains("ROW(rank, created_at, task_id) >"),
+                "{plan:#}"
+            );
+            assert!(!reads_every_task(&plan) && !sorts(&plan), "{plan:#}");
+        } else {
+            assert!(reads_every_task(&plan) && sorts(&plan), "{plan:#}");
+        }
+    }
+}
+
 /// Whether `sql`'s plan reads `events` sequentially.
 async fn scans_events(pool: &sqlx::PgPool, sql: &str) -> bool {
     let row = sqlx::query(&format!("EXPLAIN (FORMAT JSON) {sql}"))

@@ -1,4 +1,4 @@
-//! The pending queue (`task_queue`, migration 0023) against a real Postgres: it
+//! The pending queue (`task_queue`, migrations 0023–0024) against a real Postgres: it
 //! holds a row for each pending task, at the task's priority, through submit,
 //! a priority change, a placement and a kill.
 
@@ -13,7 +13,7 @@ type Rows = Vec<(i32, uuid::Uuid)>;
 /// The job's queue rows and its pending tasks, each as (priority, task) in order.
 async fn queue_and_pending(store: &Store, job: JobId) -> (Rows, Rows) {
     let queue: Rows = sqlx::query_as(
-        "SELECT q.priority, q.task_id FROM task_queue q JOIN tasks t ON t.id = q.task_id
+        "SELECT -q.rank, q.task_id FROM task_queue q JOIN tasks t ON t.id = q.task_id
          WHERE t.job_id = $1 ORDER BY 1, 2",
     )
     .bind(job)

@@ -151,10 +151,10 @@ pub(crate) async fn set_target(
              WHERE job_id = $1 AND state = 'pending' AND priority <> $2
          ), unqueued AS (
              DELETE FROM task_queue q USING old
-             WHERE q.priority = old.priority AND q.created_at = old.created_at AND q.task_id = old.id
+             WHERE q.rank = -old.priority AND q.created_at = old.created_at AND q.task_id = old.id
          ), requeued AS (
-             INSERT INTO task_queue (priority, created_at, task_id)
-             SELECT $2, created_at, id FROM old
+             INSERT INTO task_queue (rank, created_at, task_id)
+             SELECT -$2, created_at, id FROM old
              ON CONFLICT DO NOTHING
          )
          UPDATE tasks SET priority = $2, cpu_milli = $3, memory = $4, disk = $5
