@@ -23,8 +23,9 @@ pub struct Config {
     #[arg(long, env = "BORG_SCHEDULER_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
 
-    /// Pending tasks placed and committed per transaction (at most; pages
-    /// start at 128 and double). Bigger batches spend less per placement on
+    /// Pending tasks placed and committed per transaction (at most, but for a
+    /// commit stream's tail of up to an eighth of a batch, which joins its
+    /// last batch; pages start at 128 and double). Bigger batches spend less per placement on
     /// each statement (4,000 against 1,000: ~1.2× the placements/s in
     /// BENCHMARKS.md) but hold their machines' row locks longer, and the
     /// master's writes to those machines (heartbeats, usage) wait for them.

@@ -440,3 +440,20 @@ async fn a_pages_streams_commit_side_by_side() {
     assert_eq!(placed, vec![(t(1), m(1)), (t(2), m(2))]);
     assert_eq!(done.lost_races, 0);
 }
+
+#[test]
+fn a_streams_short_tail_joins_its_batches() {
+    // Whole batches, and a short stream in one.
+    assert_eq!(chunk_len(8000, 4000), 4000);
+    assert_eq!(chunk_len(3951, 4000), 3951);
+    assert_eq!(chunk_len(0, 4000), 1);
+    // A tail of up to an eighth of a batch joins: one transaction of 4,049.
+    assert_eq!(chunk_len(4049, 4000), 4049);
+    assert_eq!(chunk_len(4500, 4000), 4500);
+    assert_eq!(chunk_len(8500, 4000), 4250);
+    // A longer tail commits on its own, the batches as even as they go.
+    assert_eq!(chunk_len(4501, 4000), 2251);
+    assert_eq!(chunk_len(9000, 4000), 3000);
+    // Batches of one stay batches of one.
+    assert_eq!(chunk_len(3, 1), 1);
+}
