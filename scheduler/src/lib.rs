@@ -22,7 +22,7 @@ pub use borg_store::{
 pub use config::Config;
 pub use dry_run::{dry_run, DryRun};
 pub use place::{place, Decision};
-pub use run::{run, PassStats, SESSION, STAMP};
+pub use run::{run, PassStats, STAMP};
 pub use score::Scoring;
 pub use snapshot::{
     pending_page_sql, Machine, PendingTask, Snapshot, JOB_COUNTS, WALK_IN_QUEUE_ORDER,

@@ -101,15 +101,6 @@ pub struct PassStats {
     pub full_reads: usize,
 }
 
-/// How each of the scheduler's connections plans:
-/// - for the arrays and page at hand: a cached generic plan guesses 10 rows for
-///   every `unnest` and ANY (see borg_store::placements);
-/// - without parallel workers. Postgres gave a page read two (a process
-///   started for each, ~10 ms before the first row, on the cores the commits
-///   need): 3–4% fewer placements/s at 10,000 machines (BENCHMARKS.md).
-pub const SESSION: &str = "SELECT set_config('plan_cache_mode', 'force_custom_plan', false),
-        set_config('max_parallel_workers_per_gather', '0', false)";
-
 /// Run the scheduler until `shutdown` is cancelled. A batch in flight is
 /// finished (or rolled back by Postgres) before returning. Database errors,
 /// including a schema that is not there yet, are logged and retried.
@@ -119,8 +110,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             // A connection per commit stream, and one for the reads.
             .max_connections(u32::from(config.commit_streams) + 2)
             .acquire_timeout(Duration::from_secs(5))
+            // Plans made for the arrays and page at hand: a cached generic plan
+            // guesses 10 rows for every `unnest` and ANY (see borg_store::placements).
             .after_connect(|conn, _| {
-                Box::pin(async move { sqlx::Executor::execute(conn, SESSION).await.map(|_| ()) })
+                Box::pin(async move {
+                    sqlx::Executor::execute(conn, "SET plan_cache_mode = force_custom_plan")
+                        .await
+                        .map(|_| ())
+                })
             })
             .connect_lazy(&config.database_url)
             .context("the database URL (DATABASE_URL) is not a usable postgres URL")?,

@@ -352,12 +352,17 @@ macro_rules! pending_page {
 }
 
 /// A page's settings (for its transaction): the queue's index walked in its
-/// order, each row's task and job reached by key, nothing hashed or sorted.
-/// Late in a pass, with a page of 8,000 a third of what was left, the planner
-/// preferred hashing every task and sorting (120 ms) to the walk (15–28 ms).
-/// `scheduler/tests/plans.rs` checks the plan.
+/// order, each row's task and job reached by key, nothing hashed or sorted,
+/// by this backend alone.
+/// - Late in a pass, with a page of 8,000 a third of what was left, the planner
+///   preferred hashing every task and sorting (120 ms) to the walk (15–28 ms).
+///   `scheduler/tests/plans.rs` checks the plan.
+/// - Postgres gave a page two parallel workers: a process started for each,
+///   ~10 ms before the first row, on the cores the commits need (3–4% fewer
+///   placements/s at 10,000 machines, BENCHMARKS.md).
 pub const WALK_IN_QUEUE_ORDER: &str = "SELECT set_config('enable_hashjoin', 'off', true),
-            set_config('enable_mergejoin', 'off', true), set_config('enable_sort', 'off', true)";
+            set_config('enable_mergejoin', 'off', true), set_config('enable_sort', 'off', true),
+            set_config('max_parallel_workers_per_gather', '0', true)";
 
 /// The first page: the queue from its head.
 const PAGE_FROM_HEAD: &str = pending_page!("true");
