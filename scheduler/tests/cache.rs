@@ -78,11 +78,19 @@ async fn filled(pool: &PgPool, prefix: &str, n: i32) -> Vec<MachineId> {
     machines
 }
 
-/// The first pass logged after `seq` that placed something.
-fn placing_pass_after(seq: usize) -> Option<Logged> {
-    passes("cache")
-        .into_iter()
-        .find(|p| p.seq > seq && p.num("placed") > 0)
+/// The first pass logged after `seq` that placed something. A pass is logged
+/// when it ends, after its commits: waited for.
+async fn placing_pass_after(seq: usize) -> Logged {
+    let placing = || {
+        passes("cache")
+            .into_iter()
+            .find(|p| p.seq > seq && p.num("placed") > 0)
+    };
+    wait_until("the pass that placed is logged", DEADLINE, || async {
+        placing().is_some()
+    })
+    .await;
+    placing().expect("logged")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,6 +101,11 @@ async fn a_pass_reads_only_the_machines_that_changed() {
     let s = start(&url, "cache", Duration::from_millis(100), 1000);
     wait_until("every machine is filled", DEADLINE, || async {
         count(&pool, "SELECT count(*) FROM tasks WHERE state = 'assigned'").await == 8
+    })
+    .await;
+    // A pass is logged when it ends, after its commits.
+    wait_until("the first pass is logged", DEADLINE, || async {
+        !passes("cache").is_empty()
     })
     .await;
     let first = passes("cache");
@@ -125,7 +138,7 @@ async fn a_pass_reads_only_the_machines_that_changed() {
     })
     .await;
     assert_eq!(machine_of(&pool, waiting[0]).await, Some(machines[3]));
-    let placing = placing_pass_after(seq).expect("the pass that placed is logged");
+    let placing = placing_pass_after(seq).await;
     assert_eq!(
         (placing.num("machines_read"), placing.num("full_reads")),
         (1, 0),
@@ -151,7 +164,7 @@ async fn a_pass_reads_only_the_machines_that_changed() {
     })
     .await;
     assert_eq!(machine_of(&pool, late[0]).await, Some(added));
-    let placing = placing_pass_after(seq).expect("the pass that placed is logged");
+    let placing = placing_pass_after(seq).await;
     // m8, and m3 once more (its placement's event came after the last read began).
     assert!(
         placing.num("machines_read") <= 2 && placing.num("full_reads") == 0,
