@@ -114,7 +114,7 @@ impl MachineCache {
         }
         if self.snapshot.machines.len() < self.small {
             // A small cell: read it all, every time (no cursor to keep).
-            self.snapshot = read_machines(pool).await?;
+            self.snapshot = read_machines(pool, false).await?;
             self.reindex();
             self.cursor = None;
             return Ok(Refreshed {
@@ -128,7 +128,7 @@ impl MachineCache {
                 .fetch_one(pool)
                 .await
                 .context("reading the snapshot's xmin")?;
-        self.snapshot = read_machines(pool).await?;
+        self.snapshot = read_machines(pool, true).await?;
         self.reindex();
         self.cursor = Some(xmin);
         self.last_full = Some(Instant::now());

@@ -32,7 +32,7 @@ pub async fn dry_run(
     tasks: &[PendingTask],
     replacing: Option<JobId>,
 ) -> anyhow::Result<DryRun> {
-    let mut snapshot = read_machines(pool).await?;
+    let mut snapshot = read_machines(pool, true).await?;
     let mut jobs: Vec<JobId> = tasks.iter().map(|t| t.job_id).collect();
     jobs.sort();
     jobs.dedup();

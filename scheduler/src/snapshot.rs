@@ -206,17 +206,31 @@ pub fn machines_full_read_sql() -> String {
 pub const HASH_THE_USAGE: &str = "SELECT set_config('enable_nestloop', 'off', true)";
 
 /// Every `up` machine with its free capacity, ordered by name: one statement.
-pub async fn read_machines(pool: &PgPool) -> anyhow::Result<Snapshot> {
-    let mut tx = pool.begin().await.context("reading machines")?;
-    sqlx::query(HASH_THE_USAGE)
-        .execute(&mut *tx)
-        .await
-        .context("reading machines")?;
-    let rows: Vec<MachineRow> = sqlx::query_as(&machines_full_read_sql())
-        .fetch_all(&mut *tx)
-        .await
-        .context("reading machines")?;
-    tx.commit().await.context("reading machines")?;
+/// `many`: the cell may have many machines, so the statement runs under
+/// [`HASH_THE_USAGE`] (a transaction of its own, three more round trips). A
+/// cell under the cache's size (`--cache-machines`) reads every machine on
+/// every pass, where those round trips would be half the read's cost and a
+/// nested loop over a hundred machines costs nothing.
+pub async fn read_machines(pool: &PgPool, many: bool) -> anyhow::Result<Snapshot> {
+    let sql = machines_full_read_sql();
+    let rows: Vec<MachineRow> = if many {
+        let mut tx = pool.begin().await.context("reading machines")?;
+        sqlx::query(HASH_THE_USAGE)
+            .execute(&mut *tx)
+            .await
+            .context("reading machines")?;
+        let rows = sqlx::query_as(&sql)
+            .fetch_all(&mut *tx)
+            .await
+            .context("reading machines")?;
+        tx.commit().await.context("reading machines")?;
+        rows
+    } else {
+        sqlx::query_as(&sql)
+            .fetch_all(pool)
+            .await
+            .context("reading machines")?
+    };
     Ok(Snapshot {
         machines: rows.into_iter().map(MachineRow::into_machine).collect(),
         ..Snapshot::default()
