@@ -7,8 +7,10 @@ use borg_shared::spec::{Constraint, Spread};
 use borg_shared::wire::{Capacity, PortRange};
 use borg_shared::{AttemptId, Bytes, JobId, MachineId, MilliCpu, TaskId};
 use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::QueryAs;
 use sqlx::types::Json;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -182,6 +184,26 @@ impl MachineRow {
     }
 }
 
+/// `query`'s rows; with `settings` (a `set_config(…, true)` statement), planned
+/// under them in a transaction of its own (three more round trips).
+async fn fetch_all_under<'q, T>(
+    pool: &PgPool,
+    settings: Option<&str>,
+    query: QueryAs<'q, Postgres, T, PgArguments>,
+) -> sqlx::Result<Vec<T>>
+where
+    T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+{
+    let Some(settings) = settings else {
+        return query.fetch_all(pool).await;
+    };
+    let mut tx = pool.begin().await?;
+    sqlx::query(settings).execute(&mut *tx).await?;
+    let rows = query.fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
 /// The columns of a machine as the scheduler reads it, with its usage `u`.
 const MACHINE_COLUMNS: &str = "m.id, m.name, m.labels, m.cpu_milli, m.memory, m.disk,
     COALESCE(u.cpu, 0) AS used_cpu, COALESCE(u.memory, 0) AS used_memory,
@@ -213,24 +235,10 @@ pub const HASH_THE_USAGE: &str = "SELECT set_config('enable_nestloop', 'off', tr
 /// nested loop over a hundred machines costs nothing.
 pub async fn read_machines(pool: &PgPool, many: bool) -> anyhow::Result<Snapshot> {
     let sql = machines_full_read_sql();
-    let rows: Vec<MachineRow> = if many {
-        let mut tx = pool.begin().await.context("reading machines")?;
-        sqlx::query(HASH_THE_USAGE)
-            .execute(&mut *tx)
+    let rows: Vec<MachineRow> =
+        fetch_all_under(pool, many.then_some(HASH_THE_USAGE), sqlx::query_as(&sql))
             .await
             .context("reading machines")?;
-        let rows = sqlx::query_as(&sql)
-            .fetch_all(&mut *tx)
-            .await
-            .context("reading machines")?;
-        tx.commit().await.context("reading machines")?;
-        rows
-    } else {
-        sqlx::query_as(&sql)
-            .fetch_all(pool)
-            .await
-            .context("reading machines")?
-    };
     Ok(Snapshot {
         machines: rows.into_iter().map(MachineRow::into_machine).collect(),
         ..Snapshot::default()

@@ -1,7 +1,7 @@
 //! The pending queue as the scheduler reads it: a page after a cursor, in
 //! queue order, with what each task takes from its job.
 
-use super::{capacity_from_db, PendingTask};
+use super::{capacity_from_db, fetch_all_under, PendingTask};
 use anyhow::Context;
 use borg_shared::spec::{Constraint, Spread};
 use borg_shared::{JobId, TaskId};
@@ -180,24 +180,10 @@ pub async fn read_pending(
     // tasks reads only that one) is 128 rows from the queue's head, which the
     // planner walks in order on its own: it runs alone, without the
     // transaction's three more round trips.
-    let rows: Vec<TaskRow> = if after.is_some() {
-        let mut tx = pool.begin().await.context("reading pending tasks")?;
-        sqlx::query(WALK_IN_QUEUE_ORDER)
-            .execute(&mut *tx)
-            .await
-            .context("reading pending tasks")?;
-        let rows = query
-            .fetch_all(&mut *tx)
-            .await
-            .context("reading pending tasks")?;
-        tx.commit().await.context("reading pending tasks")?;
-        rows
-    } else {
-        query
-            .fetch_all(pool)
-            .await
-            .context("reading pending tasks")?
-    };
+    let settings = after.is_some().then_some(WALK_IN_QUEUE_ORDER);
+    let rows: Vec<TaskRow> = fetch_all_under(pool, settings, query)
+        .await
+        .context("reading pending tasks")?;
 
     let mut job_ids: Vec<JobId> = rows.iter().map(|r| r.job_id).collect();
     job_ids.sort();
