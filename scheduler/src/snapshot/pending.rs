@@ -93,7 +93,7 @@ struct JobInfo {
 
 /// The tasks of a page: the queue's rows from `$cursor` on, in queue order
 /// (`rank` is `-priority`, migration 0024), joined with their tasks and jobs.
-/// Run under [`WALK_IN_QUEUE_ORDER`].
+/// A later page runs under [`WALK_IN_QUEUE_ORDER`] (see `read_pending`).
 macro_rules! pending_page {
     ($cursor:expr) => {
         concat!(
