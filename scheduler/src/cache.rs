@@ -138,6 +138,26 @@ impl MachineCache {
         })
     }
 
+    /// Read `machines` again whole (row and usage), and nothing else: after a
+    /// commit lost races on them, what another writer put there is what the
+    /// next page needs, and a read of every machine would cost far more (with
+    /// a second scheduler writing, the changes since the cursor are always
+    /// more than a quarter). The cursor stays: the next refresh still reads
+    /// whatever changed since it, these machines included.
+    pub async fn reread(
+        &mut self,
+        pool: &PgPool,
+        machines: &[MachineId],
+    ) -> anyhow::Result<Refreshed> {
+        let rows = read_machines_in(pool, machines).await?;
+        let read = rows.len() as u64;
+        self.apply(machines, rows);
+        Ok(Refreshed {
+            rows: read,
+            full: false,
+        })
+    }
+
     /// Replace the `changed` machines by their rows as read: `Some` (up) is
     /// put in, `None` (not up) or no row at all is taken out.
     fn apply(&mut self, changed: &[MachineId], rows: Vec<(MachineId, Option<crate::Machine>)>) {

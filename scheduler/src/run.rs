@@ -9,7 +9,7 @@
 
 mod ahead;
 
-use crate::cache::MachineCache;
+use crate::cache::{MachineCache, Refreshed};
 use crate::commit::commit_page;
 use crate::place::{place, Decision};
 use crate::slice::{Membership, Slice};
@@ -329,12 +329,23 @@ fn is_missing_schema(e: &anyhow::Error) -> bool {
     })
 }
 
+/// What of the machines a walk reads again before its next page.
+enum Reload {
+    Nothing,
+    /// The machines a commit lost races on (someone else filled them): those
+    /// alone, whatever else changed meanwhile.
+    Lost(Vec<MachineId>),
+    /// What changed since the last read (see `cache`): at the start of a pass,
+    /// and after a preemption.
+    All,
+}
+
 /// One walk over the pending queue (this scheduler's slice of it).
 ///
 /// The machines are brought up to date once per pass (from what changed since
 /// the last pass, see `cache`) and kept up to date with this scheduler's own
-/// commits page after page; they are refreshed again only after a page lost a
-/// race (someone else filled a machine) or preempted. What other writers free
+/// commits page after page. A page that lost races reads the machines it lost
+/// on again; one that preempted reads what changed. What other writers free
 /// meanwhile is seen at the next pass; what they fill, the commit re-checks.
 async fn pass(
     store: &Store,
@@ -375,7 +386,7 @@ async fn walk(
     // reads a few rows first, and a walk over a long queue that cannot move
     // (each stuck job judged once, see `full`) takes few, large pages.
     let mut page_size = FIRST_PAGE.min(config.batch_size);
-    let mut reload = true;
+    let mut reload = Reload::All;
     // The next page, read while this one commits.
     let mut prefetched: Option<Ahead> = None;
     loop {
@@ -392,7 +403,7 @@ async fn walk(
         let (ahead_page, mut ahead_counts, ahead_placed) = match ahead {
             // Counts read before a refresh of the machines could miss attempts
             // the refreshed usage holds: read them again after it.
-            Some(a) if !reload => match a.placed {
+            Some(a) if matches!(reload, Reload::Nothing) => match a.placed {
                 Some(placed) => (Some(a.page), None, Some(placed)),
                 None => (Some(a.page), Some(a.counts), None),
             },
@@ -414,14 +425,13 @@ async fn walk(
                 None => read_pending(pool, after.as_ref(), &full, page_size, slice).await,
             }
         };
-        let page = if reload {
-            let (read, page) = tokio::try_join!(machines.refresh(pool), pending)?;
-            stats.machines_read += read.rows;
-            stats.full_reads += usize::from(read.full);
-            page
-        } else {
-            pending.await?
+        let (read, page) = match &reload {
+            Reload::Nothing => (Refreshed::default(), pending.await?),
+            Reload::Lost(lost) => tokio::try_join!(machines.reread(pool, lost), pending)?,
+            Reload::All => tokio::try_join!(machines.refresh(pool), pending)?,
         };
+        stats.machines_read += read.rows;
+        stats.full_reads += usize::from(read.full);
         let (snapshot, index) = (&mut machines.snapshot, &machines.index);
         snapshot.scoring = config.scoring;
         snapshot.sample = config.sample;
@@ -576,16 +586,26 @@ async fn walk(
         stats.placed += committed.placed.len();
         stats.lost_races += committed.lost_races;
         // Take back what the commit dropped (charged above).
+        let mut dropped = Vec::new();
         if committed.placed.len() < placements.len() {
             let kept: HashSet<TaskId> = committed.placed.iter().map(|p| p.task).collect();
-            let dropped: Vec<_> = placements
+            dropped = placements
                 .iter()
                 .filter(|p| !kept.contains(&p.0))
                 .cloned()
                 .collect();
             charge(snapshot, index, &by_id, &dropped, Charge::TakeBack);
         }
-        reload = committed.lost_races > 0 || !preemptions.is_empty();
+        reload = if !preemptions.is_empty() {
+            Reload::All
+        } else if committed.lost_races > 0 {
+            let mut lost: Vec<MachineId> = dropped.iter().map(|p| p.1).collect();
+            lost.sort();
+            lost.dedup();
+            Reload::Lost(lost)
+        } else {
+            Reload::Nothing
+        };
         for p in &committed.placed {
             // The span names the task (job, index) and where it went (machine).
             let task = by_id.get(&p.task).map_or("", |t| t.name.as_str());

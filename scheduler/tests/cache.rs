@@ -261,3 +261,99 @@ async fn a_small_cell_reads_all_its_machines_each_pass() {
         );
     }
 }
+
+/// A commit that lost races on a machine (another writer filled it between the
+/// read and the commit) makes the next page read that machine again, and only
+/// that one: not every machine, though far more changed since the last read
+/// than a quarter of the cell (this pass's own placements).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_race_reads_again_only_the_machine_it_lost_on() {
+    let (url, pool) = fresh_pool().await;
+    let machines = filled(&pool, "l", 8).await;
+    let s = start(&url, "lost", Duration::from_millis(100), 1000);
+    wait_until("every machine is filled", DEADLINE, || async {
+        count(&pool, "SELECT count(*) FROM tasks WHERE state = 'assigned'").await == 8
+    })
+    .await;
+    // Room on l1 and l2 only, seen by a pass.
+    let seq = log_seq();
+    finish_on(&pool, machines[1]).await;
+    finish_on(&pool, machines[2]).await;
+    wait_until("a pass read the freed machines", DEADLINE, || async {
+        passes("lost").iter().any(|p| p.seq > seq)
+    })
+    .await;
+
+    // Another writer takes l1's room away and holds its row until the pass
+    // is waiting for it.
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query("UPDATE machines SET cpu_milli = 0 WHERE id = $1")
+        .bind(machines[1])
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    // 200 small tasks: a first page of 128 placed on l1 and l2 (nothing else
+    // has room), then a second page.
+    let seq = log_seq();
+    let (job, _) = JobBuilder::new("small")
+        .replicas(200)
+        .cpu(10)
+        .mem(MI)
+        .insert(&pool)
+        .await;
+    wake(&pool).await;
+    wait_until("the commit waits for l1's row", DEADLINE, || async {
+        count(&pool, "SELECT count(*) FROM pg_locks WHERE NOT granted").await > 0
+    })
+    .await;
+    other.commit().await.unwrap();
+
+    let lost = || {
+        passes("lost")
+            .into_iter()
+            .find(|p| p.seq > seq && p.num("lost_races") > 0)
+    };
+    wait_until("the pass that lost races is logged", DEADLINE, || async {
+        lost().is_some()
+    })
+    .await;
+    let pass = lost().expect("logged");
+    assert!(
+        pass.num("batches") >= 2,
+        "a page after the lost race: {:?}",
+        pass.fields
+    );
+    assert_eq!(
+        pass.num("full_reads"),
+        0,
+        "the page after the lost race read only l1: {:?}",
+        pass.fields
+    );
+    // What changed when the pass began (l1, l2 at most), and l1 again.
+    assert!(pass.num("machines_read") <= 3, "{:?}", pass.fields);
+    // Every task ends on l2, which has room for 100 of them: nothing on l1.
+    wait_until("l2 is full", DEADLINE, || async {
+        count(
+            &pool,
+            &format!(
+                "SELECT count(*) FROM attempts a JOIN tasks t ON t.id = a.task_id
+                 WHERE t.job_id = '{job}' AND a.machine_id = '{}'",
+                machines[2]
+            ),
+        )
+        .await
+            == 100
+    })
+    .await;
+    s.stop().await;
+    let on_l1 = count(
+        &pool,
+        &format!(
+            "SELECT count(*) FROM attempts a JOIN tasks t ON t.id = a.task_id
+             WHERE t.job_id = '{job}' AND a.machine_id = '{}'",
+            machines[1]
+        ),
+    )
+    .await;
+    assert_eq!(on_l1, 0);
+}
