@@ -233,12 +233,20 @@ pub const HASH_THE_USAGE: &str = "SELECT set_config('enable_nestloop', 'off', tr
 /// cell under the cache's size (`--cache-machines`) reads every machine on
 /// every pass, where those round trips would be half the read's cost and a
 /// nested loop over a hundred machines costs nothing.
+///
+/// Not a prepared statement: one without parameters keeps the plan of its
+/// first execution on that connection, with the statistics and the settings of
+/// then. A scheduler's first read takes the small cell's way (its cache is
+/// empty) while `attempts` may still be empty, and a later full read on the
+/// same connection ran that nested loop after a burst whatever its own
+/// settings said (1.3 s instead of ~50 ms, 1 run in 10 of `borg-schedbench
+/// --schedulers 2`). Planned at each read, it costs a parse per pass.
 pub async fn read_machines(pool: &PgPool, many: bool) -> anyhow::Result<Snapshot> {
     let sql = machines_full_read_sql();
-    let rows: Vec<MachineRow> =
-        fetch_all_under(pool, many.then_some(HASH_THE_USAGE), sqlx::query_as(&sql))
-            .await
-            .context("reading machines")?;
+    let query = sqlx::query_as(&sql).persistent(false);
+    let rows: Vec<MachineRow> = fetch_all_under(pool, many.then_some(HASH_THE_USAGE), query)
+        .await
+        .context("reading machines")?;
     Ok(Snapshot {
         machines: rows.into_iter().map(MachineRow::into_machine).collect(),
         ..Snapshot::default()

@@ -420,6 +420,50 @@ async fn the_machines_full_read_hashes_their_usage() {
     }
 }
 
+/// The machines' full read is planned at each read, not kept as a prepared
+/// statement: one without parameters keeps its first plan on the connection,
+/// made with the statistics and settings of then (the first read takes the small
+/// cell's way, without [`borgscheduler::HASH_THE_USAGE`], often while `attempts`
+/// is empty), and a later read would run that plan. The control: the same
+/// statement prepared as usual is kept.
+#[tokio::test]
+async fn the_machines_full_read_is_planned_at_each_read() {
+    let url = devpg::testing::fresh_database(&borg_store::MIGRATOR)
+        .await
+        .expect("a fresh database");
+    // One connection: every read below runs on it.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    borg_store::fixtures::seed_machines(&mut conn, 10)
+        .await
+        .unwrap();
+    drop(conn);
+    let kept = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%ORDER BY m.name%'",
+        )
+        // Not kept itself: its text holds what it looks for.
+        .persistent(false)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    for many in [false, true, false] {
+        let read = borgscheduler::read_machines(&pool, many).await.unwrap();
+        assert_eq!(read.machines.len(), 10);
+    }
+    assert_eq!(kept().await, 0, "the full read is kept prepared");
+    sqlx::query(&borgscheduler::machines_full_read_sql())
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(kept().await, 1, "the control is not seen");
+}
+
 /// Whether `sql`'s plan reads `events` sequentially.
 async fn scans_events(pool: &sqlx::PgPool, sql: &str) -> bool {
     let row = sqlx::query(&format!("EXPLAIN (FORMAT JSON) {sql}"))
