@@ -332,28 +332,19 @@ async fn a_lost_race_reads_again_only_the_machine_it_lost_on() {
     // What changed when the pass began (l1, l2 at most), and l1 again.
     assert!(pass.num("machines_read") <= 3, "{:?}", pass.fields);
     // Every task ends on l2, which has room for 100 of them: nothing on l1.
+    // How many of the job's attempts are on a machine.
+    let on = |machine: MachineId| {
+        let sql = format!(
+            "SELECT count(*) FROM attempts a JOIN tasks t ON t.id = a.task_id
+             WHERE t.job_id = '{job}' AND a.machine_id = '{machine}'"
+        );
+        let pool = pool.clone();
+        async move { count(&pool, &sql).await }
+    };
     wait_until("l2 is full", DEADLINE, || async {
-        count(
-            &pool,
-            &format!(
-                "SELECT count(*) FROM attempts a JOIN tasks t ON t.id = a.task_id
-                 WHERE t.job_id = '{job}' AND a.machine_id = '{}'",
-                machines[2]
-            ),
-        )
-        .await
-            == 100
+        on(machines[2]).await == 100
     })
     .await;
     s.stop().await;
-    let on_l1 = count(
-        &pool,
-        &format!(
-            "SELECT count(*) FROM attempts a JOIN tasks t ON t.id = a.task_id
-             WHERE t.job_id = '{job}' AND a.machine_id = '{}'",
-            machines[1]
-        ),
-    )
-    .await;
-    assert_eq!(on_l1, 0);
+    assert_eq!(on(machines[1]).await, 0);
 }
