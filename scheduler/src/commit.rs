@@ -67,7 +67,12 @@ pub async fn commit_page(
             anyhow::Ok(out)
         });
     let mut committed = Committed::default();
-    for c in futures::future::try_join_all(runs).await? {
+    // Every stream runs to its end, even after another failed: one dropped
+    // while its `BEGIN` is in flight would leave its connection inside a
+    // transaction nothing ends (sqlx issue 4393; see the reads' join in
+    // `run::walk`).
+    for c in futures::future::join_all(runs).await {
+        let c = c?;
         committed.placed.extend(c.placed);
         committed.lost_races += c.lost_races;
     }

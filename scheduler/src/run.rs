@@ -425,10 +425,27 @@ async fn walk(
                 None => read_pending(pool, after.as_ref(), &full, page_size, slice).await,
             }
         };
+        // Both reads run to their end before either's error is returned
+        // (`join!`, not `try_join!`). A read may run in a transaction of its
+        // own (`snapshot::fetch_all_under`), and sqlx 0.8 leaves a connection
+        // inside the transaction when the future is dropped while its `BEGIN`
+        // is in flight (sqlx issue 4393: its rollback guard keys on a depth
+        // raised only after the round trip). The pool hands that connection
+        // out again; its first error aborts the transaction, and from then on
+        // every statement on it fails, pass after pass. Seen in
+        // `tests/pass.rs::waits_for_the_schema_instead_of_crashing` about 1 run
+        // in 10: the page read failed on the missing schema and dropped the
+        // machine read in its `BEGIN`.
         let (read, page) = match &reload {
             Reload::Nothing => (Refreshed::default(), pending.await?),
-            Reload::Lost(lost) => tokio::try_join!(machines.reread(pool, lost), pending)?,
-            Reload::All => tokio::try_join!(machines.refresh(pool), pending)?,
+            Reload::Lost(lost) => {
+                let (read, page) = tokio::join!(machines.reread(pool, lost), pending);
+                (read?, page?)
+            }
+            Reload::All => {
+                let (read, page) = tokio::join!(machines.refresh(pool), pending);
+                (read?, page?)
+            }
         };
         stats.machines_read += read.rows;
         stats.full_reads += usize::from(read.full);
