@@ -436,17 +436,15 @@ async fn walk(
         // `tests/pass.rs::waits_for_the_schema_instead_of_crashing` about 1 run
         // in 10: the page read failed on the missing schema and dropped the
         // machine read in its `BEGIN`.
-        let (read, page) = match &reload {
-            Reload::Nothing => (Refreshed::default(), pending.await?),
-            Reload::Lost(lost) => {
-                let (read, page) = tokio::join!(machines.reread(pool, lost), pending);
-                (read?, page?)
-            }
-            Reload::All => {
-                let (read, page) = tokio::join!(machines.refresh(pool), pending);
-                (read?, page?)
+        let reread = async {
+            match &reload {
+                Reload::Nothing => Ok(Refreshed::default()),
+                Reload::Lost(lost) => machines.reread(pool, lost).await,
+                Reload::All => machines.refresh(pool).await,
             }
         };
+        let (read, page) = tokio::join!(reread, pending);
+        let (read, page) = (read?, page?);
         stats.machines_read += read.rows;
         stats.full_reads += usize::from(read.full);
         let (snapshot, index) = (&mut machines.snapshot, &machines.index);

@@ -78,19 +78,21 @@ async fn filled(pool: &PgPool, prefix: &str, n: i32) -> Vec<MachineId> {
     machines
 }
 
-/// The first pass logged after `seq` that placed something. A pass is logged
-/// when it ends, after its commits: waited for.
-async fn placing_pass_after(seq: usize) -> Logged {
-    let placing = || {
-        passes("cache")
+/// The first pass of `scheduler` logged after `seq` whose `field` is above 0.
+/// A pass is logged when it ends, after its commits: waited for.
+async fn pass_after(scheduler: &str, seq: usize, field: &str) -> Logged {
+    let found = || {
+        passes(scheduler)
             .into_iter()
-            .find(|p| p.seq > seq && p.num("placed") > 0)
+            .find(|p| p.seq > seq && p.num(field) > 0)
     };
-    wait_until("the pass that placed is logged", DEADLINE, || async {
-        placing().is_some()
-    })
+    wait_until(
+        &format!("a pass with {field} is logged"),
+        DEADLINE,
+        || async { found().is_some() },
+    )
     .await;
-    placing().expect("logged")
+    found().expect("logged")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +140,7 @@ async fn a_pass_reads_only_the_machines_that_changed() {
     })
     .await;
     assert_eq!(machine_of(&pool, waiting[0]).await, Some(machines[3]));
-    let placing = placing_pass_after(seq).await;
+    let placing = pass_after("cache", seq, "placed").await;
     assert_eq!(
         (placing.num("machines_read"), placing.num("full_reads")),
         (1, 0),
@@ -164,7 +166,7 @@ async fn a_pass_reads_only_the_machines_that_changed() {
     })
     .await;
     assert_eq!(machine_of(&pool, late[0]).await, Some(added));
-    let placing = placing_pass_after(seq).await;
+    let placing = pass_after("cache", seq, "placed").await;
     // m8, and m3 once more (its placement's event came after the last read began).
     assert!(
         placing.num("machines_read") <= 2 && placing.num("full_reads") == 0,
@@ -308,16 +310,7 @@ async fn a_lost_race_reads_again_only_the_machine_it_lost_on() {
     .await;
     other.commit().await.unwrap();
 
-    let lost = || {
-        passes("lost")
-            .into_iter()
-            .find(|p| p.seq > seq && p.num("lost_races") > 0)
-    };
-    wait_until("the pass that lost races is logged", DEADLINE, || async {
-        lost().is_some()
-    })
-    .await;
-    let pass = lost().expect("logged");
+    let pass = pass_after("lost", seq, "lost_races").await;
     assert!(
         pass.num("batches") >= 2,
         "a page after the lost race: {:?}",
