@@ -25,8 +25,8 @@ pub use place::{place, Decision};
 pub use run::{run, PassStats, STAMP};
 pub use score::Scoring;
 pub use snapshot::{
-    machines_full_read_sql, pending_page_sql, read_machines, Machine, PendingTask, Snapshot,
-    HASH_THE_USAGE, JOB_COUNTS, WALK_IN_QUEUE_ORDER,
+    machines_full_read_sql, pending_page_sql, read_machines, read_used_ports, read_victims,
+    Machine, PendingTask, Snapshot, HASH_THE_USAGE, JOB_COUNTS, WALK_IN_QUEUE_ORDER,
 };
 
 use anyhow::Context;

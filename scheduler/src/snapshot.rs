@@ -197,7 +197,7 @@ where
     let Some(settings) = settings else {
         return query.fetch_all(pool).await;
     };
-    let mut tx = pool.begin().await?;
+    let mut tx = borg_store::begin(pool).await?;
     sqlx::query(settings).execute(&mut *tx).await?;
     let rows = query.fetch_all(&mut *tx).await?;
     tx.commit().await?;
@@ -343,7 +343,8 @@ pub async fn read_job_counts(
 }
 
 /// The ports live attempts hold, onto each machine of `snapshot`: one
-/// statement, over the few attempts that hold any.
+/// statement, over the few attempts that hold any. Planned at each read, as
+/// [`read_machines`] is: a statement without parameters keeps its first plan.
 pub async fn read_used_ports(pool: &PgPool, snapshot: &mut Snapshot) -> anyhow::Result<()> {
     for m in &mut snapshot.machines {
         m.used_ports.clear();
@@ -354,6 +355,7 @@ pub async fn read_used_ports(pool: &PgPool, snapshot: &mut Snapshot) -> anyhow::
         borg_store::live_attempt!(),
         " GROUP BY a.machine_id"
     ))
+    .persistent(false)
     .fetch_all(pool)
     .await
     .context("reading the ports in use")?;
@@ -408,7 +410,7 @@ struct LiveRow {
 
 /// What preemption needs onto `snapshot`: every live attempt that is asked to
 /// stop or is below the production band. One statement, read only for a page
-/// that holds a production task.
+/// that holds a production task. Planned at each read, as [`read_machines`] is.
 pub async fn read_victims(pool: &PgPool, snapshot: &mut Snapshot) -> anyhow::Result<()> {
     let rows: Vec<LiveRow> = sqlx::query_as(concat!(
         "SELECT a.id AS attempt, a.machine_id, t.priority, a.cpu_milli, a.memory, a.disk,
@@ -418,6 +420,7 @@ pub async fn read_victims(pool: &PgPool, snapshot: &mut Snapshot) -> anyhow::Res
         borg_store::live_attempt!(),
         " AND (a.stop_reason IS NOT NULL OR t.priority < 200)"
     ))
+    .persistent(false)
     .fetch_all(pool)
     .await
     .context("reading what may be preempted")?;

@@ -288,7 +288,7 @@ async fn a_lost_race_reads_again_only_the_machine_it_lost_on() {
 
     // Another writer takes l1's room away and holds its row until the pass
     // is waiting for it.
-    let mut other = pool.begin().await.unwrap();
+    let mut other = borg_store::begin(&pool).await.unwrap();
     sqlx::query("UPDATE machines SET cpu_milli = 0 WHERE id = $1")
         .bind(machines[1])
         .execute(&mut *other)

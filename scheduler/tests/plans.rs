@@ -112,7 +112,7 @@ async fn the_claim_is_planned_for_its_batch_every_time() {
 
 /// Whether `sql`'s plan for the jobs `$1` scans `attempts` sequentially.
 async fn scans_attempts(pool: &sqlx::PgPool, sql: &str, jobs: &[uuid::Uuid]) -> bool {
-    let mut tx = pool.begin().await.unwrap();
+    let mut tx = borg_store::begin(pool).await.unwrap();
     // Planned for the array at hand, as the scheduler's one-off reads are.
     tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         .await
@@ -237,7 +237,7 @@ async fn commit_plan<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     keyed: bool,
 ) -> serde_json::Value {
-    let mut tx = pool.begin().await.unwrap();
+    let mut tx = borg_store::begin(pool).await.unwrap();
     tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         .await
         .unwrap();
@@ -346,7 +346,7 @@ async fn a_page_read_starts_at_its_cursor() {
             .bind(-rank)
             .bind(created_at)
             .bind(task);
-        let mut tx = pool.begin().await.unwrap();
+        let mut tx = borg_store::begin(&pool).await.unwrap();
         if walk {
             tx.execute(borgscheduler::WALK_IN_QUEUE_ORDER)
                 .await
@@ -407,7 +407,7 @@ async fn the_machines_full_read_hashes_their_usage() {
         borgscheduler::machines_full_read_sql()
     );
     for hash in [true, false] {
-        let mut tx = pool.begin().await.unwrap();
+        let mut tx = borg_store::begin(&pool).await.unwrap();
         // Costs that favour the machines in name order (the stall's plan),
         // forced here by making the sort of every machine dear.
         tx.execute("SET LOCAL enable_sort = off").await.unwrap();
@@ -420,14 +420,15 @@ async fn the_machines_full_read_hashes_their_usage() {
     }
 }
 
-/// The machines' full read is planned at each read, not kept as a prepared
-/// statement: one without parameters keeps its first plan on the connection,
-/// made with the statistics and settings of then (the first read takes the small
-/// cell's way, without [`borgscheduler::HASH_THE_USAGE`], often while `attempts`
-/// is empty), and a later read would run that plan. The control: the same
-/// statement prepared as usual is kept.
+/// The machines' full read, the ports in use and the preemption candidates are
+/// planned at each read, not kept as prepared statements: one without
+/// parameters keeps its first plan on the connection, made with the statistics
+/// and settings of then (the first read takes the small cell's way, without
+/// [`borgscheduler::HASH_THE_USAGE`], often while `attempts` is empty), and a
+/// later read would run that plan. The control: the machines' read prepared as
+/// usual is kept.
 #[tokio::test]
-async fn the_machines_full_read_is_planned_at_each_read() {
+async fn the_whole_table_reads_are_planned_at_each_read() {
     let url = devpg::testing::fresh_database(&borg_store::MIGRATOR)
         .await
         .expect("a fresh database");
@@ -444,7 +445,8 @@ async fn the_machines_full_read_is_planned_at_each_read() {
     drop(conn);
     let kept = || async {
         sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%ORDER BY m.name%'",
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%ORDER BY m.name%'
+             OR statement LIKE '%unnest(a.ports)%' OR statement LIKE '%t.priority < 200%'",
         )
         // Not kept itself: its text holds what it looks for.
         .persistent(false)
@@ -453,10 +455,15 @@ async fn the_machines_full_read_is_planned_at_each_read() {
         .unwrap()
     };
     for many in [false, true, false] {
-        let read = borgscheduler::read_machines(&pool, many).await.unwrap();
+        let mut read = borgscheduler::read_machines(&pool, many).await.unwrap();
         assert_eq!(read.machines.len(), 10);
+        // The other reads of a whole table without parameters.
+        borgscheduler::read_used_ports(&pool, &mut read)
+            .await
+            .unwrap();
+        borgscheduler::read_victims(&pool, &mut read).await.unwrap();
     }
-    assert_eq!(kept().await, 0, "the full read is kept prepared");
+    assert_eq!(kept().await, 0, "a whole-table read is kept prepared");
     sqlx::query(&borgscheduler::machines_full_read_sql())
         .fetch_all(&pool)
         .await

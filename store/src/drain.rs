@@ -56,7 +56,7 @@ impl Store {
         to: MachineState,
         reason: &str,
     ) -> crate::Result<CordonOutcome> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::tx::begin(&self.pool).await?;
         let row: Option<(MachineId, MachineState)> =
             sqlx::query_as("SELECT id, state FROM machines WHERE name = $1 FOR NO KEY UPDATE")
                 .bind(name)
@@ -114,7 +114,7 @@ impl Store {
     /// budget allows (`killed`, their borglets stop them) and put their tasks
     /// back to `pending` (no run spent). Returns how many tasks moved.
     pub async fn drain_step(&self, epoch: i64) -> crate::Result<usize> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::tx::begin(&self.pool).await?;
         check_epoch(&mut tx, epoch).await?;
         let superseded = stop_superseded(&mut tx).await?;
         let rows: Vec<OnDraining> = sqlx::query_as(concat!(

@@ -44,7 +44,7 @@ impl Store {
         req: &RegisterMachine,
         admit: impl FnOnce(Option<&KnownMachine>) -> Admission,
     ) -> crate::Result<Enrolled> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::tx::begin(&self.pool).await?;
         let known: Option<KnownMachine> = sqlx::query_as(
             "SELECT id, address, state, credential_hash FROM machines WHERE name = $1 FOR NO KEY UPDATE",
         )

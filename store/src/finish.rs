@@ -210,7 +210,7 @@ impl Store {
         if due.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::tx::begin(&self.pool).await?;
         crate::lease::check_epoch(&mut tx, epoch).await?;
         let locked = lock_live_jobs(&mut tx, &due).await?;
         let mut ends = Vec::new();

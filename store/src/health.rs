@@ -145,7 +145,7 @@ impl Store {
         if changes.is_empty() && runs.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::tx::begin(&self.pool).await?;
         crate::lease::check_epoch(&mut tx, epoch).await?;
         record_new_runs(&mut tx, &runs).await?;
         let events = record_health(&mut tx, &changes).await?;

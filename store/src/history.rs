@@ -40,7 +40,7 @@ impl Store {
         retention: Duration,
         max_rows: i64,
     ) -> crate::Result<Collected> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::tx::begin(&self.pool).await?;
         check_epoch(&mut tx, epoch).await?;
         // SKIP LOCKED: a row someone else holds is left for the next step.
         let jobs: Vec<JobId> = sqlx::query_scalar(

@@ -269,7 +269,7 @@ impl Store {
         if job.state.is_terminal() {
             return Ok(KillOutcome::AlreadyFinished(job.state));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::tx::begin(&self.pool).await?;
         let locked = lock_live_jobs(&mut tx, &[job.id]).await?;
         let Some(live) = locked.first() else {
             // It finished between the read and the lock.

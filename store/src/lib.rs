@@ -38,6 +38,7 @@ mod scale;
 pub mod sql;
 mod tasks;
 mod tokens;
+mod tx;
 
 pub use audit::{AuditRecord, DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE};
 pub use desired::DesiredSet;
@@ -66,6 +67,7 @@ pub use tasks::TaskLocation;
 pub use tokens::{
     Bootstrap, CreateTokenOutcome, RevokeOutcome, TokenIdentity, BOOTSTRAP_OWNER, BOOTSTRAP_TOKEN,
 };
+pub use tx::begin;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::time::Duration;

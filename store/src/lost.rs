@@ -47,7 +47,7 @@ impl Store {
         reason: &str,
         last_heard: Option<DateTime<Utc>>,
     ) -> crate::Result<Option<MachineDown>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::tx::begin(&self.pool).await?;
         check_epoch(&mut tx, epoch).await?;
         // Lock order: machine, then attempts and tasks, then counters.
         let row: Option<(String, MachineState)> =
@@ -151,7 +151,7 @@ impl Store {
         epoch: i64,
         reason: &str,
     ) -> crate::Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::tx::begin(&self.pool).await?;
         check_epoch(&mut tx, epoch).await?;
         let name: Option<String> = sqlx::query_scalar(
             "UPDATE machines SET state = 'up', last_heard = now()
@@ -196,7 +196,7 @@ impl Store {
         if heard.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::tx::begin(&self.pool).await?;
         check_epoch(&mut tx, epoch).await?;
         sqlx::query(
             "UPDATE machines m SET last_heard = u.at

@@ -238,7 +238,7 @@ impl Store {
         machine_ids.sort();
         machine_ids.dedup();
 
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::tx::begin(&self.pool).await?;
         // Every statement below is planned for its arrays (a custom plan),
         // whatever the connection's cached plans would otherwise settle on.
         sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")

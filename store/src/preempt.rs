@@ -35,7 +35,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::tx::begin(&self.pool).await?;
         let marked: Vec<(AttemptId, MachineId, String)> = sqlx::query_as(concat!(
             "WITH victims AS (
                  SELECT a.id FROM attempts a

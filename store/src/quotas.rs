@@ -76,7 +76,7 @@ pub async fn quota_usage<'e, E: sqlx::PgExecutor<'e>>(
 impl Store {
     /// Replace `owner`'s quota; waiting work is judged again at once.
     pub async fn set_quota(&self, owner: &str, spec: &QuotaSpec) -> crate::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::tx::begin(&self.pool).await?;
         sqlx::query("DELETE FROM quotas WHERE owner = $1")
             .bind(owner)
             .execute(&mut *tx)

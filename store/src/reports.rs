@@ -113,7 +113,7 @@ impl Store {
         if attempts.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::tx::begin(&self.pool).await?;
         crate::lease::check_epoch(&mut tx, epoch).await?;
         let rows: Vec<(AttemptId, TaskId, JobId)> = sqlx::query_as(
             "SELECT a.id, t.id, t.job_id FROM attempts a
@@ -178,7 +178,7 @@ impl Store {
         let stored: HashMap<AttemptId, i32> = rows.iter().map(|r| (r.id, r.restarts)).collect();
         let restarted = newly_restarted(reports, &stored);
         if !restarted.is_empty() {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = crate::tx::begin(&self.pool).await?;
             crate::lease::check_epoch(&mut tx, epoch).await?;
             out.restarted = record_restarts(&mut tx, &restarted).await? as usize;
             tx.commit().await?;
@@ -206,7 +206,7 @@ impl Store {
             .collect();
 
         if !changing.is_empty() {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = crate::tx::begin(&self.pool).await?;
             crate::lease::check_epoch(&mut tx, epoch).await?;
             // Re-read under the locks: this sees everything committed before them.
             let locked = lock_attempts(&mut tx, &changing).await?;

@@ -68,7 +68,7 @@ impl Store {
         if job.kind != JobKind::Service {
             return Ok(ScaleOutcome::NotAService);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::tx::begin(&self.pool).await?;
         let locked = lock_live_jobs(&mut tx, &[job.id]).await?;
         let Some(live) = locked.first() else {
             drop(tx);

@@ -59,9 +59,9 @@ async fn an_event_that_commits_late_is_not_skipped() {
     let pool = store.pool();
 
     // `early` takes its id first but commits last.
-    let mut early = pool.begin().await.unwrap();
+    let mut early = borg_store::begin(pool).await.unwrap();
     insert(&mut early, "early").await;
-    let mut late = pool.begin().await.unwrap();
+    let mut late = borg_store::begin(pool).await.unwrap();
     insert(&mut late, "late").await;
     late.commit().await.unwrap();
 

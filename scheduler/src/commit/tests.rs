@@ -153,7 +153,7 @@ async fn a_machine_that_left_up_gets_nothing() {
 async fn a_task_held_by_another_transaction_is_skipped_not_waited_for() {
     let pool = setup().await;
     let stale = pending(&pool).await;
-    let mut other = pool.begin().await.unwrap();
+    let mut other = borg_store::begin(&pool).await.unwrap();
     sqlx::query("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE")
         .bind(t(1))
         .execute(&mut *other)
@@ -396,7 +396,7 @@ async fn a_pages_streams_commit_side_by_side() {
         "the two machines fall into different streams"
     );
     // Another transaction holds m1's row: the stream placing on m1 waits for it.
-    let mut other = pool.begin().await.unwrap();
+    let mut other = borg_store::begin(&pool).await.unwrap();
     sqlx::query("SELECT 1 FROM machines WHERE id = $1 FOR UPDATE")
         .bind(m(1))
         .execute(&mut *other)

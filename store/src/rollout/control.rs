@@ -29,7 +29,7 @@ impl Store {
         let Some(id) = self.live_or_latest(name).await? else {
             return Ok(None);
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::tx::begin(&self.pool).await?;
         let job: Option<LockedJob> = sqlx::query_as(
             "SELECT id, name, state, replicas, version, spec FROM jobs WHERE id = $1",
         )
@@ -125,7 +125,7 @@ impl Store {
                 job.state
             )));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::tx::begin(&self.pool).await?;
         let Some(locked) = lock_job(&mut tx, job.id).await? else {
             return Ok(ControlOutcome::Conflict(format!(
                 "job {name} has already finished"

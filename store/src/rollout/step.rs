@@ -42,7 +42,7 @@ impl Store {
     }
 
     async fn step_one(&self, epoch: i64, job: JobId, report: &mut StepReport) -> crate::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::tx::begin(&self.pool).await?;
         check_epoch(&mut tx, epoch).await?;
         // Lock order: the job row, then its rollout row (as an update or undo).
         let Some(job) = lock_job(&mut tx, job).await? else {

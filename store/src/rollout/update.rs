@@ -77,7 +77,7 @@ impl Store {
     }
 
     async fn new_version(&self, spec: &JobSpec, id: borg_shared::JobId) -> Result<UpdateOutcome> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::tx::begin(&self.pool).await?;
         let Some(job) = lock_job(&mut tx, id).await? else {
             drop(tx);
             let state = self
