@@ -68,9 +68,8 @@ pub async fn commit_page(
         });
     let mut committed = Committed::default();
     // Every stream runs to its end, even after another failed: one dropped
-    // while its `BEGIN` is in flight would leave its connection inside a
-    // transaction nothing ends (sqlx issue 4393; see the reads' join in
-    // `run::walk`).
+    // during its `COMMIT` may or may not have landed, and no stream is left
+    // half done for the pass's error path to guess about.
     for c in futures::future::join_all(runs).await {
         let c = c?;
         committed.placed.extend(c.placed);

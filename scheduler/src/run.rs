@@ -426,16 +426,10 @@ async fn walk(
             }
         };
         // Both reads run to their end before either's error is returned
-        // (`join!`, not `try_join!`). A read may run in a transaction of its
-        // own (`snapshot::fetch_all_under`), and sqlx 0.8 leaves a connection
-        // inside the transaction when the future is dropped while its `BEGIN`
-        // is in flight (sqlx issue 4393: its rollback guard keys on a depth
-        // raised only after the round trip). The pool hands that connection
-        // out again; its first error aborts the transaction, and from then on
-        // every statement on it fails, pass after pass. Seen in
-        // `tests/pass.rs::waits_for_the_schema_instead_of_crashing` about 1 run
-        // in 10: the page read failed on the missing schema and dropped the
-        // machine read in its `BEGIN`.
+        // (`join!`, not `try_join!`): neither is dropped halfway because the
+        // other failed. A read may run in a transaction of its own, and a
+        // `BEGIN` dropped in flight used to leave its connection inside it
+        // (see `borg_store::begin`, which now makes that safe).
         let reread = async {
             match &reload {
                 Reload::Nothing => Ok(Refreshed::default()),
