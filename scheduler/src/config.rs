@@ -48,7 +48,7 @@ pub struct Config {
     pub recheck_after: Duration,
 
     /// Judge the whole pending queue instead of this scheduler's slice of it
-    /// (by default the running schedulers share the queue out in chunks of a job's tasks; see slice.rs).
+    /// (by default the running schedulers share the queue out by job; see slice.rs).
     #[arg(long, env = "BORG_SCHEDULER_WHOLE_QUEUE")]
     pub whole_queue: bool,
 

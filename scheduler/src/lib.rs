@@ -26,7 +26,7 @@ pub use run::{run, PassStats, STAMP};
 pub use score::Scoring;
 pub use snapshot::{
     machines_full_read_sql, pending_page_sql, read_machines, read_used_ports, read_victims,
-    Machine, PendingTask, Snapshot, HASH_THE_USAGE, JOB_COUNTS, SLICE_CHUNK, WALK_IN_QUEUE_ORDER,
+    Machine, PendingTask, Snapshot, HASH_THE_USAGE, JOB_COUNTS, WALK_IN_QUEUE_ORDER,
 };
 
 use anyhow::Context;

@@ -1,12 +1,11 @@
 //! Several schedulers split the pending queue instead of racing for it. Each
 //! holds one Postgres advisory lock of the `SLICE_CLASS` family on a
 //! connection of its own (a member slot); at the start of a pass it counts the
-//! slots held, and takes the chunks of a job's tasks (`SLICE_CHUNK` by index)
-//! whose job id and chunk hash to its rank among them. A scheduler that dies
-//! loses its session and so its slot: at their next pass the others count one
-//! fewer and cover its chunks. While membership changes two schedulers may
-//! briefly judge the same tasks (the commit stays safe) or skip some for a
-//! pass.
+//! slots held, and takes the jobs whose id hashes to its rank among them. A
+//! scheduler that dies loses its session and so its slot: at their next pass
+//! the others count one fewer and cover its jobs. While membership changes
+//! two schedulers may briefly judge the same job (the commit stays safe) or
+//! skip one for a pass.
 
 use sqlx::{Connection, PgConnection};
 
@@ -15,7 +14,7 @@ const SLICE_CLASS: i32 = 0x626f_7267;
 /// More schedulers than this share slots' work by racing as before.
 const SLOTS: i32 = 64;
 
-/// This scheduler's part of the queue: chunks with `hash % of == rank`.
+/// This scheduler's part of the queue: jobs with `hash % of == rank`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slice {
     pub rank: i32,

@@ -16,9 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 mod pending;
-pub use pending::{
-    pending_page_sql, read_pending, PendingPage, QueueKey, SLICE_CHUNK, WALK_IN_QUEUE_ORDER,
-};
+pub use pending::{pending_page_sql, read_pending, PendingPage, QueueKey, WALK_IN_QUEUE_ORDER};
 
 /// The machines a batch may place on.
 #[derive(Debug, Clone, Default)]

@@ -1,9 +1,8 @@
 //! Two real `borgscheduler` processes against one Postgres with 10,000 tasks,
 //! checked from the database: no machine over-committed, no task placed
 //! twice, no constraint or `max_per_machine` broken, and the queue split
-//! between them (each chunk of a job's tasks placed by one scheduler only; the
-//! biggest job shared out between both). Then one is killed and the other takes
-//! over its part of the queue.
+//! between them (each job placed by one scheduler only). Then
+//! one is killed and the other takes over its part of the queue.
 
 use borg_store::Store;
 use borgscheduler::synth;
@@ -22,14 +21,12 @@ async fn slots_held(pool: &sqlx::PgPool) -> i64 {
     .unwrap()
 }
 
-/// (job, chunk, scheduler) from the placement events: "placed on M by NAME".
-async fn placers(pool: &sqlx::PgPool) -> Vec<(uuid::Uuid, i32, String)> {
+/// (job, scheduler) pairs from the placement events: "placed on M by NAME".
+async fn placers(pool: &sqlx::PgPool) -> Vec<(uuid::Uuid, String)> {
     sqlx::query_as(
-        "SELECT DISTINCT e.job_id, t.index / $1, substring(e.reason from ' by (.*)$')
-         FROM events e JOIN tasks t ON t.id = e.task_id
-         WHERE e.kind = 'task' AND e.from_state = 'pending' AND e.to_state = 'assigned'",
+        "SELECT DISTINCT job_id, substring(reason from ' by (.*)$') FROM events
+         WHERE kind = 'task' AND from_state = 'pending' AND to_state = 'assigned'",
     )
-    .bind(borgscheduler::SLICE_CHUNK)
     .fetch_all(pool)
     .await
     .unwrap()
@@ -89,43 +86,20 @@ async fn two_scheduler_processes_split_the_queue_and_never_over_commit() {
         "the passes account for every placement"
     );
     let by = placers(&pool).await;
-    let mut chunks: Vec<(uuid::Uuid, i32)> = by.iter().map(|(j, c, _)| (*j, *c)).collect();
-    chunks.sort();
-    chunks.dedup();
+    let mut jobs: Vec<uuid::Uuid> = by.iter().map(|(j, _)| *j).collect();
+    jobs.sort();
+    jobs.dedup();
     assert_eq!(
-        chunks.len(),
+        jobs.len(),
         by.len(),
-        "a chunk placed by both schedulers: {by:?}"
+        "a job placed by both schedulers: {by:?}"
     );
     for name in ["bench-0", "bench-1"] {
         assert!(
-            by.iter().any(|(_, _, s)| s == name),
+            by.iter().any(|(_, s)| s == name),
             "{name} placed nothing: the work was not split"
         );
     }
-    // The first synthetic job has 1,000 tasks, 16 chunks: all of them hash to
-    // one scheduler once in 30,000 runs; by job alone, always.
-    let biggest: uuid::Uuid =
-        sqlx::query_scalar("SELECT id FROM jobs ORDER BY replicas DESC, name LIMIT 1")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    let sharing: std::collections::HashSet<&str> = by
-        .iter()
-        .filter(|(j, _, _)| *j == biggest)
-        .map(|(_, _, s)| s.as_str())
-        .collect();
-    assert_eq!(
-        sharing.len(),
-        2,
-        "the biggest job was placed by {sharing:?} alone: the split is by job"
-    );
-    let per = |name: &str| by.iter().filter(|(_, _, s)| s == name).count();
-    eprintln!(
-        "chunks placed: bench-0 {}, bench-1 {}",
-        per("bench-0"),
-        per("bench-1")
-    );
     // The queue is split, the machines are not: a commit may still find a
     // machine filled by the other (a lost race, retried), never a task.
     eprintln!("lost races on machines: {}", m.conflicts);

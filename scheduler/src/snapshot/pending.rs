@@ -93,8 +93,6 @@ struct JobInfo {
 
 /// The tasks of a page: the queue's rows from `$cursor` on, in queue order
 /// (`rank` is `-priority`, migration 0024), joined with their tasks and jobs.
-/// With several schedulers (`$4` of them), this one's slice (`$5`): the chunks
-/// of [`SLICE_CHUNK`] tasks (a job's, by index) whose job and chunk hash to it.
 /// A later page runs under [`WALK_IN_QUEUE_ORDER`] (see `read_pending`).
 macro_rules! pending_page {
     ($cursor:expr) => {
@@ -114,22 +112,12 @@ macro_rules! pending_page {
             borg_store::live_job!(),
             "
                AND t.job_id <> ALL($2)
-               AND ($4 <= 1 OR (hashtext(t.job_id::text || '/' || (t.index / 64)::text)::bigint
-                                + 2147483648) % $4 = $5)
+               AND ($4 <= 1 OR (hashtext(t.job_id::text)::bigint + 2147483648) % $4 = $5)
              ORDER BY q.rank, q.created_at, q.task_id
              LIMIT $1"
         )
     };
 }
-
-/// Tasks of one job (consecutive indexes) that go to the same scheduler's
-/// slice (the `64` in [`pending_page`]). By job alone, the bench's queue (jobs
-/// of 1 to 1,000 tasks) split 39,686 / 60,314 between two schedulers: its
-/// biggest jobs decide. In chunks, a big job is shared out like many small
-/// ones. A job's chunks may be placed by different schedulers at once: its
-/// `max_per_machine` is checked again under the machine's lock at the commit,
-/// and each spreads its chunk from the job's counts as it read them.
-pub const SLICE_CHUNK: i32 = 64;
 
 /// A page's settings (for its transaction): the queue's index walked in its
 /// order, each row's task and job reached by key, nothing hashed or sorted,
