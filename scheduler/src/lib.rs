@@ -24,6 +24,7 @@ pub use dry_run::{dry_run, DryRun};
 pub use place::{place, Decision};
 pub use run::{run, PassStats, STAMP};
 pub use score::Scoring;
+pub use slice::Slice;
 pub use snapshot::{
     machines_full_read_sql, pending_page_sql, read_machines, read_used_ports, read_victims,
     Machine, PendingTask, Snapshot, HASH_THE_USAGE, JOB_COUNTS, WALK_IN_QUEUE_ORDER,

@@ -86,15 +86,14 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
     } else {
         snapshot.sample
     };
-    let home: Vec<bool> = machines
-        .iter()
-        .map(|m| snapshot.home.is_home(m.id))
-        .collect();
-    let homes: &[bool] = if snapshot.home.of > 1 {
-        &[true, false]
-    } else {
-        &[false]
-    };
+    // Which machines are this scheduler's home (see `Slice::is_home`); all
+    // of them when it is alone.
+    let home: Option<Vec<bool>> = (snapshot.home.of > 1).then(|| {
+        machines
+            .iter()
+            .map(|m| snapshot.home.is_home(m.id))
+            .collect()
+    });
     let mut preemptor = Preemptor::new(machines, &snapshot.victims, &snapshot.stopping);
     let mut seen = HashSet::with_capacity(queue.len());
     // The machines a task may go to, filled anew for each task.
@@ -114,7 +113,7 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
             continue;
         }
         loads.prepare(task, snapshot, spread_jobs);
-        let class = classes.get(task, machines);
+        let class = classes.get(task, machines, home.as_deref());
         if let Some((reason, cause)) = &class.stuck {
             decisions.push(Decision::Unplaceable {
                 task: task.id,
@@ -128,10 +127,7 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
         // spreads over a label samples the group(s) holding the fewest of its
         // job's tasks first, then the next fewest, until one has room: the
         // group comes before the score.
-        let start = match class.open.len() {
-            0 => 0,
-            n => (tie_break(task.id.0, uuid::Uuid::nil()) % n as u64) as usize,
-        };
+        let start = tie_break(task.id.0, uuid::Uuid::nil()) as usize;
         let load = loads.of(task);
         let on_machine = |i: usize| load.map_or(0, |l| l.on(i));
         let group_of = |i: usize| load.map_or(0, |l| l.in_spread_group(i));
@@ -151,13 +147,15 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
             }
         };
         'levels: for &level in levels {
-            for &home_only in homes {
-                let wanted =
-                    |i: usize| level.is_none_or(|l| group_of(i) == l) && (!home_only || home[i]);
-                class.sample(start, sample, wanted, &mut fits_here, &mut feasible);
-                if !feasible.is_empty() || class.open.is_empty() {
+            for part in 0..class.open.len() {
+                let wanted = |i: usize| level.is_none_or(|l| group_of(i) == l);
+                class.sample(part, start, sample, wanted, &mut fits_here, &mut feasible);
+                if !feasible.is_empty() {
                     break 'levels;
                 }
+            }
+            if class.is_closed() {
+                break;
             }
         }
         // Among them: (hybrid scoring) a machine in use before an empty one

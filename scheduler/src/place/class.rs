@@ -5,6 +5,13 @@
 //! machine that could not take one task of the class cannot take the next and
 //! is dropped for the rest of the call. Once no machine is left and nothing can
 //! be preempted, the class's reason stands for the rest of its tasks.
+//!
+//! The open machines are kept in two lists, this scheduler's home machines
+//! (see `Slice::is_home`) and the others, so a task looking at home first
+//! walks only home machines: once a class has filled its home machines, a
+//! walk of one list that skipped the others cost every later task of the class
+//! a step over each open machine (a scheduler of two spent as much placing
+//! half the queue as one did placing all of it).
 
 use super::feasible;
 use crate::snapshot::{Machine, PendingTask};
@@ -26,8 +33,9 @@ pub struct Class {
     /// Machines whose labels the class's constraints accept (shared by the
     /// classes asking the same constraints).
     pub matching: Arc<[usize]>,
-    /// Of `matching`, those not yet found unable to take a task of the class.
-    pub open: Vec<usize>,
+    /// Of `matching`, those not yet found unable to take a task of the class:
+    /// `open[0]` this scheduler's home machines, `open[1]` the others.
+    pub open: [Vec<usize>; 2],
     /// Why the class waits, once none of its tasks can be placed.
     pub stuck: Option<(String, &'static str)>,
 }
@@ -41,7 +49,14 @@ pub struct Classes {
 }
 
 impl Classes {
-    pub fn get<'a>(&'a mut self, task: &PendingTask, machines: &[Machine]) -> &'a mut Class {
+    /// The class of `task`; `home[i]` says whether machine `i` is home
+    /// (`None`: all are).
+    pub fn get<'a>(
+        &'a mut self,
+        task: &PendingTask,
+        machines: &[Machine],
+        home: Option<&[bool]>,
+    ) -> &'a mut Class {
         let key = Key {
             job: task.job_id,
             request: (
@@ -72,9 +87,13 @@ impl Classes {
                         .collect()
                 })
                 .clone();
+            let (home, away) = match home {
+                Some(home) => list.iter().partition(|&&i| home[i]),
+                None => (list.to_vec(), Vec::new()),
+            };
             Class {
                 constraints: task.constraints.clone(),
-                open: list.to_vec(),
+                open: [home, away],
                 matching: list,
                 stuck: None,
             }
@@ -83,12 +102,19 @@ impl Classes {
 }
 
 impl Class {
-    /// Walk the open machines from `start` (wrapping round) and put into
-    /// `found` (emptied first) up to `sample` of those `wanted` that `fits`
-    /// accepts; those it turns down are dropped from `open` (machines not
-    /// `wanted` are skipped, not judged).
+    /// No machine left open to the class.
+    pub fn is_closed(&self) -> bool {
+        self.open.iter().all(Vec::is_empty)
+    }
+
+    /// Walk the open machines of `part` (0: home, 1: away) from `start`
+    /// (modulo their count, wrapping round) and put into `found` (emptied
+    /// first) up to `sample` of those `wanted` that `fits` accepts; those it
+    /// turns down are dropped from the list (machines not `wanted` are
+    /// skipped, not judged).
     pub fn sample(
         &mut self,
+        part: usize,
         start: usize,
         sample: usize,
         wanted: impl Fn(usize) -> bool,
@@ -96,27 +122,34 @@ impl Class {
         found: &mut Vec<usize>,
     ) {
         found.clear();
-        let n = self.open.len();
+        let open = &mut self.open[part];
+        let n = open.len();
+        if n == 0 {
+            return;
+        }
+        let mut pos = start % n;
         let mut dead = Vec::new();
-        for step in 0..n {
+        for _ in 0..n {
             if found.len() >= sample {
                 break;
             }
-            let pos = (start + step) % n;
-            let i = self.open[pos];
-            if !wanted(i) {
-                continue;
+            let i = open[pos];
+            if wanted(i) {
+                if fits(i) {
+                    found.push(i);
+                } else {
+                    dead.push(pos);
+                }
             }
-            if fits(i) {
-                found.push(i);
-            } else {
-                dead.push(pos);
+            pos += 1;
+            if pos == n {
+                pos = 0;
             }
         }
         // Highest position first: each swap_remove then moves an element that stays.
         dead.sort_unstable_by(|a, b| b.cmp(a));
         for pos in dead {
-            self.open.swap_remove(pos);
+            open.swap_remove(pos);
         }
     }
 }
