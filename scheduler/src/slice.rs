@@ -1,7 +1,8 @@
 //! Several schedulers split the pending queue instead of racing for it. Each
 //! holds one Postgres advisory lock of the `SLICE_CLASS` family on a
 //! connection of its own (a member slot); at the start of a pass it counts the
-//! slots held, and takes the jobs whose id hashes to its rank among them. A
+//! slots held, and takes the jobs whose part (the job id's hash modulo 64,
+//! kept on each queue row: migration 0025) modulo that count is its rank. A
 //! scheduler that dies loses its session and so its slot: at their next pass
 //! the others count one fewer and cover its jobs. While membership changes
 //! two schedulers may briefly judge the same job (the commit stays safe) or
@@ -14,7 +15,8 @@ const SLICE_CLASS: i32 = 0x626f_7267;
 /// More schedulers than this share slots' work by racing as before.
 const SLOTS: i32 = 64;
 
-/// This scheduler's part of the queue: jobs with `hash % of == rank`.
+/// This scheduler's share of the queue: the rows whose part (their job's hash
+/// modulo 64) is `rank` modulo `of`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slice {
     pub rank: i32,

@@ -373,6 +373,53 @@ async fn a_page_read_starts_at_its_cursor() {
     }
 }
 
+/// One of two schedulers reading a page leaves the other's tasks at the
+/// queue: the walk of the queue's index drops their rows by the part on each
+/// (migration 0025), and reaches the tasks by key only for its own. It used to
+/// reach every task of the walk to read its job before dropping half of them.
+#[tokio::test]
+async fn a_sliced_page_leaves_the_other_schedulers_tasks_at_the_queue() {
+    let (_url, pool) = seeded().await;
+    const PAGE: i64 = 2000;
+    let sql = format!(
+        "EXPLAIN (ANALYZE, FORMAT JSON) {}",
+        borgscheduler::pending_page_sql(false)
+    );
+    for rank in [0i32, 1] {
+        let mut tx = borg_store::begin(&pool).await.unwrap();
+        tx.execute(borgscheduler::WALK_IN_QUEUE_ORDER)
+            .await
+            .unwrap();
+        let plan: serde_json::Value = sqlx::query(&sql)
+            .bind(PAGE)
+            .bind(Vec::<uuid::Uuid>::new())
+            .bind(5000.0f64)
+            .bind(2i32)
+            .bind(rank)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap()
+            .get(0);
+        tx.rollback().await.unwrap();
+        let (mut dropped, mut filter, mut tasks_reached) = (0, String::new(), 0);
+        walk(&plan[0]["Plan"], &mut |node| {
+            if node["Index Name"] == "task_queue_order" {
+                filter = node["Filter"].as_str().unwrap_or_default().to_string();
+                dropped = node["Rows Removed by Filter"].as_i64().unwrap_or(0);
+            }
+            if node["Relation Name"] == "tasks" {
+                tasks_reached = node["Actual Loops"].as_i64().unwrap_or(0);
+            }
+        });
+        assert!(filter.contains("part"), "{plan:#}");
+        assert!(dropped > 0, "the other's rows: {plan:#}");
+        assert!(
+            (1..=PAGE).contains(&tasks_reached),
+            "tasks reached {tasks_reached} times for a page of {PAGE}: {plan:#}"
+        );
+    }
+}
+
 /// The machines' full read joins their usage by hashing, also when the costs
 /// favour walking the machines in name order (the bench's settled pass, right
 /// after 100,000 placements and before autovacuum's analyze, took ~1 s that

@@ -217,14 +217,14 @@ WITH m AS (
     RETURNING t.id, t.job_id, t.index, t.priority, t.created_at,
         m.attempt_id, m.machine_id, m.from_state, m.to_state, m.reason, m.shard, m.ord
 ), dequeued AS (
-    -- The pending queue (migrations 0023, 0024): out of it when leaving `pending`...
+    -- The pending queue (migrations 0023–0025): out of it when leaving `pending`...
     DELETE FROM task_queue q USING moved
     WHERE moved.from_state = 'pending' AND moved.to_state <> 'pending'
       AND q.rank = -moved.priority AND q.created_at = moved.created_at AND q.task_id = moved.id
 ), queued AS (
     -- ...and into it when coming back.
-    INSERT INTO task_queue (rank, created_at, task_id)
-    SELECT -priority, created_at, id FROM moved
+    INSERT INTO task_queue (rank, created_at, task_id, part)
+    SELECT -priority, created_at, id, queue_part(job_id) FROM moved
     WHERE to_state = 'pending' AND from_state <> 'pending'
     ON CONFLICT DO NOTHING
 ), ev AS (

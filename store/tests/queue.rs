@@ -1,6 +1,7 @@
-//! The pending queue (`task_queue`, migrations 0023–0024) against a real Postgres: it
-//! holds a row for each pending task, at the task's priority, through submit,
-//! a priority change, a placement and a kill.
+//! The pending queue (`task_queue`, migrations 0023–0025) against a real Postgres: it
+//! holds a row for each pending task, at the task's priority and in its job's
+//! part, through submit, a priority change, a placement, a lost machine and a
+//! kill.
 
 mod common;
 
@@ -8,12 +9,14 @@ use borg_shared::{JobId, JobSpec, TaskId};
 use borg_store::Store;
 use common::{machine, store};
 
-type Rows = Vec<(i32, uuid::Uuid)>;
+type Rows = Vec<(i32, uuid::Uuid, i16)>;
 
-/// The job's queue rows and its pending tasks, each as (priority, task) in order.
+/// The job's queue rows and its pending tasks, each as (priority, task, part)
+/// in order: a queue row's part as written, a task's as the schedulers split
+/// the queue (the job id's hash modulo 64).
 async fn queue_and_pending(store: &Store, job: JobId) -> (Rows, Rows) {
     let queue: Rows = sqlx::query_as(
-        "SELECT -q.rank, q.task_id FROM task_queue q JOIN tasks t ON t.id = q.task_id
+        "SELECT -q.rank, q.task_id, q.part FROM task_queue q JOIN tasks t ON t.id = q.task_id
          WHERE t.job_id = $1 ORDER BY 1, 2",
     )
     .bind(job)
@@ -21,7 +24,8 @@ async fn queue_and_pending(store: &Store, job: JobId) -> (Rows, Rows) {
     .await
     .unwrap();
     let pending: Rows = sqlx::query_as(
-        "SELECT priority, id FROM tasks WHERE job_id = $1 AND state = 'pending' ORDER BY 1, 2",
+        "SELECT priority, id, ((hashtext(job_id::text)::bigint + 2147483648) % 64)::smallint
+         FROM tasks WHERE job_id = $1 AND state = 'pending' ORDER BY 1, 2",
     )
     .bind(job)
     .fetch_all(store.pool())
@@ -61,7 +65,7 @@ async fn the_queue_holds_exactly_the_pending_tasks() {
         "{out:?}"
     );
     let (queue, pending) = queue_and_pending(&store, job).await;
-    assert!(pending.iter().all(|(p, _)| *p == 150), "{pending:?}");
+    assert!(pending.iter().all(|(p, _, _)| *p == 150), "{pending:?}");
     assert_eq!(queue, pending, "after the priority change");
 
     // A placement takes its task out.
@@ -78,6 +82,21 @@ async fn the_queue_holds_exactly_the_pending_tasks() {
     let (queue, pending) = queue_and_pending(&store, job).await;
     assert_eq!(pending.len(), 2);
     assert_eq!(queue, pending, "after a placement");
+
+    // A lost machine puts its task back.
+    let epoch = store
+        .acquire_lease("test", std::time::Duration::from_secs(3600))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store
+        .mark_machine_down(m, epoch, "test", None)
+        .await
+        .unwrap()
+        .is_some());
+    let (queue, pending) = queue_and_pending(&store, job).await;
+    assert_eq!(pending.len(), 3);
+    assert_eq!(queue, pending, "after the machine was lost");
 
     // A kill ends the rest.
     store.kill_job("queued", None, "test").await.unwrap();

@@ -112,7 +112,7 @@ macro_rules! pending_page {
             borg_store::live_job!(),
             "
                AND t.job_id <> ALL($2)
-               AND ($4 <= 1 OR (hashtext(t.job_id::text)::bigint + 2147483648) % $4 = $5)
+               AND ($4::integer <= 1 OR q.part % $4::integer = $5::integer)
              ORDER BY q.rank, q.created_at, q.task_id
              LIMIT $1"
         )

@@ -153,8 +153,8 @@ pub(crate) async fn set_target(
              DELETE FROM task_queue q USING old
              WHERE q.rank = -old.priority AND q.created_at = old.created_at AND q.task_id = old.id
          ), requeued AS (
-             INSERT INTO task_queue (rank, created_at, task_id)
-             SELECT -$2, created_at, id FROM old
+             INSERT INTO task_queue (rank, created_at, task_id, part)
+             SELECT -$2, created_at, id, queue_part($1) FROM old
              ON CONFLICT DO NOTHING
          )
          UPDATE tasks SET priority = $2, cpu_milli = $3, memory = $4, disk = $5
