@@ -402,15 +402,22 @@ async fn walk(
         let ahead = prefetched.take().filter(|a| a.slice == slice);
         let (ahead_page, mut ahead_counts, ahead_placed) = match ahead {
             // Counts read before a refresh of the machines could miss attempts
-            // the refreshed usage holds: read them again after it.
-            Some(a) if matches!(reload, Reload::Nothing) => match a.placed {
+            // the refreshed usage holds: read them again after it. A reread of
+            // the machines a commit lost races on keeps both the counts (the
+            // attempts that won there are of other schedulers' jobs) and the
+            // decisions: one for a machine that has no room now loses again
+            // at its commit, which re-checks, and that machine is read again.
+            // Placing the page again cost a page's placing for each commit
+            // that lost a race (most of a second scheduler's extra CPU).
+            Some(a) if matches!(reload, Reload::Nothing | Reload::Lost(_)) => match a.placed {
                 Some(placed) => (Some(a.page), None, Some(placed)),
                 None => (Some(a.page), Some(a.counts), None),
             },
             Some(a) => {
                 if a.placed.is_some() {
-                    // Placed ahead against the snapshot a refresh replaces:
-                    // its counts went into the snapshot, so out they come.
+                    // Placed ahead against the snapshot a refresh (after a
+                    // preemption) replaces: its counts went into the
+                    // snapshot, so out they come.
                     for job in &a.counts.jobs {
                         machines.snapshot.job_counts.remove(job);
                     }
