@@ -3,9 +3,9 @@
 -- a scheduler of S takes the parts with `part % S = its rank`. The split was
 -- the hash of `tasks.job_id`, so each scheduler's walk of the queue's index
 -- reached every other scheduler's tasks too (their task row by key, to read
--- the job) before leaving them: with two schedulers each page read touched 2.4
--- times the buffers of one scheduler's. On the queue row, the other
--- schedulers' rows are left at the queue.
+-- the job) before leaving them: with two schedulers, their page reads touched
+-- 2.4 times the buffers of one scheduler's for the same queue. With the part
+-- on the queue row, the other schedulers' rows are left at the queue.
 CREATE FUNCTION queue_part(job uuid) RETURNS smallint
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
     AS $$ SELECT ((hashtext(job::text)::bigint + 2147483648) % 64)::smallint $$;

@@ -408,7 +408,8 @@ async fn walk(
             // decisions: one for a machine that has no room now loses again
             // at its commit, which re-checks, and that machine is read again.
             // Placing the page again cost a page's placing for each commit
-            // that lost a race (most of a second scheduler's extra CPU).
+            // that lost a race (with two schedulers, about a sixth of their
+            // CPU in the synthetic bench: BENCHMARKS.md).
             Some(a) if matches!(reload, Reload::Nothing | Reload::Lost(_)) => match a.placed {
                 Some(placed) => (Some(a.page), None, Some(placed)),
                 None => (Some(a.page), Some(a.counts), None),

@@ -16,7 +16,7 @@ const SLICE_CLASS: i32 = 0x626f_7267;
 const SLOTS: i32 = 64;
 
 /// This scheduler's share of the queue: the rows whose part (their job's hash
-/// modulo 64) is `rank` modulo `of`.
+/// modulo 64) modulo `of` is `rank`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slice {
     pub rank: i32,
