@@ -9,9 +9,10 @@
 //! cargo bench -p borgscheduler --bench place [-- --machines N --tasks M --rounds R --of S]
 //! ```
 //!
-//! `--of S` places what one of `S` schedulers sharing the cell places: the
-//! tasks of every `S`th job, with that scheduler's home machines first (see
-//! `Slice`). Per task, it should cost what one scheduler's whole queue does.
+//! `--of S` places what one of `S` schedulers sharing the cell places: about
+//! one job in `S` (the job's index, mixed, modulo `S`), with that scheduler's
+//! home machines first (see `Slice`). Per task, it should cost what one
+//! scheduler's whole queue does.
 //!
 //! For counts that do not move with the machine's load:
 //! `valgrind --tool=callgrind target/release/deps/place-<hash> --rounds 1`.
@@ -68,8 +69,8 @@ fn machines(n: usize) -> Vec<Machine> {
         .collect()
 }
 
-/// The pending tasks of `borgscheduler::synth::jobs`, in queue order: of
-/// every `of`th job, from the first.
+/// The pending tasks of `borgscheduler::synth::jobs`, in queue order: those
+/// of the jobs whose mixed index is 0 modulo `of` (all of them for 1).
 fn tasks(n: usize, of: usize) -> Vec<PendingTask> {
     let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
     let mut out = Vec::with_capacity(n);
