@@ -7,13 +7,14 @@
 //! Pure: the caller gives the clock.
 
 use crate::state::Exit;
+use borg_shared::spec::RestartPolicy;
 use borg_shared::wire::InPlaceRestart;
 use chrono::{DateTime, Utc};
 use std::collections::VecDeque;
 use std::time::Duration;
 
-pub const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
-pub const RESET_AFTER: Duration = Duration::from_secs(10 * 60);
+pub const MAX_BACKOFF: Duration = RestartPolicy::MAX_BACKOFF;
+pub const RESET_AFTER: Duration = RestartPolicy::RESET_AFTER;
 pub const HANDBACK_EXITS: usize = 5;
 pub const HANDBACK_WINDOW: Duration = Duration::from_secs(10 * 60);
 

@@ -99,6 +99,7 @@ fn tasks(n: usize, of: usize) -> Vec<PendingTask> {
                 ports: 0,
                 owner: Arc::from("default"),
                 name: format!("{}/{index}", spec.name),
+                failed_on: None,
             });
         }
     }

@@ -158,19 +158,23 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
                 break;
             }
         }
-        // Among them: (hybrid scoring) a machine in use before an empty one
-        // and the fewest of the job's tasks on it, then the best score, then
-        // the tie-break (hashed only between candidates equal on the rest;
-        // of candidates equal on all, the last one walked).
+        // Among them: any but the machine the task's last run failed on (a
+        // crash loop there is moved, as Nomad's rescheduling avoids the node),
+        // then (hybrid scoring) a machine in use before an empty one and the
+        // fewest of the job's tasks on it, then the best score, then the
+        // tie-break (hashed only between candidates equal on the rest; of
+        // candidates equal on all, the last one walked).
+        let failed_on = task.failed_on;
         let mut best: Option<Best> = None;
         for &i in &feasible {
+            let failed_here = u8::from(failed_on == Some(machines[i].id));
             let (empty, on) = if spread_jobs {
                 let empty = free[i] == capacity[i] || unused[i];
                 (u8::from(empty), on_machine(i))
             } else {
                 (0, 0)
             };
-            let rank = (group_of(i), empty, on);
+            let rank = (group_of(i), failed_here, empty, on);
             let score = snapshot
                 .scoring
                 .score(&capacity[i], &sub(&free[i], &task.request));
@@ -265,11 +269,11 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
 }
 
 /// The best candidate so far of a task's scoring: its machine, its rank
-/// (spread group, empty, the job's tasks on it; lower is better), its score
+/// (spread group, failed on, empty, the job's tasks on it; lower is better), its score
 /// (higher is better) and, once a rival equal on both needed it, its tie-break.
 struct Best {
     machine: usize,
-    rank: (u32, u8, u32),
+    rank: (u32, u8, u8, u32),
     score: f64,
     tie: Option<u64>,
 }

@@ -109,6 +109,9 @@ pub struct PendingTask {
     pub owner: Arc<str>,
     /// `JOB/INDEX`, for reasons that name it.
     pub name: String,
+    /// The machine its last run failed on, when it waits to run again after
+    /// a failure: taken only when no other machine fits.
+    pub failed_on: Option<MachineId>,
 }
 
 impl PendingTask {

@@ -395,3 +395,53 @@ async fn pages_placed_while_the_last_commits_count_its_placements() {
     .await;
     assert_eq!(over, 0, "a machine is over-committed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_failed_on_a_machine_is_placed_on_another() {
+    let (url, pool) = fresh_pool().await;
+    // Both empty: best fit would pick m1, the smaller (the fuller after it).
+    let m1 = MachineBuilder::new("m1")
+        .cpu(1000)
+        .mem(2 * GI)
+        .insert(&pool)
+        .await;
+    let m2 = MachineBuilder::new("m2")
+        .cpu(4000)
+        .mem(8 * GI)
+        .insert(&pool)
+        .await;
+    let (_, fresh) = JobBuilder::new("fresh").insert(&pool).await;
+    let (_, failed) = JobBuilder::new("failed").insert(&pool).await;
+    sqlx::query("UPDATE tasks SET failed_on = $1, failed_runs = 1 WHERE id = $2")
+        .bind(m1)
+        .bind(failed[0])
+        .execute(&pool)
+        .await
+        .unwrap();
+    let s = start(&url, "sched-a", Duration::from_millis(100), 1000);
+    wait_until("both tasks are assigned", DEADLINE, || async {
+        count(&pool, "SELECT count(*) FROM tasks WHERE state = 'assigned'").await == 2
+    })
+    .await;
+    s.stop().await;
+    let on: Vec<(TaskId, MachineId)> =
+        sqlx::query_as("SELECT task_id, machine_id FROM attempts ORDER BY created_at")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let machine_of = |t: TaskId| on.iter().find(|(task, _)| *task == t).map(|(_, m)| *m);
+    assert_eq!(machine_of(fresh[0]), Some(m1), "the control: best fit");
+    assert_eq!(
+        machine_of(failed[0]),
+        Some(m2),
+        "back on the machine it failed on"
+    );
+    // Placement clears nothing: the record stays until the next move to pending.
+    let failed_on: Option<MachineId> =
+        sqlx::query_scalar("SELECT failed_on FROM tasks WHERE id = $1")
+            .bind(failed[0])
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(failed_on, Some(m1));
+}

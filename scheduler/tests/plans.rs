@@ -286,7 +286,8 @@ async fn the_commit_reaches_a_batchs_tasks_by_key() {
             .bind(vec!["placed"; BIG])
             .bind(&zeros)
             .bind(vec![true; BIG])
-            .bind(vec![1i16; BIG]);
+            .bind(vec![1i16; BIG])
+            .bind(vec![None::<i32>; BIG]);
         let mv = commit_plan(&pool, mv, keyed).await;
         // Keyed: no plan reads every task. The control: without, both do.
         assert_eq!(reads_every_task(&claim), !keyed, "the claim: {claim:#}");

@@ -184,6 +184,7 @@ impl Store {
                 reason,
                 backoff: None,
                 placed: false,
+                failed_runs: None,
             };
             // `lost` is the state machine's way back to `pending` for a task
             // whose attempt ended by no fault of its own.

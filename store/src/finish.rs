@@ -117,6 +117,7 @@ pub(crate) async fn end_jobs(
                     .map_or_else(String::new, |e| e.reason.clone()),
                 backoff: None,
                 placed: false,
+                failed_runs: None,
             })
             .collect();
         move_tasks(conn, &moves, out).await?;

@@ -102,6 +102,7 @@ impl Store {
                 reason,
                 backoff: None,
                 placed: false,
+                failed_runs: None,
             };
             task_moves.push(task_move(r.task_state, to, why));
             if to == TaskState::Lost && r.job_live {

@@ -37,6 +37,12 @@ pub(crate) struct TaskMove {
     pub backoff: Option<Duration>,
     /// `pending → assigned`: `attempt` becomes the task's attempt and counts one more run.
     pub placed: bool,
+    /// Only for moves back to `pending` after a failed run on `machine`: the
+    /// task's failed runs in a row, this one counted. The task keeps both
+    /// (`tasks.failed_on`, `failed_runs`; migration 0026): the scheduler tries
+    /// other machines first, the next failure's backoff doubles. Any other
+    /// move to `pending` clears `failed_on`.
+    pub failed_runs: Option<i32>,
 }
 
 /// A task move that happened (committed once the caller commits).
@@ -171,6 +177,7 @@ pub(crate) async fn move_tasks(
         )
         .bind(moves.iter().map(|m| m.placed).collect::<Vec<_>>())
         .bind(moves.iter().map(|m| shard(m.machine)).collect::<Vec<_>>())
+        .bind(moves.iter().map(|m| m.failed_runs).collect::<Vec<_>>())
         .fetch_all(&mut *conn)
         .await?;
     let moved: HashMap<TaskId, i32> = moved.into_iter().collect();
@@ -199,8 +206,9 @@ pub(crate) async fn move_tasks(
 pub const MOVE_TASKS: &str = "
 WITH m AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
-                         $7::bigint[], $8::bool[], $9::smallint[]) WITH ORDINALITY
-        AS m(task_id, attempt_id, machine_id, from_state, to_state, reason, backoff_ms, placed, shard, ord)
+                         $7::bigint[], $8::bool[], $9::smallint[], $10::integer[]) WITH ORDINALITY
+        AS m(task_id, attempt_id, machine_id, from_state, to_state, reason, backoff_ms, placed, shard,
+             failed_runs, ord)
 ), moved AS (
     UPDATE tasks t
     SET state = m.to_state::task_state, updated_at = now(),
@@ -211,7 +219,11 @@ WITH m AS (
         pending_since = CASE WHEN m.to_state = 'pending' THEN now() ELSE t.pending_since END,
         not_before = CASE WHEN m.backoff_ms > 0
                           THEN now() + make_interval(secs => m.backoff_ms / 1000.0)
-                          ELSE t.not_before END
+                          ELSE t.not_before END,
+        failed_on = CASE WHEN m.failed_runs IS NOT NULL THEN m.machine_id
+                         WHEN m.to_state = 'pending' THEN NULL
+                         ELSE t.failed_on END,
+        failed_runs = COALESCE(m.failed_runs, t.failed_runs)
     FROM m
     WHERE t.id = m.task_id AND t.state = m.from_state::task_state
     RETURNING t.id, t.job_id, t.index, t.priority, t.created_at,

@@ -452,6 +452,7 @@ impl Store {
                 reason: format!("placed on {} by {scheduler}", room[&p.machine].name),
                 backoff: None,
                 placed: true,
+                failed_runs: None,
             })
             .collect();
         let mut moved = Transitions::default();

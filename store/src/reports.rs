@@ -39,6 +39,8 @@ struct AttemptRow {
     pid: Option<i32>,
     /// When the attempt was placed (the scheduler's commit).
     created_at: DateTime<Utc>,
+    /// The task's failed runs in a row before this attempt's end.
+    failed_runs: i32,
 }
 
 impl AttemptRow {
@@ -61,6 +63,7 @@ impl AttemptRow {
             reason,
             backoff,
             placed: false,
+            failed_runs: None,
         }
     }
 
@@ -141,6 +144,7 @@ impl Store {
                 reason: "sent to its borglet".into(),
                 backoff: None,
                 placed: false,
+                failed_runs: None,
             })
             .collect();
         let mut moved = Transitions::default();
@@ -366,11 +370,27 @@ fn collect(
                 && row.job_live
                 && (row.kind == JobKind::Service || row.runs < row.max_runs);
             if retry {
-                let backoff = row
+                let base = row
                     .restart
                     .as_ref()
                     .and_then(|r| r.0.backoff)
                     .unwrap_or(DEFAULT_BACKOFF);
+                // A failed run (not a lost machine) counts toward a crash loop
+                // unless it ran long enough to end one; each in a row doubles
+                // the wait, and the scheduler tries other machines first.
+                let failed_runs = (to == TaskState::Failed).then(|| {
+                    // The last run's (an in-place restart is a run of its own).
+                    let began = report.and_then(|r| r.started_at).unwrap_or(row.created_at);
+                    let ended = report.and_then(|r| r.finished_at).unwrap_or_else(Utc::now);
+                    let ran = (ended - began).to_std().unwrap_or_default();
+                    if ran >= RestartPolicy::RESET_AFTER {
+                        1
+                    } else {
+                        row.failed_runs.saturating_add(1)
+                    }
+                });
+                let backoff =
+                    RestartPolicy::backoff_after(base, failed_runs.map_or(1, |n| n.unsigned_abs()));
                 let why = match row.kind {
                     JobKind::Batch => format!(
                         "retrying (run {} of {}) after: {reason}",
@@ -379,13 +399,10 @@ fn collect(
                     ),
                     JobKind::Service => format!("restarting after: {reason}"),
                 };
-                batch.requeue.push(row.task_move(
-                    machine,
-                    to,
-                    TaskState::Pending,
-                    why,
-                    Some(backoff),
-                ));
+                let mut requeue =
+                    row.task_move(machine, to, TaskState::Pending, why, Some(backoff));
+                requeue.failed_runs = failed_runs;
+                batch.requeue.push(requeue);
             }
         }
     }
@@ -461,7 +478,7 @@ fn plan<'a>(
 const ATTEMPT_COLUMNS: &str = concat!(
     "SELECT a.id, a.state, a.stop_reason, a.task_id, t.job_id, t.state AS task_state,
             t.attempt_id AS task_attempt, t.runs, t.max_runs, j.kind, a.restarts,
-            a.healthy, a.health_message, a.pid, a.created_at,
+            a.healthy, a.health_message, a.pid, a.created_at, t.failed_runs,
             j.state IN ",
     live_job!(),
     " AS job_live, j.spec->'task'->'restart' AS restart

@@ -22,6 +22,7 @@ fn row(stop_reason: Option<&str>) -> AttemptRow {
         health_message: None,
         pid: None,
         created_at: Utc::now(),
+        failed_runs: 0,
     }
 }
 

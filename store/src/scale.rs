@@ -203,6 +203,7 @@ async fn revive(
             reason: why.to_string(),
             backoff: None,
             placed: false,
+            failed_runs: None,
         })
         .collect();
     move_tasks(tx, &moves, moved).await?;
@@ -238,6 +239,7 @@ async fn shrink(
             reason: why.to_string(),
             backoff: None,
             placed: false,
+            failed_runs: None,
         })
         .collect();
     move_tasks(tx, &moves, moved).await?;

@@ -215,6 +215,7 @@ fn pending_task(spec: &JobSpec, job_id: JobId, index: i64) -> PendingTask {
         ports: res.ports,
         owner: Arc::from(spec.owner.as_str()),
         name: format!("{}/{index}", spec.name),
+        failed_on: None,
     }
 }
 

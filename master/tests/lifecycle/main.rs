@@ -2,7 +2,9 @@
 //! Postgres. Placement is done the way the scheduler commits it.
 //!
 //! `failures.rs`: jobs that fail for good, the sweep, owners, a deposed leader.
+//! `crash_loop.rs`: the wait and the machine to avoid after failed runs in a row.
 
+mod crash_loop;
 mod failures;
 #[path = "../helpers/mod.rs"]
 mod helpers;

@@ -101,6 +101,7 @@ pub fn simulate(machines: &[(u64, u64)], tasks: &[TraceTask], config: &SimConfig
         ports: 0,
         owner: owner.clone(),
         name: format!("{}/{}", t.job, t.index),
+        failed_on: None,
     };
 
     let mut report = SimReport {

@@ -4,7 +4,7 @@
 use super::{capacity_from_db, fetch_all_under, PendingTask};
 use anyhow::Context;
 use borg_shared::spec::{Constraint, Spread};
-use borg_shared::{JobId, TaskId};
+use borg_shared::{JobId, MachineId, TaskId};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::types::Json;
@@ -70,6 +70,7 @@ struct TaskRow {
     reason: Option<String>,
     reason_due: bool,
     index: i32,
+    failed_on: Option<MachineId>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -99,7 +100,7 @@ macro_rules! pending_page {
         concat!(
             "SELECT t.id, t.job_id, t.priority, t.created_at, t.cpu_milli, t.memory, t.disk, t.reason,
                     (t.reason IS NULL OR t.updated_at < now() - $3 * interval '1 millisecond') AS reason_due,
-                    t.index
+                    t.index, t.failed_on
              FROM task_queue q
              JOIN tasks t ON t.id = q.task_id
              JOIN jobs j ON j.id = t.job_id
@@ -242,6 +243,7 @@ pub async fn read_pending(
                 ports: job.ports,
                 owner: job.owner.clone(),
                 name: format!("{}/{}", job.name, r.index),
+                failed_on: r.failed_on,
             }),
             Some(Err(e)) => page.unreadable.push((r.id, e.clone())),
             // The job vanished between the two reads (deleted): skip; it is gone next pass.

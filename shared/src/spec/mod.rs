@@ -185,6 +185,22 @@ pub struct RestartPolicy {
     pub backoff: Option<Duration>,
 }
 
+impl RestartPolicy {
+    /// The longest wait before a failed task runs again, in place or elsewhere
+    /// (as the kubelet's CrashLoopBackOff).
+    pub const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
+    /// A run this long ends a crash loop: the next failure waits `backoff` again.
+    pub const RESET_AFTER: Duration = Duration::from_secs(10 * 60);
+
+    /// The wait after the `failed_in_a_row`-th failed run in a row (1 for the
+    /// first): `base` doubled for each one before it, up to `MAX_BACKOFF`.
+    pub fn backoff_after(base: Duration, failed_in_a_row: u32) -> Duration {
+        let doublings = failed_in_a_row.saturating_sub(1).min(31);
+        base.saturating_mul(1 << doublings)
+            .min(Self::MAX_BACKOFF.max(base))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ConstraintOp {
     #[serde(rename = "=")]

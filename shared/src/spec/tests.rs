@@ -340,3 +340,18 @@ fn a_small_request_under_a_limit_is_accepted() {
     .expect("a request below 4Mi with a 4Mi cap");
     assert_eq!(spec.task.resources.memory, Bytes(1 << 20));
 }
+
+#[test]
+fn a_retry_waits_twice_as_long_after_each_failure_up_to_five_minutes() {
+    let after = |n| RestartPolicy::backoff_after(Duration::from_secs(1), n);
+    assert_eq!(after(0), Duration::from_secs(1));
+    assert_eq!(after(1), Duration::from_secs(1));
+    assert_eq!(after(2), Duration::from_secs(2));
+    assert_eq!(after(4), Duration::from_secs(8));
+    assert_eq!(after(9), Duration::from_secs(256));
+    assert_eq!(after(10), RestartPolicy::MAX_BACKOFF);
+    assert_eq!(after(u32::MAX), RestartPolicy::MAX_BACKOFF);
+    // A base above the cap is the wait itself.
+    let long = Duration::from_secs(600);
+    assert_eq!(RestartPolicy::backoff_after(long, 3), long);
+}

@@ -74,6 +74,7 @@ fn task_move(
         reason,
         backoff: None,
         placed: false,
+        failed_runs: None,
     }
 }
 
@@ -356,6 +357,7 @@ pub(super) async fn restore(
         .iter()
         .map(|a| TaskMove {
             placed: true,
+            failed_runs: None,
             ..task_move(
                 job,
                 a,

@@ -148,3 +148,35 @@ fn over_used_machine_counts_as_full() {
         "0/1 machines fit: 1 insufficient cpu (nearest: m1 has 0 of 1m)"
     );
 }
+
+#[test]
+fn a_task_that_failed_on_a_machine_goes_elsewhere_while_another_fits() {
+    // m1 is where packing (and the job's other task) would put it.
+    let ms = vec![
+        MachineBuilder::new(1, "m1").used(3000, 6 * GI).build(),
+        MachineBuilder::new(2, "m2").build(),
+        MachineBuilder::new(3, "m3").used(3950, 7 * GI).build(),
+    ];
+    for scoring in [
+        crate::Scoring::Hybrid,
+        crate::Scoring::BestFit,
+        crate::Scoring::WorstFit,
+    ] {
+        let mut s = snap(ms.clone());
+        s.scoring = scoring;
+        let fresh = TaskBuilder::new(1).build();
+        let d = place(&s, std::slice::from_ref(&fresh));
+        let packed = machine_of(&d, &fresh);
+        let failed = TaskBuilder::new(1).failed_on(packed).build();
+        let d = place(&s, std::slice::from_ref(&failed));
+        let moved = machine_of(&d, &failed);
+        assert_ne!(moved, packed, "{scoring:?}: back where it failed");
+        // The machine it failed on is still taken when nothing else fits.
+        let only = TaskBuilder::new(2).cpu(1000).failed_on(ms[0].id).build();
+        let d = place(
+            &snap(vec![ms[0].clone(), ms[2].clone()]),
+            std::slice::from_ref(&only),
+        );
+        assert_eq!(machine_of(&d, &only), ms[0].id, "{scoring:?}");
+    }
+}

@@ -87,6 +87,7 @@ impl TaskBuilder {
             ports: 0,
             owner: Arc::from("default"),
             name: format!("j/{n}"),
+            failed_on: None,
         })
     }
     fn owner(mut self, owner: &str) -> Self {
@@ -137,6 +138,10 @@ impl TaskBuilder {
             label: label.map(str::to_string),
             max_per_machine,
         }));
+        self
+    }
+    fn failed_on(mut self, machine: MachineId) -> Self {
+        self.0.failed_on = Some(machine);
         self
     }
     fn build(self) -> PendingTask {

@@ -108,6 +108,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                     ports,
                     owner: Arc::from("default"),
                     name: format!("t/{n}"),
+                    failed_on: None,
                 })
                 .collect();
             (Just(machines), Just(tasks).prop_shuffle())
