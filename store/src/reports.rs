@@ -391,13 +391,24 @@ fn collect(
                 });
                 let backoff =
                     RestartPolicy::backoff_after(base, failed_runs.map_or(1, |n| n.unsigned_abs()));
+                let wait = humantime::format_duration(backoff);
+                let in_a_row = match failed_runs {
+                    Some(n) if n > 1 => format!("{n} failed runs in a row"),
+                    _ => String::new(),
+                };
                 let why = match row.kind {
                     JobKind::Batch => format!(
-                        "retrying (run {} of {}) after: {reason}",
+                        "retrying in {wait} (run {} of {}{}{in_a_row}) after: {reason}",
                         row.runs + 1,
-                        row.max_runs
+                        row.max_runs,
+                        if in_a_row.is_empty() { "" } else { ", " },
                     ),
-                    JobKind::Service => format!("restarting after: {reason}"),
+                    JobKind::Service if in_a_row.is_empty() => {
+                        format!("restarting in {wait} after: {reason}")
+                    }
+                    JobKind::Service => {
+                        format!("restarting in {wait} ({in_a_row}) after: {reason}")
+                    }
                 };
                 let mut requeue =
                     row.task_move(machine, to, TaskState::Pending, why, Some(backoff));

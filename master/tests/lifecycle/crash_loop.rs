@@ -55,6 +55,14 @@ async fn each_failed_run_in_a_row_doubles_the_wait_and_names_the_machine() {
         run_and_fail(store, m2, "m2", short).await;
     }
     assert_eq!(retry_state(store).await, (9, Some(m2), 300.0));
+    let reason: String = sqlx::query_scalar("SELECT reason FROM tasks")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        reason,
+        "restarting in 5m (9 failed runs in a row) after: exited with code 3"
+    );
     // A run of ten minutes ends the loop: the next failure waits the job's backoff.
     run_and_fail(store, m1, "m1", Duration::minutes(11)).await;
     assert_eq!(retry_state(store).await, (1, Some(m1), 2.0));
