@@ -73,6 +73,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                 0u64..=1500,
                 0u64..=256,
                 0u16..3,
+                proptest::option::of(0usize..8),
             );
             (
                 Just(machines),
@@ -97,19 +98,21 @@ fn arb_case() -> impl Strategy<Value = Case> {
             let tasks: Vec<PendingTask> = raw
                 .into_iter()
                 .enumerate()
-                .map(|(n, (job, age, cpu, mem_mi, disk_mi, ports))| PendingTask {
-                    id: TaskId(uuid(n as u128 + 1)),
-                    job_id: JobId(uuid(900 + job as u128)),
-                    priority: jobs[job].0,
-                    created_at: t0() - chrono::Duration::seconds(age),
-                    request: cap(cpu, mem_mi * MI, disk_mi * MI),
-                    constraints: jobs[job].1.clone(),
-                    spread: jobs[job].2.clone(),
-                    ports,
-                    owner: Arc::from("default"),
-                    name: format!("t/{n}"),
-                    failed_on: None,
-                })
+                .map(
+                    |(n, (job, age, cpu, mem_mi, disk_mi, ports, failed_on))| PendingTask {
+                        id: TaskId(uuid(n as u128 + 1)),
+                        job_id: JobId(uuid(900 + job as u128)),
+                        priority: jobs[job].0,
+                        created_at: t0() - chrono::Duration::seconds(age),
+                        request: cap(cpu, mem_mi * MI, disk_mi * MI),
+                        constraints: jobs[job].1.clone(),
+                        spread: jobs[job].2.clone(),
+                        ports,
+                        owner: Arc::from("default"),
+                        name: format!("t/{n}"),
+                        failed_on: failed_on.and_then(|i| machines.get(i)).map(|m| m.id),
+                    },
+                )
                 .collect();
             (Just(machines), Just(tasks).prop_shuffle())
         })
@@ -225,6 +228,17 @@ proptest! {
                             prop_assert!(
                                 !feasible(k, &on, &free, &ports_free),
                                 "task {} left home although {} could take it", t.id, case.machines[k].name
+                            );
+                        }
+                    }
+                    // Back on the machine its last run failed on only when no
+                    // other it was looking at could take it (every feasible
+                    // machine scored: sample 0).
+                    if sample == 0 && t.spread_label().is_none() && t.failed_on == Some(case.machines[i].id) {
+                        for k in (0..case.machines.len()).filter(|&k| k != i && home(k) == home(i)) {
+                            prop_assert!(
+                                !feasible(k, &on, &free, &ports_free),
+                                "task {} put back where it failed although {} could take it", t.id, case.machines[k].name
                             );
                         }
                     }
