@@ -128,6 +128,7 @@ fn hello_view(state: JobState, tasks: Vec<(TaskState, Option<i32>)>) -> JobView 
             death: None,
             healthy: None,
             health_message: None,
+            backoff: false,
             superseded: None,
         })
         .collect();

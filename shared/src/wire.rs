@@ -102,6 +102,10 @@ pub struct TaskView {
     /// Why its last probe failed, while it has not passed since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_message: Option<String>,
+    /// Running, but its process exited and its borglet waits out a backoff
+    /// before restarting it in place (shown `running/backoff`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backoff: bool,
     /// Its old attempt, still live beside the new one while a surging rollout
     /// brings that up (`update.max_surge`): no longer the task's attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]

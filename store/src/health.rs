@@ -117,6 +117,8 @@ pub(crate) struct StoredRun {
     /// Stored as running (not starting, not ended).
     pub running: bool,
     pub pid: Option<i32>,
+    /// Stored as waiting to be restarted in place.
+    pub in_backoff: bool,
     pub healthy: Option<bool>,
     pub health_message: Option<String>,
 }
@@ -142,17 +144,59 @@ impl Store {
             .map(|r| (r.id, r.pid))
             .collect();
         let runs = new_runs(reports, &pids);
-        if changes.is_empty() && runs.is_empty() {
+        let waits = backoff_changes(reports, stored);
+        if changes.is_empty() && runs.is_empty() && waits.is_empty() {
             return Ok(());
         }
         let mut tx = crate::tx::begin(&self.pool).await?;
         crate::lease::check_epoch(&mut tx, epoch).await?;
         record_new_runs(&mut tx, &runs).await?;
+        record_backoff(&mut tx, &waits).await?;
         let events = record_health(&mut tx, &changes).await?;
         tx.commit().await?;
         emit(&events);
         Ok(())
     }
+}
+
+/// Running attempts whose report says otherwise than what is stored about
+/// waiting to be restarted in place: `(attempt, waiting now)`.
+fn backoff_changes(reports: &[AttemptReport], stored: &[StoredRun]) -> Vec<(AttemptId, bool)> {
+    let stored: HashMap<AttemptId, bool> = stored
+        .iter()
+        .filter(|r| r.running)
+        .map(|r| (r.id, r.in_backoff))
+        .collect();
+    reports
+        .iter()
+        .filter_map(|r| {
+            let waiting = match r.phase {
+                AttemptPhase::Backoff => true,
+                AttemptPhase::Running => false,
+                _ => return None,
+            };
+            (*stored.get(&r.id)? != waiting).then_some((r.id, waiting))
+        })
+        .collect()
+}
+
+/// Write what `backoff_changes` found to attempts still running.
+async fn record_backoff(conn: &mut PgConnection, waits: &[(AttemptId, bool)]) -> Result<()> {
+    if waits.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<uuid::Uuid> = waits.iter().map(|(a, _)| a.0).collect();
+    let waiting: Vec<bool> = waits.iter().map(|(_, w)| *w).collect();
+    sqlx::query(
+        "UPDATE attempts a SET in_backoff = w.waiting
+         FROM unnest($1::uuid[], $2::bool[]) AS w(id, waiting)
+         WHERE a.id = w.id AND a.state = 'running'",
+    )
+    .bind(&ids)
+    .bind(&waiting)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Logs and metrics of health transitions, once committed.

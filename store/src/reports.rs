@@ -41,6 +41,8 @@ struct AttemptRow {
     created_at: DateTime<Utc>,
     /// The task's failed runs in a row before this attempt's end.
     failed_runs: i32,
+    /// Stored as waiting to be restarted in place.
+    in_backoff: bool,
 }
 
 impl AttemptRow {
@@ -289,6 +291,7 @@ impl Store {
                 id: r.id,
                 running: r.state == TaskState::Running,
                 pid: r.pid,
+                in_backoff: r.in_backoff,
                 healthy: r.healthy,
                 health_message: r.health_message.clone(),
             })
@@ -489,7 +492,7 @@ fn plan<'a>(
 const ATTEMPT_COLUMNS: &str = concat!(
     "SELECT a.id, a.state, a.stop_reason, a.task_id, t.job_id, t.state AS task_state,
             t.attempt_id AS task_attempt, t.runs, t.max_runs, j.kind, a.restarts,
-            a.healthy, a.health_message, a.pid, a.created_at, t.failed_runs,
+            a.healthy, a.health_message, a.pid, a.created_at, t.failed_runs, a.in_backoff,
             j.state IN ",
     live_job!(),
     " AS job_live, j.spec->'task'->'restart' AS restart

@@ -23,6 +23,7 @@ fn row(stop_reason: Option<&str>) -> AttemptRow {
         pid: None,
         created_at: Utc::now(),
         failed_runs: 0,
+        in_backoff: false,
     }
 }
 

@@ -117,6 +117,7 @@ pub struct TaskRow {
     pub stderr_tail: Option<String>,
     pub healthy: Option<bool>,
     pub health_message: Option<String>,
+    pub in_backoff: Option<bool>,
     /// Its live superseded attempt (`SUPERSEDED_CTE`), if any.
     pub superseded_attempt: Option<AttemptId>,
     pub superseded_version: Option<i32>,
@@ -156,7 +157,8 @@ pub const TASK_ATTEMPT_COLUMNS: &str = concat!(
     " THEN a.healthy END AS healthy,
      CASE WHEN a.state IN ",
     crate::live_attempt!(),
-    " THEN a.health_message END AS health_message"
+    " THEN a.health_message END AS health_message,
+     CASE WHEN a.state = 'running' THEN a.in_backoff END AS in_backoff"
 );
 
 pub(crate) fn usage(cpu: Option<i64>, memory: Option<i64>) -> Option<ResourceUsage> {
@@ -214,6 +216,7 @@ impl From<TaskRow> for TaskView {
             updated_at: r.updated_at,
             healthy: r.healthy,
             health_message: r.health_message,
+            backoff: r.in_backoff.unwrap_or(false),
             superseded: superseded(
                 r.superseded_attempt,
                 r.superseded_version,

@@ -37,6 +37,7 @@ pub fn task(index: i32, state: TaskState) -> TaskView {
         death: None,
         healthy: None,
         health_message: None,
+        backoff: false,
         superseded: None,
     }
 }

@@ -113,10 +113,12 @@ pub fn restarts_text(task: &TaskView) -> String {
     }
 }
 
-/// The task's state, with its health when it runs and a probe has decided:
-/// `running/healthy`, `running/unhealthy`.
+/// The task's state, with what its run is doing when it runs: `running/backoff`
+/// (its process exited; the borglet restarts it after a wait), else its health
+/// once a probe has decided: `running/healthy`, `running/unhealthy`.
 pub fn state_text(task: &TaskView) -> String {
     match (task.state, task.healthy) {
+        (TaskState::Running, _) if task.backoff => "running/backoff".into(),
         (TaskState::Running, Some(true)) => "running/healthy".into(),
         (TaskState::Running, Some(false)) => "running/unhealthy".into(),
         (state, _) => state.to_string(),
@@ -381,9 +383,13 @@ web-frontend   service   pending   1 pending, 1 running   100        default   5
         t4.healthy = Some(true);
         let mut t5 = task(5, TaskState::Running);
         t5.healthy = Some(false);
+        // Waiting to be restarted in place: that, not the last run's health.
+        let mut t6 = task(6, TaskState::Running);
+        t6.healthy = Some(true);
+        t6.backoff = true;
         let mut j = job("hello", JobKind::Batch, JobState::Running, vec![]);
         j.version = 2;
-        let tasks = [t0_, t1, t2, t3, t4, t5];
+        let tasks = [t0_, t1, t2, t3, t4, t5, t6];
         let out = tasks_table(&j, &tasks, t0() + Duration::seconds(30));
         let expected = "\
 TASK      STATE               VERSION     MACHINE   RUNS   RESTARTS                 EXIT    CPU     MEMORY   REASON                            AGE
@@ -392,7 +398,8 @@ hello/1   pending             -           -         0      0                    
 hello/2   failed              -           m3        3      1 (exited with code 3)   sig 9   -       -        -                                 30s
 hello/3   running             2           m1        1      0                        -       1500m   48Mi     -                                 30s
 hello/4   running/healthy     -           -         0      0                        -       -       -        -                                 30s
-hello/5   running/unhealthy   -           -         0      0                        -       -       -        -                                 30s";
+hello/5   running/unhealthy   -           -         0      0                        -       -       -        -                                 30s
+hello/6   running/backoff     -           -         0      0                        -       -       -        -                                 30s";
         assert_eq!(out, expected);
     }
 

@@ -17,7 +17,8 @@ function taskCells(t) {
   const probed = t.state === "running" && t.healthy != null;
   return {
     index: String(t.index),
-    state: probed ? (t.healthy ? "running/healthy" : "running/unhealthy") : t.state,
+    state: t.state === "running" && t.backoff ? "running/backoff"
+      : probed ? (t.healthy ? "running/healthy" : "running/unhealthy") : t.state,
     machine: t.machine || "-",
     runs: t.runs == null ? "" : String(t.runs),
     exit: t.signal != null ? "sig " + t.signal : t.exit_code != null ? String(t.exit_code) : "-",

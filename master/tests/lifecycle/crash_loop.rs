@@ -97,3 +97,53 @@ async fn a_lost_machine_is_no_failure_of_the_task() {
     );
     assert_eq!(wait, 1.0, "the job's backoff");
 }
+
+#[tokio::test]
+async fn a_run_waiting_to_be_restarted_in_place_shows_backoff_until_it_runs_again() {
+    let app = spawn_app().await;
+    let store = &app.store;
+    let m = machine(store).await;
+    submit(
+        store,
+        r#"{"name": "s", "kind": "service", "task": {"command": ["/bin/false"]}}"#,
+    )
+    .await;
+    place_all(store, m).await;
+    let (wanted, _) = store.desired_attempts(m).await.unwrap();
+    let id = wanted[0].id;
+    let backoff_shown = || async {
+        let view = store
+            .job_detail("s", Default::default())
+            .await
+            .unwrap()
+            .unwrap();
+        let task = view.tasks.unwrap()[0].clone();
+        (task.state.to_string(), task.backoff)
+    };
+    let sync = |r: borg_shared::wire::AttemptReport| async move {
+        store
+            .apply_report(m, "m1", leader_epoch(store).await, &[id], &[r])
+            .await
+            .unwrap();
+    };
+    sync(report(id, AttemptPhase::Running, None)).await;
+    assert_eq!(backoff_shown().await, ("running".into(), false));
+    // Its process exited; the borglet waits before restarting it.
+    let mut waiting = report(id, AttemptPhase::Backoff, None);
+    waiting.restarts = 1;
+    waiting.last_exit = Some("exited with code 1".into());
+    sync(waiting.clone()).await;
+    assert_eq!(backoff_shown().await, ("running".into(), true));
+    sync(waiting).await;
+    assert_eq!(
+        backoff_shown().await,
+        ("running".into(), true),
+        "a repeated report"
+    );
+    // Restarted: a new run, a new pid.
+    let mut again = report(id, AttemptPhase::Running, None);
+    again.restarts = 1;
+    again.pid = Some(4343);
+    sync(again).await;
+    assert_eq!(backoff_shown().await, ("running".into(), false));
+}
