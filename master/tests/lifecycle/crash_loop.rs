@@ -1,6 +1,7 @@
 //! A task that keeps failing: each failed run in a row doubles its wait before
 //! the next, up to 5 min; a long run starts the count again; the machine it
-//! failed on is recorded for the scheduler to avoid (migration 0026).
+//! failed on is recorded for the scheduler to avoid (migration 0026). And a run
+//! waiting out its in-place backoff shows as such (migration 0027).
 
 use crate::helpers::{leader_epoch, spawn_app};
 use crate::support::*;
