@@ -394,25 +394,26 @@ fn collect(
                 });
                 let backoff =
                     RestartPolicy::backoff_after(base, failed_runs.map_or(1, |n| n.unsigned_abs()));
+                // e.g. `restarting in 8s (3 failed runs in a row) after: ...`,
+                // `retrying in 1s (run 2 of 3) after: ...`.
+                let mut notes = Vec::new();
+                let verb = match row.kind {
+                    JobKind::Batch => {
+                        notes.push(format!("run {} of {}", row.runs + 1, row.max_runs));
+                        "retrying"
+                    }
+                    JobKind::Service => "restarting",
+                };
+                if let Some(n) = failed_runs.filter(|&n| n > 1) {
+                    notes.push(format!("{n} failed runs in a row"));
+                }
+                let notes = if notes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", notes.join(", "))
+                };
                 let wait = humantime::format_duration(backoff);
-                let in_a_row = match failed_runs {
-                    Some(n) if n > 1 => format!("{n} failed runs in a row"),
-                    _ => String::new(),
-                };
-                let why = match row.kind {
-                    JobKind::Batch => format!(
-                        "retrying in {wait} (run {} of {}{}{in_a_row}) after: {reason}",
-                        row.runs + 1,
-                        row.max_runs,
-                        if in_a_row.is_empty() { "" } else { ", " },
-                    ),
-                    JobKind::Service if in_a_row.is_empty() => {
-                        format!("restarting in {wait} after: {reason}")
-                    }
-                    JobKind::Service => {
-                        format!("restarting in {wait} ({in_a_row}) after: {reason}")
-                    }
-                };
+                let why = format!("{verb} in {wait}{notes} after: {reason}");
                 let mut requeue =
                     row.task_move(machine, to, TaskState::Pending, why, Some(backoff));
                 requeue.failed_runs = failed_runs;

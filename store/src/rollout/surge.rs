@@ -357,7 +357,6 @@ pub(super) async fn restore(
         .iter()
         .map(|a| TaskMove {
             placed: true,
-            failed_runs: None,
             ..task_move(
                 job,
                 a,
