@@ -51,6 +51,17 @@ pub struct AttemptIsolation {
     pub ending: Option<Ending>,
 }
 
+impl AttemptIsolation {
+    /// `oom-killed, peak memory 64Mi` when the kernel killed the run for memory.
+    pub fn oom_cause(&self) -> Option<String> {
+        let ending = self.ending.as_ref().filter(|e| e.oom_killed)?;
+        Some(match ending.peak_memory {
+            Some(peak) => format!("oom-killed, peak memory {peak}"),
+            None => "oom-killed".into(),
+        })
+    }
+}
+
 impl Attempt {
     pub fn new(spec: AttemptSpec, phase: Phase, exited: CancellationToken) -> Self {
         Attempt {
@@ -333,6 +344,16 @@ impl AttemptTable {
                         let decision = match attempt.health.kill_reason.take() {
                             Some(why) => attempt.restarts.ended_by(decision, why),
                             None => decision,
+                        };
+                        // Killed by the kernel for memory: a restart says so, not
+                        // "signal 9" (a final end reports it as its death cause).
+                        let decision = match (decision, attempt.isolation.oom_cause()) {
+                            (Decision::Restart(wait), Some(why))
+                                if attempt.restarts.last_cause.is_none() =>
+                            {
+                                attempt.restarts.ended_by(Decision::Restart(wait), why)
+                            }
+                            (decision, _) => decision,
                         };
                         // Waiting to restart, a checked task serves nothing: not healthy.
                         if attempt.spec.health.is_some() && attempt.health.healthy != Some(false) {

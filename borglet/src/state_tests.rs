@@ -241,3 +241,46 @@ fn the_live_gauge_follows_every_phase_change() {
     assert_eq!(live(), 1.0);
     assert_eq!(t.len(), 1);
 }
+
+#[test]
+fn a_run_the_kernel_killed_for_memory_is_restarted_saying_so_not_signal_9() {
+    let t = AttemptTable::default();
+    let mut s = spec();
+    s.restart = Some(borg_shared::wire::InPlaceRestart {
+        max_restarts: Some(3),
+        backoff_ms: 10,
+    });
+    let id = s.id;
+    t.insert(Attempt::new(
+        s,
+        Phase::Running {
+            pid: 42,
+            started_at: Utc::now(),
+        },
+        CancellationToken::new(),
+    ));
+    let oom = Ending {
+        oom_killed: true,
+        peak_memory: Some(borg_shared::Bytes(64 << 20)),
+        stderr_tail: None,
+    };
+    t.set_ending(id, oom);
+    let d = t.on_exit(id, Exit::Signal(9), Utc::now()).unwrap();
+    assert!(matches!(d, Decision::Restart(_)), "{d:?}");
+    let r = &t.reports()[0];
+    assert_eq!((r.phase, r.restarts), (AttemptPhase::Backoff, 1));
+    assert_eq!(r.last_exit.as_deref(), Some("oom-killed, peak memory 64Mi"));
+    // The next run's own end, without an OOM kill, says how it exited.
+    t.apply(
+        id,
+        Event::Restarted {
+            at: Utc::now(),
+            pid: 43,
+        },
+    )
+    .unwrap();
+    t.set_cgroup(id, None);
+    t.on_exit(id, Exit::Signal(9), Utc::now()).unwrap();
+    let r = &t.reports()[0];
+    assert_eq!(r.last_exit.as_deref(), Some("killed by signal 9"));
+}

@@ -236,7 +236,7 @@ async fn an_oom_killed_task_fails_with_its_death_certificate_in_postgres() {
         "task": {
             "command": ["/bin/sh", "-c", "echo about to eat >&2; head -c 200M /dev/zero | tail"],
             "resources": {"memory": "32Mi"},
-            "restart": {"max_attempts": 1}
+            "restart": {"max_attempts": 2, "backoff": "10ms"}
         }
     });
     submit_and_place(&app, spec, &b.name).await;
@@ -269,6 +269,16 @@ async fn an_oom_killed_task_fails_with_its_death_certificate_in_postgres() {
     assert_eq!(row.1, "oom-killed");
     assert_eq!(row.2 as u64, peak);
     assert_eq!(row.3, "oom-killed");
+    // Its first run was killed the same way and restarted in place: the event says why.
+    let (restart,): (String,) =
+        sqlx::query_as("SELECT reason FROM events WHERE reason LIKE 'restarted in place%'")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    assert!(
+        restart.starts_with("restarted in place (restart 1) after: oom-killed, peak memory "),
+        "{restart}"
+    );
     b.stop().await;
 }
 
