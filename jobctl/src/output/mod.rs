@@ -113,6 +113,22 @@ pub fn restarts_text(task: &TaskView) -> String {
     }
 }
 
+/// How much of the last end a table's RESTARTS cell shows: a health check's
+/// message can run past 100 characters (`describe` shows it whole).
+const LAST_EXIT_IN_TABLE: usize = 40;
+
+/// The RESTARTS cell of a task table: [`restarts_text`], the last end cut to
+/// `LAST_EXIT_IN_TABLE` characters with `…`.
+pub fn restarts_cell(task: &TaskView) -> String {
+    match &task.last_exit {
+        Some(last) if task.restarts > 0 && last.chars().count() > LAST_EXIT_IN_TABLE => {
+            let cut: String = last.chars().take(LAST_EXIT_IN_TABLE - 1).collect();
+            format!("{} ({}…)", task.restarts, cut.trim_end())
+        }
+        _ => restarts_text(task),
+    }
+}
+
 /// The task's state, with what its run is doing when it runs: `running/backoff`
 /// (its process exited; the borglet restarts it after a wait), else its health
 /// once a probe has decided: `running/healthy`, `running/unhealthy`.
@@ -169,7 +185,7 @@ pub fn tasks_table(job: &JobView, tasks: &[TaskView], now: DateTime<Utc>) -> Str
                 version_text(t, job.version),
                 or_dash(t.machine.as_ref()),
                 t.runs.to_string(),
-                restarts_text(t),
+                restarts_cell(t),
                 exit_text(t),
                 or_dash(t.usage.map(|u| u.cpu)),
                 or_dash(t.usage.map(|u| u.memory)),
@@ -354,6 +370,23 @@ NAME           KIND      STATE     TASKS                  PRIORITY   OWNER     A
 hello          batch     running   3/3 running            100        default   5m
 web-frontend   service   pending   1 pending, 1 running   100        default   5m";
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn a_long_last_end_is_cut_in_the_table_and_whole_in_describe() {
+        let mut t = task(0, TaskState::Running);
+        t.restarts = 3;
+        t.last_exit = Some(
+            "health check failed: connect to port 20000: Connection refused (2 probes in a row)"
+                .into(),
+        );
+        assert_eq!(
+            restarts_cell(&t),
+            "3 (health check failed: connect to port 20…)"
+        );
+        assert!(restarts_text(&t).ends_with("(2 probes in a row))"));
+        t.last_exit = Some("oom-killed, peak memory 64Mi".into());
+        assert_eq!(restarts_cell(&t), "3 (oom-killed, peak memory 64Mi)");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! (node address, ports, pid, attempt, requests, free capacity).
 
 use super::{
-    age, exit_text, host_of, or_dash, ports_text, restarts_text, state_text, table, task_name,
+    age, exit_text, host_of, or_dash, ports_text, restarts_cell, state_text, table, task_name,
     task_summary, version_text,
 };
 use borg_shared::wire::{JobView, MachineView, TaskView};
@@ -115,7 +115,7 @@ pub fn tasks_table_wide(
                 or_dash(node),
                 ports,
                 t.runs.to_string(),
-                restarts_text(t),
+                restarts_cell(t),
                 exit_text(t),
                 or_dash(t.usage.map(|u| u.cpu)),
                 or_dash(t.usage.map(|u| u.memory)),
