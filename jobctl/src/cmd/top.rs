@@ -87,12 +87,14 @@ pub fn jobs_table(mut rows: Vec<JobUsage>, sort: Sort) -> String {
     let rows = rows
         .into_iter()
         .map(|r| {
+            // No sample yet (just started): unknown, not zero.
+            let sampled = |s: String| if r.tasks == 0 { "-".to_string() } else { s };
             vec![
                 r.name,
                 r.tasks.to_string(),
-                r.cpu.to_string(),
+                sampled(r.cpu.to_string()),
                 percent(r.cpu.0, r.cpu_requested.0),
-                r.memory.to_string(),
+                sampled(r.memory.to_string()),
                 percent(r.memory.0, r.memory_requested.0),
             ]
         })
@@ -263,6 +265,19 @@ mod tests {
             .map(|l| l.split_whitespace().next().unwrap())
             .collect();
         assert_eq!(order, ["small", "big", "idle"]);
+    }
+
+    #[test]
+    fn a_job_not_sampled_yet_shows_unknown_usage_not_zero() {
+        let j = job(
+            "web",
+            JobKind::Service,
+            JobState::Running,
+            vec![task(0, TaskState::Running)],
+        );
+        let out = jobs_table(vec![job_usage(&j)], Sort::Cpu);
+        let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(row, ["web", "0", "-", "-", "-", "-"], "{out}");
     }
 
     #[test]
