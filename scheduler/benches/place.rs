@@ -100,6 +100,7 @@ fn tasks(n: usize, of: usize) -> Vec<PendingTask> {
                 owner: Arc::from("default"),
                 name: format!("{}/{index}", spec.name),
                 failed_on: None,
+                service: false,
             });
         }
     }

@@ -161,20 +161,28 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
         // Among them: any but the machine the task's last run failed on (a
         // crash loop there is moved, as Nomad's rescheduling avoids the node),
         // then (hybrid scoring) a machine in use before an empty one and the
-        // fewest of the job's tasks on it, then the best score, then the
-        // tie-break (hashed only between candidates equal on the rest; of
-        // candidates equal on all, the last one walked).
+        // fewest of the job's tasks on it (a service's task: the fewest of
+        // its job's tasks first, then in use before empty, so its replicas
+        // spread over machines before they pack, as Nomad's job
+        // anti-affinity and Kubernetes' default spreading do), then the best
+        // score, then the tie-break (hashed only between candidates equal on
+        // the rest; of candidates equal on all, the last one walked).
         let failed_on = task.failed_on;
         let mut best: Option<Best> = None;
         for &i in &feasible {
             let failed_here = u8::from(failed_on == Some(machines[i].id));
             let (empty, on) = if spread_jobs {
                 let empty = free[i] == capacity[i] || unused[i];
-                (u8::from(empty), on_machine(i))
+                (u32::from(empty), on_machine(i))
             } else {
                 (0, 0)
             };
-            let rank = (group_of(i), failed_here, empty, on);
+            let (first, second) = if task.service {
+                (on, empty)
+            } else {
+                (empty, on)
+            };
+            let rank = (group_of(i), failed_here, first, second);
             let score = snapshot
                 .scoring
                 .score(&capacity[i], &sub(&free[i], &task.request));
@@ -273,7 +281,7 @@ pub fn place(snapshot: &Snapshot, pending: &[PendingTask]) -> Vec<Decision> {
 /// (higher is better) and, once a rival equal on both needed it, its tie-break.
 struct Best {
     machine: usize,
-    rank: (u32, u8, u8, u32),
+    rank: (u32, u8, u32, u32),
     score: f64,
     tie: Option<u64>,
 }

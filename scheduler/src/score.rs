@@ -8,6 +8,8 @@
 //! placement (best fit: the free fractions of cpu and memory left, summed,
 //! lowest wins). Ties are broken by a hash of the task and machine ids: spread
 //! like a random pick, yet the same snapshot always gives the same decisions.
+//! A service's task ranks the fewest of its job's tasks before in use against
+//! empty: its replicas spread over machines before they pack.
 //!
 //! `best-fit` and `worst-fit` (the most free capacity left wins) score without
 //! the job spread; they are there to compare against (the trace replayer).

@@ -112,6 +112,10 @@ pub struct PendingTask {
     /// The machine its last run failed on, when it waits to run again after
     /// a failure: taken only when no other machine fits.
     pub failed_on: Option<MachineId>,
+    /// A service's task: under hybrid scoring it goes to a machine holding
+    /// the fewest of its job's tasks before it packs (one machine's loss
+    /// takes as few replicas as the cell allows); a batch task packs first.
+    pub service: bool,
 }
 
 impl PendingTask {

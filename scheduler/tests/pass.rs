@@ -445,3 +445,63 @@ async fn a_task_that_failed_on_a_machine_is_placed_on_another() {
             .unwrap();
     assert_eq!(failed_on, Some(m1));
 }
+
+#[tokio::test]
+async fn a_services_replicas_spread_over_machines_and_a_batch_jobs_pack() {
+    let (url, pool) = fresh_pool().await;
+    let mut ms = Vec::new();
+    for name in ["m1", "m2", "m3"] {
+        let m = MachineBuilder::new(name).cpu(4000).mem(8 * GI);
+        let m = if name == "m1" {
+            m.label("seed", "yes")
+        } else {
+            m
+        };
+        ms.push(m.insert(&pool).await);
+    }
+    let s = start(&url, "sched-a", Duration::from_millis(100), 1000);
+    // m1 in use, m2 and m3 empty.
+    JobBuilder::new("seed")
+        .constraint("seed", "=", Some("yes"))
+        .insert(&pool)
+        .await;
+    wait_until("the seed task is assigned", DEADLINE, || async {
+        count(&pool, "SELECT count(*) FROM tasks WHERE state = 'assigned'").await == 1
+    })
+    .await;
+    let (_, web) = JobBuilder::new("web")
+        .service()
+        .replicas(3)
+        .insert(&pool)
+        .await;
+    let (_, batch) = JobBuilder::new("crunch").replicas(3).insert(&pool).await;
+    wait_until("all seven tasks are assigned", DEADLINE, || async {
+        count(&pool, "SELECT count(*) FROM tasks WHERE state = 'assigned'").await == 7
+    })
+    .await;
+    s.stop().await;
+    let on: Vec<(TaskId, MachineId)> = sqlx::query_as("SELECT task_id, machine_id FROM attempts")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let machines_of = |tasks: &[TaskId]| {
+        let mut m: Vec<MachineId> = on
+            .iter()
+            .filter(|(t, _)| tasks.contains(t))
+            .map(|(_, m)| *m)
+            .collect();
+        m.sort();
+        m.dedup();
+        m
+    };
+    assert_eq!(
+        machines_of(&web).len(),
+        3,
+        "one replica per machine: {on:?}"
+    );
+    assert_eq!(
+        machines_of(&batch),
+        vec![ms[0]],
+        "the batch job packs onto the machine in use: {on:?}"
+    );
+}

@@ -216,6 +216,7 @@ fn pending_task(spec: &JobSpec, job_id: JobId, index: i64) -> PendingTask {
         owner: Arc::from(spec.owner.as_str()),
         name: format!("{}/{index}", spec.name),
         failed_on: None,
+        service: spec.kind == borg_shared::JobKind::Service,
     }
 }
 

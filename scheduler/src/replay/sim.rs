@@ -102,6 +102,8 @@ pub fn simulate(machines: &[(u64, u64)], tasks: &[TraceTask], config: &SimConfig
         owner: owner.clone(),
         name: format!("{}/{}", t.job, t.index),
         failed_on: None,
+        // The trace's tasks are replayed as batch tasks: packed first.
+        service: false,
     };
 
     let mut report = SimReport {

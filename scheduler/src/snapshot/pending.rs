@@ -81,6 +81,7 @@ struct JobRow {
     ports: Option<i32>,
     owner: String,
     name: String,
+    service: bool,
 }
 
 /// What a pending task takes from its job.
@@ -90,6 +91,7 @@ struct JobInfo {
     ports: u16,
     owner: Arc<str>,
     name: String,
+    service: bool,
 }
 
 /// The tasks of a page: the queue's rows from `$cursor` on, in queue order
@@ -194,7 +196,8 @@ pub async fn read_pending(
     } else {
         sqlx::query_as(
             "SELECT j.id, j.spec->'constraints' AS constraints, j.spec->'spread' AS spread,
-                    (j.spec->'task'->'resources'->>'ports')::integer AS ports, j.owner, j.name
+                    (j.spec->'task'->'resources'->>'ports')::integer AS ports, j.owner, j.name,
+                    j.kind = 'service' AS service
              FROM jobs j WHERE j.id = ANY($1)",
         )
         .bind(&job_ids)
@@ -212,6 +215,7 @@ pub async fn read_pending(
                     ports: r.ports.and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
                     owner: Arc::from(r.owner.as_str()),
                     name: r.name,
+                    service: r.service,
                 })
             });
             (r.id, info)
@@ -244,6 +248,7 @@ pub async fn read_pending(
                 owner: job.owner.clone(),
                 name: format!("{}/{}", job.name, r.index),
                 failed_on: r.failed_on,
+                service: job.service,
             }),
             Some(Err(e)) => page.unreadable.push((r.id, e.clone())),
             // The job vanished between the two reads (deleted): skip; it is gone next pass.

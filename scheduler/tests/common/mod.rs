@@ -106,6 +106,7 @@ pub struct JobBuilder {
     constraints: Vec<serde_json::Value>,
     spread: Option<serde_json::Value>,
     not_before_secs: Option<i64>,
+    kind: &'static str,
 }
 
 impl JobBuilder {
@@ -122,7 +123,12 @@ impl JobBuilder {
             constraints: vec![],
             spread: None,
             not_before_secs: None,
+            kind: "batch",
         }
+    }
+    pub fn service(mut self) -> Self {
+        self.kind = "service";
+        self
     }
     pub fn priority(mut self, p: i32) -> Self {
         self.priority = p;
@@ -184,7 +190,7 @@ impl JobBuilder {
         }
         sqlx::query(
             "INSERT INTO jobs (id, name, kind, state, owner, priority, replicas, spec)
-             VALUES ($1, $2, 'batch', $3::job_state, 'test', $4, $5, $6)",
+             VALUES ($1, $2, $7::job_kind, $3::job_state, 'test', $4, $5, $6)",
         )
         .bind(id)
         .bind(&self.name)
@@ -192,6 +198,7 @@ impl JobBuilder {
         .bind(self.priority)
         .bind(self.replicas)
         .bind(&spec)
+        .bind(self.kind)
         .execute(pool)
         .await
         .expect("inserting a job");

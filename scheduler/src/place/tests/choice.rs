@@ -88,6 +88,53 @@ fn hybrid_packs_onto_used_machines_and_spreads_a_job_among_them() {
 }
 
 #[test]
+fn a_services_replicas_spread_over_machines_before_they_pack() {
+    let ms = vec![
+        MachineBuilder::new(1, "m1").used(500, GI).build(),
+        MachineBuilder::new(2, "m2").build(),
+        MachineBuilder::new(3, "m3").build(),
+    ];
+    // Three replicas of a service: the one machine in use first, then the
+    // empty ones, one each (a batch job's three tasks all pack onto m1).
+    let web: Vec<PendingTask> = (1..=3)
+        .map(|n| {
+            TaskBuilder::new(n)
+                .job(1)
+                .age(10 - n as i64)
+                .service()
+                .build()
+        })
+        .collect();
+    let d = place(&snap(ms.clone()), &web);
+    let on: Vec<MachineId> = web.iter().map(|t| machine_of(&d, t)).collect();
+    assert_eq!(on[0], ms[0].id, "in use before empty");
+    let mut spread = on.clone();
+    spread.sort();
+    spread.dedup();
+    assert_eq!(spread.len(), 3, "one replica per machine: {on:?}");
+
+    let batch: Vec<PendingTask> = (4..=6)
+        .map(|n| TaskBuilder::new(n).job(2).age(10 - n as i64).build())
+        .collect();
+    let d = place(&snap(ms.clone()), &batch);
+    for t in &batch {
+        assert_eq!(machine_of(&d, t), ms[0].id, "a batch job packs");
+    }
+
+    // With a replica already on every machine, the next goes where fewest are.
+    let mut s = snap(ms.clone());
+    s.job_counts.insert(
+        web[0].job_id,
+        [(ms[0].id, 2), (ms[1].id, 1), (ms[2].id, 2)]
+            .into_iter()
+            .collect(),
+    );
+    let more = TaskBuilder::new(7).job(1).service().build();
+    let d = place(&s, std::slice::from_ref(&more));
+    assert_eq!(machine_of(&d, &more), ms[1].id);
+}
+
+#[test]
 fn higher_priority_wins_the_last_slot_whatever_the_input_order() {
     let ms = vec![MachineBuilder::new(1, "m1").cap(1000, 8 * GI).build()];
     let low = TaskBuilder::new(1).priority(10).age(100).cpu(1000).build();

@@ -88,7 +88,12 @@ impl TaskBuilder {
             owner: Arc::from("default"),
             name: format!("j/{n}"),
             failed_on: None,
+            service: false,
         })
+    }
+    fn service(mut self) -> Self {
+        self.0.service = true;
+        self
     }
     fn owner(mut self, owner: &str) -> Self {
         self.0.owner = Arc::from(owner);

@@ -13,9 +13,12 @@ fn arb_machine(i: usize) -> impl Strategy<Value = Machine> {
         0u64..=4096,
         proptest::option::of(0usize..3),
         (0u16..6, proptest::collection::vec(9000u16..9006, 0..3)),
+        // A third of the machines empty: hybrid scoring tells them apart.
+        proptest::bool::weighted(0.33),
     )
         .prop_map(
-            move |(cpu, mem_mi, disk_mi, ucpu, umem_mi, zone, (nports, used))| {
+            move |(cpu, mem_mi, disk_mi, ucpu, umem_mi, zone, (nports, used), empty)| {
+                let (ucpu, umem_mi) = if empty { (0, 0) } else { (ucpu, umem_mi) };
                 let mut m = MachineBuilder::new(i as u128, &format!("m{i:02}"))
                     .cap(cpu, mem_mi * MI)
                     .disk(disk_mi * MI)
@@ -62,7 +65,10 @@ fn arb_case() -> impl Strategy<Value = Case> {
     let machines = (0usize..8).prop_flat_map(|n| (0..n).map(arb_machine).collect::<Vec<_>>());
     // A handful of jobs, each with its constraints; tasks pick a job.
     let spread = proptest::option::of((proptest::bool::ANY, proptest::option::of(1u32..3)));
-    let jobs = proptest::collection::vec((0i32..4, arb_constraints(), spread), 1..5);
+    let jobs = proptest::collection::vec(
+        (0i32..4, arb_constraints(), spread, proptest::bool::ANY),
+        1..5,
+    );
     (machines, jobs)
         .prop_flat_map(|(machines, jobs)| {
             let njobs = jobs.len();
@@ -82,17 +88,17 @@ fn arb_case() -> impl Strategy<Value = Case> {
             )
         })
         .prop_flat_map(|(machines, jobs, raw)| {
-            type Job = (i32, Arc<[Constraint]>, Option<Arc<Spread>>);
+            type Job = (i32, Arc<[Constraint]>, Option<Arc<Spread>>, bool);
             let jobs: Vec<Job> = jobs
                 .into_iter()
-                .map(|(p, c, spread)| {
+                .map(|(p, c, spread, service)| {
                     let spread = spread.map(|(by_zone, max_per_machine)| {
                         Arc::new(Spread {
                             label: by_zone.then(|| "zone".to_string()),
                             max_per_machine,
                         })
                     });
-                    (p, Arc::from(c), spread)
+                    (p, Arc::from(c), spread, service)
                 })
                 .collect();
             let tasks: Vec<PendingTask> = raw
@@ -111,6 +117,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                         owner: Arc::from("default"),
                         name: format!("t/{n}"),
                         failed_on: failed_on.and_then(|i| machines.get(i)).map(|m| m.id),
+                        service: jobs[job].3,
                     },
                 )
                 .collect();
@@ -239,6 +246,19 @@ proptest! {
                             prop_assert!(
                                 !feasible(k, &on, &free, &ports_free),
                                 "task {} put back where it failed although {} could take it", t.id, case.machines[k].name
+                            );
+                        }
+                    }
+                    // A service's task went to a machine holding the fewest of
+                    // its job's tasks among those it was looking at (all of its
+                    // part: sample 0), the one its last run failed on aside.
+                    if sample == 0 && t.service && t.spread_label().is_none() {
+                        let mine = on.get(&(t.job_id, i)).copied().unwrap_or(0);
+                        let failed = |k: usize| t.failed_on == Some(case.machines[k].id);
+                        for k in (0..case.machines.len()).filter(|&k| home(k) == home(i) && failed(k) <= failed(i)) {
+                            prop_assert!(
+                                !(feasible(k, &on, &free, &ports_free) && on.get(&(t.job_id, k)).copied().unwrap_or(0) < mine),
+                                "service task {} stacked on {} although {} holds fewer of its job", t.id, case.machines[i].name, case.machines[k].name
                             );
                         }
                     }
