@@ -6,7 +6,11 @@ use borg_shared::wire::AttemptPhase;
 use crate::test_spec::spec;
 
 fn running(table: &AttemptTable) -> AttemptId {
-    let s = spec();
+    running_spec(table, spec())
+}
+
+/// `s` running as pid 42 in `table`.
+fn running_spec(table: &AttemptTable, s: AttemptSpec) -> AttemptId {
     let id = s.id;
     table.insert(Attempt::new(
         s,
@@ -17,6 +21,29 @@ fn running(table: &AttemptTable) -> AttemptId {
         CancellationToken::new(),
     ));
     id
+}
+
+/// A spec restarted in place (`max_restarts` of `None`: a service).
+fn restarting(max_restarts: Option<u32>) -> AttemptSpec {
+    let mut s = spec();
+    s.restart = Some(borg_shared::wire::InPlaceRestart {
+        max_restarts,
+        backoff_ms: 10,
+    });
+    s
+}
+
+/// Attempt `id`, waiting to restart, runs again as `pid`.
+fn restarted(table: &AttemptTable, id: AttemptId, pid: i32) {
+    table
+        .apply(
+            id,
+            Event::Restarted {
+                at: Utc::now(),
+                pid,
+            },
+        )
+        .unwrap();
 }
 
 #[test]
@@ -108,11 +135,7 @@ fn ack_forgets_only_finished_and_remembers_them() {
 #[test]
 fn a_run_ended_by_its_health_check_restarts_with_that_cause() {
     let t = AttemptTable::default();
-    let mut s = spec();
-    s.restart = Some(borg_shared::wire::InPlaceRestart {
-        max_restarts: None,
-        backoff_ms: 10,
-    });
+    let mut s = restarting(None);
     s.health = Some(borg_shared::wire::HealthProbe {
         probe: borg_shared::wire::ProbeKind::Tcp { port: 1 },
         interval_ms: 100,
@@ -120,15 +143,7 @@ fn a_run_ended_by_its_health_check_restarts_with_that_cause() {
         failures: 1,
         initial_delay_ms: 0,
     });
-    let id = s.id;
-    t.insert(Attempt::new(
-        s,
-        Phase::Running {
-            pid: 42,
-            started_at: Utc::now(),
-        },
-        CancellationToken::new(),
-    ));
+    let id = running_spec(&t, s);
     t.with_attempt(id, |a| {
         a.health.kill_reason = Some("health check failed: refused".into())
     });
@@ -138,14 +153,7 @@ fn a_run_ended_by_its_health_check_restarts_with_that_cause() {
     assert_eq!((r.phase, r.restarts), (AttemptPhase::Backoff, 1));
     assert_eq!(r.last_exit.as_deref(), Some("health check failed: refused"));
     // The next exit, not ended by the check, says how it exited.
-    t.apply(
-        id,
-        Event::Restarted {
-            at: Utc::now(),
-            pid: 43,
-        },
-    )
-    .unwrap();
+    restarted(&t, id, 43);
     t.with_attempt(id, |a| a.health.healthy = Some(true));
     t.on_exit(id, Exit::Code(2), Utc::now()).unwrap();
     let r = &t.reports()[0];
@@ -245,20 +253,7 @@ fn the_live_gauge_follows_every_phase_change() {
 #[test]
 fn a_run_the_kernel_killed_for_memory_is_restarted_saying_so_not_signal_9() {
     let t = AttemptTable::default();
-    let mut s = spec();
-    s.restart = Some(borg_shared::wire::InPlaceRestart {
-        max_restarts: Some(3),
-        backoff_ms: 10,
-    });
-    let id = s.id;
-    t.insert(Attempt::new(
-        s,
-        Phase::Running {
-            pid: 42,
-            started_at: Utc::now(),
-        },
-        CancellationToken::new(),
-    ));
+    let id = running_spec(&t, restarting(Some(3)));
     let oom = Ending {
         oom_killed: true,
         peak_memory: Some(borg_shared::Bytes(64 << 20)),
@@ -271,14 +266,7 @@ fn a_run_the_kernel_killed_for_memory_is_restarted_saying_so_not_signal_9() {
     assert_eq!((r.phase, r.restarts), (AttemptPhase::Backoff, 1));
     assert_eq!(r.last_exit.as_deref(), Some("oom-killed, peak memory 64Mi"));
     // The next run's own end, without an OOM kill, says how it exited.
-    t.apply(
-        id,
-        Event::Restarted {
-            at: Utc::now(),
-            pid: 43,
-        },
-    )
-    .unwrap();
+    restarted(&t, id, 43);
     t.set_cgroup(id, None);
     t.on_exit(id, Exit::Signal(9), Utc::now()).unwrap();
     let r = &t.reports()[0];
