@@ -25,9 +25,7 @@ async fn retry_state(store: &Store) -> (i32, Option<MachineId>, f64) {
 
 /// Place the task on `m` and have it exit with code 3 after running `ran`.
 async fn run_and_fail(store: &Store, m: MachineId, name: &str, ran: Duration) {
-    place_all(store, m).await;
-    let (wanted, _) = store.desired_attempts(m).await.unwrap();
-    let id = wanted[0].id;
+    let id = place_one(store, m).await;
     let mut exit = report(id, AttemptPhase::Exited, Some(3));
     exit.started_at = Some(Utc::now() - ran);
     store
@@ -83,9 +81,7 @@ async fn a_lost_machine_is_no_failure_of_the_task() {
     run_and_fail(store, m1, "m1", Duration::seconds(5)).await;
     assert_eq!(retry_state(store).await, (1, Some(m1), 1.0));
     // Placed again; the borglet then no longer knows the attempt (lost).
-    place_all(store, m1).await;
-    let (wanted, _) = store.desired_attempts(m1).await.unwrap();
-    let id = wanted[0].id;
+    let id = place_one(store, m1).await;
     store
         .apply_report(m1, "m1", leader_epoch(store).await, &[id], &[])
         .await
@@ -109,9 +105,7 @@ async fn a_run_waiting_to_be_restarted_in_place_shows_backoff_until_it_runs_agai
         r#"{"name": "s", "kind": "service", "task": {"command": ["/bin/false"]}}"#,
     )
     .await;
-    place_all(store, m).await;
-    let (wanted, _) = store.desired_attempts(m).await.unwrap();
-    let id = wanted[0].id;
+    let id = place_one(store, m).await;
     let backoff_shown = || async {
         let view = store
             .job_detail("s", Default::default())

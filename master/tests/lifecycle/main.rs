@@ -231,9 +231,7 @@ async fn a_task_that_cannot_start_fails_at_once_with_the_reason() {
         r#"{"name": "s", "kind": "service", "task": {"command": ["/no/such"]}}"#,
     )
     .await;
-    place_all(store, m).await;
-    let (wanted, _) = store.desired_attempts(m).await.unwrap();
-    let id = wanted[0].id;
+    let id = place_one(store, m).await;
     let mut r = report(id, AttemptPhase::FailedToStart, None);
     r.message = Some("cannot start `/no/such`: No such file or directory (os error 2)".into());
     store

@@ -38,6 +38,13 @@ pub async fn place_all(store: &Store, m: MachineId) {
     assert_eq!(placed.placed.len(), batch.len(), "every pending task fits");
 }
 
+/// Place the pending task on `m`; the attempt the machine is first asked to run.
+pub async fn place_one(store: &Store, m: MachineId) -> AttemptId {
+    place_all(store, m).await;
+    let (wanted, _) = store.desired_attempts(m).await.unwrap();
+    wanted[0].id
+}
+
 pub fn report(id: AttemptId, phase: AttemptPhase, code: Option<i32>) -> AttemptReport {
     AttemptReport {
         id,
