@@ -462,11 +462,13 @@ impl AttemptTable {
         }
     }
 
-    /// Record what the end of attempt `id` added to its exit status.
+    /// Record what the end of attempt `id` added to its exit status. The run's
+    /// cgroup is let go: it may be handed to another attempt from now on.
     pub fn set_ending(&self, id: AttemptId, ending: Ending) {
         if let Some(a) = self.lock().change(&id) {
             a.isolation.ending = Some(ending);
             a.isolation.usage = None;
+            a.isolation.cgroup = None;
         }
     }
 

@@ -7,7 +7,9 @@
 mod common;
 
 use borg_shared::wire::{AttemptPhase, IsolationMode};
-use common::{cgroup_dir, eventually, find, AttemptBuilder, TestBorglet};
+use common::{
+    cgroup_dir, eventually, find, recorded_cgroup, AttemptBuilder, MasterStub, TestBorglet,
+};
 
 /// A borglet with `extra` flags and its isolation mode, or `None` (after saying
 /// why) when this host has no writable cgroup hierarchy.
@@ -50,9 +52,16 @@ async fn each_attempt_runs_in_its_own_cgroup_with_its_limits() {
     let other_pid = find(&r, other.id).and_then(|a| a.pid).expect("pid");
 
     let memory = cgroup_dir(pid, mode, "memory");
-    let id = spec.id.to_string();
+    assert_eq!(
+        memory,
+        recorded_cgroup(&b.records(spec.id)),
+        "the cgroup its launch record names"
+    );
     assert!(
-        memory.ends_with(format!("borg/{}/{id}", b.name)),
+        memory
+            .parent()
+            .unwrap()
+            .ends_with(format!("borg/{}", b.name)),
         "{}",
         memory.display()
     );
@@ -65,13 +74,13 @@ async fn each_attempt_runs_in_its_own_cgroup_with_its_limits() {
         IsolationMode::V1 => {
             // Joined through each hierarchy's `tasks` file (`join_files`): the
             // kernel has the task in all four.
+            // One set: the same name in every hierarchy.
+            let set = memory
+                .strip_prefix(memory.parent().unwrap().parent().unwrap())
+                .unwrap();
             for controller in ["memory", "cpu", "cpuacct", "pids"] {
                 let dir = cgroup_dir(pid, mode, controller);
-                assert!(
-                    dir.ends_with(format!("borg/{}/{id}", b.name)),
-                    "{controller}: {}",
-                    dir.display()
-                );
+                assert!(dir.ends_with(set), "{controller}: {}", dir.display());
             }
             assert_eq!(
                 read(&memory, "memory.limit_in_bytes"),
@@ -108,8 +117,10 @@ async fn each_attempt_runs_in_its_own_cgroup_with_its_limits() {
         .sync_until(&[], spec.id, "stopped", |r| r.phase == AttemptPhase::Exited)
         .await;
     assert_eq!(done.signal, Some(15));
-    eventually("the attempt's cgroup is removed", || async {
-        (!memory.exists()).then_some(())
+    // Removed, or on v1 kept empty for a later attempt (`a_reused_cgroup_...`).
+    eventually("the attempt's cgroup emptied", || async {
+        let procs = std::fs::read_to_string(memory.join("cgroup.procs"));
+        procs.map_or(true, |p| p.trim().is_empty()).then_some(())
     })
     .await;
 }
@@ -338,10 +349,10 @@ async fn an_in_place_restart_runs_in_a_fresh_cgroup_of_the_same_attempt() {
     assert!(!r.oom_killed, "the new run was not OOM-killed: {r:?}");
     let pid = r.pid.expect("pid");
     let memory = cgroup_dir(pid, mode, "memory");
-    assert!(
-        memory.ends_with(format!("borg/{}/{}", b.name, spec.id)),
-        "the same attempt's cgroup: {}",
-        memory.display()
+    assert_eq!(
+        memory,
+        recorded_cgroup(&b.records(spec.id)),
+        "the cgroup the new run's launch record names"
     );
     match mode {
         IsolationMode::V1 => {
@@ -384,8 +395,8 @@ async fn an_in_place_restart_runs_in_a_fresh_cgroup_of_the_same_attempt() {
     );
 }
 
-/// The spare directories (`spare-*`) under this borglet's memory parent (v1),
-/// with their inode numbers, which a rename keeps.
+/// The sets under this borglet's memory parent (v1) with no process in them,
+/// with their inode numbers.
 fn spares(b: &TestBorglet) -> Vec<(String, u64)> {
     use std::os::unix::fs::MetadataExt;
     let mounts = borglet::isolation::read_mounts();
@@ -395,7 +406,8 @@ fn spares(b: &TestBorglet) -> Vec<(String, u64)> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            name.starts_with("spare-")
+            let empty = std::fs::read_to_string(e.path().join("cgroup.procs")).ok()?;
+            (e.path().is_dir() && empty.trim().is_empty())
                 .then(|| (name, e.metadata().unwrap().ino()))
         })
         .collect()
@@ -427,19 +439,15 @@ async fn a_reused_cgroup_reports_the_new_attempts_peak_and_oom_not_the_previous_
     })
     .await;
 
-    // B takes it, under its own id, with its own (smaller) limit and counters
-    // that start from nothing.
+    // B takes it, as it is, with its own (smaller) limit and counters that
+    // start from nothing.
     let b_spec = AttemptBuilder::new(&["sleep", "1000"])
         .memory(32 << 20)
         .build();
     let r = b.sync(std::slice::from_ref(&b_spec), &[a.id]).await;
     let pid = find(&r, b_spec.id).and_then(|x| x.pid).expect("B's pid");
     let memory = cgroup_dir(pid, mode, "memory");
-    assert!(
-        memory.ends_with(b_spec.id.to_string()),
-        "{}",
-        memory.display()
-    );
+    assert_eq!(memory, recorded_cgroup(&b.records(b_spec.id)));
     use std::os::unix::fs::MetadataExt;
     assert_eq!(
         std::fs::metadata(&memory).unwrap().ino(),
@@ -506,4 +514,51 @@ async fn spare_cgroups_are_removed_when_the_borglet_shuts_down_leaving_its_tasks
     .await;
     b.shutdown().await.unwrap();
     assert!(spares(&b).is_empty(), "{:?}", spares(&b));
+}
+
+#[tokio::test]
+async fn a_restarted_borglet_leaves_a_handed_on_set_to_the_task_running_in_it() {
+    let keep = ["--on-exit", "keep"];
+    let Some((b, mode)) = isolated_borglet(&keep).await else {
+        return;
+    };
+    if mode != IsolationMode::V1 {
+        eprintln!("SKIP: spare cgroups are kept on v1 only; this host isolates with {mode:?}");
+        return;
+    }
+    let ended = |r: &borg_shared::wire::AttemptReport| r.phase == AttemptPhase::Exited;
+    // A ends and is never acknowledged; its set goes to B, which keeps running.
+    let a = AttemptBuilder::new(&["true"]).build();
+    b.sync_until(std::slice::from_ref(&a), a.id, "A ended", ended)
+        .await;
+    eventually("A's set kept as a spare", || async {
+        (spares(&b).len() == 1).then_some(())
+    })
+    .await;
+    let b_spec = AttemptBuilder::new(&["sleep", "1000"]).build();
+    let r = b.sync(std::slice::from_ref(&b_spec), &[]).await;
+    let pid = find(&r, b_spec.id).and_then(|x| x.pid).expect("B's pid");
+    let set = cgroup_dir(pid, mode, "memory");
+    assert_eq!(recorded_cgroup(&b.records(a.id)), set, "B runs in A's set");
+    // An empty set a borglet that is gone left behind.
+    let leftover = set.with_file_name(format!("set-{}-1-0", i32::MAX - 1));
+    std::fs::create_dir(&leftover).unwrap();
+
+    let master_client = b.client.clone();
+    let (data_dir, name) = b.stop_keeping_data().await;
+    let mut again =
+        TestBorglet::spawn_in(MasterStub::spawn_refusing().await, data_dir, name, &keep).await;
+    again.client = master_client;
+    let r = again.sync(std::slice::from_ref(&b_spec), &[]).await;
+    let b_now = find(&r, b_spec.id).expect("B re-adopted");
+    assert_eq!((b_now.phase, b_now.pid), (AttemptPhase::Running, Some(pid)));
+    assert!(common::pid_running(pid), "B was not killed with A's end");
+    assert_eq!(cgroup_dir(pid, mode, "memory"), set, "B's set kept");
+    let a_now = find(&r, a.id).expect("A still reported, never acknowledged");
+    assert_eq!(a_now.exit_code, Some(0), "{a_now:?}");
+    assert_eq!(
+        a_now.peak_memory, None,
+        "B's counters are not A's: {a_now:?}"
+    );
+    assert!(!leftover.exists(), "swept at start");
 }

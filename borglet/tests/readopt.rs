@@ -430,10 +430,10 @@ async fn an_adopted_task_keeps_its_cgroup_for_usage_and_kill_all() {
     .await;
     reaper.0.lock().unwrap().insert(daemon);
     let cgroup = cgroup_of(pid);
-    assert!(
-        cgroup.ends_with(format!("borg/{name}/{}", spec.id)),
-        "the task joined its attempt's cgroup: {}",
-        cgroup.display()
+    assert_eq!(
+        cgroup,
+        common::recorded_cgroup(&record_dir(name, spec.id)),
+        "the task joined the cgroup its launch record names"
     );
     assert_eq!(cgroup_of(daemon), cgroup);
     // The keeper keeps the task from outside: its memory is not the task's.

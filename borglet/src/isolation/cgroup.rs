@@ -17,7 +17,7 @@ const REMOVE_PATIENCE: Duration = Duration::from_secs(2);
 const RETRY_EVERY: Duration = Duration::from_millis(5);
 
 /// Kept in the attempt's launch record, so a restarted borglet finds it again.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptCgroup {
     /// One directory in the unified hierarchy.

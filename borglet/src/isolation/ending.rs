@@ -8,6 +8,7 @@ use super::Isolator;
 use borg_shared::{AttemptId, Bytes};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How much of the end of stderr the death certificate keeps.
 pub const STDERR_TAIL: u64 = 4096;
@@ -29,7 +30,7 @@ pub struct Ending {
 pub fn finish(
     isolator: &dyn Isolator,
     id: AttemptId,
-    cgroup: Option<&AttemptCgroup>,
+    cgroup: Option<Arc<AttemptCgroup>>,
     sandbox: &Path,
     tail: bool,
 ) -> Ending {

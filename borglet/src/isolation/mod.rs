@@ -28,6 +28,7 @@ use borg_shared::spec::MIN_MEMORY_LIMIT;
 use borg_shared::wire::{AttemptSpec, IsolationMode};
 use borg_shared::{AttemptId, Bytes};
 use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IsolationError {
@@ -63,11 +64,16 @@ pub trait Isolator: Send + Sync + std::fmt::Debug {
     fn retire(
         &self,
         _id: AttemptId,
-        cg: &AttemptCgroup,
+        cg: Arc<AttemptCgroup>,
         _stats: Option<&CgroupStats>,
     ) -> std::io::Result<()> {
         cg.remove()
     }
+
+    /// At start, once re-adoption is done: remove the empty sets a borglet
+    /// that is gone left behind, other than those `in_use` (re-adopted
+    /// attempts run in them). Blocking.
+    fn sweep(&self, _in_use: &[&AttemptCgroup]) {}
 
     /// Never keep a finished attempt's cgroup for another one (tasks run as the
     /// user who owns the cgroup files, so they could change them).

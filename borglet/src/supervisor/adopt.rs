@@ -9,13 +9,21 @@
 //! cgroup is emptied, read (OOM kill, peak) and removed then. A task whose
 //! keeper died is watched as an orphan: its end is seen, not its status.
 //! Nothing here removes a cgroup whose task still runs.
+//!
+//! A v1 cgroup set may have served several attempts one after another (kept as
+//! a spare between them), so several records can name it. Only an attempt that
+//! is the one record naming it reads it as its own; where several name it, a
+//! re-adopted running one keeps it and the ended ones report no counters (which
+//! of them ran in it last is not on record). Once every record is read, the
+//! empty sets no re-adopted attempt runs in are swept.
 
 use super::watch::Keeper;
 use super::Supervisor;
-use crate::isolation::{self, Ending};
+use crate::isolation::{self, AttemptCgroup, Ending};
 use crate::records::{self, Ended, ExitRecord, Launch, ProcId, RecordError, Restarts, Run};
 use crate::restart::RestartLog;
 use crate::state::{Attempt, Exit, Phase};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,6 +97,8 @@ impl Supervisor {
             never_started,
             ..Adopted::default()
         };
+        let shared = shared_cgroups(&found);
+        let mut in_use = Vec::new();
         for f in found {
             match f {
                 Found::Acked(launch) => {
@@ -120,7 +130,7 @@ impl Supervisor {
                     };
                     tracing::info!(attempt = %launch.spec.id, job = %launch.spec.job,
                         index = launch.spec.index, phase = ?phase.wire(), "attempt ended while no borglet ran");
-                    let ending = self.ending_of(&launch).await;
+                    let ending = self.ending_of(&launch, &shared).await;
                     let note = stop_note(&launch);
                     let mut attempt = Attempt::new(launch.spec, phase, done);
                     attempt.restarts = restarts;
@@ -138,7 +148,7 @@ impl Supervisor {
                     let done = CancellationToken::new();
                     done.cancel();
                     tracing::warn!(attempt = %launch.spec.id, "attempt ended with no keeper to record its status");
-                    let ending = self.ending_of(&launch).await;
+                    let ending = self.ending_of(&launch, &shared).await;
                     let note = stop_note(&launch);
                     let mut attempt = Attempt::new(
                         launch.spec,
@@ -171,6 +181,7 @@ impl Supervisor {
                         },
                         None => Keeper::Shim(run.shim),
                     };
+                    in_use.extend(launch.cgroup.clone());
                     self.readopt(
                         launch,
                         restarts,
@@ -184,6 +195,7 @@ impl Supervisor {
                 Found::Orphan { launch, task } => {
                     let since = launch.created_at;
                     let restarts = restarts_of(&launch);
+                    in_use.extend(launch.cgroup.clone());
                     self.readopt(
                         launch,
                         restarts,
@@ -196,17 +208,27 @@ impl Supervisor {
                 }
             }
         }
+        let isolator = Arc::clone(&self.isolator);
+        let _ =
+            tokio::task::spawn_blocking(move || isolator.sweep(&in_use.iter().collect::<Vec<_>>()))
+                .await;
         Ok(n)
     }
 
     /// What the end of an attempt that ended while no borglet ran adds: its
-    /// cgroup (left behind) emptied, read and removed, and the stderr tail.
-    async fn ending_of(&self, launch: &Launch) -> Ending {
-        let (id, cgroup) = (launch.spec.id, launch.cgroup.clone());
+    /// cgroup (left behind) emptied, read and removed, unless other records
+    /// name it too (`shared`), and the stderr tail.
+    async fn ending_of(&self, launch: &Launch, shared: &HashSet<AttemptCgroup>) -> Ending {
+        let id = launch.spec.id;
+        let cgroup = launch
+            .cgroup
+            .clone()
+            .filter(|cg| !shared.contains(cg))
+            .map(Arc::new);
         let sandbox = self.sandboxes.join(id.to_string());
         let isolator = Arc::clone(&self.isolator);
         tokio::task::spawn_blocking(move || {
-            isolation::finish(&*isolator, id, cgroup.as_ref(), &sandbox, true)
+            isolation::finish(&*isolator, id, cgroup, &sandbox, true)
         })
         .await
         .unwrap_or_default()
@@ -234,6 +256,28 @@ impl Supervisor {
         self.table.insert(attempt);
         self.watch(id, job, index, pgid, exited, cgroup, keeper, records);
     }
+}
+
+/// The cgroups more than one record names (a set kept and handed on; see the
+/// module's note).
+fn shared_cgroups(found: &[Found]) -> HashSet<AttemptCgroup> {
+    let mut seen = HashSet::new();
+    let mut shared = HashSet::new();
+    for f in found {
+        let launch = match f {
+            Found::Acked(launch)
+            | Found::Exited { launch, .. }
+            | Found::Running { launch, .. }
+            | Found::Orphan { launch, .. }
+            | Found::Lost { launch, .. } => launch,
+        };
+        if let Some(cg) = &launch.cgroup {
+            if !seen.insert(cg) {
+                shared.insert(cg.clone());
+            }
+        }
+    }
+    shared
 }
 
 /// The restarts a previous borglet recorded for this attempt (none if it did not).

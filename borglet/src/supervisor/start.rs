@@ -179,7 +179,7 @@ impl Supervisor {
             match ask_keeper(&keeper, &launch, again) {
                 Ok(receivers) => Ok((receivers, cgroup)),
                 Err(e) => {
-                    discard(&*isolator, spec_id, cgroup.as_ref());
+                    discard(&*isolator, spec_id, cgroup);
                     Err(e)
                 }
             }
@@ -191,10 +191,8 @@ impl Supervisor {
             Err(_) => StartError::KeeperSilent,
         };
         if cgroup.is_some() {
-            let _ = tokio::task::spawn_blocking(move || {
-                discard(&*isolator_after, spec_id, cgroup.as_ref())
-            })
-            .await;
+            let _ = tokio::task::spawn_blocking(move || discard(&*isolator_after, spec_id, cgroup))
+                .await;
         }
         Err(failed)
     }
@@ -209,9 +207,12 @@ pub(super) type Launched = (
 );
 
 /// Blocking: empty and remove the cgroup of a run that did not start.
-fn discard(isolator: &dyn Isolator, id: AttemptId, cgroup: Option<&AttemptCgroup>) {
+fn discard(isolator: &dyn Isolator, id: AttemptId, cgroup: Option<AttemptCgroup>) {
     let Some(cg) = cgroup else { return };
-    if let Err(e) = cg.kill_all().and_then(|()| isolator.retire(id, cg, None)) {
+    if let Err(e) = cg
+        .kill_all()
+        .and_then(|()| isolator.retire(id, Arc::new(cg), None))
+    {
         tracing::warn!(error = %e, "could not remove the cgroup of a failed start");
     }
 }

@@ -214,7 +214,7 @@ impl Watch {
                     let sandbox = self.sandbox.clone();
                     let isolator = Arc::clone(&sup.isolator);
                     let _ = tokio::task::spawn_blocking(move || {
-                        isolation::finish(&*isolator, id, cgroup.as_deref(), &sandbox, true)
+                        isolation::finish(&*isolator, id, cgroup, &sandbox, true)
                     })
                     .await;
                     return None;
@@ -257,7 +257,7 @@ impl Watch {
         let isolator = Arc::clone(&self.sup.isolator);
         let ending = tokio::task::spawn_blocking(move || {
             let tail = stderr_bytes != Some(0);
-            isolation::finish(&*isolator, id, cgroup.as_deref(), &sandbox, tail)
+            isolation::finish(&*isolator, id, cgroup, &sandbox, tail)
         })
         .await
         .unwrap_or_default();

@@ -660,3 +660,16 @@ pub fn cgroup_dir(pid: i32, mode: borg_shared::wire::IsolationMode, controller: 
     }
     panic!("pid {pid} is in no {controller} cgroup: {text}");
 }
+
+/// The memory cgroup (v1) or the cgroup (v2) that the launch record in
+/// `records` (an attempt's record dir) names for its current run.
+pub fn recorded_cgroup(records: &std::path::Path) -> PathBuf {
+    let launch: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(records.join("launch.json")).unwrap()).unwrap();
+    let cg = &launch["cgroup"];
+    let dir = cg["v1"]["memory"]
+        .as_str()
+        .or_else(|| cg["v2"]["dir"].as_str())
+        .unwrap_or_else(|| panic!("no cgroup in the launch record: {launch}"));
+    PathBuf::from(dir)
+}
