@@ -80,14 +80,23 @@ impl Pool {
     /// `None` when there is none, or when the one taken could not be reset (it
     /// is removed: the caller makes a fresh one). Blocking.
     pub fn take(&self, id: AttemptId, limits: &Limits, memsw: bool) -> Option<AttemptCgroup> {
-        let spare = {
+        let (cg, old) = {
             let mut spares = lock(&self.spares);
             let free = spares.iter().rposition(|s| Arc::strong_count(&s.cg) == 1)?;
-            spares.swap_remove(free)
+            let spare = spares.swap_remove(free);
+            // Held by no one else, it cannot be cloned from outside the pool.
+            match Arc::try_unwrap(spare.cg) {
+                Ok(cg) => (cg, spare.limits),
+                Err(cg) => {
+                    spares.push(Spare {
+                        cg,
+                        limits: spare.limits,
+                    });
+                    return None;
+                }
+            }
         };
-        // Nothing else holds it and nothing can clone it from the pool now.
-        let cg = Arc::try_unwrap(spare.cg).unwrap_or_else(|shared| (*shared).clone());
-        match reset_counters(&cg).and_then(|()| set_limits(&cg, &spare.limits, limits, memsw)) {
+        match reset_counters(&cg).and_then(|()| set_limits(&cg, &old, limits, memsw)) {
             Ok(()) => {
                 self.made(id, *limits);
                 Some(cg)
@@ -153,11 +162,12 @@ impl Pool {
 /// borglet no longer running left: every one not in `keep` (those re-adopted
 /// attempts run in) whose maker is gone. An rmdir of a set that still holds
 /// processes fails and leaves it. Sets named for their attempt (the layout
-/// before spares) are left alone. Blocking.
-pub fn sweep(parent: &Path, keep: &HashSet<PathBuf>) {
+/// before spares) are left alone. Returns how many it removed. Blocking.
+pub fn sweep(parent: &Path, keep: &HashSet<PathBuf>) -> usize {
     let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
+        return 0;
     };
+    let mut removed = 0;
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
@@ -178,10 +188,11 @@ pub fn sweep(parent: &Path, keep: &HashSet<PathBuf>) {
             None => Path::new(&format!("/proc/{pid}")).exists(),
         };
         let path = e.path();
-        if !alive && !keep.contains(&path) {
-            let _ = std::fs::remove_dir(path);
+        if !alive && !keep.contains(&path) && std::fs::remove_dir(path).is_ok() {
+            removed += 1;
         }
     }
+    removed
 }
 
 /// The borglet that made a set, from its name after the prefix:
@@ -428,7 +439,7 @@ mod tests {
             std::fs::create_dir(root.path().join(n)).unwrap();
         }
         let keep = HashSet::from([root.path().join(gone(1))]);
-        sweep(root.path(), &keep);
+        assert_eq!(sweep(root.path(), &keep), 3);
         let left = |n: &String| root.path().join(n).exists();
         let kept: Vec<bool> = names.iter().map(left).collect();
         assert_eq!(

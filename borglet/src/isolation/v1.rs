@@ -199,8 +199,16 @@ impl Isolator for V1 {
             .map(Path::to_path_buf)
             .collect();
         let p = &self.parents;
+        let mut removed = 0;
         for dir in [&p.memory, &p.cpu, &p.cpuacct, &p.pids] {
-            pool::sweep(dir, &keep);
+            removed += pool::sweep(dir, &keep);
+        }
+        if removed > 0 {
+            tracing::info!(
+                directories = removed,
+                parent = %p.memory.display(),
+                "removed the empty cgroup sets a borglet that is gone left behind"
+            );
         }
     }
 
