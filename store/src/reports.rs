@@ -547,11 +547,13 @@ fn final_state(row: &AttemptRow, report: &AttemptReport) -> (TaskState, String) 
         (Some(note), AttemptPhase::Exited) => format!("{how}: {note}"),
         _ => how,
     };
+    // The stop's reason names who asked, often in parentheses of its own
+    // (`killed by alice (token ci)`): how it ended follows after a colon.
     if let Some(stop) = &row.stop_reason {
-        return (TaskState::Killed, format!("{stop} ({how})"));
+        return (TaskState::Killed, format!("{stop}: {how}"));
     }
     if report.stopped_by_borglet {
-        return (TaskState::Lost, format!("stopped by its borglet ({how})"));
+        return (TaskState::Lost, format!("stopped by its borglet: {how}"));
     }
     if report.oom_killed {
         return (

@@ -81,6 +81,16 @@ fn causes_follow_the_report_and_who_asked() {
         Some((DeathCause::Killed, by.clone()))
     );
     assert_eq!(cause(&killed, None), Some((DeathCause::Killed, by)));
+    assert_eq!(
+        final_state(
+            &row(Some("killed by alice (token ci)")),
+            &exited(None, Some(15))
+        ),
+        (
+            TaskState::Killed,
+            "killed by alice (token ci): killed by signal 15".into()
+        )
+    );
     let mut unwanted = exited(None, Some(15));
     unwanted.stopped_by_borglet = true;
     assert_eq!(
