@@ -15,6 +15,7 @@ mod kernel_file;
 pub mod logs;
 pub mod metrics;
 pub mod nudge;
+mod os_words;
 pub mod records;
 pub mod register;
 pub mod restart;

@@ -125,6 +125,10 @@ async fn a_tcp_check_passes_while_the_port_listens_and_restarts_a_task_that_does
         "{r:?}"
     );
     assert!(last.ends_with("(2 probes in a row)"), "{r:?}");
+    assert!(
+        !last.contains("os error"),
+        "words, not Rust's error number: {r:?}"
+    );
     // The listener was never touched.
     let now = b.sync(&specs, &[]).await;
     let still = common::find(&now, listening.id).unwrap();

@@ -93,7 +93,10 @@ impl Prober for RealProber {
                     let connect = tokio::net::TcpStream::connect(("127.0.0.1", *port));
                     match tokio::time::timeout(timeout, connect).await {
                         Ok(Ok(_)) => Ok(()),
-                        Ok(Err(e)) => Err(format!("connect to port {port}: {e}")),
+                        Ok(Err(e)) => Err(format!(
+                            "connect to port {port}: {}",
+                            crate::os_words::io_error(&e)
+                        )),
                         Err(_) => Err(format!(
                             "connect to port {port}: not accepted within {limit}"
                         )),
@@ -105,14 +108,17 @@ impl Prober for RealProber {
     }
 }
 
-/// The innermost error's words (`Connection refused (os error 111)`), not the
-/// wrapper's (`error sending request for url ...`).
+/// The innermost error's words (`Connection refused`), not the wrapper's
+/// (`error sending request for url ...`).
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;
     }
-    cur.to_string()
+    match cur.downcast_ref::<std::io::Error>() {
+        Some(io) => crate::os_words::io_error(io),
+        None => cur.to_string(),
+    }
 }
 
 /// Run the command; its whole process group is killed if it outlives `timeout`.
@@ -123,7 +129,10 @@ async fn run_exec(t: &ExecTarget, timeout: Duration) -> Result<(), String> {
     let spawned = tokio::task::spawn_blocking(move || spawn(&target)).await;
     let mut child = match spawned {
         Ok(Ok(child)) => child,
-        Ok(Err(e)) => return Err(format!("`{shown}` could not start: {e}")),
+        Ok(Err(e)) => {
+            let why = crate::os_words::io_error(&e);
+            return Err(format!("`{shown}` could not start: {why}"));
+        }
         Err(e) => return Err(format!("`{shown}` could not start: {e}")),
     };
     let pgid = child.id().map(|p| p as i32);

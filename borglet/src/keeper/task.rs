@@ -82,7 +82,12 @@ pub(super) fn start(
         run_as: launch.run_as.map(|u| (u.uid, u.gid)),
         nofile,
     })
-    .map_err(|e| format!("cannot start `{program}`: {e}"))?;
+    .map_err(|e| {
+        format!(
+            "cannot start `{program}`: {}",
+            crate::os_words::io_error(&e)
+        )
+    })?;
     let mut streams = [None, None];
     if logs {
         let pipes = [child.stdout.take(), child.stderr.take()];
