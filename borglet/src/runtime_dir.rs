@@ -44,6 +44,31 @@ pub fn claim(data: &Path, runtime: &Path) -> Result<(), RuntimeDirError> {
     Ok(())
 }
 
+/// The process groups of the tasks the borglet on `data` left running (its
+/// record has a run and no exit, and the task is alive), sorted: what keeps
+/// running when a borglet stops with `--on-exit keep`. Blocking.
+pub fn tasks_left_running(data: &Path) -> Vec<i32> {
+    let Ok(Some(runtime)) = records::read::<PathBuf>(data, FILE) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(records_dir(&runtime)) else {
+        return Vec::new();
+    };
+    let mut groups: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| {
+            let dir = e.path();
+            if dir.join(records::EXIT).exists() {
+                return None;
+            }
+            let run: records::Run = records::read(&dir, records::RUN).ok()??;
+            run.task.is_alive().then_some(run.pgid)
+        })
+        .collect();
+    groups.sort_unstable();
+    groups
+}
+
 fn has_records(runtime: &Path) -> bool {
     std::fs::read_dir(records_dir(runtime)).is_ok_and(|mut d| d.next().is_some())
 }
@@ -69,5 +94,40 @@ mod tests {
         claim(data.path(), a.path()).unwrap();
         let noted: Option<PathBuf> = records::read(data.path(), FILE).unwrap();
         assert_eq!(noted.as_deref(), Some(a.path()));
+    }
+
+    #[test]
+    fn the_tasks_left_running_are_those_with_a_live_run_and_no_exit() {
+        let data = tempfile::tempdir().unwrap();
+        assert!(
+            tasks_left_running(data.path()).is_empty(),
+            "no borglet ran here"
+        );
+        let runtime = tempfile::tempdir().unwrap();
+        claim(data.path(), runtime.path()).unwrap();
+        let me = records::ProcId::of(std::process::id() as i32).unwrap();
+        let gone = records::ProcId {
+            start_ticks: me.start_ticks + 1,
+            ..me
+        };
+        let record = |name: &str, task: records::ProcId, pgid: i32, exited: bool| {
+            let dir = records_dir(runtime.path()).join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            let run = records::Run {
+                shim: me,
+                task,
+                pgid,
+                started_at: chrono::Utc::now(),
+            };
+            records::write(&dir, records::RUN, &run).unwrap();
+            if exited {
+                std::fs::write(dir.join(records::EXIT), "{}").unwrap();
+            }
+        };
+        record("running", me, 42, false);
+        record("ended", me, 43, true);
+        record("pid-reused", gone, 44, false);
+        std::fs::create_dir_all(records_dir(runtime.path()).join("never-ran")).unwrap();
+        assert_eq!(tasks_left_running(data.path()), vec![42]);
     }
 }

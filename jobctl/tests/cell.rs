@@ -135,8 +135,14 @@ impl Cell {
     /// SIGINT, as Ctrl-C does; the cell must stop every child and exit 0,
     /// leaving none of its processes (Postgres, components, tasks) behind.
     fn stop(self) {
+        let out = self.out.clone();
         let left = self.stop_leaving_tasks();
         assert!(left.is_empty(), "processes left behind: {left:?}");
+        let printed = std::fs::read_to_string(out).unwrap();
+        assert!(
+            printed.contains("cell stopped") && !printed.contains("left running"),
+            "{printed}"
+        );
     }
 
     /// As `stop`, but running tasks keep running (borglets leave them to be
@@ -392,12 +398,19 @@ fn a_restarted_cell_readopts_the_tasks_that_kept_running() {
     assert!(run.status.success(), "{}\n{}", stdout(&run), stderr(&run));
     let pids = cell.running_pids("sleeper", 2);
     // Ctrl-C stops the cell; the borglets leave their tasks running (the
-    // production default) for the next borglets to re-adopt.
+    // production default) for the next borglets to re-adopt, and it says so.
+    let out = cell.out.clone();
     let left = cell.stop_leaving_tasks();
     for pid in &pids {
         assert!(alive(*pid), "task pid {pid} should outlive the cell");
         assert!(left.contains(pid));
     }
+    let printed = std::fs::read_to_string(&out).unwrap();
+    let said = format!("kill -- -{} -{}", pids[0], pids[1]);
+    assert!(
+        printed.contains("2 tasks left running") && printed.contains(&said),
+        "{printed}"
+    );
 
     let again = Cell::start(dir.path());
     let job = again.job("sleeper");

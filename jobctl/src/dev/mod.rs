@@ -134,7 +134,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     result?;
     println!("cell stopped");
+    let mut left: Vec<i32> = (1..=usize::from(args.borglets))
+        .flat_map(|n| borglet::runtime_dir::tasks_left_running(&borglet_dir(&data_dir, n)))
+        .collect();
+    left.sort_unstable();
+    if !left.is_empty() {
+        println!("{}", left_running(&left));
+    }
     Ok(())
+}
+
+/// Where the cell's borglet `n` (1-based) keeps its data.
+fn borglet_dir(data_dir: &Path, n: usize) -> PathBuf {
+    data_dir.join(format!("borglet-{n}"))
+}
+
+/// The line that tells of the tasks the borglets left running (their process
+/// groups), and what to do about them.
+fn left_running(groups: &[i32]) -> String {
+    let tasks = match groups.len() {
+        1 => "1 task".to_string(),
+        n => format!("{n} tasks"),
+    };
+    let kill: String = groups.iter().map(|g| format!(" -{g}")).collect();
+    format!(
+        "{tasks} left running, as a machine's tasks outlive its borglet: \
+         `jobctl dev` here again re-adopts them; to end them now: kill --{kill}"
+    )
 }
 
 /// `127.0.0.1:<base + i - 1>` for i in 1..=n.
@@ -330,7 +356,7 @@ impl Cell {
         ];
         for (i, addr) in self.borglets.iter().enumerate() {
             let n = i + 1;
-            let dir = self.data_dir.join(format!("borglet-{n}"));
+            let dir = borglet_dir(&self.data_dir, n);
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let mut args = borglet_args(n, *addr, &master, &dir);
             if let Some(cell) = &self.tls {
@@ -571,6 +597,17 @@ async fn stop_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tasks_left_running_are_counted_with_the_command_that_ends_them() {
+        assert_eq!(
+            left_running(&[4242]),
+            "1 task left running, as a machine's tasks outlive its borglet: \
+             `jobctl dev` here again re-adopts them; to end them now: kill -- -4242"
+        );
+        assert!(left_running(&[7, 9]).starts_with("2 tasks left running"));
+        assert!(left_running(&[7, 9]).ends_with("kill -- -7 -9"));
+    }
 
     #[test]
     fn borglets_get_ports_names_and_zones() {
