@@ -6,7 +6,7 @@
 use crate::client::Client;
 use crate::output::{emit, table};
 use borg_shared::wire::{JobView, MachineView};
-use borg_shared::{Bytes, JobState, MilliCpu};
+use borg_shared::{Bytes, JobState, MilliCpu, TaskState};
 use std::cmp::Reverse;
 use std::time::Duration;
 
@@ -41,12 +41,14 @@ pub enum Sort {
     Memory,
 }
 
-/// One job's usage: the sum over its tasks that reported a sample.
+/// One job's usage: the sum over its running tasks that reported a sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobUsage {
     pub name: String,
-    /// Tasks with a sample (running ones).
-    pub tasks: usize,
+    /// Its running tasks.
+    pub running: usize,
+    /// Those of them with a sample (a task just started has none yet).
+    pub sampled: usize,
     pub cpu: MilliCpu,
     pub memory: Bytes,
     /// What those tasks asked for together.
@@ -56,11 +58,18 @@ pub struct JobUsage {
 
 pub fn job_usage(job: &JobView) -> JobUsage {
     let res = &job.spec.task.resources;
-    let sampled: Vec<_> = job.tasks.iter().flatten().filter_map(|t| t.usage).collect();
+    let running: Vec<_> = job
+        .tasks
+        .iter()
+        .flatten()
+        .filter(|t| t.state == TaskState::Running)
+        .collect();
+    let sampled: Vec<_> = running.iter().filter_map(|t| t.usage).collect();
     let n = sampled.len() as u64;
     JobUsage {
         name: job.name.clone(),
-        tasks: sampled.len(),
+        running: running.len(),
+        sampled: sampled.len(),
         cpu: MilliCpu(sampled.iter().map(|u| u.cpu.0).sum()),
         memory: Bytes(sampled.iter().map(|u| u.memory.0).sum()),
         cpu_requested: MilliCpu(res.cpu.0 * n),
@@ -88,10 +97,15 @@ pub fn jobs_table(mut rows: Vec<JobUsage>, sort: Sort) -> String {
         .into_iter()
         .map(|r| {
             // No sample yet (just started): unknown, not zero.
-            let sampled = |s: String| if r.tasks == 0 { "-".to_string() } else { s };
+            let sampled = |s: String| if r.sampled == 0 { "-".to_string() } else { s };
+            // The sums cover the sampled tasks only: say so when that is not all.
+            let tasks = match r.sampled < r.running {
+                true => format!("{} ({} sampled)", r.running, r.sampled),
+                false => r.running.to_string(),
+            };
             vec![
                 r.name,
-                r.tasks.to_string(),
+                tasks,
                 sampled(r.cpu.to_string()),
                 percent(r.cpu.0, r.cpu_requested.0),
                 sampled(r.memory.to_string()),
@@ -217,7 +231,7 @@ mod tests {
     use super::*;
     use crate::output::fixtures::{job, machine, task};
     use borg_shared::wire::ResourceUsage;
-    use borg_shared::{JobKind, MachineState, TaskState};
+    use borg_shared::{JobKind, MachineState};
 
     fn used(cpu: u64, mib: u64) -> Option<ResourceUsage> {
         Some(ResourceUsage {
@@ -235,7 +249,7 @@ mod tests {
         let c = task(2, TaskState::Pending);
         let j = job("web", JobKind::Service, JobState::Running, vec![a, b, c]);
         let u = job_usage(&j);
-        assert_eq!(u.tasks, 2);
+        assert_eq!((u.running, u.sampled), (2, 2));
         assert_eq!(u.cpu, MilliCpu(250));
         assert_eq!(u.memory, Bytes(30 << 20));
         // The fixture asks 250m and 64Mi per task.
@@ -246,7 +260,8 @@ mod tests {
     fn rows() -> Vec<JobUsage> {
         let row = |name: &str, cpu: u64, mib: u64| JobUsage {
             name: name.into(),
-            tasks: 2,
+            running: 2,
+            sampled: 2,
             cpu: MilliCpu(cpu),
             memory: Bytes(mib << 20),
             cpu_requested: MilliCpu(500),
@@ -277,7 +292,32 @@ mod tests {
         );
         let out = jobs_table(vec![job_usage(&j)], Sort::Cpu);
         let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
-        assert_eq!(row, ["web", "0", "-", "-", "-", "-"], "{out}");
+        assert_eq!(
+            row,
+            ["web", "1", "(0", "sampled)", "-", "-", "-", "-"],
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn tasks_counts_the_running_ones_and_says_how_many_the_sums_cover() {
+        let mut a = task(0, TaskState::Running);
+        a.usage = used(100, 10);
+        let b = task(1, TaskState::Running);
+        let mut ended = task(2, TaskState::Succeeded);
+        ended.usage = used(900, 90);
+        let j = job(
+            "web",
+            JobKind::Service,
+            JobState::Running,
+            vec![a, b, ended],
+        );
+        let u = job_usage(&j);
+        assert_eq!((u.running, u.sampled), (2, 1));
+        assert_eq!(u.cpu, MilliCpu(100), "an ended task uses nothing now");
+        let out = jobs_table(vec![u], Sort::Cpu);
+        let row = out.lines().nth(1).unwrap();
+        assert!(row.starts_with("web   2 (1 sampled)"), "{out}");
     }
 
     #[test]
