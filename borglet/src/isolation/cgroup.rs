@@ -92,6 +92,15 @@ impl AttemptCgroup {
         CgroupJoin::open(&self.join_files())
     }
 
+    /// Its name, the same in every hierarchy (`set-…` on v1, the attempt's id on
+    /// v2), for log lines.
+    pub fn name(&self) -> std::borrow::Cow<'_, str> {
+        self.members_dir()
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+    }
+
     /// The directory whose `cgroup.procs` lists every process of the attempt.
     fn members_dir(&self) -> &Path {
         match self {
@@ -255,6 +264,22 @@ fn parse_keyed(text: &str, key: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cgroup_is_named_by_its_last_component() {
+        let at = |h: &str| PathBuf::from(format!("/sys/fs/cgroup/{h}/borg/m1/set-7-99-3"));
+        let v1 = AttemptCgroup::V1 {
+            memory: at("memory"),
+            cpu: at("cpu,cpuacct"),
+            cpuacct: at("cpu,cpuacct"),
+            pids: at("pids"),
+        };
+        assert_eq!(v1.name(), "set-7-99-3");
+        let v2 = AttemptCgroup::V2 {
+            dir: PathBuf::from("/sys/fs/cgroup/borg/m1/0190-attempt"),
+        };
+        assert_eq!(v2.name(), "0190-attempt");
+    }
 
     #[test]
     fn keyed_files_are_read_by_key() {

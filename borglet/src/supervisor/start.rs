@@ -79,8 +79,9 @@ impl Supervisor {
         match self.launch(&spec, false).await {
             Ok((run, cgroup, exit)) => {
                 let (job, index) = (spec.job.clone(), spec.index);
+                let cg = cgroup.as_ref().map(|cg| cg.name());
                 tracing::info!(attempt = %id, job = %job, index, pid = run.task.pid,
-                    keeper = run.shim.pid, "attempt started");
+                    keeper = run.shim.pid, cgroup = cg.as_deref().unwrap_or("-"), "attempt started");
                 self.metrics.started();
                 let exited = CancellationToken::new();
                 // Insert before the watcher runs so the exit always finds the entry.

@@ -222,7 +222,9 @@ impl Watch {
                 // Set after `Restarted`: a stop from now on kills this run's cgroup.
                 sup.table.set_cgroup(id, cgroup.clone());
                 sup.metrics.started();
-                tracing::info!(attempt = %id, pid = run.task.pid, restarts, "attempt restarted in place");
+                let cg = cgroup.as_ref().map(|cg| cg.name());
+                tracing::info!(attempt = %id, pid = run.task.pid, restarts,
+                    cgroup = cg.as_deref().unwrap_or("-"), "attempt restarted in place");
                 sup.nudger.request();
                 let keeper = Keeper::Connected {
                     task: run.task,
