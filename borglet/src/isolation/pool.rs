@@ -160,48 +160,61 @@ impl Pool {
 
 /// Remove the sets under `parent` (one hierarchy's borglet parent) that a
 /// borglet no longer running left: every one not in `keep` (those re-adopted
-/// attempts run in) whose maker is gone. An rmdir of a set that still holds
-/// processes fails and leaves it. Sets named for their attempt (the layout
-/// before spares) are left alone. Returns how many it removed. Blocking.
+/// attempts run in) whose maker is gone. A set named for its attempt (made by
+/// a borglet from before sets kept their names) has no maker on record: it is
+/// left only if in `keep`. An rmdir of a set that still holds processes fails
+/// and leaves it. Other names are never touched. Returns how many it removed.
+/// Blocking.
 pub fn sweep(parent: &Path, keep: &HashSet<PathBuf>) -> usize {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return 0;
     };
     let mut removed = 0;
     for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let maker = if let Some(rest) = name.strip_prefix(SET_PREFIX) {
-            maker(rest)
-        } else if let Some(rest) = name.strip_prefix(OLD_SPARE_PREFIX) {
-            rest.split_once('-')
-                .and_then(|(pid, _)| pid.parse::<i32>().ok())
-                .map(|pid| (pid, None))
-        } else {
+        let Some(maker) = e.file_name().to_str().and_then(Maker::of) else {
             continue;
-        };
-        let Some((pid, start_ticks)) = maker else {
-            continue;
-        };
-        let alive = match start_ticks {
-            Some(start_ticks) => crate::records::ProcId { pid, start_ticks }.is_alive(),
-            None => Path::new(&format!("/proc/{pid}")).exists(),
         };
         let path = e.path();
-        if !alive && !keep.contains(&path) && std::fs::remove_dir(path).is_ok() {
+        if !maker.alive() && !keep.contains(&path) && std::fs::remove_dir(path).is_ok() {
             removed += 1;
         }
     }
     removed
 }
 
-/// The borglet that made a set, from its name after the prefix:
-/// `<pid>-<start ticks>-<n>`.
-fn maker(rest: &str) -> Option<(i32, Option<u64>)> {
-    let mut parts = rest.splitn(3, '-');
-    let pid = parts.next()?.parse().ok()?;
-    let ticks = parts.next()?.parse().ok()?;
-    Some((pid, Some(ticks)))
+/// Who made a set, as its name tells.
+enum Maker {
+    /// `set-<pid>-<start ticks>-<n>`.
+    Borglet(crate::records::ProcId),
+    /// `spare-<pid>-<n>`, from a borglet before sets kept their names.
+    Pid(i32),
+    /// Named for its attempt, by a borglet before sets kept their names.
+    Unknown,
+}
+
+impl Maker {
+    /// `None`: not a set's name.
+    fn of(name: &str) -> Option<Maker> {
+        if let Some(rest) = name.strip_prefix(SET_PREFIX) {
+            let mut parts = rest.splitn(3, '-');
+            let pid = parts.next()?.parse().ok()?;
+            let start_ticks = parts.next()?.parse().ok()?;
+            return Some(Maker::Borglet(crate::records::ProcId { pid, start_ticks }));
+        }
+        if let Some(rest) = name.strip_prefix(OLD_SPARE_PREFIX) {
+            let (pid, _) = rest.split_once('-')?;
+            return Some(Maker::Pid(pid.parse().ok()?));
+        }
+        name.parse::<AttemptId>().is_ok().then_some(Maker::Unknown)
+    }
+
+    fn alive(&self) -> bool {
+        match self {
+            Maker::Borglet(me) => me.is_alive(),
+            Maker::Pid(pid) => Path::new(&format!("/proc/{pid}")).exists(),
+            Maker::Unknown => false,
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -433,18 +446,21 @@ mod tests {
             format!("{SET_PREFIX}{}-{}-0", me.pid, me.start_ticks + 1),
             format!("{OLD_SPARE_PREFIX}{}-3", i32::MAX - 1),
             format!("{OLD_SPARE_PREFIX}{}-3", std::process::id()),
-            "an-attempt".to_string(),
+            "not-a-set".to_string(),
+            // Named for its attempt by an older borglet: gone unless re-adopted.
+            AttemptId::new().to_string(),
+            AttemptId::new().to_string(),
         ];
         for n in &names {
             std::fs::create_dir(root.path().join(n)).unwrap();
         }
-        let keep = HashSet::from([root.path().join(gone(1))]);
-        assert_eq!(sweep(root.path(), &keep), 3);
+        let keep = HashSet::from([root.path().join(gone(1)), root.path().join(&names[8])]);
+        assert_eq!(sweep(root.path(), &keep), 4);
         let left = |n: &String| root.path().join(n).exists();
         let kept: Vec<bool> = names.iter().map(left).collect();
         assert_eq!(
             kept,
-            [false, true, true, false, false, true, true],
+            [false, true, true, false, false, true, true, false, true],
             "{names:?}"
         );
     }
