@@ -44,12 +44,17 @@ fn data_dir() -> tempfile::TempDir {
 
 impl Cell {
     fn start(dir: &Path) -> Cell {
+        Cell::start_from(dir, Path::new(JOBCTL))
+    }
+
+    /// A cell `jobctl dev` runs from the executable at `exe`.
+    fn start_from(dir: &Path, exe: &Path) -> Cell {
         // The cell's scheduler listens 10 ports above its master.
         let port = free_port_run(11);
         let base = free_port_run(3);
         let master = format!("http://127.0.0.1:{port}");
         let out = dir.join(format!("jobctl-dev-{port}.out"));
-        let child = Command::new(JOBCTL)
+        let child = Command::new(exe)
             .args(["dev", "--borglets", "3", "--data-dir"])
             .arg(dir)
             .args([
@@ -431,10 +436,21 @@ fn a_restarted_cell_readopts_the_tasks_that_kept_running() {
 #[test]
 fn a_component_killed_with_sigkill_is_restarted_and_its_tasks_keep_running() {
     let dir = data_dir();
-    let cell = Cell::start(dir.path());
+    // Run from a link of its own, replaced while the cell runs, as a rebuild
+    // replaces target/release/jobctl: components still start again.
+    let bin = tempfile::tempdir().unwrap();
+    let exe = bin.path().join("jobctl");
+    std::fs::hard_link(JOBCTL, &exe)
+        .or_else(|_| std::fs::copy(JOBCTL, &exe).map(|_| ()))
+        .unwrap();
+    let cell = Cell::start_from(dir.path(), &exe);
     let run = cell.jobctl(&["run", "-f", "examples/sleeper.yaml", "--wait"]);
     assert!(run.status.success(), "{}\n{}", stdout(&run), stderr(&run));
     let pids = cell.running_pids("sleeper", 2);
+    // A file of its own (renaming a link of the same file over it does nothing).
+    let rebuilt = bin.path().join("jobctl.new");
+    std::fs::copy(JOBCTL, &rebuilt).unwrap();
+    std::fs::rename(&rebuilt, &exe).unwrap();
     for name in ["borglet-1", "borgmaster", "borgscheduler"] {
         let pid = cell.component_pid(name);
         kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();

@@ -44,11 +44,23 @@ pub struct Spawn {
     pub echo: bool,
 }
 
+/// This executable, to start a component with. A rebuild that replaced the
+/// file under the running cell (`cargo build`) leaves the kernel naming it
+/// `<path> (deleted)`: the new build at `<path>` is started then.
+fn jobctl_exe() -> anyhow::Result<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let exe = std::env::current_exe().context("finding the jobctl executable")?;
+    let replaced = exe.as_os_str().as_bytes().strip_suffix(b" (deleted)");
+    Ok(replaced
+        .map(|path| PathBuf::from(std::ffi::OsStr::from_bytes(path)))
+        .unwrap_or(exe))
+}
+
 impl Spawn {
     /// Start the child from the calling thread, which must outlive it: the
     /// parent-death signal fires when the *thread* that forked exits.
     pub fn start(self, exits: mpsc::UnboundedSender<Exit>) -> anyhow::Result<Child> {
-        let exe = std::env::current_exe().context("finding the jobctl executable")?;
+        let exe = jobctl_exe()?;
         let log = self.log_dir.join(format!("{}.log", self.name));
         let mut file = std::fs::OpenOptions::new()
             .create(true)
