@@ -6,7 +6,7 @@
 //! cgroup and kernfs locks every start's joins need too, and dropping the eight
 //! renames a start cost cut the borglet's CPU per start by a quarter
 //! (BENCHMARKS.md). So a set keeps the neutral name it was made under (see
-//! `V1::create`), and an attempt finds its set through its launch record.
+//! `v1.rs`), and an attempt finds its set through its launch record.
 //!
 //! Exactness: only a set the borglet made itself, whose kernel counters say
 //! nothing ended badly in it, is kept. A set that saw an OOM kill, or that
@@ -29,8 +29,9 @@
 //! a set's files belong to root, and tasks run as another user (`--run-as`,
 //! `nobody` by default), so no task can have changed them. Where tasks run as
 //! the borglet's own user (no `--run-as` switch) no set is kept at all. A
-//! borglet removes its spares when it stops, and at start ([`sweep`]) the sets
-//! a borglet that is gone left empty, which no re-adopted attempt runs in.
+//! borglet removes its spares when it stops, and at start ([`sweep`]) the
+//! empty sets a borglet that is gone left (and the empty cgroups older
+//! borglets named for their attempts) in which no re-adopted attempt runs.
 
 use super::cgroup::{AttemptCgroup, CgroupStats};
 use super::limits::{Limits, CFS_PERIOD_US};
