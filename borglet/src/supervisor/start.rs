@@ -6,12 +6,12 @@
 //! sync's starts run a few at a time, and the answers are awaited without
 //! holding a thread.
 //!
-//! Isolation: each run gets the attempt's cgroup before the task starts: on v1
-//! a spare set a finished attempt left clean, renamed to this attempt's id, its
-//! counters reset and its limits rewritten, else one made fresh
-//! (`isolation/pool.rs`); an in-place restart gets one again under the same
-//! path once the previous run's end retired it. Either way its counters and
-//! OOM kills are the run's own. The task joins it itself, before exec
+//! Isolation: each run gets a cgroup before the task starts: on v1 a spare set
+//! a finished attempt left clean, under the name it was made with, its counters
+//! reset and its limits rewritten, else one made fresh (`isolation/pool.rs`);
+//! an in-place restart gets one again (on v2 under the same path) once the
+//! previous run's end retired it. The launch record names it. Either way its
+//! counters and OOM kills are the run's own. The task joins it itself, before exec
 //! (`Launch.pid_files`); the keeper stays outside, so its memory is not charged
 //! to the task and an OOM kill in the cgroup cannot take it.
 
