@@ -132,8 +132,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             eprintln!("warning: {e:#}");
         }
     }
-    result?;
-    println!("cell stopped");
+    if result.is_ok() {
+        println!("cell stopped");
+    }
+    // Also when the cell stopped on an error: its borglets left their tasks too.
     let mut left: Vec<i32> = (1..=usize::from(args.borglets))
         .flat_map(|n| borglet::runtime_dir::tasks_left_running(&borglet_dir(&data_dir, n)))
         .collect();
@@ -141,7 +143,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !left.is_empty() {
         println!("{}", left_running(&left));
     }
-    Ok(())
+    result
 }
 
 /// Where the cell's borglet `n` (1-based) keeps its data.
