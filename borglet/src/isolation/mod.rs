@@ -73,7 +73,7 @@ pub trait Isolator: Send + Sync + std::fmt::Debug {
     /// At start, once re-adoption is done: remove the empty sets a borglet
     /// that is gone left behind, other than those `in_use` (re-adopted
     /// attempts run in them). Blocking.
-    fn sweep(&self, _in_use: &[&AttemptCgroup]) {}
+    fn sweep(&self, _in_use: &[AttemptCgroup]) {}
 
     /// Never keep a finished attempt's cgroup for another one (tasks run as the
     /// user who owns the cgroup files, so they could change them).

@@ -91,18 +91,12 @@ impl V1 {
                 pids,
             };
             let dirs = cg.dirs();
-            let mut made = 0;
-            let mut result = Ok(());
-            for dir in &dirs {
-                result = make_dir(dir);
-                if result.is_err() {
-                    break;
-                }
-                made += 1;
-            }
-            let error = match result {
-                Ok(()) => return Ok(cg),
-                Err(e) => e,
+            let failed = dirs
+                .iter()
+                .enumerate()
+                .find_map(|(i, dir)| make_dir(dir).err().map(|e| (i, e)));
+            let Some((made, error)) = failed else {
+                return Ok(cg);
             };
             for dir in dirs[..made].iter().rev() {
                 if let Err(rm) = std::fs::remove_dir(dir) {
@@ -192,7 +186,7 @@ impl Isolator for V1 {
         self.pool.retire(id, cg, stats)
     }
 
-    fn sweep(&self, in_use: &[&AttemptCgroup]) {
+    fn sweep(&self, in_use: &[AttemptCgroup]) {
         let keep: HashSet<PathBuf> = in_use
             .iter()
             .flat_map(|cg| cg.dirs())

@@ -209,9 +209,7 @@ impl Supervisor {
             }
         }
         let isolator = Arc::clone(&self.isolator);
-        let _ =
-            tokio::task::spawn_blocking(move || isolator.sweep(&in_use.iter().collect::<Vec<_>>()))
-                .await;
+        let _ = tokio::task::spawn_blocking(move || isolator.sweep(&in_use)).await;
         Ok(n)
     }
 
